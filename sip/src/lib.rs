@@ -1,0 +1,241 @@
+//! Sans-IO SIP user-agent-server core for Understudy conference rooms.
+//!
+//! It parses and serializes SIP messages (over UDP datagrams and TCP byte streams), runs the
+//! RFC 3261 server transactions and dialogs a conference server needs (INVITE, ACK, BYE,
+//! CANCEL, OPTIONS, re-INVITE, REGISTER) and offers SDP offer/answer helpers ([`sdp`]).
+//! It never opens a socket or reads a clock: the driver passes `now` in and sends what
+//! [`Core::poll_transmit`] returns. All dialog and transaction state lives in serializable
+//! types because a later feature replicates it to a hot-standby backup.
+//!
+//! API CONTRACT (fixed by the integrator; implementation in progress).
+#![deny(missing_docs)]
+
+pub mod sdp;
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Local handle of a call (one INVITE dialog), allocated by the core from a counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CallHandle(pub u64);
+
+/// Identifier of a TCP connection, chosen by the driver.
+pub type ConnId = u64;
+
+/// Transport a message came in on / must leave on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Transport {
+    /// The UDP listening socket.
+    Udp,
+    /// An accepted TCP connection.
+    Tcp(ConnId),
+}
+
+/// Core configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// Address advertised in Contact (and Via of our own requests): the SIP listen address.
+    pub local_addr: SocketAddr,
+    /// Server / User-Agent header value.
+    pub user_agent: String,
+    /// Largest accepted message in bytes (larger: 513 where a reply is possible, else dropped).
+    pub max_message_size: usize,
+    /// Seed for tags, branches and every other random choice.
+    pub seed: u64,
+}
+
+/// A message to send.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transmit {
+    /// Transport to send on (for TCP: the connection; if it is gone the driver drops it).
+    pub transport: Transport,
+    /// Destination (for UDP).
+    pub to: SocketAddr,
+    /// Serialized message.
+    pub data: Vec<u8>,
+}
+
+/// Why a call ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndReason {
+    /// The client sent BYE (we answered 200).
+    ByeReceived,
+    /// The client sent CANCEL before we answered (we sent 487).
+    Cancelled,
+    /// We hung up with BYE (its 200 arrived, or the BYE transaction timed out).
+    ByeSent,
+    /// Our 200 OK was never ACKed (timer H).
+    AckTimeout,
+    /// We rejected the INVITE with this status.
+    Rejected(u16),
+    /// The TCP connection carrying the dialog closed.
+    TransportClosed,
+}
+
+/// Application-level events.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A new INVITE. The application must answer with [`Core::accept`] or [`Core::reject`].
+    IncomingCall {
+        /// Handle for later calls.
+        call: CallHandle,
+        /// Request-URI user part: the room name.
+        room: String,
+        /// From URI of the caller (without tag), e.g. `sip:alice@198.18.0.10`.
+        from_uri: String,
+        /// Where the request came from.
+        source: SocketAddr,
+        /// Transport it came in on.
+        transport: Transport,
+        /// SDP offer, `None` for an offerless INVITE (we offer in 200, answer comes in ACK).
+        offer: Option<String>,
+    },
+    /// A re-INVITE inside an established dialog (hold/resume/refresh). Answer with
+    /// [`Core::accept`] (or [`Core::reject`], which keeps the dialog).
+    ReInvite {
+        /// Call.
+        call: CallHandle,
+        /// New SDP offer, `None` if the re-INVITE had no body.
+        offer: Option<String>,
+    },
+    /// Our 2xx was acknowledged. `answer` holds the SDP of an ACK (offerless-INVITE case).
+    Confirmed {
+        /// Call.
+        call: CallHandle,
+        /// SDP answer carried by the ACK, if any.
+        answer: Option<String>,
+    },
+    /// A DTMF digit sent with SIP INFO (application/dtmf-relay), if any.
+    InfoDtmf {
+        /// Call.
+        call: CallHandle,
+        /// Digit.
+        digit: char,
+    },
+    /// The call is over; the application frees its media.
+    CallEnded {
+        /// Call.
+        call: CallHandle,
+        /// Why.
+        reason: EndReason,
+    },
+}
+
+/// Counters for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Messages parsed successfully.
+    pub messages_in: u64,
+    /// Malformed messages answered with 400.
+    pub malformed_answered: u64,
+    /// Malformed messages dropped (no reply possible).
+    pub malformed_dropped: u64,
+    /// Oversized messages rejected.
+    pub oversized: u64,
+    /// Retransmitted requests absorbed by a transaction.
+    pub retransmissions_absorbed: u64,
+}
+
+/// Public view of a dialog for the admin API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CallInfo {
+    /// Handle.
+    pub call: CallHandle,
+    /// Call-ID header value.
+    pub call_id: String,
+    /// Room name.
+    pub room: String,
+    /// Remote URI (From of the INVITE).
+    pub remote_uri: String,
+    /// Dialog confirmed (ACK received).
+    pub confirmed: bool,
+}
+
+/// Errors returned by application commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// No such call, or it is already over.
+    UnknownCall(CallHandle),
+    /// The call is not in a state where this command applies (e.g. accept twice).
+    InvalidState(&'static str),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+impl std::error::Error for Error {}
+
+/// The SIP core. Driver loop: feed `handle_datagram` / `handle_stream_data` /
+/// `handle_stream_closed` / `handle_timeout`, then drain `poll_transmit` and `poll_event`,
+/// then arm a timer for `poll_timeout`.
+pub struct Core {
+    _private: (),
+}
+
+impl Core {
+    /// New core.
+    pub fn new(config: Config) -> Self {
+        let _ = config;
+        todo!()
+    }
+    /// A UDP datagram arrived.
+    pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], now: Duration) {
+        let _ = (from, data, now);
+        todo!()
+    }
+    /// Bytes arrived on a TCP connection (framed internally by Content-Length).
+    pub fn handle_stream_data(&mut self, conn: ConnId, from: SocketAddr, data: &[u8], now: Duration) {
+        let _ = (conn, from, data, now);
+        todo!()
+    }
+    /// A TCP connection closed.
+    pub fn handle_stream_closed(&mut self, conn: ConnId, now: Duration) {
+        let _ = (conn, now);
+        todo!()
+    }
+    /// Timers (retransmissions, timeouts) due at or before `now` fire.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        let _ = now;
+        todo!()
+    }
+    /// Accept an incoming call or re-INVITE: sends 200 OK with `sdp` (our answer, or our offer
+    /// for an offerless INVITE) and retransmits it until ACK.
+    pub fn accept(&mut self, call: CallHandle, sdp: String, now: Duration) -> Result<(), Error> {
+        let _ = (call, sdp, now);
+        todo!()
+    }
+    /// Reject a pending INVITE (or re-INVITE) with a final status (e.g. 488, 486, 503).
+    pub fn reject(&mut self, call: CallHandle, status: u16, now: Duration) -> Result<(), Error> {
+        let _ = (call, status, now);
+        todo!()
+    }
+    /// Hang up an established call with BYE.
+    pub fn hangup(&mut self, call: CallHandle, now: Duration) -> Result<(), Error> {
+        let _ = (call, now);
+        todo!()
+    }
+    /// Next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        todo!()
+    }
+    /// Next application event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        todo!()
+    }
+    /// When `handle_timeout` must next be called, if any timer is armed.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        todo!()
+    }
+    /// Calls currently alive.
+    pub fn calls(&self) -> Vec<CallInfo> {
+        todo!()
+    }
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        todo!()
+    }
+}
