@@ -1,5 +1,12 @@
 //! `mcu pcap ...` subcommands.
 
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use crate::report::Report;
+use crate::sip::Codec;
+use crate::{analyze_path_with, Options};
+
 /// `mcu pcap <command>`.
 #[derive(clap::Subcommand, Debug)]
 pub enum PcapCommand {
@@ -18,11 +25,148 @@ pub struct AnalyzeArgs {
     /// Write one WAV per decoded stream into this directory.
     #[arg(long)]
     pub wav: Option<std::path::PathBuf>,
+    /// Codec for a payload type no SDP in the capture declares, e.g. `97=opus/48000/2`
+    /// (repeatable).
+    #[arg(long = "pt", value_name = "PT=NAME/RATE[/CH]")]
+    pub pt: Vec<String>,
+}
+
+/// Parse `97=opus/48000/2` into a payload type and codec.
+pub fn parse_pt_hint(s: &str) -> Result<(u8, Codec), String> {
+    let (pt, enc) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--pt {s}: expected PT=NAME/RATE[/CH]"))?;
+    let pt: u8 = pt
+        .trim()
+        .parse()
+        .ok()
+        .filter(|p| *p < 128)
+        .ok_or_else(|| format!("--pt {s}: bad payload type"))?;
+    let mut parts = enc.split('/');
+    let name = parts.next().unwrap_or("").to_string();
+    let rate = parts
+        .next()
+        .and_then(|r| r.parse().ok())
+        .ok_or_else(|| format!("--pt {s}: bad clock rate"))?;
+    let channels = parts.next().and_then(|c| c.parse().ok());
+    Ok((
+        pt,
+        Codec {
+            name,
+            rate,
+            channels,
+        },
+    ))
 }
 
 /// Run a pcap subcommand, printing to stdout. Errors are human-readable.
 pub fn run(cmd: PcapCommand) -> Result<(), String> {
     match cmd {
-        PcapCommand::Analyze(_) => Err("not implemented yet".into()),
+        PcapCommand::Analyze(args) => {
+            let mut pt_hints = HashMap::new();
+            for h in &args.pt {
+                let (pt, c) = parse_pt_hint(h)?;
+                pt_hints.insert(pt, c);
+            }
+            let opts = Options {
+                pt_hints,
+                wav_dir: args.wav.clone(),
+                no_decode: false,
+            };
+            let report = analyze_path_with(&args.file, &opts).map_err(|e| e.to_string())?;
+            if args.json {
+                let s = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+                println!("{s}");
+            } else {
+                print!("{}", render_table(&report));
+            }
+            Ok(())
+        }
     }
+}
+
+/// The compact human-readable summary printed without `--json`.
+pub fn render_table(r: &Report) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{} ({}): {} frames, {} UDP, {} RTP streams, {} RTCP flows, {} SIP dialogs",
+        r.file.as_deref().unwrap_or("-"),
+        r.format,
+        r.frames,
+        r.udp_datagrams,
+        r.rtp_streams.len(),
+        r.rtcp_flows.len(),
+        r.sip_dialogs.len()
+    );
+    if !r.rtp_streams.is_empty() {
+        let _ = writeln!(
+            o,
+            "{:<2} {:<22} {:<22} {:<10} {:<14} {:>6} {:>5} {:>4} {:>4} {:>4} {:>8} {:>8} {:>7} {:>5} {:>4} {:>7}",
+            "#", "src", "dst", "ssrc", "codec", "pkts", "lost", "dup", "reo", "rst", "maxgap", "gap@s",
+            "jitter", "tserr", "mrk", "maxdBFS"
+        );
+        for (i, s) in r.rtp_streams.iter().enumerate() {
+            let rel = s.max_gap_at - r.first_time.unwrap_or(s.first_time);
+            let maxdb = s
+                .energy_dbfs
+                .iter()
+                .cloned()
+                .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+            let _ = writeln!(
+                o,
+                "{:<2} {:<22} {:<22} {:<10} {:<14} {:>6} {:>5} {:>4} {:>4} {:>4} {:>8.3} {:>8.3} {:>7.3} {:>5} {:>4} {:>7}",
+                i,
+                s.src,
+                s.dst,
+                s.ssrc_hex,
+                s.codec,
+                s.packets,
+                s.lost,
+                s.duplicates,
+                s.reordered,
+                s.seq_resets,
+                s.max_gap_ms,
+                rel,
+                s.jitter_ms,
+                s.ts_errors,
+                s.markers,
+                maxdb.map_or("-".to_string(), |d| format!("{d:.1}"))
+            );
+        }
+    }
+    for f in &r.rtp_flows {
+        for c in &f.ssrc_changes {
+            let _ = writeln!(
+                o,
+                "ssrc change {} -> {} at {:.6}: 0x{:08X} -> 0x{:08X}",
+                f.src, f.dst, c.time, c.from, c.to
+            );
+        }
+    }
+    for d in &r.sip_dialogs {
+        let _ = writeln!(o, "SIP Call-ID {}", d.call_id);
+        for m in &d.messages {
+            let what = match (&m.method, m.status) {
+                (Some(meth), _) => meth.clone(),
+                (None, Some(st)) => format!("{st} {}", m.reason.as_deref().unwrap_or("")),
+                _ => "?".into(),
+            };
+            let _ = writeln!(
+                o,
+                "  {:.6} {} -> {} {} (CSeq {} {}){}",
+                m.time,
+                m.src,
+                m.dst,
+                what.trim(),
+                m.cseq,
+                m.cseq_method,
+                if m.has_sdp { " +SDP" } else { "" }
+            );
+        }
+    }
+    for w in &r.warnings {
+        let _ = writeln!(o, "warning: {w}");
+    }
+    o
 }

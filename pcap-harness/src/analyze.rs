@@ -1,0 +1,357 @@
+//! The analysis pipeline: frames -> UDP -> SIP / RTP / RTCP -> [`Report`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::capture::{self, Frame};
+use crate::net::{self, Skip};
+use crate::report::*;
+use crate::rtp::{self, Kind};
+use crate::sip::{self, Codec};
+use crate::stream::{self, Pkt};
+use crate::{audio, Error};
+
+/// Options for [`analyze_bytes_with`] / [`crate::analyze_path_with`].
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Codecs for payload types that no SDP in the capture declares (e.g. `97 -> opus/48000/2`).
+    /// They apply to every stream and override the static table but not SDP.
+    pub pt_hints: HashMap<u8, Codec>,
+    /// Write one WAV per decoded stream into this directory.
+    pub wav_dir: Option<PathBuf>,
+    /// Skip audio decoding (faster; `energy_dbfs` stays empty).
+    pub no_decode: bool,
+}
+
+type StreamKey = (SocketAddr, SocketAddr, u32);
+
+struct RtcpAcc {
+    src: SocketAddr,
+    dst: SocketAddr,
+    flow: RtcpFlow,
+    types: HashMap<u8, u64>,
+    reports: Vec<ReportBlock>,
+}
+
+/// Format a socket address as `ip:port` (`[v6]:port`).
+pub fn addr(a: &SocketAddr) -> String {
+    a.to_string()
+}
+
+/// Analyze a capture held in memory.
+pub fn analyze_bytes_with(data: &[u8], file: Option<&Path>, opts: &Options) -> Result<Report, Error> {
+    let mut frames = 0u64;
+    let mut udp_count = 0u64;
+    let mut fragments = 0u64;
+    let mut malformed = 0u64;
+    let mut first_ns: Option<i128> = None;
+    let mut first_time = None;
+    let mut last_time = None;
+    let mut bad_linktype: Option<u32> = None;
+
+    let mut sip_msgs: Vec<(f64, SocketAddr, SocketAddr, sip::Message)> = Vec::new();
+    let mut stream_order: Vec<StreamKey> = Vec::new();
+    let mut streams: HashMap<StreamKey, Vec<Pkt>> = HashMap::new();
+    let mut rtcp_order: Vec<(SocketAddr, SocketAddr)> = Vec::new();
+    let mut rtcp: HashMap<(SocketAddr, SocketAddr), RtcpAcc> = HashMap::new();
+    let mut warnings = Vec::new();
+
+    let format = capture::for_each_frame(data, |f: Frame<'_>| {
+        frames += 1;
+        let base = *first_ns.get_or_insert(f.time_ns);
+        first_time.get_or_insert(f.time);
+        last_time = Some(f.time);
+        if !net::linktype_supported(f.linktype) {
+            bad_linktype.get_or_insert(f.linktype);
+            return;
+        }
+        let udp = match net::decode_udp(f.linktype, f.data) {
+            Ok(u) => u,
+            Err(Skip::Fragment) => {
+                fragments += 1;
+                return;
+            }
+            Err(Skip::Malformed) => {
+                malformed += 1;
+                return;
+            }
+            Err(Skip::NotUdp) => return,
+        };
+        udp_count += 1;
+        if let Some(m) = sip::parse(udp.payload) {
+            sip_msgs.push((f.time, udp.src, udp.dst, m));
+            return;
+        }
+        let rel_ms = (f.time_ns - base) as f64 / 1e6;
+        match rtp::classify(udp.payload) {
+            Kind::Rtp(h) => {
+                let key = (udp.src, udp.dst, h.ssrc);
+                let v = streams.entry(key).or_insert_with(|| {
+                    stream_order.push(key);
+                    Vec::new()
+                });
+                v.push(Pkt {
+                    time: f.time,
+                    rel_ms,
+                    hdr: h,
+                    payload: udp.payload[h.payload_offset..h.payload_offset + h.payload_len]
+                        .to_vec(),
+                });
+            }
+            Kind::Rtcp(_) => {
+                let key = (udp.src, udp.dst);
+                let acc = rtcp.entry(key).or_insert_with(|| {
+                    rtcp_order.push(key);
+                    RtcpAcc {
+                        src: udp.src,
+                        dst: udp.dst,
+                        flow: RtcpFlow {
+                            src: addr(&udp.src),
+                            dst: addr(&udp.dst),
+                            packets: 0,
+                            first_time: f.time,
+                            last_time: f.time,
+                            sender_ssrcs: Vec::new(),
+                            packet_types: Vec::new(),
+                            bye_ssrcs: Vec::new(),
+                            last_reports: Vec::new(),
+                        },
+                        types: HashMap::new(),
+                        reports: Vec::new(),
+                    }
+                });
+                acc.flow.packets += 1;
+                acc.flow.last_time = f.time;
+                for p in rtp::parse_rtcp(udp.payload) {
+                    *acc.types.entry(p.pt).or_default() += 1;
+                    if let Some(s) = p.ssrc {
+                        if p.pt == 203 {
+                            if !acc.flow.bye_ssrcs.contains(&s) {
+                                acc.flow.bye_ssrcs.push(s);
+                            }
+                        } else if !acc.flow.sender_ssrcs.contains(&s) {
+                            acc.flow.sender_ssrcs.push(s);
+                        }
+                    }
+                    for r in p.reports {
+                        acc.reports.retain(|x| x.ssrc != r.ssrc);
+                        acc.reports.push(r);
+                    }
+                }
+            }
+            Kind::Other => {}
+        }
+    })?;
+    if let Some(linktype) = bad_linktype {
+        if udp_count == 0 {
+            return Err(Error::UnsupportedLinkType { linktype });
+        }
+        warnings.push(format!("frames of unsupported link type {linktype} were skipped"));
+    }
+    if fragments > 0 {
+        warnings.push(format!("{fragments} IP fragments were not reassembled"));
+    }
+
+    // SDP: receive address -> (rtpmap, call-id).
+    let mut sdp_map: HashMap<SocketAddr, (HashMap<u8, Codec>, String)> = HashMap::new();
+    for (_, _, _, m) in &sip_msgs {
+        if let Some(sdp) = &m.sdp {
+            for media in &sdp.media {
+                if let Some(a) = media.addr {
+                    sdp_map.insert(a, (media.rtpmap.clone(), m.call_id.clone()));
+                }
+            }
+        }
+    }
+
+    // Streams.
+    let mut rtp_streams = Vec::new();
+    for key in &stream_order {
+        let pkts = &streams[key];
+        let (src, dst, ssrc) = *key;
+        let declared = sdp_map.get(&dst).or_else(|| sdp_map.get(&src));
+        if declared.is_none() && !looks_continuous(pkts) {
+            warnings.push(format!(
+                "{} RTP-like packet(s) {} -> {} ssrc 0x{ssrc:08X} ignored (no consistent sequence)",
+                pkts.len(),
+                addr(&src),
+                addr(&dst)
+            ));
+            continue;
+        }
+        let mut counts: HashMap<u8, u64> = HashMap::new();
+        for p in pkts {
+            *counts.entry(p.hdr.pt).or_default() += 1;
+        }
+        let main_pt = counts
+            .iter()
+            .max_by_key(|(pt, n)| (**n, std::cmp::Reverse(**pt)))
+            .map(|(pt, _)| *pt)
+            .unwrap_or(0);
+        let mut codecs: HashMap<u8, Codec> = HashMap::new();
+        let mut source = "none";
+        for pt in counts.keys() {
+            if let Some(c) = sip::static_codec(*pt) {
+                codecs.insert(*pt, c);
+                if *pt == main_pt {
+                    source = "static";
+                }
+            }
+        }
+        for (pt, c) in &opts.pt_hints {
+            codecs.insert(*pt, c.clone());
+            if *pt == main_pt {
+                source = "hint";
+            }
+        }
+        if let Some((map, _)) = declared {
+            for (pt, c) in map {
+                codecs.insert(*pt, c.clone());
+                if *pt == main_pt {
+                    source = "sdp";
+                }
+            }
+        }
+        let mut a = stream::analyze(addr(&src), addr(&dst), ssrc, pkts, &codecs, main_pt, source);
+        a.stream.call_id = declared.map(|d| d.1.clone());
+        if let Some(codec) = codecs.get(&main_pt) {
+            if !opts.no_decode && audio::decodable(codec) {
+                if let Some(d) = audio::decode(pkts, &a.placed, main_pt, codec) {
+                    a.stream.decoded = true;
+                    a.stream.decode_errors = d.errors;
+                    a.stream.decoded_rate = d.rate;
+                    a.stream.energy_dbfs = audio::energy_dbfs(&d.samples, d.rate);
+                    if let Some(dir) = &opts.wav_dir {
+                        std::fs::create_dir_all(dir).map_err(|e| Error::Output {
+                            path: dir.clone(),
+                            reason: e.to_string(),
+                        })?;
+                        let path = dir.join(format!(
+                            "stream{:02}_{}.wav",
+                            rtp_streams.len(),
+                            a.stream.ssrc_hex
+                        ));
+                        audio::write_wav(&path, &d.samples, d.rate)?;
+                        a.stream.wav = Some(path.display().to_string());
+                    }
+                }
+            }
+        }
+        rtp_streams.push(a.stream);
+    }
+
+    // Flows and SSRC changes (accepted streams only).
+    let mut flow_order: Vec<(String, String)> = Vec::new();
+    let mut flow_pkts: HashMap<(String, String), Vec<(f64, u32)>> = HashMap::new();
+    for (key, s) in stream_order
+        .iter()
+        .filter(|k| rtp_streams.iter().any(|s| s.ssrc == k.2 && s.src == addr(&k.0) && s.dst == addr(&k.1)))
+        .map(|k| (k, &streams[k]))
+    {
+        let fk = (addr(&key.0), addr(&key.1));
+        let v = flow_pkts.entry(fk.clone()).or_insert_with(|| {
+            flow_order.push(fk);
+            Vec::new()
+        });
+        v.extend(s.iter().map(|p| (p.time, key.2)));
+    }
+    let mut rtp_flows = Vec::new();
+    for fk in flow_order {
+        let mut v = flow_pkts.remove(&fk).unwrap_or_default();
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut ssrcs = Vec::new();
+        let mut changes = Vec::new();
+        let mut prev: Option<u32> = None;
+        for (t, s) in v {
+            if !ssrcs.contains(&s) {
+                ssrcs.push(s);
+            }
+            if let Some(p) = prev {
+                if p != s {
+                    changes.push(SsrcChange {
+                        time: t,
+                        from: p,
+                        to: s,
+                    });
+                }
+            }
+            prev = Some(s);
+        }
+        rtp_flows.push(RtpFlow {
+            src: fk.0,
+            dst: fk.1,
+            ssrcs,
+            ssrc_changes: changes,
+        });
+    }
+
+    let rtcp_flows = rtcp_order
+        .iter()
+        .filter_map(|k| rtcp.remove(k))
+        .map(|mut acc| {
+            let _ = (acc.src, acc.dst);
+            let mut types: Vec<(u8, u64)> = acc.types.into_iter().collect();
+            types.sort();
+            acc.flow.packet_types = types;
+            acc.flow.last_reports = acc.reports;
+            acc.flow
+        })
+        .collect();
+
+    let mut sip_dialogs: Vec<SipDialog> = Vec::new();
+    for (t, src, dst, m) in sip_msgs {
+        let msg = SipMessage {
+            time: t,
+            src: addr(&src),
+            dst: addr(&dst),
+            method: m.method,
+            status: m.status,
+            reason: m.reason,
+            uri: m.uri,
+            cseq: m.cseq,
+            cseq_method: m.cseq_method,
+            call_id: m.call_id.clone(),
+            from_tag: m.from_tag,
+            to_tag: m.to_tag,
+            has_sdp: m.sdp.is_some(),
+        };
+        match sip_dialogs.iter_mut().find(|d| d.call_id == m.call_id) {
+            Some(d) => d.messages.push(msg),
+            None => sip_dialogs.push(SipDialog {
+                call_id: m.call_id,
+                messages: vec![msg],
+            }),
+        }
+    }
+
+    Ok(Report {
+        schema_version: SCHEMA_VERSION,
+        file: file.map(|p| p.display().to_string()),
+        format: format.name().to_string(),
+        frames,
+        udp_datagrams: udp_count,
+        ip_fragments: fragments,
+        malformed_frames: malformed,
+        first_time,
+        last_time,
+        rtp_streams,
+        rtp_flows,
+        rtcp_flows,
+        sip_dialogs,
+        warnings,
+    })
+}
+
+/// RTP header sanity over several packets: at least two packets, and at least half of
+/// the consecutive pairs are within 100 sequence numbers of each other.
+fn looks_continuous(pkts: &[Pkt]) -> bool {
+    if pkts.len() < 2 {
+        return false;
+    }
+    let close = pkts
+        .windows(2)
+        .filter(|w| rtp::seq_diff(w[0].hdr.seq, w[1].hdr.seq).abs() <= stream::MAX_MISORDER as i32)
+        .count();
+    close * 2 >= pkts.len() - 1
+}

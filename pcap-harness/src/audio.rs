@@ -1,0 +1,199 @@
+//! Decoding (PCMU, PCMA, Opus) onto a media timeline, energy per 100 ms window, WAV output.
+
+use std::path::Path;
+
+use crate::report::{ENERGY_WINDOW_MS, SILENCE_DBFS};
+use crate::sip::Codec;
+use crate::stream::{Pkt, Placed};
+use crate::Error;
+
+/// Audio decoded from one stream.
+#[derive(Debug, Clone, Default)]
+pub struct Decoded {
+    /// Mono samples at `rate`, starting at the stream's first packet.
+    pub samples: Vec<i16>,
+    /// Sample rate.
+    pub rate: u32,
+    /// Packets the decoder rejected.
+    pub errors: u64,
+}
+
+/// G.711 mu-law to linear 16-bit.
+pub fn ulaw_to_linear(u: u8) -> i16 {
+    let u = !u;
+    let t = ((i32::from(u & 0x0f) << 3) + 0x84) << ((u & 0x70) >> 4);
+    (if u & 0x80 != 0 { 0x84 - t } else { t - 0x84 }) as i16
+}
+
+/// G.711 A-law to linear 16-bit.
+pub fn alaw_to_linear(a: u8) -> i16 {
+    let a = a ^ 0x55;
+    let mut t = i32::from(a & 0x0f) << 4;
+    let seg = (a & 0x70) >> 4;
+    match seg {
+        0 => t += 8,
+        1 => t += 0x108,
+        _ => {
+            t += 0x108;
+            t <<= seg - 1;
+        }
+    }
+    (if a & 0x80 != 0 { t } else { -t }) as i16
+}
+
+enum Dec {
+    Ulaw,
+    Alaw,
+    Opus(Box<opus::Decoder>),
+}
+
+/// Whether this crate can decode the codec.
+pub fn decodable(c: &Codec) -> bool {
+    let n = c.name.to_ascii_lowercase();
+    n == "pcmu" || n == "pcma" || n == "opus"
+}
+
+/// Decode the stream's packets of payload type `pt` onto a timeline. Packets are placed
+/// by RTP timestamp within a segment; each segment (after a sequence reset) is anchored
+/// at its first packet's arrival time. Gaps are silence (no concealment), so lost audio
+/// shows up as low energy.
+pub fn decode(pkts: &[Pkt], placed: &[Placed], pt: u8, codec: &Codec) -> Option<Decoded> {
+    let name = codec.name.to_ascii_lowercase();
+    let (mut dec, rate) = match name.as_str() {
+        "pcmu" => (Dec::Ulaw, 8000),
+        "pcma" => (Dec::Alaw, 8000),
+        "opus" => (
+            Dec::Opus(Box::new(
+                opus::Decoder::new(48000, opus::Channels::Mono).ok()?,
+            )),
+            48000,
+        ),
+        _ => return None,
+    };
+    let clock = if codec.rate == 0 { rate } else { codec.rate };
+    let mut order: Vec<&Placed> = placed
+        .iter()
+        .filter(|p| pkts[p.index].hdr.pt == pt)
+        .collect();
+    order.sort_by_key(|p| (p.segment, p.ext_seq));
+    let t0 = pkts.first()?.time;
+    let mut out = Decoded {
+        samples: Vec::new(),
+        rate,
+        errors: 0,
+    };
+    let mut seg_anchor: Option<(usize, i64, i64)> = None; // (segment, ts0, sample0)
+    let mut buf = vec![0i16; 5760];
+    for p in order {
+        let anchor = match seg_anchor {
+            Some(a) if a.0 == p.segment => a,
+            _ => {
+                let sample0 = ((p.time - t0) * f64::from(rate)).round() as i64;
+                let a = (p.segment, p.ext_ts, sample0);
+                seg_anchor = Some(a);
+                a
+            }
+        };
+        let at = anchor.2 + (p.ext_ts - anchor.1) * i64::from(rate) / i64::from(clock);
+        if at < 0 {
+            continue;
+        }
+        let payload = &pkts[p.index].payload;
+        let n = match &mut dec {
+            Dec::Ulaw => {
+                for (k, b) in payload.iter().enumerate() {
+                    buf.get_mut(k).map(|s| *s = ulaw_to_linear(*b));
+                }
+                payload.len().min(buf.len())
+            }
+            Dec::Alaw => {
+                for (k, b) in payload.iter().enumerate() {
+                    buf.get_mut(k).map(|s| *s = alaw_to_linear(*b));
+                }
+                payload.len().min(buf.len())
+            }
+            Dec::Opus(d) => match d.decode(payload, &mut buf, false) {
+                Ok(n) => n,
+                Err(_) => {
+                    out.errors += 1;
+                    continue;
+                }
+            },
+        };
+        let at = at as usize;
+        // Refuse absurd timelines (a timestamp jump of hours): cap at 6 hours.
+        if at + n > rate as usize * 6 * 3600 {
+            out.errors += 1;
+            continue;
+        }
+        if out.samples.len() < at + n {
+            out.samples.resize(at + n, 0);
+        }
+        out.samples[at..at + n].copy_from_slice(&buf[..n]);
+    }
+    Some(out)
+}
+
+/// Level of each 100 ms window in dBFS (RMS relative to full scale, floor -120).
+pub fn energy_dbfs(samples: &[i16], rate: u32) -> Vec<f64> {
+    let win = (rate * ENERGY_WINDOW_MS / 1000) as usize;
+    if win == 0 {
+        return Vec::new();
+    }
+    samples
+        .chunks(win)
+        .map(|c| {
+            let sum: f64 = c.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+            let rms = (sum / win as f64).sqrt();
+            if rms <= 0.0 {
+                SILENCE_DBFS
+            } else {
+                let db = 20.0 * (rms / 32768.0).log10();
+                (db.max(SILENCE_DBFS) * 100.0).round() / 100.0
+            }
+        })
+        .collect()
+}
+
+/// Write mono 16-bit samples as a WAV file.
+pub fn write_wav(path: &Path, samples: &[i16], rate: u32) -> Result<(), Error> {
+    let out_err = |e: hound::Error| Error::Output {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).map_err(out_err)?;
+    for &s in samples {
+        w.write_sample(s).map_err(out_err)?;
+    }
+    w.finalize().map_err(out_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn g711_known_values() {
+        assert_eq!(ulaw_to_linear(0xff), 0);
+        assert_eq!(ulaw_to_linear(0x00), -32124);
+        assert_eq!(ulaw_to_linear(0x80), 32124);
+        assert_eq!(alaw_to_linear(0xd5), 8);
+        assert_eq!(alaw_to_linear(0x55), -8);
+        assert_eq!(alaw_to_linear(0xaa), 32256);
+    }
+
+    #[test]
+    fn energy_of_full_scale_square_is_zero_db() {
+        let s = vec![32767i16; 800];
+        let e = energy_dbfs(&s, 8000);
+        assert_eq!(e.len(), 1);
+        assert!(e[0].abs() < 0.01, "{e:?}");
+        assert_eq!(energy_dbfs(&[0; 800], 8000), vec![SILENCE_DBFS]);
+    }
+}
