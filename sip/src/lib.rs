@@ -10,11 +10,19 @@
 //! API CONTRACT (fixed by the integrator; implementation in progress).
 #![deny(missing_docs)]
 
+mod core;
+mod framing;
+mod message;
 pub mod sdp;
+pub mod state;
+
+pub use crate::core::{reason_phrase, ALLOW};
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use crate::core::Inner;
 
 /// Local handle of a call (one INVITE dialog), allocated by the core from a counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -173,69 +181,72 @@ impl std::error::Error for Error {}
 /// `handle_stream_closed` / `handle_timeout`, then drain `poll_transmit` and `poll_event`,
 /// then arm a timer for `poll_timeout`.
 pub struct Core {
-    _private: (),
+    inner: Inner,
 }
 
 impl Core {
     /// New core.
     pub fn new(config: Config) -> Self {
-        let _ = config;
-        todo!()
+        Core { inner: Inner::new(config) }
     }
     /// A UDP datagram arrived.
     pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], now: Duration) {
-        let _ = (from, data, now);
-        todo!()
+        self.inner.handle_datagram(from, data, now)
     }
     /// Bytes arrived on a TCP connection (framed internally by Content-Length).
     pub fn handle_stream_data(&mut self, conn: ConnId, from: SocketAddr, data: &[u8], now: Duration) {
-        let _ = (conn, from, data, now);
-        todo!()
+        self.inner.handle_stream_data(conn, from, data, now)
     }
     /// A TCP connection closed.
     pub fn handle_stream_closed(&mut self, conn: ConnId, now: Duration) {
-        let _ = (conn, now);
-        todo!()
+        self.inner.handle_stream_closed(conn, now)
     }
     /// Timers (retransmissions, timeouts) due at or before `now` fire.
     pub fn handle_timeout(&mut self, now: Duration) {
-        let _ = now;
-        todo!()
+        self.inner.handle_timeout(now)
     }
     /// Accept an incoming call or re-INVITE: sends 200 OK with `sdp` (our answer, or our offer
     /// for an offerless INVITE) and retransmits it until ACK.
     pub fn accept(&mut self, call: CallHandle, sdp: String, now: Duration) -> Result<(), Error> {
-        let _ = (call, sdp, now);
-        todo!()
+        self.inner.accept(call, sdp, now)
     }
     /// Reject a pending INVITE (or re-INVITE) with a final status (e.g. 488, 486, 503).
     pub fn reject(&mut self, call: CallHandle, status: u16, now: Duration) -> Result<(), Error> {
-        let _ = (call, status, now);
-        todo!()
+        self.inner.reject(call, status, now)
     }
     /// Hang up an established call with BYE.
     pub fn hangup(&mut self, call: CallHandle, now: Duration) -> Result<(), Error> {
-        let _ = (call, now);
-        todo!()
+        self.inner.hangup(call, now)
     }
     /// Next message to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        todo!()
+        self.inner.out.pop_front()
     }
     /// Next application event.
     pub fn poll_event(&mut self) -> Option<Event> {
-        todo!()
+        self.inner.events.pop_front()
     }
     /// When `handle_timeout` must next be called, if any timer is armed.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        todo!()
+        self.inner.poll_timeout()
     }
     /// Calls currently alive.
     pub fn calls(&self) -> Vec<CallInfo> {
-        todo!()
+        self.inner.calls()
     }
     /// Counters.
     pub fn stats(&self) -> Stats {
-        todo!()
+        self.inner.stats()
+    }
+    /// The replicable dialog and transaction state (see [`state::CoreState`]).
+    pub fn state(&self) -> &state::CoreState {
+        &self.inner.st
+    }
+    /// A core continuing from replicated `state` (e.g. on the backup after takeover). TCP
+    /// reassembly buffers and undrained output are not part of the state.
+    pub fn from_state(config: Config, state: state::CoreState) -> Self {
+        let mut inner = Inner::new(config);
+        inner.st = state;
+        Core { inner }
     }
 }

@@ -1,10 +1,16 @@
 //! SDP offer/answer for audio conferences: parse a client's offer, choose a codec, build
 //! our answer or offer.
 //!
-//! API CONTRACT (fixed by the integrator; implementation in progress).
+//! Parsing and serialization use the `sdp` crate (webrtc-rs); this module only holds the
+//! offer/answer policy: which codec, which direction, which addresses.
 
 use serde::{Deserialize, Serialize};
+use std::io::Cursor;
 use std::net::{IpAddr, SocketAddr};
+
+use sdp::description::common::{Address, Attribute, ConnectionInformation};
+use sdp::description::media::{MediaDescription, MediaName, RangedPort};
+use sdp::description::session::{Origin, SessionDescription, TimeDescription, Timing};
 
 /// Codecs the server implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -83,22 +89,345 @@ pub struct LocalMedia {
     pub session_version: u64,
 }
 
+/// RFC 6464 client-to-mixer audio level header extension URI.
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+impl CodecName {
+    /// RTP clock rate.
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            CodecName::Opus => 48000,
+            CodecName::Pcmu | CodecName::Pcma => 8000,
+        }
+    }
+    /// `a=rtpmap` encoding part, e.g. `opus/48000/2`.
+    pub fn rtpmap(self) -> &'static str {
+        match self {
+            CodecName::Opus => "opus/48000/2",
+            CodecName::Pcmu => "PCMU/8000",
+            CodecName::Pcma => "PCMA/8000",
+        }
+    }
+}
+
+impl Direction {
+    /// The direction we answer with: sendonly -> recvonly, recvonly -> sendonly.
+    pub fn mirror(self) -> Direction {
+        match self {
+            Direction::SendRecv => Direction::SendRecv,
+            Direction::SendOnly => Direction::RecvOnly,
+            Direction::RecvOnly => Direction::SendOnly,
+            Direction::Inactive => Direction::Inactive,
+        }
+    }
+    /// SDP attribute name.
+    pub fn attribute(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+}
+
+fn attr<'a>(attrs: &'a [Attribute], key: &str) -> impl Iterator<Item = &'a str> + 'a {
+    let key = key.to_string();
+    attrs
+        .iter()
+        .filter(move |a| a.key.eq_ignore_ascii_case(&key))
+        .map(|a| a.value.as_deref().unwrap_or(""))
+}
+
+fn has(attrs: &[Attribute], key: &str) -> bool {
+    attrs.iter().any(|a| a.key.eq_ignore_ascii_case(key))
+}
+
+/// `(payload type, encoding name, clock rate, channels)` of every a=rtpmap.
+fn rtpmaps(attrs: &[Attribute]) -> Vec<(u8, String, u32, u32)> {
+    attr(attrs, "rtpmap")
+        .filter_map(|v| {
+            let (pt, enc) = v.trim().split_once(char::is_whitespace)?;
+            let pt: u8 = pt.trim().parse().ok()?;
+            let mut parts = enc.trim().split('/');
+            let name = parts.next()?.trim().to_string();
+            let rate: u32 = parts.next()?.trim().parse().ok()?;
+            let channels: u32 = match parts.next() {
+                Some(c) => c.trim().parse().ok()?,
+                None => 1,
+            };
+            Some((pt, name, rate, channels))
+        })
+        .collect()
+}
+
+fn direction_of(attrs: &[Attribute]) -> Option<Direction> {
+    // The last direction attribute wins if a peer sends several; normally there is one.
+    attrs.iter().rev().find_map(|a| match a.key.to_ascii_lowercase().as_str() {
+        "sendrecv" => Some(Direction::SendRecv),
+        "sendonly" => Some(Direction::SendOnly),
+        "recvonly" => Some(Direction::RecvOnly),
+        "inactive" => Some(Direction::Inactive),
+        _ => None,
+    })
+}
+
+fn parse_ip(ci: &ConnectionInformation) -> Result<IpAddr, SdpError> {
+    let addr = ci
+        .address
+        .as_ref()
+        .ok_or_else(|| SdpError::Malformed("c= without address".into()))?;
+    let text = addr.address.split('/').next().unwrap_or("").trim();
+    text.parse::<IpAddr>()
+        .map_err(|_| SdpError::NotAcceptable(format!("c= address {text:?} is not an IP address")))
+}
+
+/// Parse an SDP with the `sdp` crate. Tolerates LF-only line ends and a missing final CRLF.
+pub fn parse(text: &str) -> Result<SessionDescription, SdpError> {
+    let mut norm = String::with_capacity(text.len() + 2);
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() {
+            continue;
+        }
+        norm.push_str(line);
+        norm.push_str("\r\n");
+    }
+    SessionDescription::unmarshal(&mut Cursor::new(norm.as_bytes()))
+        .map_err(|e| SdpError::Malformed(e.to_string()))
+}
+
 /// Negotiate a remote offer (or an answer to our offer) against our codecs.
 pub fn negotiate(remote_sdp: &str) -> Result<Negotiated, SdpError> {
-    let _ = remote_sdp;
-    todo!()
+    let sd = parse(remote_sdp)?;
+    negotiate_parsed(&sd)
+}
+
+/// [`negotiate`] on an already parsed description.
+pub fn negotiate_parsed(sd: &SessionDescription) -> Result<Negotiated, SdpError> {
+    let mut saw_audio = false;
+    let mut last_err = None;
+    for m in &sd.media_descriptions {
+        if !m.media_name.media.eq_ignore_ascii_case("audio") {
+            continue;
+        }
+        saw_audio = true;
+        match negotiate_media(sd, m) {
+            Ok(n) => return Ok(n),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    if !saw_audio {
+        return Err(SdpError::NotAcceptable("no audio m-line".into()));
+    }
+    Err(last_err.unwrap_or_else(|| SdpError::NotAcceptable("no usable audio m-line".into())))
+}
+
+fn negotiate_media(sd: &SessionDescription, m: &MediaDescription) -> Result<Negotiated, SdpError> {
+    let proto = m.media_name.protos.join("/");
+    if !proto.eq_ignore_ascii_case("RTP/AVP") {
+        return Err(SdpError::NotAcceptable(format!("transport {proto} not supported")));
+    }
+    let port = m.media_name.port.value;
+    if port <= 0 {
+        return Err(SdpError::NotAcceptable("audio stream disabled (port 0)".into()));
+    }
+    let port = u16::try_from(port).map_err(|_| SdpError::Malformed("m= port out of range".into()))?;
+    let ci = m
+        .connection_information
+        .as_ref()
+        .or(sd.connection_information.as_ref())
+        .ok_or_else(|| SdpError::Malformed("no c= line".into()))?;
+    let ip = parse_ip(ci)?;
+    let maps = rtpmaps(&m.attributes);
+    let mut chosen = None;
+    for fmt in &m.media_name.formats {
+        let Ok(pt) = fmt.trim().parse::<u8>() else { continue };
+        if pt > 127 {
+            continue;
+        }
+        let codec = match maps.iter().find(|(p, ..)| *p == pt) {
+            Some((_, name, rate, ch)) => {
+                if name.eq_ignore_ascii_case("opus") && *rate == 48000 && *ch == 2 {
+                    Some(CodecName::Opus)
+                } else if name.eq_ignore_ascii_case("PCMU") && *rate == 8000 && *ch == 1 {
+                    Some(CodecName::Pcmu)
+                } else if name.eq_ignore_ascii_case("PCMA") && *rate == 8000 && *ch == 1 {
+                    Some(CodecName::Pcma)
+                } else {
+                    None
+                }
+            }
+            None => match pt {
+                0 => Some(CodecName::Pcmu),
+                8 => Some(CodecName::Pcma),
+                _ => None,
+            },
+        };
+        if let Some(c) = codec {
+            chosen = Some((c, pt));
+            break;
+        }
+    }
+    let Some((codec, payload_type)) = chosen else {
+        return Err(SdpError::NotAcceptable("no codec in common".into()));
+    };
+    let offered: Vec<u8> = m.media_name.formats.iter().filter_map(|f| f.trim().parse().ok()).collect();
+    let telephone_event_pt = maps
+        .iter()
+        .find(|(pt, name, rate, _)| {
+            name.eq_ignore_ascii_case("telephone-event")
+                && *rate == codec.clock_rate()
+                && offered.contains(pt)
+        })
+        .map(|(pt, ..)| *pt);
+    let ptime_ms = attr(&m.attributes, "ptime")
+        .next()
+        .or_else(|| attr(&sd.attributes, "ptime").next())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 1.0 && *v <= 1000.0)
+        .map_or(20, |v| v as u32);
+    let mut direction = direction_of(&m.attributes)
+        .or_else(|| direction_of(&sd.attributes))
+        .unwrap_or(Direction::SendRecv);
+    if ip.is_unspecified() {
+        direction = Direction::Inactive;
+    }
+    let audio_level_ext_id = attr(&m.attributes, "extmap")
+        .chain(attr(&sd.attributes, "extmap"))
+        .find_map(|v| {
+            let mut it = v.split_whitespace();
+            let id = it.next()?;
+            let uri = it.next()?;
+            if !uri.eq_ignore_ascii_case(AUDIO_LEVEL_URI) {
+                return None;
+            }
+            let id: u8 = id.split('/').next()?.parse().ok()?;
+            (id > 0).then_some(id)
+        });
+    let rtcp_mux = has(&m.attributes, "rtcp-mux");
+    let remote_rtp = SocketAddr::new(ip, port);
+    let remote_rtcp = match attr(&m.attributes, "rtcp").next() {
+        Some(v) => {
+            let mut it = v.split_whitespace();
+            let rport: Option<u16> = it.next().and_then(|p| p.parse().ok());
+            let rip = match (it.next(), it.next(), it.next()) {
+                (Some(_), Some(_), Some(a)) => a.parse::<IpAddr>().ok(),
+                _ => None,
+            };
+            match rport {
+                Some(p) => SocketAddr::new(rip.unwrap_or(ip), p),
+                None => SocketAddr::new(ip, port.saturating_add(1)),
+            }
+        }
+        None if rtcp_mux => remote_rtp,
+        None => SocketAddr::new(ip, port.saturating_add(1)),
+    };
+    Ok(Negotiated {
+        codec,
+        payload_type,
+        telephone_event_pt,
+        ptime_ms,
+        direction,
+        audio_level_ext_id,
+        remote_rtp,
+        remote_rtcp,
+        rtcp_mux,
+    })
+}
+
+fn base_session(local: &LocalMedia) -> SessionDescription {
+    let (addr_type, ip) = match local.ip {
+        IpAddr::V4(ip) => ("IP4", ip.to_string()),
+        IpAddr::V6(ip) => ("IP6", ip.to_string()),
+    };
+    SessionDescription {
+        origin: Origin {
+            username: "-".into(),
+            session_id: local.session_id,
+            session_version: local.session_version,
+            network_type: "IN".into(),
+            address_type: addr_type.into(),
+            unicast_address: ip.clone(),
+        },
+        session_name: "Understudy".into(),
+        connection_information: Some(ConnectionInformation {
+            network_type: "IN".into(),
+            address_type: addr_type.into(),
+            address: Some(Address { address: ip, ttl: None, range: None }),
+        }),
+        time_descriptions: vec![TimeDescription {
+            timing: Timing { start_time: 0, stop_time: 0 },
+            repeat_times: vec![],
+        }],
+        ..Default::default()
+    }
+}
+
+fn audio_media(port: u16, formats: Vec<u8>, attributes: Vec<Attribute>) -> MediaDescription {
+    MediaDescription {
+        media_name: MediaName {
+            media: "audio".into(),
+            port: RangedPort { value: port as isize, range: None },
+            protos: vec!["RTP".into(), "AVP".into()],
+            formats: formats.iter().map(u8::to_string).collect(),
+        },
+        attributes,
+        ..Default::default()
+    }
+}
+
+fn a(key: &str, value: impl Into<String>) -> Attribute {
+    Attribute::new(key.into(), Some(value.into()))
+}
+
+fn flag(key: &str) -> Attribute {
+    Attribute::new(key.into(), None)
 }
 
 /// Build our SDP answer for a negotiated offer. `direction` is our direction
 /// (the mirror of the remote's: sendonly -> recvonly, inactive -> inactive).
 pub fn build_answer(local: &LocalMedia, neg: &Negotiated) -> String {
-    let _ = (local, neg);
-    todo!()
+    let mut formats = vec![neg.payload_type];
+    let mut attrs = vec![a("rtpmap", format!("{} {}", neg.payload_type, neg.codec.rtpmap()))];
+    if neg.codec == CodecName::Opus {
+        attrs.push(a("fmtp", format!("{} useinbandfec=1", neg.payload_type)));
+    }
+    if let Some(te) = neg.telephone_event_pt.filter(|te| *te != neg.payload_type) {
+        formats.push(te);
+        attrs.push(a("rtpmap", format!("{te} telephone-event/{}", neg.codec.clock_rate())));
+        attrs.push(a("fmtp", format!("{te} 0-16")));
+    }
+    attrs.push(a("ptime", neg.ptime_ms.to_string()));
+    if let Some(id) = neg.audio_level_ext_id {
+        attrs.push(a("extmap", format!("{id} {AUDIO_LEVEL_URI}")));
+    }
+    if neg.rtcp_mux {
+        attrs.push(flag("rtcp-mux"));
+    }
+    attrs.push(flag(neg.direction.mirror().attribute()));
+    let mut sd = base_session(local);
+    sd.media_descriptions.push(audio_media(local.rtp_port, formats, attrs));
+    sd.marshal()
 }
 
 /// Build our SDP offer (for an offerless INVITE): Opus/48000/2 (useinbandfec=1), PCMU, PCMA,
 /// telephone-event/48000 and /8000, ptime 20, sendrecv.
 pub fn build_offer(local: &LocalMedia) -> String {
-    let _ = local;
-    todo!()
+    let attrs = vec![
+        a("rtpmap", "111 opus/48000/2"),
+        a("fmtp", "111 useinbandfec=1"),
+        a("rtpmap", "0 PCMU/8000"),
+        a("rtpmap", "8 PCMA/8000"),
+        a("rtpmap", "101 telephone-event/48000"),
+        a("fmtp", "101 0-16"),
+        a("rtpmap", "100 telephone-event/8000"),
+        a("fmtp", "100 0-16"),
+        a("ptime", "20"),
+        a("extmap", format!("1 {AUDIO_LEVEL_URI}")),
+        flag("sendrecv"),
+    ];
+    let mut sd = base_session(local);
+    sd.media_descriptions.push(audio_media(local.rtp_port, vec![111, 0, 8, 101, 100], attrs));
+    sd.marshal()
 }
