@@ -1,1 +1,55 @@
-fn main() {}
+//! `mcu`: the Understudy conferencing server binary.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "mcu",
+    version,
+    about = "Understudy audio conferencing server (MCU)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(mcu::config::ServeArgs),
+    /// Capture analysis and replay tools.
+    #[command(subcommand)]
+    Pcap(pcap_harness::cli::PcapCommand),
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let cfg = args.resolve()?;
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async move {
+                let listeners = mcu::server::Listeners::bind(&cfg).await?;
+                mcu::server::run(cfg, listeners, shutdown_signal()).await
+            })
+        }
+        Command::Pcap(cmd) => pcap_harness::cli::run(cmd).map_err(|e| anyhow::anyhow!(e)),
+    }
+}

@@ -1,0 +1,140 @@
+//! Prometheus metrics of the server (`GET /metrics`).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Every metric the server exports; cheap to clone (atomics inside).
+#[derive(Clone)]
+pub struct Metrics {
+    /// Rooms alive.
+    pub rooms: Gauge,
+    /// Participants in rooms.
+    pub participants: Gauge,
+    /// RTP packets received from participants.
+    pub rtp_in: Counter,
+    /// RTP packets sent to participants.
+    pub rtp_out: Counter,
+    /// RTCP packets received.
+    pub rtcp_in: Counter,
+    /// RTCP packets sent.
+    pub rtcp_out: Counter,
+    /// Media packets dropped as garbage (not RTP/RTCP or invalid for the stream).
+    pub media_dropped: Counter,
+    /// Media packets dropped because a room's queue was full.
+    pub media_overflow: Counter,
+    /// SIP messages received (parsed).
+    pub sip_in: Counter,
+    /// Malformed SIP answered with 400.
+    pub sip_malformed_answered: Counter,
+    /// Malformed SIP dropped (no reply possible).
+    pub sip_malformed_dropped: Counter,
+    /// Oversized SIP messages rejected.
+    pub sip_oversized: Counter,
+    /// Calls accepted.
+    pub calls_accepted: Counter,
+    /// Calls rejected (any status).
+    pub calls_rejected: Counter,
+    /// Duration of one room's mixing tick, seconds.
+    pub tick_seconds: Histogram,
+    /// Ticks that started later than one tick period after their scheduled instant.
+    pub ticks_late: Counter,
+    registry: std::sync::Arc<Registry>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Create and register every metric.
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("mcu");
+        let m = Metrics {
+            rooms: Gauge::default(),
+            participants: Gauge::default(),
+            rtp_in: Counter::default(),
+            rtp_out: Counter::default(),
+            rtcp_in: Counter::default(),
+            rtcp_out: Counter::default(),
+            media_dropped: Counter::default(),
+            media_overflow: Counter::default(),
+            sip_in: Counter::default(),
+            sip_malformed_answered: Counter::default(),
+            sip_malformed_dropped: Counter::default(),
+            sip_oversized: Counter::default(),
+            calls_accepted: Counter::default(),
+            calls_rejected: Counter::default(),
+            tick_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 12)),
+            ticks_late: Counter::default(),
+            registry: Default::default(),
+        };
+        r.register("rooms", "Rooms alive", m.rooms.clone());
+        r.register(
+            "participants",
+            "Participants in rooms",
+            m.participants.clone(),
+        );
+        r.register("rtp_packets_in", "RTP packets received", m.rtp_in.clone());
+        r.register("rtp_packets_out", "RTP packets sent", m.rtp_out.clone());
+        r.register(
+            "rtcp_packets_in",
+            "RTCP packets received",
+            m.rtcp_in.clone(),
+        );
+        r.register("rtcp_packets_out", "RTCP packets sent", m.rtcp_out.clone());
+        r.register(
+            "media_dropped",
+            "Media packets dropped as invalid",
+            m.media_dropped.clone(),
+        );
+        r.register(
+            "media_overflow",
+            "Media packets dropped on a full room queue",
+            m.media_overflow.clone(),
+        );
+        r.register("sip_messages_in", "SIP messages parsed", m.sip_in.clone());
+        r.register(
+            "sip_malformed_answered",
+            "Malformed SIP answered with 400",
+            m.sip_malformed_answered.clone(),
+        );
+        r.register(
+            "sip_malformed_dropped",
+            "Malformed SIP dropped",
+            m.sip_malformed_dropped.clone(),
+        );
+        r.register(
+            "sip_oversized",
+            "Oversized SIP messages rejected",
+            m.sip_oversized.clone(),
+        );
+        r.register("calls_accepted", "Calls accepted", m.calls_accepted.clone());
+        r.register("calls_rejected", "Calls rejected", m.calls_rejected.clone());
+        r.register(
+            "tick_duration_seconds",
+            "Duration of one room mixing tick",
+            m.tick_seconds.clone(),
+        );
+        r.register(
+            "ticks_late",
+            "Ticks started more than a period late",
+            m.ticks_late.clone(),
+        );
+        Metrics {
+            registry: std::sync::Arc::new(r),
+            ..m
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,339 @@
+//! Media plane: one tokio task per room drives a [`mixer::Mixer`].
+//!
+//! The task owns the mixer and the participants' RTP/RTCP sockets. Socket reader tasks forward
+//! packets (stamped with their arrival instant) into the room's queue; a 20 ms interval ticks
+//! the mixer; every output is sent with a non-blocking `try_send_to` to the address the
+//! client's media actually comes from (symmetric RTP), or the SDP address until then.
+
+use crate::metrics::Metrics;
+use crate::state::{ApiEvent, RoomView};
+use mixer::{Mixer, MixerConfig, Output, ParticipantId, StreamParams};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+
+/// How many packets may wait in a room's queue before new ones are dropped and counted.
+pub const ROOM_QUEUE: usize = 16 * 1024;
+
+/// Sockets and addresses of one participant's media.
+pub struct MediaEndpoint {
+    /// Our RTP socket.
+    pub rtp: Arc<UdpSocket>,
+    /// Our RTCP socket (RTP port + 1).
+    pub rtcp: Arc<UdpSocket>,
+    /// Where the client asked for RTP in its SDP.
+    pub remote_rtp: SocketAddr,
+    /// Where the client asked for RTCP.
+    pub remote_rtcp: SocketAddr,
+    /// RTCP multiplexed on the RTP port (RFC 5761).
+    pub rtcp_mux: bool,
+}
+
+/// Commands and packets for a room task.
+pub enum RoomMsg {
+    /// Add a participant; replies with its output SSRC.
+    Add {
+        /// Participant id.
+        id: ParticipantId,
+        /// Negotiated stream.
+        params: StreamParams,
+        /// Its sockets.
+        media: MediaEndpoint,
+        /// Reply.
+        reply: oneshot::Sender<Result<u32, mixer::Error>>,
+    },
+    /// New negotiated parameters (re-INVITE), keeping the output stream.
+    Update {
+        /// Participant id.
+        id: ParticipantId,
+        /// Negotiated stream.
+        params: StreamParams,
+        /// New SDP addresses.
+        remote_rtp: SocketAddr,
+        /// New SDP RTCP address.
+        remote_rtcp: SocketAddr,
+    },
+    /// Remove a participant (sends RTCP BYE).
+    Remove {
+        /// Participant id.
+        id: ParticipantId,
+    },
+    /// A packet arrived on a participant's socket.
+    Packet {
+        /// Participant id.
+        id: ParticipantId,
+        /// Arrived on the RTCP socket.
+        rtcp_port: bool,
+        /// Source address.
+        from: SocketAddr,
+        /// Bytes.
+        data: Vec<u8>,
+        /// Arrival instant.
+        at: Instant,
+    },
+    /// Stop the room (all participants are gone).
+    Close,
+}
+
+struct Member {
+    media: MediaEndpoint,
+    rtp_dest: SocketAddr,
+    rtcp_dest: SocketAddr,
+    latched_rtp: bool,
+    readers: [Option<JoinHandle<()>>; 2],
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        for r in self.readers.iter_mut().flatten() {
+            r.abort();
+        }
+    }
+}
+
+/// Handle to a running room task.
+#[derive(Clone)]
+pub struct RoomHandle {
+    /// Queue into the room task.
+    pub tx: mpsc::Sender<RoomMsg>,
+}
+
+/// True if the first byte says RTCP under RFC 5761 demultiplexing (payload type 192..=223
+/// with the marker bit folded in: second byte 192..=223).
+fn looks_like_rtcp(data: &[u8]) -> bool {
+    data.len() >= 2 && data[0] >> 6 == 2 && (192..=223).contains(&data[1])
+}
+
+/// Spawn a room task.
+pub fn spawn_room(
+    name: String,
+    config: MixerConfig,
+    origin: Instant,
+    view: Arc<Mutex<RoomView>>,
+    metrics: Metrics,
+    events: Arc<Mutex<std::collections::VecDeque<ApiEvent>>>,
+) -> RoomHandle {
+    let (tx, rx) = mpsc::channel(ROOM_QUEUE);
+    let handle = RoomHandle { tx: tx.clone() };
+    tokio::spawn(run_room(
+        name, config, origin, view, metrics, events, tx, rx,
+    ));
+    handle
+}
+
+fn spawn_reader(
+    sock: Arc<UdpSocket>,
+    id: ParticipantId,
+    rtcp_port: bool,
+    tx: mpsc::Sender<RoomMsg>,
+    metrics: Metrics,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let (n, from) = match sock.recv_from(&mut buf).await {
+                Ok(v) => v,
+                // ICMP port unreachable surfaces as an error on some platforms: keep reading.
+                Err(_) => continue,
+            };
+            let msg = RoomMsg::Packet {
+                id,
+                rtcp_port,
+                from,
+                data: buf[..n].to_vec(),
+                at: Instant::now(),
+            };
+            match tx.try_send(msg) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    metrics.media_overflow.inc();
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            };
+        }
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_room(
+    name: String,
+    config: MixerConfig,
+    origin: Instant,
+    view: Arc<Mutex<RoomView>>,
+    metrics: Metrics,
+    events: Arc<Mutex<std::collections::VecDeque<ApiEvent>>>,
+    tx: mpsc::Sender<RoomMsg>,
+    mut rx: mpsc::Receiver<RoomMsg>,
+) {
+    let mut mixer = Mixer::new(config);
+    let mut members: HashMap<ParticipantId, Member> = HashMap::new();
+    // Ticks are aligned on the server-wide origin so every room's tick k is at origin + k*20ms.
+    let since = origin.elapsed();
+    let next_k = since.as_micros() / mixer::TICK.as_micros() + 1;
+    let first = origin + mixer::TICK * next_k as u32;
+    let mut ticker = tokio::time::interval_at(first.into(), mixer::TICK);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let mut ticks: u64 = 0;
+    tracing::info!(room = %name, "room opened");
+    loop {
+        tokio::select! {
+            biased;
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break };
+                match msg {
+                    RoomMsg::Packet { id, rtcp_port, from, data, at } => {
+                        let now = at.saturating_duration_since(origin);
+                        let Some(m) = members.get_mut(&id) else { continue };
+                        let is_rtcp = rtcp_port || looks_like_rtcp(&data);
+                        if data.len() < 8 || data[0] >> 6 != 2 {
+                            metrics.media_dropped.inc();
+                            continue;
+                        }
+                        if is_rtcp {
+                            metrics.rtcp_in.inc();
+                            m.rtcp_dest = from;
+                            mixer.handle_rtcp(id, &data, now);
+                        } else {
+                            metrics.rtp_in.inc();
+                            // Symmetric RTP: answer where the client's media comes from.
+                            m.rtp_dest = from;
+                            if !m.latched_rtp {
+                                m.latched_rtp = true;
+                                if !m.media.rtcp_mux && m.rtcp_dest.ip() != from.ip() {
+                                    m.rtcp_dest = SocketAddr::new(from.ip(), from.port().wrapping_add(1));
+                                }
+                            }
+                            mixer.handle_rtp(id, &data, now);
+                        }
+                    }
+                    RoomMsg::Add { id, params, media, reply } => {
+                        let now = origin.elapsed();
+                        let res = mixer.add_participant(id, params, now);
+                        if res.is_ok() {
+                            let readers = [
+                                Some(spawn_reader(media.rtp.clone(), id, false, tx.clone(), metrics.clone())),
+                                if media.rtcp_mux { None } else { Some(spawn_reader(media.rtcp.clone(), id, true, tx.clone(), metrics.clone())) },
+                            ];
+                            let rtcp_dest = if media.rtcp_mux { media.remote_rtp } else { media.remote_rtcp };
+                            members.insert(id, Member { rtp_dest: media.remote_rtp, rtcp_dest, latched_rtp: false, media, readers });
+                        }
+                        let _ = reply.send(res);
+                    }
+                    RoomMsg::Update { id, params, remote_rtp, remote_rtcp } => {
+                        let now = origin.elapsed();
+                        if let Some(m) = members.get_mut(&id) {
+                            if !m.latched_rtp {
+                                m.rtp_dest = remote_rtp;
+                                m.rtcp_dest = if m.media.rtcp_mux { remote_rtp } else { remote_rtcp };
+                            }
+                            if let Err(e) = mixer.update_participant(id, params, now) {
+                                tracing::warn!(room = %name, id, "update failed: {e}");
+                            }
+                        }
+                    }
+                    RoomMsg::Remove { id } => {
+                        let now = origin.elapsed();
+                        let _ = mixer.remove_participant(id, now);
+                        drain(&mut mixer, &mut members, &metrics, &events, &name);
+                        members.remove(&id);
+                        view.lock().unwrap().participants.remove(&id);
+                        continue;
+                    }
+                    RoomMsg::Close => break,
+                }
+                drain(&mut mixer, &mut members, &metrics, &events, &name);
+            }
+            at = ticker.tick() => {
+                let started = Instant::now();
+                let at: Instant = at.into();
+                if started.saturating_duration_since(at) > mixer::TICK {
+                    metrics.ticks_late.inc();
+                }
+                mixer.handle_tick(at.saturating_duration_since(origin));
+                drain(&mut mixer, &mut members, &metrics, &events, &name);
+                metrics.tick_seconds.observe(started.elapsed().as_secs_f64());
+                ticks += 1;
+                if ticks.is_multiple_of(5) {
+                    publish(&mixer, &members, &view);
+                }
+            }
+        }
+    }
+    tracing::info!(room = %name, "room closed");
+}
+
+fn publish(mixer: &Mixer, members: &HashMap<ParticipantId, Member>, view: &Mutex<RoomView>) {
+    let mut v = view.lock().unwrap();
+    v.active_speaker = mixer.active_speaker();
+    for (id, m) in members {
+        if let Some(p) = v.participants.get_mut(id) {
+            if let Some(s) = mixer.stats(*id) {
+                p.stats = s;
+            }
+            p.remote_media = m.rtp_dest;
+        }
+    }
+}
+
+fn drain(
+    mixer: &mut Mixer,
+    members: &mut HashMap<ParticipantId, Member>,
+    metrics: &Metrics,
+    events: &Mutex<std::collections::VecDeque<ApiEvent>>,
+    room: &str,
+) {
+    while let Some(out) = mixer.poll_output() {
+        match out {
+            Output::Rtp { to, packet } => {
+                if let Some(m) = members.get(&to) {
+                    if m.rtp_dest.ip().is_unspecified() || m.rtp_dest.port() == 0 {
+                        continue;
+                    }
+                    if m.media.rtp.try_send_to(&packet, m.rtp_dest).is_ok() {
+                        metrics.rtp_out.inc();
+                    }
+                }
+            }
+            Output::Rtcp { to, packet } => {
+                if let Some(m) = members.get(&to) {
+                    if m.rtcp_dest.ip().is_unspecified() || m.rtcp_dest.port() == 0 {
+                        continue;
+                    }
+                    let sock = if m.media.rtcp_mux {
+                        &m.media.rtp
+                    } else {
+                        &m.media.rtcp
+                    };
+                    if sock.try_send_to(&packet, m.rtcp_dest).is_ok() {
+                        metrics.rtcp_out.inc();
+                    }
+                }
+            }
+            Output::Event(ev) => {
+                tracing::info!(room, event = ?ev, "media event");
+                let mut q = events.lock().unwrap();
+                if q.len() >= 1000 {
+                    q.pop_front();
+                }
+                q.push_back(ApiEvent {
+                    room: room.to_string(),
+                    at_unix_ms: unix_ms(),
+                    event: ev,
+                });
+            }
+        }
+    }
+}
+
+/// Wall-clock milliseconds for API events (the driver may read clocks; the mixer may not).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,278 @@
+//! Helpers shared by the end-to-end tests: run the real `mcu` binary, talk HTTP to it, and
+//! locate required external tools.
+#![allow(dead_code)]
+
+pub mod uac;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A running `mcu serve`.
+pub struct Server {
+    pub child: Child,
+    pub sip: SocketAddr,
+    pub http: SocketAddr,
+    pub log: mpsc::Receiver<String>,
+    pub log_lines: Vec<String>,
+}
+
+/// Tools the end-to-end tests need; missing ones fail under CI, skip loudly otherwise.
+pub fn require_tools(tools: &[&str]) -> bool {
+    let missing: Vec<_> = tools
+        .iter()
+        .filter(|t| {
+            !Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {t}"))
+                .stdout(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("CI").is_ok() {
+        panic!("required tools missing under CI: {missing:?} (scripts/test installs them)");
+    }
+    eprintln!("SKIPPING: tools missing: {missing:?} — run scripts/test to install them");
+    false
+}
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false)
+}
+
+impl Server {
+    /// Start the server and wait for its "serving" log line.
+    pub fn start(sip_port: u16, http_port: u16, rtp_ports: &str, extra: &[&str]) -> Server {
+        let sip: SocketAddr = format!("127.0.0.1:{sip_port}").parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mcu"))
+            .args([
+                "serve",
+                "--sip-listen",
+                &sip.to_string(),
+                "--http-listen",
+                &http.to_string(),
+                "--rtp-ports",
+                rtp_ports,
+            ])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mcu");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[mcu] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut s = Server {
+            child,
+            sip,
+            http,
+            log: rx,
+            log_lines: vec![],
+        };
+        s.wait_log("serving", Duration::from_secs(30));
+        s
+    }
+
+    /// Wait until a log line contains `needle` (the server's own signal).
+    pub fn wait_log(&mut self, needle: &str, timeout: Duration) -> String {
+        if let Some(l) = self.log_lines.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) => {
+                    self.log_lines.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("server did not log {needle:?} within {timeout:?}"),
+            }
+        }
+    }
+
+    /// Drain log lines received so far.
+    pub fn pump_log(&mut self) {
+        while let Ok(l) = self.log.try_recv() {
+            self.log_lines.push(l);
+        }
+    }
+
+    /// SIGTERM and wait for exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        signal(self.child.id(), "TERM");
+        let st = wait_timeout(&mut self.child, Duration::from_secs(10))
+            .expect("mcu did not exit after SIGTERM");
+        self.pump_log();
+        st
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.http, path)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Minimal HTTP/1.1 GET (the tests exercise the server, not an HTTP client library).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect http");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status: u16 = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, dechunk(&body))
+}
+
+fn dechunk(body: &str) -> String {
+    // axum answers Connection: close requests with Content-Length, but be tolerant of chunking.
+    if !body.contains("\r\n")
+        || body.trim_start().starts_with('{')
+        || body.trim_start().starts_with('[')
+    {
+        return body.to_string();
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((len, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(len.trim(), 16) else {
+            return body.to_string();
+        };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A fresh scratch directory for one test, removed on drop.
+pub struct Scratch(pub PathBuf);
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("understudy-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+    pub fn path(&self, f: &str) -> PathBuf {
+        self.0.join(f)
+    }
+}
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var("KEEP_SCRATCH").is_err() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// tcpdump on loopback, started and confirmed listening before returning.
+pub struct Capture {
+    child: Child,
+    pub file: PathBuf,
+}
+
+impl Capture {
+    pub fn start(file: &Path, filter: &str) -> Capture {
+        let mut child = Command::new("tcpdump")
+            .args(["-i", "lo", "-U", "-n", "-s", "0", "-w"])
+            .arg(file)
+            .arg(filter)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tcpdump");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        // tcpdump prints "listening on lo, ..." once the capture is armed.
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.contains("listening on") => break,
+                Some(Ok(_)) => continue,
+                _ => panic!("tcpdump exited before listening"),
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Capture {
+            child,
+            file: file.to_path_buf(),
+        }
+    }
+
+    pub fn stop(mut self) -> PathBuf {
+        signal(self.child.id(), "INT");
+        wait_timeout(&mut self.child, Duration::from_secs(10)).expect("tcpdump did not stop");
+        self.file.clone()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
