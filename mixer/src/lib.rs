@@ -6,11 +6,80 @@
 //! call (`now`), randomness from [`MixerConfig::seed`]. It is not a SIP stack, not a network
 //! driver: the `mcu` binary feeds it packets and ticks and sends what [`Mixer::poll_output`] returns.
 //!
-//! API CONTRACT (fixed by the integrator; implementation in progress).
+//! # What it is for / not for
+//!
+//! For: turning the RTP each participant sends (Opus, PCMU, PCMA; 10..60 ms packets; RFC
+//! 6464 levels; RFC 4733 DTMF) into one output RTP stream per participant carrying the mix
+//! of the top-N loudest speakers minus the participant itself, plus RTCP SR/SDES/BYE.
+//! Not for: sockets, SRTP/DTLS, SIP/SDP, video, or choosing codecs.
+//!
+//! # Determinism
+//!
+//! Two mixers built with the same [`MixerConfig`] and fed the same calls with the same `now`
+//! values produce byte-identical outputs (on the same CPU: libopus and the FFT resampler
+//! may pick different SIMD paths on different hardware, which changes audio bits, never
+//! SSRC/seq/timestamps). Output sequence numbers and timestamps are pure functions of
+//! replicated state, see [`stream`].
+//!
+//! # Driver loop
+//!
+//! ```
+//! use mixer::{Codec, Mixer, MixerConfig, Output, StreamParams, TICK};
+//! use std::time::Duration;
+//!
+//! let mut mixer = Mixer::new(MixerConfig { seed: 42, ..Default::default() });
+//! let params = StreamParams {
+//!     codec: Codec::Pcmu,
+//!     payload_type: 0,
+//!     telephone_event_pt: Some(101),
+//!     ptime_ms: 20,
+//!     audio_level_ext_id: None,
+//!     send: true,
+//!     recv: true,
+//! };
+//! mixer.add_participant(1, params.clone(), Duration::ZERO).unwrap();
+//! mixer.add_participant(2, params, Duration::ZERO).unwrap();
+//!
+//! // The driver owns the clock: `now` is time since an origin it chose.
+//! let mut now = Duration::ZERO;
+//! for seq in 0..50u16 {
+//!     // A datagram arrived on participant 1's RTP port (here: a 20 ms PCMU packet).
+//!     let mut rtp = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+//!     rtp[2..4].copy_from_slice(&seq.to_be_bytes());
+//!     rtp[4..8].copy_from_slice(&(seq as u32 * 160).to_be_bytes());
+//!     rtp.extend(std::iter::repeat_n(0xFFu8, 160));
+//!     mixer.handle_rtp(1, &rtp, now);
+//!     // Every 20 ms: one tick, then drain the outputs.
+//!     mixer.handle_tick(now);
+//!     while let Some(out) = mixer.poll_output() {
+//!         match out {
+//!             Output::Rtp { to, packet } => { let _ = (to, packet); /* send to its RTP address */ }
+//!             Output::Rtcp { to, packet } => { let _ = (to, packet); /* send to its RTCP address */ }
+//!             Output::Event(e) => { let _ = e; /* log, API */ }
+//!         }
+//!     }
+//!     now += TICK;
+//! }
+//! assert_eq!(mixer.stats(2).unwrap().packets_out, 50);
+//! ```
 #![deny(missing_docs)]
 
+mod codec;
+mod dtmf;
+pub mod g711;
+pub mod jitter;
+mod recv_stats;
+mod rtcp;
+mod speaker;
+pub mod stream;
+
+use codec::{InputDecoder, OutputEncoder, TICK_SAMPLES};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
+
+pub use codec::level_dbov;
+pub use speaker::{DOMINANT_LEAD_TICKS, SPEECH_THRESHOLD_DBOV};
 
 /// Identifier of a participant, chosen by the driver, unique within the room.
 pub type ParticipantId = u64;
@@ -61,7 +130,12 @@ pub struct MixerConfig {
 
 impl Default for MixerConfig {
     fn default() -> Self {
-        Self { top_n: 3, seed: 0, ntp_origin: 0, opus_complexity: 5 }
+        Self {
+            top_n: 3,
+            seed: 0,
+            ntp_origin: 0,
+            opus_complexity: 5,
+        }
     }
 }
 
@@ -139,6 +213,18 @@ pub struct ParticipantStats {
     pub dropped_invalid: u64,
     /// Packets dropped as duplicates or too late for playout.
     pub dropped_late: u64,
+    /// RTCP packets from the client that did not parse.
+    pub rtcp_invalid: u64,
+    /// Round-trip time from the client's report blocks about our stream, in ms.
+    pub rtt_ms: Option<f64>,
+    /// Fraction of our packets the client reports lost (0.0..1.0), from its last report block.
+    pub remote_fraction_lost: Option<f32>,
+    /// Frames concealed (PLC, FEC or G.711 repetition) on the incoming stream.
+    pub concealed_frames: u64,
+    /// Lost frames recovered from Opus in-band FEC.
+    pub fec_recovered: u64,
+    /// Current jitter-buffer target delay, in ms.
+    pub jitter_target_ms: u32,
 }
 
 /// Errors of the mixer API.
@@ -162,71 +248,681 @@ impl std::fmt::Display for Error {
 }
 impl std::error::Error for Error {}
 
+/// Duration of one mixing tick.
+pub const TICK: Duration = Duration::from_millis(20);
+
+/// Tick index of an instant: `round(now / 20 ms)`. Output timestamps are a function of it
+/// (see [`stream`]), so a backup driven with the same origin computes the same indices.
+pub fn tick_index(now: Duration) -> u64 {
+    ((now.as_micros() + 10_000) / 20_000) as u64
+}
+
+/// Ticks of mix history kept (a 60 ms packet not aligned to ticks spans 4).
+const RING: usize = 6;
+
+fn new_ring() -> Vec<(u64, Vec<i16>)> {
+    (0..RING)
+        .map(|_| (u64::MAX, vec![0; TICK_SAMPLES]))
+        .collect()
+}
+
+/// Output packets (by global packet index `k`) of `ptime_ms` completed by tick `tick`.
+/// Packet `k` covers global 48 kHz samples `[k * P, (k + 1) * P)`, `P = ptime_ms * 48`,
+/// and tick `t` produces samples `[t * 960, (t + 1) * 960)`.
+fn completed_packets(ptime_ms: u32, tick: u64) -> std::ops::Range<u64> {
+    let p = ptime_ms as u64 * 48;
+    let lo = tick * TICK_SAMPLES as u64;
+    let hi = lo + TICK_SAMPLES as u64;
+    let first = lo / p;
+    let end = hi / p;
+    first..end.max(first)
+}
+
+/// Global sample range of packet `k`.
+fn packet_samples(ptime_ms: u32, k: u64) -> std::ops::Range<u64> {
+    let p = ptime_ms as u64 * 48;
+    k * p..(k + 1) * p
+}
+
+/// Tick indices a sample range touches.
+fn ticks_of(span: &std::ops::Range<u64>) -> std::ops::RangeInclusive<u64> {
+    span.start / TICK_SAMPLES as u64..=(span.end - 1) / TICK_SAMPLES as u64
+}
+
+/// Copy the samples of `span` into `out`, reading tick `t` from `src(t)` (zeros when absent).
+fn gather<'a>(
+    out: &mut Vec<i16>,
+    span: &std::ops::Range<u64>,
+    src: impl Fn(u64) -> Option<&'a [i16]>,
+) {
+    out.clear();
+    let mut g = span.start;
+    while g < span.end {
+        let t = g / TICK_SAMPLES as u64;
+        let off = (g % TICK_SAMPLES as u64) as usize;
+        let n = ((TICK_SAMPLES - off) as u64).min(span.end - g) as usize;
+        match src(t) {
+            Some(s) => out.extend_from_slice(&s[off..off + n]),
+            None => out.extend(std::iter::repeat_n(0i16, n)),
+        }
+        g += n as u64;
+    }
+}
+
+/// splitmix64: the only source of "randomness" (seeded, deterministic).
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Deterministic draw number `k` for participant `id` in a room seeded with `seed`.
+fn draw(seed: u64, id: ParticipantId, k: u64) -> u64 {
+    splitmix64(splitmix64(seed ^ splitmix64(id)) ^ k)
+}
+
+/// The output stream origins a mixer seeded with `seed` gives participant `id`:
+/// `(ssrc, first sequence number, timestamp origin)`. Pure function, so a backup knows them.
+pub fn stream_origins(seed: u64, id: ParticipantId) -> (u32, u16, u32) {
+    let ssrc = (draw(seed, id, 1) as u32).max(1);
+    (ssrc, draw(seed, id, 2) as u16, draw(seed, id, 3) as u32)
+}
+
+fn codec_key(c: Codec) -> u8 {
+    match c {
+        Codec::Opus => 0,
+        Codec::Pcmu => 1,
+        Codec::Pcma => 2,
+    }
+}
+
+fn validate(params: &StreamParams) -> Result<(), Error> {
+    if !(10..=60).contains(&params.ptime_ms) || params.ptime_ms % 10 != 0 {
+        return Err(Error::InvalidParams(format!(
+            "ptime {} ms not in 10..=60 step 10",
+            params.ptime_ms
+        )));
+    }
+    if params.payload_type > 127 || params.telephone_event_pt.is_some_and(|p| p > 127) {
+        return Err(Error::InvalidParams("payload type > 127".into()));
+    }
+    if params
+        .audio_level_ext_id
+        .is_some_and(|i| !(1..=14).contains(&i))
+    {
+        return Err(Error::InvalidParams(
+            "audio level extension id not in 1..=14".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Receive side of one participant (client -> mixer).
+struct Inbound {
+    ssrc: u32,
+    stats: recv_stats::RecvStats,
+    /// SSRC seen once, waiting for a consecutive second packet before switching.
+    probation: Option<(u32, u16)>,
+}
+
+struct Participant {
+    params: StreamParams,
+    stream: stream::OutStream,
+    inbound: Option<Inbound>,
+    jb: jitter::JitterBuffer,
+    dec: InputDecoder,
+    vad: speaker::Vad,
+    dtmf: dtmf::DtmfReceiver,
+    /// Loudest RFC 6464 level received since the last tick, and when an extension was last seen.
+    ext_level: Option<f32>,
+    ext_seen: Option<Duration>,
+    level: f32,
+    /// Duration of the client's last audio packet, in ms (drives the jitter-buffer target).
+    in_frame_ms: u32,
+    frame: Vec<i16>,
+    in_mix: bool,
+    own_enc: Option<OutputEncoder>,
+    /// Mix-minus-self of the last ticks this participant was mixed (tick, samples).
+    own_ring: Vec<(u64, Vec<i16>)>,
+    next_rtcp: Duration,
+    stats: ParticipantStats,
+}
+
+impl Participant {
+    fn uses_ext(&self, now: Duration) -> bool {
+        self.params.audio_level_ext_id.is_some()
+            && self
+                .ext_seen
+                .is_some_and(|t| now.saturating_sub(t) < Duration::from_secs(1))
+    }
+}
+
 /// The mixer of one room. Driver loop: feed `handle_rtp`/`handle_rtcp` as packets arrive,
 /// call `handle_tick` every 20 ms (`now` = the tick instant), and after every call drain
 /// `poll_output` until it returns `None`.
+///
+/// Method families: configuration (`new`, `add_participant`, `update_participant`,
+/// `remove_participant`), inputs (`handle_rtp`, `handle_rtcp`, `handle_tick`), output
+/// (`poll_output`), getters (`stats`, `active_speaker`, `len`).
 pub struct Mixer {
-    _private: (),
+    config: MixerConfig,
+    cname: String,
+    participants: BTreeMap<ParticipantId, Participant>,
+    /// Shared listener encoders keyed by (codec, ptime).
+    groups: BTreeMap<(u8, u32), OutputEncoder>,
+    /// Last six ticks of the full mix (tick index, samples), enough for a 60 ms packet.
+    ring: Vec<(u64, Vec<i16>)>,
+    last_tick: Option<u64>,
+    dominant: speaker::Dominant,
+    mix_set: Vec<ParticipantId>,
+    outputs: VecDeque<Output>,
+    mix_acc: Vec<i32>,
+    scratch: Vec<i16>,
 }
-
-/// Duration of one mixing tick.
-pub const TICK: Duration = Duration::from_millis(20);
 
 impl Mixer {
     /// New empty room mixer.
     pub fn new(config: MixerConfig) -> Self {
-        let _ = config;
-        todo!()
+        let cname = format!("understudy-{:016x}", splitmix64(config.seed));
+        Self {
+            config,
+            cname,
+            participants: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            ring: new_ring(),
+            last_tick: None,
+            dominant: speaker::Dominant::default(),
+            mix_set: Vec::new(),
+            outputs: VecDeque::new(),
+            mix_acc: vec![0; TICK_SAMPLES],
+            scratch: Vec::new(),
+        }
     }
+
     /// Add a participant; returns the SSRC of its output stream (drawn from the seed).
-    pub fn add_participant(&mut self, id: ParticipantId, params: StreamParams, now: Duration) -> Result<u32, Error> {
-        let _ = (id, params, now);
-        todo!()
+    pub fn add_participant(
+        &mut self,
+        id: ParticipantId,
+        params: StreamParams,
+        now: Duration,
+    ) -> Result<u32, Error> {
+        if self.participants.contains_key(&id) {
+            return Err(Error::DuplicateParticipant(id));
+        }
+        validate(&params)?;
+        let (ssrc, seq0, ts0) = stream_origins(self.config.seed, id);
+        let rate = codec::clock_rate(params.codec);
+        let rtcp_offset = Duration::from_millis(500 + draw(self.config.seed, id, 4) % 4500);
+        let p = Participant {
+            stream: stream::OutStream::new(ssrc, seq0, ts0, tick_index(now), rate),
+            inbound: None,
+            jb: jitter::JitterBuffer::new(rate),
+            dec: InputDecoder::new(params.codec)?,
+            vad: speaker::Vad::default(),
+            dtmf: dtmf::DtmfReceiver::default(),
+            ext_level: None,
+            ext_seen: None,
+            level: -127.0,
+            in_frame_ms: 20,
+            frame: vec![0; TICK_SAMPLES],
+            in_mix: false,
+            own_enc: None,
+            own_ring: new_ring(),
+            next_rtcp: now + rtcp_offset,
+            stats: ParticipantStats {
+                ssrc_out: ssrc,
+                level_dbov: -127.0,
+                ..Default::default()
+            },
+            params,
+        };
+        self.participants.insert(id, p);
+        Ok(ssrc)
     }
+
     /// Change a participant's parameters (hold/resume, re-INVITE); its output stream keeps
     /// SSRC and continues sequence numbers and timestamps.
-    pub fn update_participant(&mut self, id: ParticipantId, params: StreamParams, now: Duration) -> Result<(), Error> {
-        let _ = (id, params, now);
-        todo!()
+    pub fn update_participant(
+        &mut self,
+        id: ParticipantId,
+        params: StreamParams,
+        now: Duration,
+    ) -> Result<(), Error> {
+        validate(&params)?;
+        let p = self
+            .participants
+            .get_mut(&id)
+            .ok_or(Error::UnknownParticipant(id))?;
+        let old = std::mem::replace(&mut p.params, params.clone());
+        if old.codec != params.codec {
+            let rate = codec::clock_rate(params.codec);
+            p.dec = InputDecoder::new(params.codec)?;
+            p.jb = jitter::JitterBuffer::new(rate);
+            p.inbound = None;
+            p.own_enc = None;
+            p.stream.rebase(tick_index(now), rate);
+            p.stream.marker_next = true;
+        }
+        if !old.send && params.send {
+            p.stream.marker_next = true;
+        }
+        if old.recv && !params.recv {
+            p.jb.reset();
+            p.vad = speaker::Vad::default();
+            p.ext_level = None;
+        }
+        Ok(())
     }
+
     /// Remove a participant; emits an RTCP BYE for its output stream.
     pub fn remove_participant(&mut self, id: ParticipantId, now: Duration) -> Result<(), Error> {
-        let _ = (id, now);
-        todo!()
+        let mut p = self
+            .participants
+            .remove(&id)
+            .ok_or(Error::UnknownParticipant(id))?;
+        let client = p.inbound.as_mut().map(|i| (i.ssrc, &mut i.stats));
+        let packet = rtcp::report(
+            &p.stream,
+            p.params.send,
+            client,
+            self.config.ntp_origin,
+            &self.cname,
+            now,
+            true,
+        );
+        self.outputs.push_back(Output::Rtcp { to: id, packet });
+        self.mix_set.retain(|&m| m != id);
+        if self.dominant.remove(id) {
+            self.outputs
+                .push_back(Output::Event(Event::ActiveSpeakerChanged { speaker: None }));
+        }
+        Ok(())
     }
+
     /// An RTP packet (or garbage) arrived on the participant's RTP port at `now`.
     /// Invalid input is dropped and counted, never an error.
     pub fn handle_rtp(&mut self, id: ParticipantId, packet: &[u8], now: Duration) {
-        let _ = (id, packet, now);
-        todo!()
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
+        if !p.params.recv {
+            return;
+        }
+        if packet.len() < 12 || packet[0] >> 6 != 2 {
+            p.stats.dropped_invalid += 1;
+            return;
+        }
+        let mut buf = packet;
+        let Ok(rtp) =
+            <rtc_rtp::packet::Packet as rtc_shared::marshal::Unmarshal>::unmarshal(&mut buf)
+        else {
+            p.stats.dropped_invalid += 1;
+            return;
+        };
+        let h = &rtp.header;
+        let is_dtmf = p.params.telephone_event_pt == Some(h.payload_type);
+        if (!is_dtmf && h.payload_type != p.params.payload_type) || rtp.payload.is_empty() {
+            p.stats.dropped_invalid += 1;
+            return;
+        }
+        let rate = codec::clock_rate(p.params.codec);
+        // Duration of an audio payload, validated before anything is updated.
+        let dur = if is_dtmf {
+            0
+        } else {
+            match p.params.codec {
+                Codec::Opus => match InputDecoder::opus_duration(&rtp.payload) {
+                    Some(d) => d,
+                    None => {
+                        p.stats.dropped_invalid += 1;
+                        return;
+                    }
+                },
+                Codec::Pcmu | Codec::Pcma => {
+                    if rtp.payload.len() > 1920 {
+                        p.stats.dropped_invalid += 1;
+                        return;
+                    }
+                    rtp.payload.len() as u32
+                }
+            }
+        };
+        // SSRC handling with probation: a new SSRC takes over after two consecutive packets.
+        match &mut p.inbound {
+            Some(inb) if inb.ssrc == h.ssrc => {}
+            Some(inb) => {
+                let consecutive = inb
+                    .probation
+                    .is_some_and(|(s, q)| s == h.ssrc && q.wrapping_add(1) == h.sequence_number);
+                if !consecutive {
+                    inb.probation = Some((h.ssrc, h.sequence_number));
+                    p.stats.dropped_invalid += 1;
+                    return;
+                }
+                p.inbound = None;
+            }
+            None => {}
+        }
+        if p.inbound.is_none() {
+            p.inbound = Some(Inbound {
+                ssrc: h.ssrc,
+                stats: recv_stats::RecvStats::new(rate, h.sequence_number, h.timestamp),
+                probation: None,
+            });
+            p.jb.reset();
+            p.stats.ssrc_in = Some(h.ssrc);
+            self.outputs.push_back(Output::Event(Event::MediaStarted {
+                participant: id,
+                ssrc: h.ssrc,
+            }));
+        }
+        let Some(inb) = p.inbound.as_mut() else {
+            return;
+        };
+        let (ext_seq, ext_ts) = inb.stats.on_packet(h.sequence_number, h.timestamp, now);
+        p.stats.packets_in += 1;
+        p.stats.lost = inb.stats.cumulative_lost();
+        p.stats.jitter_ms = inb.stats.jitter_ms();
+        if is_dtmf {
+            match p.dtmf.on_payload(h.timestamp, &rtp.payload) {
+                Ok(Some(d)) => self.outputs.push_back(Output::Event(Event::Dtmf {
+                    participant: id,
+                    digit: d.digit,
+                    duration_ms: (d.duration as u64 * 1000 / rate as u64) as u32,
+                })),
+                Ok(None) => {}
+                Err(()) => p.stats.dropped_invalid += 1,
+            }
+            return;
+        }
+        if let Some(ext_id) = p.params.audio_level_ext_id {
+            if let Some(v) = h.get_extension(ext_id) {
+                if let Some(&b) = v.first() {
+                    let lvl = -((b & 0x7F) as f32);
+                    p.ext_level = Some(p.ext_level.map_or(lvl, |l: f32| l.max(lvl)));
+                    p.ext_seen = Some(now);
+                }
+            }
+        }
+        p.in_frame_ms = (dur * 1000 / rate).clamp(10, 120);
+        match p.jb.insert(ext_seq, ext_ts, dur, &rtp.payload) {
+            jitter::Insert::Stored => {}
+            jitter::Insert::Duplicate | jitter::Insert::Late => p.stats.dropped_late += 1,
+        }
     }
+
     /// An RTCP packet (or garbage) arrived for the participant at `now`.
     pub fn handle_rtcp(&mut self, id: ParticipantId, packet: &[u8], now: Duration) {
-        let _ = (id, packet, now);
-        todo!()
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
+        match rtcp::parse(packet, p.stream.ssrc, self.config.ntp_origin, now) {
+            None => p.stats.rtcp_invalid += 1,
+            Some(inc) => {
+                if let (Some(ntp), Some(inb)) = (inc.sr_ntp, p.inbound.as_mut()) {
+                    inb.stats.on_sender_report(ntp, now);
+                }
+                if let Some(rtt) = inc.rtt {
+                    p.stats.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
+                }
+                if let Some(f) = inc.fraction_lost {
+                    p.stats.remote_fraction_lost = Some(f as f32 / 256.0);
+                }
+            }
+        }
     }
+
     /// Run one 20 ms mixing tick at `now`.
     pub fn handle_tick(&mut self, now: Duration) {
-        let _ = now;
-        todo!()
+        let mut tick = tick_index(now);
+        if let Some(last) = self.last_tick {
+            tick = tick.max(last + 1);
+        }
+        self.last_tick = Some(tick);
+        self.pull_inputs(now);
+        self.select_speakers();
+        self.mix_and_send(tick);
+        self.send_rtcp(now);
     }
+
+    /// Step 1: every participant's jitter buffer yields 20 ms; decode only what is needed.
+    fn pull_inputs(&mut self, now: Duration) {
+        let skip_below = SPEECH_THRESHOLD_DBOV - 10.0;
+        for p in self.participants.values_mut() {
+            if !p.params.recv {
+                p.level = -127.0;
+                p.frame.fill(0);
+                p.vad.update(-127.0);
+                continue;
+            }
+            let uses_ext = p.uses_ext(now);
+            let ext_level = p.ext_level.take();
+            // A participant whose RFC 6464 level says "quiet" and who is not mixed is not decoded.
+            let need = p.in_mix || !uses_ext || ext_level.is_some_and(|l| l > skip_below);
+            let is_opus = p.params.codec == Codec::Opus;
+            let mut decoded = false;
+            let mut guard = 0;
+            while p.dec.buffered() < TICK_SAMPLES && guard < 16 {
+                guard += 1;
+                match p.jb.pull() {
+                    jitter::Pull::NotReady => p.dec.pad_to(TICK_SAMPLES),
+                    jitter::Pull::Underrun => {
+                        if need {
+                            p.dec.conceal_to(TICK_SAMPLES);
+                            p.stats.concealed_frames += 1;
+                        } else {
+                            p.dec.pad_to(TICK_SAMPLES);
+                        }
+                    }
+                    jitter::Pull::Packet { payload, dur } => {
+                        // Opus packets of <= 2 bytes are DTX / silence: no need to decode.
+                        if need && !(is_opus && payload.len() <= 2) {
+                            p.dec.decode(&payload, dur);
+                            decoded = true;
+                        } else {
+                            p.dec.push_silence(dur);
+                        }
+                    }
+                    jitter::Pull::Lost { dur, fec } => {
+                        if need {
+                            if fec.is_some() && is_opus {
+                                p.stats.fec_recovered += 1;
+                            }
+                            p.dec
+                                .conceal(dur, if is_opus { fec.as_deref() } else { None });
+                            p.stats.concealed_frames += 1;
+                            decoded = true;
+                        } else {
+                            p.dec.push_silence(dur);
+                        }
+                    }
+                    jitter::Pull::Silence { dur } => p.dec.push_silence(dur),
+                }
+            }
+            if p.jb.end_tick() {
+                p.stats.dropped_late += 1;
+            }
+            if let Some(inb) = &p.inbound {
+                p.jb.set_jitter(inb.stats.jitter_ms(), p.in_frame_ms);
+            }
+            p.dec.take(&mut p.frame);
+            p.level = if uses_ext {
+                ext_level.unwrap_or(-127.0)
+            } else if decoded {
+                level_dbov(&p.frame)
+            } else {
+                -127.0
+            };
+            p.vad.update(p.level);
+            p.stats.level_dbov = p.level;
+            p.stats.speaking = p.vad.speaking();
+            p.stats.jitter_target_ms = p.jb.target_ms();
+        }
+    }
+
+    /// Step 2: top-N and dominant speaker.
+    fn select_speakers(&mut self) {
+        let cands: Vec<(ParticipantId, f32, bool, bool)> = self
+            .participants
+            .iter()
+            .map(|(&id, p)| {
+                (
+                    id,
+                    p.vad.smoothed(),
+                    p.vad.speaking() && p.params.recv,
+                    p.in_mix,
+                )
+            })
+            .collect();
+        let set = speaker::select_top_n(&cands, self.config.top_n);
+        for (&id, p) in self.participants.iter_mut() {
+            p.in_mix = set.binary_search(&id).is_ok();
+            p.stats.in_mix = p.in_mix;
+        }
+        self.mix_set = set;
+        let dcands: Vec<(ParticipantId, f32, bool)> =
+            cands.iter().map(|c| (c.0, c.1, c.2)).collect();
+        if let Some(change) = self.dominant.update(&dcands) {
+            self.outputs
+                .push_back(Output::Event(Event::ActiveSpeakerChanged {
+                    speaker: change,
+                }));
+        }
+    }
+
+    /// Step 3: mix, encode (once per listener group, once per mixed speaker) and packetize.
+    fn mix_and_send(&mut self, tick: u64) {
+        self.mix_acc.fill(0);
+        for id in &self.mix_set {
+            if let Some(p) = self.participants.get(id) {
+                for (a, &s) in self.mix_acc.iter_mut().zip(&p.frame) {
+                    *a += s as i32;
+                }
+            }
+        }
+        let slot = (tick % RING as u64) as usize;
+        self.ring[slot].0 = tick;
+        for (o, &a) in self.ring[slot].1.iter_mut().zip(&self.mix_acc) {
+            *o = a.clamp(-32768, 32767) as i16;
+        }
+        let mut group_payloads: BTreeMap<(u8, u32, u64), Vec<u8>> = BTreeMap::new();
+        let complexity = self.config.opus_complexity;
+        for (&id, p) in self.participants.iter_mut() {
+            if !p.params.send {
+                continue;
+            }
+            // Mix-minus-self of a mixed speaker for this tick.
+            if p.in_mix {
+                let own = &mut p.own_ring[slot];
+                own.0 = tick;
+                for ((o, &a), &s) in own.1.iter_mut().zip(&self.mix_acc).zip(&p.frame) {
+                    *o = (a - s as i32).clamp(-32768, 32767) as i16;
+                }
+            }
+            let ptime = p.params.ptime_ms;
+            for k in completed_packets(ptime, tick) {
+                let span = packet_samples(ptime, k);
+                let personal =
+                    ticks_of(&span).any(|t| p.own_ring[(t % RING as u64) as usize].0 == t);
+                let payload = if personal {
+                    if p.own_enc.is_none() {
+                        match OutputEncoder::new(p.params.codec, complexity) {
+                            Ok(e) => p.own_enc = Some(e),
+                            Err(_) => continue,
+                        }
+                    }
+                    let Some(enc) = p.own_enc.as_mut() else {
+                        continue;
+                    };
+                    gather(&mut self.scratch, &span, |t| {
+                        let own = &p.own_ring[(t % RING as u64) as usize];
+                        if own.0 == t {
+                            Some(&own.1[..])
+                        } else {
+                            let s = &self.ring[(t % RING as u64) as usize];
+                            (s.0 == t).then_some(&s.1[..])
+                        }
+                    });
+                    enc.encode(&self.scratch)
+                } else {
+                    let key = (codec_key(p.params.codec), ptime, k);
+                    if let Some(pl) = group_payloads.get(&key) {
+                        pl.clone()
+                    } else {
+                        let enc = match self.groups.entry((key.0, key.1)) {
+                            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::btree_map::Entry::Vacant(v) => {
+                                match OutputEncoder::new(p.params.codec, complexity) {
+                                    Ok(e) => v.insert(e),
+                                    Err(_) => continue,
+                                }
+                            }
+                        };
+                        let ring = &self.ring;
+                        gather(&mut self.scratch, &span, |t| {
+                            let s = &ring[(t % RING as u64) as usize];
+                            (s.0 == t).then_some(&s.1[..])
+                        });
+                        let pl = enc.encode(&self.scratch);
+                        group_payloads.insert(key, pl.clone());
+                        pl
+                    }
+                };
+                let packet = p.stream.packet(p.params.payload_type, span.start, &payload);
+                p.stats.packets_out += 1;
+                p.stats.octets_out += payload.len() as u64;
+                self.outputs.push_back(Output::Rtp { to: id, packet });
+            }
+        }
+    }
+
+    /// Step 4: periodic RTCP reports (deterministic schedule: first 0.5..5 s after join, then every 5 s).
+    fn send_rtcp(&mut self, now: Duration) {
+        for (&id, p) in self.participants.iter_mut() {
+            if now < p.next_rtcp {
+                continue;
+            }
+            while p.next_rtcp <= now {
+                p.next_rtcp += rtcp::INTERVAL;
+            }
+            let client = p.inbound.as_mut().map(|i| (i.ssrc, &mut i.stats));
+            let packet = rtcp::report(
+                &p.stream,
+                p.params.send,
+                client,
+                self.config.ntp_origin,
+                &self.cname,
+                now,
+                false,
+            );
+            self.outputs.push_back(Output::Rtcp { to: id, packet });
+        }
+    }
+
     /// Next output, `None` when drained.
     pub fn poll_output(&mut self) -> Option<Output> {
-        todo!()
+        self.outputs.pop_front()
     }
+
     /// Stats of one participant.
     pub fn stats(&self, id: ParticipantId) -> Option<ParticipantStats> {
-        let _ = id;
-        todo!()
+        let p = self.participants.get(&id)?;
+        let mut s = p.stats.clone();
+        s.ssrc_out = p.stream.ssrc;
+        Some(s)
     }
+
     /// Current active speaker.
     pub fn active_speaker(&self) -> Option<ParticipantId> {
-        todo!()
+        self.dominant.current()
     }
+
     /// Number of participants.
     pub fn len(&self) -> usize {
-        todo!()
+        self.participants.len()
     }
+
     /// True when the room has no participants.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

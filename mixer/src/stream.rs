@@ -1,0 +1,133 @@
+//! One output RTP stream (mixer -> participant).
+//!
+//! # Sequence numbers and timestamps are pure functions of replicated state
+//!
+//! A stream is described by `(ssrc, seq_origin, ts_origin, base_tick, clock_rate,
+//! packets_sent)`; all of it is either drawn from the seed at creation
+//! ([`crate::stream_origins`]) or counted. Time is measured on a global 48 kHz sample clock:
+//! tick `t` (a tick index is `round(now / 20 ms)`, see [`crate::tick_index`]) produces the
+//! samples `[960 t, 960 (t + 1))`, and output packet number `k` of a `ptime` stream covers
+//! samples `[k P, (k + 1) P)` with `P = 48 * ptime_ms`. For that packet:
+//!
+//! ```text
+//! seq = seq_origin + packets_sent                                        (mod 2^16)
+//! ts  = ts_origin + (k P - 960 base_tick) * clock_rate / 48000           (mod 2^32)
+//!     = ts_origin + (tick - base_tick) * clock_rate / 50   when the packet starts on a tick
+//! ```
+//!
+//! A backup mixer that holds the same six numbers continues the stream exactly. Packet
+//! boundaries are aligned globally, so every stream with the same ptime cuts its packets at
+//! the same samples (this is what lets listeners share one encode).
+//! While `send == false` nothing is sent and `packets_sent` does not move, but the timestamp
+//! keeps following the tick clock, so after a resume seq continues +1 and the timestamp
+//! reflects the elapsed time (marker bit set on the first packet after the pause).
+//! A codec change with a different clock rate rebases: `ts_origin` becomes the timestamp
+//! of the current tick and `base_tick` the current tick.
+
+use rtc_rtp::header::Header;
+use rtc_shared::marshal::Marshal;
+use std::time::Duration;
+
+/// Output stream state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutStream {
+    /// Our SSRC.
+    pub ssrc: u32,
+    /// First sequence number.
+    pub seq_origin: u16,
+    /// Timestamp at `base_tick`.
+    pub ts_origin: u32,
+    /// Tick index where `ts_origin` applies.
+    pub base_tick: u64,
+    /// RTP clock rate.
+    pub clock_rate: u32,
+    /// Packets sent so far.
+    pub packets_sent: u64,
+    /// Payload octets sent so far.
+    pub octets_sent: u64,
+    /// Set the marker bit on the next packet.
+    pub marker_next: bool,
+}
+
+impl OutStream {
+    /// New stream starting at `base_tick`.
+    pub fn new(
+        ssrc: u32,
+        seq_origin: u16,
+        ts_origin: u32,
+        base_tick: u64,
+        clock_rate: u32,
+    ) -> Self {
+        Self {
+            ssrc,
+            seq_origin,
+            ts_origin,
+            base_tick,
+            clock_rate,
+            packets_sent: 0,
+            octets_sent: 0,
+            marker_next: true,
+        }
+    }
+
+    fn per_tick(&self) -> i64 {
+        (self.clock_rate / 50) as i64
+    }
+
+    /// Timestamp of the first sample of tick `tick`.
+    pub fn ts_at_tick(&self, tick: u64) -> u32 {
+        let d = tick as i64 - self.base_tick as i64;
+        self.ts_origin.wrapping_add((d * self.per_tick()) as u32)
+    }
+
+    /// Timestamp of global 48 kHz sample `g` (see the module docs).
+    pub fn ts_at_sample(&self, g: u64) -> u32 {
+        let d = g as i128 - self.base_tick as i128 * 960;
+        self.ts_origin
+            .wrapping_add((d * self.clock_rate as i128 / 48_000) as i64 as u32)
+    }
+
+    /// Timestamp corresponding to instant `now` (for RTCP SR), consistent with `ts_at_tick`.
+    pub fn ts_at(&self, now: Duration) -> u32 {
+        let base_ns = self.base_tick as i128 * 20_000_000;
+        let d = now.as_nanos() as i128 - base_ns;
+        let units = d * self.clock_rate as i128 / 1_000_000_000;
+        self.ts_origin.wrapping_add(units as i64 as u32)
+    }
+
+    /// Change clock rate at `tick` keeping the timestamp continuous.
+    pub fn rebase(&mut self, tick: u64, clock_rate: u32) {
+        if clock_rate != self.clock_rate {
+            self.ts_origin = self.ts_at_tick(tick);
+            self.base_tick = tick;
+            self.clock_rate = clock_rate;
+        }
+    }
+
+    /// Next sequence number.
+    pub fn next_seq(&self) -> u16 {
+        self.seq_origin.wrapping_add(self.packets_sent as u16)
+    }
+
+    /// Build the next RTP packet for the packet whose first global sample is `first_sample`.
+    pub fn packet(&mut self, payload_type: u8, first_sample: u64, payload: &[u8]) -> Vec<u8> {
+        let header = Header {
+            version: 2,
+            marker: self.marker_next,
+            payload_type,
+            sequence_number: self.next_seq(),
+            timestamp: self.ts_at_sample(first_sample),
+            ssrc: self.ssrc,
+            ..Default::default()
+        };
+        let mut buf = vec![0u8; 12 + payload.len()];
+        // A plain 12-byte header always fits.
+        let n = header.marshal_to(&mut buf).unwrap_or(12);
+        buf.truncate(n + payload.len());
+        buf[n..].copy_from_slice(payload);
+        self.marker_next = false;
+        self.packets_sent += 1;
+        self.octets_sent += payload.len() as u64;
+        buf
+    }
+}
