@@ -199,6 +199,20 @@ pub fn analyze_bytes_with(data: &[u8], file: Option<&Path>, opts: &Options) -> R
                 }
             }
         }
+        if !codecs.contains_key(&101) && counts.contains_key(&101) {
+            // tshark's default too (rtpevent.payload_type_value = 101).
+            codecs.insert(
+                101,
+                Codec {
+                    name: "telephone-event".into(),
+                    rate: 8000,
+                    channels: None,
+                },
+            );
+            if main_pt == 101 {
+                source = "default";
+            }
+        }
         for (pt, c) in &opts.pt_hints {
             codecs.insert(*pt, c.clone());
             if *pt == main_pt {

@@ -92,6 +92,7 @@ pub mod report;
 pub mod rtp;
 pub mod sip;
 pub mod stream;
+pub mod writer;
 
 use std::path::Path;
 

@@ -89,7 +89,8 @@ pub struct RtpStream {
     pub codec: String,
     /// Clock rate used for jitter/timestamp checks (0 when unknown, e.g. telephone-event).
     pub clock_rate: u32,
-    /// Where the codec came from: `"sdp"`, `"static"` (RFC 3551 table), `"hint"` or `"none"`.
+    /// Where the codec came from: `"sdp"`, `"static"` (RFC 3551 table), `"hint"`,
+    /// `"default"` (101 = telephone-event, as tshark assumes) or `"none"`.
     pub codec_source: String,
     /// SIP Call-ID whose SDP declared this stream's addresses, if any.
     pub call_id: Option<String>,

@@ -117,7 +117,7 @@ pub fn analyze(
     let mut t_seq: i32 = i32::from(pkts[0].hdr.seq);
     let mut t_errors = 0u64;
     let mut t_time = pkts[0].rel_ms;
-    let mut t_first_ts = pkts[0].hdr.ts;
+    let t_first_ts = pkts[0].hdr.ts;
     let mut t_prev_ts = pkts[0].hdr.ts;
     let mut t_last_nominal = 0.0f64;
     let mut t_jitter = 0.0f64;
@@ -126,7 +126,7 @@ pub fn analyze(
     let mut t_max_delta = 0.0f64;
     let mut t_min_delta: Option<f64> = None;
     let mut t_prev_pt = pkts[0].hdr.pt;
-    let mut t_total = 1u64;
+    let mut t_total = 0u64;
 
     for (i, p) in pkts.iter().enumerate() {
         let h = &p.hdr;
@@ -270,7 +270,6 @@ pub fn analyze(
         t_time = p.rel_ms;
         t_prev_ts = h.ts;
         t_total += 1;
-        let _ = &mut t_first_ts;
     }
 
     // --- timestamp consistency ---
