@@ -76,6 +76,11 @@ pub fn reason_phrase(status: u16) -> &'static str {
 /// Extra header lines of a response.
 type Extra = Vec<(Name, String)>;
 
+/// Insert a header value, unfolded to a single line (values may be echoed from a peer).
+fn put(h: &mut Headers, name: Name, value: &str) {
+    h.insert(name, message::unfold(value));
+}
+
 impl Inner {
     pub(crate) fn new(config: Config) -> Self {
         let st = CoreState::new(config.seed);
@@ -268,33 +273,33 @@ impl Inner {
     ) -> String {
         let mut h = Headers::new();
         for v in &ctx.vias {
-            h.insert(Name::VIA, v.clone());
+            put(&mut h, Name::VIA, &v);
         }
-        h.insert(Name::FROM, ctx.from.clone());
+        put(&mut h, Name::FROM, &ctx.from);
         let to = match to_tag {
             Some(tag) if !ctx.to_has_tag && status > 100 => format!("{};tag={tag}", ctx.to),
             _ => ctx.to.clone(),
         };
-        h.insert(Name::TO, to);
-        h.insert(Name::CALL_ID, ctx.call_id.clone());
-        h.insert(Name::CSEQ, ctx.cseq.clone());
+        put(&mut h, Name::TO, &to);
+        put(&mut h, Name::CALL_ID, &ctx.call_id);
+        put(&mut h, Name::CSEQ, &ctx.cseq);
         if record_route {
             for rr in &ctx.record_route {
-                h.insert(Name::RECORD_ROUTE, rr.clone());
+                put(&mut h, Name::RECORD_ROUTE, &rr);
             }
         }
-        h.insert(Name::SERVER, self.config.user_agent.clone());
+        put(&mut h, Name::SERVER, &self.config.user_agent);
         for (n, v) in extra {
-            h.insert(n, v);
+            put(&mut h, n, &v);
         }
         let body = match body {
             Some((ctype, b)) => {
-                h.insert(Name::CONTENT_TYPE, ctype.to_string());
+                put(&mut h, Name::CONTENT_TYPE, ctype);
                 b
             }
             None => "",
         };
-        h.insert(Name::CONTENT_LENGTH, body.len().to_string());
+        put(&mut h, Name::CONTENT_LENGTH, &body.len().to_string());
         let reason = reason.unwrap_or_else(|| reason_phrase(status));
         format!("SIP/2.0 {status} {reason}\r\n{h}\r\n{body}")
     }
@@ -865,17 +870,17 @@ impl Inner {
             Self::transport_name(d.transport),
             self.config.local_addr
         );
-        h.insert(Name::VIA, via);
-        h.insert(Name::MAX_FORWARDS, "70".to_string());
-        h.insert(Name::FROM, format!("{};tag={}", d.local_party, d.local_tag));
-        h.insert(Name::TO, d.remote_party.clone());
-        h.insert(Name::CALL_ID, d.call_id.clone());
-        h.insert(Name::CSEQ, format!("{} BYE", d.local_cseq));
+        put(&mut h, Name::VIA, &via);
+        put(&mut h, Name::MAX_FORWARDS, "70");
+        put(&mut h, Name::FROM, &format!("{};tag={}", d.local_party, d.local_tag));
+        put(&mut h, Name::TO, &d.remote_party);
+        put(&mut h, Name::CALL_ID, &d.call_id);
+        put(&mut h, Name::CSEQ, &format!("{} BYE", d.local_cseq));
         for r in routes {
-            h.insert(Name::ROUTE, r);
+            put(&mut h, Name::ROUTE, &r);
         }
-        h.insert(Name::USER_AGENT, self.config.user_agent.clone());
-        h.insert(Name::CONTENT_LENGTH, "0".to_string());
+        put(&mut h, Name::USER_AGENT, &self.config.user_agent);
+        put(&mut h, Name::CONTENT_LENGTH, "0");
         let req = format!("BYE {ruri} SIP/2.0\r\n{h}\r\n");
         self.send(d.transport, d.peer, req.clone());
         let udp = d.transport == Transport::Udp;

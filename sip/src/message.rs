@@ -293,3 +293,26 @@ pub(crate) fn via_string(via: &Via) -> String {
 pub(crate) fn from_to_uri(ft: &FromTo) -> String {
     uri_string(&ft.uri.uri)
 }
+
+/// A header value safe to print on one line: folded continuations (CRLF + whitespace) become
+/// single spaces and stray CR/LF characters are dropped.
+pub(crate) fn unfold(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let mut pending_space = false;
+    for c in v.chars() {
+        match c {
+            '\r' | '\n' => pending_space = true,
+            ' ' | '\t' if pending_space => {}
+            c => {
+                if pending_space {
+                    if !out.ends_with(' ') && !out.is_empty() {
+                        out.push(' ');
+                    }
+                    pending_space = false;
+                }
+                out.push(c);
+            }
+        }
+    }
+    out
+}
