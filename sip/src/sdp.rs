@@ -431,3 +431,125 @@ pub fn build_offer(local: &LocalMedia) -> String {
     sd.media_descriptions.push(audio_media(local.rtp_port, vec![111, 0, 8, 101, 100], attrs));
     sd.marshal()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sdp(media: &str, extra: &str) -> String {
+        format!("v=0\r\no=- 1 1 IN IP4 198.18.0.10\r\ns=-\r\nc=IN IP4 198.18.0.10\r\nt=0 0\r\n{media}\r\n{extra}")
+    }
+
+    fn local() -> LocalMedia {
+        LocalMedia { ip: "198.18.0.1".parse().unwrap(), rtp_port: 40000, session_id: 77, session_version: 2 }
+    }
+
+    #[test]
+    fn first_supported_codec_in_offerer_order() {
+        let s = sdp(
+            "m=audio 5004 RTP/AVP 18 8 0 111",
+            "a=rtpmap:18 G729/8000\r\na=rtpmap:111 opus/48000/2\r\n",
+        );
+        let n = negotiate(&s).unwrap();
+        assert_eq!((n.codec, n.payload_type), (CodecName::Pcma, 8), "static PT 8 without rtpmap");
+        let s = sdp("m=audio 5004 RTP/AVP 111 0", "a=rtpmap:111 OPUS/48000/2\r\n");
+        assert_eq!(negotiate(&s).unwrap().codec, CodecName::Opus);
+        // opus must be /48000/2
+        let s = sdp("m=audio 5004 RTP/AVP 111", "a=rtpmap:111 opus/48000/1\r\n");
+        assert!(matches!(negotiate(&s), Err(SdpError::NotAcceptable(_))));
+    }
+
+    #[test]
+    fn telephone_event_must_match_clock_rate() {
+        let s = sdp(
+            "m=audio 5004 RTP/AVP 0 101 102",
+            "a=rtpmap:101 telephone-event/48000\r\na=rtpmap:102 telephone-event/8000\r\n",
+        );
+        assert_eq!(negotiate(&s).unwrap().telephone_event_pt, Some(102));
+        let s = sdp("m=audio 5004 RTP/AVP 111 101", "a=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n");
+        assert_eq!(negotiate(&s).unwrap().telephone_event_pt, None);
+    }
+
+    #[test]
+    fn ptime_direction_extmap_rtcp() {
+        let s = sdp(
+            "m=audio 5004 RTP/AVP 0",
+            "a=ptime:30\r\na=sendonly\r\na=extmap:3/sendrecv urn:ietf:params:rtp-hdrext:ssrc-audio-level vad=on\r\na=rtcp:6000 IN IP4 198.18.0.11\r\n",
+        );
+        let n = negotiate(&s).unwrap();
+        assert_eq!(n.ptime_ms, 30);
+        assert_eq!(n.direction, Direction::SendOnly);
+        assert_eq!(n.audio_level_ext_id, Some(3));
+        assert_eq!(n.remote_rtp, "198.18.0.10:5004".parse().unwrap());
+        assert_eq!(n.remote_rtcp, "198.18.0.11:6000".parse().unwrap());
+        assert!(!n.rtcp_mux);
+        let n = negotiate(&sdp("m=audio 5004 RTP/AVP 0", "a=rtcp-mux\r\n")).unwrap();
+        assert_eq!((n.remote_rtcp, n.rtcp_mux, n.ptime_ms), (n.remote_rtp, true, 20));
+        let n = negotiate(&sdp("m=audio 5004 RTP/AVP 0", "a=recvonly\r\n")).unwrap();
+        assert_eq!(n.direction, Direction::RecvOnly);
+        let n = negotiate(&sdp("m=audio 5004 RTP/AVP 0", "a=inactive\r\n")).unwrap();
+        assert_eq!(n.direction, Direction::Inactive);
+        let hold = sdp("m=audio 5004 RTP/AVP 0", "").replace("c=IN IP4 198.18.0.10", "c=IN IP4 0.0.0.0");
+        assert_eq!(negotiate(&hold).unwrap().direction, Direction::Inactive);
+    }
+
+    #[test]
+    fn errors() {
+        assert!(matches!(negotiate("garbage"), Err(SdpError::Malformed(_))));
+        assert!(matches!(negotiate(""), Err(SdpError::Malformed(_))));
+        let video = sdp("m=video 5004 RTP/AVP 96", "a=rtpmap:96 VP8/90000\r\n");
+        assert!(matches!(negotiate(&video), Err(SdpError::NotAcceptable(_))));
+        let srtp = sdp("m=audio 5004 RTP/SAVP 0", "");
+        assert!(matches!(negotiate(&srtp), Err(SdpError::NotAcceptable(_))));
+        let disabled = sdp("m=audio 0 RTP/AVP 0", "");
+        assert!(matches!(negotiate(&disabled), Err(SdpError::NotAcceptable(_))));
+        let no_c = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nt=0 0\r\nm=audio 5004 RTP/AVP 0\r\n";
+        assert!(matches!(negotiate(no_c), Err(SdpError::Malformed(_))));
+    }
+
+    #[test]
+    fn lf_only_offer_is_accepted() {
+        let s = sdp("m=audio 5004 RTP/AVP 0", "").replace("\r\n", "\n");
+        assert_eq!(negotiate(&s).unwrap().codec, CodecName::Pcmu);
+    }
+
+    #[test]
+    fn answer_mirrors_and_parses_back() {
+        let offer = sdp(
+            "m=audio 5004 RTP/AVP 111 101",
+            "a=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/48000\r\na=ptime:40\r\na=sendonly\r\na=rtcp-mux\r\na=extmap:2 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n",
+        );
+        let n = negotiate(&offer).unwrap();
+        let ans = build_answer(&local(), &n);
+        assert!(ans.starts_with("v=0\r\no=- 77 2 IN IP4 198.18.0.1\r\n"), "{ans}");
+        for l in [
+            "c=IN IP4 198.18.0.1",
+            "m=audio 40000 RTP/AVP 111 101",
+            "a=rtpmap:111 opus/48000/2",
+            "a=fmtp:111 useinbandfec=1",
+            "a=rtpmap:101 telephone-event/48000",
+            "a=ptime:40",
+            "a=extmap:2 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+            "a=rtcp-mux",
+            "a=recvonly",
+        ] {
+            assert!(ans.contains(&format!("{l}\r\n")), "{l} missing in\n{ans}");
+        }
+        // The offerer can negotiate our answer.
+        let back = negotiate(&ans).unwrap();
+        assert_eq!((back.codec, back.payload_type, back.direction), (CodecName::Opus, 111, Direction::RecvOnly));
+        // Without the optional features none of their lines appear.
+        let plain = build_answer(&local(), &negotiate(&sdp("m=audio 5004 RTP/AVP 0", "")).unwrap());
+        assert!(!plain.contains("extmap") && !plain.contains("rtcp-mux") && !plain.contains("telephone-event"));
+        assert!(plain.contains("a=sendrecv\r\n"));
+    }
+
+    #[test]
+    fn offer_lists_our_codecs() {
+        let o = build_offer(&local());
+        assert!(o.contains("m=audio 40000 RTP/AVP 111 0 8 101 100\r\n"), "{o}");
+        assert!(o.contains("a=fmtp:111 useinbandfec=1\r\n"));
+        let n = negotiate(&o).unwrap();
+        assert_eq!((n.codec, n.telephone_event_pt, n.direction), (CodecName::Opus, Some(101), Direction::SendRecv));
+    }
+}
