@@ -4,12 +4,13 @@
 use crate::framing::{Frame, Framer};
 use crate::message::{self, Message, ParseError, RequestInfo};
 use crate::state::{
-    dialog_key, ClientTx, CoreState, Dialog, DialogState, ResponseCtx, ServerTx, ServerTxState,
-    T1, T2, T4, TIMEOUT_64T1,
+    dialog_key, ClientTx, CoreState, Dialog, DialogState, ResponseCtx, ServerTx, ServerTxState, T1,
+    T2, T4, TIMEOUT_64T1,
 };
-use crate::{CallHandle, CallInfo, Config, ConnId, EndReason, Error, Event, Stats, Transmit, Transport};
+use crate::{
+    CallHandle, CallInfo, Config, ConnId, EndReason, Error, Event, Stats, Transmit, Transport,
+};
 use ezk_sip_types::header::typed::{Contact, Via};
-use ezk_sip_types::host::Host;
 use ezk_sip_types::msg::MessageLine;
 use ezk_sip_types::print::{AppendCtx, PrintCtx, UriContext};
 use ezk_sip_types::{Headers, Method, Name};
@@ -22,8 +23,15 @@ pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER";
 /// Registration lifetime we grant at most (seconds).
 const MAX_EXPIRES: u32 = 3600;
 /// Methods we know but do not serve (405); anything else unknown gets 501.
-const KNOWN_NOT_ALLOWED: &[&str] =
-    &["SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "REFER", "PRACK", "UPDATE"];
+const KNOWN_NOT_ALLOWED: &[&str] = &[
+    "SUBSCRIBE",
+    "NOTIFY",
+    "PUBLISH",
+    "MESSAGE",
+    "REFER",
+    "PRACK",
+    "UPDATE",
+];
 
 pub(crate) struct Inner {
     pub config: Config,
@@ -84,7 +92,13 @@ fn put(h: &mut Headers, name: Name, value: &str) {
 impl Inner {
     pub(crate) fn new(config: Config) -> Self {
         let st = CoreState::new(config.seed);
-        Inner { config, st, out: VecDeque::new(), events: VecDeque::new(), streams: BTreeMap::new() }
+        Inner {
+            config,
+            st,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            streams: BTreeMap::new(),
+        }
     }
 
     fn transport_name(t: Transport) -> &'static str {
@@ -95,13 +109,20 @@ impl Inner {
     }
 
     fn send(&mut self, transport: Transport, to: SocketAddr, data: String) {
-        self.out.push_back(Transmit { transport, to, data: data.into_bytes() });
+        self.out.push_back(Transmit {
+            transport,
+            to,
+            data: data.into_bytes(),
+        });
     }
 
     // ---------------------------------------------------------------- input
 
     pub(crate) fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], now: Duration) {
-        if data.iter().all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0)) {
+        if data
+            .iter()
+            .all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0))
+        {
             return; // keep-alive datagram (CRLF or NUL)
         }
         if data.len() > self.config.max_message_size {
@@ -113,7 +134,13 @@ impl Inner {
         self.on_message(Transport::Udp, from, data, now);
     }
 
-    pub(crate) fn handle_stream_data(&mut self, conn: ConnId, from: SocketAddr, data: &[u8], now: Duration) {
+    pub(crate) fn handle_stream_data(
+        &mut self,
+        conn: ConnId,
+        from: SocketAddr,
+        data: &[u8],
+        now: Duration,
+    ) {
         let max = self.config.max_message_size;
         let frames = self.streams.entry(conn).or_default().push(data, max);
         let t = Transport::Tcp(conn);
@@ -133,12 +160,20 @@ impl Inner {
     pub(crate) fn handle_stream_closed(&mut self, conn: ConnId, _now: Duration) {
         self.streams.remove(&conn);
         let t = Transport::Tcp(conn);
-        let calls: Vec<CallHandle> =
-            self.st.dialogs.values().filter(|d| d.transport == t).map(|d| d.call).collect();
+        let calls: Vec<CallHandle> = self
+            .st
+            .dialogs
+            .values()
+            .filter(|d| d.transport == t)
+            .map(|d| d.call)
+            .collect();
         for call in calls {
             if let Some(d) = self.remove_dialog(call) {
                 if d.state != DialogState::Ended {
-                    self.events.push_back(Event::CallEnded { call, reason: EndReason::TransportClosed });
+                    self.events.push_back(Event::CallEnded {
+                        call,
+                        reason: EndReason::TransportClosed,
+                    });
                 }
             }
         }
@@ -155,40 +190,54 @@ impl Inner {
                     MessageLine::Response(_) => self.on_response(msg, now),
                 }
             }
-            Err(ParseError::StartLine { method: Some(_), scheme: Some(s) })
-                if s != "sip" && s != "sips" =>
-            {
+            Err(ParseError::StartLine {
+                method: Some(_),
+                scheme: Some(s),
+            }) if s != "sip" && s != "sips" => {
                 self.answer_unparsed(t, from, data, 416, "Unsupported URI Scheme");
-                self.count_answered_or_dropped_last();
             }
-            Err(ParseError::StartLine { method: None, .. }) | Err(ParseError::NoHead) | Err(ParseError::NotUtf8) => {
+            Err(ParseError::StartLine { method: None, .. })
+            | Err(ParseError::NoHead)
+            | Err(ParseError::NotUtf8) => {
                 self.st.stats.malformed_dropped += 1;
             }
             Err(_) => self.malformed(t, from, data, "Bad Request"),
         }
     }
 
-    /// Count a 400-type reply just attempted by `answer_unparsed`.
-    fn count_answered_or_dropped_last(&mut self) {
-        // answer_unparsed already counted; kept for readability of call sites.
-    }
-
+    /// Answer with 400 if possible; `answer_unparsed` counts answered/dropped.
     fn malformed(&mut self, t: Transport, from: SocketAddr, data: &[u8], reason: &str) {
-        if !self.answer_unparsed(t, from, data, 400, reason) {
-            // counted as dropped inside
-        }
+        self.answer_unparsed(t, from, data, 400, reason);
     }
 
     /// Answer a message we could not (fully) parse with `status`, if it is a non-ACK request
     /// with Via, From, To, Call-ID and CSeq recoverable. Returns whether a reply was sent.
-    fn answer_unparsed(&mut self, t: Transport, from: SocketAddr, data: &[u8], status: u16, reason: &str) -> bool {
+    fn answer_unparsed(
+        &mut self,
+        t: Transport,
+        from: SocketAddr,
+        data: &[u8],
+        status: u16,
+        reason: &str,
+    ) -> bool {
         let counted_oversized = status == 513;
         let first = data.split(|b| *b == b'\n').next().unwrap_or(&[]);
         let method = first.split(|b| *b == b' ').next().unwrap_or(&[]);
         let is_request = !first.starts_with(b"SIP/") && !method.is_empty();
         let hs = message::raw_headers(data);
-        let get = |n: &str| hs.iter().filter(|(k, _)| k == n).map(|(_, v)| v.clone()).collect::<Vec<_>>();
-        let (vias, from_v, to_v, cid, cseq) = (get("Via"), get("From"), get("To"), get("Call-ID"), get("CSeq"));
+        let get = |n: &str| {
+            hs.iter()
+                .filter(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>()
+        };
+        let (vias, from_v, to_v, cid, cseq) = (
+            get("Via"),
+            get("From"),
+            get("To"),
+            get("Call-ID"),
+            get("CSeq"),
+        );
         let ok = is_request
             && !method.eq_ignore_ascii_case(b"ACK")
             && !vias.is_empty()
@@ -222,7 +271,15 @@ impl Inner {
             record_route: vec![],
         };
         let tag = self.st.rng.tag();
-        let resp = self.build_response(&ctx, status, Some(reason), Some(&tag), Vec::new(), None, false);
+        let resp = self.build_response(
+            &ctx,
+            status,
+            Some(reason),
+            Some(&tag),
+            Vec::new(),
+            None,
+            false,
+        );
         self.send(t, dest, resp);
         if !counted_oversized {
             self.st.stats.malformed_answered += 1;
@@ -273,7 +330,7 @@ impl Inner {
     ) -> String {
         let mut h = Headers::new();
         for v in &ctx.vias {
-            put(&mut h, Name::VIA, &v);
+            put(&mut h, Name::VIA, v);
         }
         put(&mut h, Name::FROM, &ctx.from);
         let to = match to_tag {
@@ -285,7 +342,7 @@ impl Inner {
         put(&mut h, Name::CSEQ, &ctx.cseq);
         if record_route {
             for rr in &ctx.record_route {
-                put(&mut h, Name::RECORD_ROUTE, &rr);
+                put(&mut h, Name::RECORD_ROUTE, rr);
             }
         }
         put(&mut h, Name::SERVER, &self.config.user_agent);
@@ -309,13 +366,26 @@ impl Inner {
             Transport::Udp => "udp",
             Transport::Tcp(_) => "tcp",
         };
-        let user = if room.is_empty() { String::new() } else { format!("{room}@") };
+        let user = if room.is_empty() {
+            String::new()
+        } else {
+            format!("{room}@")
+        };
         format!("<sip:{user}{};transport={tp}>", self.config.local_addr)
     }
 
     /// Send a response on transaction `key` and remember it for retransmissions.
-    fn respond(&mut self, key: &str, status: u16, extra: Extra, body: Option<(&str, &str)>, now: Duration) {
-        let Some(tx) = self.st.server_txs.get(key) else { return };
+    fn respond(
+        &mut self,
+        key: &str,
+        status: u16,
+        extra: Extra,
+        body: Option<(&str, &str)>,
+        now: Duration,
+    ) {
+        let Some(tx) = self.st.server_txs.get(key) else {
+            return;
+        };
         let is_invite = tx.method == "INVITE";
         let rr = is_invite && (200..300).contains(&status);
         let tag = tx.to_tag.clone();
@@ -323,7 +393,9 @@ impl Inner {
         let (t, dest) = (tx.transport, tx.dest);
         self.send(t, dest, resp.clone());
         let udp = t == Transport::Udp;
-        let Some(tx) = self.st.server_txs.get_mut(key) else { return };
+        let Some(tx) = self.st.server_txs.get_mut(key) else {
+            return;
+        };
         tx.last_response = Some(resp);
         if status < 200 {
             return;
@@ -394,11 +466,19 @@ impl Inner {
 
     // ---------------------------------------------------------------- requests
 
-    fn on_request(&mut self, t: Transport, from: SocketAddr, raw: &[u8], msg: Message, now: Duration) {
+    fn on_request(
+        &mut self,
+        t: Transport,
+        from: SocketAddr,
+        raw: &[u8],
+        msg: Message,
+        now: Duration,
+    ) {
         let info = match message::request_info(&msg) {
             Ok(i) => i,
             Err(reason) => {
-                let is_ack = matches!(&msg.line, MessageLine::Request(r) if r.method == Method::ACK);
+                let is_ack =
+                    matches!(&msg.line, MessageLine::Request(r) if r.method == Method::ACK);
                 if is_ack {
                     self.st.stats.malformed_dropped += 1;
                 } else {
@@ -436,11 +516,12 @@ impl Inner {
             cseq: format!("{} {}", info.cseq.cseq, info.cseq.method),
             record_route: info.record_route.clone(),
         };
-        let dialog = info
-            .to
-            .tag
-            .as_ref()
-            .and_then(|tag| self.st.dialog_index.get(&dialog_key(&info.call_id, tag)).copied());
+        let dialog = info.to.tag.as_ref().and_then(|tag| {
+            self.st
+                .dialog_index
+                .get(&dialog_key(&info.call_id, tag))
+                .copied()
+        });
         let to_tag = match (&info.to.tag, dialog) {
             (Some(tag), _) => tag.to_string(),
             (None, _) => self.st.rng.tag(),
@@ -452,7 +533,11 @@ impl Inner {
         // Unsupported methods first (RFC 3261 8.2.1).
         let served = ["INVITE", "CANCEL", "BYE", "OPTIONS", "INFO", "REGISTER"];
         if !served.contains(&method.as_str()) {
-            let status = if KNOWN_NOT_ALLOWED.contains(&method.as_str()) { 405 } else { 501 };
+            let status = if KNOWN_NOT_ALLOWED.contains(&method.as_str()) {
+                405
+            } else {
+                501
+            };
             self.respond(&key, status, vec![(Name::ALLOW, ALLOW.into())], None, now);
             return;
         }
@@ -470,7 +555,9 @@ impl Inner {
         if let Some(call) = dialog {
             if method != "CANCEL" {
                 // RFC 3261 12.2.2: lower CSeq -> 500.
-                let Some(d) = self.st.dialogs.get_mut(&call) else { return };
+                let Some(d) = self.st.dialogs.get_mut(&call) else {
+                    return;
+                };
                 if info.cseq.cseq <= d.remote_cseq {
                     self.respond(&key, 500, vec![(Name::RETRY_AFTER, "1".into())], None, now);
                     return;
@@ -504,19 +591,39 @@ impl Inner {
             return Ok(None);
         }
         let ctype_ok = info.content_type.as_deref().is_none_or(|c| {
-            c.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/sdp")
+            c.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/sdp")
         });
         if !ctype_ok {
             return Err(());
         }
-        String::from_utf8(msg.body.to_vec()).map(Some).map_err(|_| ())
+        String::from_utf8(msg.body.to_vec())
+            .map(Some)
+            .map_err(|_| ())
     }
 
-    fn on_invite(&mut self, key: &str, info: &RequestInfo, msg: &Message, t: Transport, from: SocketAddr, now: Duration) {
+    fn on_invite(
+        &mut self,
+        key: &str,
+        info: &RequestInfo,
+        msg: &Message,
+        t: Transport,
+        from: SocketAddr,
+        now: Duration,
+    ) {
         let offer = match Self::body_offer(info, msg) {
             Ok(o) => o,
             Err(()) => {
-                self.respond(key, 415, vec![(Name::ACCEPT, "application/sdp".into())], None, now);
+                self.respond(
+                    key,
+                    415,
+                    vec![(Name::ACCEPT, "application/sdp".into())],
+                    None,
+                    now,
+                );
                 return;
             }
         };
@@ -542,7 +649,10 @@ impl Inner {
             remote_cseq: info.cseq.cseq,
             local_cseq: 0,
             route_set: info.record_route.clone(),
-            remote_target: info.contact_uri.clone().unwrap_or_else(|| remote_uri.clone()),
+            remote_target: info
+                .contact_uri
+                .clone()
+                .unwrap_or_else(|| remote_uri.clone()),
             transport: t,
             peer: from,
             state: DialogState::Early,
@@ -550,7 +660,9 @@ impl Inner {
             bye_branch: None,
             expires_at: None,
         };
-        self.st.dialog_index.insert(dialog_key(&info.call_id, &local_tag), call);
+        self.st
+            .dialog_index
+            .insert(dialog_key(&info.call_id, &local_tag), call);
         self.st.dialogs.insert(call, dialog);
         self.respond(key, 100, vec![], None, now);
         self.events.push_back(Event::IncomingCall {
@@ -563,8 +675,17 @@ impl Inner {
         });
     }
 
-    fn on_reinvite(&mut self, key: &str, call: CallHandle, info: &RequestInfo, msg: &Message, now: Duration) {
-        let Some(d) = self.st.dialogs.get(&call) else { return };
+    fn on_reinvite(
+        &mut self,
+        key: &str,
+        call: CallHandle,
+        info: &RequestInfo,
+        msg: &Message,
+        now: Duration,
+    ) {
+        let Some(d) = self.st.dialogs.get(&call) else {
+            return;
+        };
         if d.pending_invite.is_some() || d.state == DialogState::Accepted {
             // RFC 3261 14.2: an INVITE transaction is still in progress.
             self.respond(key, 500, vec![(Name::RETRY_AFTER, "1".into())], None, now);
@@ -577,7 +698,13 @@ impl Inner {
         let offer = match Self::body_offer(info, msg) {
             Ok(o) => o,
             Err(()) => {
-                self.respond(key, 415, vec![(Name::ACCEPT, "application/sdp".into())], None, now);
+                self.respond(
+                    key,
+                    415,
+                    vec![(Name::ACCEPT, "application/sdp".into())],
+                    None,
+                    now,
+                );
                 return;
             }
         };
@@ -601,7 +728,8 @@ impl Inner {
             return;
         };
         // The CANCEL's response carries the same To-tag as the INVITE's responses.
-        let (inv_state, inv_call, reinvite, inv_tag) = (inv.state, inv.call, inv.reinvite, inv.to_tag.clone());
+        let (inv_state, inv_call, reinvite, inv_tag) =
+            (inv.state, inv.call, inv.reinvite, inv.to_tag.clone());
         if let Some(tx) = self.st.server_txs.get_mut(key) {
             tx.to_tag = inv_tag;
         }
@@ -616,7 +744,10 @@ impl Inner {
                 d.pending_invite = None;
             }
         } else if self.remove_dialog(call).is_some() {
-            self.events.push_back(Event::CallEnded { call, reason: EndReason::Cancelled });
+            self.events.push_back(Event::CallEnded {
+                call,
+                reason: EndReason::Cancelled,
+            });
         }
     }
 
@@ -626,10 +757,17 @@ impl Inner {
             return;
         };
         self.respond(key, 200, vec![], None, now);
-        let Some(d) = self.st.dialogs.get(&call) else { return };
+        let Some(d) = self.st.dialogs.get(&call) else {
+            return;
+        };
         let ended = d.state == DialogState::Ended;
         if let Some(k) = d.pending_invite.clone() {
-            if self.st.server_txs.get(&k).is_some_and(|tx| tx.state == ServerTxState::Proceeding) {
+            if self
+                .st
+                .server_txs
+                .get(&k)
+                .is_some_and(|tx| tx.state == ServerTxState::Proceeding)
+            {
                 self.respond(&k, 487, vec![], None, now);
             }
         }
@@ -642,22 +780,42 @@ impl Inner {
         }
         self.remove_dialog(call);
         if !ended {
-            self.events.push_back(Event::CallEnded { call, reason: EndReason::ByeReceived });
+            self.events.push_back(Event::CallEnded {
+                call,
+                reason: EndReason::ByeReceived,
+            });
         }
     }
 
-    fn on_info(&mut self, key: &str, dialog: Option<CallHandle>, info: &RequestInfo, msg: &Message, now: Duration) {
+    fn on_info(
+        &mut self,
+        key: &str,
+        dialog: Option<CallHandle>,
+        info: &RequestInfo,
+        msg: &Message,
+        now: Duration,
+    ) {
         let Some(call) = dialog else {
             self.respond(key, 481, vec![], None, now);
             return;
         };
         self.respond(key, 200, vec![], None, now);
-        let ctype = info.content_type.as_deref().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let ctype = info
+            .content_type
+            .as_deref()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         let body = String::from_utf8_lossy(&msg.body);
         let digit = match ctype.as_str() {
             "application/dtmf-relay" => body.lines().find_map(|l| {
                 let (k, v) = l.split_once('=')?;
-                k.trim().eq_ignore_ascii_case("signal").then(|| v.trim().to_string())
+                k.trim()
+                    .eq_ignore_ascii_case("signal")
+                    .then(|| v.trim().to_string())
             }),
             "application/dtmf" => Some(body.trim().to_string()),
             _ => None,
@@ -668,7 +826,10 @@ impl Inner {
             _ => {
                 let mut c = s.chars();
                 match (c.next(), c.next()) {
-                    (Some(ch), None) if ch.is_ascii_digit() || matches!(ch, '*' | '#' | 'A'..='D' | 'a'..='d') => {
+                    (Some(ch), None)
+                        if ch.is_ascii_digit()
+                            || matches!(ch, '*' | '#' | 'A'..='D' | 'a'..='d') =>
+                    {
                         Some(ch.to_ascii_uppercase())
                     }
                     _ => None,
@@ -702,7 +863,10 @@ impl Inner {
                     .unwrap_or(default)
                     .min(MAX_EXPIRES);
                 c.params.push_or_edit("expires", e.to_string());
-                let ctx = PrintCtx { method: None, uri: Some(UriContext::Contact) };
+                let ctx = PrintCtx {
+                    method: None,
+                    uri: Some(UriContext::Contact),
+                };
                 extra.push((Name::CONTACT, c.print_ctx(ctx).to_string()));
             }
         }
@@ -730,15 +894,20 @@ impl Inner {
             _ => {}
         }
         // ACK of a 2xx: matched to the dialog and CSeq.
-        let Some(tag) = info.to.tag.as_ref() else { return };
-        let Some(call) = self.st.dialog_index.get(&dialog_key(&info.call_id, tag)).copied() else {
+        let Some(tag) = info.to.tag.as_ref() else {
             return;
         };
-        let found = self
+        let Some(call) = self
             .st
-            .server_txs
-            .iter_mut()
-            .find(|(_, tx)| tx.call == Some(call) && tx.method == "INVITE" && tx.cseq == info.cseq.cseq);
+            .dialog_index
+            .get(&dialog_key(&info.call_id, tag))
+            .copied()
+        else {
+            return;
+        };
+        let found = self.st.server_txs.iter_mut().find(|(_, tx)| {
+            tx.call == Some(call) && tx.method == "INVITE" && tx.cseq == info.cseq.cseq
+        });
         let Some((_, tx)) = found else { return };
         if tx.state != ServerTxState::Accepted {
             self.st.stats.retransmissions_absorbed += 1;
@@ -765,30 +934,45 @@ impl Inner {
     // ---------------------------------------------------------------- responses from peers
 
     fn on_response(&mut self, msg: Message, _now: Duration) {
-        let MessageLine::Response(sl) = &msg.line else { return };
+        let MessageLine::Response(sl) = &msg.line else {
+            return;
+        };
         let status = sl.code.into_u16();
-        let Ok(vias) = msg.headers.get_named::<Vec<Via>>() else { return };
-        let Some(branch) = vias.first().and_then(|v| v.params.get_val("branch")).map(|b| b.to_string()) else {
+        let Ok(vias) = msg.headers.get_named::<Vec<Via>>() else {
+            return;
+        };
+        let Some(branch) = vias
+            .first()
+            .and_then(|v| v.params.get_val("branch"))
+            .map(|b| b.to_string())
+        else {
             return;
         };
         if status < 200 {
             return;
         }
-        let Some(tx) = self.st.client_txs.remove(&branch) else { return };
+        let Some(tx) = self.st.client_txs.remove(&branch) else {
+            return;
+        };
         self.finish_bye(tx.call);
     }
 
     fn finish_bye(&mut self, call: CallHandle) {
         if let Some(d) = self.remove_dialog(call) {
             if d.state != DialogState::Ended {
-                self.events.push_back(Event::CallEnded { call, reason: EndReason::ByeSent });
+                self.events.push_back(Event::CallEnded {
+                    call,
+                    reason: EndReason::ByeSent,
+                });
             }
         }
     }
 
     fn remove_dialog(&mut self, call: CallHandle) -> Option<Dialog> {
         let d = self.st.dialogs.remove(&call)?;
-        self.st.dialog_index.remove(&dialog_key(&d.call_id, &d.local_tag));
+        self.st
+            .dialog_index
+            .remove(&dialog_key(&d.call_id, &d.local_tag));
         if let Some(b) = &d.bye_branch {
             self.st.client_txs.remove(b);
         }
@@ -797,12 +981,20 @@ impl Inner {
 
     // ---------------------------------------------------------------- commands
 
-    pub(crate) fn accept(&mut self, call: CallHandle, sdp: String, now: Duration) -> Result<(), Error> {
+    pub(crate) fn accept(
+        &mut self,
+        call: CallHandle,
+        sdp: String,
+        now: Duration,
+    ) -> Result<(), Error> {
         let d = self.st.dialogs.get(&call).ok_or(Error::UnknownCall(call))?;
         if d.state == DialogState::Ended {
             return Err(Error::UnknownCall(call));
         }
-        let key = d.pending_invite.clone().ok_or(Error::InvalidState("no INVITE awaiting an answer"))?;
+        let key = d
+            .pending_invite
+            .clone()
+            .ok_or(Error::InvalidState("no INVITE awaiting an answer"))?;
         let contact = self.contact(&d.room, d.transport);
         let extra = vec![
             (Name::CONTACT, contact),
@@ -819,7 +1011,12 @@ impl Inner {
         Ok(())
     }
 
-    pub(crate) fn reject(&mut self, call: CallHandle, status: u16, now: Duration) -> Result<(), Error> {
+    pub(crate) fn reject(
+        &mut self,
+        call: CallHandle,
+        status: u16,
+        now: Duration,
+    ) -> Result<(), Error> {
         if !(300..700).contains(&status) {
             return Err(Error::InvalidState("reject status must be 300..=699"));
         }
@@ -827,12 +1024,18 @@ impl Inner {
         if d.state == DialogState::Ended {
             return Err(Error::UnknownCall(call));
         }
-        let key = d.pending_invite.clone().ok_or(Error::InvalidState("no INVITE awaiting an answer"))?;
+        let key = d
+            .pending_invite
+            .clone()
+            .ok_or(Error::InvalidState("no INVITE awaiting an answer"))?;
         let initial = d.state == DialogState::Early;
         self.respond(&key, status, vec![], None, now);
         if initial {
             self.remove_dialog(call);
-            self.events.push_back(Event::CallEnded { call, reason: EndReason::Rejected(status) });
+            self.events.push_back(Event::CallEnded {
+                call,
+                reason: EndReason::Rejected(status),
+            });
         } else if let Some(d) = self.st.dialogs.get_mut(&call) {
             d.pending_invite = None;
         }
@@ -850,14 +1053,22 @@ impl Inner {
             return Err(Error::InvalidState("BYE already sent"));
         }
         let branch = self.st.rng.branch();
-        let Some(d) = self.st.dialogs.get_mut(&call) else { return Err(Error::UnknownCall(call)) };
-        d.local_cseq = d.local_cseq.max(0) + 1;
+        let Some(d) = self.st.dialogs.get_mut(&call) else {
+            return Err(Error::UnknownCall(call));
+        };
+        d.local_cseq = d.local_cseq.saturating_add(1);
         d.bye_branch = Some(branch.clone());
         let d = d.clone();
         let (ruri, routes) = match d.route_set.first() {
             Some(first) if !first.contains(";lr") => {
                 // Strict router (RFC 3261 12.2.1.1).
-                let uri = first.trim().trim_start_matches('<').split('>').next().unwrap_or("").to_string();
+                let uri = first
+                    .trim()
+                    .trim_start_matches('<')
+                    .split('>')
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
                 let mut r: Vec<String> = d.route_set[1..].to_vec();
                 r.push(format!("<{}>", d.remote_target));
                 (uri, r)
@@ -872,7 +1083,11 @@ impl Inner {
         );
         put(&mut h, Name::VIA, &via);
         put(&mut h, Name::MAX_FORWARDS, "70");
-        put(&mut h, Name::FROM, &format!("{};tag={}", d.local_party, d.local_tag));
+        put(
+            &mut h,
+            Name::FROM,
+            &format!("{};tag={}", d.local_party, d.local_tag),
+        );
         put(&mut h, Name::TO, &d.remote_party);
         put(&mut h, Name::CALL_ID, &d.call_id);
         put(&mut h, Name::CSEQ, &format!("{} BYE", d.local_cseq));
@@ -904,9 +1119,13 @@ impl Inner {
     pub(crate) fn handle_timeout(&mut self, now: Duration) {
         let keys: Vec<String> = self.st.server_txs.keys().cloned().collect();
         for key in keys {
-            let Some(tx) = self.st.server_txs.get_mut(&key) else { continue };
+            let Some(tx) = self.st.server_txs.get_mut(&key) else {
+                continue;
+            };
             if tx.expires_at.is_some_and(|e| e <= now) {
-                let Some(tx) = self.st.server_txs.remove(&key) else { continue };
+                let Some(tx) = self.st.server_txs.remove(&key) else {
+                    continue;
+                };
                 if tx.state == ServerTxState::Accepted {
                     // 2xx never ACKed (RFC 3261 13.3.1.4): the application should BYE.
                     if let Some(call) = tx.call {
@@ -914,7 +1133,10 @@ impl Inner {
                             if d.state != DialogState::Ended {
                                 d.state = DialogState::Ended;
                                 d.expires_at = Some(now + TIMEOUT_64T1);
-                                self.events.push_back(Event::CallEnded { call, reason: EndReason::AckTimeout });
+                                self.events.push_back(Event::CallEnded {
+                                    call,
+                                    reason: EndReason::AckTimeout,
+                                });
                             }
                         }
                     }
@@ -934,7 +1156,9 @@ impl Inner {
         }
         let branches: Vec<String> = self.st.client_txs.keys().cloned().collect();
         for b in branches {
-            let Some(tx) = self.st.client_txs.get_mut(&b) else { continue };
+            let Some(tx) = self.st.client_txs.get_mut(&b) else {
+                continue;
+            };
             if tx.expires_at <= now {
                 let call = tx.call;
                 self.st.client_txs.remove(&b);
@@ -965,9 +1189,22 @@ impl Inner {
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Duration> {
-        let s = self.st.server_txs.values().flat_map(|t| [t.retransmit_at, t.expires_at]);
-        let c = self.st.client_txs.values().flat_map(|t| [t.retransmit_at, Some(t.expires_at)]);
-        let d = self.st.dialogs.values().filter(|d| d.bye_branch.is_none()).map(|d| d.expires_at);
+        let s = self
+            .st
+            .server_txs
+            .values()
+            .flat_map(|t| [t.retransmit_at, t.expires_at]);
+        let c = self
+            .st
+            .client_txs
+            .values()
+            .flat_map(|t| [t.retransmit_at, Some(t.expires_at)]);
+        let d = self
+            .st
+            .dialogs
+            .values()
+            .filter(|d| d.bye_branch.is_none())
+            .map(|d| d.expires_at);
         s.chain(c).chain(d).flatten().min()
     }
 
@@ -989,10 +1226,4 @@ impl Inner {
     pub(crate) fn stats(&self) -> Stats {
         self.st.stats.clone()
     }
-}
-
-/// Unused helper kept private: host of a Via as text.
-#[allow(dead_code)]
-fn host_text(h: &Host) -> String {
-    h.to_string()
 }

@@ -100,7 +100,11 @@ mod tests {
         two.extend_from_slice(M);
         assert_eq!(
             f.push(&two, 1000),
-            vec![Frame::Message(M.to_vec()), Frame::Ping, Frame::Message(M.to_vec())]
+            vec![
+                Frame::Message(M.to_vec()),
+                Frame::Ping,
+                Frame::Message(M.to_vec())
+            ]
         );
     }
 

@@ -2,12 +2,89 @@
 //!
 //! It parses and serializes SIP messages (over UDP datagrams and TCP byte streams), runs the
 //! RFC 3261 server transactions and dialogs a conference server needs (INVITE, ACK, BYE,
-//! CANCEL, OPTIONS, re-INVITE, REGISTER) and offers SDP offer/answer helpers ([`sdp`]).
+//! CANCEL, OPTIONS, INFO, re-INVITE, REGISTER) and offers SDP offer/answer helpers ([`sdp`]).
 //! It never opens a socket or reads a clock: the driver passes `now` in and sends what
 //! [`Core::poll_transmit`] returns. All dialog and transaction state lives in serializable
-//! types because a later feature replicates it to a hot-standby backup.
+//! types ([`state::CoreState`]) because a later feature replicates it to a hot-standby backup.
 //!
-//! API CONTRACT (fixed by the integrator; implementation in progress).
+//! It is **not** a proxy, registrar, or UAC: it never starts calls, resolves DNS, does
+//! authentication, TLS, PRACK/100rel, session timers or SRTP. Responses to REGISTER are
+//! accepted-but-not-stored bindings so softphones with an account keep working.
+//!
+//! # Driver loop
+//!
+//! Feed input, then drain output and events, then arm one timer. Every method takes `now`
+//! (any monotonic origin); the same inputs with the same [`Config::seed`] give the same bytes.
+//!
+//! ```no_run
+//! use sip_core::{sdp, Config, Core, Event};
+//! use std::net::UdpSocket;
+//! use std::time::{Duration, Instant};
+//!
+//! let sock = UdpSocket::bind("0.0.0.0:5060")?;
+//! let config = Config {
+//!     local_addr: "198.18.0.1:5060".parse()?,
+//!     user_agent: "Understudy".into(),
+//!     max_message_size: 8192,
+//!     seed: 42,
+//! };
+//! let mut core = Core::new(config);
+//! let start = Instant::now();
+//! let mut buf = [0u8; 65536];
+//! loop {
+//!     // 1. input: a datagram, or the timer firing
+//!     let wait = core.poll_timeout().map(|t| t.saturating_sub(start.elapsed()));
+//!     sock.set_read_timeout(Some(wait.unwrap_or(Duration::from_secs(1)).max(Duration::from_millis(1))))?;
+//!     match sock.recv_from(&mut buf) {
+//!         Ok((n, from)) => core.handle_datagram(from, &buf[..n], start.elapsed()),
+//!         Err(_) => core.handle_timeout(start.elapsed()),
+//!     }
+//!     // 2. events: answer calls
+//!     while let Some(ev) = core.poll_event() {
+//!         let now = start.elapsed();
+//!         match ev {
+//!             Event::IncomingCall { call, offer: Some(offer), .. }
+//!             | Event::ReInvite { call, offer: Some(offer) } => match sdp::negotiate(&offer) {
+//!                 Ok(neg) => {
+//!                     let local = sdp::LocalMedia {
+//!                         ip: "198.18.0.1".parse()?,
+//!                         rtp_port: 40000,
+//!                         session_id: 1,
+//!                         session_version: 1,
+//!                     };
+//!                     core.accept(call, sdp::build_answer(&local, &neg), now)?;
+//!                 }
+//!                 Err(sdp::SdpError::NotAcceptable(_)) => core.reject(call, 488, now)?,
+//!                 Err(_) => core.reject(call, 400, now)?,
+//!             },
+//!             Event::CallEnded { call, reason } => println!("{call:?} ended: {reason:?}"),
+//!             _ => {}
+//!         }
+//!     }
+//!     // 3. output
+//!     while let Some(t) = core.poll_transmit() {
+//!         sock.send_to(&t.data, t.to)?;
+//!     }
+//! }
+//! # #[allow(unreachable_code)]
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Method families
+//!
+//! * `handle_*`: input (datagram, stream bytes, stream closed, timer).
+//! * [`Core::accept`], [`Core::reject`], [`Core::hangup`]: application commands.
+//! * `poll_*`: output; drain [`Core::poll_transmit`] and [`Core::poll_event`] after every
+//!   input or command, then re-read [`Core::poll_timeout`].
+//! * [`Core::calls`], [`Core::stats`], [`Core::state`]: getters; [`Core::from_state`] resumes
+//!   from replicated state.
+//!
+//! Behaviour notes: UDP responses go to the source address when the top Via has `rport` or a
+//! sent-by differing from the source (received/rport are added), else to the sent-by. Our
+//! BYE goes to the dialog's peer address (where the INVITE came from; no DNS) with the
+//! remote target as Request-URI and the route set as Route. Re-INVITE ACKs also produce
+//! [`Event::Confirmed`]. After [`EndReason::AckTimeout`] the application may still call
+//! [`Core::hangup`] (no second `CallEnded` follows).
 #![deny(missing_docs)]
 
 mod core;
@@ -187,14 +264,22 @@ pub struct Core {
 impl Core {
     /// New core.
     pub fn new(config: Config) -> Self {
-        Core { inner: Inner::new(config) }
+        Core {
+            inner: Inner::new(config),
+        }
     }
     /// A UDP datagram arrived.
     pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], now: Duration) {
         self.inner.handle_datagram(from, data, now)
     }
     /// Bytes arrived on a TCP connection (framed internally by Content-Length).
-    pub fn handle_stream_data(&mut self, conn: ConnId, from: SocketAddr, data: &[u8], now: Duration) {
+    pub fn handle_stream_data(
+        &mut self,
+        conn: ConnId,
+        from: SocketAddr,
+        data: &[u8],
+        now: Duration,
+    ) {
         self.inner.handle_stream_data(conn, from, data, now)
     }
     /// A TCP connection closed.

@@ -30,7 +30,10 @@ pub(crate) enum ParseError {
     NotUtf8,
     /// Start line not parseable. `request` is set when it looks like a request line whose
     /// Request-URI could not be parsed (method, uri scheme).
-    StartLine { method: Option<String>, scheme: Option<String> },
+    StartLine {
+        method: Option<String>,
+        scheme: Option<String>,
+    },
     /// A header line not of the form `name: value`.
     HeaderLine,
     /// Content-Length missing from a stream message or not a number / larger than the data.
@@ -74,8 +77,14 @@ pub(crate) fn raw_content_length(head: &[u8]) -> Result<Option<usize>, ()> {
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &b[start..end.max(start)]
 }
 
@@ -116,14 +125,21 @@ pub(crate) fn parse(data: &[u8]) -> Result<Message, ParseError> {
     let body_start = end;
     let available = data.len() - body_start;
     let len = match headers.get_raw(&Name::CONTENT_LENGTH).next_back() {
-        Some(v) => v.trim().parse::<usize>().map_err(|_| ParseError::ContentLength)?,
+        Some(v) => v
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| ParseError::ContentLength)?,
         None => available,
     };
     if len > available {
         return Err(ParseError::ContentLength);
     }
     let body = src.slice(body_start..body_start + len);
-    Ok(Message { line, headers, body })
+    Ok(Message {
+        line,
+        headers,
+        body,
+    })
 }
 
 fn start_line_error(first: &str) -> ParseError {
@@ -131,15 +147,26 @@ fn start_line_error(first: &str) -> ParseError {
     let (Some(method), Some(uri), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return ParseError::StartLine { method: None, scheme: None };
+        return ParseError::StartLine {
+            method: None,
+            scheme: None,
+        };
     };
     let token_ok = !method.is_empty()
-        && method.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b));
+        && method
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b));
     if !token_ok || !version.eq_ignore_ascii_case("SIP/2.0") {
-        return ParseError::StartLine { method: None, scheme: None };
+        return ParseError::StartLine {
+            method: None,
+            scheme: None,
+        };
     }
     let scheme = uri.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
-    ParseError::StartLine { method: Some(method.to_string()), scheme }
+    ParseError::StartLine {
+        method: Some(method.to_string()),
+        scheme,
+    }
 }
 
 /// Best-effort header extraction for answering a message we could not fully parse:
@@ -249,11 +276,18 @@ pub(crate) fn request_info(msg: &Message) -> Result<RequestInfo, Invalid> {
         _ => None,
     };
     let contacts_raw = h.get_raw(&Name::CONTACT).map(|v| v.to_string()).collect();
-    let record_route = h.get_raw(&Name::RECORD_ROUTE).map(|v| v.to_string()).collect();
+    let record_route = h
+        .get_raw(&Name::RECORD_ROUTE)
+        .map(|v| v.to_string())
+        .collect();
     let content_type = raw_first(h, &Name::CONTENT_TYPE);
     let require = h
         .get_raw(&Name::REQUIRE)
-        .flat_map(|v| v.split(',').map(|s| s.trim().to_string()).collect::<Vec<_>>())
+        .flat_map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .collect::<Vec<_>>()
+        })
         .filter(|s| !s.is_empty())
         .collect();
     let expires = raw_first(h, &Name::EXPIRES).and_then(|v| v.trim().parse().ok());
@@ -279,7 +313,10 @@ pub(crate) fn request_info(msg: &Message) -> Result<RequestInfo, Invalid> {
 /// Print a SIP URI.
 pub(crate) fn uri_string(uri: &ezk_sip_types::uri::SipUri) -> String {
     use ezk_sip_types::print::{AppendCtx, PrintCtx, UriContext};
-    let ctx = PrintCtx { method: None, uri: Some(UriContext::Contact) };
+    let ctx = PrintCtx {
+        method: None,
+        uri: Some(UriContext::Contact),
+    };
     uri.print_ctx(ctx).to_string()
 }
 

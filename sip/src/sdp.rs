@@ -163,13 +163,16 @@ fn rtpmaps(attrs: &[Attribute]) -> Vec<(u8, String, u32, u32)> {
 
 fn direction_of(attrs: &[Attribute]) -> Option<Direction> {
     // The last direction attribute wins if a peer sends several; normally there is one.
-    attrs.iter().rev().find_map(|a| match a.key.to_ascii_lowercase().as_str() {
-        "sendrecv" => Some(Direction::SendRecv),
-        "sendonly" => Some(Direction::SendOnly),
-        "recvonly" => Some(Direction::RecvOnly),
-        "inactive" => Some(Direction::Inactive),
-        _ => None,
-    })
+    attrs
+        .iter()
+        .rev()
+        .find_map(|a| match a.key.to_ascii_lowercase().as_str() {
+            "sendrecv" => Some(Direction::SendRecv),
+            "sendonly" => Some(Direction::SendOnly),
+            "recvonly" => Some(Direction::RecvOnly),
+            "inactive" => Some(Direction::Inactive),
+            _ => None,
+        })
 }
 
 fn parse_ip(ci: &ConnectionInformation) -> Result<IpAddr, SdpError> {
@@ -226,13 +229,18 @@ pub fn negotiate_parsed(sd: &SessionDescription) -> Result<Negotiated, SdpError>
 fn negotiate_media(sd: &SessionDescription, m: &MediaDescription) -> Result<Negotiated, SdpError> {
     let proto = m.media_name.protos.join("/");
     if !proto.eq_ignore_ascii_case("RTP/AVP") {
-        return Err(SdpError::NotAcceptable(format!("transport {proto} not supported")));
+        return Err(SdpError::NotAcceptable(format!(
+            "transport {proto} not supported"
+        )));
     }
     let port = m.media_name.port.value;
     if port <= 0 {
-        return Err(SdpError::NotAcceptable("audio stream disabled (port 0)".into()));
+        return Err(SdpError::NotAcceptable(
+            "audio stream disabled (port 0)".into(),
+        ));
     }
-    let port = u16::try_from(port).map_err(|_| SdpError::Malformed("m= port out of range".into()))?;
+    let port =
+        u16::try_from(port).map_err(|_| SdpError::Malformed("m= port out of range".into()))?;
     let ci = m
         .connection_information
         .as_ref()
@@ -242,7 +250,9 @@ fn negotiate_media(sd: &SessionDescription, m: &MediaDescription) -> Result<Nego
     let maps = rtpmaps(&m.attributes);
     let mut chosen = None;
     for fmt in &m.media_name.formats {
-        let Ok(pt) = fmt.trim().parse::<u8>() else { continue };
+        let Ok(pt) = fmt.trim().parse::<u8>() else {
+            continue;
+        };
         if pt > 127 {
             continue;
         }
@@ -272,7 +282,12 @@ fn negotiate_media(sd: &SessionDescription, m: &MediaDescription) -> Result<Nego
     let Some((codec, payload_type)) = chosen else {
         return Err(SdpError::NotAcceptable("no codec in common".into()));
     };
-    let offered: Vec<u8> = m.media_name.formats.iter().filter_map(|f| f.trim().parse().ok()).collect();
+    let offered: Vec<u8> = m
+        .media_name
+        .formats
+        .iter()
+        .filter_map(|f| f.trim().parse().ok())
+        .collect();
     let telephone_event_pt = maps
         .iter()
         .find(|(pt, name, rate, _)| {
@@ -354,10 +369,17 @@ fn base_session(local: &LocalMedia) -> SessionDescription {
         connection_information: Some(ConnectionInformation {
             network_type: "IN".into(),
             address_type: addr_type.into(),
-            address: Some(Address { address: ip, ttl: None, range: None }),
+            address: Some(Address {
+                address: ip,
+                ttl: None,
+                range: None,
+            }),
         }),
         time_descriptions: vec![TimeDescription {
-            timing: Timing { start_time: 0, stop_time: 0 },
+            timing: Timing {
+                start_time: 0,
+                stop_time: 0,
+            },
             repeat_times: vec![],
         }],
         ..Default::default()
@@ -368,7 +390,10 @@ fn audio_media(port: u16, formats: Vec<u8>, attributes: Vec<Attribute>) -> Media
     MediaDescription {
         media_name: MediaName {
             media: "audio".into(),
-            port: RangedPort { value: port as isize, range: None },
+            port: RangedPort {
+                value: port as isize,
+                range: None,
+            },
             protos: vec!["RTP".into(), "AVP".into()],
             formats: formats.iter().map(u8::to_string).collect(),
         },
@@ -389,13 +414,19 @@ fn flag(key: &str) -> Attribute {
 /// (the mirror of the remote's: sendonly -> recvonly, inactive -> inactive).
 pub fn build_answer(local: &LocalMedia, neg: &Negotiated) -> String {
     let mut formats = vec![neg.payload_type];
-    let mut attrs = vec![a("rtpmap", format!("{} {}", neg.payload_type, neg.codec.rtpmap()))];
+    let mut attrs = vec![a(
+        "rtpmap",
+        format!("{} {}", neg.payload_type, neg.codec.rtpmap()),
+    )];
     if neg.codec == CodecName::Opus {
         attrs.push(a("fmtp", format!("{} useinbandfec=1", neg.payload_type)));
     }
     if let Some(te) = neg.telephone_event_pt.filter(|te| *te != neg.payload_type) {
         formats.push(te);
-        attrs.push(a("rtpmap", format!("{te} telephone-event/{}", neg.codec.clock_rate())));
+        attrs.push(a(
+            "rtpmap",
+            format!("{te} telephone-event/{}", neg.codec.clock_rate()),
+        ));
         attrs.push(a("fmtp", format!("{te} 0-16")));
     }
     attrs.push(a("ptime", neg.ptime_ms.to_string()));
@@ -407,7 +438,8 @@ pub fn build_answer(local: &LocalMedia, neg: &Negotiated) -> String {
     }
     attrs.push(flag(neg.direction.mirror().attribute()));
     let mut sd = base_session(local);
-    sd.media_descriptions.push(audio_media(local.rtp_port, formats, attrs));
+    sd.media_descriptions
+        .push(audio_media(local.rtp_port, formats, attrs));
     sd.marshal()
 }
 
@@ -428,7 +460,11 @@ pub fn build_offer(local: &LocalMedia) -> String {
         flag("sendrecv"),
     ];
     let mut sd = base_session(local);
-    sd.media_descriptions.push(audio_media(local.rtp_port, vec![111, 0, 8, 101, 100], attrs));
+    sd.media_descriptions.push(audio_media(
+        local.rtp_port,
+        vec![111, 0, 8, 101, 100],
+        attrs,
+    ));
     sd.marshal()
 }
 
@@ -441,7 +477,12 @@ mod tests {
     }
 
     fn local() -> LocalMedia {
-        LocalMedia { ip: "198.18.0.1".parse().unwrap(), rtp_port: 40000, session_id: 77, session_version: 2 }
+        LocalMedia {
+            ip: "198.18.0.1".parse().unwrap(),
+            rtp_port: 40000,
+            session_id: 77,
+            session_version: 2,
+        }
     }
 
     #[test]
@@ -451,8 +492,15 @@ mod tests {
             "a=rtpmap:18 G729/8000\r\na=rtpmap:111 opus/48000/2\r\n",
         );
         let n = negotiate(&s).unwrap();
-        assert_eq!((n.codec, n.payload_type), (CodecName::Pcma, 8), "static PT 8 without rtpmap");
-        let s = sdp("m=audio 5004 RTP/AVP 111 0", "a=rtpmap:111 OPUS/48000/2\r\n");
+        assert_eq!(
+            (n.codec, n.payload_type),
+            (CodecName::Pcma, 8),
+            "static PT 8 without rtpmap"
+        );
+        let s = sdp(
+            "m=audio 5004 RTP/AVP 111 0",
+            "a=rtpmap:111 OPUS/48000/2\r\n",
+        );
         assert_eq!(negotiate(&s).unwrap().codec, CodecName::Opus);
         // opus must be /48000/2
         let s = sdp("m=audio 5004 RTP/AVP 111", "a=rtpmap:111 opus/48000/1\r\n");
@@ -466,7 +514,10 @@ mod tests {
             "a=rtpmap:101 telephone-event/48000\r\na=rtpmap:102 telephone-event/8000\r\n",
         );
         assert_eq!(negotiate(&s).unwrap().telephone_event_pt, Some(102));
-        let s = sdp("m=audio 5004 RTP/AVP 111 101", "a=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n");
+        let s = sdp(
+            "m=audio 5004 RTP/AVP 111 101",
+            "a=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n",
+        );
         assert_eq!(negotiate(&s).unwrap().telephone_event_pt, None);
     }
 
@@ -484,12 +535,16 @@ mod tests {
         assert_eq!(n.remote_rtcp, "198.18.0.11:6000".parse().unwrap());
         assert!(!n.rtcp_mux);
         let n = negotiate(&sdp("m=audio 5004 RTP/AVP 0", "a=rtcp-mux\r\n")).unwrap();
-        assert_eq!((n.remote_rtcp, n.rtcp_mux, n.ptime_ms), (n.remote_rtp, true, 20));
+        assert_eq!(
+            (n.remote_rtcp, n.rtcp_mux, n.ptime_ms),
+            (n.remote_rtp, true, 20)
+        );
         let n = negotiate(&sdp("m=audio 5004 RTP/AVP 0", "a=recvonly\r\n")).unwrap();
         assert_eq!(n.direction, Direction::RecvOnly);
         let n = negotiate(&sdp("m=audio 5004 RTP/AVP 0", "a=inactive\r\n")).unwrap();
         assert_eq!(n.direction, Direction::Inactive);
-        let hold = sdp("m=audio 5004 RTP/AVP 0", "").replace("c=IN IP4 198.18.0.10", "c=IN IP4 0.0.0.0");
+        let hold =
+            sdp("m=audio 5004 RTP/AVP 0", "").replace("c=IN IP4 198.18.0.10", "c=IN IP4 0.0.0.0");
         assert_eq!(negotiate(&hold).unwrap().direction, Direction::Inactive);
     }
 
@@ -502,7 +557,10 @@ mod tests {
         let srtp = sdp("m=audio 5004 RTP/SAVP 0", "");
         assert!(matches!(negotiate(&srtp), Err(SdpError::NotAcceptable(_))));
         let disabled = sdp("m=audio 0 RTP/AVP 0", "");
-        assert!(matches!(negotiate(&disabled), Err(SdpError::NotAcceptable(_))));
+        assert!(matches!(
+            negotiate(&disabled),
+            Err(SdpError::NotAcceptable(_))
+        ));
         let no_c = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nt=0 0\r\nm=audio 5004 RTP/AVP 0\r\n";
         assert!(matches!(negotiate(no_c), Err(SdpError::Malformed(_))));
     }
@@ -521,7 +579,10 @@ mod tests {
         );
         let n = negotiate(&offer).unwrap();
         let ans = build_answer(&local(), &n);
-        assert!(ans.starts_with("v=0\r\no=- 77 2 IN IP4 198.18.0.1\r\n"), "{ans}");
+        assert!(
+            ans.starts_with("v=0\r\no=- 77 2 IN IP4 198.18.0.1\r\n"),
+            "{ans}"
+        );
         for l in [
             "c=IN IP4 198.18.0.1",
             "m=audio 40000 RTP/AVP 111 101",
@@ -537,19 +598,35 @@ mod tests {
         }
         // The offerer can negotiate our answer.
         let back = negotiate(&ans).unwrap();
-        assert_eq!((back.codec, back.payload_type, back.direction), (CodecName::Opus, 111, Direction::RecvOnly));
+        assert_eq!(
+            (back.codec, back.payload_type, back.direction),
+            (CodecName::Opus, 111, Direction::RecvOnly)
+        );
         // Without the optional features none of their lines appear.
-        let plain = build_answer(&local(), &negotiate(&sdp("m=audio 5004 RTP/AVP 0", "")).unwrap());
-        assert!(!plain.contains("extmap") && !plain.contains("rtcp-mux") && !plain.contains("telephone-event"));
+        let plain = build_answer(
+            &local(),
+            &negotiate(&sdp("m=audio 5004 RTP/AVP 0", "")).unwrap(),
+        );
+        assert!(
+            !plain.contains("extmap")
+                && !plain.contains("rtcp-mux")
+                && !plain.contains("telephone-event")
+        );
         assert!(plain.contains("a=sendrecv\r\n"));
     }
 
     #[test]
     fn offer_lists_our_codecs() {
         let o = build_offer(&local());
-        assert!(o.contains("m=audio 40000 RTP/AVP 111 0 8 101 100\r\n"), "{o}");
+        assert!(
+            o.contains("m=audio 40000 RTP/AVP 111 0 8 101 100\r\n"),
+            "{o}"
+        );
         assert!(o.contains("a=fmtp:111 useinbandfec=1\r\n"));
         let n = negotiate(&o).unwrap();
-        assert_eq!((n.codec, n.telephone_event_pt, n.direction), (CodecName::Opus, Some(101), Direction::SendRecv));
+        assert_eq!(
+            (n.codec, n.telephone_event_pt, n.direction),
+            (CodecName::Opus, Some(101), Direction::SendRecv)
+        );
     }
 }

@@ -24,8 +24,15 @@ fn sipp(template: &str, peer_tag: &str) -> String {
         .replace("[media_ip]", "198.18.0.10")
         .replace("[media_port]", "6000")
         .replace("[peer_tag_param]", &format!(";tag={peer_tag}"));
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let split = lines.iter().position(|l| *l == "v=0").unwrap_or(lines.len());
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let split = lines
+        .iter()
+        .position(|l| *l == "v=0")
+        .unwrap_or(lines.len());
     let body: String = lines[split..].iter().map(|l| format!("{l}\r\n")).collect();
     let head: String = lines[..split].iter().map(|l| format!("{l}\r\n")).collect();
     head.replace("[len]", &body.len().to_string()) + "\r\n" + &body
@@ -86,14 +93,19 @@ fn sipp_uac_scenario_call() {
     let out = h.out();
     assert_eq!(out[0].status(), 100);
     let (call, offer) = match h.events().pop() {
-        Some(Event::IncomingCall { call, room, offer, .. }) => {
+        Some(Event::IncomingCall {
+            call, room, offer, ..
+        }) => {
             assert_eq!(room, "room1");
             (call, offer.unwrap())
         }
         e => panic!("{e:?}"),
     };
     let neg = sdp::negotiate(&offer).unwrap();
-    assert_eq!((neg.codec, neg.payload_type, neg.ptime_ms), (CodecName::Pcmu, 0, 20));
+    assert_eq!(
+        (neg.codec, neg.payload_type, neg.ptime_ms),
+        (CodecName::Pcmu, 0, 20)
+    );
     assert_eq!(neg.remote_rtp, addr("198.18.0.10:6000"));
     assert_eq!(neg.remote_rtcp, addr("198.18.0.10:6001"));
     h.core.accept(call, answer_for(&offer), h.now).unwrap();
@@ -101,7 +113,10 @@ fn sipp_uac_scenario_call() {
     assert_eq!(ok.status(), 200);
     // sipp matches the response by Call-ID and CSeq and echoes the To tag.
     assert_eq!(ok.header("call-id"), Some("1-3471@198.18.0.10"));
-    assert_eq!(ok.header("from"), Some("sipp <sip:sipp@198.18.0.10:5061>;tag=3471SIPpTag001"));
+    assert_eq!(
+        ok.header("from"),
+        Some("sipp <sip:sipp@198.18.0.10:5061>;tag=3471SIPpTag001")
+    );
     assert_eq!(ok.to, addr(ALICE));
     let answer = sdp::negotiate(&ok.body).unwrap();
     assert_eq!(answer.codec, CodecName::Pcmu);
@@ -111,8 +126,17 @@ fn sipp_uac_scenario_call() {
     h.udp(ALICE, &sipp(SIPP_BYE, &tag));
     let r = h.out().pop().unwrap();
     assert_eq!((r.status(), r.cseq()), (200, "2 BYE"));
-    assert_eq!(h.events(), vec![Event::CallEnded { call, reason: EndReason::ByeReceived }]);
-    assert_eq!(h.core.stats().malformed_answered + h.core.stats().malformed_dropped, 0);
+    assert_eq!(
+        h.events(),
+        vec![Event::CallEnded {
+            call,
+            reason: EndReason::ByeReceived
+        }]
+    );
+    assert_eq!(
+        h.core.stats().malformed_answered + h.core.stats().malformed_dropped,
+        0
+    );
 }
 
 const BARESIP_SDP: &str = "v=0\r\n\
@@ -170,7 +194,13 @@ fn baresip_opus_call_over_tcp() {
         Some("SIP/2.0/TCP 198.18.0.10:44612;branch=z9hG4bK2e5f0c3a1b7d9e44;rport=51000;received=198.18.0.10")
     );
     let (call, offer) = match h.events().pop() {
-        Some(Event::IncomingCall { call, room, from_uri, offer, .. }) => {
+        Some(Event::IncomingCall {
+            call,
+            room,
+            from_uri,
+            offer,
+            ..
+        }) => {
             assert_eq!(room, "room1");
             assert_eq!(from_uri, "sip:alice@198.18.0.10");
             (call, offer.unwrap())
@@ -196,11 +226,17 @@ fn baresip_opus_call_over_tcp() {
         "a=rtcp-mux",
         "a=sendrecv",
     ] {
-        assert!(answer.contains(&format!("{line}\r\n")), "missing {line} in\n{answer}");
+        assert!(
+            answer.contains(&format!("{line}\r\n")),
+            "missing {line} in\n{answer}"
+        );
     }
     h.core.accept(call, answer, h.now).unwrap();
     let ok = h.out().pop().unwrap();
-    assert_eq!(ok.header("contact"), Some("<sip:room1@198.18.0.1:5060;transport=tcp>"));
+    assert_eq!(
+        ok.header("contact"),
+        Some("<sip:room1@198.18.0.1:5060;transport=tcp>")
+    );
     let tag = ok.to_tag();
     let ack = with_len(
         &format!(
@@ -217,10 +253,19 @@ CSeq: 19187 ACK\r\nUser-Agent: baresip v3.10.1 (x86_64/linux)\r\n"
     // Our hangup goes to the Contact over the same connection.
     h.core.hangup(call, h.now).unwrap();
     let bye = h.out().pop().unwrap();
-    assert_eq!(bye.start, "BYE sip:alice-0x5626c4b0e2f0@198.18.0.10:44612;transport=tcp SIP/2.0");
+    assert_eq!(
+        bye.start,
+        "BYE sip:alice-0x5626c4b0e2f0@198.18.0.10:44612;transport=tcp SIP/2.0"
+    );
     assert_eq!(bye.transport, Transport::Tcp(4));
-    assert!(bye.header("via").unwrap().starts_with("SIP/2.0/TCP 198.18.0.1:5060;branch=z9hG4bK"));
-    assert_eq!(bye.header("to"), Some("<sip:alice@198.18.0.10>;tag=8e1c0f6f3a4a1b2c"));
+    assert!(bye
+        .header("via")
+        .unwrap()
+        .starts_with("SIP/2.0/TCP 198.18.0.1:5060;branch=z9hG4bK"));
+    assert_eq!(
+        bye.header("to"),
+        Some("<sip:alice@198.18.0.10>;tag=8e1c0f6f3a4a1b2c")
+    );
     // Reliable transport: no BYE retransmissions.
     assert!(h.advance_to(std::time::Duration::from_secs(10)).is_empty());
 }

@@ -23,7 +23,14 @@ fn udp_invite_trying_ok_ack_bye() {
     assert_eq!(out[0].transport, Transport::Udp);
     let ev = h.events();
     let call = match &ev[..] {
-        [Event::IncomingCall { call, room, from_uri, source, transport, offer }] => {
+        [Event::IncomingCall {
+            call,
+            room,
+            from_uri,
+            source,
+            transport,
+            offer,
+        }] => {
             assert_eq!(room, "room1");
             assert_eq!(from_uri, "sip:sipp@198.18.0.10:5061");
             assert_eq!(*source, addr(ALICE));
@@ -39,30 +46,53 @@ fn udp_invite_trying_ok_ack_bye() {
     h.core.accept(call, answer.clone(), h.now).unwrap();
     let ok = h.out().pop().unwrap();
     assert_eq!(ok.status(), 200);
-    assert_eq!(ok.header("contact"), Some("<sip:room1@198.18.0.1:5060;transport=udp>"));
+    assert_eq!(
+        ok.header("contact"),
+        Some("<sip:room1@198.18.0.1:5060;transport=udp>")
+    );
     assert!(ok.header("allow").unwrap().contains("BYE"));
     assert!(ok.header("supported").is_some());
     assert_eq!(ok.header("content-type"), Some("application/sdp"));
     assert_eq!(ok.body, answer);
-    assert_eq!(ok.header("via"), Some("SIP/2.0/UDP 198.18.0.10:5061;branch=z9hG4bK-inv1"));
+    assert_eq!(
+        ok.header("via"),
+        Some("SIP/2.0/UDP 198.18.0.10:5061;branch=z9hG4bK-inv1")
+    );
     let tag = ok.to_tag();
     assert!(!tag.is_empty());
-    assert_eq!(h.core.accept(call, answer, h.now), Err(sip_core::Error::InvalidState("no INVITE awaiting an answer")));
+    assert_eq!(
+        h.core.accept(call, answer, h.now),
+        Err(sip_core::Error::InvalidState(
+            "no INVITE awaiting an answer"
+        ))
+    );
 
     h.now = ms(100);
-    h.udp(ALICE, &in_dialog("ACK", "z9hG4bK-ack1", "call-1", 1, &tag, "", ""));
+    h.udp(
+        ALICE,
+        &in_dialog("ACK", "z9hG4bK-ack1", "call-1", 1, &tag, "", ""),
+    );
     assert!(h.out().is_empty());
     assert_eq!(h.events(), vec![Event::Confirmed { call, answer: None }]);
     assert!(h.core.calls()[0].confirmed);
     // No more 200 retransmissions once ACKed.
     assert!(h.advance_to(Duration::from_secs(40)).is_empty());
 
-    h.udp(ALICE, &in_dialog("BYE", "z9hG4bK-bye1", "call-1", 2, &tag, "", ""));
+    h.udp(
+        ALICE,
+        &in_dialog("BYE", "z9hG4bK-bye1", "call-1", 2, &tag, "", ""),
+    );
     let out = h.out();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].status(), 200);
     assert_eq!(out[0].cseq(), "2 BYE");
-    assert_eq!(h.events(), vec![Event::CallEnded { call, reason: EndReason::ByeReceived }]);
+    assert_eq!(
+        h.events(),
+        vec![Event::CallEnded {
+            call,
+            reason: EndReason::ByeReceived
+        }]
+    );
     assert!(h.core.calls().is_empty());
     assert_eq!(h.core.stats().messages_in, 3);
 }
@@ -87,7 +117,9 @@ fn tcp_flow_split_reads_and_two_messages_in_one_read() {
     assert_eq!(out[0].status(), 100);
     assert_eq!(out[0].transport, Transport::Tcp(9));
     let call = match h.events().pop() {
-        Some(Event::IncomingCall { call, transport, .. }) => {
+        Some(Event::IncomingCall {
+            call, transport, ..
+        }) => {
             assert_eq!(transport, Transport::Tcp(9));
             call
         }
@@ -96,14 +128,25 @@ fn tcp_flow_split_reads_and_two_messages_in_one_read() {
     h.core.accept(call, answer_for(PCMU_OFFER), h.now).unwrap();
     let ok = h.out().pop().unwrap();
     assert_eq!(ok.transport, Transport::Tcp(9));
-    assert_eq!(ok.header("contact"), Some("<sip:room1@198.18.0.1:5060;transport=tcp>"));
+    assert_eq!(
+        ok.header("contact"),
+        Some("<sip:room1@198.18.0.1:5060;transport=tcp>")
+    );
     // Reliable transport: the 2xx is not retransmitted.
     let tag = ok.to_tag();
     assert!(h.advance_to(ms(5000)).is_empty());
     // Keep-alive, ACK and BYE in a single read.
     let mut both = b"\r\n\r\n".to_vec();
-    both.extend(in_dialog("ACK", "z9hG4bK-a", "call-tcp", 1, &tag, "", "").replace("/UDP", "/TCP").bytes());
-    both.extend(in_dialog("BYE", "z9hG4bK-b", "call-tcp", 2, &tag, "", "").replace("/UDP", "/TCP").bytes());
+    both.extend(
+        in_dialog("ACK", "z9hG4bK-a", "call-tcp", 1, &tag, "", "")
+            .replace("/UDP", "/TCP")
+            .bytes(),
+    );
+    both.extend(
+        in_dialog("BYE", "z9hG4bK-b", "call-tcp", 2, &tag, "", "")
+            .replace("/UDP", "/TCP")
+            .bytes(),
+    );
     h.tcp(9, ALICE, &both);
     let raw = h.raw_out();
     assert_eq!(raw[0].data, b"\r\n", "pong for the CRLFCRLF ping");
@@ -114,7 +157,10 @@ fn tcp_flow_split_reads_and_two_messages_in_one_read() {
         h.events(),
         vec![
             Event::Confirmed { call, answer: None },
-            Event::CallEnded { call, reason: EndReason::ByeReceived }
+            Event::CallEnded {
+                call,
+                reason: EndReason::ByeReceived
+            }
         ]
     );
 }
@@ -128,7 +174,13 @@ fn tcp_close_ends_calls() {
         e => panic!("{e:?}"),
     };
     h.core.handle_stream_closed(3, h.now);
-    assert_eq!(h.events(), vec![Event::CallEnded { call, reason: EndReason::TransportClosed }]);
+    assert_eq!(
+        h.events(),
+        vec![Event::CallEnded {
+            call,
+            reason: EndReason::TransportClosed
+        }]
+    );
     assert!(h.core.calls().is_empty());
     assert_eq!(h.core.poll_timeout(), None);
 }
@@ -151,11 +203,17 @@ fn ok_retransmitted_t1_doubling_to_t2_until_ack() {
         assert_eq!(m.status(), 200);
         assert_eq!(m.to_tag(), ok.to_tag());
     }
-    h.udp(ALICE, &in_dialog("ACK", "z9hG4bK-ack", "call-r", 1, &ok.to_tag(), "", ""));
+    h.udp(
+        ALICE,
+        &in_dialog("ACK", "z9hG4bK-ack", "call-r", 1, &ok.to_tag(), "", ""),
+    );
     assert_eq!(h.events(), vec![Event::Confirmed { call, answer: None }]);
     assert!(h.advance_to(ms(60000)).is_empty());
     // A late duplicate ACK is absorbed without a second event.
-    h.udp(ALICE, &in_dialog("ACK", "z9hG4bK-ack", "call-r", 1, &ok.to_tag(), "", ""));
+    h.udp(
+        ALICE,
+        &in_dialog("ACK", "z9hG4bK-ack", "call-r", 1, &ok.to_tag(), "", ""),
+    );
     assert!(h.events().is_empty());
 }
 
@@ -174,13 +232,24 @@ fn ok_never_acked_times_out_after_64_t1() {
     assert!(sent.iter().all(|(_, m)| m.status() == 200));
     assert!(h.events().is_empty());
     h.advance_to(ms(32000));
-    assert_eq!(h.events(), vec![Event::CallEnded { call, reason: EndReason::AckTimeout }]);
+    assert_eq!(
+        h.events(),
+        vec![Event::CallEnded {
+            call,
+            reason: EndReason::AckTimeout
+        }]
+    );
     assert!(h.core.calls().is_empty());
     // The application BYEs; no second CallEnded follows.
     h.core.hangup(call, h.now).unwrap();
     let bye = h.out().pop().unwrap();
-    assert!(bye.start.starts_with("BYE sip:sipp@198.18.0.10:5061 SIP/2.0"));
-    assert!(h.advance_to(ms(80000)).iter().all(|(_, m)| m.start.starts_with("BYE")));
+    assert!(bye
+        .start
+        .starts_with("BYE sip:sipp@198.18.0.10:5061 SIP/2.0"));
+    assert!(h
+        .advance_to(ms(80000))
+        .iter()
+        .all(|(_, m)| m.start.starts_with("BYE")));
     assert!(h.events().is_empty());
     assert_eq!(h.core.poll_timeout(), None);
 }
@@ -198,11 +267,24 @@ fn reject_retransmits_until_timer_h_then_forgets() {
     let r = h.out().pop().unwrap();
     assert_eq!(r.status(), 486);
     assert!(!r.to_tag().is_empty());
-    assert_eq!(h.events(), vec![Event::CallEnded { call, reason: EndReason::Rejected(486) }]);
+    assert_eq!(
+        h.events(),
+        vec![Event::CallEnded {
+            call,
+            reason: EndReason::Rejected(486)
+        }]
+    );
     let sent = h.advance_to(ms(40000));
     let times: Vec<u64> = sent.iter().map(|(t, _)| t.as_millis() as u64).collect();
-    assert_eq!(times, vec![500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]);
-    assert_eq!(h.core.poll_timeout(), None, "timer H removed the transaction");
+    assert_eq!(
+        times,
+        vec![500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]
+    );
+    assert_eq!(
+        h.core.poll_timeout(),
+        None,
+        "timer H removed the transaction"
+    );
 }
 
 #[test]
@@ -217,7 +299,10 @@ fn reject_ack_stops_retransmission_and_is_absorbed() {
     h.core.reject(call, 503, h.now).unwrap();
     let tag = h.out().pop().unwrap().to_tag();
     // ACK for a non-2xx uses the INVITE's branch.
-    h.udp(ALICE, &in_dialog("ACK", "z9hG4bK-inv1", "call-rej2", 1, &tag, "", ""));
+    h.udp(
+        ALICE,
+        &in_dialog("ACK", "z9hG4bK-inv1", "call-rej2", 1, &tag, "", ""),
+    );
     assert!(h.out().is_empty());
     assert!(h.advance_to(ms(40000)).is_empty());
 }
@@ -240,7 +325,11 @@ fn invite_retransmission_absorbed() {
     h.core.accept(call, answer_for(PCMU_OFFER), h.now).unwrap();
     h.out();
     h.udp(ALICE, &inv);
-    assert_eq!(h.out()[0].status(), 200, "2xx resent for a retransmitted INVITE");
+    assert_eq!(
+        h.out()[0].status(),
+        200,
+        "2xx resent for a retransmitted INVITE"
+    );
     assert_eq!(h.core.stats().retransmissions_absorbed, 2);
     assert_eq!(h.core.calls().len(), 1);
 }
@@ -268,10 +357,22 @@ Call-ID: call-c\r\nCSeq: 1 CANCEL\r\nMax-Forwards: 70\r\n",
     assert_eq!((out[0].status(), out[0].cseq()), (200, "1 CANCEL"));
     assert_eq!((out[1].status(), out[1].cseq()), (487, "1 INVITE"));
     assert_eq!(out[0].to_tag(), out[1].to_tag());
-    assert_eq!(h.events(), vec![Event::CallEnded { call, reason: EndReason::Cancelled }]);
-    assert_eq!(h.core.accept(call, String::new(), h.now), Err(sip_core::Error::UnknownCall(call)));
+    assert_eq!(
+        h.events(),
+        vec![Event::CallEnded {
+            call,
+            reason: EndReason::Cancelled
+        }]
+    );
+    assert_eq!(
+        h.core.accept(call, String::new(), h.now),
+        Err(sip_core::Error::UnknownCall(call))
+    );
     // ACK of the 487 is absorbed; nothing is retransmitted afterwards.
-    h.udp(ALICE, &in_dialog("ACK", "z9hG4bK-inv1", "call-c", 1, &out[1].to_tag(), "", ""));
+    h.udp(
+        ALICE,
+        &in_dialog("ACK", "z9hG4bK-inv1", "call-c", 1, &out[1].to_tag(), "", ""),
+    );
     assert!(h.out().is_empty());
     assert!(h.advance_to(ms(40000)).is_empty());
     // CANCEL for an unknown transaction.
@@ -296,11 +397,25 @@ Call-ID: opt-1\r\nCSeq: 7 OPTIONS\r\nMax-Forwards: 70\r\n",
     assert!(r.header("allow").unwrap().contains("INVITE"));
     assert!(!r.to_tag().is_empty());
     // RFC 3581: rport filled in, response to the source port.
-    assert_eq!(r.header("via"), Some("SIP/2.0/UDP 198.18.0.10:5061;branch=z9hG4bK-o1;rport=33333;received=198.18.0.10"));
+    assert_eq!(
+        r.header("via"),
+        Some("SIP/2.0/UDP 198.18.0.10:5061;branch=z9hG4bK-o1;rport=33333;received=198.18.0.10")
+    );
     assert_eq!(r.to, addr("198.18.0.10:33333"));
 
     let (_call, tag) = established(&mut h, "call-o");
-    h.udp(ALICE, &in_dialog("OPTIONS", "z9hG4bK-o2", "call-o", 2, &tag, "Accept: application/sdp\r\n", ""));
+    h.udp(
+        ALICE,
+        &in_dialog(
+            "OPTIONS",
+            "z9hG4bK-o2",
+            "call-o",
+            2,
+            &tag,
+            "Accept: application/sdp\r\n",
+            "",
+        ),
+    );
     let r = h.out().pop().unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.to_tag(), tag);
@@ -320,7 +435,18 @@ fn reinvite_hold_and_resume() {
     ] {
         let offer = offer_with(dir, "198.18.0.10");
         let branch = format!("z9hG4bK-ri{cseq}");
-        h.udp(ALICE, &in_dialog("INVITE", &branch, "call-ri", cseq, &tag, "Contact: <sip:sipp@198.18.0.10:5061>\r\nContent-Type: application/sdp\r\n", &offer));
+        h.udp(
+            ALICE,
+            &in_dialog(
+                "INVITE",
+                &branch,
+                "call-ri",
+                cseq,
+                &tag,
+                "Contact: <sip:sipp@198.18.0.10:5061>\r\nContent-Type: application/sdp\r\n",
+                &offer,
+            ),
+        );
         assert_eq!(h.out()[0].status(), 100);
         let got = match h.events().pop() {
             Some(Event::ReInvite { call: c, offer }) => {
@@ -335,13 +461,32 @@ fn reinvite_hold_and_resume() {
         assert!(answer.contains(expect_ours), "{answer}");
         h.core.accept(call, answer, h.now).unwrap();
         let ok = h.out().pop().unwrap();
-        assert_eq!((ok.status(), ok.cseq().to_string()), (200, format!("{cseq} INVITE")));
+        assert_eq!(
+            (ok.status(), ok.cseq().to_string()),
+            (200, format!("{cseq} INVITE"))
+        );
         assert_eq!(ok.to_tag(), tag);
-        h.udp(ALICE, &in_dialog("ACK", &format!("{branch}-ack"), "call-ri", cseq, &tag, "", ""));
+        h.udp(
+            ALICE,
+            &in_dialog(
+                "ACK",
+                &format!("{branch}-ack"),
+                "call-ri",
+                cseq,
+                &tag,
+                "",
+                "",
+            ),
+        );
         assert_eq!(h.events(), vec![Event::Confirmed { call, answer: None }]);
     }
     // c=0.0.0.0 is the old-style hold.
-    assert_eq!(sdp::negotiate(&offer_with("sendrecv", "0.0.0.0")).unwrap().direction, Direction::Inactive);
+    assert_eq!(
+        sdp::negotiate(&offer_with("sendrecv", "0.0.0.0"))
+            .unwrap()
+            .direction,
+        Direction::Inactive
+    );
     assert_eq!(h.core.calls().len(), 1);
 }
 
@@ -349,7 +494,18 @@ fn reinvite_hold_and_resume() {
 fn reinvite_rejected_keeps_dialog() {
     let mut h = Harness::new();
     let (call, tag) = established(&mut h, "call-rr");
-    h.udp(ALICE, &in_dialog("INVITE", "z9hG4bK-rr", "call-rr", 2, &tag, "Content-Type: application/sdp\r\n", &offer_with("sendrecv", "198.18.0.10")));
+    h.udp(
+        ALICE,
+        &in_dialog(
+            "INVITE",
+            "z9hG4bK-rr",
+            "call-rr",
+            2,
+            &tag,
+            "Content-Type: application/sdp\r\n",
+            &offer_with("sendrecv", "198.18.0.10"),
+        ),
+    );
     h.out();
     h.events();
     h.core.reject(call, 488, h.now).unwrap();
@@ -370,16 +526,41 @@ fn offerless_invite_gets_offer_and_answer_in_ack() {
         }
         e => panic!("{e:?}"),
     };
-    let local = sdp::LocalMedia { ip: "198.18.0.1".parse().unwrap(), rtp_port: 40000, session_id: 9, session_version: 1 };
+    let local = sdp::LocalMedia {
+        ip: "198.18.0.1".parse().unwrap(),
+        rtp_port: 40000,
+        session_id: 9,
+        session_version: 1,
+    };
     let offer = sdp::build_offer(&local);
     h.core.accept(call, offer.clone(), h.now).unwrap();
     let ok = h.out().pop().unwrap();
     assert_eq!(ok.body, offer);
     let answer = "v=0\r\no=- 5 5 IN IP4 198.18.0.10\r\ns=-\r\nc=IN IP4 198.18.0.10\r\nt=0 0\r\nm=audio 7000 RTP/AVP 111 101\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/48000\r\n";
-    h.udp(ALICE, &in_dialog("ACK", "z9hG4bK-ack", "call-ol", 1, &ok.to_tag(), "Content-Type: application/sdp\r\n", answer));
-    assert_eq!(h.events(), vec![Event::Confirmed { call, answer: Some(answer.to_string()) }]);
+    h.udp(
+        ALICE,
+        &in_dialog(
+            "ACK",
+            "z9hG4bK-ack",
+            "call-ol",
+            1,
+            &ok.to_tag(),
+            "Content-Type: application/sdp\r\n",
+            answer,
+        ),
+    );
+    assert_eq!(
+        h.events(),
+        vec![Event::Confirmed {
+            call,
+            answer: Some(answer.to_string())
+        }]
+    );
     let neg = sdp::negotiate(answer).unwrap();
-    assert_eq!((neg.codec, neg.payload_type, neg.telephone_event_pt), (sdp::CodecName::Opus, 111, Some(101)));
+    assert_eq!(
+        (neg.codec, neg.payload_type, neg.telephone_event_pt),
+        (sdp::CodecName::Opus, 111, Some(101))
+    );
 }
 
 #[test]
@@ -401,7 +582,13 @@ fn no_common_codec_is_488() {
     let r = h.out().pop().unwrap();
     assert_eq!(r.status(), 488);
     assert_eq!(r.start, "SIP/2.0 488 Not Acceptable Here");
-    assert_eq!(h.events(), vec![Event::CallEnded { call, reason: EndReason::Rejected(488) }]);
+    assert_eq!(
+        h.events(),
+        vec![Event::CallEnded {
+            call,
+            reason: EndReason::Rejected(488)
+        }]
+    );
 }
 
 #[test]
@@ -417,28 +604,59 @@ fn hangup_sends_bye_along_route_set_and_retransmits() {
         Some(Event::IncomingCall { call, .. }) => call,
         e => panic!("{e:?}"),
     };
-    assert!(matches!(h.core.hangup(call, h.now), Err(sip_core::Error::InvalidState(_))));
+    assert!(matches!(
+        h.core.hangup(call, h.now),
+        Err(sip_core::Error::InvalidState(_))
+    ));
     h.core.accept(call, answer_for(PCMU_OFFER), h.now).unwrap();
     let ok = h.out().pop().unwrap();
-    assert_eq!(ok.all("record-route"), vec!["<sip:p1.example.net;lr>", "<sip:p2.example.net;lr>"]);
+    assert_eq!(
+        ok.all("record-route"),
+        vec!["<sip:p1.example.net;lr>", "<sip:p2.example.net;lr>"]
+    );
     let tag = ok.to_tag();
-    h.udp(ALICE, &in_dialog("ACK", "z9hG4bK-ack", "call-bye", 1, &tag, "", ""));
+    h.udp(
+        ALICE,
+        &in_dialog("ACK", "z9hG4bK-ack", "call-bye", 1, &tag, "", ""),
+    );
     h.events();
     h.now = ms(1000);
     h.core.hangup(call, h.now).unwrap();
     let bye = h.out().pop().unwrap();
     assert_eq!(bye.start, "BYE sip:sipp@198.18.0.10:5061 SIP/2.0");
-    assert_eq!(bye.all("route"), vec!["<sip:p1.example.net;lr>", "<sip:p2.example.net;lr>"]);
-    assert_eq!(bye.header("from").unwrap(), format!("room1 <sip:room1@198.18.0.1:5060>;tag={tag}"));
-    assert_eq!(bye.header("to"), Some("sipp <sip:sipp@198.18.0.10:5061>;tag=abc123"));
+    assert_eq!(
+        bye.all("route"),
+        vec!["<sip:p1.example.net;lr>", "<sip:p2.example.net;lr>"]
+    );
+    assert_eq!(
+        bye.header("from").unwrap(),
+        format!("room1 <sip:room1@198.18.0.1:5060>;tag={tag}")
+    );
+    assert_eq!(
+        bye.header("to"),
+        Some("sipp <sip:sipp@198.18.0.10:5061>;tag=abc123")
+    );
     assert_eq!(bye.cseq(), "1 BYE");
     assert_eq!(bye.to, addr(ALICE));
-    assert_eq!(h.core.hangup(call, h.now), Err(sip_core::Error::InvalidState("BYE already sent")));
+    assert_eq!(
+        h.core.hangup(call, h.now),
+        Err(sip_core::Error::InvalidState("BYE already sent"))
+    );
     // Timer E.
-    let times: Vec<u64> = h.advance_to(ms(5000)).iter().map(|(t, _)| t.as_millis() as u64).collect();
+    let times: Vec<u64> = h
+        .advance_to(ms(5000))
+        .iter()
+        .map(|(t, _)| t.as_millis() as u64)
+        .collect();
     assert_eq!(times, vec![1500, 2500, 4500]);
     let via = bye.header("via").unwrap();
-    let branch = via.split("branch=").nth(1).unwrap().split(';').next().unwrap();
+    let branch = via
+        .split("branch=")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap();
     let resp = with_len(
         &format!(
             "SIP/2.0 200 OK\r\nVia: {via}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: call-bye\r\nCSeq: 1 BYE\r\n",
@@ -449,7 +667,13 @@ fn hangup_sends_bye_along_route_set_and_retransmits() {
     );
     assert!(branch.starts_with("z9hG4bK"));
     h.udp(ALICE, &resp);
-    assert_eq!(h.events(), vec![Event::CallEnded { call, reason: EndReason::ByeSent }]);
+    assert_eq!(
+        h.events(),
+        vec![Event::CallEnded {
+            call,
+            reason: EndReason::ByeSent
+        }]
+    );
     assert!(h.advance_to(ms(60000)).is_empty());
     assert!(h.core.calls().is_empty());
 }
@@ -464,20 +688,57 @@ fn bye_timeout_still_ends_call() {
     assert_eq!(sent.len(), 10);
     assert!(h.events().is_empty());
     h.advance_to(ms(32000));
-    assert_eq!(h.events(), vec![Event::CallEnded { call, reason: EndReason::ByeSent }]);
+    assert_eq!(
+        h.events(),
+        vec![Event::CallEnded {
+            call,
+            reason: EndReason::ByeSent
+        }]
+    );
 }
 
 #[test]
 fn info_dtmf_relay() {
     let mut h = Harness::new();
     let (call, tag) = established(&mut h, "call-dtmf");
-    h.udp(ALICE, &in_dialog("INFO", "z9hG4bK-i1", "call-dtmf", 2, &tag, "Content-Type: application/dtmf-relay\r\n", "Signal=5\r\nDuration=160\r\n"));
+    h.udp(
+        ALICE,
+        &in_dialog(
+            "INFO",
+            "z9hG4bK-i1",
+            "call-dtmf",
+            2,
+            &tag,
+            "Content-Type: application/dtmf-relay\r\n",
+            "Signal=5\r\nDuration=160\r\n",
+        ),
+    );
     assert_eq!(h.out()[0].status(), 200);
-    h.udp(ALICE, &in_dialog("INFO", "z9hG4bK-i2", "call-dtmf", 3, &tag, "Content-Type: application/dtmf-relay\r\n", "Signal= #\r\nDuration= 100\r\n"));
+    h.udp(
+        ALICE,
+        &in_dialog(
+            "INFO",
+            "z9hG4bK-i2",
+            "call-dtmf",
+            3,
+            &tag,
+            "Content-Type: application/dtmf-relay\r\n",
+            "Signal= #\r\nDuration= 100\r\n",
+        ),
+    );
     assert_eq!(h.out()[0].status(), 200);
-    assert_eq!(h.events(), vec![Event::InfoDtmf { call, digit: '5' }, Event::InfoDtmf { call, digit: '#' }]);
+    assert_eq!(
+        h.events(),
+        vec![
+            Event::InfoDtmf { call, digit: '5' },
+            Event::InfoDtmf { call, digit: '#' }
+        ]
+    );
     // Older CSeq in the dialog -> 500.
-    h.udp(ALICE, &in_dialog("INFO", "z9hG4bK-i3", "call-dtmf", 1, &tag, "", ""));
+    h.udp(
+        ALICE,
+        &in_dialog("INFO", "z9hG4bK-i3", "call-dtmf", 1, &tag, "", ""),
+    );
     assert_eq!(h.out()[0].status(), 500);
 }
 
@@ -495,7 +756,10 @@ Contact: <sip:alice@198.18.0.10:5061;transport=udp>;expires=7200\r\nExpires: 600
     h.udp(ALICE, &reg);
     let r = h.out().pop().unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.header("contact"), Some("<sip:alice@198.18.0.10:5061;transport=udp>;expires=3600"));
+    assert_eq!(
+        r.header("contact"),
+        Some("<sip:alice@198.18.0.10:5061;transport=udp>;expires=3600")
+    );
     assert!(h.events().is_empty());
 }
 
@@ -503,7 +767,11 @@ Contact: <sip:alice@198.18.0.10:5061;transport=udp>;expires=7200\r\nExpires: 600
 fn unknown_methods_and_dialogs() {
     let mut h = Harness::new();
     let req = |m: &str, tag: &str| {
-        let to_tag = if tag.is_empty() { String::new() } else { format!(";tag={tag}") };
+        let to_tag = if tag.is_empty() {
+            String::new()
+        } else {
+            format!(";tag={tag}")
+        };
         with_len(
             &format!(
                 "{m} sip:room1@198.18.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.10:5061;branch=z9hG4bK-{m}{tag}\r\n\
@@ -528,7 +796,10 @@ From: <sip:a@b>;tag=x\r\nTo: <sip:room1@198.18.0.1>{to_tag}\r\nCall-ID: u-1\r\nC
     h.udp(ALICE, &req("ACK", "nosuch"));
     assert!(h.out().is_empty());
     // Require of an unknown extension.
-    h.udp(ALICE, &req("OPTIONS", "").replace("CSeq", "Require: 100rel\r\nCSeq"));
+    h.udp(
+        ALICE,
+        &req("OPTIONS", "").replace("CSeq", "Require: 100rel\r\nCSeq"),
+    );
     let r = h.out().pop().unwrap();
     assert_eq!(r.status(), 420);
     assert_eq!(r.header("unsupported"), Some("100rel"));
@@ -539,16 +810,38 @@ fn malformed_requests_get_400_or_are_dropped() {
     let mut h = Harness::new();
     let good = invite("z9hG4bK-m1", "call-m", 1, PCMU_OFFER);
     for (bad, reason) in [
-        (good.replace("CSeq: 1 INVITE", "CSeq: abc INVITE"), "Bad CSeq"),
-        (good.replace("CSeq: 1 INVITE", "CSeq: 1 BYE"), "CSeq method mismatch"),
-        (good.replace("From: sipp <sip:sipp@198.18.0.10:5061>;tag=abc123", "From: <<<"), "Bad From"),
-        (good.replace(&format!("Content-Length: {}", PCMU_OFFER.len()), "Content-Length: 999"), "Bad Request"),
+        (
+            good.replace("CSeq: 1 INVITE", "CSeq: abc INVITE"),
+            "Bad CSeq",
+        ),
+        (
+            good.replace("CSeq: 1 INVITE", "CSeq: 1 BYE"),
+            "CSeq method mismatch",
+        ),
+        (
+            good.replace(
+                "From: sipp <sip:sipp@198.18.0.10:5061>;tag=abc123",
+                "From: <<<",
+            ),
+            "Bad From",
+        ),
+        (
+            good.replace(
+                &format!("Content-Length: {}", PCMU_OFFER.len()),
+                "Content-Length: 999",
+            ),
+            "Bad Request",
+        ),
     ] {
         h.udp(ALICE, &bad);
         let out = h.out();
         assert_eq!(out.len(), 1, "{reason}");
         assert_eq!(out[0].status(), 400, "{reason}");
-        assert!(out[0].start.contains(reason), "{} vs {reason}", out[0].start);
+        assert!(
+            out[0].start.contains(reason),
+            "{} vs {reason}",
+            out[0].start
+        );
     }
     assert_eq!(h.core.stats().malformed_answered, 4);
     assert!(h.events().is_empty());
@@ -559,10 +852,16 @@ fn malformed_requests_get_400_or_are_dropped() {
     assert!(h.out().is_empty());
     assert_eq!(h.core.stats().malformed_dropped, 2);
     // tel: Request-URI.
-    h.udp(ALICE, &good.replace("INVITE sip:room1@198.18.0.1:5060", "INVITE tel:+123"));
+    h.udp(
+        ALICE,
+        &good.replace("INVITE sip:room1@198.18.0.1:5060", "INVITE tel:+123"),
+    );
     assert_eq!(h.out()[0].status(), 416);
     // Oversized.
-    let big = good.replace("Max-Forwards: 70\r\n", &format!("Max-Forwards: 70\r\nX-Pad: {}\r\n", "a".repeat(9000)));
+    let big = good.replace(
+        "Max-Forwards: 70\r\n",
+        &format!("Max-Forwards: 70\r\nX-Pad: {}\r\n", "a".repeat(9000)),
+    );
     h.udp(ALICE, &big);
     assert_eq!(h.out()[0].status(), 513);
     assert_eq!(h.core.stats().oversized, 1);
@@ -573,12 +872,17 @@ fn malformed_requests_get_400_or_are_dropped() {
 fn same_seed_same_bytes_and_state_survives_serialization() {
     let run = |seed: u64| {
         let mut core = Core::new(config(seed));
-        core.handle_datagram(addr(ALICE), invite("z9hG4bK-inv1", "d-1", 1, PCMU_OFFER).as_bytes(), Duration::ZERO);
+        core.handle_datagram(
+            addr(ALICE),
+            invite("z9hG4bK-inv1", "d-1", 1, PCMU_OFFER).as_bytes(),
+            Duration::ZERO,
+        );
         let call = match core.poll_event() {
             Some(Event::IncomingCall { call, .. }) => call,
             e => panic!("{e:?}"),
         };
-        core.accept(call, answer_for(PCMU_OFFER), Duration::ZERO).unwrap();
+        core.accept(call, answer_for(PCMU_OFFER), Duration::ZERO)
+            .unwrap();
         let mut bytes = Vec::new();
         while let Some(t) = core.poll_transmit() {
             bytes.push(t.data);
@@ -594,8 +898,20 @@ fn same_seed_same_bytes_and_state_survives_serialization() {
     let json = serde_json::to_string(core_a.state()).unwrap();
     let state: sip_core::state::CoreState = serde_json::from_str(&json).unwrap();
     let mut backup = Core::from_state(config(1), state);
-    let tag = Msg::parse(&sip_core::Transmit { transport: Transport::Udp, to: addr(ALICE), data: a[1].clone() }).to_tag();
-    backup.handle_datagram(addr(ALICE), in_dialog("ACK", "z9hG4bK-ack", "d-1", 1, &tag, "", "").as_bytes(), Duration::from_millis(700));
-    assert_eq!(backup.poll_event(), Some(Event::Confirmed { call, answer: None }));
+    let tag = Msg::parse(&sip_core::Transmit {
+        transport: Transport::Udp,
+        to: addr(ALICE),
+        data: a[1].clone(),
+    })
+    .to_tag();
+    backup.handle_datagram(
+        addr(ALICE),
+        in_dialog("ACK", "z9hG4bK-ack", "d-1", 1, &tag, "", "").as_bytes(),
+        Duration::from_millis(700),
+    );
+    assert_eq!(
+        backup.poll_event(),
+        Some(Event::Confirmed { call, answer: None })
+    );
     assert_eq!(backup.calls().len(), 1);
 }

@@ -20,10 +20,32 @@ impl Rng {
 }
 
 const TOKENS: &[&[u8]] = &[
-    b"\r\n", b"\r\n\r\n", b":", b";", b",", b"<", b">", b"\"", b"@", b" ", b"\t", b"\n ",
-    b"Content-Length: 99999999999999999999\r\n", b"l: 5\r\n", b"Via: SIP/2.0/UDP [::1]:5060;rport\r\n",
-    b"To: <sip:a@b>;tag=", b"CSeq: 4294967296 INVITE\r\n", b"SIP/2.0", b"sip:", b"%00", b"\xff\xfe",
-    b"m=audio 0 RTP/AVP", b"a=rtpmap:", b"c=IN IP4 0.0.0.0", b"Contact: *\r\n", b"\x00",
+    b"\r\n",
+    b"\r\n\r\n",
+    b":",
+    b";",
+    b",",
+    b"<",
+    b">",
+    b"\"",
+    b"@",
+    b" ",
+    b"\t",
+    b"\n ",
+    b"Content-Length: 99999999999999999999\r\n",
+    b"l: 5\r\n",
+    b"Via: SIP/2.0/UDP [::1]:5060;rport\r\n",
+    b"To: <sip:a@b>;tag=",
+    b"CSeq: 4294967296 INVITE\r\n",
+    b"SIP/2.0",
+    b"sip:",
+    b"%00",
+    b"\xff\xfe",
+    b"m=audio 0 RTP/AVP",
+    b"a=rtpmap:",
+    b"c=IN IP4 0.0.0.0",
+    b"Contact: *\r\n",
+    b"\x00",
 ];
 
 fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
@@ -136,7 +158,11 @@ fn hundred_thousand_mutated_messages_never_panic() {
     assert!(s.malformed_dropped + s.malformed_answered > 1000, "{s:?}");
     assert!(replies > 1000);
     // Still serves a clean call afterwards.
-    core.handle_datagram(addr(ALICE), invite("z9hG4bK-final", "final", 1, PCMU_OFFER).as_bytes(), now);
+    core.handle_datagram(
+        addr(ALICE),
+        invite("z9hG4bK-final", "final", 1, PCMU_OFFER).as_bytes(),
+        now,
+    );
     let mut got_call = false;
     while let Some(e) = core.poll_event() {
         got_call |= matches!(e, Event::IncomingCall { .. });
