@@ -252,6 +252,13 @@ pub fn analyze_bytes_with(data: &[u8], file: Option<&Path>, opts: &Options) -> R
                 }
             }
         }
+        if a.stream.packets > 2 && a.stream.markers * 2 > a.stream.packets {
+            warnings.push(format!(
+                "stream {} -> {} ssrc {} sets the marker bit on {} of {} packets: tshark-style \
+                 max_delta_ms/jitter_ms skip marker packets, see max_gap_ms/jitter_max_all_ms",
+                a.stream.src, a.stream.dst, a.stream.ssrc_hex, a.stream.markers, a.stream.packets
+            ));
+        }
         rtp_streams.push(a.stream);
     }
 

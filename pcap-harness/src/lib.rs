@@ -61,7 +61,8 @@
 //! time of the packet ending it), `max_gap_seq`, `max_delta_ms`/`min_delta_ms`/`mean_delta_ms`
 //! (tshark's Max/Min/Mean Delta: marker and CN packets excluded from max/min), `jitter_ms`
 //! (tshark's Max Jitter: RFC 3550 interarrival jitter in ms, maximum over the stream),
-//! `jitter_mean_ms`, `jitter_last_ms`, `decoded`, `decode_errors`, `energy_dbfs` [number per
+//! `jitter_mean_ms`, `jitter_max_all_ms` (same jitter, maximum over all packets, markers
+//! included), `jitter_last_ms`, `decoded`, `decode_errors`, `energy_dbfs` [number per
 //! 100 ms of media time from `first_time`, floor -120], `decoded_rate`, `wav`.
 //!
 //! Per flow: `src`, `dst`, `ssrcs`, `ssrc_changes` [{`time`,`from`,`to`}].

@@ -141,12 +141,19 @@ pub struct RtpStream {
     pub max_gap_seq: u16,
     /// tshark's "Max Delta": largest inter-arrival gap excluding marker/CN packets.
     pub max_delta_ms: f64,
-    /// tshark's "Min Delta" (same exclusions).
-    pub min_delta_ms: f64,
-    /// tshark's "Mean Delta": (last - first arrival) / (packets - 1).
+    /// tshark's "Min Delta" (same exclusions); `null` when no packet qualified (tshark
+    /// prints -1 then).
+    pub min_delta_ms: Option<f64>,
+    /// tshark's "Mean Delta": a running mean over the same packets as `max_delta_ms`
+    /// (equal to (last - first arrival) / (packets - 1) when no packet is excluded).
     pub mean_delta_ms: f64,
     /// tshark's "Max Jitter": largest RFC 3550 interarrival jitter in ms (0 if clock unknown).
+    /// Like tshark, packets with the marker bit (and CN packets) are left out of the
+    /// maximum; a sender that marks every packet (ffmpeg's Opus) therefore gets 0 here:
+    /// use `jitter_max_all_ms` for those.
     pub jitter_ms: f64,
+    /// Largest RFC 3550 interarrival jitter in ms over all packets (markers included).
+    pub jitter_max_all_ms: f64,
     /// tshark's "Mean Jitter".
     pub jitter_mean_ms: f64,
     /// RFC 3550 interarrival jitter after the last packet, in ms.

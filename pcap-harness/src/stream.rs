@@ -122,8 +122,10 @@ pub fn analyze(
     let mut t_last_nominal = 0.0f64;
     let mut t_jitter = 0.0f64;
     let mut t_max_jitter = 0.0f64;
+    let mut max_jitter_all = 0.0f64;
     let mut t_mean_jitter = 0.0f64;
     let mut t_max_delta = 0.0f64;
+    let mut t_mean_delta = 0.0f64;
     let mut t_min_delta: Option<f64> = None;
     let mut t_prev_pt = pkts[0].hdr.pt;
     let mut t_total = 0u64;
@@ -246,6 +248,7 @@ pub fn analyze(
             let diff = (p.rel_ms - expected).abs();
             current_jitter = (15.0 * t_jitter + diff) / 16.0;
             t_jitter = current_jitter;
+            max_jitter_all = max_jitter_all.max(current_jitter);
             t_last_nominal = nominal;
         }
         let t_delta = p.rel_ms - t_time;
@@ -259,6 +262,7 @@ pub fn analyze(
                 t_max_delta = t_delta;
             }
             t_min_delta = Some(t_min_delta.map_or(t_delta, |m: f64| m.min(t_delta)));
+            t_mean_delta = (t_mean_delta * t_total as f64 + t_delta) / (t_total as f64 + 1.0);
             if clock != 0 {
                 if t_jitter > t_max_jitter {
                     t_max_jitter = t_jitter;
@@ -289,7 +293,7 @@ pub fn analyze(
                 let (sa, ea, ta, _) = pos[j];
                 let (sb, eb, tb, _) = pos[i];
                 let d = eb - ea;
-                if sa == sb && d > 0 && !p.hdr.marker {
+                if sa == sb && d > 0 {
                     let step = tb - ta;
                     if step > 0 && step % d == 0 {
                         *hist.entry(step / d).or_default() += 1;
@@ -354,11 +358,6 @@ pub fn analyze(
     let n = pkts.len() as u64;
     let first = &pkts[0];
     let last = &pkts[pkts.len() - 1];
-    let mean_delta_ms = if n > 1 {
-        (last.rel_ms - first.rel_ms) / (n - 1) as f64
-    } else {
-        0.0
-    };
     let codec = match main_codec {
         Some(c) => c.label(),
         None => "unknown".to_string(),
@@ -399,10 +398,11 @@ pub fn analyze(
         max_gap_at,
         max_gap_seq,
         max_delta_ms: t_max_delta,
-        min_delta_ms: t_min_delta.unwrap_or(0.0),
-        mean_delta_ms,
+        min_delta_ms: t_min_delta,
+        mean_delta_ms: t_mean_delta,
         jitter_ms: t_max_jitter,
         jitter_mean_ms: t_mean_jitter,
+        jitter_max_all_ms: max_jitter_all,
         jitter_last_ms: t_jitter,
         decoded: false,
         decode_errors: 0,
