@@ -9,6 +9,8 @@
 //!   successor's payload, so Opus can use its in-band FEC);
 //! - an empty buffer while playing is an underrun: the cursor does NOT advance, which adds
 //!   one pull of delay (the buffer grows when the network is late);
+//! - a buffer shallower than the target is stretched the same way (one concealed frame at
+//!   most every few pulls) until it reaches the target;
 //! - a buffer that stayed deeper than the target for a whole window drops one frame (the
 //!   buffer shrinks when the network is calm);
 //! - the target itself follows the measured interarrival jitter, clamped to 20..=200 ms.
@@ -26,6 +28,8 @@ const RESYNC_GAP_MS: u32 = 300;
 const IDLE_AFTER_UNDERRUNS: u32 = 10;
 /// Pulls per shrink-evaluation window (1 s at 20 ms).
 const SHRINK_WINDOW: u32 = 50;
+/// At most one stretch per this many pulls.
+const STRETCH_EVERY: u32 = 4;
 /// Hard cap on buffered packets.
 const MAX_PACKETS: usize = 200;
 
@@ -74,6 +78,9 @@ pub enum Pull {
     },
     /// Buffer ran dry while playing: conceal without advancing the cursor.
     Underrun,
+    /// The buffer is shallower than the target: conceal one frame without advancing the
+    /// cursor, which grows the delay by that frame.
+    Stretch,
 }
 
 /// Adaptive jitter buffer. See the module docs.
@@ -89,6 +96,7 @@ pub struct JitterBuffer {
     underruns: u32,
     window_pulls: u32,
     window_min_depth: i64,
+    stretch_cooldown: u32,
 }
 
 impl JitterBuffer {
@@ -106,6 +114,7 @@ impl JitterBuffer {
             underruns: 0,
             window_pulls: 0,
             window_min_depth: i64::MAX,
+            stretch_cooldown: 0,
         }
     }
 
@@ -183,6 +192,13 @@ impl JitterBuffer {
             self.last_seq = seq.wrapping_sub(1);
             self.playing = true;
             self.underruns = 0;
+        }
+        self.stretch_cooldown = self.stretch_cooldown.saturating_sub(1);
+        let low =
+            (self.target_ms * self.per_ms) as i64 - (20 * self.per_ms).max(self.last_dur) as i64;
+        if self.stretch_cooldown == 0 && !self.packets.is_empty() && self.depth() < low {
+            self.stretch_cooldown = STRETCH_EVERY;
+            return Pull::Stretch;
         }
         loop {
             let Some((&seq, e)) = self.packets.first_key_value() else {

@@ -338,7 +338,7 @@ fn codec_key(c: Codec) -> u8 {
 }
 
 fn validate(params: &StreamParams) -> Result<(), Error> {
-    if !(10..=60).contains(&params.ptime_ms) || params.ptime_ms % 10 != 0 {
+    if !(10..=60).contains(&params.ptime_ms) || !params.ptime_ms.is_multiple_of(10) {
         return Err(Error::InvalidParams(format!(
             "ptime {} ms not in 10..=60 step 10",
             params.ptime_ms
@@ -707,7 +707,7 @@ impl Mixer {
                 guard += 1;
                 match p.jb.pull() {
                     jitter::Pull::NotReady => p.dec.pad_to(TICK_SAMPLES),
-                    jitter::Pull::Underrun => {
+                    jitter::Pull::Underrun | jitter::Pull::Stretch => {
                         if need {
                             p.dec.conceal_to(TICK_SAMPLES);
                             p.stats.concealed_frames += 1;
@@ -822,9 +822,17 @@ impl Mixer {
             }
             let ptime = p.params.ptime_ms;
             for k in completed_packets(ptime, tick) {
-                let span = packet_samples(ptime, k);
-                let personal =
+                let mut span = packet_samples(ptime, k);
+                let mut personal =
                     ticks_of(&span).any(|t| p.own_ring[(t % RING as u64) as usize].0 == t);
+                if let Some(ns) = p.stream.next_sample.filter(|&ns| ns > span.start) {
+                    // ptime changed mid-packet: send only what was not sent yet.
+                    if ns >= span.end {
+                        continue;
+                    }
+                    span.start = ns;
+                    personal = true;
+                }
                 let payload = if personal {
                     if p.own_enc.is_none() {
                         match OutputEncoder::new(p.params.codec, complexity) {
@@ -869,7 +877,7 @@ impl Mixer {
                         pl
                     }
                 };
-                let packet = p.stream.packet(p.params.payload_type, span.start, &payload);
+                let packet = p.stream.packet(p.params.payload_type, span, &payload);
                 p.stats.packets_out += 1;
                 p.stats.octets_out += payload.len() as u64;
                 self.outputs.push_back(Output::Rtp { to: id, packet });

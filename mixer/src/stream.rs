@@ -47,6 +47,9 @@ pub struct OutStream {
     pub octets_sent: u64,
     /// Set the marker bit on the next packet.
     pub marker_next: bool,
+    /// First global sample not covered by a packet sent so far (a ptime change never
+    /// re-sends samples: the first packet after it is shortened instead).
+    pub next_sample: Option<u64>,
 }
 
 impl OutStream {
@@ -67,6 +70,7 @@ impl OutStream {
             packets_sent: 0,
             octets_sent: 0,
             marker_next: true,
+            next_sample: None,
         }
     }
 
@@ -109,8 +113,15 @@ impl OutStream {
         self.seq_origin.wrapping_add(self.packets_sent as u16)
     }
 
-    /// Build the next RTP packet for the packet whose first global sample is `first_sample`.
-    pub fn packet(&mut self, payload_type: u8, first_sample: u64, payload: &[u8]) -> Vec<u8> {
+    /// Build the next RTP packet carrying the global samples `span`.
+    pub fn packet(
+        &mut self,
+        payload_type: u8,
+        span: std::ops::Range<u64>,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let first_sample = span.start;
+        self.next_sample = Some(span.end);
         let header = Header {
             version: 2,
             marker: self.marker_next,

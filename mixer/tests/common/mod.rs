@@ -58,7 +58,8 @@ pub struct Sender {
 impl Sender {
     pub fn new(codec: Codec, ptime_ms: u32, signal: Signal) -> Self {
         let enc = (codec == Codec::Opus).then(|| {
-            let mut e = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+            let mut e =
+                opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
             e.set_inband_fec(true).unwrap();
             e.set_packet_loss_perc(10).unwrap();
             e.set_bitrate(opus::Bitrate::Bits(32_000)).unwrap();
@@ -87,7 +88,11 @@ impl Sender {
         let rate = clock(self.codec) as f64;
         let n = self.samples_per_packet() as usize;
         let pcm: Vec<i16> = (0..n)
-            .map(|i| ((self.signal)((self.pos + i as u64) as f64 / rate)).round().clamp(-32768.0, 32767.0) as i16)
+            .map(|i| {
+                ((self.signal)((self.pos + i as u64) as f64 / rate))
+                    .round()
+                    .clamp(-32768.0, 32767.0) as i16
+            })
             .collect();
         self.pos += n as u64;
         let payload = match self.codec {
@@ -101,7 +106,9 @@ impl Sender {
             Codec::Pcma => pcm.iter().map(|&s| g711::linear_to_alaw(s)).collect(),
         };
         let level = self.level_ext.map(|id| (id, level_of(&pcm)));
-        let p = rtp(self.pt, self.seq, self.ts, self.ssrc, false, level, &payload);
+        let p = rtp(
+            self.pt, self.seq, self.ts, self.ssrc, false, level, &payload,
+        );
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(n as u32);
         p
@@ -115,8 +122,19 @@ pub fn level_of(pcm: &[i16]) -> u8 {
 }
 
 /// Build an RTP packet, optionally with a one-byte RFC 6464 extension.
-pub fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, level: Option<(u8, u8)>, payload: &[u8]) -> Vec<u8> {
-    let mut p = vec![0x80 | if level.is_some() { 0x10 } else { 0 }, pt | if marker { 0x80 } else { 0 }];
+pub fn rtp(
+    pt: u8,
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+    marker: bool,
+    level: Option<(u8, u8)>,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut p = vec![
+        0x80 | if level.is_some() { 0x10 } else { 0 },
+        pt | if marker { 0x80 } else { 0 },
+    ];
     p.extend_from_slice(&seq.to_be_bytes());
     p.extend_from_slice(&ts.to_be_bytes());
     p.extend_from_slice(&ssrc.to_be_bytes());
@@ -159,6 +177,8 @@ pub struct Receiver {
     /// Decoded audio at the codec's rate, one entry per packet.
     pub pcm: Vec<i16>,
     pub headers: Vec<Hdr>,
+    /// Decoded samples per packet.
+    pub durations: Vec<usize>,
     pub rtcp: Vec<Vec<u8>>,
 }
 
@@ -166,9 +186,11 @@ impl Receiver {
     pub fn new(codec: Codec) -> Self {
         Self {
             codec,
-            dec: (codec == Codec::Opus).then(|| opus::Decoder::new(48_000, opus::Channels::Mono).unwrap()),
+            dec: (codec == Codec::Opus)
+                .then(|| opus::Decoder::new(48_000, opus::Channels::Mono).unwrap()),
             pcm: Vec::new(),
             headers: Vec::new(),
+            durations: Vec::new(),
             rtcp: Vec::new(),
         }
     }
@@ -176,16 +198,27 @@ impl Receiver {
     pub fn on_rtp(&mut self, p: &[u8]) {
         let h = parse_hdr(p);
         let payload = &p[12..];
+        let before = self.pcm.len();
         match self.codec {
             Codec::Opus => {
                 let mut out = vec![0i16; 5760];
-                let n = self.dec.as_mut().unwrap().decode(payload, &mut out, false).unwrap();
+                let n = self
+                    .dec
+                    .as_mut()
+                    .unwrap()
+                    .decode(payload, &mut out, false)
+                    .unwrap();
                 self.pcm.extend_from_slice(&out[..n]);
             }
-            Codec::Pcmu => self.pcm.extend(payload.iter().map(|&b| g711::ulaw_to_linear(b))),
-            Codec::Pcma => self.pcm.extend(payload.iter().map(|&b| g711::alaw_to_linear(b))),
+            Codec::Pcmu => self
+                .pcm
+                .extend(payload.iter().map(|&b| g711::ulaw_to_linear(b))),
+            Codec::Pcma => self
+                .pcm
+                .extend(payload.iter().map(|&b| g711::alaw_to_linear(b))),
         }
         self.headers.push(h);
+        self.durations.push(self.pcm.len() - before);
     }
 
     pub fn rate(&self) -> f64 {
@@ -227,7 +260,10 @@ pub struct Room {
 
 impl Room {
     pub fn new(seed: u64) -> Self {
-        Self::with_config(MixerConfig { seed, ..Default::default() })
+        Self::with_config(MixerConfig {
+            seed,
+            ..Default::default()
+        })
     }
 
     pub fn with_config(config: MixerConfig) -> Self {
@@ -243,8 +279,18 @@ impl Room {
     }
 
     /// Add a participant that sends `signal` with `in_ptime` and receives with `out_ptime`.
-    pub fn join(&mut self, id: ParticipantId, codec: Codec, in_ptime: u32, out_ptime: u32, signal: Signal) -> u32 {
-        let ssrc = self.mixer.add_participant(id, params(codec, out_ptime), self.now).unwrap();
+    pub fn join(
+        &mut self,
+        id: ParticipantId,
+        codec: Codec,
+        in_ptime: u32,
+        out_ptime: u32,
+        signal: Signal,
+    ) -> u32 {
+        let ssrc = self
+            .mixer
+            .add_participant(id, params(codec, out_ptime), self.now)
+            .unwrap();
         let mut s = Sender::new(codec, in_ptime, signal);
         s.ssrc = 0x1000 + id as u32;
         self.senders.push((id, s));
@@ -284,7 +330,12 @@ impl Room {
     pub fn deliver(&mut self) {
         self.in_flight.sort_by_key(|p| p.0);
         let now = self.now;
-        let ready: Vec<_> = self.in_flight.iter().filter(|p| p.0 <= now).cloned().collect();
+        let ready: Vec<_> = self
+            .in_flight
+            .iter()
+            .filter(|p| p.0 <= now)
+            .cloned()
+            .collect();
         self.in_flight.retain(|p| p.0 > now);
         for (at, id, bytes) in ready {
             self.mixer.handle_rtp(id, &bytes, at);
