@@ -40,7 +40,11 @@ pub fn addr(a: &SocketAddr) -> String {
 }
 
 /// Analyze a capture held in memory.
-pub fn analyze_bytes_with(data: &[u8], file: Option<&Path>, opts: &Options) -> Result<Report, Error> {
+pub fn analyze_bytes_with(
+    data: &[u8],
+    file: Option<&Path>,
+    opts: &Options,
+) -> Result<Report, Error> {
     let mut frames = 0u64;
     let mut udp_count = 0u64;
     let mut fragments = 0u64;
@@ -147,7 +151,9 @@ pub fn analyze_bytes_with(data: &[u8], file: Option<&Path>, opts: &Options) -> R
         if udp_count == 0 {
             return Err(Error::UnsupportedLinkType { linktype });
         }
-        warnings.push(format!("frames of unsupported link type {linktype} were skipped"));
+        warnings.push(format!(
+            "frames of unsupported link type {linktype} were skipped"
+        ));
     }
     if fragments > 0 {
         warnings.push(format!("{fragments} IP fragments were not reassembled"));
@@ -267,7 +273,11 @@ pub fn analyze_bytes_with(data: &[u8], file: Option<&Path>, opts: &Options) -> R
     let mut flow_pkts: HashMap<(String, String), Vec<(f64, u32)>> = HashMap::new();
     for (key, s) in stream_order
         .iter()
-        .filter(|k| rtp_streams.iter().any(|s| s.ssrc == k.2 && s.src == addr(&k.0) && s.dst == addr(&k.1)))
+        .filter(|k| {
+            rtp_streams
+                .iter()
+                .any(|s| s.ssrc == k.2 && s.src == addr(&k.0) && s.dst == addr(&k.1))
+        })
         .map(|k| (k, &streams[k]))
     {
         let fk = (addr(&key.0), addr(&key.1));

@@ -101,14 +101,14 @@ pub fn decode(pkts: &[Pkt], placed: &[Placed], pt: u8, codec: &Codec) -> Option<
         let payload = &pkts[p.index].payload;
         let n = match &mut dec {
             Dec::Ulaw => {
-                for (k, b) in payload.iter().enumerate() {
-                    buf.get_mut(k).map(|s| *s = ulaw_to_linear(*b));
+                for (s, b) in buf.iter_mut().zip(payload) {
+                    *s = ulaw_to_linear(*b);
                 }
                 payload.len().min(buf.len())
             }
             Dec::Alaw => {
-                for (k, b) in payload.iter().enumerate() {
-                    buf.get_mut(k).map(|s| *s = alaw_to_linear(*b));
+                for (s, b) in buf.iter_mut().zip(payload) {
+                    *s = alaw_to_linear(*b);
                 }
                 payload.len().min(buf.len())
             }

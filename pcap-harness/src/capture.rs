@@ -73,10 +73,7 @@ pub fn detect(data: &[u8]) -> Result<Format, Error> {
 }
 
 /// Parse every frame of a capture held in memory, calling `f` for each in file order.
-pub fn for_each_frame<'a>(
-    data: &'a [u8],
-    mut f: impl FnMut(Frame<'a>),
-) -> Result<Format, Error> {
+pub fn for_each_frame<'a>(data: &'a [u8], mut f: impl FnMut(Frame<'a>)) -> Result<Format, Error> {
     let format = detect(data)?;
     let total = data.len() as u64;
     let offset_of = |rem: &[u8]| total - rem.len() as u64;
@@ -139,9 +136,11 @@ pub fn for_each_frame<'a>(
                                     } else {
                                         10u128.checked_pow(exp)
                                     }
-                                    .ok_or_else(|| Error::Corrupt {
-                                        offset,
-                                        reason: format!("if_tsresol {r} out of range"),
+                                    .ok_or_else(|| {
+                                        Error::Corrupt {
+                                            offset,
+                                            reason: format!("if_tsresol {r} out of range"),
+                                        }
                                     })?;
                                 }
                                 InterfaceDescriptionOption::IfTsOffset(o) => {
@@ -168,8 +167,8 @@ pub fn for_each_frame<'a>(
                         let raw = epb.timestamp.as_nanos();
                         let secs = (raw / units) as i128;
                         let frac = raw % units;
-                        let time_ns =
-                            (secs + tsoffset) * 1_000_000_000 + (frac * 1_000_000_000 / units) as i128;
+                        let time_ns = (secs + tsoffset) * 1_000_000_000
+                            + (frac * 1_000_000_000 / units) as i128;
                         let bytes: &'a [u8] = match epb.data {
                             std::borrow::Cow::Borrowed(b) => b,
                             std::borrow::Cow::Owned(_) => &[],

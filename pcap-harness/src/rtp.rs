@@ -151,7 +151,8 @@ pub fn parse_rtcp(p: &[u8]) -> Vec<RtcpPacket> {
         let words = usize::from(u16::from_be_bytes([p[off + 2], p[off + 3]]));
         let end = (off + 4 * (words + 1)).min(p.len());
         let body = &p[off + 4..end];
-        let ssrc = (body.len() >= 4).then(|| u32::from_be_bytes([body[0], body[1], body[2], body[3]]));
+        let ssrc =
+            (body.len() >= 4).then(|| u32::from_be_bytes([body[0], body[1], body[2], body[3]]));
         let mut reports = Vec::new();
         let blocks_at = match pt {
             200 => Some(24),
@@ -165,7 +166,12 @@ pub fn parse_rtcp(p: &[u8]) -> Vec<RtcpPacket> {
                     break;
                 }
                 let w = |k: usize| {
-                    u32::from_be_bytes([body[b + k], body[b + k + 1], body[b + k + 2], body[b + k + 3]])
+                    u32::from_be_bytes([
+                        body[b + k],
+                        body[b + k + 1],
+                        body[b + k + 2],
+                        body[b + k + 3],
+                    ])
                 };
                 let lost_raw = w(4) & 0x00ff_ffff;
                 let cumulative_lost = ((lost_raw << 8) as i32) >> 8;

@@ -197,15 +197,16 @@ pub fn parse(p: &[u8]) -> Option<Message> {
     Some(msg)
 }
 
+/// A media section being parsed: port, media-level address, rtpmap, formats.
+type MediaAcc = (u16, Option<IpAddr>, HashMap<u8, Codec>, Vec<u8>);
+
 /// Parse the media sections of an SDP body.
 pub fn parse_sdp(body: &str) -> Sdp {
     let mut sdp = Sdp::default();
     let mut session_ip: Option<IpAddr> = None;
     // Per media: (port, media ip, rtpmap).
-    let mut cur: Option<(u16, Option<IpAddr>, HashMap<u8, Codec>, Vec<u8>)> = None;
-    let finish = |cur: Option<(u16, Option<IpAddr>, HashMap<u8, Codec>, Vec<u8>)>,
-                  session_ip: Option<IpAddr>,
-                  sdp: &mut Sdp| {
+    let mut cur: Option<MediaAcc> = None;
+    let finish = |cur: Option<MediaAcc>, session_ip: Option<IpAddr>, sdp: &mut Sdp| {
         if let Some((port, ip, mut map, fmts)) = cur {
             for pt in fmts {
                 if let std::collections::hash_map::Entry::Vacant(e) = map.entry(pt) {

@@ -267,8 +267,8 @@ pub fn analyze(
                 if t_jitter > t_max_jitter {
                     t_max_jitter = t_jitter;
                 }
-                t_mean_jitter = (t_mean_jitter * t_total as f64 + current_jitter)
-                    / (t_total as f64 + 1.0);
+                t_mean_jitter =
+                    (t_mean_jitter * t_total as f64 + current_jitter) / (t_total as f64 + 1.0);
             }
         }
         t_time = p.rel_ms;

@@ -31,7 +31,8 @@ pub fn ip_udp(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
         }
     };
     let mut out = Vec::with_capacity(b.size(payload.len()));
-    b.write(&mut out, payload).expect("writing to a Vec cannot fail");
+    b.write(&mut out, payload)
+        .expect("writing to a Vec cannot fail");
     out
 }
 

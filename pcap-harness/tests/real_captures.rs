@@ -26,7 +26,9 @@ fn available(ok: bool, what: &str) -> bool {
     if in_ci() {
         panic!("{what} is required in CI (CI is set) but is missing");
     }
-    eprintln!("\n!!!!!!!! SKIPPING: {what} is missing (set CI=1 to make this a failure) !!!!!!!!\n");
+    eprintln!(
+        "\n!!!!!!!! SKIPPING: {what} is missing (set CI=1 to make this a failure) !!!!!!!!\n"
+    );
     false
 }
 
@@ -72,15 +74,25 @@ fn tshark_streams(file: &Path, extra: &[&str]) -> Vec<TsharkRow> {
         .args(["-q", "-z", "rtp,streams"])
         .output()
         .expect("run tshark");
-    assert!(out.status.success(), "tshark failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let mut rows = Vec::new();
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
-        let Some(pct) = f.iter().position(|x| x.starts_with('(') && x.ends_with("%)")) else {
+        let Some(pct) = f
+            .iter()
+            .position(|x| x.starts_with('(') && x.ends_with("%)"))
+        else {
             continue;
         };
-        let num = |s: &str| s.parse::<f64>().unwrap_or_else(|_| panic!("bad number {s} in {line}"));
+        let num = |s: &str| {
+            s.parse::<f64>()
+                .unwrap_or_else(|_| panic!("bad number {s} in {line}"))
+        };
         rows.push(TsharkRow {
             src: format!("{}:{}", f[2], f[3]),
             dst: format!("{}:{}", f[4], f[5]),
@@ -104,22 +116,55 @@ fn close(ours: f64, theirs: f64) -> bool {
 }
 
 fn assert_agrees(file: &Path, report: &Report, rows: &[TsharkRow]) {
-    assert_eq!(report.rtp_streams.len(), rows.len(), "{}: stream count", file.display());
+    assert_eq!(
+        report.rtp_streams.len(),
+        rows.len(),
+        "{}: stream count",
+        file.display()
+    );
     for t in rows {
         let s = report
             .rtp_streams
             .iter()
-            .find(|s| s.ssrc == t.ssrc && s.src.replace(['[', ']'], "") == t.src && s.dst.replace(['[', ']'], "") == t.dst)
+            .find(|s| {
+                s.ssrc == t.ssrc
+                    && s.src.replace(['[', ']'], "") == t.src
+                    && s.dst.replace(['[', ']'], "") == t.dst
+            })
             .unwrap_or_else(|| panic!("{}: tshark stream {t:?} not found", file.display()));
         let ctx = format!("{} {} -> {} 0x{:08X}", file.display(), t.src, t.dst, t.ssrc);
         assert_eq!(s.packets, t.packets, "{ctx}: packets");
         assert_eq!(s.lost, t.lost, "{ctx}: lost");
         let min_delta = s.min_delta_ms.unwrap_or(-1.0);
-        assert!(close(min_delta, t.min_delta), "{ctx}: min delta {min_delta} vs {}", t.min_delta);
-        assert!(close(s.mean_delta_ms, t.mean_delta), "{ctx}: mean delta {} vs {}", s.mean_delta_ms, t.mean_delta);
-        assert!(close(s.max_delta_ms, t.max_delta), "{ctx}: max delta {} vs {}", s.max_delta_ms, t.max_delta);
-        assert!(close(s.jitter_mean_ms, t.mean_jitter), "{ctx}: mean jitter {} vs {}", s.jitter_mean_ms, t.mean_jitter);
-        assert!(close(s.jitter_ms, t.max_jitter), "{ctx}: max jitter {} vs {}", s.jitter_ms, t.max_jitter);
+        assert!(
+            close(min_delta, t.min_delta),
+            "{ctx}: min delta {min_delta} vs {}",
+            t.min_delta
+        );
+        assert!(
+            close(s.mean_delta_ms, t.mean_delta),
+            "{ctx}: mean delta {} vs {}",
+            s.mean_delta_ms,
+            t.mean_delta
+        );
+        assert!(
+            close(s.max_delta_ms, t.max_delta),
+            "{ctx}: max delta {} vs {}",
+            s.max_delta_ms,
+            t.max_delta
+        );
+        assert!(
+            close(s.jitter_mean_ms, t.mean_jitter),
+            "{ctx}: mean jitter {} vs {}",
+            s.jitter_mean_ms,
+            t.mean_jitter
+        );
+        assert!(
+            close(s.jitter_ms, t.max_jitter),
+            "{ctx}: max jitter {} vs {}",
+            s.jitter_ms,
+            t.max_jitter
+        );
     }
 }
 
@@ -134,22 +179,35 @@ fn sipp_g711a_exact_figures() {
     assert_eq!(r.rtp_streams.len(), 1);
     let s = &r.rtp_streams[0];
     // Verified with: tshark -r g711a.pcap -o rtp.heuristic_rtp:TRUE -q -z rtp,streams
-    assert_eq!((s.src.as_str(), s.dst.as_str()), ("10.1.3.143:5000", "10.1.6.18:2006"));
+    assert_eq!(
+        (s.src.as_str(), s.dst.as_str()),
+        ("10.1.3.143:5000", "10.1.6.18:2006")
+    );
     assert_eq!(s.ssrc, 0xDEE0_EE8F);
     assert_eq!(s.codec, "PCMA/8000");
     assert_eq!(s.payload_types, vec![8]);
-    assert_eq!((s.packets, s.lost, s.missing, s.duplicates, s.reordered), (236, 0, 0, 0, 0));
+    assert_eq!(
+        (s.packets, s.lost, s.missing, s.duplicates, s.reordered),
+        (236, 0, 0, 0, 0)
+    );
     assert_eq!(format!("{:.3}", s.min_delta_ms.unwrap()), "25.112");
     assert_eq!(format!("{:.3}", s.mean_delta_ms), "29.998");
     assert_eq!(format!("{:.3}", s.max_delta_ms), "34.829");
     assert_eq!(format!("{:.3}", s.jitter_mean_ms), "0.350");
     assert_eq!(format!("{:.3}", s.jitter_ms), "0.829");
     assert!((s.last_time - s.first_time - 7.049628).abs() < 1e-6);
-    assert!((s.first_time - 1_027_664_343.268118).abs() < 1e-5, "{}", s.first_time);
+    assert!(
+        (s.first_time - 1_027_664_343.268118).abs() < 1e-5,
+        "{}",
+        s.first_time
+    );
     // 30 ms A-law packets, timestamps consistent.
     assert_eq!(s.frame_samples, Some(240));
     assert_eq!(s.ts_errors, 0);
-    assert_eq!(s.max_gap_ms, s.max_delta_ms, "the only marker is on the first packet");
+    assert_eq!(
+        s.max_gap_ms, s.max_delta_ms,
+        "the only marker is on the first packet"
+    );
     // It is speech: loud windows and quiet ones.
     assert!(s.decoded);
     assert_eq!(s.energy_dbfs.len(), 71);
@@ -162,9 +220,17 @@ fn sipp_g711a_exact_figures() {
 fn sipp_dtmf_captures_exact_figures() {
     let files: Vec<PathBuf> = sipp_captures()
         .into_iter()
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("dtmf_2833_"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("dtmf_2833_")
+        })
         .collect();
-    if !available(files.len() == 12, "sipp's dtmf_2833_*.pcap (package sip-tester)") {
+    if !available(
+        files.len() == 12,
+        "sipp's dtmf_2833_*.pcap (package sip-tester)",
+    ) {
         return;
     }
     for f in files {
@@ -172,11 +238,22 @@ fn sipp_dtmf_captures_exact_figures() {
         assert_eq!(r.rtp_streams.len(), 1, "{}", f.display());
         let s = &r.rtp_streams[0];
         assert_eq!(s.ssrc, 0x0E05_384E);
-        assert_eq!((s.src.as_str(), s.dst.as_str()), ("192.168.0.3:49176", "192.168.0.1:10000"));
+        assert_eq!(
+            (s.src.as_str(), s.dst.as_str()),
+            ("192.168.0.3:49176", "192.168.0.1:10000")
+        );
         assert_eq!(s.codec, "telephone-event/8000");
         // The three end-of-event packets share one sequence number: tshark's Lost is -2.
-        assert_eq!((s.packets, s.lost, s.duplicates, s.missing), (10, -2, 2, 0), "{}", f.display());
-        assert_eq!(s.jitter_ms, 0.0, "tshark computes no jitter for telephone-event");
+        assert_eq!(
+            (s.packets, s.lost, s.duplicates, s.missing),
+            (10, -2, 2, 0),
+            "{}",
+            f.display()
+        );
+        assert_eq!(
+            s.jitter_ms, 0.0,
+            "tshark computes no jitter for telephone-event"
+        );
         assert!(!s.decoded);
     }
 }
@@ -217,7 +294,10 @@ fn cli_binary_prints_json() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(text.contains("0xDEE0EE8F") && text.contains("PCMA/8000"), "{text}");
+    assert!(
+        text.contains("0xDEE0EE8F") && text.contains("PCMA/8000"),
+        "{text}"
+    );
     let bad = Command::new(env!("CARGO_BIN_EXE_pcap-harness"))
         .args(["analyze", "/nonexistent.pcap"])
         .output()
@@ -231,7 +311,7 @@ fn port_pair() -> (UdpSocket, UdpSocket) {
     for _ in 0..200 {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let p = a.local_addr().unwrap().port();
-        if p % 2 == 0 && p < 65534 {
+        if p & 1 == 0 && p < 65534 {
             if let Ok(b) = UdpSocket::bind(("127.0.0.1", p + 1)) {
                 return (a, b);
             }
@@ -272,7 +352,9 @@ fn opus_loopback_capture_agrees_with_tshark() {
     let (rtp_sock, rtcp_sock) = port_pair();
     let rtp_port = rtp_sock.local_addr().unwrap().port();
     // Ground truth: what the receiving socket got (sequence numbers in arrival order).
-    rtp_sock.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    rtp_sock
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
     let receiver = std::thread::spawn(move || {
         let mut seqs = Vec::new();
         let mut buf = [0u8; 2048];
@@ -293,14 +375,26 @@ fn opus_loopback_capture_agrees_with_tshark() {
     });
     let uac = UdpSocket::bind("127.0.0.1:0").unwrap();
     let uas = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let (uac_port, uas_port) = (uac.local_addr().unwrap().port(), uas.local_addr().unwrap().port());
+    let (uac_port, uas_port) = (
+        uac.local_addr().unwrap().port(),
+        uas.local_addr().unwrap().port(),
+    );
     let cap = dir.join("opus.pcap");
     let filter = format!(
         "udp and (port {rtp_port} or port {} or port {uac_port} or port {uas_port})",
         rtp_port + 1
     );
     let mut child = Command::new("tcpdump")
-        .args(["-i", "lo", "-U", "--immediate-mode", "-B", "32768", "-n", "-w"])
+        .args([
+            "-i",
+            "lo",
+            "-U",
+            "--immediate-mode",
+            "-B",
+            "32768",
+            "-n",
+            "-w",
+        ])
         .arg(&cap)
         .arg(&filter)
         .stdout(Stdio::null())
@@ -318,7 +412,10 @@ fn opus_loopback_capture_agrees_with_tshark() {
             Some(Ok(_)) => {}
             _ => panic!("tcpdump did not start"),
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "tcpdump did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "tcpdump did not start"
+        );
     }
     let stats2 = stats.clone();
     let stats_thread = std::thread::spawn(move || {
@@ -339,33 +436,86 @@ fn opus_loopback_capture_agrees_with_tshark() {
             body.len()
         )
     };
-    let invite = msg(&format!("INVITE sip:room@127.0.0.1:{uas_port} SIP/2.0"), "1 INVITE", "", &sdp(rtp_port));
-    uac.send_to(invite.as_bytes(), ("127.0.0.1", uas_port)).unwrap();
-    let ok = msg("SIP/2.0 200 OK", "1 INVITE", ";tag=room1", &sdp(rtp_port + 100));
+    let invite = msg(
+        &format!("INVITE sip:room@127.0.0.1:{uas_port} SIP/2.0"),
+        "1 INVITE",
+        "",
+        &sdp(rtp_port),
+    );
+    uac.send_to(invite.as_bytes(), ("127.0.0.1", uas_port))
+        .unwrap();
+    let ok = msg(
+        "SIP/2.0 200 OK",
+        "1 INVITE",
+        ";tag=room1",
+        &sdp(rtp_port + 100),
+    );
     uas.send_to(ok.as_bytes(), ("127.0.0.1", uac_port)).unwrap();
-    let ack = msg(&format!("ACK sip:room@127.0.0.1:{uas_port} SIP/2.0"), "1 ACK", ";tag=room1", "");
-    uac.send_to(ack.as_bytes(), ("127.0.0.1", uas_port)).unwrap();
+    let ack = msg(
+        &format!("ACK sip:room@127.0.0.1:{uas_port} SIP/2.0"),
+        "1 ACK",
+        ";tag=room1",
+        "",
+    );
+    uac.send_to(ack.as_bytes(), ("127.0.0.1", uas_port))
+        .unwrap();
 
     let st = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i"])
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-re",
+            "-i",
+        ])
         .arg(&wav)
-        .args(["-af", "adelay=400,apad=pad_dur=0.3", "-ar", "48000", "-ac", "1"])
-        .args(["-c:a", "libopus", "-b:a", "32k", "-payload_type", "97", "-ssrc", "305419896"])
+        .args([
+            "-af",
+            "adelay=400,apad=pad_dur=0.3",
+            "-ar",
+            "48000",
+            "-ac",
+            "1",
+        ])
+        .args([
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "32k",
+            "-payload_type",
+            "97",
+            "-ssrc",
+            "305419896",
+        ])
         .args(["-f", "rtp"])
         .arg(format!("rtp://127.0.0.1:{rtp_port}"))
         .status()
         .unwrap();
     assert!(st.success(), "ffmpeg failed");
-    let bye = msg(&format!("BYE sip:room@127.0.0.1:{uas_port} SIP/2.0"), "2 BYE", ";tag=room1", "");
-    uac.send_to(bye.as_bytes(), ("127.0.0.1", uas_port)).unwrap();
+    let bye = msg(
+        &format!("BYE sip:room@127.0.0.1:{uas_port} SIP/2.0"),
+        "2 BYE",
+        ";tag=room1",
+        "",
+    );
+    uac.send_to(bye.as_bytes(), ("127.0.0.1", uas_port))
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let mut tcpdump = tcpdump;
     // SIGINT (by pid, the child we started) lets tcpdump flush and close the file.
-    let _ = Command::new("kill").args(["-INT", &tcpdump.0.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-INT", &tcpdump.0.id().to_string()])
+        .status();
     let _ = tcpdump.0.wait();
     let _ = stats_thread.join();
     let stats = stats.lock().unwrap().clone();
-    assert!(stats.lines().any(|l| l.trim() == "0 packets dropped by kernel"), "tcpdump lost packets: {stats}");
+    assert!(
+        stats
+            .lines()
+            .any(|l| l.trim() == "0 packets dropped by kernel"),
+        "tcpdump lost packets: {stats}"
+    );
     let seqs = receiver.join().unwrap();
     drop(rtcp_sock);
 
@@ -394,33 +544,59 @@ fn opus_loopback_capture_agrees_with_tshark() {
     assert_eq!(s.frame_samples, Some(960), "20 ms Opus frames");
     assert_eq!(s.ts_errors, 0);
     assert!(s.packets > 100, "{}", s.packets);
-    assert!(s.max_gap_ms < 200.0, "ffmpeg -re paces packets: {}", s.max_gap_ms);
+    assert!(
+        s.max_gap_ms < 200.0,
+        "ffmpeg -re paces packets: {}",
+        s.max_gap_ms
+    );
     // Decoded speech: loud somewhere, silent in the 400 ms lead-in.
     assert!(s.decoded && s.decode_errors == 0);
     let max = s.energy_dbfs.iter().cloned().fold(f64::MIN, f64::max);
     assert!(max > -35.0, "speech should be loud: {:?}", s.energy_dbfs);
-    assert!(s.energy_dbfs[1] < -60.0, "lead-in should be silent: {:?}", s.energy_dbfs);
+    assert!(
+        s.energy_dbfs[1] < -60.0,
+        "lead-in should be silent: {:?}",
+        s.energy_dbfs
+    );
     let wav_path = PathBuf::from(s.wav.as_ref().expect("wav written"));
     let reader = hound::WavReader::open(&wav_path).unwrap();
-    assert_eq!((reader.spec().sample_rate, reader.spec().channels), (48000, 1));
+    assert_eq!(
+        (reader.spec().sample_rate, reader.spec().channels),
+        (48000, 1)
+    );
     let secs = f64::from(reader.duration()) / 48000.0;
     // Placed by RTP timestamp: the WAV lasts as long as the media (20 ms per packet).
-    assert!((secs - s.expected as f64 * 0.02).abs() < 0.001, "wav {secs} s");
+    assert!(
+        (secs - s.expected as f64 * 0.02).abs() < 0.001,
+        "wav {secs} s"
+    );
 
     let d = r.dialog("opus-test-call").expect("dialog");
     let methods: Vec<String> = d
         .messages
         .iter()
-        .map(|m| m.method.clone().unwrap_or_else(|| m.status.unwrap().to_string()))
+        .map(|m| {
+            m.method
+                .clone()
+                .unwrap_or_else(|| m.status.unwrap().to_string())
+        })
         .collect();
     assert_eq!(methods, ["INVITE", "200", "ACK", "BYE"]);
 
     let rows = tshark_streams(
         &cap,
-        &["-d", &format!("udp.port=={uas_port},sip"), "-d", &format!("udp.port=={uac_port},sip")],
+        &[
+            "-d",
+            &format!("udp.port=={uas_port},sip"),
+            "-d",
+            &format!("udp.port=={uac_port},sip"),
+        ],
     );
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert!(rows[0].payload.to_ascii_lowercase().contains("opus"), "tshark must know the codec: {rows:?}");
+    assert!(
+        rows[0].payload.to_ascii_lowercase().contains("opus"),
+        "tshark must know the codec: {rows:?}"
+    );
     assert!(rows[0].max_jitter > 0.0 || s.jitter_ms == 0.0);
     assert_agrees(&cap, &r, &rows);
     // ffmpeg marks every Opus packet, so tshark's max delta / max jitter (which skip marker
@@ -437,7 +613,12 @@ fn opus_loopback_capture_agrees_with_tshark() {
     assert_eq!(s2.jitter_ms, s.jitter_max_all_ms);
     let rows2 = tshark_streams(
         &unmarked,
-        &["-d", &format!("udp.port=={uas_port},sip"), "-d", &format!("udp.port=={uac_port},sip")],
+        &[
+            "-d",
+            &format!("udp.port=={uas_port},sip"),
+            "-d",
+            &format!("udp.port=={uac_port},sip"),
+        ],
     );
     assert!(rows2[0].max_jitter > 0.0, "{rows2:?}");
     assert_agrees(&unmarked, &r2, &rows2);

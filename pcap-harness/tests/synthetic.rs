@@ -53,13 +53,21 @@ fn only_stream(r: &Report) -> &pcap_harness::RtpStream {
 
 #[test]
 fn clean_stream_has_no_defects_and_zero_jitter() {
-    let r = analyze(&pcma_stream("10.0.0.1:4000", "10.0.0.2:5000", SSRC, &regular(100, 50)));
+    let r = analyze(&pcma_stream(
+        "10.0.0.1:4000",
+        "10.0.0.2:5000",
+        SSRC,
+        &regular(100, 50),
+    ));
     let s = only_stream(&r);
     assert_eq!(s.ssrc, SSRC);
     assert_eq!(s.src, "10.0.0.1:4000");
     assert_eq!(s.dst, "10.0.0.2:5000");
     assert_eq!(s.codec, "PCMA/8000");
-    assert_eq!((s.packets, s.lost, s.missing, s.duplicates, s.reordered), (50, 0, 0, 0, 0));
+    assert_eq!(
+        (s.packets, s.lost, s.missing, s.duplicates, s.reordered),
+        (50, 0, 0, 0, 0)
+    );
     assert_eq!((s.seq_first, s.seq_last, s.expected), (100, 149, 50));
     assert_eq!(s.frame_samples, Some(160));
     assert_eq!(s.ts_errors, 0);
@@ -72,7 +80,12 @@ fn clean_stream_has_no_defects_and_zero_jitter() {
 
 #[test]
 fn sequence_wrap_at_65535_is_not_loss() {
-    let r = analyze(&pcma_stream("10.0.0.1:4000", "10.0.0.2:5000", SSRC, &regular(65530, 12)));
+    let r = analyze(&pcma_stream(
+        "10.0.0.1:4000",
+        "10.0.0.2:5000",
+        SSRC,
+        &regular(65530, 12),
+    ));
     let s = only_stream(&r);
     assert_eq!((s.seq_first, s.seq_last), (65530, 5));
     assert_eq!((s.packets, s.expected, s.lost, s.missing), (12, 12, 0, 0));
@@ -90,7 +103,14 @@ fn loss_across_the_wrap_is_counted_exactly() {
     let s = only_stream(&r);
     assert_eq!((s.packets, s.expected, s.lost, s.missing), (4, 7, 3, 3));
     assert_eq!(s.seq_gaps.len(), 1);
-    assert_eq!((s.seq_gaps[0].from_seq, s.seq_gaps[0].to_seq, s.seq_gaps[0].skipped), (65534, 2, 3));
+    assert_eq!(
+        (
+            s.seq_gaps[0].from_seq,
+            s.seq_gaps[0].to_seq,
+            s.seq_gaps[0].skipped
+        ),
+        (65534, 2, 3)
+    );
 }
 
 #[test]
@@ -105,14 +125,22 @@ fn reorder_is_not_loss_and_not_reset() {
     assert_eq!((s.packets, s.lost, s.missing, s.duplicates), (6, 0, 0, 0));
     assert_eq!((s.reordered, s.seq_resets), (1, 0));
     assert_eq!(s.seq_gaps.len(), 1, "3 -> 5 is a forward jump");
-    assert_eq!(s.sequence_errors, 2, "tshark flags both the jump and the late packet");
+    assert_eq!(
+        s.sequence_errors, 2,
+        "tshark flags both the jump and the late packet"
+    );
 }
 
 #[test]
 fn big_backward_jump_is_a_reset_not_a_reorder() {
     let mut p = regular(1000, 10);
     for (i, q) in regular(10, 10).into_iter().enumerate() {
-        p.push((200.0 + 20.0 * i as f64, q.1, 50_000 + 160 * i as u32, i == 0));
+        p.push((
+            200.0 + 20.0 * i as f64,
+            q.1,
+            50_000 + 160 * i as u32,
+            i == 0,
+        ));
     }
     let r = analyze(&pcma_stream("10.0.0.1:4000", "10.0.0.2:5000", SSRC, &p));
     let s = only_stream(&r);
@@ -126,20 +154,37 @@ fn big_backward_jump_is_a_reset_not_a_reorder() {
 fn duplicates_are_counted_and_lost_goes_negative_like_tshark() {
     let base = regular(1, 3);
     let p = vec![base[0], base[1], base[1], base[2], base[2], base[2]];
-    let p: Vec<P> = p.into_iter().enumerate().map(|(i, q)| (i as f64 * 20.0, q.1, q.2, q.3)).collect();
+    let p: Vec<P> = p
+        .into_iter()
+        .enumerate()
+        .map(|(i, q)| (i as f64 * 20.0, q.1, q.2, q.3))
+        .collect();
     let r = analyze(&pcma_stream("10.0.0.1:4000", "10.0.0.2:5000", SSRC, &p));
     let s = only_stream(&r);
-    assert_eq!((s.packets, s.duplicates, s.lost, s.missing, s.reordered), (6, 3, -3, 0, 0));
+    assert_eq!(
+        (s.packets, s.duplicates, s.lost, s.missing, s.reordered),
+        (6, 3, -3, 0, 0)
+    );
 }
 
 #[test]
 fn ssrc_change_on_the_same_five_tuple_is_reported_with_its_time() {
-    let mut d = pcma_stream("10.0.0.1:4000", "10.0.0.2:5000", 0xAAAA_0001, &regular(1, 10));
+    let mut d = pcma_stream(
+        "10.0.0.1:4000",
+        "10.0.0.2:5000",
+        0xAAAA_0001,
+        &regular(1, 10),
+    );
     let second: Vec<P> = regular(500, 10)
         .into_iter()
         .map(|(ms, s, t, m)| (ms + 240.0, s, t, m))
         .collect();
-    d.extend(pcma_stream("10.0.0.1:4000", "10.0.0.2:5000", 0xBBBB_0002, &second));
+    d.extend(pcma_stream(
+        "10.0.0.1:4000",
+        "10.0.0.2:5000",
+        0xBBBB_0002,
+        &second,
+    ));
     let r = analyze(&d);
     assert_eq!(r.rtp_streams.len(), 2);
     assert_eq!(r.rtp_streams[0].ssrc, 0xAAAA_0001);
@@ -149,7 +194,10 @@ fn ssrc_change_on_the_same_five_tuple_is_reported_with_its_time() {
     assert_eq!(f.ssrcs, vec![0xAAAA_0001, 0xBBBB_0002]);
     assert_eq!(f.ssrc_changes.len(), 1);
     assert!((f.ssrc_changes[0].time - (T0 as f64 + 0.24)).abs() < 1e-6);
-    assert_eq!((f.ssrc_changes[0].from, f.ssrc_changes[0].to), (0xAAAA_0001, 0xBBBB_0002));
+    assert_eq!(
+        (f.ssrc_changes[0].from, f.ssrc_changes[0].to),
+        (0xAAAA_0001, 0xBBBB_0002)
+    );
 }
 
 #[test]
@@ -165,7 +213,14 @@ fn largest_gap_is_placed_at_the_packet_that_ends_it() {
     assert!((s.max_gap_ms - 220.0).abs() < 1e-6, "{}", s.max_gap_ms);
     assert!((s.max_gap_at - (T0 as f64 + 0.6)).abs() < 1e-6);
     assert_eq!(s.max_gap_seq, 30);
-    assert_eq!((s.seq_gaps[0].from_seq, s.seq_gaps[0].to_seq, s.seq_gaps[0].skipped), (19, 30, 10));
+    assert_eq!(
+        (
+            s.seq_gaps[0].from_seq,
+            s.seq_gaps[0].to_seq,
+            s.seq_gaps[0].skipped
+        ),
+        (19, 30, 10)
+    );
     assert_eq!(s.ts_errors, 0, "timestamps follow the sequence numbers");
     assert!(s.jitter_ms.abs() < 1e-9, "loss alone is no jitter");
 }
@@ -179,7 +234,14 @@ fn timestamp_jump_without_marker_is_an_error_with_marker_it_is_not() {
     let r = analyze(&pcma_stream("10.0.0.1:4000", "10.0.0.2:5000", SSRC, &p));
     let s = only_stream(&r);
     assert_eq!(s.ts_errors, 1);
-    assert_eq!((s.ts_error_list[0].seq, s.ts_error_list[0].expected_step, s.ts_error_list[0].actual_step), (11, 160, 8160));
+    assert_eq!(
+        (
+            s.ts_error_list[0].seq,
+            s.ts_error_list[0].expected_step,
+            s.ts_error_list[0].actual_step
+        ),
+        (11, 160, 8160)
+    );
     assert!((s.max_skew_ms - 1000.0).abs() < 1e-6, "{}", s.max_skew_ms);
     p[10].3 = true;
     let r = analyze(&pcma_stream("10.0.0.1:4000", "10.0.0.2:5000", SSRC, &p));
@@ -206,28 +268,65 @@ fn jitter_matches_rfc3550_on_a_known_pattern() {
 #[test]
 fn all_link_types_and_pcapng_give_the_same_stream() {
     let d = pcma_stream("10.0.0.1:4000", "10.0.0.2:5000", SSRC, &regular(7, 25));
-    let d6 = pcma_stream("[2001:db8::1]:4000", "[2001:db8::2]:5000", SSRC, &regular(7, 25));
+    let d6 = pcma_stream(
+        "[2001:db8::1]:4000",
+        "[2001:db8::2]:5000",
+        SSRC,
+        &regular(7, 25),
+    );
     let mut captures = vec![];
-    for lt in [LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW, LINKTYPE_NULL] {
+    for lt in [
+        LINKTYPE_ETHERNET,
+        LINKTYPE_LINUX_SLL,
+        LINKTYPE_LINUX_SLL2,
+        LINKTYPE_RAW,
+        LINKTYPE_NULL,
+    ] {
         captures.push((format!("pcap v4 {lt}"), to_pcap(lt, &d), "10.0.0.2:5000"));
-        captures.push((format!("pcap v6 {lt}"), to_pcap(lt, &d6), "[2001:db8::2]:5000"));
-        captures.push((format!("pcapng v4 {lt}"), to_pcapng(lt, &d), "10.0.0.2:5000"));
+        captures.push((
+            format!("pcap v6 {lt}"),
+            to_pcap(lt, &d6),
+            "[2001:db8::2]:5000",
+        ));
+        captures.push((
+            format!("pcapng v4 {lt}"),
+            to_pcapng(lt, &d),
+            "10.0.0.2:5000",
+        ));
     }
     for (name, bytes, dst) in captures {
         let r = analyze_bytes(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(r.rtp_streams.len(), 1, "{name}");
         let s = &r.rtp_streams[0];
         assert_eq!(s.dst, dst, "{name}");
-        assert_eq!((s.packets, s.lost, s.seq_first, s.seq_last), (25, 0, 7, 31), "{name}");
-        assert!((s.first_time - T0 as f64).abs() < 1e-6, "{name}: {}", s.first_time);
+        assert_eq!(
+            (s.packets, s.lost, s.seq_first, s.seq_last),
+            (25, 0, 7, 31),
+            "{name}"
+        );
+        assert!(
+            (s.first_time - T0 as f64).abs() < 1e-6,
+            "{name}: {}",
+            s.first_time
+        );
         assert!((s.max_gap_ms - 20.0).abs() < 1e-6, "{name}");
-        assert_eq!(r.format, if name.starts_with("pcapng") { "pcapng" } else { "pcap" });
+        assert_eq!(
+            r.format,
+            if name.starts_with("pcapng") {
+                "pcapng"
+            } else {
+                "pcap"
+            }
+        );
     }
 }
 
 #[test]
 fn truncated_file_names_the_offset_of_the_broken_record() {
-    let bytes = to_pcap(LINKTYPE_ETHERNET, &pcma_stream("10.0.0.1:4000", "10.0.0.2:5000", SSRC, &regular(1, 3)));
+    let bytes = to_pcap(
+        LINKTYPE_ETHERNET,
+        &pcma_stream("10.0.0.1:4000", "10.0.0.2:5000", SSRC, &regular(1, 3)),
+    );
     // pcap header 24 bytes; each record 16 + 14 (eth) + 20 (ip) + 8 (udp) + 12 + 160.
     let rec = 16 + 14 + 20 + 8 + 12 + 160;
     assert_eq!(bytes.len(), 24 + 3 * rec);
@@ -237,16 +336,30 @@ fn truncated_file_names_the_offset_of_the_broken_record() {
         other => panic!("expected Truncated, got {other:?}"),
     }
     let msg = analyze_bytes(cut).unwrap_err().to_string();
-    assert!(msg.contains(&format!("byte offset {}", 24 + 2 * rec)), "{msg}");
+    assert!(
+        msg.contains(&format!("byte offset {}", 24 + 2 * rec)),
+        "{msg}"
+    );
     // Cut inside the record header, and inside the file header.
-    assert!(matches!(analyze_bytes(&bytes[..24 + rec + 7]), Err(Error::Truncated { offset, .. }) if offset == (24 + rec) as u64));
-    assert!(matches!(analyze_bytes(&bytes[..10]), Err(Error::Truncated { offset: 0, .. })));
-    assert!(matches!(analyze_bytes(b"GIF89a not a capture"), Err(Error::UnknownFormat { .. })));
+    assert!(
+        matches!(analyze_bytes(&bytes[..24 + rec + 7]), Err(Error::Truncated { offset, .. }) if offset == (24 + rec) as u64)
+    );
+    assert!(matches!(
+        analyze_bytes(&bytes[..10]),
+        Err(Error::Truncated { offset: 0, .. })
+    ));
+    assert!(matches!(
+        analyze_bytes(b"GIF89a not a capture"),
+        Err(Error::UnknownFormat { .. })
+    ));
 }
 
 #[test]
 fn truncated_pcapng_names_the_offset_of_the_broken_block() {
-    let bytes = to_pcapng(LINKTYPE_ETHERNET, &pcma_stream("10.0.0.1:4000", "10.0.0.2:5000", SSRC, &regular(1, 3)));
+    let bytes = to_pcapng(
+        LINKTYPE_ETHERNET,
+        &pcma_stream("10.0.0.1:4000", "10.0.0.2:5000", SSRC, &regular(1, 3)),
+    );
     let cut = &bytes[..bytes.len() - 3];
     let err = analyze_bytes(cut).unwrap_err();
     let last_block_len = 32 + (14 + 20 + 8 + 12 + 160 + 2); // EPB header/trailer + padded data
@@ -260,7 +373,10 @@ fn truncated_pcapng_names_the_offset_of_the_broken_block() {
 
 #[test]
 fn random_corruption_never_panics() {
-    let bytes = to_pcap(LINKTYPE_ETHERNET, &pcma_stream("10.0.0.1:4000", "10.0.0.2:5000", SSRC, &regular(1, 20)));
+    let bytes = to_pcap(
+        LINKTYPE_ETHERNET,
+        &pcma_stream("10.0.0.1:4000", "10.0.0.2:5000", SSRC, &regular(1, 20)),
+    );
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     for _ in 0..2000 {
         let mut b = bytes.clone();
@@ -308,7 +424,12 @@ fn sip_dialog_messages_and_sdp_labels() {
             payload: rtp_packet(111, i == 0, i, 960 * u32::from(i), 42, &[0xf8, 0xff, 0xfe]),
         });
     }
-    d.push(sip("10.0.0.2:5060", "10.0.0.1:5062", 500.0, "BYE sip:a@10.0.0.1 SIP/2.0\nCall-ID: call-xyz\nCSeq: 2 BYE\nContent-Length: 0\n\n"));
+    d.push(sip(
+        "10.0.0.2:5060",
+        "10.0.0.1:5062",
+        500.0,
+        "BYE sip:a@10.0.0.1 SIP/2.0\nCall-ID: call-xyz\nCSeq: 2 BYE\nContent-Length: 0\n\n",
+    ));
     d.sort_by_key(|x| x.time);
     let r = analyze(&d);
     assert_eq!(r.sip_dialogs.len(), 1);
@@ -316,15 +437,30 @@ fn sip_dialog_messages_and_sdp_labels() {
     let seq: Vec<String> = dl
         .messages
         .iter()
-        .map(|m| m.method.clone().unwrap_or_else(|| m.status.unwrap().to_string()))
+        .map(|m| {
+            m.method
+                .clone()
+                .unwrap_or_else(|| m.status.unwrap().to_string())
+        })
         .collect();
     assert_eq!(seq, ["INVITE", "100", "200", "ACK", "BYE"]);
     assert!(dl.messages[0].has_sdp);
     assert_eq!(dl.messages[0].from_tag.as_deref(), Some("f1"));
     assert_eq!(dl.messages[2].to_tag.as_deref(), Some("t9"));
-    assert_eq!(dl.requests_after("BYE", "10.0.0.2", T0 as f64 + 0.4).count(), 1);
-    assert_eq!(dl.requests_after("BYE", "10.0.0.2:5060", T0 as f64 + 0.6).count(), 0);
-    assert_eq!(dl.requests_after("INVITE", "10.0.0.2", T0 as f64).count(), 0);
+    assert_eq!(
+        dl.requests_after("BYE", "10.0.0.2", T0 as f64 + 0.4)
+            .count(),
+        1
+    );
+    assert_eq!(
+        dl.requests_after("BYE", "10.0.0.2:5060", T0 as f64 + 0.6)
+            .count(),
+        0
+    );
+    assert_eq!(
+        dl.requests_after("INVITE", "10.0.0.2", T0 as f64).count(),
+        0
+    );
     let s = only_stream(&r);
     assert_eq!(s.codec, "opus/48000/2");
     assert_eq!(s.codec_source, "sdp");
@@ -359,7 +495,14 @@ fn rtcp_is_demultiplexed_from_rtp_on_the_same_port() {
     assert_eq!(f.sender_ssrcs, vec![0xCAFE_0001]);
     assert_eq!(f.packet_types, vec![(201, 1)]);
     assert_eq!(f.last_reports[0].ssrc, SSRC);
-    assert_eq!((f.last_reports[0].cumulative_lost, f.last_reports[0].jitter, f.last_reports[0].fraction_lost), (3, 80, 12));
+    assert_eq!(
+        (
+            f.last_reports[0].cumulative_lost,
+            f.last_reports[0].jitter,
+            f.last_reports[0].fraction_lost
+        ),
+        (3, 80, 12)
+    );
 }
 
 #[test]
@@ -394,13 +537,34 @@ fn energy_windows_show_speech_and_the_hole() {
 
 #[test]
 fn report_round_trips_through_json_with_the_documented_names() {
-    let r = analyze(&pcma_stream("10.0.0.1:4000", "10.0.0.2:5000", SSRC, &regular(1, 10)));
+    let r = analyze(&pcma_stream(
+        "10.0.0.1:4000",
+        "10.0.0.2:5000",
+        SSRC,
+        &regular(1, 10),
+    ));
     let json = serde_json::to_value(&r).unwrap();
     let s = &json["rtp_streams"][0];
     for k in [
-        "ssrc", "packets", "lost", "duplicates", "reordered", "max_gap_ms", "jitter_ms",
-        "payload_types", "src", "dst", "first_time", "last_time", "codec", "seq_first",
-        "seq_last", "ts_errors", "markers", "energy_dbfs", "max_gap_at",
+        "ssrc",
+        "packets",
+        "lost",
+        "duplicates",
+        "reordered",
+        "max_gap_ms",
+        "jitter_ms",
+        "payload_types",
+        "src",
+        "dst",
+        "first_time",
+        "last_time",
+        "codec",
+        "seq_first",
+        "seq_last",
+        "ts_errors",
+        "markers",
+        "energy_dbfs",
+        "max_gap_at",
     ] {
         assert!(!s[k].is_null(), "missing {k}");
     }
