@@ -275,6 +275,12 @@ enum EncKind {
 pub struct OutputEncoder {
     kind: EncKind,
     out8k: Vec<i16>,
+    complexity: i32,
+    /// Opus payloads for digital silence, by frame length: encoding silence through the
+    /// live encoder costs as much as speech, so a silent packet reuses one encoded once.
+    silence: Vec<(usize, Vec<u8>)>,
+    /// Whether the previous packet was a cached silence frame.
+    was_silent: bool,
 }
 
 impl OutputEncoder {
@@ -304,11 +310,34 @@ impl OutputEncoder {
         Ok(Self {
             kind,
             out8k: Vec::new(),
+            complexity,
+            silence: Vec::new(),
+            was_silent: false,
         })
     }
 
     /// Encode `pcm` (48 kHz, a multiple of 10 ms, 10..=60 ms) into one RTP payload.
     pub fn encode(&mut self, pcm: &[i16]) -> Vec<u8> {
+        let silent = pcm.iter().all(|&s| s == 0);
+        // Opus: after one packet of real silence through the encoder (so that it ends the
+        // previous sound cleanly), digital silence is served from a cache.
+        if silent && self.was_silent && matches!(self.kind, EncKind::Opus { .. }) {
+            if let Some((_, p)) = self.silence.iter().find(|(n, _)| *n == pcm.len()) {
+                return p.clone();
+            }
+            if let Ok(mut fresh) = OutputEncoder::new(Codec::Opus, self.complexity) {
+                // Two frames so the cached one is the encoder's steady silence.
+                fresh.encode_inner(pcm);
+                let p = fresh.encode_inner(pcm);
+                self.silence.push((pcm.len(), p.clone()));
+                return p;
+            }
+        }
+        self.was_silent = silent;
+        self.encode_inner(pcm)
+    }
+
+    fn encode_inner(&mut self, pcm: &[i16]) -> Vec<u8> {
         match &mut self.kind {
             EncKind::Opus { enc, rp } => {
                 let n = pcm.len();
