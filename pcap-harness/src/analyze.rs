@@ -39,12 +39,40 @@ pub fn addr(a: &SocketAddr) -> String {
     a.to_string()
 }
 
+/// One accepted RTP stream with its packets, for replay.
+#[derive(Debug, Clone)]
+pub struct Extracted {
+    /// The stream's report entry.
+    pub stream: RtpStream,
+    /// Codec of the main payload type, if known.
+    pub codec: Option<Codec>,
+    /// The main (most frequent) payload type.
+    pub main_pt: u8,
+    /// All packets of the stream in arrival order.
+    pub packets: Vec<Pkt>,
+}
+
 /// Analyze a capture held in memory.
 pub fn analyze_bytes_with(
     data: &[u8],
     file: Option<&Path>,
     opts: &Options,
 ) -> Result<Report, Error> {
+    Ok(analyze_core(data, file, opts, false)?.0)
+}
+
+/// Analyze a capture and also return each accepted stream's packets (for replay).
+pub fn extract_streams(data: &[u8], opts: &Options) -> Result<(Report, Vec<Extracted>), Error> {
+    analyze_core(data, None, opts, true)
+}
+
+fn analyze_core(
+    data: &[u8],
+    file: Option<&Path>,
+    opts: &Options,
+    keep_packets: bool,
+) -> Result<(Report, Vec<Extracted>), Error> {
+    let mut extracted = Vec::new();
     let mut frames = 0u64;
     let mut udp_count = 0u64;
     let mut fragments = 0u64;
@@ -265,6 +293,14 @@ pub fn analyze_bytes_with(
                 a.stream.src, a.stream.dst, a.stream.ssrc_hex, a.stream.markers, a.stream.packets
             ));
         }
+        if keep_packets {
+            extracted.push(Extracted {
+                stream: a.stream.clone(),
+                codec: codecs.get(&main_pt).cloned(),
+                main_pt,
+                packets: pkts.clone(),
+            });
+        }
         rtp_streams.push(a.stream);
     }
 
@@ -356,7 +392,7 @@ pub fn analyze_bytes_with(
         }
     }
 
-    Ok(Report {
+    let report = Report {
         schema_version: SCHEMA_VERSION,
         file: file.map(|p| p.display().to_string()),
         format: format.name().to_string(),
@@ -371,7 +407,8 @@ pub fn analyze_bytes_with(
         rtcp_flows,
         sip_dialogs,
         warnings,
-    })
+    };
+    Ok((report, extracted))
 }
 
 /// RTP header sanity over several packets: at least two packets, and at least half of

@@ -12,6 +12,143 @@ use crate::{analyze_path_with, Options};
 pub enum PcapCommand {
     /// Analyze a capture: RTP/RTCP streams, SIP dialogs, audio energy.
     Analyze(AnalyzeArgs),
+    /// Replay recorded RTP streams as real SIP participants (load generator).
+    Replay(ReplayArgs),
+}
+
+/// Arguments of `mcu pcap replay`.
+#[derive(clap::Args, Debug)]
+pub struct ReplayArgs {
+    /// Capture files whose RTP streams become participants.
+    #[arg(required = true)]
+    pub files: Vec<std::path::PathBuf>,
+    /// Conference to join: `sip:ROOM@HOST[:PORT]`.
+    #[arg(long)]
+    pub to: String,
+    /// Record everything received (and the SIP sent) into this pcap.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+    /// Local address to bind (default: the address that routes to the server).
+    #[arg(long)]
+    pub bind: Option<std::net::IpAddr>,
+    /// Participants per selected stream.
+    #[arg(long, default_value_t = 1)]
+    pub count: usize,
+    /// Loop the recording (until --duration or Ctrl-C).
+    #[arg(long = "loop")]
+    pub looping: bool,
+    /// Stop sending after this many seconds, then hang up.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Drop probability per packet (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    pub loss: f64,
+    /// Duplicate probability per packet (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    pub dup: f64,
+    /// Reorder probability per packet (0..1): held back behind the next one.
+    #[arg(long, default_value_t = 0.0)]
+    pub reorder: f64,
+    /// Extra send delay, uniform in [0, J] ms.
+    #[arg(long, default_value_t = 0.0)]
+    pub jitter_ms: f64,
+    /// Seed for tags, SSRCs, sequence/timestamp starts and impairments.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Only replay streams with this SSRC (hex 0x... or decimal; repeatable).
+    #[arg(long = "stream")]
+    pub streams: Vec<String>,
+    /// Codec for a payload type no SDP declares, e.g. `97=opus/48000/2` (repeatable).
+    #[arg(long = "pt", value_name = "PT=NAME/RATE[/CH]")]
+    pub pt: Vec<String>,
+    /// Also record the RTP we send into --out.
+    #[arg(long)]
+    pub record_sent: bool,
+    /// Print the per-participant summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_ssrc(s: &str) -> Result<u32, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u32::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("--stream {s}: not an SSRC"))
+}
+
+fn probability(name: &str, p: f64) -> Result<f64, String> {
+    if (0.0..=1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("--{name} {p}: must be within 0..1"))
+    }
+}
+
+fn replay(args: ReplayArgs) -> Result<(), String> {
+    let mut pt_hints = HashMap::new();
+    for h in &args.pt {
+        let (pt, c) = parse_pt_hint(h)?;
+        pt_hints.insert(pt, c);
+    }
+    let cfg = crate::replay::ReplayConfig {
+        files: args.files,
+        to: args.to,
+        out: args.out,
+        bind: args.bind,
+        count: args.count,
+        looping: args.looping,
+        duration: match args.duration {
+            Some(d) if d.is_finite() && d > 0.0 => Some(std::time::Duration::from_secs_f64(d)),
+            Some(d) => return Err(format!("--duration {d}: must be positive")),
+            None => None,
+        },
+        impair: crate::replay::media::Impairments {
+            loss: probability("loss", args.loss)?,
+            dup: probability("dup", args.dup)?,
+            reorder: probability("reorder", args.reorder)?,
+            jitter: std::time::Duration::from_secs_f64(args.jitter_ms.max(0.0) / 1000.0),
+        },
+        seed: args.seed,
+        ssrcs: args
+            .streams
+            .iter()
+            .map(|s| parse_ssrc(s))
+            .collect::<Result<_, _>>()?,
+        pt_hints,
+        record_sent: args.record_sent,
+    };
+    let (summaries, notes) = crate::replay::run_replay(&cfg).map_err(|e| e.to_string())?;
+    if args.json {
+        let v = serde_json::json!({ "participants": summaries, "notes": notes });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+        );
+    } else {
+        for s in &summaries {
+            println!(
+                "{} ssrc 0x{:08X} from 0x{:08X} {} sip {} rtp {}: {} sent, {} received, {}",
+                s.call_id,
+                s.ssrc,
+                s.source_ssrc,
+                s.codec,
+                s.local_sip,
+                s.local_rtp,
+                s.rtp_sent,
+                s.media_received,
+                s.end_reason
+            );
+        }
+        for n in &notes {
+            println!("note: {n}");
+        }
+    }
+    if summaries.iter().all(|s| s.established) {
+        Ok(())
+    } else {
+        Err("some participants were not answered".into())
+    }
 }
 
 /// Arguments of `mcu pcap analyze`.
@@ -82,6 +219,7 @@ pub fn run(cmd: PcapCommand) -> Result<(), String> {
             }
             Ok(())
         }
+        PcapCommand::Replay(args) => replay(args),
     }
 }
 

@@ -89,6 +89,7 @@ pub mod capture;
 pub mod cli;
 mod error;
 pub mod net;
+pub mod replay;
 pub mod report;
 pub mod rtp;
 pub mod sip;
