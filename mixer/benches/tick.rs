@@ -58,7 +58,8 @@ fn noise(seed: u64, n: usize) -> Vec<i16> {
 
 /// Pre-encoded payloads (with RFC 6464 levels) for one participant.
 fn encode(pcm: &[i16]) -> Vec<(Vec<u8>, u8)> {
-    let mut enc = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+    let mut enc =
+        opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
     enc.set_bitrate(opus::Bitrate::Bits(32_000)).unwrap();
     enc.set_inband_fec(true).unwrap();
     enc.set_packet_loss_perc(5).unwrap();
@@ -70,10 +71,13 @@ fn encode(pcm: &[i16]) -> Vec<(Vec<u8>, u8)> {
         .collect()
 }
 
+/// One participant's looped input: (payload, RFC 6464 level) per tick.
+type Loop = std::rc::Rc<Vec<(Vec<u8>, u8)>>;
+
 struct Scenario {
     mixers: Vec<Mixer>,
     /// (room, participant, payload loop)
-    feeds: Vec<(usize, u64, std::rc::Rc<Vec<(Vec<u8>, u8)>>)>,
+    feeds: Vec<(usize, u64, Loop)>,
     ext: bool,
     tick: u64,
     buf: Vec<u8>,
@@ -82,8 +86,12 @@ struct Scenario {
 impl Scenario {
     /// `rooms` rooms, each with `speakers` talkers and `listeners` quiet participants.
     fn new(rooms: usize, speakers: usize, listeners: usize, ext: bool) -> Self {
-        let speech_loops: Vec<_> = (0..3).map(|s| std::rc::Rc::new(encode(&speech(s + 1, 960 * LOOP_TICKS)))).collect();
-        let noise_loops: Vec<_> = (0..8).map(|s| std::rc::Rc::new(encode(&noise(s + 100, 960 * LOOP_TICKS)))).collect();
+        let speech_loops: Vec<_> = (0..3)
+            .map(|s| std::rc::Rc::new(encode(&speech(s + 1, 960 * LOOP_TICKS))))
+            .collect();
+        let noise_loops: Vec<_> = (0..8)
+            .map(|s| std::rc::Rc::new(encode(&noise(s + 100, 960 * LOOP_TICKS))))
+            .collect();
         let params = StreamParams {
             codec: Codec::Opus,
             payload_type: 111,
@@ -96,16 +104,30 @@ impl Scenario {
         let mut mixers = Vec::new();
         let mut feeds = Vec::new();
         for r in 0..rooms {
-            let mut m = Mixer::new(MixerConfig { seed: r as u64, ..Default::default() });
+            let mut m = Mixer::new(MixerConfig {
+                seed: r as u64,
+                ..Default::default()
+            });
             for i in 0..speakers + listeners {
                 let id = i as u64 + 1;
-                m.add_participant(id, params.clone(), Duration::ZERO).unwrap();
-                let src = if i < speakers { speech_loops[i % 3].clone() } else { noise_loops[i % 8].clone() };
+                m.add_participant(id, params.clone(), Duration::ZERO)
+                    .unwrap();
+                let src = if i < speakers {
+                    speech_loops[i % 3].clone()
+                } else {
+                    noise_loops[i % 8].clone()
+                };
                 feeds.push((r, id, src));
             }
             mixers.push(m);
         }
-        let mut s = Self { mixers, feeds, ext, tick: 0, buf: Vec::with_capacity(1500) };
+        let mut s = Self {
+            mixers,
+            feeds,
+            ext,
+            tick: 0,
+            buf: Vec::with_capacity(1500),
+        };
         // Warm up: fill jitter buffers, settle speaker detection.
         for _ in 0..100 {
             s.step();
@@ -145,21 +167,35 @@ impl Scenario {
 
 fn one_room(c: &mut Criterion) {
     let mut g = c.benchmark_group("one_room_3_speakers");
-    g.sample_size(20).measurement_time(Duration::from_secs(6)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(20)
+        .measurement_time(Duration::from_secs(6))
+        .warm_up_time(Duration::from_secs(1));
     for listeners in [10usize, 100, 1000, 2000] {
         let mut s = Scenario::new(1, 3, listeners, true);
-        g.bench_with_input(BenchmarkId::new("listeners", listeners), &listeners, |b, _| b.iter(|| s.step()));
+        g.bench_with_input(
+            BenchmarkId::new("listeners", listeners),
+            &listeners,
+            |b, _| b.iter(|| s.step()),
+        );
     }
     let mut s = Scenario::new(1, 3, 1000, false);
-    g.bench_with_input(BenchmarkId::new("listeners_noext", 1000), &1000, |b, _| b.iter(|| s.step()));
+    g.bench_with_input(BenchmarkId::new("listeners_noext", 1000), &1000, |b, _| {
+        b.iter(|| s.step())
+    });
     g.finish();
 }
 
 fn five_person_rooms(c: &mut Criterion) {
     let mut g = c.benchmark_group("five_person_rooms_x20");
-    g.sample_size(20).measurement_time(Duration::from_secs(6)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(20)
+        .measurement_time(Duration::from_secs(6))
+        .warm_up_time(Duration::from_secs(1));
     // 20 rooms = 100 participants per iteration.
-    for (name, speakers, ext) in [("1_speaker", 1, true), ("2_speakers", 2, true), ("1_speaker_noext", 1, false)] {
+    for (name, speakers, ext) in [
+        ("1_speaker", 1, true),
+        ("2_speakers", 2, true),
+        ("1_speaker_noext", 1, false),
+    ] {
         let mut s = Scenario::new(20, speakers, 5 - speakers, ext);
         g.bench_function(name, |b| b.iter(|| s.step()));
     }

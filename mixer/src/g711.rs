@@ -100,6 +100,26 @@ pub fn linear_to_alaw(sample: i16) -> u8 {
     (byte | sign) ^ 0x55
 }
 
+/// Level in dBov of a G.711 payload, straight from the table (no resampling).
+pub fn payload_level_dbov(payload: &[u8], alaw: bool) -> f32 {
+    let table = if alaw { &ALAW_TABLE } else { &ULAW_TABLE };
+    if payload.is_empty() {
+        return -127.0;
+    }
+    let sum: f64 = payload
+        .iter()
+        .map(|&b| {
+            let s = table[b as usize] as f64;
+            s * s
+        })
+        .sum();
+    let rms = (sum / payload.len() as f64).sqrt();
+    if rms < 1e-3 {
+        return -127.0;
+    }
+    ((20.0 * (rms / 32767.0).log10()) as f32).clamp(-127.0, 0.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -377,6 +377,8 @@ struct Participant {
     /// Loudest RFC 6464 level received since the last tick, and when an extension was last seen.
     ext_level: Option<f32>,
     ext_seen: Option<Duration>,
+    /// Last RFC 6464 level and for how many more ticks it stands in for a missing one.
+    ext_hold: (f32, u8),
     level: f32,
     /// Duration of the client's last audio packet, in ms (drives the jitter-buffer target).
     in_frame_ms: u32,
@@ -463,6 +465,7 @@ impl Mixer {
             dtmf: dtmf::DtmfReceiver::default(),
             ext_level: None,
             ext_seen: None,
+            ext_hold: (-127.0, 0),
             level: -127.0,
             in_frame_ms: 20,
             frame: vec![0; TICK_SAMPLES],
@@ -697,10 +700,27 @@ impl Mixer {
                 continue;
             }
             let uses_ext = p.uses_ext(now);
-            let ext_level = p.ext_level.take();
-            // A participant whose RFC 6464 level says "quiet" and who is not mixed is not decoded.
-            let need = p.in_mix || !uses_ext || ext_level.is_some_and(|l| l > skip_below);
+            // Loudest RFC 6464 level that arrived since the last tick; a tick without a
+            // packet (jitter) keeps the previous value for up to 60 ms.
+            let ext_level = match p.ext_level.take() {
+                Some(l) => {
+                    p.ext_hold = (l, 3);
+                    Some(l)
+                }
+                None if p.ext_hold.1 > 0 => {
+                    p.ext_hold.1 -= 1;
+                    Some(p.ext_hold.0)
+                }
+                None => None,
+            };
             let is_opus = p.params.codec == Codec::Opus;
+            // Decode only what can be heard or must be measured: mixed participants, RFC
+            // 6464 levels that are not quiet, and Opus without levels (G.711 without levels
+            // is measured from the payload with a table, and decoded only when not quiet).
+            let need = p.in_mix
+                || (uses_ext && ext_level.is_some_and(|l| l > skip_below))
+                || (!uses_ext && is_opus);
+            let mut cheap_level: Option<f32> = None;
             let mut decoded = false;
             let mut guard = 0;
             while p.dec.buffered() < TICK_SAMPLES && guard < 16 {
@@ -716,8 +736,15 @@ impl Mixer {
                         }
                     }
                     jitter::Pull::Packet { payload, dur } => {
+                        let g711_level = (!need && !uses_ext && !is_opus).then(|| {
+                            g711::payload_level_dbov(&payload, p.params.codec == Codec::Pcma)
+                        });
+                        if let Some(l) = g711_level {
+                            cheap_level = Some(cheap_level.map_or(l, |c: f32| c.max(l)));
+                        }
                         // Opus packets of <= 2 bytes are DTX / silence: no need to decode.
-                        if need && !(is_opus && payload.len() <= 2) {
+                        let loud = g711_level.is_some_and(|l| l > skip_below);
+                        if (need && !(is_opus && payload.len() <= 2)) || loud {
                             p.dec.decode(&payload, dur);
                             decoded = true;
                         } else {
@@ -749,6 +776,8 @@ impl Mixer {
             p.dec.take(&mut p.frame);
             p.level = if uses_ext {
                 ext_level.unwrap_or(-127.0)
+            } else if let (Some(l), false) = (cheap_level, decoded) {
+                l
             } else if decoded {
                 level_dbov(&p.frame)
             } else {
@@ -833,7 +862,7 @@ impl Mixer {
                     span.start = ns;
                     personal = true;
                 }
-                let payload = if personal {
+                let payload: std::borrow::Cow<'_, [u8]> = if personal {
                     if p.own_enc.is_none() {
                         match OutputEncoder::new(p.params.codec, complexity) {
                             Ok(e) => p.own_enc = Some(e),
@@ -852,30 +881,30 @@ impl Mixer {
                             (s.0 == t).then_some(&s.1[..])
                         }
                     });
-                    enc.encode(&self.scratch)
+                    enc.encode(&self.scratch).into()
                 } else {
                     let key = (codec_key(p.params.codec), ptime, k);
-                    if let Some(pl) = group_payloads.get(&key) {
-                        pl.clone()
-                    } else {
-                        let enc = match self.groups.entry((key.0, key.1)) {
-                            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                            std::collections::btree_map::Entry::Vacant(v) => {
-                                match OutputEncoder::new(p.params.codec, complexity) {
-                                    Ok(e) => v.insert(e),
-                                    Err(_) => continue,
+                    let pl = match group_payloads.entry(key) {
+                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            let enc = match self.groups.entry((key.0, key.1)) {
+                                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                                std::collections::btree_map::Entry::Vacant(v) => {
+                                    match OutputEncoder::new(p.params.codec, complexity) {
+                                        Ok(e) => v.insert(e),
+                                        Err(_) => continue,
+                                    }
                                 }
-                            }
-                        };
-                        let ring = &self.ring;
-                        gather(&mut self.scratch, &span, |t| {
-                            let s = &ring[(t % RING as u64) as usize];
-                            (s.0 == t).then_some(&s.1[..])
-                        });
-                        let pl = enc.encode(&self.scratch);
-                        group_payloads.insert(key, pl.clone());
-                        pl
-                    }
+                            };
+                            let ring = &self.ring;
+                            gather(&mut self.scratch, &span, |t| {
+                                let s = &ring[(t % RING as u64) as usize];
+                                (s.0 == t).then_some(&s.1[..])
+                            });
+                            slot.insert(enc.encode(&self.scratch))
+                        }
+                    };
+                    pl.as_slice().into()
                 };
                 let packet = p.stream.packet(p.params.payload_type, span, &payload);
                 p.stats.packets_out += 1;
