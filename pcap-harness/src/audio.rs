@@ -94,7 +94,14 @@ pub fn decode(pkts: &[Pkt], placed: &[Placed], pt: u8, codec: &Codec) -> Option<
                 a
             }
         };
-        let at = anchor.2 + (p.ext_ts - anchor.1) * i64::from(rate) / i64::from(clock);
+        let mut at = anchor.2 + (p.ext_ts - anchor.1) * i64::from(rate) / i64::from(clock);
+        // A timestamp jump (more than 5 s away from wall time) re-anchors at arrival time,
+        // so a bad timestamp cannot blow the timeline up.
+        let arrival_at = ((p.time - t0) * f64::from(rate)).round() as i64;
+        if (at - arrival_at).abs() > 5 * i64::from(rate) {
+            seg_anchor = Some((p.segment, p.ext_ts, arrival_at));
+            at = arrival_at;
+        }
         if at < 0 {
             continue;
         }
@@ -121,8 +128,8 @@ pub fn decode(pkts: &[Pkt], placed: &[Placed], pt: u8, codec: &Codec) -> Option<
             },
         };
         let at = at as usize;
-        // Refuse absurd timelines (a timestamp jump of hours): cap at 6 hours.
-        if at + n > rate as usize * 6 * 3600 {
+        // Arrival-anchored, so this only trips on captures longer than 12 hours.
+        if at + n > rate as usize * 12 * 3600 {
             out.errors += 1;
             continue;
         }

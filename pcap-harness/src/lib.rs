@@ -52,8 +52,8 @@
 //! `src`, `dst`, `ssrc` (number), `ssrc_hex`, `packets`, `payload_bytes`, `first_time`,
 //! `last_time`, `payload_types` [number], `codec` (`"PCMA/8000"`, `"opus/48000/2"`,
 //! `"unknown"`), `clock_rate`, `codec_source`, `call_id`, `seq_first`, `seq_last`, `expected`,
-//! `lost` (tshark's: expected - packets, negative with duplicates), `missing` (never
-//! received), `duplicates`, `reordered`, `seq_resets`, `seq_wraps`, `seq_gaps`
+//! `lost` (expected - packets, negative with duplicates, as tshark), `tshark_lost` (tshark's
+//! own wrap heuristic, identical on ordinary streams), `missing` (never received), `duplicates`, `reordered`, `seq_resets`, `seq_wraps`, `seq_gaps`
 //! [{`time`,`from_seq`,`to_seq`,`skipped`}], `resets` [{`time`,`from_seq`,`to_seq`}],
 //! `sequence_errors` (tshark's "wrong sequence" count), `frame_samples`, `ts_errors`,
 //! `ts_error_list` [{`time`,`seq`,`expected_step`,`actual_step`}], `max_skew_ms`, `markers`,

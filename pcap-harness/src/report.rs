@@ -101,8 +101,13 @@ pub struct RtpStream {
     /// Highest extended sequence number minus lowest, plus one, summed over segments
     /// (a segment ends at a sequence reset).
     pub expected: u64,
-    /// `expected - packets`, as tshark's "Lost" (negative when there are duplicates).
+    /// `expected - packets`: tshark's "Lost" (negative when there are duplicates). Equal to
+    /// `tshark_lost` except where tshark's wrap heuristic miscounts (last packet late,
+    /// packets older than the first, sequence resets).
     pub lost: i64,
+    /// tshark's "Lost" exactly as tshark computes it: last seq + 65536 * cycles - first
+    /// seq + 1 - packets, where a cycle is counted whenever a seq drops below the first.
+    pub tshark_lost: i64,
     /// Sequence numbers in the expected range never received (true loss; never negative).
     pub missing: u64,
     /// Packets whose sequence number was already received (same segment).

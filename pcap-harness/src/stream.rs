@@ -129,6 +129,10 @@ pub fn analyze(
     let mut t_min_delta: Option<f64> = None;
     let mut t_prev_pt = pkts[0].hdr.pt;
     let mut t_total = 0u64;
+    let t_start_seq = pkts[0].hdr.seq;
+    let mut t_cycles = 0i64;
+    let mut t_under = false;
+    let mut t_stop_seq = pkts[0].hdr.seq;
 
     for (i, p) in pkts.iter().enumerate() {
         let h = &p.hdr;
@@ -222,6 +226,16 @@ pub fn analyze(
         }
 
         // --- tshark's rtppacket_analyse() ---
+        if h.seq < t_start_seq && !t_under {
+            t_cycles += 1;
+            t_under = true;
+        } else if h.seq == 0 && t_stop_seq == 65535 && !t_under {
+            t_cycles += 1;
+            t_under = true;
+        } else if h.seq > t_start_seq && t_under {
+            t_under = false;
+        }
+        t_stop_seq = h.seq;
         let seq = i32::from(h.seq);
         if t_seq + 1 == seq || (t_seq == 65535 && seq == 0) {
             t_seq = seq;
@@ -380,6 +394,8 @@ pub fn analyze(
         seq_last: last.hdr.seq,
         expected,
         lost: expected as i64 - n as i64,
+        tshark_lost: i64::from(t_stop_seq) + t_cycles * 65536 - i64::from(t_start_seq) + 1
+            - n as i64,
         missing,
         duplicates,
         reordered,

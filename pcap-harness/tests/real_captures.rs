@@ -135,6 +135,7 @@ fn assert_agrees(file: &Path, report: &Report, rows: &[TsharkRow]) {
         let ctx = format!("{} {} -> {} 0x{:08X}", file.display(), t.src, t.dst, t.ssrc);
         assert_eq!(s.packets, t.packets, "{ctx}: packets");
         assert_eq!(s.lost, t.lost, "{ctx}: lost");
+        assert_eq!(s.tshark_lost, t.lost, "{ctx}: tshark_lost");
         let min_delta = s.min_delta_ms.unwrap_or(-1.0);
         assert!(
             close(min_delta, t.min_delta),
@@ -651,4 +652,121 @@ fn clear_marker_bits(src: &Path, dst: &Path, port: u16) {
             .write_packet(&PcapPacket::new(pkt.timestamp, pkt.orig_len, &data))
             .unwrap();
     }
+}
+
+/// Synthetic streams with every defect the analyzer distinguishes, each checked against
+/// tshark: wrap, loss across the wrap, reorder, duplicates, a long gap, arrival jitter,
+/// mid-stream markers and comfort noise, on Ethernet/IPv6, SLL2 and raw IP.
+#[test]
+fn tshark_agrees_on_synthetic_defects() {
+    use pcap_harness::net::*;
+    use pcap_harness::writer::{rtp_packet, to_pcap, to_pcapng, Datagram};
+    if !available(has_tool("tshark"), "tshark") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("pcap-harness-synth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // (arrival ms, seq, ts, marker, pt)
+    type Q = (f64, u16, u32, bool, u8);
+    let regular = |seq0: u16, n: usize| -> Vec<Q> {
+        (0..n)
+            .map(|i| {
+                (
+                    i as f64 * 20.0,
+                    seq0.wrapping_add(i as u16),
+                    4_294_960_000u32.wrapping_add(160 * i as u32),
+                    false,
+                    8,
+                )
+            })
+            .collect()
+    };
+    let mut x: u64 = 12345;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % 10_000) as f64 / 10_000.0
+    };
+    let mut cases: Vec<(&str, Vec<Q>)> = Vec::new();
+    cases.push(("wrap", regular(65500, 100)));
+    let mut loss = regular(65530, 30);
+    loss.retain(|q| !(65534..=65535).contains(&q.1) && q.1 != 3);
+    cases.push(("loss-across-wrap", loss));
+    let mut reorder = regular(1000, 50);
+    reorder.swap(10, 11);
+    reorder.swap(30, 32);
+    for (i, q) in reorder.iter_mut().enumerate() {
+        q.0 = i as f64 * 20.0;
+    }
+    cases.push(("reorder", reorder));
+    let mut dups = regular(7, 40);
+    let d = dups[20];
+    dups.insert(21, (d.0 + 1.0, d.1, d.2, d.3, d.4));
+    cases.push(("duplicates", dups));
+    let mut gap = regular(500, 100);
+    for q in gap.iter_mut().skip(50) {
+        q.0 += 340.0;
+    }
+    gap.retain(|q| !(550..567).contains(&q.1));
+    cases.push(("gap", gap));
+    let mut jitter = regular(9000, 300);
+    for q in jitter.iter_mut() {
+        q.0 += rnd() * 15.0;
+    }
+    jitter.sort_by(|a, b| a.0.total_cmp(&b.0));
+    cases.push(("jitter", jitter));
+    let mut talk = regular(200, 120);
+    for q in talk.iter_mut().skip(60) {
+        q.0 += 400.0;
+        q.2 = q.2.wrapping_add(3200);
+    }
+    talk[60].3 = true;
+    talk[59].4 = 13; // comfort noise before the talkspurt
+    cases.push(("markers-and-cn", talk));
+
+    for (name, qs) in &cases {
+        let dg = |src: &str, dst: &str| -> Vec<Datagram> {
+            qs.iter()
+                .map(|&(ms, seq, ts, m, pt)| Datagram {
+                    time: Duration::from_secs(1_700_000_000)
+                        + Duration::from_nanos((ms * 1e6) as u64),
+                    src: src.parse().unwrap(),
+                    dst: dst.parse().unwrap(),
+                    payload: rtp_packet(pt, m, seq, ts, 0xFEED_0001, &[0xd5; 160]),
+                })
+                .collect()
+        };
+        let variants = [
+            (
+                "eth4.pcap",
+                to_pcap(LINKTYPE_ETHERNET, &dg("10.1.1.1:4000", "10.1.1.2:5000")),
+            ),
+            (
+                "eth6.pcapng",
+                to_pcapng(
+                    LINKTYPE_ETHERNET,
+                    &dg("[2001:db8::1]:4000", "[2001:db8::2]:5000"),
+                ),
+            ),
+            (
+                "sll2.pcap",
+                to_pcap(LINKTYPE_LINUX_SLL2, &dg("10.1.1.1:4000", "10.1.1.2:5000")),
+            ),
+            (
+                "raw.pcap",
+                to_pcap(LINKTYPE_RAW, &dg("10.1.1.1:4000", "10.1.1.2:5000")),
+            ),
+        ];
+        for (suffix, bytes) in variants {
+            let f = dir.join(format!("{name}-{suffix}"));
+            std::fs::write(&f, bytes).unwrap();
+            let rows = tshark_streams(&f, &[]);
+            assert_eq!(rows.len(), 1, "{}: {rows:?}", f.display());
+            let r = analyze_path(&f).unwrap();
+            assert_agrees(&f, &r, &rows);
+            eprintln!("{name}-{suffix}: {:?}", rows[0]);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

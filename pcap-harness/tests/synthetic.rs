@@ -90,6 +90,7 @@ fn sequence_wrap_at_65535_is_not_loss() {
     assert_eq!((s.seq_first, s.seq_last), (65530, 5));
     assert_eq!((s.packets, s.expected, s.lost, s.missing), (12, 12, 0, 0));
     assert_eq!(s.seq_wraps, 1);
+    assert_eq!(s.tshark_lost, 0);
     assert_eq!((s.reordered, s.seq_resets, s.sequence_errors), (0, 0, 0));
     assert!(s.seq_gaps.is_empty());
 }
@@ -123,6 +124,7 @@ fn reorder_is_not_loss_and_not_reset() {
     let r = analyze(&pcma_stream("10.0.0.1:4000", "10.0.0.2:5000", SSRC, &p));
     let s = only_stream(&r);
     assert_eq!((s.packets, s.lost, s.missing, s.duplicates), (6, 0, 0, 0));
+    assert_eq!(s.tshark_lost, 0);
     assert_eq!((s.reordered, s.seq_resets), (1, 0));
     assert_eq!(s.seq_gaps.len(), 1, "3 -> 5 is a forward jump");
     assert_eq!(
