@@ -226,10 +226,7 @@ pub fn analyze(
         }
 
         // --- tshark's rtppacket_analyse() ---
-        if h.seq < t_start_seq && !t_under {
-            t_cycles += 1;
-            t_under = true;
-        } else if h.seq == 0 && t_stop_seq == 65535 && !t_under {
+        if !t_under && (h.seq < t_start_seq || (h.seq == 0 && t_stop_seq == 65535)) {
             t_cycles += 1;
             t_under = true;
         } else if h.seq > t_start_seq && t_under {
