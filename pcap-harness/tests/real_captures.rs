@@ -350,175 +350,23 @@ fn opus_loopback_capture_agrees_with_tshark() {
         .unwrap();
     assert!(st.success(), "espeak-ng failed");
 
-    let (rtp_sock, rtcp_sock) = port_pair();
-    let rtp_port = rtp_sock.local_addr().unwrap().port();
-    // Ground truth: what the receiving socket got (sequence numbers in arrival order).
-    rtp_sock
-        .set_read_timeout(Some(Duration::from_millis(1500)))
-        .unwrap();
-    let receiver = std::thread::spawn(move || {
-        let mut seqs = Vec::new();
-        let mut buf = [0u8; 2048];
-        let mut got_any = false;
-        let until = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < until {
-            match rtp_sock.recv(&mut buf) {
-                Ok(n) if n >= 12 => {
-                    got_any = true;
-                    seqs.push(u16::from_be_bytes([buf[2], buf[3]]));
-                }
-                Ok(_) => {}
-                Err(_) if got_any => break,
-                Err(_) => {}
+    let mut run = None;
+    for attempt in 1..=3 {
+        match record_opus_call(&dir, &wav) {
+            Ok(r) => {
+                run = Some(r);
+                break;
             }
+            Err(stats) => eprintln!("attempt {attempt}: tcpdump dropped packets, again: {stats}"),
         }
-        seqs
-    });
-    let uac = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let uas = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let (uac_port, uas_port) = (
-        uac.local_addr().unwrap().port(),
-        uas.local_addr().unwrap().port(),
-    );
-    let cap = dir.join("opus.pcap");
-    let filter = format!(
-        "udp and (port {rtp_port} or port {} or port {uac_port} or port {uas_port})",
-        rtp_port + 1
-    );
-    let mut child = Command::new("tcpdump")
-        .args([
-            "-i",
-            "lo",
-            "-U",
-            "--immediate-mode",
-            "-B",
-            "32768",
-            "-n",
-            "-w",
-        ])
-        .arg(&cap)
-        .arg(&filter)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tcpdump");
-    let stats = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let stderr = child.stderr.take().unwrap();
-    let tcpdump = Tcpdump(child);
-    let mut lines = BufReader::new(stderr).lines();
-    let started = Instant::now();
-    loop {
-        match lines.next() {
-            Some(Ok(l)) if l.contains("listening on") => break,
-            Some(Ok(_)) => {}
-            _ => panic!("tcpdump did not start"),
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "tcpdump did not start"
-        );
     }
-    let stats2 = stats.clone();
-    let stats_thread = std::thread::spawn(move || {
-        for l in lines.map_while(Result::ok) {
-            stats2.lock().unwrap().push_str(&l);
-            stats2.lock().unwrap().push('\n');
-        }
-    });
-
-    // A SIP exchange whose SDP tells both tools that PT 97 is opus/48000/2.
-    let sdp = |port: u16| {
-        format!("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 97\r\na=rtpmap:97 opus/48000/2\r\n")
-    };
-    let msg = |start: &str, cseq: &str, to_tag: &str, body: &str| {
-        format!(
-            "{start}\r\nVia: SIP/2.0/UDP 127.0.0.1:{uac_port};branch=z9hG4bKharness1\r\nFrom: <sip:caller@127.0.0.1>;tag=caller1\r\nTo: <sip:room@127.0.0.1>{to_tag}\r\nCall-ID: opus-test-call\r\nCSeq: {cseq}\r\nContact: <sip:caller@127.0.0.1:{uac_port}>\r\n{}Content-Length: {}\r\n\r\n{body}",
-            if body.is_empty() { "" } else { "Content-Type: application/sdp\r\n" },
-            body.len()
-        )
-    };
-    let invite = msg(
-        &format!("INVITE sip:room@127.0.0.1:{uas_port} SIP/2.0"),
-        "1 INVITE",
-        "",
-        &sdp(rtp_port),
-    );
-    uac.send_to(invite.as_bytes(), ("127.0.0.1", uas_port))
-        .unwrap();
-    let ok = msg(
-        "SIP/2.0 200 OK",
-        "1 INVITE",
-        ";tag=room1",
-        &sdp(rtp_port + 100),
-    );
-    uas.send_to(ok.as_bytes(), ("127.0.0.1", uac_port)).unwrap();
-    let ack = msg(
-        &format!("ACK sip:room@127.0.0.1:{uas_port} SIP/2.0"),
-        "1 ACK",
-        ";tag=room1",
-        "",
-    );
-    uac.send_to(ack.as_bytes(), ("127.0.0.1", uas_port))
-        .unwrap();
-
-    let st = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-nostdin",
-            "-re",
-            "-i",
-        ])
-        .arg(&wav)
-        .args([
-            "-af",
-            "adelay=400,apad=pad_dur=0.3",
-            "-ar",
-            "48000",
-            "-ac",
-            "1",
-        ])
-        .args([
-            "-c:a",
-            "libopus",
-            "-b:a",
-            "32k",
-            "-payload_type",
-            "97",
-            "-ssrc",
-            "305419896",
-        ])
-        .args(["-f", "rtp"])
-        .arg(format!("rtp://127.0.0.1:{rtp_port}"))
-        .status()
-        .unwrap();
-    assert!(st.success(), "ffmpeg failed");
-    let bye = msg(
-        &format!("BYE sip:room@127.0.0.1:{uas_port} SIP/2.0"),
-        "2 BYE",
-        ";tag=room1",
-        "",
-    );
-    uac.send_to(bye.as_bytes(), ("127.0.0.1", uas_port))
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let mut tcpdump = tcpdump;
-    // SIGINT (by pid, the child we started) lets tcpdump flush and close the file.
-    let _ = Command::new("kill")
-        .args(["-INT", &tcpdump.0.id().to_string()])
-        .status();
-    let _ = tcpdump.0.wait();
-    let _ = stats_thread.join();
-    let stats = stats.lock().unwrap().clone();
-    assert!(
-        stats
-            .lines()
-            .any(|l| l.trim() == "0 packets dropped by kernel"),
-        "tcpdump lost packets: {stats}"
-    );
-    let seqs = receiver.join().unwrap();
-    drop(rtcp_sock);
+    let OpusRun {
+        cap,
+        seqs,
+        rtp_port,
+        uac_port,
+        uas_port,
+    } = run.expect("tcpdump dropped packets on 3 attempts");
 
     let wav_dir = dir.join("wav");
     let r = analyze_path_with(
@@ -769,4 +617,194 @@ fn tshark_agrees_on_synthetic_defects() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One recorded call: the capture and what the receiving socket saw.
+struct OpusRun {
+    cap: PathBuf,
+    seqs: Vec<u16>,
+    rtp_port: u16,
+    uac_port: u16,
+    uas_port: u16,
+}
+
+/// Send a fake SIP call setup and ffmpeg's Opus RTP over loopback while tcpdump records.
+/// `Err(tcpdump stats)` when tcpdump reports dropped packets (the machine was too busy).
+fn record_opus_call(dir: &Path, wav: &Path) -> Result<OpusRun, String> {
+    let (rtp_sock, rtcp_sock) = port_pair();
+    let rtp_port = rtp_sock.local_addr().unwrap().port();
+    // Ground truth: what the receiving socket got (sequence numbers in arrival order).
+    rtp_sock
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let receiver = std::thread::spawn(move || {
+        let mut seqs = Vec::new();
+        let mut buf = [0u8; 2048];
+        let mut got_any = false;
+        let until = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < until {
+            match rtp_sock.recv(&mut buf) {
+                Ok(n) if n >= 12 => {
+                    got_any = true;
+                    seqs.push(u16::from_be_bytes([buf[2], buf[3]]));
+                }
+                Ok(_) => {}
+                Err(_) if got_any => break,
+                Err(_) => {}
+            }
+        }
+        seqs
+    });
+    let uac = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let uas = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (uac_port, uas_port) = (
+        uac.local_addr().unwrap().port(),
+        uas.local_addr().unwrap().port(),
+    );
+    let cap = dir.join("opus.pcap");
+    let filter = format!(
+        "udp and (port {rtp_port} or port {} or port {uac_port} or port {uas_port})",
+        rtp_port + 1
+    );
+    let mut child = Command::new("tcpdump")
+        .args([
+            "-i",
+            "lo",
+            "-U",
+            "--immediate-mode",
+            "-B",
+            "32768",
+            "-n",
+            "-w",
+        ])
+        .arg(&cap)
+        .arg(&filter)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tcpdump");
+    let stats = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let tcpdump = Tcpdump(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let started = Instant::now();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains("listening on") => break,
+            Some(Ok(_)) => {}
+            _ => panic!("tcpdump did not start"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "tcpdump did not start"
+        );
+    }
+    let stats2 = stats.clone();
+    let stats_thread = std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            stats2.lock().unwrap().push_str(&l);
+            stats2.lock().unwrap().push('\n');
+        }
+    });
+
+    // A SIP exchange whose SDP tells both tools that PT 97 is opus/48000/2.
+    let sdp = |port: u16| {
+        format!("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 97\r\na=rtpmap:97 opus/48000/2\r\n")
+    };
+    let msg = |start: &str, cseq: &str, to_tag: &str, body: &str| {
+        format!(
+            "{start}\r\nVia: SIP/2.0/UDP 127.0.0.1:{uac_port};branch=z9hG4bKharness1\r\nFrom: <sip:caller@127.0.0.1>;tag=caller1\r\nTo: <sip:room@127.0.0.1>{to_tag}\r\nCall-ID: opus-test-call\r\nCSeq: {cseq}\r\nContact: <sip:caller@127.0.0.1:{uac_port}>\r\n{}Content-Length: {}\r\n\r\n{body}",
+            if body.is_empty() { "" } else { "Content-Type: application/sdp\r\n" },
+            body.len()
+        )
+    };
+    let invite = msg(
+        &format!("INVITE sip:room@127.0.0.1:{uas_port} SIP/2.0"),
+        "1 INVITE",
+        "",
+        &sdp(rtp_port),
+    );
+    uac.send_to(invite.as_bytes(), ("127.0.0.1", uas_port))
+        .unwrap();
+    let ok = msg(
+        "SIP/2.0 200 OK",
+        "1 INVITE",
+        ";tag=room1",
+        &sdp(rtp_port + 100),
+    );
+    uas.send_to(ok.as_bytes(), ("127.0.0.1", uac_port)).unwrap();
+    let ack = msg(
+        &format!("ACK sip:room@127.0.0.1:{uas_port} SIP/2.0"),
+        "1 ACK",
+        ";tag=room1",
+        "",
+    );
+    uac.send_to(ack.as_bytes(), ("127.0.0.1", uas_port))
+        .unwrap();
+
+    let st = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-re",
+            "-i",
+        ])
+        .arg(wav)
+        .args([
+            "-af",
+            "adelay=400,apad=pad_dur=0.3",
+            "-ar",
+            "48000",
+            "-ac",
+            "1",
+        ])
+        .args([
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "32k",
+            "-payload_type",
+            "97",
+            "-ssrc",
+            "305419896",
+        ])
+        .args(["-f", "rtp"])
+        .arg(format!("rtp://127.0.0.1:{rtp_port}"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "ffmpeg failed");
+    let bye = msg(
+        &format!("BYE sip:room@127.0.0.1:{uas_port} SIP/2.0"),
+        "2 BYE",
+        ";tag=room1",
+        "",
+    );
+    uac.send_to(bye.as_bytes(), ("127.0.0.1", uas_port))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut tcpdump = tcpdump;
+    // SIGINT (by pid, the child we started) lets tcpdump flush and close the file.
+    let _ = Command::new("kill")
+        .args(["-INT", &tcpdump.0.id().to_string()])
+        .status();
+    let _ = tcpdump.0.wait();
+    let _ = stats_thread.join();
+    let stats = stats.lock().unwrap().clone();
+    if !stats
+        .lines()
+        .any(|l| l.trim() == "0 packets dropped by kernel")
+    {
+        return Err(stats);
+    }
+    let seqs = receiver.join().unwrap();
+    drop(rtcp_sock);
+    Ok(OpusRun {
+        cap,
+        seqs,
+        rtp_port,
+        uac_port,
+        uas_port,
+    })
 }
