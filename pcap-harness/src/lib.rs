@@ -3,12 +3,15 @@
 //! decoded audio energy. Its figures are what every failover claim ("same SSRC, no sequence
 //! regression, a 40 ms gap") is measured with, and they are cross-checked against tshark.
 //!
+//! It also replays recorded streams as real SIP participants (the server's load generator).
+//!
 //! Not for: the server's media path, live capture, SRTP, TCP/TLS SIP, IP reassembly.
 //!
 //! # Use
 //!
-//! CLI: `mcu pcap analyze FILE [--json] [--wav DIR] [--pt 97=opus/48000/2]` (or the
-//! crate's own `pcap-analyze` binary with the same arguments).
+//! CLI: `mcu pcap analyze FILE [--json] [--wav DIR] [--pt 97=opus/48000/2]`. Without the
+//! server crates, the crate's own binary takes the same subcommands:
+//! `cargo run -p pcap-harness -- analyze FILE --json`.
 //!
 //! Library:
 //!
@@ -40,38 +43,59 @@
 //!   least two packets and at least half of consecutive packets are within 100 sequence
 //!   numbers of each other (others are listed in `warnings`).
 //!
-//! # JSON schema (`--json`, [`Report`] serialised with serde; `schema_version` 1)
+//! # JSON schema (`--json`: [`Report`] serialised with serde; `schema_version` 1)
 //!
-//! Times are seconds since the Unix epoch (float); addresses are `"ip:port"` (`"[v6]:port"`).
-//! Top level: `schema_version`, `file`, `format` (`"pcap"`/`"pcapng"`), `frames`,
-//! `udp_datagrams`, `ip_fragments`, `malformed_frames`, `first_time`, `last_time`,
-//! `rtp_streams` [[`RtpStream`]], `rtp_flows` [[`RtpFlow`]], `rtcp_flows` [[`RtcpFlow`]],
-//! `sip_dialogs` [[`SipDialog`]], `warnings` [string].
+//! Times are seconds since the Unix epoch (float); addresses are `"ip:port"` (`"[v6]:port"`);
+//! durations are milliseconds. Field-by-field definitions are on [`RtpStream`],
+//! [`RtpFlow`], [`RtcpFlow`], [`SipDialog`] and [`SipMessage`].
 //!
-//! Per RTP stream (see [`RtpStream`] for each field's exact definition):
-//! `src`, `dst`, `ssrc` (number), `ssrc_hex`, `packets`, `payload_bytes`, `first_time`,
-//! `last_time`, `payload_types` [number], `codec` (`"PCMA/8000"`, `"opus/48000/2"`,
-//! `"unknown"`), `clock_rate`, `codec_source`, `call_id`, `seq_first`, `seq_last`, `expected`,
-//! `lost` (expected - packets, negative with duplicates, as tshark), `tshark_lost` (tshark's
-//! own wrap heuristic, identical on ordinary streams), `missing` (never received), `duplicates`, `reordered`, `seq_resets`, `seq_wraps`, `seq_gaps`
-//! [{`time`,`from_seq`,`to_seq`,`skipped`}], `resets` [{`time`,`from_seq`,`to_seq`}],
-//! `sequence_errors` (tshark's "wrong sequence" count), `frame_samples`, `ts_errors`,
-//! `ts_error_list` [{`time`,`seq`,`expected_step`,`actual_step`}], `max_skew_ms`, `markers`,
-//! `marker_times`, `max_gap_ms` (largest inter-arrival gap, all packets), `max_gap_at` (arrival
-//! time of the packet ending it), `max_gap_seq`, `max_delta_ms`/`min_delta_ms`/`mean_delta_ms`
-//! (tshark's Max/Min/Mean Delta: marker and CN packets excluded from max/min), `jitter_ms`
-//! (tshark's Max Jitter: RFC 3550 interarrival jitter in ms, maximum over the stream),
-//! `jitter_mean_ms`, `jitter_max_all_ms` (same jitter, maximum over all packets, markers
-//! included), `jitter_last_ms`, `decoded`, `decode_errors`, `energy_dbfs` [number per
-//! 100 ms of media time from `first_time`, floor -120], `decoded_rate`, `wav`.
+//! ```text
+//! { schema_version, file, format: "pcap"|"pcapng", frames, udp_datagrams, ip_fragments,
+//!   malformed_frames, first_time, last_time, warnings: [string],
+//!   rtp_streams: [{
+//!     src, dst, ssrc: number, ssrc_hex, packets, payload_bytes, first_time, last_time,
+//!     payload_types: [number], codec: "PCMA/8000"|"opus/48000/2"|"unknown"|..., clock_rate,
+//!     codec_source: "sdp"|"static"|"hint"|"default"|"none", call_id|null,
+//!     seq_first, seq_last, expected,
+//!     lost,            // expected - packets (negative with duplicates), as tshark
+//!     tshark_lost,     // tshark's own wrap heuristic; equal on ordinary streams
+//!     missing,         // sequence numbers never received
+//!     duplicates, reordered, seq_resets, seq_wraps, sequence_errors,
+//!     seq_gaps: [{time, from_seq, to_seq, skipped}], resets: [{time, from_seq, to_seq}],
+//!     frame_samples|null, ts_errors, ts_error_list: [{time, seq, expected_step, actual_step}],
+//!     max_skew_ms, markers, marker_times: [time],
+//!     max_gap_ms, max_gap_at, max_gap_seq,   // largest arrival gap, all packets
+//!     max_delta_ms, min_delta_ms|null, mean_delta_ms,  // tshark's Delta columns
+//!     jitter_ms,          // tshark's Max Jitter (RFC 3550, ms; marker/CN packets skipped)
+//!     jitter_mean_ms, jitter_max_all_ms, jitter_last_ms,
+//!     decoded, decode_errors, decoded_rate,
+//!     energy_dbfs: [number],  // per 100 ms of media time from first_time, floor -120
+//!     wav|null }],
+//!   rtp_flows: [{ src, dst, ssrcs: [number], ssrc_changes: [{time, from, to}] }],
+//!   rtcp_flows: [{ src, dst, packets, first_time, last_time, sender_ssrcs: [number],
+//!     packet_types: [[type, count]], bye_ssrcs: [number],
+//!     last_reports: [{ssrc, fraction_lost, cumulative_lost, highest_seq, jitter}] }],
+//!   sip_dialogs: [{ call_id, messages: [{ time, src, dst, method|null, status|null,
+//!     reason|null, uri|null, cseq, cseq_method, call_id, from_tag|null, to_tag|null,
+//!     has_sdp }] }] }
+//! ```
 //!
-//! Per flow: `src`, `dst`, `ssrcs`, `ssrc_changes` [{`time`,`from`,`to`}].
-//! Per RTCP flow: `src`, `dst`, `packets`, `first_time`, `last_time`, `sender_ssrcs`,
-//! `packet_types` [[type, count]], `bye_ssrcs`, `last_reports` [{`ssrc`, `fraction_lost`,
-//! `cumulative_lost`, `highest_seq`, `jitter`}].
-//! Per SIP dialog: `call_id`, `messages` [{`time`, `src`, `dst`, `method`|null,
-//! `status`|null, `reason`, `uri`, `cseq`, `cseq_method`, `call_id`, `from_tag`, `to_tag`,
-//! `has_sdp`}] in capture order.
+//! # Replay
+//!
+//! `mcu pcap replay FILE... --to sip:ROOM@HOST[:PORT] [--out received.pcap] [--bind IP]
+//! [--count N] [--loop] [--duration S] [--loss P] [--dup P] [--reorder P] [--jitter-ms J]
+//! [--seed S] [--stream SSRC] [--pt PT=NAME/RATE] [--record-sent] [--json]`, or
+//! [`replay::run_replay`]. Every replayable stream of the inputs (known audio codec; not
+//! telephone-event/CN), cloned `--count` times, becomes one participant: a SIP UAC on its
+//! own UDP port ([`replay::uac`]: INVITE with an SDP offer of the stream's codec, 100/180,
+//! 200 -> ACK, retransmissions, answers the server's BYE with 200, sends BYE when its media
+//! ends) and an RTP sender ([`replay::media`]) that re-sends the recorded payloads with the
+//! recorded timing and relative sequence/timestamp offsets, re-stamped with its own random
+//! SSRC, sequence and timestamp base (seeded), optionally impaired (seeded loss, duplication,
+//! reorder, jitter) and looped. `--out` records every datagram the participants receive
+//! (SIP and media, raw-IP link type) plus the SIP they send (and their RTP with
+//! `--record-sent`), ready for `analyze`. Not supported: authentication, Record-Route,
+//! CANCEL, RTCP sending, DTMF replay.
 //!
 //! # Sequence rules
 //!
