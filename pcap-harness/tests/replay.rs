@@ -307,3 +307,86 @@ fn server_bye_is_answered_and_media_stops() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn impairments_are_seeded_and_visible_in_the_received_capture() {
+    let dir = tmpdir("replay-impair");
+    let input = input_capture(&dir, 150);
+    let run = |seed: u64| {
+        let server = fake_server(None);
+        let out = dir.join(format!("out-{seed}.pcap"));
+        let mut cfg = config(input.clone(), server.sip_addr, out.clone());
+        cfg.count = 1;
+        cfg.seed = seed;
+        cfg.impair = Impairments {
+            loss: 0.1,
+            dup: 0.05,
+            reorder: 0.05,
+            jitter: Duration::from_millis(4),
+        };
+        let (summaries, _) = run_replay(&cfg).unwrap();
+        server.stop.store(true, Ordering::Relaxed);
+        let seen: Vec<u16> = server
+            .seen
+            .lock()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .iter()
+            .map(|x| x.1)
+            .collect();
+        (summaries[0].clone(), seen, analyze_path(&out).unwrap())
+    };
+    let (s1, seen1, r1) = run(11);
+    let (_, seen2, _) = run(11);
+    assert_eq!(seen1, seen2, "same seed, same impairments");
+    assert_eq!(s1.rtp_sent, seen1.len() as u64);
+    // The echo of what the conference got, as the participant recorded it.
+    let e = &r1.rtp_streams[0];
+    let mut distinct = seen1.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(e.packets, seen1.len() as u64);
+    assert_eq!(e.duplicates, (seen1.len() - distinct.len()) as u64);
+    assert!(
+        e.duplicates > 0 && e.missing > 0 && e.reordered > 0,
+        "{e:?}"
+    );
+    assert!(
+        e.missing > 5 && e.missing < 30,
+        "~10% of 150: {}",
+        e.missing
+    );
+    let (_, seen3, _) = run(12);
+    assert_ne!(seen1, seen3, "another seed, other impairments");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn cli_replay_runs_end_to_end() {
+    let dir = tmpdir("replay-cli");
+    let server = fake_server(None);
+    let input = input_capture(&dir, 30);
+    let out = dir.join("out.pcap");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_pcap-harness"))
+        .arg("replay")
+        .arg(&input)
+        .args(["--to", &format!("sip:room@{}", server.sip_addr)])
+        .args(["--bind", "127.0.0.1", "--count", "3", "--json", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    server.stop.store(true, Ordering::Relaxed);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let p = v["participants"].as_array().unwrap();
+    assert_eq!(p.len(), 3);
+    assert!(p
+        .iter()
+        .all(|x| x["established"] == true && x["rtp_sent"] == 30));
+    let r = analyze_path(&out).unwrap();
+    assert_eq!(r.rtp_streams.len(), 3);
+    assert_eq!(r.sip_dialogs.len(), 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
