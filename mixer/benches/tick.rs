@@ -74,10 +74,36 @@ fn encode(pcm: &[i16]) -> Vec<(Vec<u8>, u8)> {
 /// One participant's looped input: (payload, RFC 6464 level) per tick.
 type Loop = std::rc::Rc<Vec<(Vec<u8>, u8)>>;
 
+/// G.711 mu-law payloads (no level: SIP phones rarely send RFC 6464).
+fn encode_pcmu(pcm: &[i16]) -> Vec<(Vec<u8>, u8)> {
+    pcm.chunks(960)
+        .map(|c| {
+            (
+                c.iter()
+                    .step_by(6)
+                    .map(|&x| mixer::g711::linear_to_ulaw(x))
+                    .collect(),
+                127,
+            )
+        })
+        .collect()
+}
+
+/// Who the quiet participants are.
+#[derive(Clone, Copy, PartialEq)]
+enum Listeners {
+    /// Opus with RFC 6464 levels (browsers).
+    OpusExt,
+    /// Opus without levels: every packet must be decoded to measure its level.
+    OpusNoExt,
+    /// PCMU without levels (SIP phones).
+    Pcmu,
+}
+
 struct Scenario {
     mixers: Vec<Mixer>,
-    /// (room, participant, payload loop)
-    feeds: Vec<(usize, u64, Loop)>,
+    /// (room, participant, payload loop, payload type, timestamp step)
+    feeds: Vec<(usize, u64, Loop, u8, u32)>,
     ext: bool,
     tick: u64,
     buf: Vec<u8>,
@@ -85,12 +111,26 @@ struct Scenario {
 
 impl Scenario {
     /// `rooms` rooms, each with `speakers` talkers and `listeners` quiet participants.
-    fn new(rooms: usize, speakers: usize, listeners: usize, ext: bool) -> Self {
+    fn new(
+        rooms: usize,
+        speakers: usize,
+        listeners: usize,
+        kind: Listeners,
+        complexity: i32,
+    ) -> Self {
+        let ext = kind == Listeners::OpusExt;
         let speech_loops: Vec<_> = (0..3)
             .map(|s| std::rc::Rc::new(encode(&speech(s + 1, 960 * LOOP_TICKS))))
             .collect();
         let noise_loops: Vec<_> = (0..8)
-            .map(|s| std::rc::Rc::new(encode(&noise(s + 100, 960 * LOOP_TICKS))))
+            .map(|s| {
+                let pcm = noise(s + 100, 960 * LOOP_TICKS);
+                std::rc::Rc::new(if kind == Listeners::Pcmu {
+                    encode_pcmu(&pcm)
+                } else {
+                    encode(&pcm)
+                })
+            })
             .collect();
         let params = StreamParams {
             codec: Codec::Opus,
@@ -106,18 +146,25 @@ impl Scenario {
         for r in 0..rooms {
             let mut m = Mixer::new(MixerConfig {
                 seed: r as u64,
+                opus_complexity: complexity,
                 ..Default::default()
             });
             for i in 0..speakers + listeners {
                 let id = i as u64 + 1;
-                m.add_participant(id, params.clone(), Duration::ZERO)
-                    .unwrap();
-                let src = if i < speakers {
-                    speech_loops[i % 3].clone()
+                let (src, pt, step) = if i < speakers {
+                    (speech_loops[i % 3].clone(), 111, 960)
+                } else if kind == Listeners::Pcmu {
+                    (noise_loops[i % 8].clone(), 0, 160)
                 } else {
-                    noise_loops[i % 8].clone()
+                    (noise_loops[i % 8].clone(), 111, 960)
                 };
-                feeds.push((r, id, src));
+                let mut params = params.clone();
+                if pt == 0 {
+                    params.codec = Codec::Pcmu;
+                    params.payload_type = 0;
+                }
+                m.add_participant(id, params, Duration::ZERO).unwrap();
+                feeds.push((r, id, src, pt, step));
             }
             mixers.push(m);
         }
@@ -138,13 +185,13 @@ impl Scenario {
     fn step(&mut self) -> usize {
         let t = self.tick;
         let now = Duration::from_millis(20 * t);
-        for (r, id, src) in &self.feeds {
+        for (r, id, src, pt, step) in &self.feeds {
             let (payload, level) = &src[t as usize % LOOP_TICKS];
             let b = &mut self.buf;
             b.clear();
-            b.extend_from_slice(&[if self.ext { 0x90 } else { 0x80 }, 111]);
+            b.extend_from_slice(&[if self.ext { 0x90 } else { 0x80 }, *pt]);
             b.extend_from_slice(&(t as u16).to_be_bytes());
-            b.extend_from_slice(&((t as u32).wrapping_mul(960)).to_be_bytes());
+            b.extend_from_slice(&((t as u32).wrapping_mul(*step)).to_be_bytes());
             b.extend_from_slice(&(*id as u32).to_be_bytes());
             if self.ext {
                 b.extend_from_slice(&[0xBE, 0xDE, 0, 1, 0x10, *level, 0, 0]);
@@ -171,17 +218,27 @@ fn one_room(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(6))
         .warm_up_time(Duration::from_secs(1));
     for listeners in [10usize, 100, 1000, 2000] {
-        let mut s = Scenario::new(1, 3, listeners, true);
+        let mut s = Scenario::new(1, 3, listeners, Listeners::OpusExt, 5);
         g.bench_with_input(
-            BenchmarkId::new("listeners", listeners),
+            BenchmarkId::new("opus_ext", listeners),
             &listeners,
             |b, _| b.iter(|| s.step()),
         );
     }
-    let mut s = Scenario::new(1, 3, 1000, false);
-    g.bench_with_input(BenchmarkId::new("listeners_noext", 1000), &1000, |b, _| {
-        b.iter(|| s.step())
-    });
+    for listeners in [100usize, 1000] {
+        let mut s = Scenario::new(1, 3, listeners, Listeners::OpusNoExt, 5);
+        g.bench_with_input(
+            BenchmarkId::new("opus_noext", listeners),
+            &listeners,
+            |b, _| b.iter(|| s.step()),
+        );
+        let mut s = Scenario::new(1, 3, listeners, Listeners::Pcmu, 5);
+        g.bench_with_input(
+            BenchmarkId::new("pcmu_noext", listeners),
+            &listeners,
+            |b, _| b.iter(|| s.step()),
+        );
+    }
     g.finish();
 }
 
@@ -191,16 +248,53 @@ fn five_person_rooms(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(6))
         .warm_up_time(Duration::from_secs(1));
     // 20 rooms = 100 participants per iteration.
-    for (name, speakers, ext) in [
-        ("1_speaker", 1, true),
-        ("2_speakers", 2, true),
-        ("1_speaker_noext", 1, false),
+    for (name, speakers, kind, complexity) in [
+        ("1_speaker_ext_c5", 1, Listeners::OpusExt, 5),
+        ("2_speakers_ext_c5", 2, Listeners::OpusExt, 5),
+        ("1_speaker_noext_c5", 1, Listeners::OpusNoExt, 5),
+        ("1_speaker_ext_c1", 1, Listeners::OpusExt, 1),
+        ("2_speakers_ext_c1", 2, Listeners::OpusExt, 1),
     ] {
-        let mut s = Scenario::new(20, speakers, 5 - speakers, ext);
+        let mut s = Scenario::new(20, speakers, 5 - speakers, kind, complexity);
         g.bench_function(name, |b| b.iter(|| s.step()));
     }
     g.finish();
 }
 
-criterion_group!(benches, one_room, five_person_rooms);
+/// Reference points: one libopus call on this machine, same settings as the mixer.
+fn codec_reference(c: &mut Criterion) {
+    let pcm = speech(1, 960 * LOOP_TICKS);
+    let packets = encode(&pcm);
+    let mut g = c.benchmark_group("libopus_20ms");
+    g.sample_size(30)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    for complexity in [1, 5] {
+        let mut enc =
+            opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+        enc.set_complexity(complexity).unwrap();
+        enc.set_bitrate(opus::Bitrate::Bits(32_000)).unwrap();
+        enc.set_inband_fec(true).unwrap();
+        let mut i = 0;
+        let mut out = vec![0u8; 1500];
+        g.bench_function(format!("encode_speech_c{complexity}"), |b| {
+            b.iter(|| {
+                i = (i + 1) % LOOP_TICKS;
+                enc.encode(&pcm[i * 960..(i + 1) * 960], &mut out).unwrap()
+            })
+        });
+    }
+    let mut dec = opus::Decoder::new(48_000, opus::Channels::Mono).unwrap();
+    let mut out = vec![0i16; 960];
+    let mut i = 0;
+    g.bench_function("decode_speech", |b| {
+        b.iter(|| {
+            i = (i + 1) % LOOP_TICKS;
+            dec.decode(&packets[i].0, &mut out, false).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codec_reference, one_room, five_person_rooms);
 criterion_main!(benches);
