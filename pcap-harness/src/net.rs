@@ -64,7 +64,16 @@ pub enum Skip {
 pub fn decode_udp(linktype: u32, data: &[u8]) -> Result<Udp<'_>, Skip> {
     let sliced = match linktype {
         LINKTYPE_ETHERNET => SlicedPacket::from_ethernet(data),
-        LINKTYPE_LINUX_SLL => SlicedPacket::from_linux_sll(data),
+        LINKTYPE_LINUX_SLL => {
+            // SLL: packet type (2), ARPHRD (2), addr len (2), addr (8), protocol (2).
+            // Decoded by hand: etherparse rejects ARPHRD_LOOPBACK (772), which is what
+            // `tcpdump -i any` records for loopback traffic.
+            if data.len() < 16 {
+                return Err(Skip::Malformed);
+            }
+            let proto = u16::from_be_bytes([data[14], data[15]]);
+            SlicedPacket::from_ether_type(EtherType(proto), &data[16..])
+        }
         LINKTYPE_LINUX_SLL2 => {
             // SLL2: protocol type (2), reserved (2), ifindex (4), arphrd (2), pkttype (1),
             // addr len (1), addr (8) = 20 bytes.

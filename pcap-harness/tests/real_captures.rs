@@ -808,3 +808,97 @@ fn record_opus_call(dir: &Path, wav: &Path) -> Result<OpusRun, String> {
         uas_port,
     })
 }
+
+/// Real `tcpdump -i any` captures (Linux cooked v2, and v1 with `-y LINUX_SLL`) of RTP over
+/// IPv6 loopback, cross-checked with tshark.
+#[test]
+fn tcpdump_any_sll_sll2_ipv6_agree_with_tshark() {
+    if !available(has_tool("tcpdump"), "tcpdump") || !available(has_tool("tshark"), "tshark") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("pcap-harness-any-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (linktype, encap) in [("LINUX_SLL2", 276u32), ("LINUX_SLL", 113)] {
+        let rx = UdpSocket::bind("[::1]:0").unwrap();
+        let tx = UdpSocket::bind("[::1]:0").unwrap();
+        let port = rx.local_addr().unwrap().port();
+        let cap = dir.join(format!("{linktype}.pcap"));
+        let mut child = Command::new("tcpdump")
+            .args([
+                "-i",
+                "any",
+                "-y",
+                linktype,
+                "-U",
+                "--immediate-mode",
+                "-B",
+                "32768",
+                "-n",
+                "-w",
+            ])
+            .arg(&cap)
+            .arg(format!("udp and port {port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tcpdump");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let guard = Tcpdump(child);
+        for l in lines.by_ref() {
+            if l.unwrap().contains("listening on") {
+                break;
+            }
+        }
+        // 60 PCMU packets at 20 ms, one lost (seq 30), one duplicated (seq 40).
+        for i in 0..60u16 {
+            if i == 30 {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            let pkt = pcap_harness::writer::rtp_packet(
+                0,
+                false,
+                1000 + i,
+                160 * u32::from(i),
+                0xABC,
+                &[0xff; 160],
+            );
+            tx.send_to(&pkt, rx.local_addr().unwrap()).unwrap();
+            if i == 40 {
+                tx.send_to(&pkt, rx.local_addr().unwrap()).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let mut guard = guard;
+        let _ = Command::new("kill")
+            .args(["-INT", &guard.0.id().to_string()])
+            .status();
+        let _ = guard.0.wait();
+        let stats: String = lines.map_while(Result::ok).collect::<Vec<_>>().join("\n");
+        if !stats
+            .lines()
+            .any(|l| l.trim() == "0 packets dropped by kernel")
+        {
+            eprintln!("tcpdump dropped packets, skipping {linktype}: {stats}");
+            continue;
+        }
+        let data = std::fs::read(&cap).unwrap();
+        assert_eq!(
+            u32::from_le_bytes([data[20], data[21], data[22], data[23]]),
+            encap
+        );
+        let r = analyze_path(&cap).unwrap();
+        assert_eq!(r.rtp_streams.len(), 1, "{linktype}");
+        let s = &r.rtp_streams[0];
+        assert_eq!(s.src, tx.local_addr().unwrap().to_string());
+        assert_eq!(
+            (s.packets, s.lost, s.missing, s.duplicates),
+            (60, 0, 1, 1),
+            "{linktype}"
+        );
+        assert_eq!(s.codec, "PCMU/8000");
+        assert_agrees(&cap, &r, &tshark_streams(&cap, &[]));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
