@@ -94,6 +94,9 @@ enum DecKind {
 pub struct InputDecoder {
     kind: DecKind,
     fifo: VecDeque<i16>,
+    /// Digital silence logically queued after `fifo` (kept as a count: participants that
+    /// are not decoded cost no sample copies).
+    silent_tail: usize,
 }
 
 impl InputDecoder {
@@ -114,12 +117,21 @@ impl InputDecoder {
         Ok(Self {
             kind,
             fifo: VecDeque::with_capacity(4 * MAX_OPUS_SAMPLES),
+            silent_tail: 0,
         })
     }
 
     /// Samples of 48 kHz PCM buffered.
     pub fn buffered(&self) -> usize {
-        self.fifo.len()
+        self.fifo.len() + self.silent_tail
+    }
+
+    /// Materialize queued silence before real samples are appended.
+    fn flush_silence(&mut self) {
+        if self.silent_tail > 0 {
+            self.fifo.extend(std::iter::repeat_n(0i16, self.silent_tail));
+            self.silent_tail = 0;
+        }
     }
 
     /// Duration of an Opus payload in 48 kHz samples (None when invalid).
@@ -140,8 +152,7 @@ impl InputDecoder {
 
     /// Push `dur` (codec clock) of digital silence without running the codec.
     pub fn push_silence(&mut self, dur: u32) {
-        let n = self.to_48k(dur);
-        self.fifo.extend(std::iter::repeat_n(0i16, n));
+        self.silent_tail += self.to_48k(dur);
         if let DecKind::G711 { concealed, .. } = &mut self.kind {
             *concealed = u32::MAX / 2;
         }
@@ -149,6 +160,7 @@ impl InputDecoder {
 
     /// Decode one packet of `dur` samples (codec clock) into the FIFO.
     pub fn decode(&mut self, payload: &[u8], dur: u32) {
+        self.flush_silence();
         match &mut self.kind {
             DecKind::Opus { dec, buf } => {
                 let n = (dur as usize).min(buf.len());
@@ -182,6 +194,7 @@ impl InputDecoder {
     /// Conceal `dur` lost samples (codec clock); Opus uses in-band FEC from `fec` if given,
     /// else its PLC; G.711 repeats the last frame with a 6 dB/frame fade.
     pub fn conceal(&mut self, dur: u32, fec: Option<&[u8]>) {
+        self.flush_silence();
         match &mut self.kind {
             DecKind::Opus { dec, buf } => {
                 // Opus needs a multiple of 2.5 ms.
@@ -226,7 +239,7 @@ impl InputDecoder {
 
     /// Conceal enough to bring the FIFO up to `want` 48 kHz samples (underrun).
     pub fn conceal_to(&mut self, want: usize) {
-        let missing = want.saturating_sub(self.fifo.len());
+        let missing = want.saturating_sub(self.buffered());
         if missing == 0 {
             return;
         }
@@ -236,27 +249,26 @@ impl InputDecoder {
             DecKind::G711 { .. } => (missing / 6) as u32,
         };
         self.conceal(dur, None);
-        if self.fifo.len() < want {
-            let n = want - self.fifo.len();
-            self.fifo.extend(std::iter::repeat_n(0i16, n));
-        }
+        self.pad_to(want);
     }
 
-    /// Pad with zeros up to `want` samples.
+    /// Pad with silence up to `want` samples.
     pub fn pad_to(&mut self, want: usize) {
-        if self.fifo.len() < want {
-            let n = want - self.fifo.len();
-            self.fifo.extend(std::iter::repeat_n(0i16, n));
-        }
+        self.silent_tail += want.saturating_sub(self.buffered());
     }
 
     /// Take exactly `out.len()` samples (zero-padded).
     pub fn take(&mut self, out: &mut [i16]) {
-        self.pad_to(out.len());
         let n = out.len();
-        for (o, s) in out.iter_mut().zip(self.fifo.drain(..n)) {
-            *o = s;
-        }
+        self.pad_to(n);
+        let real = n.min(self.fifo.len());
+        let (a, b) = self.fifo.as_slices();
+        let from_a = real.min(a.len());
+        out[..from_a].copy_from_slice(&a[..from_a]);
+        out[from_a..real].copy_from_slice(&b[..real - from_a]);
+        self.fifo.drain(..real);
+        out[real..].fill(0);
+        self.silent_tail -= n - real;
     }
 }
 
