@@ -77,6 +77,7 @@ fn analyze_core(
     let mut udp_count = 0u64;
     let mut fragments = 0u64;
     let mut malformed = 0u64;
+    let mut truncated = 0u64;
     let mut first_ns: Option<i128> = None;
     let mut first_time = None;
     let mut last_time = None;
@@ -111,12 +112,15 @@ fn analyze_core(
             Err(Skip::NotUdp) => return,
         };
         udp_count += 1;
-        if let Some(m) = sip::parse(udp.payload) {
+        if udp.truncated {
+            truncated += 1;
+        }
+        if let Some(m) = sip::parse(udp.payload).filter(|_| !udp.truncated) {
             sip_msgs.push((f.time, udp.src, udp.dst, m));
             return;
         }
         let rel_ms = (f.time_ns - base) as f64 / 1e6;
-        match rtp::classify(udp.payload) {
+        match rtp::classify_captured(udp.payload, udp.truncated) {
             Kind::Rtp(h) => {
                 let key = (udp.src, udp.dst, h.ssrc);
                 let v = streams.entry(key).or_insert_with(|| {
@@ -129,6 +133,7 @@ fn analyze_core(
                     hdr: h,
                     payload: udp.payload[h.payload_offset..h.payload_offset + h.payload_len]
                         .to_vec(),
+                    truncated: udp.truncated,
                 });
             }
             Kind::Rtcp(_) => {
@@ -181,6 +186,12 @@ fn analyze_core(
         }
         warnings.push(format!(
             "frames of unsupported link type {linktype} were skipped"
+        ));
+    }
+    if truncated > 0 {
+        warnings.push(format!(
+            "{truncated} UDP datagrams were cut short by the snap length: their headers are \
+             analyzed, their audio is not decoded"
         ));
     }
     if fragments > 0 {
@@ -400,6 +411,7 @@ fn analyze_core(
         udp_datagrams: udp_count,
         ip_fragments: fragments,
         malformed_frames: malformed,
+        truncated_datagrams: truncated,
         first_time,
         last_time,
         rtp_streams,

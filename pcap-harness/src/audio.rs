@@ -73,7 +73,7 @@ pub fn decode(pkts: &[Pkt], placed: &[Placed], pt: u8, codec: &Codec) -> Option<
     let clock = if codec.rate == 0 { rate } else { codec.rate };
     let mut order: Vec<&Placed> = placed
         .iter()
-        .filter(|p| pkts[p.index].hdr.pt == pt)
+        .filter(|p| pkts[p.index].hdr.pt == pt && !pkts[p.index].truncated)
         .collect();
     order.sort_by_key(|p| (p.segment, p.ext_seq));
     let t0 = pkts.first()?.time;

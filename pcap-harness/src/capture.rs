@@ -86,11 +86,17 @@ pub fn for_each_frame<'a>(data: &'a [u8], mut f: impl FnMut(Frame<'a>)) -> Resul
             let linktype = u32::from(header.datalink);
             while !rem.is_empty() {
                 let offset = offset_of(rem);
+                // Raw records: pcap-file's validated `next_packet` rejects orig_len >
+                // snaplen, which every `tcpdump -s N` capture has.
                 let (next, pkt) = parser
-                    .next_packet(rem)
+                    .next_raw_packet(rem)
                     .map_err(|e| map_err(e, offset, "pcap packet record"))?;
                 number += 1;
-                let time_ns = pkt.timestamp.as_nanos() as i128;
+                let frac_ns = match header.ts_resolution {
+                    pcap_file::TsResolution::MicroSecond => i128::from(pkt.ts_frac) * 1000,
+                    pcap_file::TsResolution::NanoSecond => i128::from(pkt.ts_frac),
+                };
+                let time_ns = i128::from(pkt.ts_sec) * 1_000_000_000 + frac_ns;
                 let bytes: &'a [u8] = match pkt.data {
                     std::borrow::Cow::Borrowed(b) => b,
                     std::borrow::Cow::Owned(_) => {

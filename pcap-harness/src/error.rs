@@ -22,7 +22,7 @@ pub enum Error {
         magic: u32,
     },
     /// The file ends in the middle of a header, record or block.
-    #[error("truncated capture: record at byte offset {offset} is incomplete ({what})")]
+    #[error("truncated capture: record at byte offset {offset} is incomplete or its length field is corrupt ({what})")]
     Truncated {
         /// Byte offset of the incomplete record (or header) from the start of the file.
         offset: u64,

@@ -51,7 +51,7 @@
 //!
 //! ```text
 //! { schema_version, file, format: "pcap"|"pcapng", frames, udp_datagrams, ip_fragments,
-//!   malformed_frames, first_time, last_time, warnings: [string],
+//!   malformed_frames, truncated_datagrams, first_time, last_time, warnings: [string],
 //!   rtp_streams: [{
 //!     src, dst, ssrc: number, ssrc_hex, packets, payload_bytes, first_time, last_time,
 //!     payload_types: [number], codec: "PCMA/8000"|"opus/48000/2"|"unknown"|..., clock_rate,

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use etherparse::{EtherType, NetSlice, SlicedPacket, TransportSlice};
+use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TransportSlice};
 
 /// LINKTYPE_NULL (BSD loopback, host byte order family).
 pub const LINKTYPE_NULL: u32 = 0;
@@ -45,8 +45,10 @@ pub struct Udp<'a> {
     pub src: SocketAddr,
     /// Destination address and port.
     pub dst: SocketAddr,
-    /// UDP payload.
+    /// UDP payload (as captured: shorter than sent when `truncated`).
     pub payload: &'a [u8],
+    /// The capture's snap length cut the datagram short.
+    pub truncated: bool,
 }
 
 /// Why a frame yielded no UDP datagram.
@@ -60,10 +62,11 @@ pub enum Skip {
     Malformed,
 }
 
-/// Decode one frame of the given link type down to UDP.
+/// Decode one frame of the given link type down to UDP. Frames cut short by the snap
+/// length still yield their (partial) UDP payload, flagged `truncated`.
 pub fn decode_udp(linktype: u32, data: &[u8]) -> Result<Udp<'_>, Skip> {
     let sliced = match linktype {
-        LINKTYPE_ETHERNET => SlicedPacket::from_ethernet(data),
+        LINKTYPE_ETHERNET => LaxSlicedPacket::from_ethernet(data).map_err(|_| Skip::Malformed)?,
         LINKTYPE_LINUX_SLL => {
             // SLL: packet type (2), ARPHRD (2), addr len (2), addr (8), protocol (2).
             // Decoded by hand: etherparse rejects ARPHRD_LOOPBACK (772), which is what
@@ -72,7 +75,7 @@ pub fn decode_udp(linktype: u32, data: &[u8]) -> Result<Udp<'_>, Skip> {
                 return Err(Skip::Malformed);
             }
             let proto = u16::from_be_bytes([data[14], data[15]]);
-            SlicedPacket::from_ether_type(EtherType(proto), &data[16..])
+            LaxSlicedPacket::from_ether_type(EtherType(proto), &data[16..])
         }
         LINKTYPE_LINUX_SLL2 => {
             // SLL2: protocol type (2), reserved (2), ifindex (4), arphrd (2), pkttype (1),
@@ -81,28 +84,31 @@ pub fn decode_udp(linktype: u32, data: &[u8]) -> Result<Udp<'_>, Skip> {
                 return Err(Skip::Malformed);
             }
             let proto = u16::from_be_bytes([data[0], data[1]]);
-            SlicedPacket::from_ether_type(EtherType(proto), &data[20..])
+            LaxSlicedPacket::from_ether_type(EtherType(proto), &data[20..])
         }
-        LINKTYPE_RAW | LINKTYPE_IPV4 | LINKTYPE_IPV6 | 12 | 14 => SlicedPacket::from_ip(data),
+        LINKTYPE_RAW | LINKTYPE_IPV4 | LINKTYPE_IPV6 | 12 | 14 => {
+            LaxSlicedPacket::from_ip(data).map_err(|_| Skip::Malformed)?
+        }
         LINKTYPE_NULL | LINKTYPE_LOOP => {
             if data.len() < 4 {
                 return Err(Skip::Malformed);
             }
-            SlicedPacket::from_ip(&data[4..])
+            LaxSlicedPacket::from_ip(&data[4..]).map_err(|_| Skip::Malformed)?
         }
         _ => return Err(Skip::NotUdp),
-    }
-    .map_err(|_| Skip::Malformed)?;
-    let (src_ip, dst_ip, fragmented): (IpAddr, IpAddr, bool) = match &sliced.net {
-        Some(NetSlice::Ipv4(v4)) => (
+    };
+    let (src_ip, dst_ip, fragmented, incomplete): (IpAddr, IpAddr, bool, bool) = match &sliced.net {
+        Some(LaxNetSlice::Ipv4(v4)) => (
             v4.header().source_addr().into(),
             v4.header().destination_addr().into(),
-            v4.is_payload_fragmented(),
+            v4.payload().fragmented,
+            v4.payload().incomplete,
         ),
-        Some(NetSlice::Ipv6(v6)) => (
+        Some(LaxNetSlice::Ipv6(v6)) => (
             v6.header().source_addr().into(),
             v6.header().destination_addr().into(),
-            v6.is_payload_fragmented(),
+            v6.payload().fragmented,
+            v6.payload().incomplete,
         ),
         _ => return Err(Skip::NotUdp),
     };
@@ -110,11 +116,17 @@ pub fn decode_udp(linktype: u32, data: &[u8]) -> Result<Udp<'_>, Skip> {
         return Err(Skip::Fragment);
     }
     match sliced.transport {
-        Some(TransportSlice::Udp(udp)) => Ok(Udp {
-            src: SocketAddr::new(src_ip, udp.source_port()),
-            dst: SocketAddr::new(dst_ip, udp.destination_port()),
-            payload: udp.payload(),
-        }),
+        Some(TransportSlice::Udp(udp)) => {
+            let payload = udp.payload();
+            let udp_len = usize::from(udp.length());
+            Ok(Udp {
+                src: SocketAddr::new(src_ip, udp.source_port()),
+                dst: SocketAddr::new(dst_ip, udp.destination_port()),
+                payload,
+                truncated: incomplete || payload.len() + 8 < udp_len,
+            })
+        }
+        _ if sliced.stop_err.is_some() => Err(Skip::Malformed),
         _ => Err(Skip::NotUdp),
     }
 }

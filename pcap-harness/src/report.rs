@@ -31,6 +31,8 @@ pub struct Report {
     pub ip_fragments: u64,
     /// Frames skipped because their headers were malformed or cut short by the snap length.
     pub malformed_frames: u64,
+    /// UDP datagrams whose payload the snap length cut short (RTP headers still analyzed).
+    pub truncated_datagrams: u64,
     /// Time of the first frame (seconds since the Unix epoch), if any.
     pub first_time: Option<f64>,
     /// Time of the last frame (seconds since the Unix epoch), if any.

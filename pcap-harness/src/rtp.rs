@@ -40,17 +40,28 @@ pub fn plausible_pt(pt: u8) -> bool {
 /// Classify a UDP payload as RTP, RTCP or other (RFC 5761 section 4 demultiplexing:
 /// a second byte in 192..=223 means RTCP).
 pub fn classify(p: &[u8]) -> Kind {
+    classify_captured(p, false)
+}
+
+/// [`classify`] for a payload the capture may have cut short: when `truncated`, RTCP is
+/// not recognised (its lengths cannot add up) and RTP padding is not removed.
+pub fn classify_captured(p: &[u8], truncated: bool) -> Kind {
     if p.len() < 4 || p[0] >> 6 != 2 {
         return Kind::Other;
     }
     if (192..=223).contains(&p[1]) {
-        return if rtcp_valid(p) {
+        return if !truncated && rtcp_valid(p) {
             Kind::Rtcp(p[1])
         } else {
             Kind::Other
         };
     }
-    match parse_rtp(p) {
+    let parsed = if truncated {
+        parse_rtp_header(p, false)
+    } else {
+        parse_rtp(p)
+    };
+    match parsed {
         Some(h) if plausible_pt(h.pt) => Kind::Rtp(h),
         _ => Kind::Other,
     }
@@ -58,6 +69,10 @@ pub fn classify(p: &[u8]) -> Kind {
 
 /// Parse an RTP header; `None` if the packet is not structurally valid RTP v2.
 pub fn parse_rtp(p: &[u8]) -> Option<RtpHeader> {
+    parse_rtp_header(p, true)
+}
+
+fn parse_rtp_header(p: &[u8], strip_padding: bool) -> Option<RtpHeader> {
     if p.len() < 12 || p[0] >> 6 != 2 {
         return None;
     }
@@ -79,7 +94,7 @@ pub fn parse_rtp(p: &[u8]) -> Option<RtpHeader> {
         }
     }
     let mut end = p.len();
-    if padding {
+    if padding && strip_padding {
         let pad = usize::from(*p.last()?);
         if pad == 0 || end - off < pad {
             return None;

@@ -30,6 +30,8 @@ pub struct Pkt {
     pub hdr: RtpHeader,
     /// Payload bytes (padding removed).
     pub payload: Vec<u8>,
+    /// The capture cut this packet short (payload incomplete).
+    pub truncated: bool,
 }
 
 /// A non-duplicate packet positioned for decoding.

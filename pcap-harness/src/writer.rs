@@ -97,16 +97,23 @@ pub struct Datagram {
 
 /// Serialise datagrams as a classic pcap (nanosecond resolution) of the given link type.
 pub fn to_pcap(linktype: u32, datagrams: &[Datagram]) -> Vec<u8> {
+    to_pcap_snaplen(linktype, datagrams, 262_144)
+}
+
+/// Like [`to_pcap`], keeping only the first `snaplen` bytes of each frame (as
+/// `tcpdump -s SNAPLEN` does).
+pub fn to_pcap_snaplen(linktype: u32, datagrams: &[Datagram], snaplen: u32) -> Vec<u8> {
     let header = PcapHeader {
         datalink: DataLink::from(linktype),
         ts_resolution: TsResolution::NanoSecond,
-        snaplen: 262_144,
+        snaplen,
         ..Default::default()
     };
     let mut w = PcapWriter::with_header(Vec::new(), header).expect("Vec write");
     for d in datagrams {
         let frame = udp_frame(linktype, d.src, d.dst, &d.payload);
-        w.write_packet(&PcapPacket::new(d.time, frame.len() as u32, &frame))
+        let kept = &frame[..frame.len().min(snaplen as usize)];
+        w.write_packet(&PcapPacket::new(d.time, frame.len() as u32, kept))
             .expect("Vec write");
     }
     w.into_writer()

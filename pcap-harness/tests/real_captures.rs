@@ -508,7 +508,7 @@ fn clear_marker_bits(src: &Path, dst: &Path, port: u16) {
 #[test]
 fn tshark_agrees_on_synthetic_defects() {
     use pcap_harness::net::*;
-    use pcap_harness::writer::{rtp_packet, to_pcap, to_pcapng, Datagram};
+    use pcap_harness::writer::{rtp_packet, to_pcap, to_pcap_snaplen, to_pcapng, Datagram};
     if !available(has_tool("tshark"), "tshark") {
         return;
     }
@@ -604,6 +604,10 @@ fn tshark_agrees_on_synthetic_defects() {
             (
                 "raw.pcap",
                 to_pcap(LINKTYPE_RAW, &dg("10.1.1.1:4000", "10.1.1.2:5000")),
+            ),
+            (
+                "snaplen64.pcap",
+                to_pcap_snaplen(LINKTYPE_ETHERNET, &dg("10.1.1.1:4000", "10.1.1.2:5000"), 64),
             ),
         ];
         for (suffix, bytes) in variants {

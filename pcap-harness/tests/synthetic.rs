@@ -575,3 +575,24 @@ fn report_round_trips_through_json_with_the_documented_names() {
     let back: Report = serde_json::from_value(json).unwrap();
     assert_eq!(back, r);
 }
+
+#[test]
+fn snaplen_cut_frames_still_count_as_rtp() {
+    use pcap_harness::writer::to_pcap_snaplen;
+    let mut p = regular(10, 30);
+    p.remove(12);
+    let d = pcma_stream("10.0.0.1:4000", "10.0.0.2:5000", SSRC, &p);
+    // Ethernet + IPv4 + UDP + RTP header + 4 payload bytes.
+    let r = analyze_bytes(&to_pcap_snaplen(
+        LINKTYPE_ETHERNET,
+        &d,
+        14 + 20 + 8 + 12 + 4,
+    ))
+    .unwrap();
+    let s = only_stream(&r);
+    assert_eq!((s.packets, s.lost, s.missing), (29, 1, 1));
+    assert_eq!(s.payload_bytes, 29 * 4);
+    assert_eq!(r.truncated_datagrams, 29);
+    assert!(s.energy_dbfs.is_empty(), "cut payloads are not decoded");
+    assert!(r.warnings.iter().any(|w| w.contains("snap length")));
+}

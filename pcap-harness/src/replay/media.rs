@@ -267,6 +267,7 @@ mod tests {
                     payload_len: 160,
                 },
                 payload: vec![0xd5; 160],
+                truncated: false,
             })
             .collect();
         Recording::from_packets(&pkts, 8).unwrap()
