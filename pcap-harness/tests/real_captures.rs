@@ -906,3 +906,34 @@ fn tcpdump_any_sll_sll2_ipv6_agree_with_tshark() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// pcapng as Wireshark writes it (mergecap: two interfaces, Ethernet + Ethernet, SHB/IDB
+/// options), cross-checked with tshark.
+#[test]
+fn mergecap_pcapng_agrees_with_tshark() {
+    let g711 = Path::new(SIPP_DIR).join("g711a.pcap");
+    let dtmf = Path::new(SIPP_DIR).join("dtmf_2833_5.pcap");
+    if !available(
+        has_tool("mergecap") && has_tool("tshark"),
+        "mergecap and tshark",
+    ) || !available(g711.exists() && dtmf.exists(), "sipp captures")
+    {
+        return;
+    }
+    let out =
+        std::env::temp_dir().join(format!("pcap-harness-merged-{}.pcapng", std::process::id()));
+    let st = Command::new("mergecap")
+        .args(["-F", "pcapng", "-w"])
+        .arg(&out)
+        .arg(&g711)
+        .arg(&dtmf)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let r = analyze_path(&out).unwrap();
+    assert_eq!(r.format, "pcapng");
+    assert_eq!(r.frames, 246);
+    assert_eq!(r.rtp_streams.len(), 2);
+    assert_agrees(&out, &r, &tshark_streams(&out, &[]));
+    let _ = std::fs::remove_file(&out);
+}
