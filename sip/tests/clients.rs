@@ -278,3 +278,37 @@ fn baresip_opus_call_over_udp_with_rport() {
     assert_eq!(out[0].to, addr("198.18.0.10:44612"));
     assert!(matches!(h.events().pop(), Some(Event::IncomingCall { .. })));
 }
+
+/// The INVITE baresip 1.0.0 (Debian 12 `baresip-core`) sent to `examples/uas.rs`, captured
+/// with `baresip -s` (UDP, 127.0.0.1:5080 -> 127.0.0.1:5070).
+#[test]
+fn baresip_captured_invite() {
+    let inv = include_bytes!("data/baresip-1.0.0-invite.sip");
+    let mut h = Harness::new();
+    h.core.handle_datagram(addr("127.0.0.1:5080"), inv, h.now);
+    let out = h.out();
+    assert_eq!(out[0].status(), 100);
+    assert_eq!(
+        out[0].header("via"),
+        Some("SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK27d3c4fa931c12b6;rport=5080;received=127.0.0.1")
+    );
+    let (call, offer) = match h.events().pop() {
+        Some(Event::IncomingCall {
+            call, room, offer, ..
+        }) => {
+            assert_eq!(room, "room3");
+            (call, offer.unwrap())
+        }
+        e => panic!("{e:?}"),
+    };
+    let neg = sdp::negotiate(&offer).unwrap();
+    assert_eq!(
+        (neg.codec, neg.payload_type, neg.ptime_ms),
+        (CodecName::Opus, 96, 20)
+    );
+    // telephone-event/8000 does not match Opus' 48 kHz clock.
+    assert_eq!(neg.telephone_event_pt, None);
+    assert_eq!(neg.remote_rtp, addr("192.0.2.2:6772"));
+    h.core.accept(call, answer_for(&offer), h.now).unwrap();
+    assert_eq!(h.out()[0].status(), 200);
+}
