@@ -81,6 +81,25 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
+/// Next retransmission after one fired at `at` (<= `now`): the interval doubles up to T2
+/// (RFC 3261 timers A/E/G and 13.3.1.4). Missed slots (a late `handle_timeout`) collapse into
+/// the one retransmission just made; the schedule stays anchored to `at`.
+fn next_retransmit(
+    at: Option<Duration>,
+    interval: &mut Duration,
+    now: Duration,
+) -> Option<Duration> {
+    let mut at = at?;
+    loop {
+        *interval = interval.saturating_mul(2).min(T2);
+        let next = at.saturating_add(*interval);
+        if next > now || next == at {
+            return (next > now).then_some(next);
+        }
+        at = next;
+    }
+}
+
 /// Extra header lines of a response.
 type Extra = Vec<(Name, String)>;
 
@@ -403,17 +422,21 @@ impl Inner {
         if is_invite && status < 300 {
             tx.state = ServerTxState::Accepted;
             tx.interval = T1;
-            tx.retransmit_at = udp.then_some(now + T1);
-            tx.expires_at = Some(now + TIMEOUT_64T1);
+            tx.retransmit_at = udp.then_some(now.saturating_add(T1));
+            tx.expires_at = Some(now.saturating_add(TIMEOUT_64T1));
         } else if is_invite {
             tx.state = ServerTxState::Completed;
             tx.interval = T1;
-            tx.retransmit_at = udp.then_some(now + T1);
-            tx.expires_at = Some(now + TIMEOUT_64T1);
+            tx.retransmit_at = udp.then_some(now.saturating_add(T1));
+            tx.expires_at = Some(now.saturating_add(TIMEOUT_64T1));
         } else {
             tx.state = ServerTxState::Completed;
             tx.retransmit_at = None;
-            tx.expires_at = Some(if udp { now + TIMEOUT_64T1 } else { now });
+            tx.expires_at = Some(if udp {
+                now.saturating_add(TIMEOUT_64T1)
+            } else {
+                now
+            });
         }
     }
 
@@ -883,7 +906,7 @@ impl Inner {
                     tx.state = ServerTxState::Confirmed;
                     tx.retransmit_at = None;
                     let udp = tx.transport == Transport::Udp;
-                    tx.expires_at = Some(if udp { now + T4 } else { now });
+                    tx.expires_at = Some(if udp { now.saturating_add(T4) } else { now });
                 }
                 return;
             }
@@ -976,6 +999,9 @@ impl Inner {
         if let Some(b) = &d.bye_branch {
             self.st.client_txs.remove(b);
         }
+        self.st
+            .server_txs
+            .retain(|_, tx| !(tx.call == Some(call) && tx.state == ServerTxState::Proceeding));
         Some(d)
     }
 
@@ -1052,6 +1078,13 @@ impl Inner {
         if d.bye_branch.is_some() {
             return Err(Error::InvalidState("BYE already sent"));
         }
+        if let Some(k) = d.pending_invite.clone() {
+            // A re-INVITE the application has not answered: terminate it first.
+            self.respond(&k, 487, vec![], None, now);
+            if let Some(d) = self.st.dialogs.get_mut(&call) {
+                d.pending_invite = None;
+            }
+        }
         let branch = self.st.rng.branch();
         let Some(d) = self.st.dialogs.get_mut(&call) else {
             return Err(Error::UnknownCall(call));
@@ -1106,9 +1139,9 @@ impl Inner {
                 request: req,
                 transport: d.transport,
                 dest: d.peer,
-                retransmit_at: udp.then_some(now + T1),
+                retransmit_at: udp.then_some(now.saturating_add(T1)),
                 interval: T1,
-                expires_at: now + TIMEOUT_64T1,
+                expires_at: now.saturating_add(TIMEOUT_64T1),
             },
         );
         Ok(())
@@ -1132,7 +1165,7 @@ impl Inner {
                         if let Some(d) = self.st.dialogs.get_mut(&call) {
                             if d.state != DialogState::Ended {
                                 d.state = DialogState::Ended;
-                                d.expires_at = Some(now + TIMEOUT_64T1);
+                                d.expires_at = Some(now.saturating_add(TIMEOUT_64T1));
                                 self.events.push_back(Event::CallEnded {
                                     call,
                                     reason: EndReason::AckTimeout,
@@ -1144,10 +1177,9 @@ impl Inner {
                 continue;
             }
             let mut resend = None;
-            while let Some(at) = tx.retransmit_at.filter(|at| *at <= now) {
+            if tx.retransmit_at.is_some_and(|at| at <= now) {
                 resend = tx.last_response.clone();
-                tx.interval = (tx.interval * 2).min(T2);
-                tx.retransmit_at = Some(at + tx.interval);
+                tx.retransmit_at = next_retransmit(tx.retransmit_at, &mut tx.interval, now);
             }
             if let Some(r) = resend {
                 let (t, d) = (tx.transport, tx.dest);
@@ -1166,10 +1198,9 @@ impl Inner {
                 continue;
             }
             let mut resend = false;
-            while let Some(at) = tx.retransmit_at.filter(|at| *at <= now) {
+            if tx.retransmit_at.is_some_and(|at| at <= now) {
                 resend = true;
-                tx.interval = (tx.interval * 2).min(T2);
-                tx.retransmit_at = Some(at + tx.interval);
+                tx.retransmit_at = next_retransmit(tx.retransmit_at, &mut tx.interval, now);
             }
             if resend {
                 let (t, d, r) = (tx.transport, tx.dest, tx.request.clone());

@@ -456,7 +456,6 @@ pub fn build_offer(local: &LocalMedia) -> String {
         a("rtpmap", "100 telephone-event/8000"),
         a("fmtp", "100 0-16"),
         a("ptime", "20"),
-        a("extmap", format!("1 {AUDIO_LEVEL_URI}")),
         flag("sendrecv"),
     ];
     let mut sd = base_session(local);

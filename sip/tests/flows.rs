@@ -915,3 +915,54 @@ fn same_seed_same_bytes_and_state_survives_serialization() {
     );
     assert_eq!(backup.calls().len(), 1);
 }
+
+#[test]
+fn late_timer_sends_one_retransmission_and_keeps_schedule() {
+    let mut h = Harness::new();
+    h.udp(ALICE, &invite("z9hG4bK-inv1", "call-late", 1, PCMU_OFFER));
+    h.out();
+    let call = h.core.calls()[0].call;
+    h.core.accept(call, answer_for(PCMU_OFFER), h.now).unwrap();
+    h.out();
+    // The driver wakes up late, at 4 s: slots 0.5, 1.5 and 3.5 collapse into one resend.
+    h.now = ms(4000);
+    h.core.handle_timeout(h.now);
+    assert_eq!(h.out().len(), 1);
+    assert_eq!(h.core.poll_timeout(), Some(ms(7500)));
+}
+
+#[test]
+fn hangup_terminates_pending_reinvite_first() {
+    let mut h = Harness::new();
+    let (call, tag) = established(&mut h, "call-hr");
+    h.udp(
+        ALICE,
+        &in_dialog(
+            "INVITE",
+            "z9hG4bK-hr",
+            "call-hr",
+            2,
+            &tag,
+            "Content-Type: application/sdp\r\n",
+            PCMU_OFFER,
+        ),
+    );
+    h.out();
+    assert!(matches!(h.events().pop(), Some(Event::ReInvite { .. })));
+    h.core.hangup(call, h.now).unwrap();
+    let out = h.out();
+    assert_eq!((out[0].status(), out[0].cseq()), (487, "2 INVITE"));
+    assert!(out[1].start.starts_with("BYE "));
+}
+
+#[test]
+fn extreme_times_do_not_panic() {
+    let mut h = Harness::new();
+    h.now = Duration::MAX - ms(100);
+    h.udp(ALICE, &invite("z9hG4bK-inv1", "call-max", 1, PCMU_OFFER));
+    let call = h.core.calls()[0].call;
+    h.core.accept(call, answer_for(PCMU_OFFER), h.now).unwrap();
+    h.core.handle_timeout(Duration::MAX);
+    h.core.handle_timeout(Duration::MAX);
+    assert!(h.core.poll_timeout().is_none_or(|t| t == Duration::MAX));
+}
