@@ -129,7 +129,8 @@ impl InputDecoder {
     /// Materialize queued silence before real samples are appended.
     fn flush_silence(&mut self) {
         if self.silent_tail > 0 {
-            self.fifo.extend(std::iter::repeat_n(0i16, self.silent_tail));
+            self.fifo
+                .extend(std::iter::repeat_n(0i16, self.silent_tail));
             self.silent_tail = 0;
         }
     }

@@ -385,6 +385,8 @@ struct Participant {
     frame: Vec<i16>,
     in_mix: bool,
     own_enc: Option<OutputEncoder>,
+    /// This tick's input packet when the frame is exactly its decoded 20 ms of Opus.
+    pass: Option<Vec<u8>>,
     /// Mix-minus-self of the last ticks this participant was mixed (tick, samples).
     own_ring: Vec<(u64, Vec<i16>)>,
     next_rtcp: Duration,
@@ -421,6 +423,7 @@ pub struct Mixer {
     outputs: VecDeque<Output>,
     mix_acc: Vec<i32>,
     scratch: Vec<i16>,
+    forwarded: u64,
 }
 
 impl Mixer {
@@ -439,6 +442,7 @@ impl Mixer {
             outputs: VecDeque::new(),
             mix_acc: vec![0; TICK_SAMPLES],
             scratch: Vec::new(),
+            forwarded: 0,
         }
     }
 
@@ -472,6 +476,7 @@ impl Mixer {
             in_mix: false,
             own_enc: None,
             own_ring: new_ring(),
+            pass: None,
             next_rtcp: now + rtcp_offset,
             stats: ParticipantStats {
                 ssrc_out: ssrc,
@@ -722,9 +727,15 @@ impl Mixer {
                 || (!uses_ext && is_opus);
             let mut cheap_level: Option<f32> = None;
             let mut decoded = false;
+            // This tick's frame is exactly one decoded 20 ms Opus packet (candidate for
+            // forwarding when it is the only voice in the mix).
+            let aligned = p.dec.buffered() == 0;
+            let mut pulls = 0;
+            p.pass = None;
             let mut guard = 0;
             while p.dec.buffered() < TICK_SAMPLES && guard < 16 {
                 guard += 1;
+                pulls += 1;
                 match p.jb.pull() {
                     jitter::Pull::NotReady => p.dec.pad_to(TICK_SAMPLES),
                     jitter::Pull::Underrun | jitter::Pull::Stretch => {
@@ -747,6 +758,9 @@ impl Mixer {
                         if (need && !(is_opus && payload.len() <= 2)) || loud {
                             p.dec.decode(&payload, dur);
                             decoded = true;
+                            if is_opus && aligned && dur as usize == TICK_SAMPLES {
+                                p.pass = Some(payload);
+                            }
                         } else {
                             p.dec.push_silence(dur);
                         }
@@ -772,6 +786,9 @@ impl Mixer {
             }
             if let Some(inb) = &p.inbound {
                 p.jb.set_jitter(inb.stats.jitter_ms(), p.in_frame_ms);
+            }
+            if pulls != 1 || p.dec.buffered() != TICK_SAMPLES {
+                p.pass = None;
             }
             p.dec.take(&mut p.frame);
             p.level = if uses_ext {
@@ -836,6 +853,14 @@ impl Mixer {
             *o = a.clamp(-32768, 32767) as i16;
         }
         let mut group_payloads: BTreeMap<(u8, u32, u64), Vec<u8>> = BTreeMap::new();
+        // A lone voice in the mix is forwarded to 20 ms Opus listeners as it arrived
+        // (after the jitter buffer) instead of being decoded and re-encoded.
+        if let [solo] = self.mix_set[..] {
+            if let Some(pl) = self.participants.get(&solo).and_then(|p| p.pass.clone()) {
+                group_payloads.insert((codec_key(Codec::Opus), 20, tick), pl);
+                self.forwarded += 1;
+            }
+        }
         let complexity = self.config.opus_complexity;
         for (&id, p) in self.participants.iter_mut() {
             if !p.params.send {
@@ -948,6 +973,12 @@ impl Mixer {
         let mut s = p.stats.clone();
         s.ssrc_out = p.stream.ssrc;
         Some(s)
+    }
+
+    /// Ticks at which the listener mix was a lone speaker's packet forwarded unchanged
+    /// (no decode/encode generation loss, no encoder cost).
+    pub fn forwarded_ticks(&self) -> u64 {
+        self.forwarded
     }
 
     /// Current active speaker.

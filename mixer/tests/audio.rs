@@ -80,6 +80,35 @@ fn listeners_share_one_encoded_payload() {
 }
 
 #[test]
+fn a_lone_speaker_is_forwarded_to_opus_listeners_without_reencoding() {
+    let mut room = Room::new(2);
+    room.join(1, Codec::Opus, 20, 20, sine(F1, 6000.0));
+    room.join(2, Codec::Opus, 20, 20, silence());
+    room.join(3, Codec::Opus, 20, 40, silence());
+    room.join(4, Codec::Pcmu, 20, 20, silence());
+    room.run(60, no_delay);
+    let sent = room.sender(1).sent.clone();
+    let last2 = room.raw.iter().rev().find_map(|o| match o {
+        mixer::Output::Rtp { to: 2, packet } => Some(packet[12..].to_vec()),
+        _ => None,
+    });
+    assert!(
+        sent.contains(&last2.unwrap()),
+        "20 ms Opus listener gets the speaker's own packet"
+    );
+    assert!(room.mixer.forwarded_ticks() > 30);
+    // Others still get a real mix.
+    assert!(room.receiver(3).tone_power(F1, 0.5) > 1e5);
+    assert!(room.receiver(4).tone_power(F1, 0.5) > 1e5);
+    assert!(room.receiver(2).tone_power(F1, 0.5) > 1e5);
+    // When a second voice joins the mix, listeners get a mixed encode again.
+    room.sender(2).signal = sine(F2, 6000.0);
+    room.run(60, no_delay);
+    let r2 = room.receiver(3);
+    assert!(r2.tone_power(F1, 0.5) > 1e5 && r2.tone_power(F2, 0.5) > 1e5);
+}
+
+#[test]
 fn g711_30ms_alaw_input_and_40ms_output() {
     let mut room = Room::new(3);
     room.join(1, Codec::Pcma, 30, 20, sine(F2, 8000.0));

@@ -53,6 +53,8 @@ pub struct Sender {
     pub pos: u64,
     /// RFC 6464 extension id to attach (level computed from the signal).
     pub level_ext: Option<u8>,
+    /// Payloads sent so far.
+    pub sent: Vec<Vec<u8>>,
 }
 
 impl Sender {
@@ -76,6 +78,7 @@ impl Sender {
             signal,
             pos: 0,
             level_ext: None,
+            sent: Vec::new(),
         }
     }
 
@@ -106,6 +109,7 @@ impl Sender {
             Codec::Pcma => pcm.iter().map(|&s| g711::linear_to_alaw(s)).collect(),
         };
         let level = self.level_ext.map(|id| (id, level_of(&pcm)));
+        self.sent.push(payload.clone());
         let p = rtp(
             self.pt, self.seq, self.ts, self.ssrc, false, level, &payload,
         );
