@@ -551,7 +551,21 @@ impl Inner {
         };
         let method = info.method.to_string();
         let had_offer = !msg.body.is_empty();
+        // RFC 3261 8.2.2.2: the same request arriving again under another branch (forked
+        // through two paths) is a merged request, not a new call.
+        let merged = info.to.tag.is_none()
+            && info.method == Method::INVITE
+            && self.st.server_txs.values().any(|tx| {
+                tx.ctx.call_id == ctx.call_id
+                    && tx.ctx.from == ctx.from
+                    && tx.ctx.cseq == ctx.cseq
+                    && !tx.ctx.to_has_tag
+            });
         self.new_tx(&key, &info, t, ctx, dest, dialog, to_tag, had_offer);
+        if merged {
+            self.respond(&key, 482, vec![], None, now);
+            return;
+        }
 
         // Unsupported methods first (RFC 3261 8.2.1).
         let served = ["INVITE", "CANCEL", "BYE", "OPTIONS", "INFO", "REGISTER"];

@@ -966,3 +966,15 @@ fn extreme_times_do_not_panic() {
     h.core.handle_timeout(Duration::MAX);
     assert!(h.core.poll_timeout().is_none_or(|t| t == Duration::MAX));
 }
+
+#[test]
+fn merged_invite_under_new_branch_is_482() {
+    let mut h = Harness::new();
+    h.udp(ALICE, &invite("z9hG4bK-path1", "call-m", 1, PCMU_OFFER));
+    h.out();
+    assert_eq!(h.events().len(), 1);
+    h.udp(ALICE, &invite("z9hG4bK-path2", "call-m", 1, PCMU_OFFER));
+    assert_eq!(h.out()[0].status(), 482);
+    assert!(h.events().is_empty());
+    assert_eq!(h.core.calls().len(), 1);
+}
