@@ -26,6 +26,9 @@ pub struct Options {
 
 type StreamKey = (SocketAddr, SocketAddr, u32);
 
+/// (epoch time, capture-relative ms, SSRC) of one packet.
+type Arrival = (f64, f64, u32);
+
 struct RtcpAcc {
     src: SocketAddr,
     dst: SocketAddr,
@@ -317,7 +320,7 @@ fn analyze_core(
 
     // Flows and SSRC changes (accepted streams only).
     let mut flow_order: Vec<(String, String)> = Vec::new();
-    let mut flow_pkts: HashMap<(String, String), Vec<(f64, u32)>> = HashMap::new();
+    let mut flow_pkts: HashMap<(String, String), Vec<Arrival>> = HashMap::new();
     for (key, s) in stream_order
         .iter()
         .filter(|k| {
@@ -332,16 +335,18 @@ fn analyze_core(
             flow_order.push(fk);
             Vec::new()
         });
-        v.extend(s.iter().map(|p| (p.time, key.2)));
+        v.extend(s.iter().map(|p| (p.time, p.rel_ms, key.2)));
     }
     let mut rtp_flows = Vec::new();
     for fk in flow_order {
         let mut v = flow_pkts.remove(&fk).unwrap_or_default();
-        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        v.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let (max_gap_ms, max_gap_at) = max_gap(v.iter().map(|x| (x.0, x.1)));
+        let packets = v.len() as u64;
         let mut ssrcs = Vec::new();
         let mut changes = Vec::new();
         let mut prev: Option<u32> = None;
-        for (t, s) in v {
+        for (t, _, s) in v {
             if !ssrcs.contains(&s) {
                 ssrcs.push(s);
             }
@@ -361,6 +366,72 @@ fn analyze_core(
             dst: fk.1,
             ssrcs,
             ssrc_changes: changes,
+            packets,
+            max_gap_ms,
+            max_gap_at,
+        });
+    }
+
+    // Sinks: everything arriving at one destination.
+    let mut sink_order: Vec<SocketAddr> = Vec::new();
+    let mut sink_pkts: HashMap<SocketAddr, Vec<(f64, f64, SocketAddr, u32)>> = HashMap::new();
+    for key in &stream_order {
+        let accepted = rtp_streams
+            .iter()
+            .any(|s| s.ssrc == key.2 && s.src == addr(&key.0) && s.dst == addr(&key.1));
+        if !accepted {
+            continue;
+        }
+        let v = sink_pkts.entry(key.1).or_insert_with(|| {
+            sink_order.push(key.1);
+            Vec::new()
+        });
+        v.extend(
+            streams[key]
+                .iter()
+                .map(|p| (p.time, p.rel_ms, key.0, key.2)),
+        );
+    }
+    let mut rtp_sinks = Vec::new();
+    for dst in sink_order {
+        let mut v = sink_pkts.remove(&dst).unwrap_or_default();
+        v.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let (max_gap_ms, max_gap_at) = max_gap(v.iter().map(|x| (x.0, x.1)));
+        let mut sources: Vec<String> = Vec::new();
+        let mut ssrcs = Vec::new();
+        let mut changes = Vec::new();
+        for (i, (t, rel, src, ssrc)) in v.iter().enumerate() {
+            let src_s = addr(src);
+            if !sources.contains(&src_s) {
+                sources.push(src_s.clone());
+            }
+            if !ssrcs.contains(ssrc) {
+                ssrcs.push(*ssrc);
+            }
+            if i > 0 {
+                let (_, prel, psrc, pssrc) = &v[i - 1];
+                if psrc != src || pssrc != ssrc {
+                    changes.push(SinkChange {
+                        time: *t,
+                        gap_ms: rel - prel,
+                        from_src: addr(psrc),
+                        from_ssrc: *pssrc,
+                        to_src: src_s,
+                        to_ssrc: *ssrc,
+                    });
+                }
+            }
+        }
+        rtp_sinks.push(RtpSink {
+            dst: addr(&dst),
+            packets: v.len() as u64,
+            first_time: v.first().map_or(0.0, |x| x.0),
+            last_time: v.last().map_or(0.0, |x| x.0),
+            sources,
+            ssrcs,
+            max_gap_ms,
+            max_gap_at,
+            changes,
         });
     }
 
@@ -416,11 +487,31 @@ fn analyze_core(
         last_time,
         rtp_streams,
         rtp_flows,
+        rtp_sinks,
         rtcp_flows,
         sip_dialogs,
         warnings,
     };
     Ok((report, extracted))
+}
+
+/// Largest gap (ms) between consecutive (epoch time, capture-relative ms) pairs, and the
+/// epoch time that ended it.
+fn max_gap(times: impl Iterator<Item = (f64, f64)>) -> (f64, f64) {
+    let mut prev: Option<f64> = None;
+    let (mut gap, mut at) = (0.0f64, 0.0f64);
+    for (t, rel) in times {
+        match prev {
+            Some(p) if rel - p > gap => {
+                gap = rel - p;
+                at = t;
+            }
+            None => at = t,
+            _ => {}
+        }
+        prev = Some(rel);
+    }
+    (gap, at)
 }
 
 /// RTP header sanity over several packets: at least two packets, and at least half of

@@ -71,7 +71,11 @@
 //!     decoded, decode_errors, decoded_rate,
 //!     energy_dbfs: [number],  // per 100 ms of media time from first_time, floor -120
 //!     wav|null }],
-//!   rtp_flows: [{ src, dst, ssrcs: [number], ssrc_changes: [{time, from, to}] }],
+//!   rtp_flows: [{ src, dst, ssrcs: [number], ssrc_changes: [{time, from, to}], packets,
+//!     max_gap_ms, max_gap_at }],
+//!   rtp_sinks: [{ dst, packets, first_time, last_time, sources: [src], ssrcs: [number],
+//!     max_gap_ms, max_gap_at,   // across all senders: the client's view of a failover
+//!     changes: [{time, gap_ms, from_src, from_ssrc, to_src, to_ssrc}] }],
 //!   rtcp_flows: [{ src, dst, packets, first_time, last_time, sender_ssrcs: [number],
 //!     packet_types: [[type, count]], bye_ssrcs: [number],
 //!     last_reports: [{ssrc, fraction_lost, cumulative_lost, highest_seq, jitter}] }],
@@ -124,7 +128,7 @@ use std::path::Path;
 
 pub use analyze::Options;
 pub use error::Error;
-pub use report::{Report, RtcpFlow, RtpFlow, RtpStream, SipDialog, SipMessage};
+pub use report::{Report, RtcpFlow, RtpFlow, RtpSink, RtpStream, SipDialog, SipMessage};
 
 /// Analyze a capture file with default options.
 pub fn analyze_path(path: &Path) -> Result<Report, Error> {

@@ -41,6 +41,8 @@ pub struct Report {
     pub rtp_streams: Vec<RtpStream>,
     /// UDP flows (5-tuples) that carried RTP, with their SSRC history.
     pub rtp_flows: Vec<RtpFlow>,
+    /// RTP per destination address (all sources and SSRCs), in order of first packet.
+    pub rtp_sinks: Vec<RtpSink>,
     /// RTCP flows (5-tuples), in order of first packet.
     pub rtcp_flows: Vec<RtcpFlow>,
     /// SIP dialogs (grouped by Call-ID), in order of first message.
@@ -63,6 +65,11 @@ impl Report {
     /// The dialog with this Call-ID.
     pub fn dialog(&self, call_id: &str) -> Option<&SipDialog> {
         self.sip_dialogs.iter().find(|d| d.call_id == call_id)
+    }
+
+    /// The sink (all RTP arriving) at `dst` (`"ip:port"`).
+    pub fn sink(&self, dst: &str) -> Option<&RtpSink> {
+        self.rtp_sinks.iter().find(|s| s.dst == dst)
     }
 }
 
@@ -226,6 +233,53 @@ pub struct RtpFlow {
     pub ssrcs: Vec<u32>,
     /// Changes of SSRC between consecutive packets.
     pub ssrc_changes: Vec<SsrcChange>,
+    /// RTP packets on the 5-tuple (all SSRCs).
+    pub packets: u64,
+    /// Largest inter-arrival gap on the 5-tuple in ms, whatever the SSRC.
+    pub max_gap_ms: f64,
+    /// Arrival time of the packet that ended that gap (epoch seconds).
+    pub max_gap_at: f64,
+}
+
+/// Everything RTP that arrived at one destination address, whatever its source and SSRC:
+/// what a client listening on that port received across a failover.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RtpSink {
+    /// Destination `"ip:port"`.
+    pub dst: String,
+    /// RTP packets.
+    pub packets: u64,
+    /// First arrival (epoch seconds).
+    pub first_time: f64,
+    /// Last arrival (epoch seconds).
+    pub last_time: f64,
+    /// Source addresses, in order of first appearance.
+    pub sources: Vec<String>,
+    /// SSRCs, in order of first appearance.
+    pub ssrcs: Vec<u32>,
+    /// Largest inter-arrival gap in ms.
+    pub max_gap_ms: f64,
+    /// Arrival time of the packet that ended that gap (epoch seconds).
+    pub max_gap_at: f64,
+    /// Changes of (source, SSRC) between consecutive packets.
+    pub changes: Vec<SinkChange>,
+}
+
+/// The sender of the packets arriving at a sink changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SinkChange {
+    /// Arrival time of the first packet from the new sender (epoch seconds).
+    pub time: f64,
+    /// Gap before it, in ms.
+    pub gap_ms: f64,
+    /// Previous source `"ip:port"`.
+    pub from_src: String,
+    /// Previous SSRC.
+    pub from_ssrc: u32,
+    /// New source `"ip:port"`.
+    pub to_src: String,
+    /// New SSRC.
+    pub to_ssrc: u32,
 }
 
 /// The SSRC on a 5-tuple changed.
@@ -282,7 +336,9 @@ impl SipDialog {
         self.messages.iter().filter(move |m| {
             m.time > t
                 && m.method.as_deref() == Some(method)
-                && (m.src == src || m.src.rsplit_once(':').map(|x| x.0) == Some(src))
+                && (m.src == src
+                    || m.src.rsplit_once(':').map(|x| x.0.trim_matches(['[', ']']))
+                        == Some(src.trim_matches(['[', ']'])))
         })
     }
 }

@@ -196,6 +196,9 @@ fn ssrc_change_on_the_same_five_tuple_is_reported_with_its_time() {
     assert_eq!(f.ssrcs, vec![0xAAAA_0001, 0xBBBB_0002]);
     assert_eq!(f.ssrc_changes.len(), 1);
     assert!((f.ssrc_changes[0].time - (T0 as f64 + 0.24)).abs() < 1e-6);
+    assert_eq!(f.packets, 20);
+    assert!((f.max_gap_ms - 60.0).abs() < 1e-6, "{}", f.max_gap_ms);
+    assert!((f.max_gap_at - (T0 as f64 + 0.24)).abs() < 1e-6);
     assert_eq!(
         (f.ssrc_changes[0].from, f.ssrc_changes[0].to),
         (0xAAAA_0001, 0xBBBB_0002)
@@ -595,4 +598,36 @@ fn snaplen_cut_frames_still_count_as_rtp() {
     assert_eq!(r.truncated_datagrams, 29);
     assert!(s.energy_dbfs.is_empty(), "cut payloads are not decoded");
     assert!(r.warnings.iter().any(|w| w.contains("snap length")));
+}
+
+#[test]
+fn sink_shows_a_failover_to_another_source_and_ssrc() {
+    // The primary sends 10 packets; 40 ms after its last one, the backup continues from
+    // another address with another SSRC.
+    let mut d = pcma_stream("10.0.0.1:4000", "10.0.0.9:5000", 0x1111, &regular(1, 10));
+    let backup: Vec<P> = regular(11, 10)
+        .into_iter()
+        .map(|(ms, s, t, m)| (ms + 220.0, s, t + 1600, m))
+        .collect();
+    d.extend(pcma_stream(
+        "10.0.0.2:4000",
+        "10.0.0.9:5000",
+        0x2222,
+        &backup,
+    ));
+    let r = analyze(&d);
+    assert_eq!(r.rtp_streams.len(), 2);
+    let sink = r.sink("10.0.0.9:5000").expect("sink");
+    assert_eq!(sink.packets, 20);
+    assert_eq!(sink.sources, ["10.0.0.1:4000", "10.0.0.2:4000"]);
+    assert_eq!(sink.ssrcs, [0x1111, 0x2222]);
+    assert!((sink.max_gap_ms - 40.0).abs() < 1e-6, "{}", sink.max_gap_ms);
+    assert!((sink.max_gap_at - (T0 as f64 + 0.22)).abs() < 1e-6);
+    assert_eq!(sink.changes.len(), 1);
+    let c = &sink.changes[0];
+    assert_eq!(
+        (c.from_ssrc, c.to_ssrc, c.to_src.as_str()),
+        (0x1111, 0x2222, "10.0.0.2:4000")
+    );
+    assert!((c.gap_ms - 40.0).abs() < 1e-6);
 }
