@@ -220,7 +220,9 @@ impl Inner {
             | Err(ParseError::NotUtf8) => {
                 self.st.stats.malformed_dropped += 1;
             }
-            Err(_) => self.malformed(t, from, data, "Bad Request"),
+            Err(ParseError::ContentLength) => self.malformed(t, from, data, "Bad Content-Length"),
+            Err(ParseError::HeaderLine) => self.malformed(t, from, data, "Bad Header"),
+            Err(ParseError::StartLine { .. }) => self.malformed(t, from, data, "Bad Request-Line"),
         }
     }
 

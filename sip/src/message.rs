@@ -28,8 +28,8 @@ pub(crate) enum ParseError {
     NoHead,
     /// Head is not UTF-8.
     NotUtf8,
-    /// Start line not parseable. `request` is set when it looks like a request line whose
-    /// Request-URI could not be parsed (method, uri scheme).
+    /// Start line not parseable. `method`/`scheme` are set when it looks like a request line
+    /// whose Request-URI could not be parsed.
     StartLine {
         method: Option<String>,
         scheme: Option<String>,
@@ -88,8 +88,9 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
     &b[start..end.max(start)]
 }
 
-/// Parse one complete message. `stream`: Content-Length is mandatory and must be satisfied
-/// exactly by `data` (the framer already cut it).
+/// Parse one complete message (a datagram, or a frame cut by the stream framer). The body is
+/// cut to Content-Length; without one it is the rest of `data` (allowed for UDP); a
+/// Content-Length larger than the data is an error.
 pub(crate) fn parse(data: &[u8]) -> Result<Message, ParseError> {
     let end = head_end(data).ok_or(ParseError::NoHead)?;
     let src = Bytes::copy_from_slice(data);

@@ -830,7 +830,7 @@ fn malformed_requests_get_400_or_are_dropped() {
                 &format!("Content-Length: {}", PCMU_OFFER.len()),
                 "Content-Length: 999",
             ),
-            "Bad Request",
+            "Bad Content-Length",
         ),
     ] {
         h.udp(ALICE, &bad);
