@@ -86,6 +86,7 @@
 //! [`Event::Confirmed`]. After [`EndReason::AckTimeout`] the application may still call
 //! [`Core::hangup`] (no second `CallEnded` follows).
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod core;
 mod framing;

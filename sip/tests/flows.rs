@@ -978,3 +978,22 @@ fn merged_invite_under_new_branch_is_482() {
     assert!(h.events().is_empty());
     assert_eq!(h.core.calls().len(), 1);
 }
+
+#[test]
+fn ipv6_via_is_stamped_readably() {
+    let mut h = Harness::new();
+    let opts = with_len(
+        "OPTIONS sip:room1@[2001:db8::1]:5060 SIP/2.0\r\n\
+Via: SIP/2.0/UDP [2001:db8::10]:5061;branch=z9hG4bK-v6;rport\r\n\
+From: <sip:probe@[2001:db8::10]>;tag=p1\r\nTo: <sip:room1@[2001:db8::1]>\r\n\
+Call-ID: v6-1\r\nCSeq: 1 OPTIONS\r\n",
+        "",
+    );
+    h.udp("[2001:db8::10]:40000", &opts);
+    let r = h.out().pop().unwrap();
+    assert_eq!(
+        r.header("via"),
+        Some("SIP/2.0/UDP [2001:db8::10]:5061;branch=z9hG4bK-v6;rport=40000;received=2001:db8::10")
+    );
+    assert_eq!(r.to, addr("[2001:db8::10]:40000"));
+}
