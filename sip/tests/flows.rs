@@ -997,3 +997,22 @@ Call-ID: v6-1\r\nCSeq: 1 OPTIONS\r\n",
     );
     assert_eq!(r.to, addr("[2001:db8::10]:40000"));
 }
+
+#[test]
+fn tcp_oversized_gets_513_and_stream_recovers() {
+    let mut h = Harness::new();
+    let body = "x".repeat(9000);
+    let big = in_dialog("INFO", "z9hG4bK-big", "big-1", 1, "t", "", &body).replace("/UDP", "/TCP");
+    h.tcp(5, ALICE, big.as_bytes());
+    let r = h.out().pop().unwrap();
+    assert_eq!(r.status(), 513);
+    assert_eq!(r.transport, Transport::Tcp(5));
+    assert_eq!(h.core.stats().oversized, 1);
+    // The body was skipped: the next message on the stream is served normally.
+    h.tcp(5, ALICE, tcp_invite().as_bytes());
+    assert_eq!(h.out()[0].status(), 100);
+    // UDP keep-alives are ignored silently.
+    h.udp(ALICE, "\r\n\r\n");
+    assert!(h.out().is_empty());
+    assert_eq!(h.core.stats().malformed_dropped, 0);
+}
