@@ -186,7 +186,7 @@ fn parse_ip(ci: &ConnectionInformation) -> Result<IpAddr, SdpError> {
 }
 
 /// Parse an SDP with the `sdp` crate. Tolerates LF-only line ends and a missing final CRLF.
-pub fn parse(text: &str) -> Result<SessionDescription, SdpError> {
+fn parse(text: &str) -> Result<SessionDescription, SdpError> {
     let mut norm = String::with_capacity(text.len() + 2);
     for line in text.lines() {
         let line = line.trim_end_matches('\r');
@@ -207,7 +207,7 @@ pub fn negotiate(remote_sdp: &str) -> Result<Negotiated, SdpError> {
 }
 
 /// [`negotiate`] on an already parsed description.
-pub fn negotiate_parsed(sd: &SessionDescription) -> Result<Negotiated, SdpError> {
+fn negotiate_parsed(sd: &SessionDescription) -> Result<Negotiated, SdpError> {
     let mut saw_audio = false;
     let mut last_err = None;
     for m in &sd.media_descriptions {
