@@ -354,3 +354,34 @@ pub(crate) fn unfold(v: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_folded_and_lf_only_forms() {
+        let m = b"INVITE sip:room@h SIP/2.0\nv: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bK1\nf: <sip:a@b>\n ;tag=1\nt: <sip:room@h>\ni: cid\nCSeq: 1 INVITE\nl: 2\n\nab";
+        let msg = parse(m).unwrap();
+        let info = request_info(&msg).unwrap();
+        assert_eq!(info.user, "room");
+        assert_eq!(info.call_id, "cid");
+        assert_eq!(info.from.tag.as_deref(), Some("1"));
+        assert_eq!(&msg.body[..], b"ab");
+        assert_eq!(unfold(&info.from_raw), "<sip:a@b> ;tag=1");
+    }
+
+    #[test]
+    fn content_length_rules() {
+        let base = "OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n";
+        assert!(parse(format!("{base}Content-Length: 5\r\n\r\nab").as_bytes()).is_err());
+        assert!(parse(format!("{base}Content-Length: x\r\n\r\n").as_bytes()).is_err());
+        // Extra bytes after the declared body are ignored (RFC 3261 18.3).
+        let m = parse(format!("{base}Content-Length: 1\r\n\r\nabc").as_bytes()).unwrap();
+        assert_eq!(&m.body[..], b"a");
+        assert_eq!(
+            raw_content_length(format!("{base}l: 7\r\n").as_bytes()),
+            Ok(Some(7))
+        );
+    }
+}
