@@ -239,7 +239,7 @@ pub struct Capture {
 impl Capture {
     pub fn start(file: &Path, filter: &str) -> Capture {
         let mut child = Command::new("tcpdump")
-            .args(["-i", "lo", "-U", "-n", "-s", "0", "-w"])
+            .args(["-i", "lo", "-U", "--immediate-mode", "-n", "-s", "0", "-w"])
             .arg(file)
             .arg(filter)
             .stdout(Stdio::null())
@@ -275,4 +275,92 @@ impl Drop for Capture {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// sipp as a child process: `scenario` is a path or a built-in name (`-sn`).
+pub fn sipp(
+    scenario: &Path,
+    room: &str,
+    sip_port: u16,
+    media_port: u16,
+    tcp: bool,
+    server: SocketAddr,
+    cwd: &Path,
+) -> Child {
+    let mut c = Command::new("sipp");
+    c.arg("-sf")
+        .arg(scenario)
+        .args([
+            "-s",
+            room,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &sip_port.to_string(),
+            "-mp",
+            &media_port.to_string(),
+        ])
+        .args([
+            "-m",
+            "1",
+            "-l",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "40s",
+            "-timeout_error",
+        ]);
+    if tcp {
+        c.args(["-t", "t1"]);
+    }
+    c.arg(server.to_string())
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sipp")
+}
+
+/// Path of a scenario shipped with the tests.
+pub fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(name)
+}
+
+/// sipp's built-in uac_pcap scenario, pointing at the recorded captures' absolute paths.
+pub fn uac_pcap_scenario(dir: &Path) -> PathBuf {
+    let scen = Command::new("sipp")
+        .args(["-sd", "uac_pcap"])
+        .output()
+        .expect("sipp -sd");
+    let scen = String::from_utf8(scen.stdout)
+        .unwrap()
+        .replace("pcap/", "/usr/share/sip-tester/");
+    let p = dir.join("uac_pcap.xml");
+    std::fs::write(&p, scen).unwrap();
+    p
+}
+
+/// Wait for a child and assert it succeeded.
+pub fn expect_success(child: &mut Child, what: &str, timeout: Duration) {
+    let st = wait_timeout(child, timeout).unwrap_or_else(|| panic!("{what} did not finish"));
+    assert!(st.success(), "{what} failed (exit {st})");
+}
+
+/// Root and the listed tools, or skip (never under CI).
+pub fn e2e_ready(tools: &[&str]) -> bool {
+    if !require_tools(tools) {
+        return false;
+    }
+    if !is_root() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI runs as root; tcpdump needs it"
+        );
+        eprintln!("SKIPPING: tcpdump on lo needs root");
+        return false;
+    }
+    true
 }
