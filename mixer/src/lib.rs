@@ -853,14 +853,22 @@ impl Mixer {
             *o = a.clamp(-32768, 32767) as i16;
         }
         let mut group_payloads: BTreeMap<(u8, u32, u64), Vec<u8>> = BTreeMap::new();
-        // A lone voice in the mix is forwarded to 20 ms Opus listeners as it arrived
-        // (after the jitter buffer) instead of being decoded and re-encoded.
-        if let [solo] = self.mix_set[..] {
-            if let Some(pl) = self.participants.get(&solo).and_then(|p| p.pass.clone()) {
-                group_payloads.insert((codec_key(Codec::Opus), 20, tick), pl);
+        // A lone voice in a mix is forwarded to 20 ms Opus receivers as it arrived (after
+        // the jitter buffer) instead of being decoded and re-encoded: the listener mix when
+        // one participant is mixed, and a mixed speaker's mix-minus-self when exactly one
+        // other participant is mixed.
+        let passes: Vec<(ParticipantId, Vec<u8>)> = self
+            .mix_set
+            .iter()
+            .filter_map(|id| Some((*id, self.participants.get(id)?.pass.clone()?)))
+            .collect();
+        if let ([solo], [(pid, pl)]) = (&self.mix_set[..], &passes[..]) {
+            if solo == pid {
+                group_payloads.insert((codec_key(Codec::Opus), 20, tick), pl.clone());
                 self.forwarded += 1;
             }
         }
+        let tick_span = tick * TICK_SAMPLES as u64..(tick + 1) * TICK_SAMPLES as u64;
         let complexity = self.config.opus_complexity;
         for (&id, p) in self.participants.iter_mut() {
             if !p.params.send {
@@ -887,7 +895,20 @@ impl Mixer {
                     span.start = ns;
                     personal = true;
                 }
-                let payload: std::borrow::Cow<'_, [u8]> = if personal {
+                let lone_other = if personal
+                    && p.in_mix
+                    && p.params.codec == Codec::Opus
+                    && span == tick_span
+                    && self.mix_set.len() == 2
+                {
+                    let other = self.mix_set.iter().find(|&&m| m != id);
+                    passes.iter().find(|(pid, _)| Some(pid) == other)
+                } else {
+                    None
+                };
+                let payload: std::borrow::Cow<'_, [u8]> = if let Some((_, pl)) = lone_other {
+                    pl.as_slice().into()
+                } else if personal {
                     if p.own_enc.is_none() {
                         match OutputEncoder::new(p.params.codec, complexity) {
                             Ok(e) => p.own_enc = Some(e),

@@ -101,11 +101,23 @@ fn a_lone_speaker_is_forwarded_to_opus_listeners_without_reencoding() {
     assert!(room.receiver(3).tone_power(F1, 0.5) > 1e5);
     assert!(room.receiver(4).tone_power(F1, 0.5) > 1e5);
     assert!(room.receiver(2).tone_power(F1, 0.5) > 1e5);
-    // When a second voice joins the mix, listeners get a mixed encode again.
+    // When a second voice joins the mix, listeners get a mixed encode again, and each of
+    // the two speakers gets the other's packets.
     room.sender(2).signal = sine(F2, 6000.0);
     room.run(60, no_delay);
-    let r2 = room.receiver(3);
-    assert!(r2.tone_power(F1, 0.5) > 1e5 && r2.tone_power(F2, 0.5) > 1e5);
+    let r3 = room.receiver(3);
+    assert!(r3.tone_power(F1, 0.5) > 1e5 && r3.tone_power(F2, 0.5) > 1e5);
+    let r2 = room.receiver(2);
+    assert!(r2.tone_power(F1, 0.5) > 1e5 && r2.tone_power(F2, 0.5) < 1e3);
+    let last_to = |to: u64| {
+        room.raw.iter().rev().find_map(|o| match o {
+            mixer::Output::Rtp { to: t, packet } if *t == to => Some(packet[12..].to_vec()),
+            _ => None,
+        })
+    };
+    let (to2, to1) = (last_to(2).unwrap(), last_to(1).unwrap());
+    assert!(room.sender(1).sent.contains(&to2));
+    assert!(room.sender(2).sent.contains(&to1));
 }
 
 #[test]
