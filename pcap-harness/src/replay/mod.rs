@@ -258,6 +258,7 @@ async fn participant(
     let mut outputs = uac.start(now());
     let mut rec_plan = Some(plan.rec);
     let mut hung_up = false;
+    let mut hang_up_now = false;
     let mut hangup_at: Option<Duration> = None;
     let mut sip_buf = vec![0u8; 65536];
     let mut rtp_buf = vec![0u8; 65536];
@@ -272,11 +273,14 @@ async fn participant(
                     summary.established = true;
                     let Some(remote) = remote_rtp else {
                         summary.end_reason = "answer had no media address".into();
+                        hang_up_now = true;
                         continue;
                     };
-                    let mut mc = media_cfg.clone();
-                    mc.pt = pt;
-                    if let Some(r) = rec_plan.take() {
+                    if let Some((_, dst)) = media.as_mut() {
+                        *dst = remote; // re-INVITE moved the media
+                    } else if let Some(r) = rec_plan.take() {
+                        let mut mc = media_cfg.clone();
+                        mc.pt = pt;
                         media = Some((MediaSender::new(r, mc, now()), remote));
                     }
                 }
@@ -285,6 +289,11 @@ async fn participant(
         }
         if uac.is_done() {
             break;
+        }
+        if hang_up_now && !hung_up {
+            hung_up = true;
+            outputs = uac.hangup(now());
+            continue;
         }
         // Media due now.
         if let Some((m, remote)) = media.as_mut() {

@@ -54,7 +54,8 @@ pub enum Output {
         /// SIP message bytes.
         data: Vec<u8>,
     },
-    /// The call is up: media may flow to `remote_rtp` with payload type `pt`.
+    /// The call is up (or a re-INVITE moved it): media flows to `remote_rtp` with payload
+    /// type `pt`.
     Established {
         /// Remote media address from the SDP answer.
         remote_rtp: Option<SocketAddr>,
@@ -181,11 +182,13 @@ impl Uac {
     }
 
     fn header_from(&self) -> String {
+        let host = match self.cfg.local_sip.ip() {
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        };
         format!(
-            "From: <sip:{}@{}>;tag={}",
-            self.cfg.user,
-            self.cfg.local_sip.ip(),
-            self.cfg.from_tag
+            "From: <sip:{}@{host}>;tag={}",
+            self.cfg.user, self.cfg.from_tag
         )
     }
 
@@ -376,11 +379,26 @@ impl Uac {
                     }
                 }
                 "INVITE" => {
+                    // Re-INVITE (e.g. a backup server moving the media): same offer back,
+                    // and media follows the new address.
                     let sdp = self.sdp();
                     out.push(Output::Transmit {
                         to: from,
                         data: self.respond(&text, "200 OK", &sdp),
                     });
+                    if let Some(media) = msg.sdp.as_ref().and_then(|s| s.media.first()) {
+                        if self.state == State::Confirmed && media.addr.is_some() {
+                            let pt = media
+                                .rtpmap
+                                .iter()
+                                .find(|(_, c)| c.name.eq_ignore_ascii_case(&self.cfg.codec.name))
+                                .map_or(self.cfg.pt, |(pt, _)| *pt);
+                            out.push(Output::Established {
+                                remote_rtp: media.addr,
+                                pt,
+                            });
+                        }
+                    }
                 }
                 "ACK" => {}
                 _ => out.push(Output::Transmit {
@@ -475,10 +493,10 @@ impl Uac {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use super::*;
 
-    fn cfg() -> UacConfig {
+    pub fn cfg() -> UacConfig {
         UacConfig {
             target_uri: "sip:room@127.0.0.1:5060".into(),
             server: "127.0.0.1:5060".parse().unwrap(),
@@ -497,7 +515,7 @@ mod tests {
         }
     }
 
-    fn sent(o: &[Output]) -> Vec<String> {
+    pub fn sent(o: &[Output]) -> Vec<String> {
         o.iter()
             .filter_map(|o| match o {
                 Output::Transmit { data, .. } => Some(
@@ -512,7 +530,7 @@ mod tests {
             .collect()
     }
 
-    fn server_response(req: &[u8], status: &str, extra: &str, body: &str) -> Vec<u8> {
+    pub fn server_response(req: &[u8], status: &str, extra: &str, body: &str) -> Vec<u8> {
         let text = String::from_utf8_lossy(req).into_owned();
         let mut m = format!("SIP/2.0 {status}\r\n");
         for l in header_lines(&text, &["Via", "From", "To", "Call-ID", "CSeq"]) {
@@ -529,6 +547,12 @@ mod tests {
         m.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
         m.into_bytes()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::*;
+    use super::*;
 
     #[test]
     fn full_call_in_virtual_time() {
@@ -638,5 +662,47 @@ mod tests {
         let out = uac.handle_datagram(Duration::from_millis(10), srv, &busy);
         assert_eq!(sent(&out), ["ACK sip:room@127.0.0.1:5060 SIP/2.0"]);
         assert!(matches!(&out[1], Output::Terminated { reason, .. } if reason.contains("486")));
+    }
+}
+
+#[cfg(test)]
+mod reinvite_tests {
+    use super::tests_support::*;
+    use super::*;
+
+    #[test]
+    fn reinvite_moves_the_media() {
+        let srv: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let mut uac = Uac::new(cfg());
+        let out = uac.start(Duration::ZERO);
+        let Output::Transmit { data: invite, .. } = &out[0] else {
+            panic!()
+        };
+        let ok = server_response(
+            invite,
+            "200 OK",
+            "",
+            "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 30000 RTP/AVP 8\r\n",
+        );
+        uac.handle_datagram(Duration::from_millis(10), srv, &ok);
+        let body = "v=0\r\nc=IN IP4 127.0.0.2\r\nm=audio 31000 RTP/AVP 8\r\n";
+        let reinvite = format!("INVITE sip:replay1@127.0.0.1:40000 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bKr1\r\nFrom: <sip:room@127.0.0.1>;tag=srv\r\nTo: <sip:replay1@127.0.0.1>;tag=ft\r\nCall-ID: c1\r\nCSeq: 8 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let out = uac.handle_datagram(Duration::from_secs(1), srv, reinvite.as_bytes());
+        let Output::Transmit { data, .. } = &out[0] else {
+            panic!()
+        };
+        let text = String::from_utf8_lossy(data);
+        assert!(
+            text.starts_with("SIP/2.0 200 OK")
+                && text.contains("CSeq: 8 INVITE")
+                && text.contains("m=audio 40002")
+        );
+        assert_eq!(
+            out[1],
+            Output::Established {
+                remote_rtp: Some("127.0.0.2:31000".parse().unwrap()),
+                pt: 8
+            }
+        );
     }
 }
