@@ -390,3 +390,80 @@ fn cli_replay_runs_end_to_end() {
     assert_eq!(r.sip_dialogs.len(), 3);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Against a real SIP stack: sipp's built-in UAS (180, 200 with SDP, expects our ACK and
+/// BYE) with RTP echo. sipp exits 0 only if the call went as its scenario expects.
+#[test]
+fn replay_against_sipp_uas_with_rtp_echo() {
+    let has_sipp = std::process::Command::new("sh")
+        .args(["-c", "command -v sipp"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_sipp {
+        assert!(!in_ci(), "sipp is required in CI");
+        eprintln!(
+            "\n!!!!!!!! SKIPPING: sipp is missing (set CI=1 to make this a failure) !!!!!!!!\n"
+        );
+        return;
+    }
+    let dir = tmpdir("replay-sipp");
+    let input = input_capture(&dir, 100);
+    let (sip_port, media_port) = (free_udp_port(), free_udp_port());
+    let mut sipp = std::process::Command::new("sipp")
+        .args(["-sn", "uas", "-i", "127.0.0.1", "-p", &sip_port.to_string()])
+        .args([
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &media_port.to_string(),
+            "-rtp_echo",
+        ])
+        .args(["-m", "1", "-nostdin", "-timeout", "30s"])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn sipp");
+    std::thread::sleep(Duration::from_millis(500));
+    let out = dir.join("out.pcap");
+    let server: SocketAddr = format!("127.0.0.1:{sip_port}").parse().unwrap();
+    let mut cfg = config(input, server, out.clone());
+    cfg.count = 1;
+    let (summaries, notes) = run_replay(&cfg).unwrap();
+    let status = sipp.wait().unwrap();
+    assert!(status.success(), "sipp's UAS scenario failed: {status}");
+    assert!(notes.is_empty(), "{notes:?}");
+    let s = &summaries[0];
+    assert!(s.established);
+    assert_eq!(s.end_reason, "BYE answered with 200");
+    assert_eq!(s.rtp_sent, 100);
+    let r = analyze_path(&out).unwrap();
+    let echo = &r.rtp_streams[0];
+    assert_eq!(echo.src, format!("127.0.0.1:{media_port}"));
+    assert_eq!(echo.ssrc, s.ssrc, "sipp echoes our packets as they are");
+    assert_eq!((echo.packets, echo.lost), (100, 0));
+    let m: Vec<String> = r.sip_dialogs[0]
+        .messages
+        .iter()
+        .map(|m| {
+            m.method
+                .clone()
+                .unwrap_or_else(|| m.status.unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(m, ["INVITE", "180", "200", "ACK", "BYE", "200"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
