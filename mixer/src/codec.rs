@@ -258,8 +258,9 @@ impl InputDecoder {
         self.silent_tail += want.saturating_sub(self.buffered());
     }
 
-    /// Take exactly `out.len()` samples (zero-padded).
-    pub fn take(&mut self, out: &mut [i16]) {
+    /// Take exactly `out.len()` samples (zero-padded); returns how many came from the
+    /// codec (decoded or concealed) rather than from queued silence.
+    pub fn take(&mut self, out: &mut [i16]) -> usize {
         let n = out.len();
         self.pad_to(n);
         let real = n.min(self.fifo.len());
@@ -270,6 +271,7 @@ impl InputDecoder {
         self.fifo.drain(..real);
         out[real..].fill(0);
         self.silent_tail -= n - real;
+        real
     }
 }
 

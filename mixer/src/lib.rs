@@ -790,12 +790,12 @@ impl Mixer {
             if pulls != 1 || p.dec.buffered() != TICK_SAMPLES {
                 p.pass = None;
             }
-            p.dec.take(&mut p.frame);
+            let real = p.dec.take(&mut p.frame);
             p.level = if uses_ext {
                 ext_level.unwrap_or(-127.0)
             } else if let (Some(l), false) = (cheap_level, decoded) {
                 l
-            } else if decoded {
+            } else if real > 0 {
                 level_dbov(&p.frame)
             } else {
                 -127.0
@@ -1000,6 +1000,12 @@ impl Mixer {
     /// (no decode/encode generation loss, no encoder cost).
     pub fn forwarded_ticks(&self) -> u64 {
         self.forwarded
+    }
+
+    /// State of the output stream towards `id`: everything its sequence numbers and
+    /// timestamps are a function of (see [`stream`]); what a hot standby must replicate.
+    pub fn output_stream(&self, id: ParticipantId) -> Option<&stream::OutStream> {
+        self.participants.get(&id).map(|p| &p.stream)
     }
 
     /// Current active speaker.

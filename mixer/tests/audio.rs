@@ -150,6 +150,27 @@ fn g711_30ms_alaw_input_and_40ms_output() {
 }
 
 #[test]
+fn opus_input_packetizations_10_to_60_ms() {
+    for in_ptime in [10u32, 40, 60] {
+        let mut room = Room::new(6);
+        room.join(1, Codec::Opus, in_ptime, 20, sine(F2, 8000.0));
+        room.join(2, Codec::Opus, 20, 20, silence());
+        room.run(150, no_delay);
+        let st = room.mixer.stats(1).unwrap();
+        assert_eq!((st.lost, st.dropped_late), (0, 0), "in ptime {in_ptime}");
+        continuity(&room, 2, F2);
+        let r = room.receiver(2);
+        let tail = &r.pcm[r.pcm.len() - 48_000..];
+        for chunk in tail.chunks(960) {
+            assert!(
+                goertzel(chunk, F2, 48_000.0) > 1e6,
+                "in ptime {in_ptime}: clean, not concealed"
+            );
+        }
+    }
+}
+
+#[test]
 fn opus_output_ptimes() {
     for ptime in [10u32, 20, 30, 40, 50, 60] {
         let mut room = Room::new(5);
@@ -450,6 +471,10 @@ fn hold_resume_keeps_ssrc_seq_and_continuous_timestamps() {
         "40 ms packets after the re-INVITE"
     );
     assert_eq!(room.mixer.stats(2).unwrap().ssrc_out, ssrc);
+    let st = room.mixer.output_stream(2).unwrap();
+    assert_eq!(st.ssrc, ssrc);
+    assert_eq!(st.packets_sent as usize, h.len());
+    assert_eq!(st.next_seq(), h.last().unwrap().seq.wrapping_add(1));
 }
 
 #[test]
