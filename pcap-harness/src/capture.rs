@@ -56,6 +56,23 @@ fn map_err(e: PcapError, offset: u64, what: &'static str) -> Error {
     }
 }
 
+/// Run one `pcap-file` parser step. That crate indexes and unwraps on some malformed
+/// blocks; a panic there becomes [`Error::Corrupt`] at the block's offset instead of
+/// taking the caller down.
+fn guarded<T>(
+    offset: u64,
+    what: &'static str,
+    step: impl FnOnce() -> Result<T, PcapError>,
+) -> Result<T, Error> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)) {
+        Ok(r) => r.map_err(|e| map_err(e, offset, what)),
+        Err(_) => Err(Error::Corrupt {
+            offset,
+            reason: format!("{what}: malformed (the parser could not read it)"),
+        }),
+    }
+}
+
 /// Detect the format from the first four bytes.
 pub fn detect(data: &[u8]) -> Result<Format, Error> {
     if data.len() < 4 {
@@ -80,17 +97,15 @@ pub fn for_each_frame<'a>(data: &'a [u8], mut f: impl FnMut(Frame<'a>)) -> Resul
     let mut number = 0u64;
     match format {
         Format::Pcap => {
-            let (mut rem, parser) =
-                PcapParser::new(data).map_err(|e| map_err(e, 0, "pcap file header"))?;
+            let (mut rem, parser) = guarded(0, "pcap file header", || PcapParser::new(data))?;
             let header = parser.header();
             let linktype = u32::from(header.datalink);
             while !rem.is_empty() {
                 let offset = offset_of(rem);
                 // Raw records: pcap-file's validated `next_packet` rejects orig_len >
                 // snaplen, which every `tcpdump -s N` capture has.
-                let (next, pkt) = parser
-                    .next_raw_packet(rem)
-                    .map_err(|e| map_err(e, offset, "pcap packet record"))?;
+                let (next, pkt) =
+                    guarded(offset, "pcap packet record", || parser.next_raw_packet(rem))?;
                 number += 1;
                 let frac_ns = match header.ts_resolution {
                     pcap_file::TsResolution::MicroSecond => i128::from(pkt.ts_frac) * 1000,
@@ -119,14 +134,12 @@ pub fn for_each_frame<'a>(data: &'a [u8], mut f: impl FnMut(Frame<'a>)) -> Resul
         }
         Format::PcapNg => {
             let (mut rem, mut parser) =
-                PcapNgParser::new(data).map_err(|e| map_err(e, 0, "pcapng section header"))?;
+                guarded(0, "pcapng section header", || PcapNgParser::new(data))?;
             // Per interface: (linktype, units per second, offset seconds).
             let mut ifaces: Vec<(u32, u128, i128)> = Vec::new();
             while !rem.is_empty() {
                 let offset = offset_of(rem);
-                let (next, block) = parser
-                    .next_block(rem)
-                    .map_err(|e| map_err(e, offset, "pcapng block"))?;
+                let (next, block) = guarded(offset, "pcapng block", || parser.next_block(rem))?;
                 match block {
                     Block::SectionHeader(_) => ifaces.clear(),
                     Block::InterfaceDescription(idb) => {

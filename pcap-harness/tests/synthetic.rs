@@ -377,6 +377,28 @@ fn truncated_pcapng_names_the_offset_of_the_broken_block() {
 }
 
 #[test]
+fn random_pcapng_corruption_never_panics() {
+    let bytes = to_pcapng(
+        LINKTYPE_ETHERNET,
+        &pcma_stream("10.0.0.1:4000", "10.0.0.2:5000", SSRC, &regular(1, 20)),
+    );
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..1000 {
+        let mut b = bytes.clone();
+        for _ in 0..3 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let i = (x as usize) % b.len();
+            b[i] = (x >> 32) as u8;
+        }
+        let len = (x as usize >> 8) % (b.len() + 1);
+        let _ = analyze_bytes(&b[..len]);
+        let _ = analyze_bytes(&b);
+    }
+}
+
+#[test]
 fn random_corruption_never_panics() {
     let bytes = to_pcap(
         LINKTYPE_ETHERNET,
@@ -630,4 +652,35 @@ fn sink_shows_a_failover_to_another_source_and_ssrc() {
         (0x1111, 0x2222, "10.0.0.2:4000")
     );
     assert!((c.gap_ms - 40.0).abs() < 1e-6);
+}
+
+#[test]
+fn malformed_pcapng_blocks_give_errors_with_offsets() {
+    let good = to_pcapng(
+        LINKTYPE_ETHERNET,
+        &pcma_stream("10.0.0.1:4000", "10.0.0.2:5000", SSRC, &regular(1, 2)),
+    );
+    // Append blocks of every standard type with bodies that are too short or inconsistent.
+    for block_type in [1u32, 2, 3, 4, 5, 6, 0x0000_0BAD] {
+        for body in [
+            vec![],
+            vec![0u8; 4],
+            vec![0xff; 8],
+            vec![1, 0, 0xff, 0xff, 0, 0, 0, 0],
+        ] {
+            let mut b = good.clone();
+            let len = 12 + body.len() as u32;
+            b.extend_from_slice(&block_type.to_ne_bytes());
+            b.extend_from_slice(&len.to_ne_bytes());
+            b.extend_from_slice(&body);
+            b.extend_from_slice(&len.to_ne_bytes());
+            match analyze_bytes(&b) {
+                Ok(_) => {}
+                Err(Error::Corrupt { offset, .. }) | Err(Error::Truncated { offset, .. }) => {
+                    assert_eq!(offset as usize, good.len(), "block type {block_type}")
+                }
+                Err(e) => panic!("block type {block_type}: {e}"),
+            }
+        }
+    }
 }
