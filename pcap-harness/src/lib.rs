@@ -98,8 +98,11 @@
 //! SSRC, sequence and timestamp base (seeded), optionally impaired (seeded loss, duplication,
 //! reorder, jitter) and looped. `--out` records every datagram the participants receive
 //! (SIP and media, raw-IP link type) plus the SIP they send (and their RTP with
-//! `--record-sent`), ready for `analyze`. Not supported: authentication, Record-Route,
-//! CANCEL, RTCP sending, DTMF replay.
+//! `--record-sent`), ready for `analyze`. A re-INVITE with a new media address moves the
+//! media. `--json` prints `{participants: [{call_id, source_ssrc, ssrc, local_sip,
+//! local_rtp, codec, established, rtp_sent, media_received, end_reason}], notes: [string]}`
+//! ([`replay::ParticipantSummary`]); the command fails if any participant was not answered.
+//! Not supported: authentication, Record-Route, CANCEL, RTCP sending, DTMF replay.
 //!
 //! # Sequence rules
 //!
