@@ -70,8 +70,10 @@ pub mod g711;
 pub mod jitter;
 mod recv_stats;
 mod rtcp;
+mod seed;
 mod speaker;
 pub mod stream;
+mod timeline;
 
 use codec::{InputDecoder, OutputEncoder, TICK_SAMPLES};
 use serde::{Deserialize, Serialize};
@@ -79,7 +81,11 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 pub use codec::level_dbov;
+pub use seed::stream_origins;
+use seed::{draw, splitmix64};
 pub use speaker::{DOMINANT_LEAD_TICKS, SPEECH_THRESHOLD_DBOV};
+pub use timeline::tick_index;
+use timeline::{completed_packets, gather, new_ring, packet_samples, ticks_of, RING};
 
 /// Identifier of a participant, chosen by the driver, unique within the room.
 pub type ParticipantId = u64;
@@ -250,84 +256,6 @@ impl std::error::Error for Error {}
 
 /// Duration of one mixing tick.
 pub const TICK: Duration = Duration::from_millis(20);
-
-/// Tick index of an instant: `round(now / 20 ms)`. Output timestamps are a function of it
-/// (see [`stream`]), so a backup driven with the same origin computes the same indices.
-pub fn tick_index(now: Duration) -> u64 {
-    ((now.as_micros() + 10_000) / 20_000) as u64
-}
-
-/// Ticks of mix history kept (a 60 ms packet not aligned to ticks spans 4).
-const RING: usize = 6;
-
-fn new_ring() -> Vec<(u64, Vec<i16>)> {
-    (0..RING)
-        .map(|_| (u64::MAX, vec![0; TICK_SAMPLES]))
-        .collect()
-}
-
-/// Output packets (by global packet index `k`) of `ptime_ms` completed by tick `tick`.
-/// Packet `k` covers global 48 kHz samples `[k * P, (k + 1) * P)`, `P = ptime_ms * 48`,
-/// and tick `t` produces samples `[t * 960, (t + 1) * 960)`.
-fn completed_packets(ptime_ms: u32, tick: u64) -> std::ops::Range<u64> {
-    let p = ptime_ms as u64 * 48;
-    let lo = tick * TICK_SAMPLES as u64;
-    let hi = lo + TICK_SAMPLES as u64;
-    let first = lo / p;
-    let end = hi / p;
-    first..end.max(first)
-}
-
-/// Global sample range of packet `k`.
-fn packet_samples(ptime_ms: u32, k: u64) -> std::ops::Range<u64> {
-    let p = ptime_ms as u64 * 48;
-    k * p..(k + 1) * p
-}
-
-/// Tick indices a sample range touches.
-fn ticks_of(span: &std::ops::Range<u64>) -> std::ops::RangeInclusive<u64> {
-    span.start / TICK_SAMPLES as u64..=(span.end - 1) / TICK_SAMPLES as u64
-}
-
-/// Copy the samples of `span` into `out`, reading tick `t` from `src(t)` (zeros when absent).
-fn gather<'a>(
-    out: &mut Vec<i16>,
-    span: &std::ops::Range<u64>,
-    src: impl Fn(u64) -> Option<&'a [i16]>,
-) {
-    out.clear();
-    let mut g = span.start;
-    while g < span.end {
-        let t = g / TICK_SAMPLES as u64;
-        let off = (g % TICK_SAMPLES as u64) as usize;
-        let n = ((TICK_SAMPLES - off) as u64).min(span.end - g) as usize;
-        match src(t) {
-            Some(s) => out.extend_from_slice(&s[off..off + n]),
-            None => out.extend(std::iter::repeat_n(0i16, n)),
-        }
-        g += n as u64;
-    }
-}
-
-/// splitmix64: the only source of "randomness" (seeded, deterministic).
-fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-/// Deterministic draw number `k` for participant `id` in a room seeded with `seed`.
-fn draw(seed: u64, id: ParticipantId, k: u64) -> u64 {
-    splitmix64(splitmix64(seed ^ splitmix64(id)) ^ k)
-}
-
-/// The output stream origins a mixer seeded with `seed` gives participant `id`:
-/// `(ssrc, first sequence number, timestamp origin)`. Pure function, so a backup knows them.
-pub fn stream_origins(seed: u64, id: ParticipantId) -> (u32, u16, u32) {
-    let ssrc = (draw(seed, id, 1) as u32).max(1);
-    (ssrc, draw(seed, id, 2) as u16, draw(seed, id, 3) as u32)
-}
 
 fn codec_key(c: Codec) -> u8 {
     match c {
