@@ -43,6 +43,7 @@ fn main() -> Result<()> {
                         .unwrap_or_else(|_| "info".into()),
                 )
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {

@@ -246,6 +246,26 @@ fn three_sipp_and_baresip_in_one_room() {
             "{client}: only {loud} windows of 100 ms with speech energy: {:?}",
             s.energy_dbfs
         );
+        // RTCP for that stream: sender reports with its SSRC, and a BYE when the call ended.
+        let rtcp: Vec<_> = report
+            .rtcp_flows
+            .iter()
+            .filter(|f| f.sender_ssrcs.contains(&s.ssrc))
+            .collect();
+        assert!(
+            !rtcp.is_empty(),
+            "{client}: no RTCP from the server for ssrc {:#x}",
+            s.ssrc
+        );
+        assert!(
+            rtcp.iter()
+                .any(|f| f.packet_types.iter().any(|(pt, n)| *pt == 200 && *n >= 1)),
+            "{client}: SR: {rtcp:#?}"
+        );
+        assert!(
+            rtcp.iter().any(|f| f.bye_ssrcs.contains(&s.ssrc)),
+            "{client}: RTCP BYE: {rtcp:#?}"
+        );
     }
 
     // Every call ended cleanly: a BYE answered by 200 in each of the four dialogs.

@@ -111,3 +111,49 @@ fn malformed_sip_and_garbage_media() {
     assert_eq!(uac::status(&r), Some(200), "{r}");
     assert!(srv.terminate().success());
 }
+
+#[test]
+fn retransmitted_invite_is_one_call() {
+    let mut srv = Server::start(25080, 28081, "31600-31699", &["--seed", "8"]);
+    let ua = Uac::new(srv.sip, "retrans", "r1");
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let inv = ua.request(
+        "INVITE",
+        1,
+        "same",
+        "",
+        &ua.pcmu_offer(rtp.local_addr().unwrap()),
+    );
+    // The same INVITE three times (a client retransmitting before it hears our response).
+    for _ in 0..3 {
+        ua.send_raw(inv.as_bytes());
+    }
+    let mut oks = vec![];
+    while let Some(m) = ua.recv_until(Duration::from_millis(800), |m| uac::status(m) == Some(200)) {
+        oks.push(m);
+    }
+    assert!(!oks.is_empty(), "INVITE answered");
+    let tags: std::collections::HashSet<_> = oks
+        .iter()
+        .map(|m| uac::header(m, "To").unwrap().to_string())
+        .collect();
+    assert_eq!(tags.len(), 1, "every 200 belongs to one dialog: {tags:?}");
+    let (_, rooms) = srv.get("/api/rooms");
+    let rooms: serde_json::Value = serde_json::from_str(&rooms).unwrap();
+    assert_eq!(
+        rooms["rooms"][0]["participants"]
+            .as_object()
+            .map(|p| p.len()),
+        Some(1),
+        "{rooms:#}"
+    );
+    srv.pump_log();
+    assert_eq!(
+        srv.log_lines
+            .iter()
+            .filter(|l| l.contains("INVITE") && l.contains("call="))
+            .count(),
+        1
+    );
+    assert!(srv.terminate().success());
+}
