@@ -145,8 +145,12 @@ fn g711_30ms_alaw_input_and_40ms_output() {
     }
     let r3 = room.receiver(3);
     assert!(r3.tone_power(F2, 1.0) > 1e6);
-    assert_eq!(room.mixer.stats(1).unwrap().lost, 0);
-    assert_eq!(room.mixer.stats(1).unwrap().dropped_late, 0);
+    let st = room.mixer.stats(1).unwrap();
+    assert_eq!(
+        (st.lost, st.dropped_late, st.concealed_frames),
+        (0, 0, 0),
+        "{st:?}"
+    );
 }
 
 #[test]
@@ -157,7 +161,11 @@ fn opus_input_packetizations_10_to_60_ms() {
         room.join(2, Codec::Opus, 20, 20, silence());
         room.run(150, no_delay);
         let st = room.mixer.stats(1).unwrap();
-        assert_eq!((st.lost, st.dropped_late), (0, 0), "in ptime {in_ptime}");
+        assert_eq!(
+            (st.lost, st.dropped_late, st.concealed_frames),
+            (0, 0, 0),
+            "in ptime {in_ptime}: {st:?}"
+        );
         continuity(&room, 2, F2);
         let r = room.receiver(2);
         let tail = &r.pcm[r.pcm.len() - 48_000..];
@@ -233,6 +241,38 @@ fn speaker_switch_needs_sustained_lead_and_ignores_clicks() {
         .cloned()
         .collect();
     assert_eq!(changes.len(), 2);
+    // Everybody stops: after the hangover the room has no active speaker.
+    room.sender(1).signal = silence();
+    room.sender(2).signal = silence();
+    room.run(60, no_delay);
+    assert_eq!(room.mixer.active_speaker(), None);
+    assert_eq!(
+        room.events
+            .iter()
+            .rev()
+            .find(|e| matches!(e, Event::ActiveSpeakerChanged { .. })),
+        Some(&Event::ActiveSpeakerChanged { speaker: None })
+    );
+    // Media started once per participant, with the client's SSRC.
+    let started: Vec<_> = room
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::MediaStarted { .. }))
+        .cloned()
+        .collect();
+    assert_eq!(
+        started,
+        vec![
+            Event::MediaStarted {
+                participant: 1,
+                ssrc: 0x1001
+            },
+            Event::MediaStarted {
+                participant: 2,
+                ssrc: 0x1002
+            }
+        ]
+    );
 }
 
 #[test]
