@@ -143,6 +143,23 @@ impl InputDecoder {
         }
     }
 
+    /// The SILK voice-activity flag the *sender's* encoder put in an Opus packet: `None`
+    /// for CELT-only or empty frames (no flag), else whether its first 20 ms frame is voiced.
+    ///
+    /// In SILK-only and hybrid packets the first symbol of the range coder is that flag,
+    /// coded with probability 1/2 (RFC 6716 section 4.2.3), and the range decoder
+    /// (`rng = 128`, `val = 127 - (b0 >> 1)`) reads it as 1 exactly when the first byte of the
+    /// frame has its top bit set. No decoding needed.
+    pub fn opus_silk_vad(payload: &[u8]) -> Option<bool> {
+        let toc = *payload.first()?;
+        if toc >> 3 >= 16 {
+            return None;
+        }
+        let parsed = opus::packet::parse(payload).ok()?;
+        let first = parsed.frames.first()?;
+        Some(*first.first()? >= 0x80)
+    }
+
     /// 48 kHz samples for `dur` units of the codec clock.
     fn to_48k(&self, dur: u32) -> usize {
         match self.kind {

@@ -106,6 +106,15 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 pub use codec::level_dbov;
+
+/// SILK voice-activity flag the sender's encoder put in an Opus payload, read without
+/// decoding: `Some(true)` voiced, `Some(false)` unvoiced, `None` when the packet carries no
+/// flag (CELT-only mode, empty/DTX frame, invalid packet). In SILK-only and hybrid packets the
+/// flag is the first range-coded symbol (probability 1/2, RFC 6716 section 4.2.3), which the
+/// range decoder reads as 1 exactly when the frame's first byte has its top bit set.
+pub fn opus_silk_vad(payload: &[u8]) -> Option<bool> {
+    InputDecoder::opus_silk_vad(payload)
+}
 pub use seed::stream_origins;
 use seed::{draw, splitmix64};
 pub use speaker::{DOMINANT_LEAD_TICKS, SPEECH_THRESHOLD_DBOV};
@@ -706,9 +715,16 @@ impl Mixer {
                         if let Some(l) = g711_level {
                             cheap_level = Some(cheap_level.map_or(l, |c: f32| c.max(l)));
                         }
-                        // Opus packets of <= 2 bytes are DTX / silence: no need to decode.
+                        // Opus packets of <= 2 bytes are DTX / silence, and an unmixed client
+                        // without levels whose own encoder flagged the frame unvoiced (SILK
+                        // VAD bit) is not decoded either.
                         let loud = g711_level.is_some_and(|l| l > skip_below);
-                        if (need && !(is_opus && payload.len() <= 2)) || loud {
+                        let unvoiced = is_opus
+                            && (payload.len() <= 2
+                                || (!p.in_mix
+                                    && !uses_ext
+                                    && InputDecoder::opus_silk_vad(&payload) == Some(false)));
+                        if (need && !unvoiced) || loud {
                             p.dec.decode(&payload, dur);
                             decoded = true;
                             if is_opus && aligned && dur as usize == TICK_SAMPLES {

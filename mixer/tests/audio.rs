@@ -284,7 +284,18 @@ fn top_n_mixes_only_the_loudest() {
     });
     room.join(1, Codec::Opus, 20, 20, sine(F1, 12000.0));
     room.join(2, Codec::Opus, 20, 20, sine(F2, 8000.0));
-    room.join(3, Codec::Opus, 20, 20, sine(F3, 1500.0));
+    // Speech-like (syllabic envelope): an unmixed client without levels is judged by the
+    // SILK voice-activity flag of its own encoder, which ignores steady tones.
+    room.join(
+        3,
+        Codec::Opus,
+        20,
+        20,
+        Box::new(|t: f64| {
+            let env = (2.0 * std::f64::consts::PI * 3.0 * t).sin().abs();
+            1500.0 * env * (2.0 * std::f64::consts::PI * F3 * t).sin()
+        }),
+    );
     room.join(4, Codec::Opus, 20, 20, silence());
     room.run(100, no_delay);
     let r = room.receiver(4);
@@ -528,6 +539,43 @@ fn recv_false_ignores_input() {
     room.run(60, no_delay);
     assert!(room.receiver(2).tone_power(F1, 0.5) < 1e3);
     assert_eq!(room.mixer.stats(1).unwrap().packets_in, 0);
+}
+
+#[test]
+fn opus_silk_vad_flag_reflects_the_senders_voice_activity() {
+    let mut s = Sender::new(Codec::Opus, 20, sine(F1, 6000.0));
+    let voiced: Vec<_> = (0..20).map(|_| s.next_packet()).collect();
+    s.signal = Box::new(|t: f64| 30.0 * (t * 12345.678).sin() * (t * 9876.5).cos());
+    let quiet: Vec<_> = (0..50).map(|_| s.next_packet()).collect();
+    let flags = |v: &[Vec<u8>]| {
+        v.iter()
+            .map(|p| mixer::opus_silk_vad(&p[12..]))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        flags(&voiced[5..]).iter().all(|f| *f == Some(true)),
+        "{:?}",
+        flags(&voiced)
+    );
+    assert!(
+        flags(&quiet[25..]).iter().all(|f| *f == Some(false)),
+        "{:?}",
+        flags(&quiet)
+    );
+    // A quiet Opus client without RFC 6464 is not mixed, a talking one is.
+    let mut room = Room::new(20);
+    room.join(1, Codec::Opus, 20, 20, sine(F1, 6000.0));
+    room.join(
+        2,
+        Codec::Opus,
+        20,
+        20,
+        Box::new(|t: f64| 30.0 * (t * 12345.678).sin()),
+    );
+    room.join(3, Codec::Opus, 20, 20, silence());
+    room.run(100, no_delay);
+    assert!(room.mixer.stats(1).unwrap().in_mix);
+    assert!(!room.mixer.stats(2).unwrap().in_mix);
 }
 
 #[test]
