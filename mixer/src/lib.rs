@@ -41,7 +41,10 @@
 //! Work is spent only where it is heard. A participant that is not mixed and whose RFC 6464
 //! level says quiet is not decoded (its silence is a counter, not samples); G.711 without
 //! levels is measured straight from the payload table and decoded only when not quiet;
-//! Opus packets of at most 2 bytes (DTX) are never decoded. When the listener mix is a single
+//! Opus without levels is decoded only when not mixed if the SILK voice-activity flag its
+//! encoder wrote says voiced ([`opus_silk_vad`]; so a steady tone from an unmixed client is
+//! ignored like the encoder ignores it); Opus packets of at most 2 bytes (DTX) are never
+//! decoded. When the listener mix is a single
 //! voice (or a speaker's mix-minus-self is), 20 ms Opus receivers get that participant's own
 //! packet forwarded instead of a decode/re-encode. Encoding digital silence uses a cached
 //! Opus frame. Measured with `cargo bench -p mixer --bench tick` (see `benches/RESULTS.md`).
