@@ -386,12 +386,6 @@ impl Control {
         let params = stream_params(neg);
         let (tx, rx) = tokio::sync::oneshot::channel();
         entry
-            .view
-            .lock()
-            .unwrap()
-            .participants
-            .insert(call.0, participant_view(call, st, neg));
-        entry
             .handle
             .tx
             .send(RoomMsg::Add {
@@ -403,6 +397,9 @@ impl Control {
             .await
             .map_err(|_| anyhow::anyhow!("room task gone"))?;
         let ssrc = rx.await.context("room task gone")??;
+        let mut view = participant_view(call, st, neg);
+        view.stats.ssrc_out = ssrc;
+        entry.view.lock().unwrap().participants.insert(call.0, view);
         entry.members += 1;
         self.shared.metrics.participants.inc();
         st.joined = true;

@@ -154,6 +154,11 @@ fn three_sipp_and_baresip_in_one_room() {
         1,
         "{codecs:?}"
     );
+    let api_ssrcs: std::collections::BTreeSet<u64> = parts
+        .values()
+        .map(|p| p["ssrc_out"].as_u64().expect("ssrc_out"))
+        .collect();
+    assert_eq!(api_ssrcs.len(), 4, "distinct output SSRCs: {rooms:#}");
 
     for (i, s) in sipps.iter_mut().enumerate() {
         let st = common::wait_timeout(s, Duration::from_secs(45)).expect("sipp finishes");
@@ -215,6 +220,11 @@ fn three_sipp_and_baresip_in_one_room() {
             "exactly one server stream (one SSRC) to {client}: {streams:#?}"
         );
         let s = streams[0];
+        assert!(
+            api_ssrcs.contains(&(s.ssrc as u64)),
+            "{client}: the SSRC on the wire ({:#x}) is the one /api/rooms reports",
+            s.ssrc
+        );
         eprintln!(
             "to {client}: ssrc {:#010x} {} pkts lost {} dup {} reo {} ts_err {} max_gap {:.1} ms jitter {:.2} ms",
             s.ssrc, s.packets, s.lost, s.duplicates, s.reordered, s.ts_errors, s.max_gap_ms, s.jitter_ms

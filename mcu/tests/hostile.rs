@@ -157,3 +157,31 @@ fn retransmitted_invite_is_one_call() {
     );
     assert!(srv.terminate().success());
 }
+
+#[test]
+fn full_room_is_busy() {
+    let srv = Server::start(25090, 28082, "31650-31699", &["--max-participants", "1"]);
+    let mut first = Uac::new(srv.sip, "tiny", "f1");
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    first.call(&first.pcmu_offer(rtp.local_addr().unwrap()));
+    let second = Uac::new(srv.sip, "tiny", "f2");
+    let inv = second.request(
+        "INVITE",
+        1,
+        "full",
+        "",
+        &second.pcmu_offer(rtp.local_addr().unwrap()),
+    );
+    second.send_raw(inv.as_bytes());
+    let r = second
+        .recv_until(Duration::from_secs(3), |m| {
+            uac::status(m).is_some_and(|s| s >= 200)
+        })
+        .expect("final response");
+    assert_eq!(uac::status(&r), Some(486), "{r}");
+    // Another room is unaffected.
+    let mut other = Uac::new(srv.sip, "elsewhere", "f3");
+    other.call(&other.pcmu_offer(rtp.local_addr().unwrap()));
+    assert_eq!(uac::status(&first.bye().unwrap()), Some(200));
+    assert_eq!(uac::status(&other.bye().unwrap()), Some(200));
+}
