@@ -373,7 +373,8 @@ impl Participant {
 ///
 /// Method families: configuration (`new`, `add_participant`, `update_participant`,
 /// `remove_participant`), inputs (`handle_rtp`, `handle_rtcp`, `handle_tick`), output
-/// (`poll_output`), getters (`stats`, `active_speaker`, `len`).
+/// (`poll_output`), getters (`stats`, `active_speaker`, `len`, `output_stream`,
+/// `forwarded_ticks`). `Mixer` is `Send` (one task per room).
 pub struct Mixer {
     config: MixerConfig,
     cname: String,
@@ -995,3 +996,9 @@ impl Mixer {
         self.len() == 0
     }
 }
+
+/// The driver moves a room's mixer into its own task/thread.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<Mixer>();
+};
