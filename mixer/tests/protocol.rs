@@ -307,3 +307,40 @@ proptest::proptest! {
         proptest::prop_assert!(s.packets_in + s.dropped_invalid <= 1);
     }
 }
+
+#[test]
+fn output_seq_and_ts_follow_the_documented_formula() {
+    let mut room = Room::new(31);
+    room.join(1, Codec::Opus, 20, 20, sine(300.0, 6000.0));
+    room.join(2, Codec::Pcma, 20, 40, silence());
+    room.run(31, no_delay);
+    // Joins mid-way, with a ptime that is not a multiple of the tick.
+    room.join(3, Codec::Pcmu, 20, 30, silence());
+    room.run(100, no_delay);
+    for (id, ptime) in [(1u64, 20u64), (2, 40), (3, 30)] {
+        let st = room.mixer.output_stream(id).unwrap().clone();
+        let h = &room.receiver(id).headers;
+        let per_48k = 48_000 / st.clock_rate as i64;
+        let p = 48 * ptime as i64;
+        let mut prev_k = None;
+        for (i, x) in h.iter().enumerate() {
+            // seq = seq_origin + packets sent before it.
+            assert_eq!(x.seq, st.seq_origin.wrapping_add(i as u16));
+            // ts = ts_origin + (k P - 960 base_tick) * clock_rate / 48000, k = packet index
+            // on the room's global sample clock.
+            let g =
+                x.ts.wrapping_sub(st.ts_origin) as i32 as i64 * per_48k + 960 * st.base_tick as i64;
+            assert_eq!(
+                g % p,
+                0,
+                "participant {id} packet {i} starts on a packet boundary"
+            );
+            let k = g / p;
+            if let Some(prev) = prev_k {
+                assert_eq!(k, prev + 1, "participant {id}: consecutive packets");
+            }
+            prev_k = Some(k);
+        }
+        assert_eq!(st.packets_sent as usize, h.len());
+    }
+}
