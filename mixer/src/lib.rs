@@ -666,6 +666,7 @@ impl Mixer {
         for p in self.participants.values_mut() {
             if !p.params.recv {
                 p.level = -127.0;
+                p.pass = None;
                 p.frame.fill(0);
                 p.vad.update(-127.0);
                 continue;
