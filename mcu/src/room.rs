@@ -19,6 +19,8 @@ use tokio::time::MissedTickBehavior;
 
 /// How many packets may wait in a room's queue before new ones are dropped and counted.
 pub const ROOM_QUEUE: usize = 16 * 1024;
+/// A latched RTP source must be silent this long before another source may take over.
+pub const RELATCH_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Sockets and addresses of one participant's media.
 pub struct MediaEndpoint {
@@ -85,6 +87,7 @@ struct Member {
     rtp_dest: SocketAddr,
     rtcp_dest: SocketAddr,
     latched_rtp: bool,
+    last_rtp: Instant,
     readers: [Option<JoinHandle<()>>; 2],
 }
 
@@ -182,7 +185,22 @@ async fn run_room(
     tracing::info!(room = %name, "room opened");
     loop {
         tokio::select! {
+            // Ticks first: output timing matters more than draining the queue.
             biased;
+            at = ticker.tick() => {
+                let started = Instant::now();
+                let at: Instant = at.into();
+                if started.saturating_duration_since(at) > mixer::TICK {
+                    metrics.ticks_late.inc();
+                }
+                mixer.handle_tick(at.saturating_duration_since(origin));
+                drain(&mut mixer, &mut members, &metrics, &events, &name);
+                metrics.tick_seconds.observe(started.elapsed().as_secs_f64());
+                ticks += 1;
+                if ticks.is_multiple_of(5) {
+                    publish(&mixer, &members, &view);
+                }
+            }
             msg = rx.recv() => {
                 let Some(msg) = msg else { break };
                 match msg {
@@ -200,13 +218,19 @@ async fn run_room(
                             mixer.handle_rtcp(id, &data, now);
                         } else {
                             metrics.rtp_in.inc();
-                            // Symmetric RTP: answer where the client's media comes from.
-                            m.rtp_dest = from;
-                            if !m.latched_rtp {
-                                m.latched_rtp = true;
-                                if !m.media.rtcp_mux && m.rtcp_dest.ip() != from.ip() {
+                            // Symmetric RTP: answer where the client's media comes from. Latch
+                            // the first source; move only when the latched one has been silent
+                            // for RELATCH_AFTER (a NAT rebinding), so a stray sender cannot
+                            // steal the stream (RTP bleed).
+                            if !m.latched_rtp || (from != m.rtp_dest && at.saturating_duration_since(m.last_rtp) > RELATCH_AFTER) {
+                                if !m.media.rtcp_mux && (!m.latched_rtp || m.rtcp_dest.ip() != from.ip()) {
                                     m.rtcp_dest = SocketAddr::new(from.ip(), from.port().wrapping_add(1));
                                 }
+                                m.latched_rtp = true;
+                                m.rtp_dest = from;
+                            }
+                            if from == m.rtp_dest {
+                                m.last_rtp = at;
                             }
                             mixer.handle_rtp(id, &data, now);
                         }
@@ -220,7 +244,7 @@ async fn run_room(
                                 if media.rtcp_mux { None } else { Some(spawn_reader(media.rtcp.clone(), id, true, tx.clone(), metrics.clone())) },
                             ];
                             let rtcp_dest = if media.rtcp_mux { media.remote_rtp } else { media.remote_rtcp };
-                            members.insert(id, Member { rtp_dest: media.remote_rtp, rtcp_dest, latched_rtp: false, media, readers });
+                            members.insert(id, Member { rtp_dest: media.remote_rtp, rtcp_dest, latched_rtp: false, last_rtp: Instant::now(), media, readers });
                         }
                         let _ = reply.send(res);
                     }
@@ -247,20 +271,6 @@ async fn run_room(
                     RoomMsg::Close => break,
                 }
                 drain(&mut mixer, &mut members, &metrics, &events, &name);
-            }
-            at = ticker.tick() => {
-                let started = Instant::now();
-                let at: Instant = at.into();
-                if started.saturating_duration_since(at) > mixer::TICK {
-                    metrics.ticks_late.inc();
-                }
-                mixer.handle_tick(at.saturating_duration_since(origin));
-                drain(&mut mixer, &mut members, &metrics, &events, &name);
-                metrics.tick_seconds.observe(started.elapsed().as_secs_f64());
-                ticks += 1;
-                if ticks.is_multiple_of(5) {
-                    publish(&mixer, &members, &view);
-                }
             }
         }
     }

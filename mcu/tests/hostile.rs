@@ -185,3 +185,38 @@ fn full_room_is_busy() {
     assert_eq!(uac::status(&first.bye().unwrap()), Some(200));
     assert_eq!(uac::status(&other.bye().unwrap()), Some(200));
 }
+
+#[test]
+fn stray_rtp_source_cannot_steal_the_stream() {
+    let srv = Server::start(25091, 28083, "31700-31749", &["--seed", "9"]);
+    let mut ua = Uac::new(srv.sip, "bleed", "b1");
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rtp.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let ok = ua.call(&ua.pcmu_offer(rtp.local_addr().unwrap()));
+    let media = uac::sdp_media(uac::body(&ok)).unwrap();
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    stranger
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    for i in 0..25u16 {
+        rtp.send_to(&uac::pcmu_packet(0x1111, i, i as u32 * 160), media)
+            .unwrap();
+        stranger
+            .send_to(&uac::pcmu_packet(0x2222, 1000 + i, i as u32 * 160), media)
+            .unwrap();
+    }
+    // The participant keeps receiving; the stranger gets nothing.
+    for _ in 0..5 {
+        assert!(
+            rtp.recv_from(&mut buf).is_ok(),
+            "participant still receives its stream"
+        );
+    }
+    assert!(
+        stranger.recv_from(&mut buf).is_err(),
+        "stray sender received media"
+    );
+    assert_eq!(uac::status(&ua.bye().unwrap()), Some(200));
+}
