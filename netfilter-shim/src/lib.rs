@@ -1,1 +1,46 @@
-//! placeholder
+//! Linux packet plumbing for Understudy's hot-standby takeover.
+//!
+//! For: installing and removing the netfilter rules that mirror client traffic from the
+//! primary to the backup (iptables `TEE`) and hold it in an NFQUEUE on the backup; reading
+//! that queue and issuing verdicts; holding the service address (VIP) silently on the backup
+//! and claiming it at takeover (address plus gratuitous ARP).
+//!
+//! Not for: anything about media, SIP or replication state (that is `mixer`, `sip` and
+//! `ft-sync`), failure detection, or deciding *when* to take over. Every function acts on
+//! the network namespace of the calling thread and needs `CAP_NET_ADMIN` (in practice root).
+//!
+//! The backup's run loop (needs root, so not run as a doctest):
+//!
+//! ```no_run
+//! use netfilter_shim::{rules::{Instance, QueueRule}, queue::PacketQueue, takeover};
+//! use std::net::Ipv4Addr;
+//!
+//! # fn main() -> Result<(), netfilter_shim::Error> {
+//! let vip = Ipv4Addr::new(198, 18, 0, 100);
+//! let instance = Instance::new("backup-a")?;
+//! instance.cleanup_stale()?; // rules left by a crashed predecessor
+//! takeover::hold_standby(vip)?; // VIP on lo, not answering ARP
+//! let rule = instance.install_queue(&QueueRule::backup(vip, 0))?;
+//! let mut queue = PacketQueue::open(0)?;
+//! loop {
+//!     let packet = queue.recv()?;
+//!     if let Ok(flow) = packet.flow() {
+//!         let _ = (flow, packet.bytes()); // hand to the standby core
+//!     }
+//!     queue.drop_packet(packet)?; // the backup's kernel must never answer
+//! #   break;
+//! }
+//! // At takeover: claim the address, then stop queueing.
+//! takeover::claim(vip, 24, "eth0", &takeover::ClaimOptions::default())?;
+//! rule.remove()?;
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+pub mod queue;
+pub mod rules;
+pub mod takeover;
+
+pub use error::Error;

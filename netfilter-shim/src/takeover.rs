@@ -1,0 +1,268 @@
+//! The service address (VIP): held silently on the backup, claimed at takeover.
+//!
+//! Standby: the VIP sits on `lo` as a /32 so the backup's stack accepts the mirrored copies
+//! (their destination is the VIP), while `arp_ignore=1` / `arp_announce=2` keep the backup
+//! from answering ARP for it or using it as an ARP source. Takeover: the VIP moves to the
+//! client-facing device and a gratuitous ARP makes the clients' (and router's) neighbour
+//! tables point at the backup's MAC.
+//!
+//! Addresses are changed with `ip` (iproute2, which the test bed already needs) rather than
+//! a netlink crate: it is one call per takeover, measured at a few milliseconds including
+//! fork/exec (the tests print it), and it keeps this crate free of an async runtime
+//! (`rtnetlink` needs tokio). The gratuitous ARP, which is on the critical path of every
+//! client, is sent directly on an `AF_PACKET` socket.
+
+use crate::error::{run, Error};
+use std::ffi::CString;
+use std::io;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+/// How a claim announces itself.
+#[derive(Debug, Clone)]
+pub struct ClaimOptions {
+    /// Gratuitous ARPs to send (the first immediately; more cover a lost frame).
+    pub garp_count: u32,
+    /// Pause between them.
+    pub garp_interval: Duration,
+}
+
+impl Default for ClaimOptions {
+    fn default() -> Self {
+        ClaimOptions {
+            garp_count: 3,
+            garp_interval: Duration::from_millis(20),
+        }
+    }
+}
+
+/// What a claim did and how long its steps took (from the start of [`claim`]).
+#[derive(Debug, Clone)]
+pub struct ClaimReport {
+    /// The VIP was configured on the device.
+    pub address_added: Duration,
+    /// The first gratuitous ARP left.
+    pub first_garp: Duration,
+    /// Everything done (all ARPs sent, VIP removed from `lo`).
+    pub done: Duration,
+    /// The MAC the ARPs announced.
+    pub mac: [u8; 6],
+}
+
+/// Sets `net.ipv4.conf.all.arp_ignore=1` and `arp_announce=2` in this namespace and puts
+/// `vip/32` on `lo`: the node accepts packets for the VIP but does not claim it on the wire.
+pub fn hold_standby(vip: Ipv4Addr) -> Result<(), Error> {
+    set_sysctl("net/ipv4/conf/all/arp_ignore", "1")?;
+    set_sysctl("net/ipv4/conf/all/arp_announce", "2")?;
+    run("ip", &["addr", "replace", &format!("{vip}/32"), "dev", "lo"]).map(|_| ())
+}
+
+/// Removes the standby `vip/32` from `lo` (absent is fine).
+pub fn release_standby(vip: Ipv4Addr) -> Result<(), Error> {
+    del_addr(&format!("{vip}/32"), "lo")
+}
+
+/// Claims `vip/prefix` on `dev`: adds the address, announces it with gratuitous ARPs, and
+/// removes the standby copy from `lo`. Idempotent.
+pub fn claim(
+    vip: Ipv4Addr,
+    prefix: u8,
+    dev: &str,
+    opts: &ClaimOptions,
+) -> Result<ClaimReport, Error> {
+    let start = Instant::now();
+    let mac = hw_addr(dev)?;
+    run("ip", &["addr", "replace", &format!("{vip}/{prefix}"), "dev", dev])?;
+    let address_added = start.elapsed();
+    let mut first_garp = Duration::ZERO;
+    for i in 0..opts.garp_count.max(1) {
+        if i > 0 {
+            std::thread::sleep(opts.garp_interval);
+        }
+        send_gratuitous_arp(dev, vip)?;
+        if i == 0 {
+            first_garp = start.elapsed();
+        }
+    }
+    release_standby(vip)?;
+    Ok(ClaimReport {
+        address_added,
+        first_garp,
+        done: start.elapsed(),
+        mac,
+    })
+}
+
+/// Gives up `vip/prefix` on `dev` (absent is fine).
+pub fn release(vip: Ipv4Addr, prefix: u8, dev: &str) -> Result<(), Error> {
+    del_addr(&format!("{vip}/{prefix}"), dev)
+}
+
+fn del_addr(addr: &str, dev: &str) -> Result<(), Error> {
+    match run("ip", &["addr", "del", addr, "dev", dev]) {
+        // iproute2 reports a missing address as EADDRNOTAVAIL.
+        Err(Error::Command { stderr, .. }) if stderr.contains("Cannot assign") => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+/// Writes a sysctl of the calling thread's network namespace, e.g. `net/ipv4/ip_forward`.
+pub fn set_sysctl(path: &str, value: &str) -> Result<(), Error> {
+    let file = format!("/proc/sys/{path}");
+    std::fs::write(&file, value).map_err(|source| Error::Io { what: file, source })
+}
+
+/// The ARP frame announcing that `ip` is at `mac`: an ARP request with sender and target
+/// address both `ip`, broadcast. Linux, like most stacks, updates an existing neighbour
+/// entry on it (and, with `arp_accept`, creates one).
+pub fn gratuitous_arp_frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 42] {
+    let mut f = [0u8; 42];
+    f[0..6].copy_from_slice(&[0xff; 6]); // Ethernet destination: broadcast
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&0x0806u16.to_be_bytes()); // EtherType ARP
+    f[14..16].copy_from_slice(&1u16.to_be_bytes()); // hardware: Ethernet
+    f[16..18].copy_from_slice(&0x0800u16.to_be_bytes()); // protocol: IPv4
+    f[18] = 6;
+    f[19] = 4;
+    f[20..22].copy_from_slice(&1u16.to_be_bytes()); // request
+    f[22..28].copy_from_slice(&mac);
+    f[28..32].copy_from_slice(&ip.octets());
+    f[32..38].copy_from_slice(&[0; 6]);
+    f[38..42].copy_from_slice(&ip.octets());
+    f
+}
+
+/// Sends one gratuitous ARP for `ip` from `dev`'s MAC.
+pub fn send_gratuitous_arp(dev: &str, ip: Ipv4Addr) -> Result<(), Error> {
+    let ifindex = if_index(dev)?;
+    let mac = hw_addr(dev)?;
+    let frame = gratuitous_arp_frame(mac, ip);
+    let sock = Fd::new(
+        // SAFETY: plain socket(2) call with constant arguments; the result is checked and
+        // owned by `Fd`, which closes it.
+        unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                (libc::ETH_P_ARP as u16).to_be() as i32,
+            )
+        },
+        "socket(AF_PACKET)",
+    )?;
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value before we fill it.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = (libc::ETH_P_ARP as u16).to_be();
+    sll.sll_ifindex = ifindex;
+    sll.sll_halen = 6;
+    sll.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    // SAFETY: `frame` and `sll` are live for the call and the lengths passed are theirs.
+    let n = unsafe {
+        libc::sendto(
+            sock.0,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if n != frame.len() as isize {
+        return Err(io_err("sendto(gratuitous ARP)"));
+    }
+    Ok(())
+}
+
+/// The interface index of `dev` in this namespace.
+pub fn if_index(dev: &str) -> Result<i32, Error> {
+    let c = CString::new(dev).map_err(|_| Error::NoSuchDevice(dev.to_string()))?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(Error::NoSuchDevice(dev.to_string()));
+    }
+    Ok(idx as i32)
+}
+
+/// The MAC address of `dev`, asked of the kernel (SIOCGIFHWADDR) rather than read from
+/// `/sys`, whose view belongs to the namespace it was mounted in, not the caller's.
+pub fn hw_addr(dev: &str) -> Result<[u8; 6], Error> {
+    if dev.len() >= libc::IFNAMSIZ {
+        return Err(Error::NoSuchDevice(dev.to_string()));
+    }
+    let sock = Fd::new(
+        // SAFETY: socket(2) with constant arguments; result checked and owned by `Fd`.
+        unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) },
+        "socket(AF_INET)",
+    )?;
+    // SAFETY: ifreq is plain old data; all-zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(dev.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR reads ifr_name (NUL-terminated: the name is shorter than
+    // IFNAMSIZ and the rest is zero) and writes ifr_hwaddr inside `req`, which we own.
+    if unsafe { libc::ioctl(sock.0, libc::SIOCGIFHWADDR, &mut req) } < 0 {
+        let e = io::Error::last_os_error();
+        return Err(if e.raw_os_error() == Some(libc::ENODEV) {
+            Error::NoSuchDevice(dev.to_string())
+        } else {
+            Error::Io {
+                what: format!("SIOCGIFHWADDR {dev}"),
+                source: e,
+            }
+        });
+    }
+    // SAFETY: after a successful SIOCGIFHWADDR the union holds ifr_hwaddr.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    let mut mac = [0u8; 6];
+    for (m, d) in mac.iter_mut().zip(data.iter()) {
+        *m = *d as u8;
+    }
+    Ok(mac)
+}
+
+struct Fd(libc::c_int);
+
+impl Fd {
+    fn new(fd: libc::c_int, what: &str) -> Result<Fd, Error> {
+        if fd < 0 {
+            Err(io_err(what))
+        } else {
+            Ok(Fd(fd))
+        }
+    }
+}
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        // SAFETY: we own this descriptor and close it exactly once.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+fn io_err(what: &str) -> Error {
+    Error::Io {
+        what: what.to_string(),
+        source: io::Error::last_os_error(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garp_frame_layout() {
+        let mac = [2, 0, 0, 0, 0, 2];
+        let f = gratuitous_arp_frame(mac, Ipv4Addr::new(198, 18, 0, 100));
+        let arp = etherparse::SlicedPacket::from_ethernet(&f).unwrap();
+        let Some(etherparse::NetSlice::Arp(a)) = arp.net else {
+            panic!("not ARP")
+        };
+        assert_eq!(a.operation(), etherparse::ArpOperation::REQUEST);
+        assert_eq!(a.sender_hw_addr(), &mac);
+        assert_eq!(a.sender_protocol_addr(), &[198, 18, 0, 100]);
+        assert_eq!(a.target_protocol_addr(), &[198, 18, 0, 100]);
+    }
+}
