@@ -100,8 +100,12 @@ pub fn release(vip: Ipv4Addr, prefix: u8, dev: &str) -> Result<(), Error> {
 
 fn del_addr(addr: &str, dev: &str) -> Result<(), Error> {
     match run("ip", &["addr", "del", addr, "dev", dev]) {
-        // iproute2 reports a missing address as EADDRNOTAVAIL.
-        Err(Error::Command { stderr, .. }) if stderr.contains("Cannot assign") => Ok(()),
+        // A missing address: EADDRNOTAVAIL, or the kernel's extack message on newer kernels.
+        Err(Error::Command { stderr, .. })
+            if stderr.contains("Cannot assign") || stderr.contains("Address not found") =>
+        {
+            Ok(())
+        }
         other => other.map(|_| ()),
     }
 }

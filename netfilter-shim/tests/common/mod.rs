@@ -91,7 +91,9 @@ impl Testbed {
         node: &str,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> T {
-        self.spawn_in(node, f).join().expect("namespace thread panicked")
+        self.spawn_in(node, f)
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
     }
 
     /// Like [`run_in`] but returns the thread handle.
