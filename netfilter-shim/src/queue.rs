@@ -183,7 +183,10 @@ mod tests {
         let f = parse_ipv4(&buf).unwrap();
         assert_eq!(f.protocol, Protocol::Udp);
         assert_eq!(f.src, "198.18.0.11:4000".parse().unwrap());
-        assert_eq!(f.dst, SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 100), 5004));
+        assert_eq!(
+            f.dst,
+            SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 100), 5004)
+        );
         assert_eq!(&buf[f.payload_offset..], b"rtp!");
     }
 

@@ -104,7 +104,11 @@ impl Instance {
 
     /// The iptables arguments after `-A`/`-D` for the mirror rule (table, then chain+spec).
     pub fn mirror_spec(&self, rule: &MirrorRule) -> (&'static str, Vec<String>) {
-        let mut spec = vec!["PREROUTING".to_string(), "-d".into(), format!("{}/32", rule.vip)];
+        let mut spec = vec![
+            "PREROUTING".to_string(),
+            "-d".into(),
+            format!("{}/32", rule.vip),
+        ];
         if let Some(dev) = &rule.in_dev {
             spec.extend(["-i".to_string(), dev.clone()]);
         }
@@ -116,7 +120,11 @@ impl Instance {
 
     /// The iptables arguments after `-A`/`-D` for the queue rule (table, then chain+spec).
     pub fn queue_spec(&self, rule: &QueueRule) -> (&'static str, Vec<String>) {
-        let mut spec = vec!["PREROUTING".to_string(), "-d".into(), format!("{}/32", rule.vip)];
+        let mut spec = vec![
+            "PREROUTING".to_string(),
+            "-d".into(),
+            format!("{}/32", rule.vip),
+        ];
         spec.extend(self.comment());
         spec.extend(["-j", "NFQUEUE", "--queue-num"].map(String::from));
         spec.push(rule.queue_num.to_string());
@@ -127,7 +135,12 @@ impl Instance {
     }
 
     fn comment(&self) -> [String; 4] {
-        ["-m".into(), "comment".into(), "--comment".into(), self.tag()]
+        [
+            "-m".into(),
+            "comment".into(),
+            "--comment".into(),
+            self.tag(),
+        ]
     }
 
     /// Installs the primary's TEE mirror rule (idempotent: an identical rule is reused).
@@ -163,9 +176,11 @@ impl Instance {
             let out = run(&self.iptables, &["-w", "-t", table, "-S"])?;
             for line in out.lines() {
                 let mut tokens = line.split_whitespace();
-                let tagged = line.split_whitespace().collect::<Vec<_>>().windows(2).any(|w| {
-                    w[0] == "--comment" && (w[1] == tag || w[1].trim_matches('"') == tag)
-                });
+                let tagged = line
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .windows(2)
+                    .any(|w| w[0] == "--comment" && (w[1] == tag || w[1].trim_matches('"') == tag));
                 if tokens.next() == Some("-A") && tagged {
                     found.push((table, line.to_string()));
                 }

@@ -41,7 +41,8 @@ impl Default for ClaimOptions {
 pub struct ClaimReport {
     /// The VIP was configured on the device.
     pub address_added: Duration,
-    /// The first gratuitous ARP left.
+    /// The first gratuitous ARP was about to be sent (taken just before the syscall: under
+    /// load the thread may be preempted right after it, while clients already react).
     pub first_garp: Duration,
     /// Everything done (all ARPs sent, VIP removed from `lo`).
     pub done: Duration,
@@ -54,7 +55,11 @@ pub struct ClaimReport {
 pub fn hold_standby(vip: Ipv4Addr) -> Result<(), Error> {
     set_sysctl("net/ipv4/conf/all/arp_ignore", "1")?;
     set_sysctl("net/ipv4/conf/all/arp_announce", "2")?;
-    run("ip", &["addr", "replace", &format!("{vip}/32"), "dev", "lo"]).map(|_| ())
+    run(
+        "ip",
+        &["addr", "replace", &format!("{vip}/32"), "dev", "lo"],
+    )
+    .map(|_| ())
 }
 
 /// Removes the standby `vip/32` from `lo` (absent is fine).
@@ -72,17 +77,20 @@ pub fn claim(
 ) -> Result<ClaimReport, Error> {
     let start = Instant::now();
     let mac = hw_addr(dev)?;
-    run("ip", &["addr", "replace", &format!("{vip}/{prefix}"), "dev", dev])?;
+    run(
+        "ip",
+        &["addr", "replace", &format!("{vip}/{prefix}"), "dev", dev],
+    )?;
     let address_added = start.elapsed();
     let mut first_garp = Duration::ZERO;
     for i in 0..opts.garp_count.max(1) {
         if i > 0 {
             std::thread::sleep(opts.garp_interval);
         }
-        send_gratuitous_arp(dev, vip)?;
         if i == 0 {
             first_garp = start.elapsed();
         }
+        send_gratuitous_arp(dev, vip)?;
     }
     release_standby(vip)?;
     Ok(ClaimReport {

@@ -52,7 +52,11 @@ impl Testbed {
         // A leftover from an earlier, killed run: start clean.
         tb.script(&["down"]);
         let out = tb.script(&["up"]);
-        assert!(out.status.success(), "testbed up: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "testbed up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         tb
     }
 
@@ -113,7 +117,8 @@ impl Testbed {
     pub fn udp(&self, node: &str, addr: &str) -> UdpSocket {
         let addr = addr.to_string();
         let s = self.run_in(node, move || UdpSocket::bind(addr).expect("bind"));
-        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         s
     }
 
@@ -124,7 +129,10 @@ impl Testbed {
 
     /// The client's neighbour entry for `ip` as `(lladdr, state)`, if any.
     pub fn neigh(&self, node: &str, ip: Ipv4Addr) -> Option<(String, String)> {
-        let out = self.sh(node, &["ip", "neigh", "show", &ip.to_string(), "dev", "eth0"]);
+        let out = self.sh(
+            node,
+            &["ip", "neigh", "show", &ip.to_string(), "dev", "eth0"],
+        );
         let line = out.lines().next()?;
         let mut tokens = line.split_whitespace();
         let mut lladdr = None;
@@ -153,13 +161,19 @@ impl Drop for Testbed {
     fn drop(&mut self) {
         let out = self.script(&["down"]);
         if !out.status.success() {
-            eprintln!("testbed down failed: {}", String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "testbed down failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }
 
 pub fn fmt_mac(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Moves the calling thread into the network namespace at `path`.
