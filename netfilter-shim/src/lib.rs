@@ -30,7 +30,9 @@
 //!     queue.drop_packet(packet)?; // the backup's kernel must never answer
 //! #   break;
 //! }
-//! // At takeover: claim the address, then stop queueing.
+//! // At takeover: the reader switches to `queue.accept(packet)` (clients that already
+//! // follow the gratuitous ARP reach the now-active stack), the VIP is claimed, and only
+//! // then is the rule removed: removing it costs 10-20 ms of iptables, claiming ~3 ms.
 //! takeover::claim(vip, 24, "eth0", &takeover::ClaimOptions::default())?;
 //! rule.remove()?;
 //! # Ok(())

@@ -186,7 +186,7 @@ fn backup_nfqueue_reader_sees_packets_and_drop_keeps_its_kernel_silent() {
     tb.run_in("backup", move || rule.remove().unwrap());
 }
 
-/// Five rounds of: primary serves (client resolved to it, copies queued and dropped on the
+/// Six rounds (alternating the takeover order) of: primary serves (client resolved to it, copies queued and dropped on the
 /// backup), the primary's link dies, the backup removes its queue rule and claims the VIP.
 /// Measures the time from the start of the takeover to the first client packet received on
 /// the backup's socket, with the client sending every millisecond.
@@ -195,10 +195,10 @@ fn takeover_backup_claims_vip_and_client_packets_follow() {
     if !prerequisites() {
         return;
     }
-    const ROUNDS: usize = 5;
+    const ROUNDS: usize = 6;
     let tb = Testbed::up("us-claim", 1);
     pair(&tb);
-    let mut queue = tb.run_in("backup", || PacketQueue::open(3).unwrap());
+    let mut queue = Some(tb.run_in("backup", || PacketQueue::open(3).unwrap()));
     let _primary_sock = tb.udp("primary", "0.0.0.0:5004");
     let backup_sock = tb.udp("backup", "0.0.0.0:5004");
     warm_arp(&tb);
@@ -250,11 +250,13 @@ fn takeover_backup_claims_vip_and_client_packets_follow() {
         }
         for _ in 0..10 {
             let p = queue
+                .as_mut()
+                .unwrap()
                 .recv_timeout(Duration::from_secs(2))
                 .unwrap()
                 .expect("mirrored copy");
             assert_eq!(p.flow().unwrap().dst, SocketAddrV4::new(VIP, PORT));
-            queue.drop_packet(p).unwrap();
+            queue.as_mut().unwrap().drop_packet(p).unwrap();
         }
         let _ = collect(&backup_sock, 10_000, Duration::from_millis(20));
         assert!(
@@ -265,8 +267,8 @@ fn takeover_backup_claims_vip_and_client_packets_follow() {
         // The primary's host dies (link down: no answers, no mirroring).
         tb.sh("primary", &["ip", "link", "set", "eth0", "down"]);
         std::thread::sleep(Duration::from_millis(5));
-        while let Some(p) = queue.try_recv().unwrap() {
-            queue.drop_packet(p).unwrap();
+        while let Some(p) = queue.as_mut().unwrap().try_recv().unwrap() {
+            queue.as_mut().unwrap().drop_packet(p).unwrap();
         }
         let receiver = {
             let sock = backup_sock.try_clone().unwrap();
@@ -281,17 +283,48 @@ fn takeover_backup_claims_vip_and_client_packets_follow() {
                 (at, u32::from_be_bytes(buf[..4].try_into().unwrap()))
             })
         };
-        // Takeover: stop queueing (the primary is gone), claim the VIP.
+        // Takeover, in one of two orders. Rule first: stop queueing, then claim. Claim first:
+        // the reader switches to ACCEPT (packets that reach the backup after the gratuitous
+        // ARP go on to its socket), the VIP is claimed, then the rule is removed.
+        let claim_first = round % 2 == 1;
+        let accepter = claim_first.then(|| {
+            let done = Arc::new(AtomicBool::new(false));
+            let mut q = queue.take().unwrap();
+            let d = done.clone();
+            let handle = std::thread::spawn(move || {
+                while !d.load(Ordering::Relaxed) {
+                    if let Some(p) = q.recv_timeout(Duration::from_millis(1)).unwrap() {
+                        q.accept(p).unwrap();
+                    }
+                }
+                while let Some(p) = q.try_recv().unwrap() {
+                    q.accept(p).unwrap();
+                }
+                q
+            });
+            (done, handle)
+        });
         let (t0, rule_removed, report) = tb.run_in("backup", move || {
             let t0 = Instant::now();
-            rule.remove().unwrap();
-            let rule_removed = t0.elapsed();
-            (
-                t0,
-                rule_removed,
-                takeover::claim(VIP, 24, "eth0", &ClaimOptions::default()).unwrap(),
-            )
+            let opts = ClaimOptions::default();
+            if claim_first {
+                let report = takeover::claim(VIP, 24, "eth0", &opts).unwrap();
+                rule.remove().unwrap();
+                (t0, t0.elapsed(), report)
+            } else {
+                rule.remove().unwrap();
+                let rule_removed = t0.elapsed();
+                let mut report = takeover::claim(VIP, 24, "eth0", &opts).unwrap();
+                report.address_added += rule_removed;
+                report.first_garp += rule_removed;
+                report.done += rule_removed;
+                (t0, rule_removed, report)
+            }
         });
+        if let Some((done, handle)) = accepter {
+            done.store(true, Ordering::Relaxed);
+            queue = Some(handle.join().unwrap());
+        }
         let (at, seq) = receiver.join().unwrap();
         let gap = at - t0;
         let later = collect(&backup_sock, 20, Duration::from_secs(1));
@@ -309,23 +342,35 @@ fn takeover_backup_claims_vip_and_client_packets_follow() {
         assert!(!tb
             .sh("backup", &["ip", "-4", "addr", "show", "dev", "lo"])
             .contains(&VIP.to_string()));
+        let order = if claim_first {
+            "claim-first"
+        } else {
+            "rule-first"
+        };
         println!(
-            "TAKEOVER round {round}: takeover start -> rule removed {rule_removed:?}, -> address added {:?}, \
-             -> first GARP {:?}, -> first client packet at backup {gap:?} (seq {seq}); claim returned after {:?}",
-            rule_removed + report.address_added,
-            rule_removed + report.first_garp,
-            rule_removed + report.done,
+            "TAKEOVER round {round} ({order}): from takeover start: address added {:?}, first GARP {:?}, \
+             first client packet at backup {gap:?} (seq {seq}), rule removed {rule_removed:?}, claim returned {:?}",
+            report.address_added, report.first_garp, report.done,
         );
-        gaps.push(gap);
+        gaps.push((claim_first, gap));
     }
     stop.store(true, Ordering::Relaxed);
     sender.join().unwrap();
-    gaps.sort();
-    println!(
-        "TAKEOVER summary over {ROUNDS} rounds: takeover start -> first client packet at backup: median {:?}, max {:?}",
-        gaps[ROUNDS / 2],
-        gaps[ROUNDS - 1]
-    );
+    for claim_first in [false, true] {
+        let mut g: Vec<Duration> = gaps
+            .iter()
+            .filter(|(c, _)| *c == claim_first)
+            .map(|(_, g)| *g)
+            .collect();
+        g.sort();
+        println!(
+            "TAKEOVER summary ({}, {} rounds): takeover start -> first client packet at backup: median {:?}, max {:?}",
+            if claim_first { "claim-first" } else { "rule-first" },
+            g.len(),
+            g[g.len() / 2],
+            g[g.len() - 1]
+        );
+    }
 }
 
 #[test]
