@@ -283,7 +283,7 @@ fn analyze_core(
                     a.stream.decoded = true;
                     a.stream.decode_errors = d.errors;
                     a.stream.decoded_rate = d.rate;
-                    a.stream.energy_dbfs = audio::energy_dbfs(&d.samples, d.rate);
+                    a.stream.energy_dbfs = d.samples.energy_dbfs();
                     if let Some(dir) = &opts.wav_dir {
                         std::fs::create_dir_all(dir).map_err(|e| Error::Output {
                             path: dir.clone(),
@@ -294,7 +294,7 @@ fn analyze_core(
                             rtp_streams.len(),
                             a.stream.ssrc_hex
                         ));
-                        audio::write_wav(&path, &d.samples, d.rate)?;
+                        audio::write_timeline_wav(&path, &d.samples, d.rate)?;
                         a.stream.wav = Some(path.display().to_string());
                     }
                 }

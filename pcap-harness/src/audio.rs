@@ -11,11 +11,92 @@ use crate::Error;
 #[derive(Debug, Clone, Default)]
 pub struct Decoded {
     /// Mono samples at `rate`, starting at the stream's first packet.
-    pub samples: Vec<i16>,
+    pub samples: Timeline,
     /// Sample rate.
     pub rate: u32,
     /// Packets the decoder rejected.
     pub errors: u64,
+}
+
+/// A mono timeline that stores only the 100 ms windows holding decoded audio: silence
+/// between packets (a stream paused for hours, or a capture's hostile timestamps) costs no
+/// memory.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    win: usize,
+    len: usize,
+    windows: std::collections::BTreeMap<usize, Box<[i16]>>,
+}
+
+impl Timeline {
+    /// An empty timeline at `rate` samples per second.
+    pub fn new(rate: u32) -> Timeline {
+        Timeline {
+            win: ((rate * ENERGY_WINDOW_MS / 1000) as usize).max(1),
+            len: 0,
+            windows: Default::default(),
+        }
+    }
+
+    /// Length in samples (up to the end of the last write).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Write `samples` starting at sample `at` (overwriting).
+    pub fn write(&mut self, at: usize, samples: &[i16]) {
+        let mut pos = at;
+        let mut rest = samples;
+        while !rest.is_empty() {
+            let (w, off) = (pos / self.win, pos % self.win);
+            let n = rest.len().min(self.win - off);
+            let win = self.win;
+            let chunk = self
+                .windows
+                .entry(w)
+                .or_insert_with(|| vec![0; win].into_boxed_slice());
+            chunk[off..off + n].copy_from_slice(&rest[..n]);
+            pos += n;
+            rest = &rest[n..];
+        }
+        self.len = self.len.max(at + samples.len());
+    }
+
+    /// The samples of 100 ms window `w` (`None`: silence), cut at the timeline's end.
+    fn window(&self, w: usize) -> Option<&[i16]> {
+        let end = self.len.saturating_sub(w * self.win).min(self.win);
+        self.windows.get(&w).map(|c| &c[..end])
+    }
+
+    fn window_count(&self) -> usize {
+        self.len.div_ceil(self.win)
+    }
+
+    /// Every sample, silence included.
+    pub fn to_vec(&self) -> Vec<i16> {
+        let mut v = vec![0; self.len];
+        for (w, c) in &self.windows {
+            let start = w * self.win;
+            let n = self.len.saturating_sub(start).min(c.len());
+            v[start..start + n].copy_from_slice(&c[..n]);
+        }
+        v
+    }
+
+    /// Level of each 100 ms window in dBFS, as [`energy_dbfs`] of [`Timeline::to_vec`].
+    pub fn energy_dbfs(&self) -> Vec<f64> {
+        (0..self.window_count())
+            .map(|w| match self.window(w) {
+                Some(c) => window_dbfs(c, self.win),
+                None => SILENCE_DBFS,
+            })
+            .collect()
+    }
 }
 
 /// G.711 mu-law to linear 16-bit.
@@ -78,7 +159,7 @@ pub fn decode(pkts: &[Pkt], placed: &[Placed], pt: u8, codec: &Codec) -> Option<
     order.sort_by_key(|p| (p.segment, p.ext_seq));
     let t0 = pkts.first()?.time;
     let mut out = Decoded {
-        samples: Vec::new(),
+        samples: Timeline::new(rate),
         rate,
         errors: 0,
     };
@@ -133,10 +214,7 @@ pub fn decode(pkts: &[Pkt], placed: &[Placed], pt: u8, codec: &Codec) -> Option<
             out.errors += 1;
             continue;
         }
-        if out.samples.len() < at + n {
-            out.samples.resize(at + n, 0);
-        }
-        out.samples[at..at + n].copy_from_slice(&buf[..n]);
+        out.samples.write(at, &buf[..n]);
     }
     Some(out)
 }
@@ -147,23 +225,44 @@ pub fn energy_dbfs(samples: &[i16], rate: u32) -> Vec<f64> {
     if win == 0 {
         return Vec::new();
     }
-    samples
-        .chunks(win)
-        .map(|c| {
-            let sum: f64 = c.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
-            let rms = (sum / win as f64).sqrt();
-            if rms <= 0.0 {
-                SILENCE_DBFS
-            } else {
-                let db = 20.0 * (rms / 32768.0).log10();
-                (db.max(SILENCE_DBFS) * 100.0).round() / 100.0
-            }
-        })
-        .collect()
+    samples.chunks(win).map(|c| window_dbfs(c, win)).collect()
+}
+
+/// RMS level of one window of `win` samples (`c` may be shorter: the rest is silence).
+fn window_dbfs(c: &[i16], win: usize) -> f64 {
+    let sum: f64 = c.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+    let rms = (sum / win as f64).sqrt();
+    if rms <= 0.0 {
+        SILENCE_DBFS
+    } else {
+        let db = 20.0 * (rms / 32768.0).log10();
+        (db.max(SILENCE_DBFS) * 100.0).round() / 100.0
+    }
+}
+
+/// Write a decoded timeline as a mono 16-bit WAV file (silence written as zeros).
+pub fn write_timeline_wav(path: &Path, t: &Timeline, rate: u32) -> Result<(), Error> {
+    write_samples_wav(
+        path,
+        (0..t.window_count()).flat_map(|w| {
+            let n = t.len.saturating_sub(w * t.win).min(t.win);
+            let c = t.window(w);
+            (0..n).map(move |i| c.map_or(0, |c| c[i]))
+        }),
+        rate,
+    )
 }
 
 /// Write mono 16-bit samples as a WAV file.
 pub fn write_wav(path: &Path, samples: &[i16], rate: u32) -> Result<(), Error> {
+    write_samples_wav(path, samples.iter().copied(), rate)
+}
+
+fn write_samples_wav(
+    path: &Path,
+    samples: impl Iterator<Item = i16>,
+    rate: u32,
+) -> Result<(), Error> {
     let out_err = |e: hound::Error| Error::Output {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -175,7 +274,7 @@ pub fn write_wav(path: &Path, samples: &[i16], rate: u32) -> Result<(), Error> {
         sample_format: hound::SampleFormat::Int,
     };
     let mut w = hound::WavWriter::create(path, spec).map_err(out_err)?;
-    for &s in samples {
+    for s in samples {
         w.write_sample(s).map_err(out_err)?;
     }
     w.finalize().map_err(out_err)
@@ -202,5 +301,26 @@ mod tests {
         assert_eq!(e.len(), 1);
         assert!(e[0].abs() < 0.01, "{e:?}");
         assert_eq!(energy_dbfs(&[0; 800], 8000), vec![SILENCE_DBFS]);
+    }
+
+    #[test]
+    fn sparse_timeline_matches_the_dense_samples() {
+        let mut t = Timeline::new(8000);
+        t.write(790, &[1000; 20]); // across the first window boundary
+        t.write(5000, &[-3000; 160]);
+        t.write(5100, &[7; 10]); // overwrite
+        assert_eq!(t.len(), 5160);
+        let dense = t.to_vec();
+        assert_eq!(dense.len(), 5160);
+        assert_eq!(
+            (dense[789], dense[790], dense[809], dense[810]),
+            (0, 1000, 1000, 0)
+        );
+        assert_eq!(
+            (dense[5099], dense[5100], dense[5109], dense[5110]),
+            (-3000, 7, 7, -3000)
+        );
+        assert_eq!(t.energy_dbfs(), energy_dbfs(&dense, 8000));
+        assert_eq!(t.energy_dbfs()[3], SILENCE_DBFS);
     }
 }
