@@ -422,3 +422,55 @@ fn rules_removed_on_clean_shutdown_and_stale_rules_cleaned() {
         assert!(!rules.contains("understudy-"), "{table}: {rules}");
     }
 }
+
+#[test]
+fn addresses_over_netlink_are_idempotent_and_standby_does_not_arp() {
+    if !prerequisites() {
+        return;
+    }
+    let tb = Testbed::up("us-addr", 1);
+    tb.run_in("backup", || {
+        use takeover::{set_addr, AddrOp};
+        set_addr(AddrOp::Delete, VIP, 24, "eth0").unwrap(); // absent: fine
+        takeover::hold_standby(VIP).unwrap();
+        takeover::hold_standby(VIP).unwrap(); // twice: fine
+        assert!(matches!(
+            set_addr(AddrOp::Replace, VIP, 24, "nonexistent0"),
+            Err(netfilter_shim::Error::NoSuchDevice(_))
+        ));
+    });
+    let lo = tb.sh("backup", &["ip", "-4", "-o", "addr", "show", "dev", "lo"]);
+    assert_eq!(lo.matches("198.18.0.100/32").count(), 1, "{lo}");
+    for key in ["arp_ignore", "arp_announce"] {
+        let v = tb.sh(
+            "backup",
+            &["sysctl", "-n", &format!("net.ipv4.conf.all.{key}")],
+        );
+        assert_eq!(v.trim(), if key == "arp_ignore" { "1" } else { "2" });
+    }
+    // The standby accepts packets for the VIP but does not answer ARP for it.
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &tb.ns("client1"),
+            "ping",
+            "-c1",
+            "-W1",
+            &VIP.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "nobody may answer for the VIP");
+    assert!(
+        tb.neigh("client1", VIP).is_none(),
+        "no lladdr learnt for the VIP"
+    );
+    tb.run_in("backup", || {
+        takeover::release_standby(VIP).unwrap();
+        takeover::release_standby(VIP).unwrap();
+    });
+    assert!(!tb
+        .sh("backup", &["ip", "-4", "addr", "show", "dev", "lo"])
+        .contains("198.18.0.100"));
+}
