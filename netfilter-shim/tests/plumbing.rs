@@ -373,6 +373,58 @@ fn takeover_backup_claims_vip_and_client_packets_follow() {
     }
 }
 
+/// Not a test of its own: the crashing node of the next test. Run as a child process, it
+/// installs this instance's rules in the namespace named by `NF_CRASH_NS` and aborts (no
+/// destructor runs, as after `kill -9`).
+#[test]
+#[ignore = "helper: run by rules_left_by_a_crashed_process_are_cleaned_at_next_start"]
+fn crash_helper() {
+    let Ok(ns) = std::env::var("NF_CRASH_NS") else {
+        return;
+    };
+    enter_netns(&format!("/run/netns/{ns}"));
+    let me = Instance::new("crashy").unwrap();
+    let _q = me.install_queue(&QueueRule::backup(VIP, 4)).unwrap();
+    let _m = me
+        .install_mirror(&MirrorRule {
+            vip: VIP,
+            backup: PRIMARY,
+            in_dev: None,
+        })
+        .unwrap();
+    std::process::abort();
+}
+
+#[test]
+fn rules_left_by_a_crashed_process_are_cleaned_at_next_start() {
+    if !prerequisites() {
+        return;
+    }
+    let tb = Testbed::up("us-crash", 1);
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_helper", "--ignored", "--test-threads=1"])
+        .env("NF_CRASH_NS", tb.ns("backup"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the helper must have crashed");
+    let removed = tb.run_in("backup", || {
+        let me = Instance::new("crashy").unwrap();
+        assert_eq!(
+            me.list().unwrap().len(),
+            2,
+            "the crash left both rules behind"
+        );
+        me.cleanup_stale().unwrap()
+    });
+    assert_eq!(removed, 2);
+    for table in ["raw", "mangle"] {
+        let rules = tb.sh("backup", &["iptables", "-t", table, "-S"]);
+        assert!(!rules.contains("understudy-"), "{table}: {rules}");
+    }
+}
+
 #[test]
 fn rules_removed_on_clean_shutdown_and_stale_rules_cleaned() {
     if !prerequisites() {
