@@ -90,12 +90,13 @@ impl Timeline {
 
     /// Level of each 100 ms window in dBFS, as [`energy_dbfs`] of [`Timeline::to_vec`].
     pub fn energy_dbfs(&self) -> Vec<f64> {
-        (0..self.window_count())
-            .map(|w| match self.window(w) {
-                Some(c) => window_dbfs(c, self.win),
-                None => SILENCE_DBFS,
-            })
-            .collect()
+        let mut out = vec![SILENCE_DBFS; self.window_count()];
+        for &w in self.windows.keys() {
+            if let Some(c) = self.window(w) {
+                out[w] = window_dbfs(c, self.win);
+            }
+        }
+        out
     }
 }
 
