@@ -74,9 +74,21 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if main_pt >= 96 {
-        let name = if main_pt % 2 == 0 { "opus" } else { "telephone-event" };
-        let (rate, channels) = if main_pt % 2 == 0 { (48000, Some(2)) } else { (8000, None) };
-        codecs.insert(main_pt, Codec { name: name.into(), rate, channels });
+        // Even dynamic types are Opus, odd ones telephone-event.
+        let codec = match main_pt % 2 {
+            0 => ("opus", 48000, Some(2)),
+            _ => ("telephone-event", 8000, None),
+        };
+        let (name, rate, channels) = codec;
+        let name = name.to_string();
+        codecs.insert(
+            main_pt,
+            Codec {
+                name,
+                rate,
+                channels,
+            },
+        );
     }
     let a = stream::analyze(
         "198.18.0.1:4000".into(),
