@@ -224,13 +224,12 @@ fn takeover_backup_claims_vip_and_client_packets_follow() {
     let mut gaps = Vec::new();
     for round in 0..ROUNDS {
         // Primary serves; the backup is a silent standby with its queue rule.
+        // A gratuitous ARP sent before the bridge forwards on the revived port is lost:
+        // wait for it, as a real node would wait for carrier.
         tb.sh("primary", &["ip", "link", "set", "eth0", "up"]);
+        tb.wait_forwarding("primary");
         tb.run_in("primary", || {
-            let once = ClaimOptions {
-                garp_count: 1,
-                ..Default::default()
-            };
-            takeover::claim(VIP, 24, "eth0", &once).unwrap();
+            takeover::claim(VIP, 24, "eth0", &ClaimOptions::default()).unwrap();
         });
         let rule = tb.run_in("backup", || {
             takeover::release(VIP, 24, "eth0").unwrap();

@@ -113,6 +113,23 @@ impl Testbed {
         })
     }
 
+    /// Waits until node's port on the bridge forwards and its eth0 has carrier.
+    pub fn wait_forwarding(&self, node: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let port = self.sh("lan", &["ip", "-d", "link", "show", "dev", node]);
+            let eth0 = self.sh(node, &["ip", "link", "show", "dev", "eth0"]);
+            if port.contains("state forwarding") && eth0.contains("state UP") {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{node}: port not forwarding: {port}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Binds a UDP socket inside node's namespace.
     pub fn udp(&self, node: &str, addr: &str) -> UdpSocket {
         let addr = addr.to_string();
