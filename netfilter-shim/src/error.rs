@@ -73,13 +73,38 @@ impl std::error::Error for Error {
 
 /// Runs `program args...`, returning stdout, or [`Error::Command`] with stderr.
 pub(crate) fn run(program: &str, args: &[&str]) -> Result<String, Error> {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|source| Error::Spawn {
-            program: program.to_string(),
-            source,
-        })?;
+    run_in(None, program, args)
+}
+
+/// Like [`run`], but the child first enters the network namespace `netns` (an open
+/// `/proc/.../ns/net` file), whatever namespace the calling thread is in.
+pub(crate) fn run_in(
+    netns: Option<&std::fs::File>,
+    program: &str,
+    args: &[&str],
+) -> Result<String, Error> {
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
+    if let Some(ns) = netns {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let fd = ns.as_raw_fd();
+        // SAFETY: the closure runs in the forked child before exec and only calls setns(2),
+        // which is async-signal-safe; `fd` stays open in the child until exec (the parent
+        // owns it for longer than this call).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let out = cmd.output().map_err(|source| Error::Spawn {
+        program: program.to_string(),
+        source,
+    })?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {

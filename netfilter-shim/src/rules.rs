@@ -17,7 +17,8 @@
 //! Every rule carries `-m comment --comment understudy-<instance>`; [`Instance::cleanup_stale`]
 //! removes all rules with that tag from the tables this module uses.
 
-use crate::error::{run, Error};
+use crate::error::{run, run_in, Error};
+use std::fs::File;
 use std::net::Ipv4Addr;
 
 /// Tables this module installs rules into, searched by [`Instance::cleanup_stale`].
@@ -64,10 +65,12 @@ impl QueueRule {
     }
 }
 
-/// An installed rule. Removed by [`InstalledRule::remove`] or, best effort, on drop.
+/// An installed rule. Removed by [`InstalledRule::remove`] or, best effort, on drop, in the
+/// network namespace it was installed in, whichever thread drops it.
 #[derive(Debug)]
 #[must_use = "dropping an InstalledRule removes the rule"]
 pub struct InstalledRule {
+    netns: File,
     iptables: String,
     table: &'static str,
     spec: Vec<String>,
@@ -156,11 +159,17 @@ impl Instance {
     }
 
     fn install(&self, table: &'static str, spec: Vec<String>) -> Result<InstalledRule, Error> {
-        let exists = iptables(&self.iptables, table, "-C", &spec).is_ok();
+        // Network namespaces are per thread: remember this one for the removal.
+        let netns = File::open("/proc/thread-self/ns/net").map_err(|source| Error::Io {
+            what: "open /proc/thread-self/ns/net".into(),
+            source,
+        })?;
+        let exists = iptables(None, &self.iptables, table, "-C", &spec).is_ok();
         if !exists {
-            iptables(&self.iptables, table, "-A", &spec)?;
+            iptables(None, &self.iptables, table, "-A", &spec)?;
         }
         Ok(InstalledRule {
+            netns,
             iptables: self.iptables.clone(),
             table,
             spec,
@@ -197,7 +206,7 @@ impl Instance {
             // `-S` prints rules in the syntax that `-D` accepts; our tags contain no spaces
             // or quotes, so splitting on whitespace reproduces the arguments.
             let spec: Vec<String> = line.split_whitespace().skip(1).map(String::from).collect();
-            iptables(&self.iptables, table, "-D", &spec)?;
+            iptables(None, &self.iptables, table, "-D", &spec)?;
         }
         Ok(rules.len())
     }
@@ -212,7 +221,13 @@ impl InstalledRule {
     /// Removes the rule now, reporting failure (drop only logs nothing and ignores it).
     pub fn remove(mut self) -> Result<(), Error> {
         self.removed = true;
-        iptables(&self.iptables, self.table, "-D", &self.spec)
+        iptables(
+            Some(&self.netns),
+            &self.iptables,
+            self.table,
+            "-D",
+            &self.spec,
+        )
     }
 
     /// Keeps the rule installed after this value is dropped (it stays tagged, so
@@ -225,16 +240,29 @@ impl InstalledRule {
 impl Drop for InstalledRule {
     fn drop(&mut self) {
         if !self.removed {
-            let _ = iptables(&self.iptables, self.table, "-D", &self.spec);
+            let _ = iptables(
+                Some(&self.netns),
+                &self.iptables,
+                self.table,
+                "-D",
+                &self.spec,
+            );
         }
     }
 }
 
-fn iptables(program: &str, table: &str, op: &str, spec: &[String]) -> Result<(), Error> {
+/// Runs one iptables command, in `netns` if given, else in the calling thread's namespace.
+fn iptables(
+    netns: Option<&File>,
+    program: &str,
+    table: &str,
+    op: &str,
+    spec: &[String],
+) -> Result<(), Error> {
     // `-w`: wait for the xtables lock instead of failing when another process holds it.
     let mut args = vec!["-w", "-t", table, op];
     args.extend(spec.iter().map(String::as_str));
-    run(program, &args).map(|_| ())
+    run_in(netns, program, &args).map(|_| ())
 }
 
 #[cfg(test)]

@@ -467,6 +467,16 @@ fn rules_removed_on_clean_shutdown_and_stale_rules_cleaned() {
         assert_eq!(me.cleanup_stale().unwrap(), 0);
         assert_eq!(other.cleanup_stale().unwrap(), 1);
     });
+    // A rule dropped on a thread in another namespace is still removed where it was
+    // installed (the primary's namespace stands in for "elsewhere", so that a bug could not
+    // touch the host's rules).
+    let rule = tb.run_in("backup", || {
+        Instance::new("node-b")
+            .unwrap()
+            .install_queue(&QueueRule::backup(VIP, 5))
+            .unwrap()
+    });
+    tb.run_in("primary", move || drop(rule));
     // Seen from outside (iptables in that namespace): nothing tagged understudy- is left.
     for table in ["raw", "mangle"] {
         let rules = tb.sh("backup", &["iptables", "-t", table, "-S"]);
