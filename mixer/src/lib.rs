@@ -99,6 +99,7 @@ pub mod jitter;
 mod recv_stats;
 mod rtcp;
 mod seed;
+pub mod snapshot;
 mod speaker;
 pub mod stream;
 mod timeline;
@@ -120,6 +121,7 @@ pub fn opus_silk_vad(payload: &[u8]) -> Option<bool> {
 }
 pub use seed::stream_origins;
 use seed::{draw, splitmix64};
+pub use snapshot::{MixerSnapshot, ParticipantSnapshot, SNAPSHOT_FORMAT};
 pub use speaker::{DOMINANT_LEAD_TICKS, SPEECH_THRESHOLD_DBOV};
 pub use timeline::tick_index;
 use timeline::{completed_packets, gather, new_ring, packet_samples, ticks_of, RING};
@@ -374,7 +376,8 @@ impl Participant {
 /// Method families: configuration (`new`, `add_participant`, `update_participant`,
 /// `remove_participant`), inputs (`handle_rtp`, `handle_rtcp`, `handle_tick`), output
 /// (`poll_output`), getters (`stats`, `active_speaker`, `len`, `output_stream`,
-/// `forwarded_ticks`). `Mixer` is `Send` (one task per room).
+/// `forwarded_ticks`), hot-standby takeover (`state_version`, `export_state`,
+/// `from_snapshot`, see [`snapshot`]). `Mixer` is `Send` (one task per room).
 pub struct Mixer {
     config: MixerConfig,
     cname: String,
@@ -390,6 +393,10 @@ pub struct Mixer {
     mix_acc: Vec<i32>,
     scratch: Vec<i16>,
     forwarded: u64,
+    /// Bumped whenever replicated state changes in a way the tick index does not predict.
+    state_version: u64,
+    /// Instant of the last tick (its phase relative to the 20 ms grid is replicated).
+    last_tick_at: Option<Duration>,
 }
 
 impl Mixer {
@@ -409,6 +416,8 @@ impl Mixer {
             mix_acc: vec![0; TICK_SAMPLES],
             scratch: Vec::new(),
             forwarded: 0,
+            state_version: 0,
+            last_tick_at: None,
         }
     }
 
@@ -452,6 +461,7 @@ impl Mixer {
             params,
         };
         self.participants.insert(id, p);
+        self.state_version += 1;
         Ok(ssrc)
     }
 
@@ -469,6 +479,7 @@ impl Mixer {
             .get_mut(&id)
             .ok_or(Error::UnknownParticipant(id))?;
         let old = std::mem::replace(&mut p.params, params.clone());
+        self.state_version += 1;
         if old.codec != params.codec {
             let rate = codec::clock_rate(params.codec);
             p.dec = InputDecoder::new(params.codec)?;
@@ -495,6 +506,7 @@ impl Mixer {
             .participants
             .remove(&id)
             .ok_or(Error::UnknownParticipant(id))?;
+        self.state_version += 1;
         let client = p.inbound.as_mut().map(|i| (i.ssrc, &mut i.stats));
         let packet = rtcp::report(
             &p.stream,
@@ -653,7 +665,13 @@ impl Mixer {
         if let Some(last) = self.last_tick {
             tick = tick.max(last + 1);
         }
+        // The first tick and a skipped tick (the driver stalled for more than 30 ms) are
+        // not predictable from the tick index: a standby needs a fresh snapshot.
+        if self.last_tick.is_none_or(|last| tick != last + 1) {
+            self.state_version += 1;
+        }
         self.last_tick = Some(tick);
+        self.last_tick_at = Some(now);
         self.pull_inputs(now);
         self.select_speakers();
         self.mix_and_send(tick);
@@ -800,10 +818,14 @@ impl Mixer {
             p.in_mix = set.binary_search(&id).is_ok();
             p.stats.in_mix = p.in_mix;
         }
+        if set != self.mix_set {
+            self.state_version += 1;
+        }
         self.mix_set = set;
         let dcands: Vec<(ParticipantId, f32, bool)> =
             cands.iter().map(|c| (c.0, c.1, c.2)).collect();
         if let Some(change) = self.dominant.update(&dcands) {
+            self.state_version += 1;
             self.outputs
                 .push_back(Output::Event(Event::ActiveSpeakerChanged {
                     speaker: change,
@@ -858,17 +880,13 @@ impl Mixer {
             }
             let ptime = p.params.ptime_ms;
             for k in completed_packets(ptime, tick) {
-                let mut span = packet_samples(ptime, k);
-                let mut personal =
-                    ticks_of(&span).any(|t| p.own_ring[(t % RING as u64) as usize].0 == t);
-                if let Some(ns) = p.stream.next_sample.filter(|&ns| ns > span.start) {
-                    // ptime changed mid-packet: send only what was not sent yet.
-                    if ns >= span.end {
-                        continue;
-                    }
-                    span.start = ns;
-                    personal = true;
-                }
+                let full = packet_samples(ptime, k);
+                // After a ptime change mid-packet only what was not sent yet is sent.
+                let Some(span) = p.stream.span_to_send(full.clone()) else {
+                    continue;
+                };
+                let personal = span != full
+                    || ticks_of(&span).any(|t| p.own_ring[(t % RING as u64) as usize].0 == t);
                 let lone_other = if personal
                     && p.in_mix
                     && p.params.codec == Codec::Opus

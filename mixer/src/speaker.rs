@@ -58,6 +58,15 @@ impl Vad {
         }
     }
 
+    /// A detector resumed on a standby from a replicated `(speaking, smoothed)` pair.
+    pub fn resumed(speaking: bool, smoothed: f32) -> Self {
+        Self {
+            speaking,
+            smoothed,
+            ..Self::default()
+        }
+    }
+
     /// Speaking after hysteresis.
     pub fn speaking(&self) -> bool {
         self.speaking
@@ -93,6 +102,14 @@ pub struct Dominant {
 }
 
 impl Dominant {
+    /// A detector resumed on a standby with the replicated dominant speaker.
+    pub fn resumed(current: Option<ParticipantId>) -> Self {
+        Self {
+            current,
+            ..Self::default()
+        }
+    }
+
     /// Current dominant speaker.
     pub fn current(&self) -> Option<ParticipantId> {
         self.current
