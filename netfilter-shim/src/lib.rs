@@ -38,6 +38,15 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Measured (tests/plumbing.rs, veth + bridge test bed, 2 shared cores at load ~6)
+//!
+//! `takeover_backup_claims_vip_and_client_packets_follow`, a client sending every 1 ms,
+//! time from the start of the takeover to the first client packet on the backup's socket:
+//! claim first (reader accepting meanwhile), then remove the rule: median 1.3-3.5 ms, max
+//! 11.5 ms over 8 runs of 3 rounds; rule first, then claim: median 9-18 ms, max 25 ms, because
+//! one `iptables -D` costs 6-23 ms. Adding the address over rtnetlink takes 0.15-0.2 ms; the
+//! first client packet arrives 0.5-1 ms (one send interval) after the first gratuitous ARP.
 #![deny(missing_docs)]
 
 mod error;
