@@ -47,6 +47,10 @@
 //! 11.5 ms over 8 runs of 3 rounds; rule first, then claim: median 9-18 ms, max 25 ms, because
 //! one `iptables -D` costs 6-23 ms. Adding the address over rtnetlink takes 0.15-0.2 ms; the
 //! first client packet arrives 0.5-1 ms (one send interval) after the first gratuitous ARP.
+//!
+//! `nfqueue_reader_cost_per_packet`: receive + parse + DROP costs the reader thread 6-7 us
+//! of CPU per 172-byte packet (release build; softirq work in the kernel not included), i.e.
+//! ~3% of one core for 100 participants sending 50 packets/s; 5000/5000 copies seen at ~10k/s.
 #![deny(missing_docs)]
 
 mod error;

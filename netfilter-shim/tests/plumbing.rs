@@ -535,3 +535,75 @@ fn addresses_over_netlink_are_idempotent_and_standby_does_not_arp() {
         .sh("backup", &["ip", "-4", "addr", "show", "dev", "lo"])
         .contains("198.18.0.100"));
 }
+
+/// CPU the backup's reader spends per mirrored packet (receive, parse, DROP verdict), for
+/// the issue's budget (backup CPU <= 10% of the primary's). Prints the figure.
+#[test]
+fn nfqueue_reader_cost_per_packet() {
+    if !prerequisites() {
+        return;
+    }
+    const N: usize = 5000;
+    let tb = Testbed::up("us-cost", 1);
+    pair(&tb);
+    let rule = tb.run_in("backup", || {
+        Instance::new("backup")
+            .unwrap()
+            .install_queue(&QueueRule::backup(VIP, 9))
+            .unwrap()
+    });
+    let mut queue = tb.run_in("backup", || PacketQueue::open(9).unwrap());
+    let _primary = tb.udp("primary", "0.0.0.0:5004"); // else the primary answers ICMP
+    warm_arp(&tb);
+    while let Some(p) = queue.try_recv().unwrap() {
+        queue.drop_packet(p).unwrap(); // the warm-up ping's copy
+    }
+    let reader = std::thread::spawn(move || {
+        let cpu0 = thread_cpu();
+        let mut seen = 0;
+        let mut bytes = 0;
+        while let Some(p) = queue.recv_timeout(Duration::from_secs(2)).unwrap() {
+            let flow = p.flow().unwrap();
+            bytes += p.bytes().len();
+            assert_eq!(flow.dst.port(), PORT);
+            queue.drop_packet(p).unwrap();
+            seen += 1;
+            if seen == N {
+                break;
+            }
+        }
+        (seen, bytes, thread_cpu() - cpu0)
+    });
+    // RTP-sized datagrams (12-byte header + 160 bytes of G.711) at roughly 10k packets/s.
+    let client = client_to(&tb, PORT);
+    let started = Instant::now();
+    for i in 0..N as u32 {
+        let mut pkt = [0u8; 172];
+        pkt[..4].copy_from_slice(&i.to_be_bytes());
+        client.send(&pkt).unwrap();
+        if i % 10 == 9 {
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+    let send_time = started.elapsed();
+    let (seen, bytes, cpu) = reader.join().unwrap();
+    let per_packet = cpu / seen.max(1) as u32;
+    println!(
+        "NFQUEUE reader: {seen}/{N} packets ({bytes} bytes) sent in {send_time:?}, reader CPU {cpu:?} = {per_packet:?}/packet \
+         (= {:.1}% of one core for 100 participants at 50 packets/s)",
+        per_packet.as_secs_f64() * 5000.0 * 100.0
+    );
+    assert!(
+        seen >= N * 95 / 100,
+        "the reader lost more than 5% of the copies: {seen}/{N}"
+    );
+    tb.run_in("backup", move || rule.remove().unwrap());
+}
+
+fn thread_cpu() -> Duration {
+    // SAFETY: rusage is plain old data; getrusage(2) fills it for the calling thread.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) }, 0);
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
