@@ -8,6 +8,7 @@
 //! Not for: anything about media, SIP or replication state (that is `mixer`, `sip` and
 //! `ft-sync`), failure detection, or deciding *when* to take over. Every function acts on
 //! the network namespace of the calling thread and needs `CAP_NET_ADMIN` (in practice root).
+//! [`fence`] holds a VIP that the kernel removes when the process dies (`kill -9` fence).
 //!
 //! The backup's run loop (needs root, so not run as a doctest):
 //!
@@ -54,6 +55,7 @@
 #![deny(missing_docs)]
 
 mod error;
+pub mod fence;
 pub mod queue;
 pub mod rules;
 pub mod takeover;

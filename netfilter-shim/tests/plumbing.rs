@@ -607,3 +607,92 @@ fn thread_cpu() -> Duration {
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
+
+/// Not a test of its own: the primary process of the next test. Holds the VIP on a TUN
+/// device in `NF_FENCE_NS`, announces it, says "ready" and waits to be killed.
+#[test]
+#[ignore = "helper: run by kill_9_of_the_vip_holder_fences_its_host"]
+fn fence_helper() {
+    let Ok(ns) = std::env::var("NF_FENCE_NS") else {
+        return;
+    };
+    enter_netns(&format!("/run/netns/{ns}"));
+    let _vip = netfilter_shim::fence::ProcessBoundVip::hold(VIP, "usvip0").unwrap();
+    takeover::send_gratuitous_arp("eth0", VIP).unwrap();
+    println!("ready");
+    std::thread::sleep(Duration::from_secs(30));
+}
+
+#[test]
+fn kill_9_of_the_vip_holder_fences_its_host() {
+    use std::io::BufRead;
+    if !prerequisites() {
+        return;
+    }
+    let tb = Testbed::up("us-fence", 1);
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "fence_helper",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("NF_FENCE_NS", tb.ns("primary"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.map(|l| l.contains("ready")).unwrap_or(false)),
+        "helper did not start"
+    );
+    // While the process lives, the host answers for the VIP on eth0 (weak host model).
+    let _primary_sock = tb.udp("primary", "0.0.0.0:5004");
+    tb.sh("client1", &["ping", "-c1", "-W2", &VIP.to_string()]);
+    assert_eq!(
+        tb.neigh("client1", VIP).unwrap().0,
+        fmt_mac(tb.mac("primary"))
+    );
+    let unreach = tb.icmp_out_dest_unreachs("primary");
+
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while tb.sh("primary", &["ip", "-br", "link"]).contains("usvip0") {
+        assert!(
+            Instant::now() < deadline,
+            "the TUN device outlived its process"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!tb
+        .sh("primary", &["ip", "-4", "addr"])
+        .contains("198.18.0.100"));
+    // A client that has to resolve the VIP again gets no answer from the fenced host, and
+    // packets still sent to its MAC get no ICMP error back.
+    let client = client_to(&tb, 5006);
+    for i in 0..5u8 {
+        client.send(&[i]).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(tb.icmp_out_dest_unreachs("primary"), unreach);
+    tb.sh("client1", &["ip", "neigh", "flush", "dev", "eth0"]);
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &tb.ns("client1"),
+            "ping",
+            "-c1",
+            "-W1",
+            &VIP.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the fenced host still answers for the VIP"
+    );
+}
