@@ -44,14 +44,15 @@
 //!
 //! `takeover_backup_claims_vip_and_client_packets_follow`, a client sending every 1 ms,
 //! time from the start of the takeover to the first client packet on the backup's socket:
-//! claim first (reader accepting meanwhile), then remove the rule: median 1.3-3.5 ms, max
-//! 11.5 ms over 8 runs of 3 rounds; rule first, then claim: median 9-18 ms, max 25 ms, because
-//! one `iptables -D` costs 6-23 ms. Adding the address over rtnetlink takes 0.15-0.2 ms; the
+//! claim first (reader accepting meanwhile), then remove the rule: median 1.1-3.9 ms, max
+//! 11.5 ms over 11 runs of 3 rounds; rule first, then claim: median 9-23 ms, max 34 ms,
+//! because one `iptables -D` costs 6-23 ms. Adding the address over rtnetlink takes 0.15-0.2 ms; the
 //! first client packet arrives 0.5-1 ms (one send interval) after the first gratuitous ARP.
 //!
 //! `nfqueue_reader_cost_per_packet`: receive + parse + DROP costs the reader thread 6-7 us
-//! of CPU per 172-byte packet (release build; softirq work in the kernel not included), i.e.
-//! ~3% of one core for 100 participants sending 50 packets/s; 5000/5000 copies seen at ~10k/s.
+//! of CPU per 172-byte packet in a release build (8-10 us in debug; softirq work in the kernel
+//! not included), i.e. ~3% of one core for 100 participants sending 50 packets/s; 5000/5000
+//! copies seen at ~10k packets/s.
 #![deny(missing_docs)]
 
 mod error;
