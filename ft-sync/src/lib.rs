@@ -1,0 +1,922 @@
+//! Understudy's hot-standby state sync: the sans-IO core a primary and a backup `mcu` run
+//! on their sync link to agree on roles, detect a dead peer within tens of milliseconds and
+//! replicate, in order and authenticated, the state the backup needs to take over.
+//!
+//! For: the message set and its HMAC-SHA256 envelope, the role handshake (two primaries, a
+//! version or key mismatch are refused with a clear event), the heartbeat failure detector,
+//! the replication log with acknowledgements (the "output commit" primitive a driver uses to
+//! hold a SIP response until the backup has its state), promotion of the backup on PeerDead.
+//! Not for: sockets, timers, the VIP / netfilter rules (netfilter-shim), fencing, encoding
+//! the SIP or mixer state itself (their crates export it; this crate carries opaque blobs).
+//!
+//! # Driver loop
+//!
+//! Like quinn-proto and str0m, [`Node`] never reads a clock or touches a socket: every input
+//! carries `now` (time since an origin the driver chose). After every input, drain
+//! [`Node::poll_transmit`] (send each datagram to the peer) and [`Node::poll_event`], then
+//! sleep until [`Node::poll_timeout`] and call [`Node::handle_timeout`].
+//!
+//! ```
+//! use ft_sync::{Config, Event, Node, Role, StateItem};
+//! use std::time::Duration;
+//!
+//! let key = b"shared secret from --ft-key-file".to_vec();
+//! let mut primary = Node::new(Config::new(1, Role::Primary, key.clone(), 7), Duration::ZERO);
+//! let mut backup = Node::new(Config::new(2, Role::Backup, key, 9), Duration::ZERO);
+//! let mut now = Duration::ZERO;
+//! let mut held = None; // a SIP response waiting for its state to be acknowledged
+//! for _ in 0..20 {
+//!     // The "network": deliver everything both ways.
+//!     while let Some(d) = primary.poll_transmit() { backup.handle_datagram(&d, now); }
+//!     while let Some(d) = backup.poll_transmit() { primary.handle_datagram(&d, now); }
+//!     while let Some(e) = primary.poll_event() {
+//!         match e {
+//!             // A backup connected: send it the whole state.
+//!             Event::SnapshotNeeded => { primary.replicate_snapshot(vec![], now).unwrap(); }
+//!             // Ready to serve: a call arrives, its dialog state is replicated first.
+//!             Event::RoleChanged(Role::Primary) => {
+//!                 let i = primary.replicate(StateItem::SipState(b"dialog".to_vec()), now).unwrap();
+//!                 held = Some(i);
+//!             }
+//!             _ => {}
+//!         }
+//!     }
+//!     while let Some(e) = backup.poll_event() {
+//!         if let Event::Apply(entry) = e { let _ = entry; /* apply to the standby */ }
+//!     }
+//!     now += Duration::from_millis(5);
+//!     primary.handle_timeout(now);
+//!     backup.handle_timeout(now);
+//! }
+//! // The 200 OK may leave now: the backup holds the dialog.
+//! assert!(primary.is_committed(held.unwrap()));
+//! ```
+//!
+//! # What is replicated, why, and what breaks without it
+//!
+//! The issue (#4) requires every item below to reach the backup; this crate carries them as
+//! [`StateItem`]s (SIP and mixer state as blobs their crates encode and version).
+//!
+//! - Rooms and participants (`StateItem::MixerRoom`, `RoomClosed`, `App`): without them the
+//!   backup does not know which client belongs to which room and mixes nobody.
+//! - SIP dialog state (`StateItem::SipState`: Call-ID, local and remote tags, CSeq numbers,
+//!   route set, remote target, negotiated codecs/payload types, media addresses): without it
+//!   a BYE, OPTIONS or re-INVITE after takeover gets 481 and the client hangs up, and the
+//!   backup would not know where to send each client's media.
+//! - Every output stream's SSRC, sequence and timestamp origin, base tick, packet count, and
+//!   the tick clock phase (inside `mixer::MixerSnapshot`): without them the client sees a new
+//!   SSRC or a seq/ts jump after takeover; most jitter buffers reset, some phones drop the
+//!   stream, and RTCP SR would map NTP to RTP time inconsistently.
+//! - Mixer decisions (top-N set, dominant speaker; also in the mixer snapshot): without them
+//!   the backup starts with an empty mix (silence for the voice-activity attack) and
+//!   announces a spurious active-speaker change.
+//! - Every random choice (SSRCs, tags, ports, seeds: the room seed is in the mixer snapshot,
+//!   tags and ports in the SIP state / `App` items): the backup must reproduce what the
+//!   primary told the clients, and draw future choices from the same sources.
+//!
+//! # Output commit
+//!
+//! [`Node::replicate`] returns a [`LogIndex`]; [`Node::is_committed`] is true once the
+//! backup acknowledged it (and [`Event::Committed`] fires). A driver holds a SIP message
+//! that creates or changes a dialog until its state is committed. When no backup is alive
+//! the node runs unprotected and everything counts as committed (nothing to wait for;
+//! [`Event::PeerDead`] says so), otherwise a dead backup would block every call.
+//!
+//! # Roles
+//!
+//! A node configured [`Role::Primary`] first probes for `dead_after` (3 heartbeat
+//! intervals): a primary already on the link makes it fail ([`Event::Fatal`] with
+//! [`Error::TwoPrimaries`]) instead of serving, and the running one only reports the
+//! rejected peer. A backup that loses a synced primary goes [`Role::TakingOver`]; the driver
+//! claims the service address and calls [`Node::complete_takeover`]. Either node may start
+//! first. A key or version mismatch is fatal for a node that has not yet established a
+//! handshake, and reported ([`Event::PeerRejected`]) by one that has.
+#![deny(missing_docs)]
+
+pub mod wire;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+use wire::{DecodeError, MAC_LEN};
+pub use wire::{Envelope, Payload, RefuseReason, StateItem, PROTOCOL_VERSION};
+
+/// Identifier of a node (configured; must differ between the two).
+pub type NodeId = u64;
+/// Position in the replication log (1-based; 0 = nothing).
+pub type LogIndex = u64;
+
+/// Role of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Role {
+    /// Serves clients and replicates its state.
+    Primary,
+    /// Mirrors the primary's state, ready to take over.
+    Backup,
+    /// The primary died; the backup is claiming the service address.
+    TakingOver,
+}
+
+/// Errors (API misuse and handshake refusals).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// Another node is (or is starting as) primary.
+    TwoPrimaries,
+    /// Both nodes are configured backup: nobody serves.
+    TwoBackups,
+    /// The peer uses our node id.
+    SameNodeId(NodeId),
+    /// The peer speaks another protocol version.
+    VersionMismatch {
+        /// Ours.
+        ours: u16,
+        /// Theirs.
+        theirs: u16,
+    },
+    /// The peer's messages do not authenticate with our key (fingerprints differ).
+    KeyMismatch {
+        /// Fingerprint of our key.
+        ours: [u8; 8],
+        /// Fingerprint the peer announced.
+        theirs: [u8; 8],
+    },
+    /// The operation needs the primary role (and a finished startup probe).
+    NotPrimary,
+    /// The configuration is unusable.
+    InvalidConfig(&'static str),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::TwoPrimaries => write!(f, "another primary is running on the sync link"),
+            Error::TwoBackups => write!(f, "both nodes are configured as backup"),
+            Error::SameNodeId(n) => write!(f, "the peer uses our node id {n}"),
+            Error::VersionMismatch { ours, theirs } => {
+                write!(f, "protocol version mismatch: ours {ours}, peer {theirs}")
+            }
+            Error::KeyMismatch { ours, theirs } => write!(
+                f,
+                "shared key mismatch: our fingerprint {}, peer {}",
+                hex(ours),
+                hex(theirs)
+            ),
+            Error::NotPrimary => write!(f, "not the primary"),
+            Error::InvalidConfig(s) => write!(f, "invalid configuration: {s}"),
+        }
+    }
+}
+impl std::error::Error for Error {}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Configuration of one node.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Our node id.
+    pub node_id: NodeId,
+    /// Configured role: [`Role::Primary`] or [`Role::Backup`].
+    pub role: Role,
+    /// Shared secret (the whole content of `--ft-key-file`).
+    pub key: Vec<u8>,
+    /// Differs on every process start (e.g. random or boot time from the driver).
+    pub incarnation: u64,
+    /// Heartbeat period. Default 10 ms.
+    pub heartbeat_interval: Duration,
+    /// The peer is dead after this many intervals without a message. Default 3.
+    pub missed_heartbeats: u32,
+    /// Unacknowledged log entries are resent after this long. Default 20 ms.
+    pub retransmit_after: Duration,
+}
+
+impl Config {
+    /// Defaults for the timings (10 ms heartbeats, dead after 3 missed).
+    pub fn new(node_id: NodeId, role: Role, key: Vec<u8>, incarnation: u64) -> Self {
+        Self {
+            node_id,
+            role,
+            key,
+            incarnation,
+            heartbeat_interval: Duration::from_millis(10),
+            missed_heartbeats: 3,
+            retransmit_after: Duration::from_millis(20),
+        }
+    }
+
+    fn dead_after(&self) -> Duration {
+        self.heartbeat_interval * self.missed_heartbeats
+    }
+}
+
+/// Liveness of the peer as the failure detector sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerState {
+    /// Never heard an authenticated message.
+    Unknown,
+    /// Heard within the dead interval.
+    Alive,
+    /// Silent for `missed_heartbeats` intervals.
+    Dead,
+}
+
+/// An ordered change the backup applies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogEntry {
+    /// Replace the whole state.
+    Snapshot {
+        /// Log index.
+        index: LogIndex,
+        /// Items of the state.
+        items: Vec<StateItem>,
+    },
+    /// Apply one change.
+    Item {
+        /// Log index.
+        index: LogIndex,
+        /// Change.
+        item: StateItem,
+    },
+}
+
+impl LogEntry {
+    /// Its log index.
+    pub fn index(&self) -> LogIndex {
+        match self {
+            LogEntry::Snapshot { index, .. } | LogEntry::Item { index, .. } => *index,
+        }
+    }
+
+    fn payload(&self) -> Payload {
+        match self.clone() {
+            LogEntry::Snapshot { index, items } => Payload::Snapshot { index, items },
+            LogEntry::Item { index, item } => Payload::Entry { index, item },
+        }
+    }
+}
+
+/// What the driver must react to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The peer answers (first authenticated message, or again after being dead).
+    PeerAlive {
+        /// Its node id.
+        node: NodeId,
+        /// Its role.
+        role: Role,
+    },
+    /// No message from the peer for `missed_heartbeats` intervals.
+    PeerDead,
+    /// Our role changed (startup probe done: Primary; takeover started / completed).
+    RoleChanged(Role),
+    /// This node must not serve: exit with this error.
+    Fatal(Error),
+    /// The peer is misconfigured or refused; we keep our role.
+    PeerRejected(Error),
+    /// Primary: a backup (re)connected; call [`Node::replicate_snapshot`] with the state.
+    SnapshotNeeded,
+    /// Primary: every log index up to this one may be released (acknowledged, or no
+    /// backup alive).
+    Committed(LogIndex),
+    /// Backup: apply this entry (delivered in log order, each once).
+    Apply(LogEntry),
+}
+
+/// Counters of the receive path.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Datagrams accepted.
+    pub accepted: u64,
+    /// Too short, bad magic, or undecodable body.
+    pub malformed: u64,
+    /// MAC did not verify.
+    pub unauthenticated: u64,
+    /// Authenticated but another protocol version.
+    pub wrong_version: u64,
+    /// Sequence number already seen or too old (replay, duplicate, reorder beyond window).
+    pub replayed: u64,
+    /// From ourselves, from a second peer, or from an incarnation not announced by a Hello.
+    pub unexpected: u64,
+}
+
+impl Stats {
+    /// Datagrams dropped for any reason.
+    pub fn dropped(&self) -> u64 {
+        self.malformed + self.unauthenticated + self.wrong_version + self.replayed + self.unexpected
+    }
+}
+
+/// The peer as we know it.
+struct Peer {
+    node: NodeId,
+    incarnation: u64,
+    role: Role,
+    starting: bool,
+    /// Highest sequence number accepted and a bitmap of the 64 below it.
+    seq_max: u64,
+    seq_window: u64,
+    /// It has seen our Hello.
+    saw_us: bool,
+}
+
+/// Replay window of 64 messages: accept each sequence number once.
+fn window_accept(max: &mut u64, window: &mut u64, seq: u64) -> bool {
+    if seq > *max {
+        let shift = seq - *max;
+        *window = if shift >= 64 { 0 } else { *window << shift };
+        *window |= 1;
+        *max = seq;
+        true
+    } else {
+        let back = *max - seq;
+        if back >= 64 || *window & (1 << back) != 0 {
+            return false;
+        }
+        *window |= 1 << back;
+        true
+    }
+}
+
+/// Most out-of-order entries a backup buffers.
+const MAX_BUFFERED: usize = 4096;
+
+/// One node of the pair. Method families: construction ([`Node::new`]), inputs
+/// (`handle_datagram`, `handle_timeout`), outputs (`poll_transmit`, `poll_event`,
+/// `poll_timeout`), primary operations (`replicate`, `replicate_snapshot`, `is_committed`),
+/// backup operations (`complete_takeover`), getters (`role`, `peer_state`, `stats`,
+/// `committed`, `applied`).
+pub struct Node {
+    config: Config,
+    fingerprint: [u8; 8],
+    role: Role,
+    /// Primary: end of the startup probe (None once done).
+    probe_until: Option<Duration>,
+    /// Fatal error: the node stays silent.
+    failed: bool,
+    /// A handshake with a peer completed at least once.
+    established_once: bool,
+    peer: Option<Peer>,
+    peer_state: PeerState,
+    last_heard: Option<Duration>,
+    next_heartbeat: Duration,
+    seq: u64,
+    transmit: VecDeque<Vec<u8>>,
+    events: VecDeque<Event>,
+    stats: Stats,
+    /// Reported mismatches (once each until a good message arrives).
+    reported: Vec<Error>,
+    // Primary side of the log.
+    next_index: LogIndex,
+    acked: LogIndex,
+    unacked: BTreeMap<LogIndex, LogEntry>,
+    /// The current backup incarnation has been sent a snapshot.
+    backup_synced: bool,
+    last_send: Duration,
+    // Backup side of the log.
+    applied: LogIndex,
+    has_snapshot: bool,
+    buffered: BTreeMap<LogIndex, LogEntry>,
+}
+
+impl Node {
+    /// A node starting at `now`. A configured primary probes the link first (see
+    /// [the crate docs](crate#roles)); its first Hello is queued immediately.
+    pub fn new(config: Config, now: Duration) -> Node {
+        let fingerprint = wire::key_fingerprint(&config.key);
+        let mut n = Node {
+            fingerprint,
+            role: if config.role == Role::Primary {
+                Role::Primary
+            } else {
+                Role::Backup
+            },
+            probe_until: (config.role == Role::Primary).then(|| now + config.dead_after()),
+            failed: false,
+            established_once: false,
+            peer: None,
+            peer_state: PeerState::Unknown,
+            last_heard: None,
+            next_heartbeat: now,
+            seq: 0,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            reported: Vec::new(),
+            next_index: 1,
+            acked: 0,
+            unacked: BTreeMap::new(),
+            backup_synced: false,
+            last_send: now,
+            applied: 0,
+            has_snapshot: false,
+            buffered: BTreeMap::new(),
+            config,
+        };
+        if n.config.key.is_empty() {
+            n.fail(Error::InvalidConfig("empty key"));
+        }
+        n.handle_timeout(now);
+        n
+    }
+
+    // ---- getters ----
+
+    /// Current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// True while a configured primary is still probing for another primary.
+    pub fn is_starting(&self) -> bool {
+        self.probe_until.is_some()
+    }
+
+    /// Liveness of the peer.
+    pub fn peer_state(&self) -> PeerState {
+        self.peer_state
+    }
+
+    /// Receive-path counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Primary: highest log index the backup acknowledged.
+    pub fn committed(&self) -> LogIndex {
+        self.acked
+    }
+
+    /// Backup: highest log index applied (in order).
+    pub fn applied(&self) -> LogIndex {
+        self.applied
+    }
+
+    /// Primary: may the message whose state is log entry `index` leave? True once the
+    /// backup acknowledged it, or when no synced backup is alive (unprotected).
+    pub fn is_committed(&self, index: LogIndex) -> bool {
+        index <= self.acked || !self.protecting()
+    }
+
+    fn protecting(&self) -> bool {
+        self.peer_state == PeerState::Alive
+            && self.peer.as_ref().is_some_and(|p| p.role == Role::Backup)
+    }
+
+    // ---- outputs ----
+
+    /// Next datagram to send to the peer.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.transmit.pop_front()
+    }
+
+    /// Next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        if self.failed {
+            return None;
+        }
+        let mut t = self.next_heartbeat;
+        if let Some(p) = self.probe_until {
+            t = t.min(p);
+        }
+        if let (PeerState::Alive, Some(h)) = (self.peer_state, self.last_heard) {
+            t = t.min(h + self.config.dead_after());
+        }
+        if !self.unacked.is_empty() && self.peer_state == PeerState::Alive {
+            t = t.min(self.last_send + self.config.retransmit_after);
+        }
+        Some(t)
+    }
+
+    // ---- inputs ----
+
+    /// Timers: heartbeats, failure detection, startup probe, retransmission.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        if self.failed {
+            return;
+        }
+        if let Some(p) = self.probe_until {
+            if now >= p {
+                self.probe_until = None;
+                self.events.push_back(Event::RoleChanged(Role::Primary));
+                if self.protecting() && !self.backup_synced {
+                    self.events.push_back(Event::SnapshotNeeded);
+                }
+            }
+        }
+        if let (PeerState::Alive, Some(h)) = (self.peer_state, self.last_heard) {
+            if now >= h + self.config.dead_after() {
+                self.on_peer_dead();
+            }
+        }
+        if now >= self.next_heartbeat {
+            self.send_liveness();
+            self.next_heartbeat = now + self.config.heartbeat_interval;
+        }
+        if self.peer_state == PeerState::Alive
+            && self.backup_synced
+            && !self.unacked.is_empty()
+            && now >= self.last_send + self.config.retransmit_after
+        {
+            let entries: Vec<Payload> = self.unacked.values().map(LogEntry::payload).collect();
+            for p in entries {
+                self.send(p);
+            }
+            self.last_send = now;
+        }
+    }
+
+    /// A datagram arrived from the sync link. Anything invalid is dropped and counted.
+    pub fn handle_datagram(&mut self, datagram: &[u8], now: Duration) {
+        let env = match wire::decode(&self.config.key, datagram) {
+            Ok(e) => e,
+            Err(DecodeError::Malformed) => {
+                self.stats.malformed += 1;
+                return;
+            }
+            Err(DecodeError::Unauthenticated(fp)) => {
+                self.stats.unauthenticated += 1;
+                if let Some(theirs) = fp.filter(|f| *f != self.fingerprint) {
+                    self.mismatch(Error::KeyMismatch {
+                        ours: self.fingerprint,
+                        theirs,
+                    });
+                }
+                return;
+            }
+            Err(DecodeError::WrongVersion(theirs)) => {
+                self.stats.wrong_version += 1;
+                self.mismatch(Error::VersionMismatch {
+                    ours: PROTOCOL_VERSION,
+                    theirs,
+                });
+                return;
+            }
+        };
+        if self.failed {
+            self.stats.unexpected += 1;
+            return;
+        }
+        if env.node == self.config.node_id {
+            self.stats.unexpected += 1;
+            if matches!(env.payload, Payload::Hello { .. })
+                && env.incarnation != self.config.incarnation
+            {
+                self.mismatch(Error::SameNodeId(env.node));
+            }
+            return;
+        }
+        if let Payload::Hello { starting, .. } = &env.payload {
+            let known = self
+                .peer
+                .as_ref()
+                .is_some_and(|p| p.node == env.node && p.incarnation == env.incarnation);
+            if !known {
+                if self.peer.as_ref().is_some_and(|p| p.node != env.node)
+                    && self.peer_state == PeerState::Alive
+                {
+                    // A third node while ours is alive.
+                    self.stats.unexpected += 1;
+                    return;
+                }
+                self.new_peer(&env, *starting);
+            }
+        }
+        let Some(peer) = self.peer.as_mut() else {
+            self.stats.unexpected += 1;
+            return;
+        };
+        if peer.node != env.node || peer.incarnation != env.incarnation {
+            self.stats.unexpected += 1;
+            return;
+        }
+        if !window_accept(&mut peer.seq_max, &mut peer.seq_window, env.seq) {
+            self.stats.replayed += 1;
+            return;
+        }
+        self.stats.accepted += 1;
+        peer.role = env.role;
+        let mut reply_hello = false;
+        match &env.payload {
+            Payload::Hello {
+                starting,
+                peer_seen,
+                ..
+            } => {
+                peer.starting = *starting;
+                reply_hello = !peer.saw_us || !*peer_seen;
+                peer.saw_us |= *peer_seen;
+            }
+            _ => peer.saw_us = true,
+        }
+        // Role checks on every authenticated message (roles change on takeover).
+        if let Some(err) = self.role_conflict(&env) {
+            match err {
+                Conflict::Fatal(e) => {
+                    self.fail(e);
+                    return;
+                }
+                Conflict::Reject(e) => {
+                    if !self.reported.contains(&e) {
+                        self.reported.push(e.clone());
+                        self.events.push_back(Event::PeerRejected(e));
+                    }
+                    self.send(Payload::Refuse {
+                        reason: RefuseReason::TwoPrimaries,
+                    });
+                    return;
+                }
+            }
+        }
+        self.last_heard = Some(now);
+        self.reported.clear();
+        if self.peer_state != PeerState::Alive {
+            self.peer_state = PeerState::Alive;
+            self.established_once = true;
+            self.events.push_back(Event::PeerAlive {
+                node: env.node,
+                role: env.role,
+            });
+            if self.role == Role::Primary
+                && !self.is_starting()
+                && env.role == Role::Backup
+                && !self.backup_synced
+            {
+                self.events.push_back(Event::SnapshotNeeded);
+            }
+        }
+        if reply_hello {
+            self.send_hello();
+        }
+        match env.payload {
+            Payload::Hello { .. } | Payload::Heartbeat { .. } => {}
+            Payload::Refuse { reason } => {
+                let e = match reason {
+                    RefuseReason::TwoPrimaries => Error::TwoPrimaries,
+                    RefuseReason::TwoBackups => Error::TwoBackups,
+                    RefuseReason::SameNodeId => Error::SameNodeId(self.config.node_id),
+                };
+                if self.is_starting() || !self.established_once {
+                    self.fail(e);
+                } else {
+                    self.events.push_back(Event::PeerRejected(e));
+                }
+            }
+            Payload::Ack { index } => self.on_ack(index),
+            Payload::Snapshot { index, items } => {
+                self.on_entry(LogEntry::Snapshot { index, items });
+            }
+            Payload::Entry { index, item } => self.on_entry(LogEntry::Item { index, item }),
+        }
+    }
+
+    // ---- primary operations ----
+
+    /// Append `item` to the replication log; returns its index. Hold the message whose
+    /// state it is until [`Node::is_committed`] (or [`Event::Committed`]).
+    pub fn replicate(&mut self, item: StateItem, now: Duration) -> Result<LogIndex, Error> {
+        let index = self.next_log_index()?;
+        self.push_entry(LogEntry::Item { index, item }, now);
+        Ok(index)
+    }
+
+    /// Replace the backup's state with `items` (after [`Event::SnapshotNeeded`], or to
+    /// compact the log). Earlier unacknowledged entries are superseded.
+    pub fn replicate_snapshot(
+        &mut self,
+        items: Vec<StateItem>,
+        now: Duration,
+    ) -> Result<LogIndex, Error> {
+        let index = self.next_log_index()?;
+        self.unacked.clear();
+        self.backup_synced = true;
+        self.push_entry(LogEntry::Snapshot { index, items }, now);
+        Ok(index)
+    }
+
+    fn next_log_index(&mut self) -> Result<LogIndex, Error> {
+        if self.role != Role::Primary || self.is_starting() || self.failed {
+            return Err(Error::NotPrimary);
+        }
+        let i = self.next_index;
+        self.next_index += 1;
+        Ok(i)
+    }
+
+    fn push_entry(&mut self, entry: LogEntry, now: Duration) {
+        let index = entry.index();
+        if self.protecting() && self.backup_synced {
+            self.send(entry.payload());
+            self.last_send = now;
+            self.unacked.insert(index, entry);
+        } else if self.protecting() {
+            // Waiting for the snapshot: the snapshot will carry this state.
+            self.unacked.insert(index, entry);
+        } else {
+            self.events.push_back(Event::Committed(index));
+        }
+    }
+
+    fn on_ack(&mut self, index: LogIndex) {
+        if self.role != Role::Primary || index >= self.next_index {
+            return;
+        }
+        self.unacked = self.unacked.split_off(&(index + 1));
+        if index > self.acked {
+            self.acked = index;
+            self.events.push_back(Event::Committed(index));
+        }
+    }
+
+    // ---- backup operations ----
+
+    /// Backup: the driver claimed the service address; we are primary now (with no backup).
+    pub fn complete_takeover(&mut self, _now: Duration) -> Result<(), Error> {
+        if self.role != Role::TakingOver {
+            return Err(Error::NotPrimary);
+        }
+        self.role = Role::Primary;
+        self.next_index = self.applied + 1;
+        self.acked = self.applied;
+        self.backup_synced = false;
+        self.events.push_back(Event::RoleChanged(Role::Primary));
+        self.send_hello();
+        Ok(())
+    }
+
+    fn on_entry(&mut self, entry: LogEntry) {
+        if self.role != Role::Backup {
+            return;
+        }
+        let index = entry.index();
+        match entry {
+            LogEntry::Snapshot { .. } if !self.has_snapshot || index > self.applied => {
+                self.has_snapshot = true;
+                self.applied = index;
+                self.buffered = self.buffered.split_off(&(index + 1));
+                self.events.push_back(Event::Apply(entry));
+            }
+            _ if !self.has_snapshot || index <= self.applied => {}
+            e if index == self.applied + 1 => {
+                self.applied = index;
+                self.events.push_back(Event::Apply(e));
+            }
+            e => {
+                if self.buffered.len() < MAX_BUFFERED {
+                    self.buffered.insert(index, e);
+                }
+            }
+        }
+        while let Some(e) = self.buffered.remove(&(self.applied + 1)) {
+            self.applied += 1;
+            self.events.push_back(Event::Apply(e));
+        }
+        if self.has_snapshot {
+            self.send(Payload::Ack {
+                index: self.applied,
+            });
+        }
+    }
+
+    // ---- internals ----
+
+    fn new_peer(&mut self, env: &Envelope, starting: bool) {
+        self.peer = Some(Peer {
+            node: env.node,
+            incarnation: env.incarnation,
+            role: env.role,
+            starting,
+            seq_max: 0,
+            seq_window: 0,
+            saw_us: false,
+        });
+        self.peer_state = PeerState::Unknown;
+        // A new primary incarnation restarts the log; a new backup needs a snapshot.
+        self.has_snapshot = false;
+        self.applied = 0;
+        self.buffered.clear();
+        self.backup_synced = false;
+        self.unacked.clear();
+    }
+
+    fn role_conflict(&self, env: &Envelope) -> Option<Conflict> {
+        let theirs_primary = matches!(env.role, Role::Primary | Role::TakingOver);
+        let ours_primary = matches!(self.role, Role::Primary | Role::TakingOver);
+        if ours_primary && theirs_primary {
+            let their_starting = self.peer.as_ref().is_some_and(|p| p.starting);
+            return Some(if self.is_starting() {
+                Conflict::Fatal(Error::TwoPrimaries)
+            } else if their_starting {
+                Conflict::Reject(Error::TwoPrimaries)
+            } else if self.config.node_id > env.node {
+                // Two running primaries (healed partition): the higher id yields.
+                Conflict::Fatal(Error::TwoPrimaries)
+            } else {
+                Conflict::Reject(Error::TwoPrimaries)
+            });
+        }
+        if self.role == Role::Backup && env.role == Role::Backup {
+            return Some(Conflict::Fatal(Error::TwoBackups));
+        }
+        None
+    }
+
+    fn mismatch(&mut self, e: Error) {
+        if self.failed {
+            return;
+        }
+        if self.is_starting() || !self.established_once {
+            self.fail(e);
+        } else if !self.reported.contains(&e) {
+            self.reported.push(e.clone());
+            self.events.push_back(Event::PeerRejected(e));
+        }
+    }
+
+    fn fail(&mut self, e: Error) {
+        if !self.failed {
+            self.failed = true;
+            self.events.push_back(Event::Fatal(e));
+        }
+    }
+
+    fn on_peer_dead(&mut self) {
+        self.peer_state = PeerState::Dead;
+        self.events.push_back(Event::PeerDead);
+        match self.role {
+            Role::Primary => {
+                // Unprotected: release everything held.
+                self.unacked.clear();
+                self.backup_synced = false;
+                if self.next_index > 1 {
+                    self.events.push_back(Event::Committed(self.next_index - 1));
+                }
+            }
+            Role::Backup => {
+                let was_primary = self
+                    .peer
+                    .as_ref()
+                    .is_some_and(|p| p.role == Role::Primary && !p.starting);
+                if was_primary && self.has_snapshot {
+                    self.role = Role::TakingOver;
+                    self.events.push_back(Event::RoleChanged(Role::TakingOver));
+                }
+            }
+            Role::TakingOver => {}
+        }
+    }
+
+    fn send_liveness(&mut self) {
+        let hello =
+            self.peer.as_ref().is_none_or(|p| !p.saw_us) || self.peer_state != PeerState::Alive;
+        if hello {
+            self.send_hello();
+        } else {
+            let log_index = if self.role == Role::Primary {
+                self.next_index - 1
+            } else {
+                self.applied
+            };
+            self.send(Payload::Heartbeat { log_index });
+        }
+    }
+
+    fn send_hello(&mut self) {
+        let peer_seen = self.peer.is_some();
+        self.send(Payload::Hello {
+            key_fingerprint: self.fingerprint,
+            starting: self.is_starting(),
+            peer_seen,
+        });
+    }
+
+    fn send(&mut self, payload: Payload) {
+        if self.failed {
+            return;
+        }
+        self.seq += 1;
+        let env = Envelope {
+            node: self.config.node_id,
+            incarnation: self.config.incarnation,
+            role: self.role,
+            seq: self.seq,
+            payload,
+        };
+        let d = wire::encode(&self.config.key, &env);
+        debug_assert!(d.len() > MAC_LEN);
+        self.stats.sent += 1;
+        self.transmit.push_back(d);
+    }
+}
+
+enum Conflict {
+    Fatal(Error),
+    Reject(Error),
+}
