@@ -89,8 +89,9 @@
 //! [`Error::TwoPrimaries`]) instead of serving, and the running one only reports the
 //! rejected peer. A backup that loses a synced primary goes [`Role::TakingOver`]; the driver
 //! claims the service address and calls [`Node::complete_takeover`]. Either node may start
-//! first. A key or version mismatch is fatal for a node that has not yet established a
-//! handshake, and reported ([`Event::PeerRejected`]) by one that has.
+//! first. A key or version mismatch is fatal for a node that is not serving yet (a primary
+//! still probing, a backup that never synced), and only reported ([`Event::PeerRejected`])
+//! by one that is, so a misconfigured backup never stops a running primary.
 #![deny(missing_docs)]
 
 pub mod wire;
@@ -340,6 +341,10 @@ fn window_accept(max: &mut u64, window: &mut u64, seq: u64) -> bool {
     }
 }
 
+/// Most unacknowledged entries resent per retransmission timeout (well inside the 64-message
+/// replay window).
+const RETRANSMIT_BURST: usize = 16;
+
 /// Most out-of-order entries a backup buffers.
 const MAX_BUFFERED: usize = 4096;
 
@@ -525,7 +530,14 @@ impl Node {
             && !self.unacked.is_empty()
             && now >= self.last_send + self.config.retransmit_after
         {
-            let entries: Vec<Payload> = self.unacked.values().map(LogEntry::payload).collect();
+            // The oldest few only: a burst larger than the receiver's replay window would be
+            // reordered out of it, and the backup acknowledges cumulatively anyway.
+            let entries: Vec<Payload> = self
+                .unacked
+                .values()
+                .take(RETRANSMIT_BURST)
+                .map(LogEntry::payload)
+                .collect();
             for p in entries {
                 self.send(p);
             }
@@ -614,7 +626,11 @@ impl Node {
                 reply_hello = !peer.saw_us || !*peer_seen;
                 peer.saw_us |= *peer_seen;
             }
-            _ => peer.saw_us = true,
+            // A starting primary sends only Hellos: anything else means it serves.
+            _ => {
+                peer.saw_us = true;
+                peer.starting = false;
+            }
         }
         // Role checks on every authenticated message (roles change on takeover).
         if let Some(err) = self.role_conflict(&env) {
@@ -663,7 +679,7 @@ impl Node {
                     RefuseReason::TwoBackups => Error::TwoBackups,
                     RefuseReason::SameNodeId => Error::SameNodeId(self.config.node_id),
                 };
-                if self.is_starting() || !self.established_once {
+                if self.not_serving_yet() {
                     self.fail(e);
                 } else {
                     self.events.push_back(Event::PeerRejected(e));
@@ -828,11 +844,17 @@ impl Node {
         None
     }
 
+    /// A misconfigured peer is fatal for a node that is not serving yet (a primary still
+    /// probing, a backup that never synced with a primary), reported otherwise.
+    fn not_serving_yet(&self) -> bool {
+        self.is_starting() || (self.role == Role::Backup && !self.established_once)
+    }
+
     fn mismatch(&mut self, e: Error) {
         if self.failed {
             return;
         }
-        if self.is_starting() || !self.established_once {
+        if self.not_serving_yet() {
             self.fail(e);
         } else if !self.reported.contains(&e) {
             self.reported.push(e.clone());
@@ -874,8 +896,9 @@ impl Node {
     }
 
     fn send_liveness(&mut self) {
-        let hello =
-            self.peer.as_ref().is_none_or(|p| !p.saw_us) || self.peer_state != PeerState::Alive;
+        let hello = self.is_starting()
+            || self.peer.as_ref().is_none_or(|p| !p.saw_us)
+            || self.peer_state != PeerState::Alive;
         if hello {
             self.send_hello();
         } else {
