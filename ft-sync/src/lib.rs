@@ -92,6 +92,17 @@
 //! first. A key or version mismatch is fatal for a node that is not serving yet (a primary
 //! still probing, a backup that never synced), and only reported ([`Event::PeerRejected`])
 //! by one that is, so a misconfigured backup never stops a running primary.
+//!
+//! # Limits (what the driver must know)
+//!
+//! - One message is one datagram: a snapshot must fit in one (64 KB over UDP on the sync
+//!   link); chunking larger states is not implemented yet.
+//! - The failure detector cannot tell a dead primary from a cut sync link: fencing the old
+//!   primary (so it stops answering for the service address) is the driver's job.
+//! - Backup promotion happens only if the backup holds a snapshot from a primary that had
+//!   finished its startup probe; a backup that never synced never takes over.
+//! - A running primary that hears another running primary (a healed partition) yields when
+//!   its node id is the higher one ([`Event::Fatal`]); the other reports it.
 #![deny(missing_docs)]
 
 pub mod wire;

@@ -133,9 +133,9 @@ pub struct Envelope {
     pub payload: Payload,
 }
 
-/// Why a datagram was not accepted.
+/// Why a datagram was not accepted (counted in [`crate::Stats`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     /// Too short, bad magic, or a body that does not decode.
     Malformed,
     /// MAC mismatch; carries the fingerprint when the body is an (unauthenticated) Hello.
@@ -164,7 +164,7 @@ pub fn encode(key: &[u8], env: &Envelope) -> Vec<u8> {
 }
 
 /// Verify and decode a datagram.
-pub fn decode(key: &[u8], datagram: &[u8]) -> Result<Envelope, DecodeError> {
+pub(crate) fn decode(key: &[u8], datagram: &[u8]) -> Result<Envelope, DecodeError> {
     if datagram.len() < HEADER_LEN + MAC_LEN || datagram[..4] != MAGIC {
         return Err(DecodeError::Malformed);
     }

@@ -19,7 +19,9 @@
 //! values produce byte-identical outputs (on the same CPU: libopus and the FFT resampler
 //! may pick different SIMD paths on different hardware, which changes audio bits, never
 //! SSRC/seq/timestamps). Output sequence numbers and timestamps are pure functions of
-//! replicated state, see [`stream`].
+//! replicated state, see [`stream`]; [`snapshot`] is how a hot standby holds that state
+//! ([`Mixer::export_state`] when [`Mixer::state_version`] moves) and continues every stream
+//! ([`Mixer::from_snapshot`]), proved in `tests/takeover.rs`.
 //!
 //! # One tick
 //!
