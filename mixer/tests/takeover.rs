@@ -490,3 +490,57 @@ fn stale_replica_is_caught_by_the_oracle() {
         );
     }
 }
+
+/// A driver stall that skips a tick changes the packet count in a way the tick index does
+/// not predict: the mixer bumps `state_version`, the primary ships a fresh snapshot, and the
+/// standby still continues exactly. With the snapshot from before the stall it would not.
+#[test]
+fn skipped_tick_is_replicated() {
+    let config = MixerConfig {
+        seed: 77,
+        ..Default::default()
+    };
+    let mut primary = Mixer::new(config);
+    primary
+        .add_participant(1, params(Codec::Pcmu, 20), Duration::ZERO)
+        .unwrap();
+    primary
+        .add_participant(2, params(Codec::Pcma, 20), Duration::ZERO)
+        .unwrap();
+    let mut shipped = (primary.state_version(), primary.export_state());
+    let mut before_stall = None;
+    let ticks: Vec<u64> = (0..40).filter(|&t| t != 20).collect();
+    for &t in &ticks {
+        primary.handle_tick(tick_at(t));
+        while primary.poll_output().is_some() {}
+        if primary.state_version() != shipped.0 {
+            if t == 21 {
+                before_stall = Some(shipped.1.clone());
+            }
+            shipped = (primary.state_version(), primary.export_state());
+        }
+    }
+    let before_stall = before_stall.expect("the skipped tick moved state_version");
+    let headers = |m: &mut Mixer, t: u64| {
+        m.handle_tick(tick_at(t));
+        let mut v = Vec::new();
+        while let Some(o) = m.poll_output() {
+            if let Output::Rtp { to, packet } = o {
+                let h = common::parse_hdr(&packet);
+                v.push((to, h.ssrc, h.seq, h.ts, h.marker));
+            }
+        }
+        v
+    };
+    // The primary stops after tick 39; the standby's first tick is 41.
+    let mut good = Mixer::from_snapshot(&shipped.1, tick_at(41)).unwrap();
+    let mut stale = Mixer::from_snapshot(&before_stall, tick_at(41)).unwrap();
+    let _ = headers(&mut primary, 40);
+    let mut stale_differs = false;
+    for t in 41..60 {
+        let o = headers(&mut primary, t);
+        assert_eq!(o, headers(&mut good, t), "tick {t}");
+        stale_differs |= o != headers(&mut stale, t);
+    }
+    assert!(stale_differs);
+}
