@@ -55,21 +55,6 @@ fn three_sipp_and_baresip_in_one_room() {
         .arg(dir.path("raw.wav"))
         .args(["-ar", "48000", "-ac", "2"])
         .arg(dir.path("speech.wav")));
-    let bcfg = dir.path("baresip");
-    std::fs::create_dir_all(&bcfg).unwrap();
-    std::fs::write(
-        bcfg.join("config"),
-        format!(
-            "poll_method epoll\nsip_listen 127.0.0.1:{BARESIP_SIP}\nnet_interface 127.0.0.1\n\
-             audio_source aufile,{wav}\nrtp_ports {}-{}\nmodule_path /usr/lib/baresip/modules\n\
-             module opus.so\nmodule g711.so\nmodule aufile.so\nmodule account.so\nmodule menu.so\n",
-            BARESIP_RTP.0,
-            BARESIP_RTP.1,
-            wav = dir.path("speech.wav").display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(bcfg.join("accounts"), "<sip:baresip@127.0.0.1>;regint=0\n").unwrap();
 
     let cap = Capture::start(
         &dir.path("server.pcap"),
@@ -77,20 +62,14 @@ fn three_sipp_and_baresip_in_one_room() {
     );
     let mut srv = Server::start(SIP_PORT, HTTP_PORT, RTP_RANGE, &["--seed", "42"]);
 
-    let mut baresip = Command::new("baresip")
-        .arg("-f")
-        .arg(&bcfg)
-        .args([
-            "-t",
-            "25",
-            "-e",
-            &format!("/dial sip:standup@127.0.0.1:{SIP_PORT}"),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn baresip");
+    let mut baresip = common::baresip_dial(
+        &dir.0,
+        BARESIP_SIP,
+        BARESIP_RTP,
+        &dir.path("speech.wav"),
+        &format!("sip:standup@127.0.0.1:{SIP_PORT}"),
+        25,
+    );
     let mut sipps: Vec<_> = SIPP_PORTS
         .iter()
         .map(|(sip, media)| {

@@ -405,41 +405,20 @@ fn baresip_call_analysis_agrees_with_tshark() {
         .arg(&raw)
         .args(["-ar", "48000", "-ac", "2"])
         .arg(&wav));
-    let bcfg = dir.path("baresip");
-    std::fs::create_dir_all(&bcfg).unwrap();
-    std::fs::write(
-        bcfg.join("config"),
-        format!(
-            "poll_method epoll\nsip_listen 127.0.0.1:{BARESIP_SIP}\nnet_interface 127.0.0.1\n\
-             audio_source aufile,{wav}\nrtp_ports {}-{}\nmodule_path /usr/lib/baresip/modules\n\
-             module opus.so\nmodule g711.so\nmodule aufile.so\nmodule account.so\nmodule menu.so\n",
-            BARESIP_RTP.0,
-            BARESIP_RTP.1,
-            wav = wav.display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(bcfg.join("accounts"), "<sip:baresip@127.0.0.1>;regint=0\n").unwrap();
 
     let cap = Capture::start(
         &dir.path("call.pcap"),
         &format!("udp and (port {SIP} or portrange {RTP})"),
     );
     let mut srv = Server::start(SIP, HTTP, RTP, &["--seed", "11"]);
-    let mut baresip = Command::new("baresip")
-        .arg("-f")
-        .arg(&bcfg)
-        .args([
-            "-t",
-            "25",
-            "-e",
-            &format!("/dial sip:tworoom@127.0.0.1:{SIP}"),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn baresip");
+    let mut baresip = common::baresip_dial(
+        &dir.0,
+        BARESIP_SIP,
+        BARESIP_RTP,
+        &wav,
+        &format!("sip:tworoom@127.0.0.1:{SIP}"),
+        25,
+    );
     // A second participant so that baresip hears someone: sipp's recorded A-law speech.
     let mut replay = Command::new(env!("CARGO_BIN_EXE_mcu"))
         .args(["pcap", "replay", G711A, "--seed", "5"])

@@ -364,3 +364,40 @@ pub fn e2e_ready(tools: &[&str]) -> bool {
     }
     true
 }
+
+/// Start baresip 1.0 (Opus and G.711, speech from `wav`: 48 kHz stereo, as its aufile source
+/// requires with Opus) dialing `uri`; it hangs up when the wav ends, or quits after `secs`.
+/// Its config goes to `dir/baresip`.
+pub fn baresip_dial(
+    dir: &Path,
+    sip_port: u16,
+    rtp: (u16, u16),
+    wav: &Path,
+    uri: &str,
+    secs: u32,
+) -> Child {
+    let bcfg = dir.join("baresip");
+    std::fs::create_dir_all(&bcfg).unwrap();
+    std::fs::write(
+        bcfg.join("config"),
+        format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\nnet_interface 127.0.0.1\n\
+             audio_source aufile,{wav}\nrtp_ports {}-{}\nmodule_path /usr/lib/baresip/modules\n\
+             module opus.so\nmodule g711.so\nmodule aufile.so\nmodule account.so\nmodule menu.so\n",
+            rtp.0,
+            rtp.1,
+            wav = wav.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(bcfg.join("accounts"), "<sip:baresip@127.0.0.1>;regint=0\n").unwrap();
+    Command::new("baresip")
+        .arg("-f")
+        .arg(&bcfg)
+        .args(["-t", &secs.to_string(), "-e", &format!("/dial {uri}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn baresip")
+}
