@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 /// `mcu serve` flags. Every flag is optional here so that the TOML file can supply it.
@@ -33,6 +33,37 @@ pub struct ServeArgs {
     /// Seed for every random choice (SSRCs, tags); random at start when absent.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Hot standby: this node's configured role, `primary` or `backup` (absent: standalone).
+    #[arg(long, value_parser = ["primary", "backup"])]
+    pub ft_role: Option<String>,
+    /// Hot standby: address of our sync-link socket.
+    #[arg(long)]
+    pub ft_listen: Option<SocketAddr>,
+    /// Hot standby: the peer's sync-link address.
+    #[arg(long)]
+    pub ft_peer: Option<SocketAddr>,
+    /// Hot standby: file whose whole content is the shared secret of the sync link.
+    #[arg(long)]
+    pub ft_key_file: Option<PathBuf>,
+    /// Hot standby: the service address (VIP) with its prefix length, e.g. 198.18.0.100/24.
+    #[arg(long)]
+    pub service_ip: Option<String>,
+    /// Hot standby: the client-facing device the VIP lives on (e.g. eth0).
+    #[arg(long)]
+    pub service_dev: Option<String>,
+    /// Hot standby (primary): where client packets are mirrored to (the backup's address on
+    /// the service segment) [default: the --ft-peer IP].
+    #[arg(long)]
+    pub ft_mirror_to: Option<IpAddr>,
+    /// Hot standby: heartbeat period in milliseconds [default: 10].
+    #[arg(long)]
+    pub ft_heartbeat_ms: Option<u64>,
+    /// Hot standby: the peer is dead after this many missed heartbeats [default: 3].
+    #[arg(long)]
+    pub ft_dead_after: Option<u32>,
+    /// Hot standby (backup): NFQUEUE number for the mirrored input [default: 0].
+    #[arg(long)]
+    pub ft_queue_num: Option<u16>,
 }
 
 /// The TOML file's shape (same keys as the flags).
@@ -46,6 +77,16 @@ struct FileConfig {
     max_participants: Option<usize>,
     top_n: Option<usize>,
     seed: Option<u64>,
+    ft_role: Option<String>,
+    ft_listen: Option<SocketAddr>,
+    ft_peer: Option<SocketAddr>,
+    ft_key_file: Option<PathBuf>,
+    service_ip: Option<String>,
+    service_dev: Option<String>,
+    ft_mirror_to: Option<IpAddr>,
+    ft_heartbeat_ms: Option<u64>,
+    ft_dead_after: Option<u32>,
+    ft_queue_num: Option<u16>,
 }
 
 /// Resolved, validated configuration.
@@ -67,6 +108,61 @@ pub struct Config {
     pub top_n: usize,
     /// Seed, if fixed.
     pub seed: Option<u64>,
+    /// Hot standby, when configured.
+    pub ft: Option<FtConfig>,
+}
+
+/// The configured hot-standby role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FtRole {
+    /// Serves at start; mirrors client input to the backup.
+    Primary,
+    /// Holds the primary's state and takes over when it dies.
+    Backup,
+}
+
+/// Hot-standby settings (`--ft-*`, `--service-*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FtConfig {
+    /// Configured role.
+    pub role: FtRole,
+    /// Our sync-link socket address.
+    pub listen: SocketAddr,
+    /// The peer's sync-link address.
+    pub peer: SocketAddr,
+    /// Shared secret (the key file's whole content).
+    pub key: Vec<u8>,
+    /// Service address.
+    pub vip: Ipv4Addr,
+    /// Its prefix length on the service device.
+    pub prefix: u8,
+    /// Client-facing device.
+    pub dev: String,
+    /// Where the primary mirrors client packets (the backup's service-segment address).
+    pub mirror_to: Ipv4Addr,
+    /// Heartbeat period.
+    pub heartbeat: std::time::Duration,
+    /// Missed heartbeats before the peer is dead.
+    pub dead_after: u32,
+    /// NFQUEUE number on the backup.
+    pub queue_num: u16,
+}
+
+fn parse_vip(s: &str) -> Result<(Ipv4Addr, u8)> {
+    let (ip, prefix) = s
+        .split_once('/')
+        .with_context(|| format!("service-ip {s:?}: expected VIP/PREFIX, e.g. 198.18.0.100/24"))?;
+    let ip: Ipv4Addr = ip
+        .trim()
+        .parse()
+        .with_context(|| format!("service-ip {s:?}: not an IPv4 address"))?;
+    let prefix: u8 = prefix
+        .trim()
+        .parse()
+        .ok()
+        .filter(|p| (1..=32).contains(p))
+        .with_context(|| format!("service-ip {s:?}: prefix must be 1..32"))?;
+    Ok((ip, prefix))
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16)> {
@@ -112,7 +208,7 @@ impl ServeArgs {
         let ports = self
             .rtp_ports
             .clone()
-            .or(file.rtp_ports)
+            .or(file.rtp_ports.clone())
             .unwrap_or_else(|| "20000-29999".into());
         let (rtp_port_min, rtp_port_max) = parse_port_range(&ports)?;
         let http_listen = self
@@ -130,6 +226,7 @@ impl ServeArgs {
         if top_n == 0 {
             bail!("top-n must be at least 1");
         }
+        let ft = self.resolve_ft(&file, sip_listen, media_ip)?;
         Ok(Config {
             sip_listen,
             media_ip,
@@ -139,7 +236,97 @@ impl ServeArgs {
             max_participants,
             top_n,
             seed: self.seed.or(file.seed),
+            ft,
         })
+    }
+
+    fn resolve_ft(
+        &self,
+        file: &FileConfig,
+        sip_listen: SocketAddr,
+        media_ip: IpAddr,
+    ) -> Result<Option<FtConfig>> {
+        let Some(role) = self.ft_role.clone().or(file.ft_role.clone()) else {
+            let stray = [
+                ("ft-listen", self.ft_listen.or(file.ft_listen).is_some()),
+                ("ft-peer", self.ft_peer.or(file.ft_peer).is_some()),
+                (
+                    "service-ip",
+                    self.service_ip.is_some() || file.service_ip.is_some(),
+                ),
+            ];
+            if let Some((name, _)) = stray.iter().find(|(_, set)| *set) {
+                bail!("{name} is set but ft-role is not: give --ft-role primary|backup");
+            }
+            return Ok(None);
+        };
+        let role = match role.as_str() {
+            "primary" => FtRole::Primary,
+            "backup" => FtRole::Backup,
+            other => bail!("ft-role {other:?}: expected primary or backup"),
+        };
+        let listen = self
+            .ft_listen
+            .or(file.ft_listen)
+            .context("ft-role needs --ft-listen ADDR:PORT (our sync-link socket)")?;
+        let peer = self
+            .ft_peer
+            .or(file.ft_peer)
+            .context("ft-role needs --ft-peer ADDR:PORT (the peer's sync-link socket)")?;
+        let key_file = self
+            .ft_key_file
+            .clone()
+            .or(file.ft_key_file.clone())
+            .context("ft-role needs --ft-key-file FILE (the shared secret)")?;
+        let key = std::fs::read(&key_file)
+            .with_context(|| format!("reading ft-key-file {}", key_file.display()))?;
+        if key.len() < 16 {
+            bail!(
+                "ft-key-file {}: the shared secret must be at least 16 bytes",
+                key_file.display()
+            );
+        }
+        let service_ip = self
+            .service_ip
+            .clone()
+            .or(file.service_ip.clone())
+            .context("ft-role needs --service-ip VIP/PREFIX")?;
+        let (vip, prefix) = parse_vip(&service_ip)?;
+        let dev = self
+            .service_dev
+            .clone()
+            .or(file.service_dev.clone())
+            .context("ft-role needs --service-dev DEV (the client-facing device)")?;
+        if sip_listen.ip() != IpAddr::V4(vip) || media_ip != IpAddr::V4(vip) {
+            bail!(
+                "with ft-role, sip-listen ({sip_listen}) and media-ip ({media_ip}) must use the service address {vip}"
+            );
+        }
+        let mirror_to = match self.ft_mirror_to.or(file.ft_mirror_to).unwrap_or(peer.ip()) {
+            IpAddr::V4(a) => a,
+            IpAddr::V6(a) => bail!("ft-mirror-to {a}: IPv4 only"),
+        };
+        let heartbeat_ms = self.ft_heartbeat_ms.or(file.ft_heartbeat_ms).unwrap_or(10);
+        if !(1..=1000).contains(&heartbeat_ms) {
+            bail!("ft-heartbeat-ms {heartbeat_ms}: expected 1..1000");
+        }
+        let dead_after = self.ft_dead_after.or(file.ft_dead_after).unwrap_or(3);
+        if dead_after < 2 {
+            bail!("ft-dead-after {dead_after}: at least 2 missed heartbeats");
+        }
+        Ok(Some(FtConfig {
+            role,
+            listen,
+            peer,
+            key,
+            vip,
+            prefix,
+            dev,
+            mirror_to,
+            heartbeat: std::time::Duration::from_millis(heartbeat_ms),
+            dead_after,
+            queue_num: self.ft_queue_num.or(file.ft_queue_num).unwrap_or(0),
+        }))
     }
 }
 

@@ -1,4 +1,5 @@
-//! HTTP admin API: `GET /healthz`, `GET /api/rooms`, `GET /api/events`, `GET /metrics`.
+//! HTTP admin API: `GET /healthz`, `GET /api/rooms`, `GET /api/events`, `GET /api/status`,
+//! `GET /metrics`.
 
 use crate::state::{RoomView, Shared};
 use axum::extract::State;
@@ -14,6 +15,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/rooms", get(rooms))
         .route("/api/events", get(events))
+        .route("/api/status", get(status))
         .route("/metrics", get(metrics))
         .with_state(shared)
 }
@@ -33,6 +35,11 @@ async fn rooms(State(s): State<Shared>) -> Json<RoomsReply> {
         .collect::<Vec<_>>();
     let rooms = rooms.iter().map(|r| r.lock().unwrap().clone()).collect();
     Json(RoomsReply { rooms })
+}
+
+async fn status(State(s): State<Shared>) -> impl IntoResponse {
+    let st = s.status.lock().unwrap().clone();
+    Json(st)
 }
 
 async fn events(State(s): State<Shared>) -> impl IntoResponse {

@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod ft;
 pub mod http;
 pub mod metrics;
 pub mod room;

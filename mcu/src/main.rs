@@ -47,8 +47,14 @@ fn main() -> Result<()> {
                 .init();
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
+                // Hot standby: settle the role and take the service address first (the
+                // listeners bind to it).
+                let ft = match &cfg.ft {
+                    Some(f) => Some(mcu::server::ft_start(f).await?),
+                    None => None,
+                };
                 let listeners = mcu::server::Listeners::bind(&cfg).await?;
-                mcu::server::run(cfg, listeners, shutdown_signal()).await
+                mcu::server::run_with_ft(cfg, listeners, ft, shutdown_signal()).await
             })
         }
         Command::Pcap(cmd) => pcap_harness::cli::run(cmd).map_err(|e| anyhow::anyhow!(e)),

@@ -41,6 +41,12 @@ pub struct Metrics {
     pub tick_seconds: Histogram,
     /// Ticks that started later than one tick period after their scheduled instant.
     pub ticks_late: Counter,
+    /// Hot standby: how long SIP messages were held until the backup acknowledged their state.
+    pub sip_commit_wait: Histogram,
+    /// Hot standby: state items replicated to the backup.
+    pub ft_replicated: Counter,
+    /// Hot standby: sync-link datagrams dropped (malformed, unauthenticated, stale).
+    pub ft_dropped: Counter,
     registry: std::sync::Arc<Registry>,
 }
 
@@ -71,6 +77,9 @@ impl Metrics {
             calls_rejected: Counter::default(),
             tick_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 12)),
             ticks_late: Counter::default(),
+            sip_commit_wait: Histogram::new(exponential_buckets(0.000_05, 2.0, 14)),
+            ft_replicated: Counter::default(),
+            ft_dropped: Counter::default(),
             registry: Default::default(),
         };
         r.register("rooms", "Rooms alive", m.rooms.clone());
@@ -124,6 +133,21 @@ impl Metrics {
             "ticks_late",
             "Ticks started more than a period late",
             m.ticks_late.clone(),
+        );
+        r.register(
+            "sip_commit_wait_seconds",
+            "Time a SIP message waited for the backup's acknowledgement (output commit)",
+            m.sip_commit_wait.clone(),
+        );
+        r.register(
+            "ft_replicated_items",
+            "State items replicated to the backup",
+            m.ft_replicated.clone(),
+        );
+        r.register(
+            "ft_dropped_datagrams",
+            "Sync-link datagrams dropped as malformed or unauthenticated",
+            m.ft_dropped.clone(),
         );
         Metrics {
             registry: std::sync::Arc::new(r),

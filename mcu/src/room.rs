@@ -7,7 +7,7 @@
 
 use crate::metrics::Metrics;
 use crate::state::{ApiEvent, RoomView};
-use mixer::{Mixer, MixerConfig, Output, ParticipantId, StreamParams};
+use mixer::{Mixer, MixerConfig, MixerSnapshot, Output, ParticipantId, StreamParams};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -36,6 +36,10 @@ pub struct MediaEndpoint {
     pub rtcp_mux: bool,
 }
 
+/// A participant's output SSRC, and the room's snapshot including it when the room ships
+/// snapshots (the control plane replicates it before answering the call).
+pub type AddReply = (u32, Option<Box<MixerSnapshot>>);
+
 /// Commands and packets for a room task.
 pub enum RoomMsg {
     /// Add a participant; replies with its output SSRC.
@@ -47,7 +51,8 @@ pub enum RoomMsg {
         /// Its sockets.
         media: MediaEndpoint,
         /// Reply.
-        reply: oneshot::Sender<Result<u32, mixer::Error>>,
+        /// (output SSRC, the room's snapshot with it when replicating) or the error.
+        reply: oneshot::Sender<Result<AddReply, mixer::Error>>,
     },
     /// New negotiated parameters (re-INVITE), keeping the output stream.
     Update {
@@ -99,6 +104,50 @@ impl Drop for Member {
     }
 }
 
+/// How a room task starts.
+pub enum RoomInit {
+    /// A new room.
+    New(MixerConfig),
+    /// A promoted standby continues the primary's room: its mixer snapshot and the members'
+    /// sockets (pre-bound on the service address) with the sources the mirrored input showed.
+    Resume {
+        /// The primary's latest snapshot of this room.
+        snapshot: Box<MixerSnapshot>,
+        /// Members to attach.
+        members: Vec<ResumedMember>,
+    },
+}
+
+/// A member of a resumed room.
+pub struct ResumedMember {
+    /// Participant id.
+    pub id: ParticipantId,
+    /// Its sockets and SDP addresses.
+    pub media: MediaEndpoint,
+    /// Latched RTP source seen in the mirrored input, if any.
+    pub latched_rtp: Option<SocketAddr>,
+    /// RTCP source seen in the mirrored input, if any.
+    pub latched_rtcp: Option<SocketAddr>,
+}
+
+/// A room's mixer snapshot, sent to the control plane whenever its state version changes
+/// (the hot-standby primary replicates it).
+pub struct RoomSnapshot {
+    /// Room id (replication key).
+    pub room: u64,
+    /// The snapshot.
+    pub snapshot: MixerSnapshot,
+}
+
+/// Where a room ships its snapshots.
+#[derive(Clone)]
+pub struct SnapshotSink {
+    /// Room id.
+    pub room: u64,
+    /// Channel to the control plane.
+    pub tx: mpsc::UnboundedSender<RoomSnapshot>,
+}
+
 /// Handle to a running room task.
 #[derive(Clone)]
 pub struct RoomHandle {
@@ -115,18 +164,51 @@ fn looks_like_rtcp(data: &[u8]) -> bool {
 /// Spawn a room task.
 pub fn spawn_room(
     name: String,
-    config: MixerConfig,
+    init: RoomInit,
     origin: Instant,
     view: Arc<Mutex<RoomView>>,
     metrics: Metrics,
     events: Arc<Mutex<std::collections::VecDeque<ApiEvent>>>,
+    snapshots: Option<SnapshotSink>,
 ) -> RoomHandle {
     let (tx, rx) = mpsc::channel(ROOM_QUEUE);
     let handle = RoomHandle { tx: tx.clone() };
     tokio::spawn(run_room(
-        name, config, origin, view, metrics, events, tx, rx,
+        RoomCtx {
+            name,
+            origin,
+            view,
+            metrics,
+            events,
+            snapshots,
+        },
+        init,
+        tx,
+        rx,
     ));
     handle
+}
+
+struct RoomCtx {
+    name: String,
+    origin: Instant,
+    view: Arc<Mutex<RoomView>>,
+    metrics: Metrics,
+    events: Arc<Mutex<std::collections::VecDeque<ApiEvent>>>,
+    snapshots: Option<SnapshotSink>,
+}
+
+/// Ship the mixer's snapshot if its state version moved since the last one shipped.
+fn ship(mixer: &Mixer, shipped: &mut Option<u64>, sink: &Option<SnapshotSink>) {
+    let Some(sink) = sink else { return };
+    let v = mixer.state_version();
+    if *shipped != Some(v) {
+        *shipped = Some(v);
+        let _ = sink.tx.send(RoomSnapshot {
+            room: sink.room,
+            snapshot: mixer.export_state(),
+        });
+    }
 }
 
 fn spawn_reader(
@@ -162,23 +244,99 @@ fn spawn_reader(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn run_room(
-    name: String,
-    config: MixerConfig,
-    origin: Instant,
-    view: Arc<Mutex<RoomView>>,
-    metrics: Metrics,
-    events: Arc<Mutex<std::collections::VecDeque<ApiEvent>>>,
+    ctx: RoomCtx,
+    init: RoomInit,
     tx: mpsc::Sender<RoomMsg>,
     mut rx: mpsc::Receiver<RoomMsg>,
 ) {
-    let mut mixer = Mixer::new(config);
+    let RoomCtx {
+        name,
+        origin,
+        view,
+        metrics,
+        events,
+        snapshots,
+    } = ctx;
     let mut members: HashMap<ParticipantId, Member> = HashMap::new();
-    // Ticks are aligned on the server-wide origin so every room's tick k is at origin + k*20ms.
+    // Ticks are aligned on the server-wide origin so every room's tick k is at origin + k*20ms
+    // (a promoted standby uses the primary's origin: the same k falls on the same instant).
     let since = origin.elapsed();
     let next_k = since.as_micros() / mixer::TICK.as_micros() + 1;
     let first = origin + mixer::TICK * next_k as u32;
+    let mut mixer = match init {
+        RoomInit::New(config) => Mixer::new(config),
+        RoomInit::Resume {
+            snapshot,
+            members: resumed,
+        } => {
+            let mut m = match Mixer::from_snapshot(
+                &snapshot,
+                first.saturating_duration_since(origin),
+            ) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(room = %name, "cannot resume the room from its snapshot: {e}");
+                    Mixer::new(snapshot.config.clone())
+                }
+            };
+            for r in resumed {
+                let id = r.id;
+                if m.output_stream(id).is_none() {
+                    tracing::warn!(room = %name, id, "participant missing from the snapshot: skipped");
+                    continue;
+                }
+                let readers = [
+                    Some(spawn_reader(
+                        r.media.rtp.clone(),
+                        id,
+                        false,
+                        tx.clone(),
+                        metrics.clone(),
+                    )),
+                    if r.media.rtcp_mux {
+                        None
+                    } else {
+                        Some(spawn_reader(
+                            r.media.rtcp.clone(),
+                            id,
+                            true,
+                            tx.clone(),
+                            metrics.clone(),
+                        ))
+                    },
+                ];
+                let rtp_dest = r.latched_rtp.unwrap_or(r.media.remote_rtp);
+                let rtcp_dest = match (r.media.rtcp_mux, r.latched_rtcp, r.latched_rtp) {
+                    (true, _, _) => rtp_dest,
+                    (false, Some(a), _) => a,
+                    (false, None, Some(a)) => SocketAddr::new(a.ip(), a.port().wrapping_add(1)),
+                    (false, None, None) => r.media.remote_rtcp,
+                };
+                members.insert(
+                    id,
+                    Member {
+                        rtp_dest,
+                        rtcp_dest,
+                        latched_rtp: r.latched_rtp.is_some(),
+                        last_rtp: Instant::now(),
+                        media: r.media,
+                        readers,
+                    },
+                );
+            }
+            // Participants the snapshot holds but nobody attached (their call is gone).
+            let ids: Vec<_> = m.participant_ids();
+            for id in ids {
+                if !members.contains_key(&id) {
+                    let _ = m.remove_participant(id, origin.elapsed());
+                }
+            }
+            while m.poll_output().is_some() {}
+            m
+        }
+    };
+    let mut shipped = None;
     let mut ticker = tokio::time::interval_at(first.into(), mixer::TICK);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let mut ticks: u64 = 0;
@@ -200,6 +358,7 @@ async fn run_room(
                 if ticks.is_multiple_of(5) {
                     publish(&mixer, &members, &view);
                 }
+                ship(&mixer, &mut shipped, &snapshots);
             }
             msg = rx.recv() => {
                 let Some(msg) = msg else { break };
@@ -246,7 +405,15 @@ async fn run_room(
                             let rtcp_dest = if media.rtcp_mux { media.remote_rtp } else { media.remote_rtcp };
                             members.insert(id, Member { rtp_dest: media.remote_rtp, rtcp_dest, latched_rtp: false, last_rtp: Instant::now(), media, readers });
                         }
-                        let _ = reply.send(res);
+                        // The control plane replicates this snapshot before the 200 OK leaves.
+                        let snap = match (&res, &snapshots) {
+                            (Ok(_), Some(_)) => {
+                                shipped = Some(mixer.state_version());
+                                Some(Box::new(mixer.export_state()))
+                            }
+                            _ => None,
+                        };
+                        let _ = reply.send(res.map(|ssrc| (ssrc, snap)));
                     }
                     RoomMsg::Update { id, params, remote_rtp, remote_rtcp } => {
                         let now = origin.elapsed();
@@ -266,11 +433,13 @@ async fn run_room(
                         drain(&mut mixer, &mut members, &metrics, &events, &name);
                         members.remove(&id);
                         view.lock().unwrap().participants.remove(&id);
+                        ship(&mixer, &mut shipped, &snapshots);
                         continue;
                     }
                     RoomMsg::Close => break,
                 }
                 drain(&mut mixer, &mut members, &metrics, &events, &name);
+                ship(&mixer, &mut shipped, &snapshots);
             }
         }
     }

@@ -5,14 +5,19 @@
 //! (so room creation/closing is never racy); one task per TCP connection reads bytes into the
 //! SIP task's queue and writes what it is given; one task per room mixes (see [`crate::room`]).
 
-use crate::config::Config;
-use crate::room::{spawn_room, MediaEndpoint, RoomHandle, RoomMsg};
-use crate::state::{ApiEvent, ParticipantView, RoomView, Shared};
+use crate::config::{Config, FtConfig, FtRole};
+use crate::ft::{self, CallRecord, ControlState, NetGuard, Standby};
+use crate::room::{
+    spawn_room, MediaEndpoint, ResumedMember, RoomHandle, RoomInit, RoomMsg, RoomSnapshot,
+    SnapshotSink,
+};
+use crate::state::{ApiEvent, ParticipantView, RoomView, Shared, TakeoverView};
 use anyhow::{Context, Result};
+use ft_sync::{LogEntry, Role, StateItem};
 use mixer::{Codec, MixerConfig, StreamParams};
 use sip_core::sdp::{self, CodecName, Direction, LocalMedia, Negotiated, SdpError};
 use sip_core::{CallHandle, ConnId, Core, EndReason, Event, Transport};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -106,9 +111,13 @@ struct CallState {
     awaiting_answer: bool,
     /// Our 200 was ACKed.
     confirmed: bool,
+    /// Latest negotiated media.
+    neg: Option<Negotiated>,
 }
 
 struct RoomEntry {
+    /// Replication id.
+    id: u64,
     handle: RoomHandle,
     view: Arc<Mutex<RoomView>>,
     members: usize,
@@ -128,6 +137,144 @@ struct Control {
     seed: u64,
     rng: u64,
     last_sip_stats: sip_core::Stats,
+    core_config: sip_core::Config,
+    /// SIP messages produced by the core, sent (or held) at the end of [`Control::process`].
+    outbox: Vec<sip_core::Transmit>,
+    next_room_id: u64,
+    /// Hot standby, when configured.
+    ft: Option<Ft>,
+    /// A fatal hot-standby error: the server stops with it.
+    fatal: Option<String>,
+}
+
+/// The hot-standby side of the control plane.
+struct Ft {
+    cfg: FtConfig,
+    node: ft_sync::Node,
+    sock: Arc<UdpSocket>,
+    /// The node's time origin (its own; the tick grid uses `Control::origin`).
+    origin: Instant,
+    net: NetGuard,
+    /// SIP messages waiting for the backup's acknowledgement: (log index, message, since).
+    held: VecDeque<(u64, sip_core::Transmit, Instant)>,
+    last_blob: Vec<u8>,
+    /// Latest log index written.
+    last_index: u64,
+    /// Highest index acknowledged (or released unprotected).
+    committed: u64,
+    /// Latest encoded snapshot per room, with its state version.
+    room_snaps: HashMap<u64, (u64, Vec<u8>)>,
+    /// Index of the last full snapshot sent to the backup.
+    snapshot_index: Option<u64>,
+    synced: bool,
+    standby: Standby,
+    snap_tx: mpsc::UnboundedSender<RoomSnapshot>,
+    /// Events read during the startup handshake, handled first by the main loop.
+    pending: VecDeque<ft_sync::Event>,
+}
+
+impl Ft {
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+}
+
+/// A hot-standby node after its startup handshake (primary: no other primary answered;
+/// backup: at once), with its network plumbing in place. Bind the listeners next.
+pub struct FtStart {
+    cfg: FtConfig,
+    node: ft_sync::Node,
+    sock: Arc<UdpSocket>,
+    origin: Instant,
+    net: NetGuard,
+    pending: VecDeque<ft_sync::Event>,
+}
+
+/// Start the sync link and, once the role is settled, take the network plumbing the role
+/// needs (see [`crate::ft`]). Fails with a clear error on a second primary, a key or
+/// protocol-version mismatch, or missing privileges.
+pub async fn ft_start(cfg: &FtConfig) -> Result<FtStart> {
+    let sock = Arc::new(
+        UdpSocket::bind(cfg.listen)
+            .await
+            .with_context(|| format!("binding the sync link {}", cfg.listen))?,
+    );
+    let mut incarnation = [0u8; 8];
+    getrandom::fill(&mut incarnation).map_err(|e| anyhow::anyhow!("OS random source: {e}"))?;
+    let (node_id, role) = match cfg.role {
+        FtRole::Primary => (1, Role::Primary),
+        FtRole::Backup => (2, Role::Backup),
+    };
+    let mut config = ft_sync::Config::new(
+        node_id,
+        role,
+        cfg.key.clone(),
+        u64::from_le_bytes(incarnation),
+    );
+    config.heartbeat_interval = cfg.heartbeat;
+    config.missed_heartbeats = cfg.dead_after;
+    let origin = Instant::now();
+    let mut node = ft_sync::Node::new(config, Duration::ZERO);
+    let mut pending = VecDeque::new();
+    if cfg.role == FtRole::Primary {
+        tracing::info!(listen = %cfg.listen, peer = %cfg.peer, "sync link: probing for another primary");
+        let mut buf = vec![0u8; 65536];
+        'probe: loop {
+            while let Some(d) = node.poll_transmit() {
+                let _ = sock.try_send_to(&d, cfg.peer);
+            }
+            while let Some(ev) = node.poll_event() {
+                match ev {
+                    ft_sync::Event::RoleChanged(Role::Primary) => break 'probe,
+                    ft_sync::Event::Fatal(e) => anyhow::bail!("hot standby: {e}"),
+                    other => pending.push_back(other),
+                }
+            }
+            let deadline = node
+                .poll_timeout()
+                .map_or_else(|| Instant::now() + Duration::from_secs(1), |d| origin + d);
+            tokio::select! {
+                r = sock.recv_from(&mut buf) => {
+                    if let Ok((n, _)) = r {
+                        node.handle_datagram(&buf[..n], origin.elapsed());
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => node.handle_timeout(origin.elapsed()),
+            }
+        }
+    }
+    let net = match cfg.role {
+        FtRole::Primary => NetGuard::primary(cfg)?,
+        FtRole::Backup => NetGuard::backup(cfg)?,
+    };
+    Ok(FtStart {
+        cfg: cfg.clone(),
+        node,
+        sock,
+        origin,
+        net,
+        pending,
+    })
+}
+
+/// Send one SIP message now.
+fn send_sip(
+    udp: &UdpSocket,
+    tcp_writers: &HashMap<ConnId, mpsc::UnboundedSender<Vec<u8>>>,
+    t: sip_core::Transmit,
+) {
+    match t.transport {
+        Transport::Udp => {
+            if let Err(e) = udp.try_send_to(&t.data, t.to) {
+                tracing::debug!("SIP send to {} failed: {e}", t.to);
+            }
+        }
+        Transport::Tcp(conn) => {
+            if let Some(w) = tcp_writers.get(&conn) {
+                let _ = w.send(t.data);
+            }
+        }
+    }
 }
 
 fn splitmix(state: &mut u64) -> u64 {
@@ -170,18 +317,7 @@ impl Control {
 
     fn flush(&mut self) {
         while let Some(t) = self.core.poll_transmit() {
-            match t.transport {
-                Transport::Udp => {
-                    if let Err(e) = self.udp.try_send_to(&t.data, t.to) {
-                        tracing::debug!("SIP send to {} failed: {e}", t.to);
-                    }
-                }
-                Transport::Tcp(conn) => {
-                    if let Some(w) = self.tcp_writers.get(&conn) {
-                        let _ = w.send(t.data);
-                    }
-                }
-            }
+            self.outbox.push(t);
         }
         let s = self.core.stats();
         let m = &self.shared.metrics;
@@ -212,6 +348,7 @@ impl Control {
             self.on_event(ev).await;
         }
         self.flush();
+        self.commit_and_send();
     }
 
     fn reject(&mut self, call: CallHandle, status: u16, why: &str) {
@@ -263,6 +400,7 @@ impl Control {
                     joined: false,
                     awaiting_answer: neg.is_none(),
                     confirmed: false,
+                    neg: None,
                 };
                 let body = match &neg {
                     Some(n) => {
@@ -289,6 +427,7 @@ impl Control {
                     Some(Ok(n)) => {
                         if st.joined {
                             self.update(call, &st, &n).await;
+                            st.neg = Some(n.clone());
                         } else if let Err(e) = self.join(call, &mut st, &n).await {
                             tracing::warn!(call = call.0, "join on re-INVITE failed: {e}");
                         }
@@ -324,6 +463,7 @@ impl Control {
                         Some(Ok(n)) => {
                             if st.joined {
                                 self.update(call, &st, &n).await;
+                                st.neg = Some(n.clone());
                             } else if let Err(e) = self.join(call, &mut st, &n).await {
                                 tracing::warn!(call = call.0, "join failed: {e}");
                             }
@@ -396,13 +536,23 @@ impl Control {
             })
             .await
             .map_err(|_| anyhow::anyhow!("room task gone"))?;
-        let ssrc = rx.await.context("room task gone")??;
+        let (ssrc, snapshot) = rx.await.context("room task gone")??;
+        let room_id = entry.id;
+        if let Some(snapshot) = snapshot {
+            // Replicated before the 200 OK that lets the client expect this stream.
+            self.on_room_snapshot(RoomSnapshot {
+                room: room_id,
+                snapshot: *snapshot,
+            });
+        }
+        let entry = self.rooms.get_mut(&st.room).expect("room entry above");
         let mut view = participant_view(call, st, neg);
         view.stats.ssrc_out = ssrc;
         entry.view.lock().unwrap().participants.insert(call.0, view);
         entry.members += 1;
         self.shared.metrics.participants.inc();
         st.joined = true;
+        st.neg = Some(neg.clone());
         tracing::info!(call = call.0, room = %st.room, ssrc_out = ssrc, codec = ?neg.codec, "joined room");
         Ok(())
     }
@@ -439,48 +589,510 @@ impl Control {
         entry.members -= 1;
         if entry.members == 0 {
             let _ = entry.handle.tx.send(RoomMsg::Close).await;
+            let id = entry.id;
             self.rooms.remove(&st.room);
+            self.on_room_closed(id);
             self.shared.rooms.lock().unwrap().remove(&st.room);
             self.shared.metrics.rooms.dec();
         }
     }
 
+    fn new_mixer_config(&mut self) -> MixerConfig {
+        MixerConfig {
+            top_n: self.cfg.top_n,
+            seed: self.seed ^ splitmix(&mut self.rng),
+            ntp_origin: ntp_now(self.origin),
+            ..MixerConfig::default()
+        }
+    }
+
     fn room_entry(&mut self, room: &str) -> &mut RoomEntry {
         if !self.rooms.contains_key(room) {
-            let view = Arc::new(Mutex::new(RoomView {
-                name: room.to_string(),
-                ..Default::default()
-            }));
-            let config = MixerConfig {
-                top_n: self.cfg.top_n,
-                seed: self.seed ^ splitmix(&mut self.rng),
-                ntp_origin: ntp_now(self.origin),
-                ..MixerConfig::default()
-            };
-            let handle = spawn_room(
-                room.to_string(),
-                config,
-                self.origin,
-                view.clone(),
-                self.shared.metrics.clone(),
-                self.shared.events.clone(),
-            );
-            self.shared
-                .rooms
-                .lock()
-                .unwrap()
-                .insert(room.to_string(), view.clone());
-            self.shared.metrics.rooms.inc();
-            self.rooms.insert(
-                room.to_string(),
-                RoomEntry {
-                    handle,
-                    view,
-                    members: 0,
-                },
-            );
+            let id = self.next_room_id;
+            self.next_room_id += 1;
+            let config = self.new_mixer_config();
+            self.open_room(room, id, RoomInit::New(config), RoomView::default());
         }
         self.rooms.get_mut(room).expect("inserted above")
+    }
+
+    /// Spawn a room task and register it.
+    fn open_room(&mut self, room: &str, id: u64, init: RoomInit, view: RoomView) {
+        let view = Arc::new(Mutex::new(RoomView {
+            name: room.to_string(),
+            ..view
+        }));
+        let members = view.lock().unwrap().participants.len();
+        let sink = self.ft.as_ref().map(|f| SnapshotSink {
+            room: id,
+            tx: f.snap_tx.clone(),
+        });
+        let handle = spawn_room(
+            room.to_string(),
+            init,
+            self.origin,
+            view.clone(),
+            self.shared.metrics.clone(),
+            self.shared.events.clone(),
+            sink,
+        );
+        self.shared
+            .rooms
+            .lock()
+            .unwrap()
+            .insert(room.to_string(), view.clone());
+        self.shared.metrics.rooms.inc();
+        self.rooms.insert(
+            room.to_string(),
+            RoomEntry {
+                id,
+                handle,
+                view,
+                members,
+            },
+        );
+    }
+}
+
+/// Hot standby: replication, output commit, standby and takeover.
+impl Control {
+    fn serving_primary(&self) -> bool {
+        self.ft
+            .as_ref()
+            .is_some_and(|f| f.node.role() == Role::Primary)
+    }
+
+    /// The control plane's replicated state.
+    fn control_state(&self) -> ControlState {
+        ControlState {
+            format: ft::CONTROL_STATE_FORMAT,
+            origin_unix_ns: ft::origin_to_unix_ns(self.origin),
+            seed: self.seed,
+            rng: self.rng,
+            next_port: self.ports.next,
+            next_room_id: self.next_room_id,
+            rooms: self
+                .rooms
+                .iter()
+                .map(|(name, r)| (name.clone(), r.id))
+                .collect(),
+            calls: self
+                .calls
+                .iter()
+                .map(|(c, st)| CallRecord {
+                    call: c.0,
+                    room: st.room.clone(),
+                    from_uri: st.from_uri.clone(),
+                    port: st.port,
+                    local: st.local.clone(),
+                    joined: st.joined,
+                    awaiting_answer: st.awaiting_answer,
+                    confirmed: st.confirmed,
+                    neg: st.neg.clone(),
+                })
+                .collect(),
+            sip: self.core.state().clone(),
+        }
+    }
+
+    /// Send the SIP messages of this step, holding them until the backup acknowledged the
+    /// state they imply (output commit).
+    fn commit_and_send(&mut self) {
+        let out = std::mem::take(&mut self.outbox);
+        if !self.serving_primary() {
+            for t in out {
+                send_sip(&self.udp, &self.tcp_writers, t);
+            }
+            return;
+        }
+        // The origin's wall-clock reading moves by microseconds between calls: compare the
+        // state with it fixed at the last replicated value.
+        let mut cs = self.control_state();
+        let ft = self.ft.as_mut().expect("serving_primary");
+        if let Ok(prev) = ControlState::decode(&ft.last_blob) {
+            if prev.origin_unix_ns.abs_diff(cs.origin_unix_ns) < 1_000_000 {
+                cs.origin_unix_ns = prev.origin_unix_ns;
+            }
+        }
+        let blob = cs.encode();
+        if blob != ft.last_blob {
+            let now = ft.now();
+            match ft.node.replicate(
+                StateItem::App {
+                    kind: ft::APP_CONTROL_STATE,
+                    data: blob.clone(),
+                },
+                now,
+            ) {
+                Ok(i) => {
+                    ft.last_index = i;
+                    self.shared.metrics.ft_replicated.inc();
+                }
+                // Still probing for another primary: unprotected (the full snapshot carries it).
+                Err(_) => ft.last_index = ft.committed,
+            }
+            ft.last_blob = blob;
+        }
+        let now = Instant::now();
+        for t in out {
+            if ft.held.is_empty() && ft.committed >= ft.last_index {
+                send_sip(&self.udp, &self.tcp_writers, t);
+            } else {
+                ft.held.push_back((ft.last_index, t, now));
+            }
+        }
+        self.ft_pump();
+    }
+
+    /// A room's snapshot moved: replicate it (no holding: media are not held).
+    fn on_room_snapshot(&mut self, s: RoomSnapshot) {
+        let serving = self.serving_primary();
+        let Some(ft) = self.ft.as_mut() else { return };
+        if !self.rooms.values().any(|r| r.id == s.room) {
+            return; // closed meanwhile
+        }
+        let version = s.snapshot.state_version;
+        if ft
+            .room_snaps
+            .get(&s.room)
+            .is_some_and(|(v, _)| *v >= version)
+        {
+            return; // an older one overtaken by the one the Add reply carried
+        }
+        let data = ft::encode_snapshot(&s.snapshot);
+        ft.room_snaps.insert(s.room, (version, data.clone()));
+        if serving {
+            let now = ft.now();
+            if let Ok(i) = ft.node.replicate(
+                StateItem::MixerRoom {
+                    room: s.room,
+                    snapshot: data,
+                },
+                now,
+            ) {
+                ft.last_index = i;
+                self.shared.metrics.ft_replicated.inc();
+            }
+        }
+    }
+
+    fn on_room_closed(&mut self, room: u64) {
+        let serving = self.serving_primary();
+        let Some(ft) = self.ft.as_mut() else { return };
+        ft.room_snaps.remove(&room);
+        if serving {
+            let now = ft.now();
+            if let Ok(i) = ft.node.replicate(StateItem::RoomClosed { room }, now) {
+                ft.last_index = i;
+            }
+        }
+    }
+
+    /// Drive the sync node's outputs: datagrams, events, held messages, status.
+    fn ft_pump(&mut self) {
+        let mut takeover = false;
+        let full = self
+            .serving_primary()
+            .then(|| self.control_state().encode());
+        let Some(ft) = self.ft.as_mut() else { return };
+        loop {
+            while let Some(d) = ft.node.poll_transmit() {
+                let _ = ft.sock.try_send_to(&d, ft.cfg.peer);
+            }
+            let ev = match ft.pending.pop_front() {
+                Some(e) => e,
+                None => match ft.node.poll_event() {
+                    Some(e) => e,
+                    None => break,
+                },
+            };
+            let now = ft.now();
+            match ev {
+                ft_sync::Event::Committed(i) => {
+                    ft.committed = ft.committed.max(i);
+                    if ft.snapshot_index.is_some_and(|s| i >= s)
+                        && ft.node.peer_state() == ft_sync::PeerState::Alive
+                    {
+                        if !ft.synced {
+                            tracing::info!(index = i, "sync link: backup holds the full state");
+                        }
+                        ft.synced = true;
+                    }
+                }
+                ft_sync::Event::SnapshotNeeded => {
+                    let mut items = Vec::with_capacity(1 + ft.room_snaps.len());
+                    if let Some(blob) = &full {
+                        items.push(StateItem::App {
+                            kind: ft::APP_CONTROL_STATE,
+                            data: blob.clone(),
+                        });
+                        ft.last_blob = blob.clone();
+                    }
+                    for (room, (_, data)) in &ft.room_snaps {
+                        items.push(StateItem::MixerRoom {
+                            room: *room,
+                            snapshot: data.clone(),
+                        });
+                    }
+                    let n = items.len();
+                    match ft.node.replicate_snapshot(items, now) {
+                        Ok(i) => {
+                            ft.last_index = i;
+                            ft.snapshot_index = Some(i);
+                            ft.synced = false;
+                            tracing::info!(
+                                index = i,
+                                items = n,
+                                "sync link: sending the full state to the backup"
+                            );
+                        }
+                        Err(e) => tracing::warn!("sync link: snapshot: {e}"),
+                    }
+                }
+                ft_sync::Event::PeerAlive { node, role } => {
+                    tracing::info!(node, ?role, "sync link: peer alive");
+                }
+                ft_sync::Event::PeerDead => {
+                    ft.synced = false;
+                    tracing::warn!("sync link: peer dead");
+                }
+                ft_sync::Event::RoleChanged(Role::TakingOver) => takeover = true,
+                ft_sync::Event::RoleChanged(role) => tracing::info!(?role, "sync link: role"),
+                ft_sync::Event::Fatal(e) => {
+                    tracing::error!("hot standby: {e}");
+                    self.fatal = Some(format!("hot standby: {e}"));
+                }
+                ft_sync::Event::PeerRejected(e) => {
+                    tracing::error!("sync link: peer rejected: {e}");
+                }
+                ft_sync::Event::Apply(entry) => {
+                    let ip = self.cfg.media_ip;
+                    match entry {
+                        LogEntry::Snapshot { index, items } => {
+                            ft.standby.reset();
+                            let n = items.len();
+                            for it in items {
+                                ft.standby.apply(it, ip);
+                            }
+                            ft.synced = ft.standby.control.is_some();
+                            tracing::info!(
+                                index,
+                                items = n,
+                                calls = ft.standby.control.as_ref().map_or(0, |c| c.calls.len()),
+                                "standby: full state applied"
+                            );
+                        }
+                        LogEntry::Item { item, .. } => ft.standby.apply(item, ip),
+                    }
+                }
+            }
+        }
+        // Release what the backup acknowledged (or everything when unprotected).
+        while ft.held.front().is_some_and(|(i, _, _)| *i <= ft.committed) {
+            let (_, t, since) = ft.held.pop_front().expect("front checked");
+            self.shared
+                .metrics
+                .sip_commit_wait
+                .observe(since.elapsed().as_secs_f64());
+            send_sip(&self.udp, &self.tcp_writers, t);
+        }
+        {
+            let mut st = self.shared.status.lock().unwrap();
+            ft::status_from_node(&mut st, &ft.node);
+            st.synced = ft.synced;
+            st.mirrored_packets = ft.net.mirrored_packets();
+            if ft.node.role() == Role::Backup {
+                st.replication.committed = ft.node.applied();
+                st.replication.next = ft.node.applied() + 1;
+                st.replication.unacked = 0;
+                st.replication.held_messages = 0;
+                st.replication.lag_ms = 0.0;
+            } else {
+                st.replication.committed = ft.committed;
+                st.replication.next = ft.last_index + 1;
+                st.replication.unacked = ft.last_index.saturating_sub(ft.committed);
+                st.replication.held_messages = ft.held.len() as u64;
+                st.replication.lag_ms = ft
+                    .held
+                    .front()
+                    .map_or(0.0, |(_, _, since)| since.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        let dropped = ft.node.stats().dropped();
+        let m = &self.shared.metrics.ft_dropped;
+        if dropped > m.get() {
+            m.inc_by(dropped - m.get());
+        }
+        if takeover {
+            self.takeover();
+            self.ft_pump();
+        }
+    }
+
+    /// The primary is dead: become it (see [`crate::ft`] for the order of the steps).
+    fn takeover(&mut self) {
+        let started = Instant::now();
+        let at_unix_ms = crate::room::unix_ms();
+        let Some(ft) = self.ft.as_mut() else { return };
+        tracing::warn!("sync link: primary dead, taking over");
+        ft.net.claim();
+        let control = ft.standby.control.take();
+        let mut snaps = std::mem::take(&mut ft.standby.rooms);
+        let mut sockets = std::mem::take(&mut ft.standby.sockets);
+        // Where each client's media came from, per our port, as the mirror showed.
+        let mut seen: HashMap<u16, SocketAddr> = HashMap::new();
+        if let (Some(m), Some(cs)) = (&ft.net.mirror, &control) {
+            for c in &cs.calls {
+                for p in [c.port, c.port + 1] {
+                    if let Some(a) = m.source(p, crate::room::RELATCH_AFTER) {
+                        seen.insert(p, a);
+                    }
+                }
+            }
+        }
+        let mut rooms_resumed = 0u64;
+        let mut calls_taken = 0u64;
+        if let Some(cs) = control {
+            self.origin = ft::unix_ns_to_instant(cs.origin_unix_ns);
+            let local_addr = self.core_config.local_addr;
+            self.core = Core::from_state(
+                sip_core::Config {
+                    local_addr,
+                    seed: cs.seed,
+                    ..self.core_config.clone()
+                },
+                cs.sip,
+            );
+            self.last_sip_stats = self.core.stats();
+            self.seed = cs.seed;
+            self.rng = cs.rng;
+            self.ports.next = cs.next_port;
+            self.next_room_id = cs.next_room_id;
+            let room_ids: HashMap<String, u64> = cs.rooms.into_iter().collect();
+            let mut by_room: BTreeMap<String, Vec<CallHandle>> = BTreeMap::new();
+            for rec in cs.calls {
+                let call = CallHandle(rec.call);
+                self.ports.in_use.insert(rec.port);
+                let sockets = if rec.joined {
+                    by_room.entry(rec.room.clone()).or_default().push(call);
+                    None
+                } else {
+                    sockets.remove(&rec.port)
+                };
+                self.calls.insert(
+                    call,
+                    CallState {
+                        room: rec.room,
+                        from_uri: rec.from_uri,
+                        port: rec.port,
+                        sockets,
+                        local: rec.local,
+                        joined: rec.joined,
+                        awaiting_answer: rec.awaiting_answer,
+                        confirmed: rec.confirmed,
+                        neg: rec.neg,
+                    },
+                );
+                calls_taken += 1;
+            }
+            for (room, calls) in by_room {
+                let id = room_ids.get(&room).copied().unwrap_or_else(|| {
+                    self.next_room_id += 1;
+                    self.next_room_id - 1
+                });
+                let snapshot = snaps.remove(&id);
+                let mut view = RoomView::default();
+                let mut members = Vec::new();
+                for call in calls {
+                    let st = &self.calls[&call];
+                    let Some(neg) = st.neg.clone() else { continue };
+                    let Some((rtp, rtcp)) = sockets.remove(&st.port) else {
+                        tracing::error!(call = call.0, port = st.port, "takeover: no media socket");
+                        continue;
+                    };
+                    let (Ok(rtp), Ok(rtcp)) = (UdpSocket::from_std(rtp), UdpSocket::from_std(rtcp))
+                    else {
+                        continue;
+                    };
+                    let mut pv = participant_view(call, st, &neg);
+                    if let Some(p) = snapshot
+                        .as_ref()
+                        .and_then(|s| s.participants.iter().find(|p| p.id == call.0))
+                    {
+                        pv.stats.ssrc_out = p.stream.ssrc;
+                    }
+                    view.participants.insert(call.0, pv);
+                    self.shared.metrics.participants.inc();
+                    members.push(ResumedMember {
+                        id: call.0,
+                        media: MediaEndpoint {
+                            rtp: Arc::new(rtp),
+                            rtcp: Arc::new(rtcp),
+                            remote_rtp: neg.remote_rtp,
+                            remote_rtcp: neg.remote_rtcp,
+                            rtcp_mux: neg.rtcp_mux,
+                        },
+                        latched_rtp: seen.get(&st.port).copied(),
+                        latched_rtcp: seen.get(&(st.port + 1)).copied(),
+                    });
+                }
+                let init = match snapshot {
+                    Some(snapshot) => RoomInit::Resume {
+                        snapshot: Box::new(snapshot),
+                        members,
+                    },
+                    None => {
+                        // The primary died between admitting these calls and shipping the
+                        // room: start it fresh (new SSRCs for them; nothing was sent yet).
+                        tracing::warn!(%room, "takeover: no snapshot for the room, starting it fresh");
+                        let config = self.new_mixer_config();
+                        let init = RoomInit::New(config);
+                        self.open_room(&room, id, init, RoomView::default());
+                        let entry = self.rooms.get_mut(&room).expect("opened");
+                        for m in members {
+                            let (tx, _rx) = tokio::sync::oneshot::channel();
+                            let neg = self.calls[&CallHandle(m.id)].neg.clone().expect("checked");
+                            let _ = entry.handle.tx.try_send(RoomMsg::Add {
+                                id: m.id,
+                                params: stream_params(&neg),
+                                media: m.media,
+                                reply: tx,
+                            });
+                            entry.members += 1;
+                            if let Some(pv) = view.participants.remove(&m.id) {
+                                entry.view.lock().unwrap().participants.insert(m.id, pv);
+                            }
+                        }
+                        rooms_resumed += 1;
+                        continue;
+                    }
+                };
+                self.open_room(&room, id, init, view);
+                rooms_resumed += 1;
+            }
+        }
+        let Some(ft) = self.ft.as_mut() else { return };
+        let now = ft.now();
+        if let Err(e) = ft.node.complete_takeover(now) {
+            tracing::error!("takeover: {e}");
+        }
+        ft.committed = ft.node.applied();
+        ft.last_index = ft.committed;
+        ft.last_blob.clear();
+        ft.net.finish_takeover();
+        let duration = started.elapsed();
+        self.shared.status.lock().unwrap().last_takeover = Some(TakeoverView {
+            at_unix_ms,
+            duration_ms: duration.as_secs_f64() * 1e3,
+            calls: calls_taken,
+            rooms: rooms_resumed,
+        });
+        tracing::warn!(
+            calls = calls_taken,
+            rooms = rooms_resumed,
+            duration_ms = duration.as_secs_f64() * 1e3,
+            "takeover complete: serving as primary"
+        );
     }
 }
 
@@ -540,6 +1152,16 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    run_with_ft(cfg, listeners, None, shutdown).await
+}
+
+/// [`run`] as a hot-standby node ([`ft_start`] first, then bind the listeners).
+pub async fn run_with_ft(
+    cfg: Config,
+    listeners: Listeners,
+    ft_start: Option<FtStart>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let seed = match cfg.seed {
         Some(s) => s,
         None => {
@@ -553,12 +1175,32 @@ pub async fn run(
     let origin = Instant::now();
     let udp = Arc::new(listeners.udp);
     let sip_local = udp.local_addr()?;
-    let core = Core::new(sip_core::Config {
+    let core_config = sip_core::Config {
         local_addr: sip_local,
         user_agent: format!("Understudy/{}", env!("CARGO_PKG_VERSION")),
         max_message_size: MAX_SIP_MESSAGE,
         seed,
+    };
+    let core = Core::new(core_config.clone());
+    let (snap_tx, mut snap_rx) = mpsc::unbounded_channel::<RoomSnapshot>();
+    let ft = ft_start.map(|f| Ft {
+        cfg: f.cfg,
+        node: f.node,
+        sock: f.sock,
+        origin: f.origin,
+        net: f.net,
+        held: VecDeque::new(),
+        last_blob: Vec::new(),
+        last_index: 0,
+        committed: 0,
+        room_snaps: HashMap::new(),
+        snapshot_index: None,
+        synced: false,
+        standby: Standby::default(),
+        snap_tx,
+        pending: f.pending,
     });
+    let ft_sock = ft.as_ref().map(|f| f.sock.clone());
     let (in_tx, mut in_rx) = mpsc::channel::<SipIn>(4096);
 
     // HTTP.
@@ -663,12 +1305,23 @@ pub async fn run(
         seed,
         rng: seed,
         last_sip_stats: Default::default(),
+        outbox: Vec::new(),
+        next_room_id: 1,
+        ft,
+        fatal: None,
+        core_config,
     };
+    ctl.ft_pump();
+    let mut ft_buf = vec![0u8; 65536];
 
     tokio::pin!(shutdown);
     let mut stopping: Option<Instant> = None;
     loop {
-        let deadline = ctl.core.poll_timeout().map(|d| origin + d);
+        let deadline = ctl.core.poll_timeout().map(|d| ctl.origin + d);
+        let ft_deadline = ctl
+            .ft
+            .as_ref()
+            .and_then(|f| f.node.poll_timeout().map(|d| f.origin + d));
         let sleep_until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             msg = in_rx.recv() => {
@@ -705,6 +1358,29 @@ pub async fn run(
                 ctl.process().await;
             }
             _ = tokio::time::sleep(Duration::from_millis(50)), if stopping.is_some() => {}
+            r = recv_opt(ft_sock.as_deref(), &mut ft_buf) => {
+                if let (Ok((n, _)), Some(f)) = (r, ctl.ft.as_mut()) {
+                    let now = f.now();
+                    f.node.handle_datagram(&ft_buf[..n], now);
+                }
+                ctl.ft_pump();
+                ctl.process().await;
+            }
+            _ = sleep_opt(ft_deadline) => {
+                if let Some(f) = ctl.ft.as_mut() {
+                    let now = f.now();
+                    f.node.handle_timeout(now);
+                }
+                ctl.ft_pump();
+                ctl.process().await;
+            }
+            Some(snap) = snap_rx.recv() => {
+                ctl.on_room_snapshot(snap);
+                ctl.ft_pump();
+            }
+        }
+        if ctl.fatal.is_some() {
+            break;
         }
         if let Some(t) = stopping {
             if ctl.calls.is_empty() || t.elapsed() > SHUTDOWN_GRACE {
@@ -725,6 +1401,26 @@ pub async fn run(
     }
     let _ = http_stop_tx.send(());
     let _ = http_task.await;
+    if let Some(f) = ctl.fatal.take() {
+        anyhow::bail!(f);
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn recv_opt(
+    sock: Option<&UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
 }

@@ -58,4 +58,67 @@ pub struct Shared {
     pub events: Arc<Mutex<VecDeque<ApiEvent>>>,
     /// Metrics.
     pub metrics: Metrics,
+    /// Hot-standby status for `GET /api/status`.
+    pub status: Arc<Mutex<FtStatus>>,
+}
+
+/// `GET /api/status`: this node's hot-standby role and its view of the peer.
+#[derive(Clone, Debug, Serialize)]
+pub struct FtStatus {
+    /// `standalone`, `primary`, `backup` or `taking_over`.
+    pub role: String,
+    /// `unknown`, `alive` or `dead` (`none` when standalone).
+    pub peer: String,
+    /// Primary: the backup acknowledged the full state. Backup: it holds the primary's state.
+    pub synced: bool,
+    /// Replication log progress.
+    pub replication: Replication,
+    /// Backup: client packets read from the mirror queue.
+    pub mirrored_packets: u64,
+    /// Sync-link datagrams dropped as malformed or unauthenticated.
+    pub sync_dropped: u64,
+    /// The last takeover this node performed.
+    pub last_takeover: Option<TakeoverView>,
+}
+
+impl Default for FtStatus {
+    fn default() -> Self {
+        FtStatus {
+            role: "standalone".into(),
+            peer: "none".into(),
+            synced: false,
+            replication: Replication::default(),
+            mirrored_packets: 0,
+            sync_dropped: 0,
+            last_takeover: None,
+        }
+    }
+}
+
+/// Replication progress (primary: sent vs acknowledged; backup: applied).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Replication {
+    /// Highest log index acknowledged by the backup (backup: applied).
+    pub committed: u64,
+    /// Next log index to be written.
+    pub next: u64,
+    /// Entries written but not acknowledged.
+    pub unacked: u64,
+    /// Age of the oldest SIP message held for acknowledgement, ms (0 when none).
+    pub lag_ms: f64,
+    /// SIP messages waiting for acknowledgement.
+    pub held_messages: u64,
+}
+
+/// One takeover.
+#[derive(Clone, Debug, Serialize)]
+pub struct TakeoverView {
+    /// When it started (wall clock, ms since the Unix epoch).
+    pub at_unix_ms: u64,
+    /// From the failure detection to serving (rooms resumed, VIP claimed), ms.
+    pub duration_ms: f64,
+    /// Calls taken over.
+    pub calls: u64,
+    /// Rooms resumed.
+    pub rooms: u64,
 }

@@ -1007,6 +1007,11 @@ impl Mixer {
         self.dominant.current()
     }
 
+    /// Ids of the participants, in order.
+    pub fn participant_ids(&self) -> Vec<ParticipantId> {
+        self.participants.keys().copied().collect()
+    }
+
     /// Number of participants.
     pub fn len(&self) -> usize {
         self.participants.len()
