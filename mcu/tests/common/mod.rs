@@ -2,6 +2,7 @@
 //! locate required external tools.
 #![allow(dead_code)]
 
+pub mod testbed;
 pub mod uac;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -164,15 +165,20 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> 
 
 /// Minimal HTTP/1.1 GET (the tests exercise the server, not an HTTP client library).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect http");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    try_http_get(addr, path).expect("http get")
+}
+
+/// [`http_get`] that reports connection errors instead of panicking (for polling a server
+/// that may not listen yet).
+pub fn try_http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    )?;
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
+    s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf).to_string();
     let status: u16 = text
         .split(' ')
@@ -183,7 +189,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
-    (status, dechunk(&body))
+    Ok((status, dechunk(&body)))
 }
 
 fn dechunk(body: &str) -> String {
@@ -238,8 +244,23 @@ pub struct Capture {
 
 impl Capture {
     pub fn start(file: &Path, filter: &str) -> Capture {
-        let mut child = Command::new("tcpdump")
-            .args(["-i", "lo", "-U", "--immediate-mode", "-n", "-s", "0", "-w"])
+        let mut cmd = Command::new("tcpdump");
+        cmd.args(["-i", "lo"]);
+        Capture::spawn(cmd, file, filter)
+    }
+
+    /// tcpdump on `iface` inside network namespace `netns` (`ip netns exec`).
+    pub fn start_in(netns: &str, iface: &str, file: &Path, filter: &str) -> Capture {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns, "tcpdump", "-i", iface]);
+        Capture::spawn(cmd, file, filter)
+    }
+
+    /// Run `cmd` (a tcpdump command line up to and including its interface) writing to
+    /// `file`, and return once it is listening.
+    fn spawn(mut cmd: Command, file: &Path, filter: &str) -> Capture {
+        let mut child = cmd
+            .args(["-U", "--immediate-mode", "-n", "-s", "0", "-w"])
             .arg(file)
             .arg(filter)
             .stdout(Stdio::null())
@@ -248,7 +269,7 @@ impl Capture {
             .expect("spawn tcpdump");
         let stderr = child.stderr.take().unwrap();
         let mut lines = BufReader::new(stderr).lines();
-        // tcpdump prints "listening on lo, ..." once the capture is armed.
+        // tcpdump prints "listening on IFACE, ..." once the capture is armed.
         loop {
             match lines.next() {
                 Some(Ok(l)) if l.contains("listening on") => break,
@@ -376,12 +397,21 @@ pub fn baresip_dial(
     uri: &str,
     secs: u32,
 ) -> Child {
+    let bcfg = baresip_config(dir, "127.0.0.1", sip_port, rtp, wav);
+    baresip_command(Command::new("baresip"), &bcfg, uri, secs)
+        .spawn()
+        .expect("spawn baresip")
+}
+
+/// Write a baresip 1.0 config (Opus and G.711, speech from `wav`) listening on
+/// `ip:sip_port` into `dir/baresip`, and return that directory.
+pub fn baresip_config(dir: &Path, ip: &str, sip_port: u16, rtp: (u16, u16), wav: &Path) -> PathBuf {
     let bcfg = dir.join("baresip");
     std::fs::create_dir_all(&bcfg).unwrap();
     std::fs::write(
         bcfg.join("config"),
         format!(
-            "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\nnet_interface 127.0.0.1\n\
+            "poll_method epoll\nsip_listen {ip}:{sip_port}\nnet_interface {ip}\n\
              audio_source aufile,{wav}\nrtp_ports {}-{}\nmodule_path /usr/lib/baresip/modules\n\
              module opus.so\nmodule g711.so\nmodule aufile.so\nmodule account.so\nmodule menu.so\n",
             rtp.0,
@@ -390,14 +420,22 @@ pub fn baresip_dial(
         ),
     )
     .unwrap();
-    std::fs::write(bcfg.join("accounts"), "<sip:baresip@127.0.0.1>;regint=0\n").unwrap();
-    Command::new("baresip")
-        .arg("-f")
-        .arg(&bcfg)
+    std::fs::write(
+        bcfg.join("accounts"),
+        format!("<sip:baresip@{ip}>;regint=0\n"),
+    )
+    .unwrap();
+    bcfg
+}
+
+/// Complete `cmd` (`baresip`, or a prefix such as `ip netns exec NS baresip`) into a
+/// non-interactive baresip dialing `uri` with the config in `bcfg`, quitting after `secs`.
+pub fn baresip_command(mut cmd: Command, bcfg: &Path, uri: &str, secs: u32) -> Command {
+    cmd.arg("-f")
+        .arg(bcfg)
         .args(["-t", &secs.to_string(), "-e", &format!("/dial {uri}")])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn baresip")
+        .stderr(Stdio::null());
+    cmd
 }
