@@ -263,13 +263,18 @@ async fn run_room(
     // (a promoted standby uses the primary's origin: the same k falls on the same instant).
     let since = origin.elapsed();
     let next_k = since.as_micros() / mixer::TICK.as_micros() + 1;
-    let first = origin + mixer::TICK * next_k as u32;
+    let mut first = origin + mixer::TICK * next_k as u32;
     let mut mixer = match init {
         RoomInit::New(config) => Mixer::new(config),
         RoomInit::Resume {
             snapshot,
             members: resumed,
         } => {
+            // A promoted standby runs the current tick at once (late by less than a tick,
+            // inside the gap the failure already made) rather than waiting for the next
+            // boundary; unless the primary already ran it.
+            let k = (next_k as u64 - 1).max(snapshot.last_tick.map_or(0, |t| t + 1));
+            first = origin + mixer::TICK * k as u32;
             let mut m = match Mixer::from_snapshot(
                 &snapshot,
                 first.saturating_duration_since(origin),

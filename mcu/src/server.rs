@@ -243,9 +243,36 @@ pub async fn ft_start(cfg: &FtConfig) -> Result<FtStart> {
             }
         }
     }
-    let net = match cfg.role {
-        FtRole::Primary => NetGuard::primary(cfg)?,
-        FtRole::Backup => NetGuard::backup(cfg)?,
+    // Taking the plumbing runs iptables (tens of ms): keep heartbeating meanwhile, or the
+    // backup would see this primary die right after it announced itself.
+    let setup = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || match cfg.role {
+            FtRole::Primary => NetGuard::primary(&cfg),
+            FtRole::Backup => NetGuard::backup(&cfg),
+        })
+    };
+    tokio::pin!(setup);
+    let mut buf = vec![0u8; 65536];
+    let net = loop {
+        while let Some(d) = node.poll_transmit() {
+            let _ = sock.try_send_to(&d, cfg.peer);
+        }
+        while let Some(ev) = node.poll_event() {
+            pending.push_back(ev);
+        }
+        let deadline = node
+            .poll_timeout()
+            .map_or_else(|| Instant::now() + Duration::from_secs(1), |d| origin + d);
+        tokio::select! {
+            r = &mut setup => break r.context("network setup task")??,
+            r = sock.recv_from(&mut buf) => {
+                if let Ok((n, _)) = r {
+                    node.handle_datagram(&buf[..n], origin.elapsed());
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => node.handle_timeout(origin.elapsed()),
+        }
     };
     Ok(FtStart {
         cfg: cfg.clone(),
