@@ -391,4 +391,92 @@ mod tests {
             assert!(args.resolve().is_err(), "{bad}");
         }
     }
+
+    fn ft_args(dir: &std::path::Path) -> ServeArgs {
+        let key = dir.join("key");
+        std::fs::write(&key, "0123456789abcdef0123456789abcdef").unwrap();
+        ServeArgs {
+            sip_listen: Some("198.18.0.100:5060".parse().unwrap()),
+            ft_role: Some("backup".into()),
+            ft_listen: Some("198.18.0.2:7000".parse().unwrap()),
+            ft_peer: Some("198.18.0.1:7000".parse().unwrap()),
+            ft_key_file: Some(key),
+            service_ip: Some("198.18.0.100/24".into()),
+            service_dev: Some("eth0".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn hot_standby_flags() {
+        let dir = std::env::temp_dir().join(format!("mcu-cfg-ft-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ft = ft_args(&dir).resolve().unwrap().ft.unwrap();
+        assert_eq!(ft.role, FtRole::Backup);
+        assert_eq!(ft.vip, Ipv4Addr::new(198, 18, 0, 100));
+        assert_eq!(ft.prefix, 24);
+        assert_eq!(ft.mirror_to, Ipv4Addr::new(198, 18, 0, 1));
+        assert_eq!(ft.heartbeat, std::time::Duration::from_millis(10));
+        assert_eq!(ft.dead_after, 3);
+        assert_eq!(ft.key, b"0123456789abcdef0123456789abcdef");
+
+        // Each missing or wrong piece is named in the error.
+        let cases: Vec<(&str, Box<dyn Fn(&mut ServeArgs)>)> = vec![
+            ("ft-listen", Box::new(|a| a.ft_listen = None)),
+            ("ft-peer", Box::new(|a| a.ft_peer = None)),
+            ("ft-key-file", Box::new(|a| a.ft_key_file = None)),
+            ("service-ip", Box::new(|a| a.service_ip = None)),
+            ("service-dev", Box::new(|a| a.service_dev = None)),
+            (
+                "prefix",
+                Box::new(|a| a.service_ip = Some("198.18.0.100/40".into())),
+            ),
+            (
+                "must use the service address",
+                Box::new(|a| a.sip_listen = Some("198.18.0.1:5060".parse().unwrap())),
+            ),
+            ("ft-dead-after", Box::new(|a| a.ft_dead_after = Some(1))),
+            (
+                "reading ft-key-file",
+                Box::new(|a| a.ft_key_file = Some("/nonexistent/key".into())),
+            ),
+        ];
+        for (needle, edit) in cases {
+            let mut a = ft_args(&dir);
+            edit(&mut a);
+            let err = format!("{:#}", a.resolve().unwrap_err());
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+        std::fs::write(dir.join("short"), "tiny").unwrap();
+        let mut a = ft_args(&dir);
+        a.ft_key_file = Some(dir.join("short"));
+        assert!(format!("{:#}", a.resolve().unwrap_err()).contains("at least 16 bytes"));
+        // A stray sync-link flag without a role is an error, not silently ignored.
+        let a = ServeArgs {
+            ft_peer: Some("198.18.0.1:7000".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(format!("{:#}", a.resolve().unwrap_err()).contains("ft-role"));
+        // The same keys in TOML.
+        let toml = dir.join("ft.toml");
+        std::fs::write(
+            &toml,
+            format!(
+                "sip_listen = \"198.18.0.100:5060\"\nft_role = \"primary\"\nft_listen = \"198.18.0.1:7000\"\nft_peer = \"198.18.0.2:7000\"\nft_key_file = \"{}\"\nservice_ip = \"198.18.0.100/24\"\nservice_dev = \"eth0\"\nft_heartbeat_ms = 5\n",
+                dir.join("key").display()
+            ),
+        )
+        .unwrap();
+        let ft = ServeArgs {
+            config: Some(toml),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap()
+        .ft
+        .unwrap();
+        assert_eq!(ft.role, FtRole::Primary);
+        assert_eq!(ft.heartbeat, std::time::Duration::from_millis(5));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
