@@ -201,10 +201,19 @@ pub async fn ft_start(cfg: &FtConfig) -> Result<FtStart> {
     );
     let mut incarnation = [0u8; 8];
     getrandom::fill(&mut incarnation).map_err(|e| anyhow::anyhow!("OS random source: {e}"))?;
-    let (node_id, role) = match cfg.role {
-        FtRole::Primary => (1, Role::Primary),
-        FtRole::Backup => (2, Role::Backup),
+    let role = match cfg.role {
+        FtRole::Primary => Role::Primary,
+        FtRole::Backup => Role::Backup,
     };
+    // The node id names this node on the link: derived from its sync address (distinct per
+    // node), so that two nodes configured with one role are told apart and refused as such.
+    let node_id = cfg
+        .listen
+        .to_string()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        }) as ft_sync::NodeId;
     let mut config = ft_sync::Config::new(
         node_id,
         role,
