@@ -67,16 +67,20 @@ use netfilter_shim::rules::{InstalledRule, Instance, MirrorRule, QueueRule};
 use netfilter_shim::takeover;
 use serde::{Deserialize, Serialize};
 use sip_core::sdp::{LocalMedia, Negotiated};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// `StateItem::App` kind of the [`ControlState`].
-pub const APP_CONTROL_STATE: u16 = 1;
-/// Version of the [`ControlState`] layout.
-pub const CONTROL_STATE_FORMAT: u32 = 1;
+/// `StateItem::App` kind of a [`ControlHeader`].
+pub const APP_HEADER: u16 = 1;
+/// `StateItem::App` kind of a [`CallItem`].
+pub const APP_CALL: u16 = 2;
+/// `StateItem::App` kind of a call that is gone (data: its handle, u64 little endian).
+pub const APP_CALL_GONE: u16 = 3;
+/// Version of the [`ControlHeader`] / [`CallItem`] layout.
+pub const CONTROL_STATE_FORMAT: u32 = 2;
 
 /// One call as the control plane knows it (replicated).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -101,12 +105,12 @@ pub struct CallRecord {
     pub neg: Option<Negotiated>,
 }
 
-/// The control plane's replicated state (see the crate-level docs of `ft-sync` for why each
-/// item is needed).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The control plane's whole replicated state (see the crate-level docs of `ft-sync` for
+/// why each item is needed). It crosses the sync link as one [`ControlHeader`] plus one
+/// [`CallItem`] per call, each sent only when it changed, so that a state change costs one
+/// small item whatever the number of calls, and no item grows with the server's size.
+#[derive(Clone, Debug, PartialEq)]
 pub struct ControlState {
-    /// [`CONTROL_STATE_FORMAT`].
-    pub format: u32,
     /// The primary's time origin as wall-clock nanoseconds since the Unix epoch: the tick
     /// grid (tick k at origin + k * 20 ms) and every SIP timer are relative to it.
     pub origin_unix_ns: u64,
@@ -126,27 +130,200 @@ pub struct ControlState {
     pub sip: sip_core::state::CoreState,
 }
 
-impl ControlState {
+/// Server-wide part of the [`ControlState`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ControlHeader {
+    /// [`CONTROL_STATE_FORMAT`].
+    pub format: u32,
+    /// See [`ControlState::origin_unix_ns`].
+    pub origin_unix_ns: u64,
+    /// Server seed.
+    pub seed: u64,
+    /// Server random generator.
+    pub rng: u64,
+    /// Next RTP port.
+    pub next_port: u16,
+    /// Next room id.
+    pub next_room_id: u64,
+    /// Rooms.
+    pub rooms: Vec<(String, u64)>,
+    /// SIP random generator (tags, branches).
+    pub sip_rng: sip_core::state::Rng,
+    /// Next SIP call handle.
+    pub sip_next_call: u64,
+    /// SIP counters.
+    pub sip_stats: sip_core::Stats,
+    /// Server transactions of no call (OPTIONS, REGISTER, rejected requests).
+    pub loose_server_txs: Vec<(String, sip_core::state::ServerTx)>,
+}
+
+/// Everything about one call: its record, dialog and transactions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CallItem {
+    /// [`CONTROL_STATE_FORMAT`].
+    pub format: u32,
+    /// Call handle.
+    pub call: u64,
+    /// The control plane's record (absent for calls the SIP layer still tracks after the
+    /// control plane let them go, e.g. a rejected INVITE's transaction).
+    pub record: Option<CallRecord>,
+    /// SIP dialog.
+    pub dialog: Option<sip_core::state::Dialog>,
+    /// Dialog index keys pointing at this call.
+    pub index_keys: Vec<String>,
+    /// Server transactions of this call.
+    pub server_txs: Vec<(String, sip_core::state::ServerTx)>,
+    /// Client transactions of this call.
+    pub client_txs: Vec<(String, sip_core::state::ClientTx)>,
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_allocvec(v).expect("serializing to memory cannot fail")
+}
+
+impl ControlHeader {
     /// Encode for the sync link.
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).expect("serializing to memory cannot fail")
+        encode(self)
     }
-
     /// Decode; refuses another format.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let s: ControlState = postcard::from_bytes(bytes).context("decoding control state")?;
+        let h: ControlHeader = postcard::from_bytes(bytes).context("decoding control header")?;
         anyhow::ensure!(
-            s.format == CONTROL_STATE_FORMAT,
+            h.format == CONTROL_STATE_FORMAT,
             "control state format {} (expected {CONTROL_STATE_FORMAT})",
-            s.format
+            h.format
         );
-        Ok(s)
+        Ok(h)
+    }
+}
+
+impl CallItem {
+    /// Encode for the sync link.
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+    /// Decode; refuses another format.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let c: CallItem = postcard::from_bytes(bytes).context("decoding call item")?;
+        anyhow::ensure!(
+            c.format == CONTROL_STATE_FORMAT,
+            "call item format {} (expected {CONTROL_STATE_FORMAT})",
+            c.format
+        );
+        Ok(c)
+    }
+}
+
+impl ControlState {
+    /// Split into the header and one item per call (by handle).
+    pub fn split(&self) -> (ControlHeader, BTreeMap<u64, CallItem>) {
+        use sip_core::CallHandle;
+        let mut calls: BTreeMap<u64, CallItem> = BTreeMap::new();
+        let item = |calls: &mut BTreeMap<u64, CallItem>, c: u64| {
+            calls.entry(c).or_insert_with(|| CallItem {
+                format: CONTROL_STATE_FORMAT,
+                call: c,
+                record: None,
+                dialog: None,
+                index_keys: Vec::new(),
+                server_txs: Vec::new(),
+                client_txs: Vec::new(),
+            });
+        };
+        for r in &self.calls {
+            item(&mut calls, r.call);
+            calls.get_mut(&r.call).expect("inserted").record = Some(r.clone());
+        }
+        for (CallHandle(c), d) in &self.sip.dialogs {
+            item(&mut calls, *c);
+            calls.get_mut(c).expect("inserted").dialog = Some(d.clone());
+        }
+        for (k, CallHandle(c)) in &self.sip.dialog_index {
+            item(&mut calls, *c);
+            calls
+                .get_mut(c)
+                .expect("inserted")
+                .index_keys
+                .push(k.clone());
+        }
+        let mut loose = Vec::new();
+        for (k, tx) in &self.sip.server_txs {
+            match tx.call {
+                Some(CallHandle(c)) => {
+                    item(&mut calls, c);
+                    calls
+                        .get_mut(&c)
+                        .expect("inserted")
+                        .server_txs
+                        .push((k.clone(), tx.clone()));
+                }
+                None => loose.push((k.clone(), tx.clone())),
+            }
+        }
+        for (k, tx) in &self.sip.client_txs {
+            let c = tx.call.0;
+            item(&mut calls, c);
+            calls
+                .get_mut(&c)
+                .expect("inserted")
+                .client_txs
+                .push((k.clone(), tx.clone()));
+        }
+        let header = ControlHeader {
+            format: CONTROL_STATE_FORMAT,
+            origin_unix_ns: self.origin_unix_ns,
+            seed: self.seed,
+            rng: self.rng,
+            next_port: self.next_port,
+            next_room_id: self.next_room_id,
+            rooms: self.rooms.clone(),
+            sip_rng: self.sip.rng.clone(),
+            sip_next_call: self.sip.next_call,
+            sip_stats: self.sip.stats.clone(),
+            loose_server_txs: loose,
+        };
+        (header, calls)
+    }
+
+    /// Reassemble what [`ControlState::split`] produced.
+    pub fn join(header: &ControlHeader, calls: &BTreeMap<u64, CallItem>) -> ControlState {
+        use sip_core::CallHandle;
+        let mut sip = sip_core::state::CoreState::new(0);
+        sip.rng = header.sip_rng.clone();
+        sip.next_call = header.sip_next_call;
+        sip.stats = header.sip_stats.clone();
+        sip.server_txs = header.loose_server_txs.iter().cloned().collect();
+        let mut records = Vec::new();
+        for (c, it) in calls {
+            if let Some(r) = &it.record {
+                records.push(r.clone());
+            }
+            if let Some(d) = &it.dialog {
+                sip.dialogs.insert(CallHandle(*c), d.clone());
+            }
+            for k in &it.index_keys {
+                sip.dialog_index.insert(k.clone(), CallHandle(*c));
+            }
+            sip.server_txs.extend(it.server_txs.iter().cloned());
+            sip.client_txs.extend(it.client_txs.iter().cloned());
+        }
+        ControlState {
+            origin_unix_ns: header.origin_unix_ns,
+            seed: header.seed,
+            rng: header.rng,
+            next_port: header.next_port,
+            next_room_id: header.next_room_id,
+            rooms: header.rooms.clone(),
+            calls: records,
+            sip,
+        }
     }
 }
 
 /// Encode a mixer snapshot for the sync link.
 pub fn encode_snapshot(s: &MixerSnapshot) -> Vec<u8> {
-    postcard::to_allocvec(s).expect("serializing to memory cannot fail")
+    encode(s)
 }
 
 /// Decode a mixer snapshot.
@@ -425,8 +602,10 @@ impl Drop for NetGuard {
 /// What a backup holds of the primary, applied from the replication log.
 #[derive(Default)]
 pub struct Standby {
-    /// Latest control state.
-    pub control: Option<ControlState>,
+    /// Latest control header.
+    pub header: Option<ControlHeader>,
+    /// Latest item per call.
+    pub calls: BTreeMap<u64, CallItem>,
     /// Latest snapshot per room id.
     pub rooms: HashMap<u64, MixerSnapshot>,
     /// RTP/RTCP socket pairs bound on the service address, by RTP port.
@@ -438,58 +617,96 @@ pub struct Standby {
 impl Standby {
     /// Apply one replicated item.
     pub fn apply(&mut self, item: ft_sync::StateItem, media_ip: IpAddr) {
+        use ft_sync::StateItem;
         self.applied += 1;
         match item {
-            ft_sync::StateItem::App {
-                kind: APP_CONTROL_STATE,
+            StateItem::App {
+                kind: APP_HEADER,
                 data,
-            } => match ControlState::decode(&data) {
-                Ok(cs) => {
-                    self.sync_sockets(&cs, media_ip);
-                    self.control = Some(cs);
+            } => match ControlHeader::decode(&data) {
+                Ok(h) => self.header = Some(h),
+                Err(e) => tracing::warn!("standby: {e:#}"),
+            },
+            StateItem::App {
+                kind: APP_CALL,
+                data,
+            } => match CallItem::decode(&data) {
+                Ok(c) => {
+                    if let Some(r) = &c.record {
+                        self.bind(r.port, media_ip);
+                    }
+                    self.calls.insert(c.call, c);
                 }
                 Err(e) => tracing::warn!("standby: {e:#}"),
             },
-            ft_sync::StateItem::MixerRoom { room, snapshot } => match decode_snapshot(&snapshot) {
+            StateItem::App {
+                kind: APP_CALL_GONE,
+                data,
+            } => {
+                let Ok(b) = <[u8; 8]>::try_from(data.as_slice()) else {
+                    tracing::warn!("standby: malformed call-gone item");
+                    return;
+                };
+                if let Some(port) = self
+                    .calls
+                    .remove(&u64::from_le_bytes(b))
+                    .and_then(|c| c.record)
+                    .map(|r| r.port)
+                {
+                    if !self
+                        .calls
+                        .values()
+                        .any(|c| c.record.as_ref().is_some_and(|r| r.port == port))
+                    {
+                        self.sockets.remove(&port);
+                    }
+                }
+            }
+            StateItem::MixerRoom { room, snapshot } => match decode_snapshot(&snapshot) {
                 Ok(s) => {
                     self.rooms.insert(room, s);
                 }
                 Err(e) => tracing::warn!("standby: {e:#}"),
             },
-            ft_sync::StateItem::RoomClosed { room } => {
+            StateItem::RoomClosed { room } => {
                 self.rooms.remove(&room);
             }
             other => tracing::debug!("standby: ignoring {other:?}"),
         }
     }
 
-    /// Forget everything (a new full snapshot follows).
+    /// Forget everything (a new full snapshot follows). Bound sockets stay until the new
+    /// state says whether their calls still exist.
     pub fn reset(&mut self) {
-        self.control = None;
+        self.header = None;
+        self.calls.clear();
         self.rooms.clear();
     }
 
-    /// Bind the calls' ports now so that a takeover does not wait for it (the VIP is local
-    /// on the backup; the queue keeps every packet away from these sockets until then).
-    fn sync_sockets(&mut self, cs: &ControlState, ip: IpAddr) {
-        let ports: std::collections::HashSet<u16> = cs.calls.iter().map(|c| c.port).collect();
-        self.sockets.retain(|p, _| ports.contains(p));
-        for p in ports {
-            if self.sockets.contains_key(&p) {
-                continue;
+    /// The primary's control state, if its header arrived.
+    pub fn control(&self) -> Option<ControlState> {
+        self.header
+            .as_ref()
+            .map(|h| ControlState::join(h, &self.calls))
+    }
+
+    /// Bind a call's ports now so that a takeover does not wait for it (the VIP is local on
+    /// the backup; the queue keeps every packet away from these sockets until then).
+    fn bind(&mut self, p: u16, ip: IpAddr) {
+        if self.sockets.contains_key(&p) {
+            return;
+        }
+        let pair = std::net::UdpSocket::bind((ip, p)).and_then(|rtp| {
+            let rtcp = std::net::UdpSocket::bind((ip, p + 1))?;
+            rtp.set_nonblocking(true)?;
+            rtcp.set_nonblocking(true)?;
+            Ok((rtp, rtcp))
+        });
+        match pair {
+            Ok(pair) => {
+                self.sockets.insert(p, pair);
             }
-            let pair = std::net::UdpSocket::bind((ip, p)).and_then(|rtp| {
-                let rtcp = std::net::UdpSocket::bind((ip, p + 1))?;
-                rtp.set_nonblocking(true)?;
-                rtcp.set_nonblocking(true)?;
-                Ok((rtp, rtcp))
-            });
-            match pair {
-                Ok(pair) => {
-                    self.sockets.insert(p, pair);
-                }
-                Err(e) => tracing::warn!(port = p, "standby: binding media ports: {e}"),
-            }
+            Err(e) => tracing::warn!(port = p, "standby: binding media ports: {e}"),
         }
     }
 }
@@ -524,9 +741,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn control_state_roundtrip_and_format_check() {
-        let mut cs = ControlState {
-            format: CONTROL_STATE_FORMAT,
+    fn control_state_split_join_roundtrip_and_format_check() {
+        let cs = ControlState {
             origin_unix_ns: 1_700_000_000_000_000_000,
             seed: 7,
             rng: 9,
@@ -551,11 +767,18 @@ mod tests {
             }],
             sip: sip_core::state::CoreState::new(3),
         };
-        let back = ControlState::decode(&cs.encode()).unwrap();
-        assert_eq!(back, cs);
-        cs.format = 99;
-        assert!(ControlState::decode(&cs.encode()).is_err());
-        assert!(ControlState::decode(b"garbage").is_err());
+        let (h, calls) = cs.split();
+        let h2 = ControlHeader::decode(&h.encode()).unwrap();
+        let calls2: BTreeMap<u64, CallItem> = calls
+            .values()
+            .map(|c| (c.call, CallItem::decode(&c.encode()).unwrap()))
+            .collect();
+        assert_eq!(ControlState::join(&h2, &calls2), cs);
+        let mut bad = h.clone();
+        bad.format = 99;
+        assert!(ControlHeader::decode(&bad.encode()).is_err());
+        assert!(ControlHeader::decode(b"garbage").is_err());
+        assert!(CallItem::decode(b"\xff\xff").is_err());
     }
 
     #[test]

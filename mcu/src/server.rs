@@ -17,6 +17,7 @@ use ft_sync::{LogEntry, Role, StateItem};
 use mixer::{Codec, MixerConfig, StreamParams};
 use sip_core::sdp::{self, CodecName, Direction, LocalMedia, Negotiated, SdpError};
 use sip_core::{CallHandle, ConnId, Core, EndReason, Event, Transport};
+use std::collections::BTreeSet;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -138,6 +139,8 @@ struct Control {
     rng: u64,
     last_sip_stats: sip_core::Stats,
     core_config: sip_core::Config,
+    /// `origin` as wall-clock time (replicated: the backup's tick grid and SIP timers).
+    origin_unix_ns: u64,
     /// SIP messages produced by the core, sent (or held) at the end of [`Control::process`].
     outbox: Vec<sip_core::Transmit>,
     next_room_id: u64,
@@ -157,7 +160,9 @@ struct Ft {
     net: NetGuard,
     /// SIP messages waiting for the backup's acknowledgement: (log index, message, since).
     held: VecDeque<(u64, sip_core::Transmit, Instant)>,
-    last_blob: Vec<u8>,
+    /// What the backup was last sent: the header and each call's item, encoded.
+    sent_header: Vec<u8>,
+    sent_calls: HashMap<u64, Vec<u8>>,
     /// Latest log index written.
     last_index: u64,
     /// Highest index acknowledged (or released unprotected).
@@ -701,8 +706,7 @@ impl Control {
     /// The control plane's replicated state.
     fn control_state(&self) -> ControlState {
         ControlState {
-            format: ft::CONTROL_STATE_FORMAT,
-            origin_unix_ns: ft::origin_to_unix_ns(self.origin),
+            origin_unix_ns: self.origin_unix_ns,
             seed: self.seed,
             rng: self.rng,
             next_port: self.ports.next,
@@ -741,33 +745,54 @@ impl Control {
             }
             return;
         }
-        // The origin's wall-clock reading moves by microseconds between calls: compare the
-        // state with it fixed at the last replicated value.
-        let mut cs = self.control_state();
+        let (header, calls) = self.control_state().split();
         let ft = self.ft.as_mut().expect("serving_primary");
-        if let Ok(prev) = ControlState::decode(&ft.last_blob) {
-            if prev.origin_unix_ns.abs_diff(cs.origin_unix_ns) < 1_000_000 {
-                cs.origin_unix_ns = prev.origin_unix_ns;
+        let mut items = Vec::new();
+        let h = header.encode();
+        if h != ft.sent_header {
+            items.push(StateItem::App {
+                kind: ft::APP_HEADER,
+                data: h.clone(),
+            });
+            ft.sent_header = h;
+        }
+        for (c, it) in &calls {
+            let b = it.encode();
+            if ft.sent_calls.get(c) != Some(&b) {
+                items.push(StateItem::App {
+                    kind: ft::APP_CALL,
+                    data: b.clone(),
+                });
+                ft.sent_calls.insert(*c, b);
             }
         }
-        let blob = cs.encode();
-        if blob != ft.last_blob {
-            let now = ft.now();
-            match ft.node.replicate(
-                StateItem::App {
-                    kind: ft::APP_CONTROL_STATE,
-                    data: blob.clone(),
-                },
-                now,
-            ) {
+        let gone: BTreeSet<u64> = ft
+            .sent_calls
+            .keys()
+            .filter(|c| !calls.contains_key(c))
+            .copied()
+            .collect();
+        for c in gone {
+            ft.sent_calls.remove(&c);
+            items.push(StateItem::App {
+                kind: ft::APP_CALL_GONE,
+                data: c.to_le_bytes().to_vec(),
+            });
+        }
+        let now = ft.now();
+        for item in items {
+            match ft.node.replicate(item, now) {
                 Ok(i) => {
                     ft.last_index = i;
                     self.shared.metrics.ft_replicated.inc();
                 }
-                // Still probing for another primary: unprotected (the full snapshot carries it).
-                Err(_) => ft.last_index = ft.committed,
+                // Still probing for another primary: unprotected (the full state follows
+                // when a backup connects).
+                Err(_) => {
+                    ft.last_index = ft.committed;
+                    break;
+                }
             }
-            ft.last_blob = blob;
         }
         let now = Instant::now();
         for t in out {
@@ -827,9 +852,7 @@ impl Control {
     /// Drive the sync node's outputs: datagrams, events, held messages, status.
     fn ft_pump(&mut self) {
         let mut takeover = false;
-        let full = self
-            .serving_primary()
-            .then(|| self.control_state().encode());
+        let mut send_full = false;
         let Some(ft) = self.ft.as_mut() else { return };
         loop {
             while let Some(d) = ft.node.poll_transmit() {
@@ -842,7 +865,6 @@ impl Control {
                     None => break,
                 },
             };
-            let now = ft.now();
             match ev {
                 ft_sync::Event::Committed(i) => {
                     ft.committed = ft.committed.max(i);
@@ -855,36 +877,7 @@ impl Control {
                         ft.synced = true;
                     }
                 }
-                ft_sync::Event::SnapshotNeeded => {
-                    let mut items = Vec::with_capacity(1 + ft.room_snaps.len());
-                    if let Some(blob) = &full {
-                        items.push(StateItem::App {
-                            kind: ft::APP_CONTROL_STATE,
-                            data: blob.clone(),
-                        });
-                        ft.last_blob = blob.clone();
-                    }
-                    for (room, (_, data)) in &ft.room_snaps {
-                        items.push(StateItem::MixerRoom {
-                            room: *room,
-                            snapshot: data.clone(),
-                        });
-                    }
-                    let n = items.len();
-                    match ft.node.replicate_snapshot(items, now) {
-                        Ok(i) => {
-                            ft.last_index = i;
-                            ft.snapshot_index = Some(i);
-                            ft.synced = false;
-                            tracing::info!(
-                                index = i,
-                                items = n,
-                                "sync link: sending the full state to the backup"
-                            );
-                        }
-                        Err(e) => tracing::warn!("sync link: snapshot: {e}"),
-                    }
-                }
+                ft_sync::Event::SnapshotNeeded => send_full = true,
                 ft_sync::Event::PeerAlive { node, role } => {
                     tracing::info!(node, ?role, "sync link: peer alive");
                 }
@@ -906,17 +899,11 @@ impl Control {
                     match entry {
                         LogEntry::Snapshot { index, items } => {
                             ft.standby.reset();
-                            let n = items.len();
                             for it in items {
                                 ft.standby.apply(it, ip);
                             }
-                            ft.synced = ft.standby.control.is_some();
-                            tracing::info!(
-                                index,
-                                items = n,
-                                calls = ft.standby.control.as_ref().map_or(0, |c| c.calls.len()),
-                                "standby: full state applied"
-                            );
+                            ft.synced = ft.standby.header.is_some();
+                            tracing::info!(index, "standby: the primary's full state follows");
                         }
                         LogEntry::Item { item, .. } => ft.standby.apply(item, ip),
                     }
@@ -959,10 +946,74 @@ impl Control {
         if dropped > m.get() {
             m.inc_by(dropped - m.get());
         }
+        if send_full && self.serving_primary() {
+            self.send_full_state();
+            self.ft_pump();
+        }
         if takeover {
             self.takeover();
             self.ft_pump();
         }
+    }
+
+    /// A backup (re)connected: a snapshot entry with the header resets it, then every call
+    /// and room follows as its own entry (no datagram grows with the number of calls).
+    fn send_full_state(&mut self) {
+        let (header, calls) = self.control_state().split();
+        let Some(ft) = self.ft.as_mut() else { return };
+        let now = ft.now();
+        let h = header.encode();
+        let first = match ft.node.replicate_snapshot(
+            vec![StateItem::App {
+                kind: ft::APP_HEADER,
+                data: h.clone(),
+            }],
+            now,
+        ) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!("sync link: snapshot: {e}");
+                return;
+            }
+        };
+        ft.sent_header = h;
+        ft.sent_calls.clear();
+        let mut last = first;
+        let mut items: Vec<StateItem> = Vec::new();
+        for (c, it) in &calls {
+            let b = it.encode();
+            ft.sent_calls.insert(*c, b.clone());
+            items.push(StateItem::App {
+                kind: ft::APP_CALL,
+                data: b,
+            });
+        }
+        for (room, (_, data)) in &ft.room_snaps {
+            items.push(StateItem::MixerRoom {
+                room: *room,
+                snapshot: data.clone(),
+            });
+        }
+        let n = items.len() + 1;
+        for item in items {
+            match ft.node.replicate(item, now) {
+                Ok(i) => last = i,
+                Err(e) => {
+                    tracing::warn!("sync link: snapshot item: {e}");
+                    break;
+                }
+            }
+        }
+        ft.last_index = last;
+        ft.snapshot_index = Some(last);
+        ft.synced = false;
+        tracing::info!(
+            first,
+            last,
+            items = n,
+            calls = calls.len(),
+            "sync link: sending the full state to the backup"
+        );
     }
 
     /// The primary is dead: become it (see [`crate::ft`] for the order of the steps).
@@ -972,9 +1023,10 @@ impl Control {
         let Some(ft) = self.ft.as_mut() else { return };
         tracing::warn!("sync link: primary dead, taking over");
         ft.net.claim();
-        let control = ft.standby.control.take();
+        let control = ft.standby.control();
         let mut snaps = std::mem::take(&mut ft.standby.rooms);
         let mut sockets = std::mem::take(&mut ft.standby.sockets);
+        ft.standby.reset();
         // Where each client's media came from, per our port, as the mirror showed.
         let mut seen: HashMap<u16, SocketAddr> = HashMap::new();
         if let (Some(m), Some(cs)) = (&ft.net.mirror, &control) {
@@ -990,6 +1042,7 @@ impl Control {
         let mut calls_taken = 0u64;
         if let Some(cs) = control {
             self.origin = ft::unix_ns_to_instant(cs.origin_unix_ns);
+            self.origin_unix_ns = cs.origin_unix_ns;
             let local_addr = self.core_config.local_addr;
             self.core = Core::from_state(
                 sip_core::Config {
@@ -1114,7 +1167,8 @@ impl Control {
         }
         ft.committed = ft.node.applied();
         ft.last_index = ft.committed;
-        ft.last_blob.clear();
+        ft.sent_header.clear();
+        ft.sent_calls.clear();
         ft.net.finish_takeover();
         let duration = started.elapsed();
         self.shared.status.lock().unwrap().last_takeover = Some(TakeoverView {
@@ -1226,7 +1280,8 @@ pub async fn run_with_ft(
         origin: f.origin,
         net: f.net,
         held: VecDeque::new(),
-        last_blob: Vec::new(),
+        sent_header: Vec::new(),
+        sent_calls: HashMap::new(),
         last_index: 0,
         committed: 0,
         room_snaps: HashMap::new(),
@@ -1346,6 +1401,7 @@ pub async fn run_with_ft(
         ft,
         fatal: None,
         core_config,
+        origin_unix_ns: ft::origin_to_unix_ns(origin),
     };
     ctl.ft_pump();
     let mut ft_buf = vec![0u8; 65536];
