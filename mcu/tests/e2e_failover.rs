@@ -9,8 +9,9 @@
 //! gap of at most 100 ms, speech after the kill, no SIP request from the server after the
 //! kill, and a BYE after the takeover answered 200.
 //!
-//! Every run prints `FAILOVER gap clientN=X.Xms` per client (`scripts/failover-runs`
-//! collects them) and a table of what each client received.
+//! Every run prints `FAILOVER gap clientN=X.Xms max=Y.Yms` per client (X: the largest
+//! arrival gap across the kill, Y: over the whole call; `scripts/failover-runs` collects
+//! them) and a table of what each client received.
 //!
 //! Environment:
 //! - `FAILOVER_MODE=standalone`: one plain `mcu serve` holding the service address, no
@@ -92,6 +93,9 @@ fn status_summary(node: &Node) -> String {
     if node.killed {
         return "killed".into();
     }
+    if !node.running() {
+        return "EXITED (see its log above)".into();
+    }
     match node.get_json("/api/status") {
         None => "no answer".into(),
         Some(s) => format!(
@@ -160,7 +164,10 @@ fn participants(node: &Node) -> usize {
 /// What one client saw, and what is wrong with it.
 struct ClientResult {
     name: String,
+    /// Largest arrival gap across the kill (ms).
     gap_ms: f64,
+    /// Largest arrival gap over the whole call (ms).
+    max_gap_ms: f64,
     line: String,
     problems: Vec<String>,
 }
@@ -168,6 +175,7 @@ struct ClientResult {
 fn check_client(
     name: &str,
     report: &pcap_harness::Report,
+    extracted: &[pcap_harness::analyze::Extracted],
     kill_time: f64,
     mode: Mode,
 ) -> ClientResult {
@@ -197,10 +205,29 @@ fn check_client(
         return ClientResult {
             name: name.into(),
             gap_ms: f64::NAN,
+            max_gap_ms: f64::NAN,
             line: format!("{name:<8} no RTP from {VIP}"),
             problems,
         };
     };
+    // The takeover gap: the largest arrival gap that ends after the kill and starts within
+    // a second of it (the stream's max_gap_ms covers the whole call, scheduling stalls too).
+    let (takeover_gap, takeover_seq) = extracted
+        .iter()
+        .find(|e| e.stream.ssrc == s.ssrc && e.stream.src == s.src && e.stream.dst == s.dst)
+        .map(|e| {
+            e.packets
+                .windows(2)
+                .filter(|w| w[1].time > kill_time && w[0].time < kill_time + 1.0)
+                .map(|w| {
+                    (
+                        (w[1].time - w[0].time) * 1000.0,
+                        w[1].hdr.seq.wrapping_sub(w[0].hdr.seq),
+                    )
+                })
+                .fold((0.0f64, 0u16), |a, b| if b.0 > a.0 { b } else { a })
+        })
+        .unwrap_or((f64::NAN, 0));
     // Everything the client's media port received, whoever sent it.
     if let Some(sink) = report.sink(&s.dst) {
         if sink.ssrcs.len() != 1 || sink.sources.len() != 1 {
@@ -303,7 +330,7 @@ fn check_client(
         Some(_) => {}
     }
     let line = format!(
-        "{name:<8} {:<20} ssrc {} {:>5} pkts lost {:>3} dup {} reo {} ts_err {} gap {:>6.1} ms at {:+.3} s jitter {:>5.2} ms speech {loud}/{} windows after kill, BYE {}",
+        "{name:<8} {:<20} ssrc {} {:>5} pkts lost {:>3} dup {} reo {} ts_err {} takeover gap {:>5.1} ms (seq +{takeover_seq}) max gap {:>5.1} ms at {:+.3} s jitter {:>5.2} ms speech {loud}/{} windows after kill, BYE {}",
         s.dst,
         s.ssrc_hex,
         s.packets,
@@ -311,6 +338,7 @@ fn check_client(
         s.duplicates,
         s.reordered,
         s.ts_errors,
+        takeover_gap,
         s.max_gap_ms,
         s.max_gap_at - kill_time,
         s.jitter_ms,
@@ -319,7 +347,8 @@ fn check_client(
     );
     ClientResult {
         name: name.into(),
-        gap_ms: s.max_gap_ms,
+        gap_ms: takeover_gap,
+        max_gap_ms: s.max_gap_ms,
         line,
         problems,
     }
@@ -561,10 +590,12 @@ fn run(mode: Mode) {
         assert!(
             early.is_empty() && primary.running(),
             "the backup took over before the kill (primary running: {}): {early:#?}\n  \
-             primary: {}\n  backup: {}",
+             primary: {}\n  backup: {}\n  addresses: primary [{}] backup [{}]",
             primary.running(),
             status_summary(primary),
-            status_summary(b)
+            status_summary(b),
+            bed.addrs("primary").replace('\n', "; "),
+            bed.addrs("backup").replace('\n', "; "),
         );
     }
     let kill_time = now_unix();
@@ -587,23 +618,20 @@ fn run(mode: Mode) {
         eprintln!("FAILOVER no kill (standalone), reference time {kill_time:.3}");
     }
 
-    // The calls go on; sipp hangs up after its second playback, baresip when its file ends.
+    // The calls go on; sipp hangs up after its second playback, baresip when its file ends
+    // (it answers nothing after that, so it is stopped once the room is empty).
     let serving = backup.as_deref().unwrap_or(&*primary);
     let mut last_status = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(45);
     let mut sipp_status = [None; SIPP_CLIENTS];
-    let mut baresip_status = None;
-    while (sipp_status.iter().any(Option::is_none) || baresip_status.is_none())
-        && Instant::now() < deadline
-    {
+    let mut room_empty = false;
+    while (sipp_status.iter().any(Option::is_none) || !room_empty) && Instant::now() < deadline {
         for (i, s) in sipps.iter_mut().enumerate() {
             if sipp_status[i].is_none() {
                 sipp_status[i] = s.0.try_wait().unwrap();
             }
         }
-        if baresip_status.is_none() {
-            baresip_status = baresip.0.try_wait().unwrap();
-        }
+        room_empty = serving.running() && participants(serving) == 0;
         if demo && last_status.elapsed() >= Duration::from_millis(500) {
             last_status = Instant::now();
             eprintln!(
@@ -615,16 +643,38 @@ fn run(mode: Mode) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let baresip_left = baresip.0.try_wait().unwrap();
     let takeover = serving.get_json("/api/status");
     if let Some(b) = backup.as_deref() {
         eprintln!("FAILOVER backup after the calls: {}", status_summary(b));
     }
 
+    // Fencing: the killed primary's namespace no longer holds the service address; the
+    // backup does.
+    let mut problems: Vec<String> = vec![];
+    if mode == Mode::Failover {
+        let (p, b) = (bed.addrs("primary"), bed.addrs("backup"));
+        eprintln!(
+            "FAILOVER addresses after the takeover: primary [{}] backup [{}]",
+            p.replace('\n', "; "),
+            b.replace('\n', "; ")
+        );
+        if p.contains(&format!("{VIP}/")) {
+            problems.push(format!("the killed primary's host still holds {VIP}: {p}"));
+        }
+        if !b.contains(&format!("{VIP}/")) {
+            problems.push(format!("the backup does not hold {VIP}: {b}"));
+        }
+    }
+
     let pcaps: Vec<_> = captures.into_iter().map(Capture::stop).collect();
     let mut results = vec![];
     for (c, pcap) in clients.iter().zip(&pcaps) {
-        let report = pcap_harness::analyze_path(pcap).expect("analyze capture");
-        results.push(check_client(c, &report, kill_time, mode));
+        let data = std::fs::read(pcap).expect("read capture");
+        let (report, extracted) =
+            pcap_harness::analyze::extract_streams(&data, &pcap_harness::Options::default())
+                .expect("analyze capture");
+        results.push(check_client(c, &report, &extracted, kill_time, mode));
     }
 
     eprintln!("FAILOVER per client (stream from {VIP}; times relative to the kill):");
@@ -632,12 +682,16 @@ fn run(mode: Mode) {
         eprintln!("  {}", r.line);
     }
     for r in &results {
-        eprintln!("FAILOVER gap {}={:.1}ms", r.name, r.gap_ms);
+        eprintln!(
+            "FAILOVER gap {}={:.1}ms max={:.1}ms",
+            r.name, r.gap_ms, r.max_gap_ms
+        );
     }
-    let mut problems: Vec<String> = results
-        .iter()
-        .flat_map(|r| r.problems.iter().map(move |p| format!("{}: {p}", r.name)))
-        .collect();
+    problems.extend(
+        results
+            .iter()
+            .flat_map(|r| r.problems.iter().map(move |p| format!("{}: {p}", r.name))),
+    );
     for (i, st) in sipp_status.iter().enumerate() {
         match st {
             Some(st) if st.success() => {}
@@ -652,8 +706,14 @@ fn run(mode: Mode) {
             }
         }
     }
-    if !baresip_status.is_some_and(|s| s.success()) {
-        problems.push(format!("{bare}: baresip exit {baresip_status:?}"));
+    if !room_empty {
+        problems.push(format!(
+            "the room on the serving node is not empty 45 s after the kill (baresip {})",
+            match baresip_left {
+                Some(st) => format!("exited: {st}"),
+                None => "still running".into(),
+            }
+        ));
     }
     if mode == Mode::Failover {
         let t = takeover.as_ref().map(|s| s["last_takeover"].clone());

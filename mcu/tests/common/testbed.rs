@@ -88,6 +88,16 @@ impl Testbed {
         assert!(st.success(), "{node}: {program} {args:?}: {st}");
     }
 
+    /// `ip -br -4 addr` inside `node`: its interfaces and IPv4 addresses, one line each.
+    pub fn addrs(&self, node: &str) -> String {
+        let out = self
+            .command(node, "ip")
+            .args(["-br", "-4", "addr"])
+            .output()
+            .expect("ip addr");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// HTTP GET from inside `node`'s namespace; `None` while nothing answers.
     pub fn http_get(&self, node: &str, addr: SocketAddr, path: &str) -> Option<(u16, String)> {
         let path = path.to_string();
@@ -238,9 +248,13 @@ impl Node {
         }
     }
 
-    /// Whether the process is still running.
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+    /// Whether the process is still running (not exited, not a zombie).
+    pub fn running(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).is_ok_and(|st| {
+            // pid (comm) STATE ...: the state follows the last ')'.
+            st.rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+        })
     }
 
     /// `kill -9` this node's mcu process (only that pid) and reap it.
