@@ -711,6 +711,149 @@ impl Standby {
     }
 }
 
+/// The sync link's driver thread: it owns the socket reads and the node's timers
+/// (heartbeats, failure detection, retransmission) and runs at real-time priority when the
+/// process may (root), so that neither a busy tokio runtime nor a loaded machine delays a
+/// heartbeat into a false failure detection. The control plane uses the node under the same
+/// lock (replicate, events) and is woken by [`SyncLink::wake`] when events are pending.
+pub struct SyncLink {
+    node: Arc<Mutex<ft_sync::Node>>,
+    events: Arc<Mutex<std::collections::VecDeque<ft_sync::Event>>>,
+    sock: Arc<std::net::UdpSocket>,
+    peer: SocketAddr,
+    origin: Instant,
+    /// Notified when events are pending.
+    pub wake: Arc<tokio::sync::Notify>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// The thread got real-time priority.
+    pub realtime: bool,
+}
+
+/// Real-time priority of the sync-link thread (SCHED_FIFO, low among RT priorities).
+const SYNC_RT_PRIORITY: i32 = 10;
+
+fn drain(
+    node: &mut ft_sync::Node,
+    sock: &std::net::UdpSocket,
+    peer: SocketAddr,
+    events: &Mutex<std::collections::VecDeque<ft_sync::Event>>,
+) -> bool {
+    while let Some(d) = node.poll_transmit() {
+        let _ = sock.send_to(&d, peer);
+    }
+    let mut any = false;
+    while let Some(e) = node.poll_event() {
+        events.lock().unwrap().push_back(e);
+        any = true;
+    }
+    any
+}
+
+impl SyncLink {
+    /// Bind the sync socket and start the driver thread for `node` (time origin `origin`).
+    pub fn start(cfg: &FtConfig, node: ft_sync::Node, origin: Instant) -> Result<Self> {
+        let sock = std::net::UdpSocket::bind(cfg.listen)
+            .with_context(|| format!("binding the sync link {}", cfg.listen))?;
+        let sock = Arc::new(sock);
+        let node = Arc::new(Mutex::new(node));
+        let events = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (rt_tx, rt_rx) = std::sync::mpsc::channel();
+        let thread = {
+            let (node, events, sock, wake, stop) = (
+                node.clone(),
+                events.clone(),
+                sock.clone(),
+                wake.clone(),
+                stop.clone(),
+            );
+            let peer = cfg.peer;
+            std::thread::Builder::new()
+                .name("ft-sync".into())
+                .spawn(move || {
+                    let param = libc::sched_param {
+                        sched_priority: SYNC_RT_PRIORITY,
+                    };
+                    // SAFETY: sched_setscheduler on the calling thread (pid 0) with a valid
+                    // sched_param that lives across the call.
+                    let rt = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } == 0;
+                    let _ = rt_tx.send(rt);
+                    let mut buf = vec![0u8; 65536];
+                    while !stop.load(Ordering::Relaxed) {
+                        let wait = {
+                            let n = node.lock().unwrap();
+                            n.poll_timeout()
+                                .map(|t| t.saturating_sub(origin.elapsed()))
+                                .unwrap_or(Duration::from_millis(50))
+                        }
+                        .clamp(Duration::from_micros(100), Duration::from_millis(50));
+                        let _ = sock.set_read_timeout(Some(wait));
+                        let got = sock.recv_from(&mut buf);
+                        let mut n = node.lock().unwrap();
+                        let now = origin.elapsed();
+                        if let Ok((len, _)) = got {
+                            n.handle_datagram(&buf[..len], now);
+                        }
+                        if n.poll_timeout().is_some_and(|t| t <= now) {
+                            n.handle_timeout(now);
+                        }
+                        if drain(&mut n, &sock, peer, &events) {
+                            wake.notify_one();
+                        }
+                    }
+                })
+                .context("spawning the sync-link thread")?
+        };
+        let realtime = rt_rx.recv().unwrap_or(false);
+        if !realtime {
+            tracing::warn!("sync link: no real-time priority for its thread (not root?): heartbeats may be delayed on a loaded machine");
+        }
+        Ok(SyncLink {
+            node,
+            events,
+            sock,
+            peer: cfg.peer,
+            origin,
+            wake,
+            stop,
+            thread: Some(thread),
+            realtime,
+        })
+    }
+
+    /// The node's clock.
+    pub fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    /// Use the node (then [`SyncLink::flush`] what it produced).
+    pub fn node(&self) -> std::sync::MutexGuard<'_, ft_sync::Node> {
+        self.node.lock().unwrap()
+    }
+
+    /// Send the node's pending datagrams and queue its events.
+    pub fn flush(&self) {
+        let mut n = self.node.lock().unwrap();
+        drain(&mut n, &self.sock, self.peer, &self.events);
+    }
+
+    /// Next pending event (after [`SyncLink::flush`]).
+    pub fn next_event(&self) -> Option<ft_sync::Event> {
+        self.events.lock().unwrap().pop_front()
+    }
+}
+
+impl Drop for SyncLink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Role name for the status API.
 pub fn role_name(role: ft_sync::Role) -> &'static str {
     match role {

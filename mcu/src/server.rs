@@ -152,11 +152,9 @@ struct Control {
 
 /// The hot-standby side of the control plane.
 struct Ft {
-    cfg: FtConfig,
-    node: ft_sync::Node,
-    sock: Arc<UdpSocket>,
-    /// The node's time origin (its own; the tick grid uses `Control::origin`).
-    origin: Instant,
+    /// The sync node and its driver thread (the node's clock is its own; the tick grid
+    /// uses `Control::origin`).
+    link: ft::SyncLink,
     net: NetGuard,
     /// SIP messages waiting for the backup's acknowledgement: (log index, message, since).
     held: VecDeque<(u64, sip_core::Transmit, Instant)>,
@@ -180,17 +178,14 @@ struct Ft {
 
 impl Ft {
     fn now(&self) -> Duration {
-        self.origin.elapsed()
+        self.link.now()
     }
 }
 
 /// A hot-standby node after its startup handshake (primary: no other primary answered;
 /// backup: at once), with its network plumbing in place. Bind the listeners next.
 pub struct FtStart {
-    cfg: FtConfig,
-    node: ft_sync::Node,
-    sock: Arc<UdpSocket>,
-    origin: Instant,
+    link: ft::SyncLink,
     net: NetGuard,
     pending: VecDeque<ft_sync::Event>,
 }
@@ -199,11 +194,6 @@ pub struct FtStart {
 /// needs (see [`crate::ft`]). Fails with a clear error on a second primary, a key or
 /// protocol-version mismatch, or missing privileges.
 pub async fn ft_start(cfg: &FtConfig) -> Result<FtStart> {
-    let sock = Arc::new(
-        UdpSocket::bind(cfg.listen)
-            .await
-            .with_context(|| format!("binding the sync link {}", cfg.listen))?,
-    );
     let mut incarnation = [0u8; 8];
     getrandom::fill(&mut incarnation).map_err(|e| anyhow::anyhow!("OS random source: {e}"))?;
     let role = match cfg.role {
@@ -228,74 +218,33 @@ pub async fn ft_start(cfg: &FtConfig) -> Result<FtStart> {
     config.heartbeat_interval = cfg.heartbeat;
     config.missed_heartbeats = cfg.dead_after;
     let origin = Instant::now();
-    let mut node = ft_sync::Node::new(config, Duration::ZERO);
+    let link = ft::SyncLink::start(cfg, ft_sync::Node::new(config, Duration::ZERO), origin)?;
     let mut pending = VecDeque::new();
     if cfg.role == FtRole::Primary {
-        tracing::info!(listen = %cfg.listen, peer = %cfg.peer, "sync link: probing for another primary");
-        let mut buf = vec![0u8; 65536];
+        tracing::info!(listen = %cfg.listen, peer = %cfg.peer, realtime = link.realtime, "sync link: probing for another primary");
         'probe: loop {
-            while let Some(d) = node.poll_transmit() {
-                let _ = sock.try_send_to(&d, cfg.peer);
-            }
-            while let Some(ev) = node.poll_event() {
+            link.flush();
+            while let Some(ev) = link.next_event() {
                 match ev {
                     ft_sync::Event::RoleChanged(Role::Primary) => break 'probe,
                     ft_sync::Event::Fatal(e) => anyhow::bail!("hot standby: {e}"),
                     other => pending.push_back(other),
                 }
             }
-            let deadline = node
-                .poll_timeout()
-                .map_or_else(|| Instant::now() + Duration::from_secs(1), |d| origin + d);
-            tokio::select! {
-                r = sock.recv_from(&mut buf) => {
-                    if let Ok((n, _)) = r {
-                        node.handle_datagram(&buf[..n], origin.elapsed());
-                    }
-                }
-                _ = tokio::time::sleep_until(deadline.into()) => node.handle_timeout(origin.elapsed()),
-            }
+            link.wake.notified().await;
         }
     }
-    // Taking the plumbing runs iptables (tens of ms): keep heartbeating meanwhile, or the
-    // backup would see this primary die right after it announced itself.
-    let setup = {
+    // Taking the plumbing runs iptables (tens of ms); the sync thread keeps heartbeating.
+    let net = {
         let cfg = cfg.clone();
         tokio::task::spawn_blocking(move || match cfg.role {
             FtRole::Primary => NetGuard::primary(&cfg),
             FtRole::Backup => NetGuard::backup(&cfg),
         })
+        .await
+        .context("network setup task")??
     };
-    tokio::pin!(setup);
-    let mut buf = vec![0u8; 65536];
-    let net = loop {
-        while let Some(d) = node.poll_transmit() {
-            let _ = sock.try_send_to(&d, cfg.peer);
-        }
-        while let Some(ev) = node.poll_event() {
-            pending.push_back(ev);
-        }
-        let deadline = node
-            .poll_timeout()
-            .map_or_else(|| Instant::now() + Duration::from_secs(1), |d| origin + d);
-        tokio::select! {
-            r = &mut setup => break r.context("network setup task")??,
-            r = sock.recv_from(&mut buf) => {
-                if let Ok((n, _)) = r {
-                    node.handle_datagram(&buf[..n], origin.elapsed());
-                }
-            }
-            _ = tokio::time::sleep_until(deadline.into()) => node.handle_timeout(origin.elapsed()),
-        }
-    };
-    Ok(FtStart {
-        cfg: cfg.clone(),
-        node,
-        sock,
-        origin,
-        net,
-        pending,
-    })
+    Ok(FtStart { link, net, pending })
 }
 
 /// Send one SIP message now.
@@ -700,7 +649,7 @@ impl Control {
     fn serving_primary(&self) -> bool {
         self.ft
             .as_ref()
-            .is_some_and(|f| f.node.role() == Role::Primary)
+            .is_some_and(|f| f.link.node().role() == Role::Primary)
     }
 
     /// The control plane's replicated state.
@@ -781,7 +730,7 @@ impl Control {
         }
         let now = ft.now();
         for item in items {
-            match ft.node.replicate(item, now) {
+            match ft.link.node().replicate(item, now) {
                 Ok(i) => {
                     ft.last_index = i;
                     self.shared.metrics.ft_replicated.inc();
@@ -824,7 +773,7 @@ impl Control {
         ft.room_snaps.insert(s.room, (version, data.clone()));
         if serving {
             let now = ft.now();
-            if let Ok(i) = ft.node.replicate(
+            if let Ok(i) = ft.link.node().replicate(
                 StateItem::MixerRoom {
                     room: s.room,
                     snapshot: data,
@@ -843,7 +792,11 @@ impl Control {
         ft.room_snaps.remove(&room);
         if serving {
             let now = ft.now();
-            if let Ok(i) = ft.node.replicate(StateItem::RoomClosed { room }, now) {
+            if let Ok(i) = ft
+                .link
+                .node()
+                .replicate(StateItem::RoomClosed { room }, now)
+            {
                 ft.last_index = i;
             }
         }
@@ -855,12 +808,10 @@ impl Control {
         let mut send_full = false;
         let Some(ft) = self.ft.as_mut() else { return };
         loop {
-            while let Some(d) = ft.node.poll_transmit() {
-                let _ = ft.sock.try_send_to(&d, ft.cfg.peer);
-            }
+            ft.link.flush();
             let ev = match ft.pending.pop_front() {
                 Some(e) => e,
-                None => match ft.node.poll_event() {
+                None => match ft.link.next_event() {
                     Some(e) => e,
                     None => break,
                 },
@@ -869,7 +820,7 @@ impl Control {
                 ft_sync::Event::Committed(i) => {
                     ft.committed = ft.committed.max(i);
                     if ft.snapshot_index.is_some_and(|s| i >= s)
-                        && ft.node.peer_state() == ft_sync::PeerState::Alive
+                        && ft.link.node().peer_state() == ft_sync::PeerState::Alive
                     {
                         if !ft.synced {
                             tracing::info!(index = i, "sync link: backup holds the full state");
@@ -921,12 +872,13 @@ impl Control {
         }
         {
             let mut st = self.shared.status.lock().unwrap();
-            ft::status_from_node(&mut st, &ft.node);
+            let node = ft.link.node();
+            ft::status_from_node(&mut st, &node);
             st.synced = ft.synced;
             st.mirrored_packets = ft.net.mirrored_packets();
-            if ft.node.role() == Role::Backup {
-                st.replication.committed = ft.node.applied();
-                st.replication.next = ft.node.applied() + 1;
+            if node.role() == Role::Backup {
+                st.replication.committed = node.applied();
+                st.replication.next = node.applied() + 1;
                 st.replication.unacked = 0;
                 st.replication.held_messages = 0;
                 st.replication.lag_ms = 0.0;
@@ -941,7 +893,7 @@ impl Control {
                     .map_or(0.0, |(_, _, since)| since.elapsed().as_secs_f64() * 1e3);
             }
         }
-        let dropped = ft.node.stats().dropped();
+        let dropped = ft.link.node().stats().dropped();
         let m = &self.shared.metrics.ft_dropped;
         if dropped > m.get() {
             m.inc_by(dropped - m.get());
@@ -963,7 +915,7 @@ impl Control {
         let Some(ft) = self.ft.as_mut() else { return };
         let now = ft.now();
         let h = header.encode();
-        let first = match ft.node.replicate_snapshot(
+        let first = match ft.link.node().replicate_snapshot(
             vec![StateItem::App {
                 kind: ft::APP_HEADER,
                 data: h.clone(),
@@ -996,7 +948,7 @@ impl Control {
         }
         let n = items.len() + 1;
         for item in items {
-            match ft.node.replicate(item, now) {
+            match ft.link.node().replicate(item, now) {
                 Ok(i) => last = i,
                 Err(e) => {
                     tracing::warn!("sync link: snapshot item: {e}");
@@ -1162,10 +1114,10 @@ impl Control {
         }
         let Some(ft) = self.ft.as_mut() else { return };
         let now = ft.now();
-        if let Err(e) = ft.node.complete_takeover(now) {
+        if let Err(e) = ft.link.node().complete_takeover(now) {
             tracing::error!("takeover: {e}");
         }
-        ft.committed = ft.node.applied();
+        ft.committed = ft.link.node().applied();
         ft.last_index = ft.committed;
         ft.sent_header.clear();
         ft.sent_calls.clear();
@@ -1274,10 +1226,7 @@ pub async fn run_with_ft(
     let core = Core::new(core_config.clone());
     let (snap_tx, mut snap_rx) = mpsc::unbounded_channel::<RoomSnapshot>();
     let ft = ft_start.map(|f| Ft {
-        cfg: f.cfg,
-        node: f.node,
-        sock: f.sock,
-        origin: f.origin,
+        link: f.link,
         net: f.net,
         held: VecDeque::new(),
         sent_header: Vec::new(),
@@ -1291,7 +1240,7 @@ pub async fn run_with_ft(
         snap_tx,
         pending: f.pending,
     });
-    let ft_sock = ft.as_ref().map(|f| f.sock.clone());
+    let ft_wake = ft.as_ref().map(|f| f.link.wake.clone());
     let (in_tx, mut in_rx) = mpsc::channel::<SipIn>(4096);
 
     // HTTP.
@@ -1404,16 +1353,11 @@ pub async fn run_with_ft(
         origin_unix_ns: ft::origin_to_unix_ns(origin),
     };
     ctl.ft_pump();
-    let mut ft_buf = vec![0u8; 65536];
 
     tokio::pin!(shutdown);
     let mut stopping: Option<Instant> = None;
     loop {
         let deadline = ctl.core.poll_timeout().map(|d| ctl.origin + d);
-        let ft_deadline = ctl
-            .ft
-            .as_ref()
-            .and_then(|f| f.node.poll_timeout().map(|d| f.origin + d));
         let sleep_until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             msg = in_rx.recv() => {
@@ -1450,19 +1394,7 @@ pub async fn run_with_ft(
                 ctl.process().await;
             }
             _ = tokio::time::sleep(Duration::from_millis(50)), if stopping.is_some() => {}
-            r = recv_opt(ft_sock.as_deref(), &mut ft_buf) => {
-                if let (Ok((n, _)), Some(f)) = (r, ctl.ft.as_mut()) {
-                    let now = f.now();
-                    f.node.handle_datagram(&ft_buf[..n], now);
-                }
-                ctl.ft_pump();
-                ctl.process().await;
-            }
-            _ = sleep_opt(ft_deadline) => {
-                if let Some(f) = ctl.ft.as_mut() {
-                    let now = f.now();
-                    f.node.handle_timeout(now);
-                }
+            _ = wake_opt(ft_wake.as_deref()) => {
                 ctl.ft_pump();
                 ctl.process().await;
             }
@@ -1500,19 +1432,9 @@ pub async fn run_with_ft(
     Ok(())
 }
 
-async fn recv_opt(
-    sock: Option<&UdpSocket>,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr)> {
-    match sock {
-        Some(s) => s.recv_from(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
+async fn wake_opt(n: Option<&tokio::sync::Notify>) {
+    match n {
+        Some(n) => n.notified().await,
         None => std::future::pending().await,
     }
 }
