@@ -421,7 +421,8 @@ mod tests {
         assert_eq!(ft.key, b"0123456789abcdef0123456789abcdef");
 
         // Each missing or wrong piece is named in the error.
-        let cases: Vec<(&str, Box<dyn Fn(&mut ServeArgs)>)> = vec![
+        type Edit = Box<dyn Fn(&mut ServeArgs)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("ft-listen", Box::new(|a| a.ft_listen = None)),
             ("ft-peer", Box::new(|a| a.ft_peer = None)),
             ("ft-key-file", Box::new(|a| a.ft_key_file = None)),
