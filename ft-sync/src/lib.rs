@@ -95,8 +95,10 @@
 //!
 //! # Limits (what the driver must know)
 //!
-//! - One message is one datagram: a snapshot must fit in one (64 KB over UDP on the sync
-//!   link); chunking larger states is not implemented yet.
+//! - One message is one datagram: a snapshot entry or an item must fit in one (64 KB over
+//!   UDP on the sync link). The `mcu` driver keeps every item small whatever the server's
+//!   size: the snapshot entry carries only a server-wide header, then every call and room
+//!   follows as its own item (and afterwards only the items that changed).
 //! - The failure detector cannot tell a dead primary from a cut sync link: fencing the old
 //!   primary (so it stops answering for the service address) is the driver's job.
 //! - Backup promotion happens only if the backup holds a snapshot from a primary that had
