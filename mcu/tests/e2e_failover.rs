@@ -9,6 +9,9 @@
 //! gap of at most 100 ms, speech after the kill, no SIP request from the server after the
 //! kill, and a BYE after the takeover answered 200.
 //!
+//! A second, ignored test stops the primary for 100 ms (SIGSTOP/SIGCONT) instead of killing
+//! it: a stall longer than the failure detection must not cost the conference either.
+//!
 //! Every run prints `FAILOVER gap clientN=X.Xms max=Y.Yms` per client (X: the largest
 //! arrival gap across the kill, Y: over the whole call; `scripts/failover-runs` collects
 //! them) and a table of what each client received.
@@ -67,7 +70,16 @@ enum Mode {
     Failover,
     /// One plain server holding the service address; nobody is killed.
     Standalone,
+    /// Primary and backup; the primary is stopped (SIGSTOP) for [`STALL`] and resumed, as a
+    /// scheduling stall or a VM pause would: the conference must go on, whoever serves it.
+    Stall,
 }
+
+/// How long [`Mode::Stall`] stops the primary (longer than the default failure detection,
+/// 3 x 10 ms heartbeats).
+const STALL: Duration = Duration::from_millis(100);
+/// Largest media gap a client may see in [`Mode::Stall`]: the stall plus the takeover.
+const MAX_STALL_GAP_MS: f64 = 250.0;
 
 fn env_flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
@@ -250,9 +262,14 @@ fn check_client(
             &s.ts_error_list[..s.ts_error_list.len().min(5)]
         ));
     }
-    if s.max_gap_ms > MAX_GAP_MS {
+    let max_gap = if mode == Mode::Stall {
+        MAX_STALL_GAP_MS
+    } else {
+        MAX_GAP_MS
+    };
+    if s.max_gap_ms > max_gap {
         problems.push(format!(
-            "media gap {:.1} ms (at {:+.3} s from the kill) > {MAX_GAP_MS} ms",
+            "media gap {:.1} ms (at {:+.3} s from the kill) > {max_gap} ms",
             s.max_gap_ms,
             s.max_gap_at - kill_time
         ));
@@ -275,8 +292,10 @@ fn check_client(
         })
         .map(|(_, e)| *e)
         .collect();
+    // Clients hear speech in most windows (sipp: ~95%, baresip hearing the sipps: ~50%);
+    // well under that means the server lost the clients' audio.
     let loud = after.iter().filter(|e| **e > SPEECH_DBFS).count();
-    if loud < 10 {
+    if loud < 10 || (loud as f64) < after.len() as f64 * 0.35 {
         problems.push(format!(
             "only {loud} of {} windows after the kill with speech energy: {after:?}",
             after.len()
@@ -322,7 +341,7 @@ fn check_client(
     });
     match byes.first() {
         None => problems.push("the client sent no BYE".into()),
-        Some(b) if mode == Mode::Failover && b.time <= kill_time => problems.push(format!(
+        Some(b) if mode != Mode::Standalone && b.time <= kill_time => problems.push(format!(
             "the client's BYE came {:.3} s before the kill",
             kill_time - b.time
         )),
@@ -416,7 +435,7 @@ fn run(mode: Mode) {
             .collect();
             nodes.push(Node::start(&bed, "primary", http_addr("primary"), &args));
         }
-        Mode::Failover => {
+        Mode::Failover | Mode::Stall => {
             let order = if primary_first {
                 [("primary", "backup"), ("backup", "primary")]
             } else {
@@ -539,8 +558,10 @@ fn run(mode: Mode) {
     });
     assert!(
         joined.is_some(),
-        "not all {CLIENTS} clients joined on the primary: {:?}",
-        primary.get("/api/rooms")
+        "not all {CLIENTS} clients joined on the primary: {:?}\n  primary: {}\n  backup: {}",
+        primary.get("/api/rooms"),
+        status_summary(primary),
+        backup.as_deref().map_or("-".into(), status_summary)
     );
     let t_joined = Instant::now();
     if let Some(b) = backup.as_deref() {
@@ -599,7 +620,23 @@ fn run(mode: Mode) {
         );
     }
     let kill_time = now_unix();
-    if let Some(b) = backup.as_deref_mut() {
+    if mode == Mode::Stall {
+        let b = backup.as_deref_mut().unwrap();
+        let pid = primary.child.id();
+        common::signal(pid, "STOP");
+        std::thread::sleep(STALL);
+        common::signal(pid, "CONT");
+        eprintln!(
+            "FAILOVER SIGSTOP {pid} (primary mcu) at {kill_time:.3}, SIGCONT {:.1} ms later",
+            (now_unix() - kill_time) * 1000.0
+        );
+        let line = b.wait_log("takeover complete", Duration::from_secs(1));
+        eprintln!(
+            "FAILOVER after the stall: backup logged {line:?}\n  primary: {}\n  backup: {}",
+            status_summary(primary),
+            status_summary(b)
+        );
+    } else if let Some(b) = backup.as_deref_mut() {
         let pid = primary.child.id();
         primary.kill9();
         eprintln!("FAILOVER kill -9 {pid} (primary mcu) at {kill_time:.3}");
@@ -619,8 +656,20 @@ fn run(mode: Mode) {
     }
 
     // The calls go on; sipp hangs up after its second playback, baresip when its file ends
-    // (it answers nothing after that, so it is stopped once the room is empty).
-    let serving = backup.as_deref().unwrap_or(&*primary);
+    // (it answers nothing after that, so it is stopped once the room is empty on every node
+    // still running).
+    let serving: Vec<&Node> = [Some(&*primary), backup.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter(|n| !n.killed)
+        .collect();
+    let participants_all = || -> Vec<usize> {
+        serving
+            .iter()
+            .filter(|n| n.running())
+            .map(|n| participants(n))
+            .collect()
+    };
     let mut last_status = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(45);
     let mut sipp_status = [None; SIPP_CLIENTS];
@@ -631,20 +680,24 @@ fn run(mode: Mode) {
                 sipp_status[i] = s.0.try_wait().unwrap();
             }
         }
-        room_empty = serving.running() && participants(serving) == 0;
+        let counts = participants_all();
+        room_empty = !counts.is_empty() && counts.iter().all(|c| *c == 0);
         if demo && last_status.elapsed() >= Duration::from_millis(500) {
             last_status = Instant::now();
-            eprintln!(
-                "FAILOVER status +{:.1}s serving node: {} participants, {}",
-                t_joined.elapsed().as_secs_f64(),
-                participants(serving),
-                status_summary(serving)
-            );
+            for n in &serving {
+                eprintln!(
+                    "FAILOVER status +{:.1}s {}: {} participants, {}",
+                    t_joined.elapsed().as_secs_f64(),
+                    n.name,
+                    participants(n),
+                    status_summary(n)
+                );
+            }
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let baresip_left = baresip.0.try_wait().unwrap();
-    let takeover = serving.get_json("/api/status");
+    let takeover = serving.last().and_then(|n| n.get_json("/api/status"));
     if let Some(b) = backup.as_deref() {
         eprintln!("FAILOVER backup after the calls: {}", status_summary(b));
     }
@@ -742,4 +795,14 @@ fn conference_survives_kill_of_primary() {
         _ => Mode::Failover,
     };
     run(mode);
+}
+
+#[test]
+#[ignore = "fails today (split brain): after a 100 ms SIGSTOP of the primary the backup \
+            takes over and GARPs the VIP, then hears the resumed primary and exits (\"another \
+            primary is running on the sync link\"); clients get 5 duplicate RTP packets (both \
+            nodes sent the same seq), their audio goes to the exited backup's MAC for seconds \
+            (speech in 29 of 110 windows after the stall) and no standby is left"]
+fn conference_survives_stall_of_primary() {
+    run(Mode::Stall);
 }
