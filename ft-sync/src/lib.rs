@@ -103,8 +103,10 @@
 //!   primary (so it stops answering for the service address) is the driver's job.
 //! - Backup promotion happens only if the backup holds a snapshot from a primary that had
 //!   finished its startup probe; a backup that never synced never takes over.
-//! - A running primary that hears another running primary (a healed partition) yields when
-//!   its node id is the higher one ([`Event::Fatal`]); the other reports it.
+//! - A primary that stalled past the failure detector (a long pause, a frozen VM) and then
+//!   hears its former backup serving gets [`Event::Fatal`] with [`Error::TakenOver`]: the
+//!   backup owns the clients now (it claimed the address), so the stalled one must stop.
+//!   Two running primaries otherwise (a healed partition): the higher node id yields.
 #![deny(missing_docs)]
 
 pub mod wire;
@@ -158,6 +160,9 @@ pub enum Error {
     NotPrimary,
     /// The configuration is unusable.
     InvalidConfig(&'static str),
+    /// This primary was declared dead (it stalled past the failure detector) and its
+    /// backup took over; it must stop serving.
+    TakenOver,
 }
 
 impl std::fmt::Display for Error {
@@ -177,6 +182,10 @@ impl std::fmt::Display for Error {
             ),
             Error::NotPrimary => write!(f, "not the primary"),
             Error::InvalidConfig(s) => write!(f, "invalid configuration: {s}"),
+            Error::TakenOver => write!(
+                f,
+                "the backup took over while this primary was unresponsive; stop serving (restart as backup)"
+            ),
         }
     }
 }
@@ -376,6 +385,8 @@ pub struct Node {
     failed: bool,
     /// A handshake with a peer completed at least once.
     established_once: bool,
+    /// The primary (node, incarnation) this node took over from.
+    took_over_from: Option<(NodeId, u64)>,
     peer: Option<Peer>,
     peer_state: PeerState,
     last_heard: Option<Duration>,
@@ -414,6 +425,7 @@ impl Node {
             probe_until: (config.role == Role::Primary).then(|| now + config.dead_after()),
             failed: false,
             established_once: false,
+            took_over_from: None,
             peer: None,
             peer_state: PeerState::Unknown,
             last_heard: None,
@@ -627,6 +639,7 @@ impl Node {
             return;
         }
         self.stats.accepted += 1;
+        let prev_role = peer.role;
         peer.role = env.role;
         let mut reply_hello = false;
         match &env.payload {
@@ -646,7 +659,7 @@ impl Node {
             }
         }
         // Role checks on every authenticated message (roles change on takeover).
-        if let Some(err) = self.role_conflict(&env) {
+        if let Some(err) = self.role_conflict(&env, prev_role) {
             match err {
                 Conflict::Fatal(e) => {
                     self.fail(e);
@@ -835,10 +848,20 @@ impl Node {
         self.unacked.clear();
     }
 
-    fn role_conflict(&self, env: &Envelope) -> Option<Conflict> {
+    fn role_conflict(&self, env: &Envelope, prev_role: Role) -> Option<Conflict> {
         let theirs_primary = matches!(env.role, Role::Primary | Role::TakingOver);
         let ours_primary = matches!(self.role, Role::Primary | Role::TakingOver);
         if ours_primary && theirs_primary {
+            // A primary that stalled past the failure detector hears its backup (same
+            // incarnation, a backup until now) serving: the backup took over and owns the
+            // clients; the stalled one yields, whatever the node ids. The one that took over
+            // only reports it.
+            if self.took_over_from == Some((env.node, env.incarnation)) {
+                return Some(Conflict::Reject(Error::TwoPrimaries));
+            }
+            if self.role == Role::Primary && !self.is_starting() && prev_role == Role::Backup {
+                return Some(Conflict::Fatal(Error::TakenOver));
+            }
             let their_starting = self.peer.as_ref().is_some_and(|p| p.starting);
             return Some(if self.is_starting() {
                 Conflict::Fatal(Error::TwoPrimaries)
@@ -900,6 +923,7 @@ impl Node {
                     .as_ref()
                     .is_some_and(|p| p.role == Role::Primary && !p.starting);
                 if was_primary && self.has_snapshot {
+                    self.took_over_from = self.peer.as_ref().map(|p| (p.node, p.incarnation));
                     self.role = Role::TakingOver;
                     self.events.push_back(Event::RoleChanged(Role::TakingOver));
                 }

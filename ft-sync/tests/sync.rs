@@ -502,3 +502,33 @@ fn dead_backup_releases_held_messages() {
     );
     assert!(net.has(0, |e| *e == Event::Committed(i)));
 }
+
+#[test]
+fn stalled_primary_yields_to_the_backup_that_took_over() {
+    let mut net = Net::new(Impair::default(), 11);
+    established(&mut net);
+    net.run_until(300 * MS);
+    // The primary freezes (SIGSTOP, a VM pause): silent, deaf, no timers.
+    net.dead[0] = true;
+    net.run_until(400 * MS);
+    assert_eq!(net.node(1).role(), Role::TakingOver);
+    let now = net.now;
+    net.node(1).complete_takeover(now).unwrap();
+    net.pump();
+    net.run_until(450 * MS);
+    // It wakes up and hears the new primary: it must stop, the new one keeps serving.
+    net.dead[0] = false;
+    net.run_until(600 * MS);
+    assert!(
+        net.has(0, |e| *e == Event::Fatal(Error::TakenOver)),
+        "the stalled primary yields"
+    );
+    assert!(!net.has(1, |e| matches!(e, Event::Fatal(_))));
+    assert_eq!(net.node(1).role(), Role::Primary);
+    let now = net.now;
+    let i = net
+        .node(1)
+        .replicate(StateItem::RoomClosed { room: 1 }, now)
+        .unwrap();
+    assert!(net.node(1).is_committed(i));
+}

@@ -728,6 +728,8 @@ pub struct SyncLink {
     thread: Option<std::thread::JoinHandle<()>>,
     /// The thread got real-time priority.
     pub realtime: bool,
+    /// Set by the thread as soon as the node fails (e.g. this primary was taken over).
+    pub fenced: Arc<AtomicBool>,
 }
 
 /// Real-time priority of the sync-link thread (SCHED_FIFO, low among RT priorities).
@@ -738,12 +740,16 @@ fn drain(
     sock: &std::net::UdpSocket,
     peer: SocketAddr,
     events: &Mutex<std::collections::VecDeque<ft_sync::Event>>,
+    fenced: &AtomicBool,
 ) -> bool {
     while let Some(d) = node.poll_transmit() {
         let _ = sock.send_to(&d, peer);
     }
     let mut any = false;
     while let Some(e) = node.poll_event() {
+        if matches!(e, ft_sync::Event::Fatal(_)) && node.role() == ft_sync::Role::Primary {
+            fenced.store(true, Ordering::SeqCst);
+        }
         events.lock().unwrap().push_back(e);
         any = true;
     }
@@ -760,14 +766,16 @@ impl SyncLink {
         let events = Arc::new(Mutex::new(std::collections::VecDeque::new()));
         let wake = Arc::new(tokio::sync::Notify::new());
         let stop = Arc::new(AtomicBool::new(false));
+        let fenced = Arc::new(AtomicBool::new(false));
         let (rt_tx, rt_rx) = std::sync::mpsc::channel();
         let thread = {
-            let (node, events, sock, wake, stop) = (
+            let (node, events, sock, wake, stop, fenced) = (
                 node.clone(),
                 events.clone(),
                 sock.clone(),
                 wake.clone(),
                 stop.clone(),
+                fenced.clone(),
             );
             let peer = cfg.peer;
             std::thread::Builder::new()
@@ -799,7 +807,7 @@ impl SyncLink {
                         if n.poll_timeout().is_some_and(|t| t <= now) {
                             n.handle_timeout(now);
                         }
-                        if drain(&mut n, &sock, peer, &events) {
+                        if drain(&mut n, &sock, peer, &events, &fenced) {
                             wake.notify_one();
                         }
                     }
@@ -820,6 +828,7 @@ impl SyncLink {
             stop,
             thread: Some(thread),
             realtime,
+            fenced,
         })
     }
 
@@ -836,7 +845,7 @@ impl SyncLink {
     /// Send the node's pending datagrams and queue its events.
     pub fn flush(&self) {
         let mut n = self.node.lock().unwrap();
-        drain(&mut n, &self.sock, self.peer, &self.events);
+        drain(&mut n, &self.sock, self.peer, &self.events, &self.fenced);
     }
 
     /// Next pending event (after [`SyncLink::flush`]).

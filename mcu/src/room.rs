@@ -170,6 +170,7 @@ pub fn spawn_room(
     metrics: Metrics,
     events: Arc<Mutex<std::collections::VecDeque<ApiEvent>>>,
     snapshots: Option<SnapshotSink>,
+    fenced: Arc<std::sync::atomic::AtomicBool>,
 ) -> RoomHandle {
     let (tx, rx) = mpsc::channel(ROOM_QUEUE);
     let handle = RoomHandle { tx: tx.clone() };
@@ -181,6 +182,7 @@ pub fn spawn_room(
             metrics,
             events,
             snapshots,
+            fenced,
         },
         init,
         tx,
@@ -196,6 +198,7 @@ struct RoomCtx {
     metrics: Metrics,
     events: Arc<Mutex<std::collections::VecDeque<ApiEvent>>>,
     snapshots: Option<SnapshotSink>,
+    fenced: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Ship the mixer's snapshot if its state version moved since the last one shipped.
@@ -257,6 +260,7 @@ async fn run_room(
         metrics,
         events,
         snapshots,
+        fenced,
     } = ctx;
     let mut members: HashMap<ParticipantId, Member> = HashMap::new();
     // Ticks are aligned on the server-wide origin so every room's tick k is at origin + k*20ms
@@ -357,7 +361,7 @@ async fn run_room(
                     metrics.ticks_late.inc();
                 }
                 mixer.handle_tick(at.saturating_duration_since(origin));
-                drain(&mut mixer, &mut members, &metrics, &events, &name);
+                drain(&mut mixer, &mut members, &metrics, &events, &name, &fenced);
                 metrics.tick_seconds.observe(started.elapsed().as_secs_f64());
                 ticks += 1;
                 if ticks.is_multiple_of(5) {
@@ -435,7 +439,7 @@ async fn run_room(
                     RoomMsg::Remove { id } => {
                         let now = origin.elapsed();
                         let _ = mixer.remove_participant(id, now);
-                        drain(&mut mixer, &mut members, &metrics, &events, &name);
+                        drain(&mut mixer, &mut members, &metrics, &events, &name, &fenced);
                         members.remove(&id);
                         view.lock().unwrap().participants.remove(&id);
                         ship(&mixer, &mut shipped, &snapshots);
@@ -443,7 +447,7 @@ async fn run_room(
                     }
                     RoomMsg::Close => break,
                 }
-                drain(&mut mixer, &mut members, &metrics, &events, &name);
+                drain(&mut mixer, &mut members, &metrics, &events, &name, &fenced);
                 ship(&mixer, &mut shipped, &snapshots);
             }
         }
@@ -470,9 +474,13 @@ fn drain(
     metrics: &Metrics,
     events: &Mutex<std::collections::VecDeque<ApiEvent>>,
     room: &str,
+    fenced: &std::sync::atomic::AtomicBool,
 ) {
+    // A primary taken over while it stalled must not send what the new primary sends.
+    let fenced = fenced.load(std::sync::atomic::Ordering::SeqCst);
     while let Some(out) = mixer.poll_output() {
         match out {
+            Output::Rtp { .. } | Output::Rtcp { .. } if fenced => {}
             Output::Rtp { to, packet } => {
                 if let Some(m) = members.get(&to) {
                     if m.rtp_dest.ip().is_unspecified() || m.rtp_dest.port() == 0 {

@@ -625,6 +625,7 @@ impl Control {
             self.shared.metrics.clone(),
             self.shared.events.clone(),
             sink,
+            self.shared.fenced.clone(),
         );
         self.shared
             .rooms
@@ -1213,7 +1214,10 @@ pub async fn run_with_ft(
         }
     };
     tracing::info!(seed, sip = %cfg.sip_listen, media_ip = %cfg.media_ip, http = %cfg.http_listen, "serving");
-    let shared = Shared::default();
+    let mut shared = Shared::default();
+    if let Some(f) = &ft_start {
+        shared.fenced = f.link.fenced.clone();
+    }
     let origin = Instant::now();
     let udp = Arc::new(listeners.udp);
     let sip_local = udp.local_addr()?;
@@ -1412,7 +1416,12 @@ pub async fn run_with_ft(
             }
         }
     }
-    if !ctl.calls.is_empty() {
+    if ctl.fatal.is_some() {
+        tracing::warn!(
+            calls = ctl.calls.len(),
+            "stopping without BYE: the calls belong to the node that took over"
+        );
+    } else if !ctl.calls.is_empty() {
         tracing::warn!(
             calls = ctl.calls.len(),
             "calls still alive at exit (BYE unanswered)"

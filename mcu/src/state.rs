@@ -60,6 +60,9 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Hot-standby status for `GET /api/status`.
     pub status: Arc<Mutex<FtStatus>>,
+    /// Set when this node must stop serving at once (its backup took over while it was
+    /// stalled): rooms stop sending media before the process exits.
+    pub fenced: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// `GET /api/status`: this node's hot-standby role and its view of the peer.
