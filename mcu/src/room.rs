@@ -162,43 +162,29 @@ fn looks_like_rtcp(data: &[u8]) -> bool {
 }
 
 /// Spawn a room task.
-pub fn spawn_room(
-    name: String,
-    init: RoomInit,
-    origin: Instant,
-    view: Arc<Mutex<RoomView>>,
-    metrics: Metrics,
-    events: Arc<Mutex<std::collections::VecDeque<ApiEvent>>>,
-    snapshots: Option<SnapshotSink>,
-    fenced: Arc<std::sync::atomic::AtomicBool>,
-) -> RoomHandle {
+pub fn spawn_room(ctx: RoomCtx, init: RoomInit) -> RoomHandle {
     let (tx, rx) = mpsc::channel(ROOM_QUEUE);
     let handle = RoomHandle { tx: tx.clone() };
-    tokio::spawn(run_room(
-        RoomCtx {
-            name,
-            origin,
-            view,
-            metrics,
-            events,
-            snapshots,
-            fenced,
-        },
-        init,
-        tx,
-        rx,
-    ));
+    tokio::spawn(run_room(ctx, init, tx, rx));
     handle
 }
 
-struct RoomCtx {
-    name: String,
-    origin: Instant,
-    view: Arc<Mutex<RoomView>>,
-    metrics: Metrics,
-    events: Arc<Mutex<std::collections::VecDeque<ApiEvent>>>,
-    snapshots: Option<SnapshotSink>,
-    fenced: Arc<std::sync::atomic::AtomicBool>,
+/// What a room task shares with the rest of the server.
+pub struct RoomCtx {
+    /// Room name.
+    pub name: String,
+    /// The server's time origin (tick k at origin + k * 20 ms).
+    pub origin: Instant,
+    /// The API's view of the room.
+    pub view: Arc<Mutex<RoomView>>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// API events.
+    pub events: Arc<Mutex<std::collections::VecDeque<ApiEvent>>>,
+    /// Hot standby: where snapshots go.
+    pub snapshots: Option<SnapshotSink>,
+    /// Hot standby: stop sending media at once when set.
+    pub fenced: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Ship the mixer's snapshot if its state version moved since the last one shipped.

@@ -618,14 +618,16 @@ impl Control {
             tx: f.snap_tx.clone(),
         });
         let handle = spawn_room(
-            room.to_string(),
+            crate::room::RoomCtx {
+                name: room.to_string(),
+                origin: self.origin,
+                view: view.clone(),
+                metrics: self.shared.metrics.clone(),
+                events: self.shared.events.clone(),
+                snapshots: sink,
+                fenced: self.shared.fenced.clone(),
+            },
             init,
-            self.origin,
-            view.clone(),
-            self.shared.metrics.clone(),
-            self.shared.events.clone(),
-            sink,
-            self.shared.fenced.clone(),
         );
         self.shared
             .rooms
