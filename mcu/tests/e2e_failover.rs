@@ -702,9 +702,20 @@ fn run(mode: Mode) {
         eprintln!("FAILOVER backup after the calls: {}", status_summary(b));
     }
 
+    let mut problems: Vec<String> = vec![];
+    // A node that died on its own (a crash, or a signal from elsewhere: the exit status says
+    // which) explains most of what follows.
+    for n in [Some(&mut *primary), backup].into_iter().flatten() {
+        if n.killed {
+            continue;
+        }
+        if let Ok(Some(st)) = n.child.try_wait() {
+            eprintln!("FAILOVER {} exited during the calls: {st}", n.name);
+            problems.push(format!("{} exited during the calls: {st}", n.name));
+        }
+    }
     // Fencing: the killed primary's namespace no longer holds the service address; the
     // backup does.
-    let mut problems: Vec<String> = vec![];
     if mode == Mode::Failover {
         let (p, b) = (bed.addrs("primary"), bed.addrs("backup"));
         eprintln!(
