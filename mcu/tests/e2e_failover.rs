@@ -9,8 +9,9 @@
 //! gap of at most 100 ms, speech after the kill, no SIP request from the server after the
 //! kill, and a BYE after the takeover answered 200.
 //!
-//! A second, ignored test stops the primary for 100 ms (SIGSTOP/SIGCONT) instead of killing
-//! it: a stall longer than the failure detection must not cost the conference either.
+//! A second test stops the primary for 100 ms (SIGSTOP/SIGCONT) instead of killing it: a
+//! stall longer than the failure detection must not cost the conference either (the backup
+//! takes over; the resumed primary must yield, not send a second copy of the media).
 //!
 //! Every run prints `FAILOVER gap clientN=X.Xms max=Y.Yms` per client (X: the largest
 //! arrival gap across the kill, Y: over the whole call; `scripts/failover-runs` collects
@@ -711,12 +712,17 @@ fn run(mode: Mode) {
         }
         if let Ok(Some(st)) = n.child.try_wait() {
             eprintln!("FAILOVER {} exited during the calls: {st}", n.name);
-            problems.push(format!("{} exited during the calls: {st}", n.name));
+            // A primary that stalled past the failure detector yields to the backup that
+            // took over: it exits.
+            if !(mode == Mode::Stall && n.name == "primary") {
+                problems.push(format!("{} exited during the calls: {st}", n.name));
+            }
         }
     }
-    // Fencing: the killed primary's namespace no longer holds the service address; the
-    // backup does.
-    if mode == Mode::Failover {
+    let primary_gone = !primary.running();
+    // Fencing: the killed (or yielded) primary's namespace no longer holds the service
+    // address; the backup does.
+    if mode == Mode::Failover || (mode == Mode::Stall && primary_gone) {
         let (p, b) = (bed.addrs("primary"), bed.addrs("backup"));
         eprintln!(
             "FAILOVER addresses after the takeover: primary [{}] backup [{}]",
@@ -809,11 +815,6 @@ fn conference_survives_kill_of_primary() {
 }
 
 #[test]
-#[ignore = "fails today (split brain): after a 100 ms SIGSTOP of the primary the backup \
-            takes over and GARPs the VIP, then hears the resumed primary and exits (\"another \
-            primary is running on the sync link\"); clients get 5 duplicate RTP packets (both \
-            nodes sent the same seq), their audio goes to the exited backup's MAC for seconds \
-            (speech in 29 of 110 windows after the stall) and no standby is left"]
 fn conference_survives_stall_of_primary() {
     run(Mode::Stall);
 }
