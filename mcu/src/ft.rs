@@ -389,10 +389,12 @@ impl MirrorReader {
         let thread = std::thread::Builder::new()
             .name("ft-mirror".into())
             .spawn(move || {
+                // Blocking reads (the nfq crate has no pollable socket; a timed wait would
+                // poll every millisecond): a stopped reader stays parked until the next
+                // packet, which only comes while the queue rule exists.
                 while !s.load(Ordering::Relaxed) {
-                    let pkt = match queue.recv_timeout(Duration::from_millis(100)) {
-                        Ok(Some(pkt)) => pkt,
-                        Ok(None) => continue,
+                    let pkt = match queue.recv() {
+                        Ok(pkt) => pkt,
                         Err(e) => {
                             tracing::warn!("mirror queue: {e}");
                             std::thread::sleep(Duration::from_millis(10));
@@ -452,10 +454,10 @@ impl MirrorReader {
 
 impl Drop for MirrorReader {
     fn drop(&mut self) {
+        // Not joined: the thread may be parked in a blocking read; it ends at its next
+        // packet or with the process.
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.thread.take();
     }
 }
 
