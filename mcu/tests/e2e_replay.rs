@@ -481,3 +481,112 @@ fn baresip_call_analysis_agrees_with_tshark() {
     );
     assert_agrees(&report, &rows);
 }
+
+/// Kills the child (a server in a namespace) when the test ends, whatever happened.
+struct KillOnDrop(std::process::Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The replayer as a load generator inside a network namespace, bound to that namespace's
+/// address (issue 3): `mcu serve` in one namespace of the test bed, `mcu pcap replay
+/// --bind` in a client namespace; both participants come from the bound address and hear
+/// each other on one clean stream each.
+#[test]
+fn replay_from_a_network_namespace_with_bind() {
+    if !ready(&["ip", "iptables", "ping"]) {
+        return;
+    }
+    let bed = common::testbed::Testbed::up("us-rn", 1);
+    let server_ip = common::testbed::addr_of("primary");
+    let client_ip = common::testbed::addr_of("client1");
+    let mcu = env!("CARGO_BIN_EXE_mcu");
+    let http: std::net::SocketAddr = format!("{server_ip}:8080").parse().unwrap();
+    let server = bed
+        .command("primary", mcu)
+        .args(["serve", "--seed", "5", "--rtp-ports", "30000-30099"])
+        .args(["--sip-listen", &format!("{server_ip}:5060")])
+        .args(["--http-listen", &http.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn mcu serve in the primary namespace");
+    let _server = KillOnDrop(server);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while bed.http_get("primary", http, "/healthz").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let dir = Scratch::new("e2e-replay-netns");
+    let out = dir.path("received.pcap");
+    let mut replay = bed
+        .command("client1", mcu)
+        .args(["pcap", "replay", G711A, "--count", "2", "--seed", "9"])
+        .args(["--bind", &client_ip])
+        .args(["--to", &format!("sip:nsroom@{server_ip}:5060")])
+        .arg("--out")
+        .arg(&out)
+        .arg("--json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn mcu pcap replay in the client namespace");
+    let st = common::wait_timeout(&mut replay, Duration::from_secs(60)).expect("replay ends");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(replay.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    assert!(st.success(), "replay failed ({st}): {stdout}");
+    let summary: serde_json::Value = serde_json::from_str(&stdout).expect("replay --json");
+    let participants = summary["participants"].as_array().unwrap().clone();
+    assert_eq!(participants.len(), 2, "{summary:#}");
+
+    let report = analyze_path(&out).expect("analyze the received capture");
+    for p in &participants {
+        let local_rtp = p["local_rtp"].as_str().unwrap();
+        assert!(
+            local_rtp.starts_with(&format!("{client_ip}:")),
+            "media bound to the namespace's address: {p:#}"
+        );
+        assert_eq!(p["established"], true, "{p:#}");
+        let streams: Vec<_> = report
+            .rtp_streams
+            .iter()
+            .filter(|s| s.dst == local_rtp)
+            .collect();
+        assert_eq!(streams.len(), 1, "{local_rtp}: {streams:#?}");
+        let s = streams[0];
+        assert!(
+            s.src.starts_with(&format!("{server_ip}:")),
+            "from the server: {s:#?}"
+        );
+        assert!(s.packets > 150, "{local_rtp}: {} packets", s.packets);
+        assert_eq!(
+            (s.lost, s.duplicates, s.reordered, s.ts_errors),
+            (0, 0, 0, 0),
+            "{local_rtp}: {s:#?}"
+        );
+        let loud = s.energy_dbfs.iter().filter(|e| **e > -40.0).count();
+        assert!(
+            loud >= 20,
+            "{local_rtp}: hears the other: {loud} loud windows"
+        );
+        // Its SIP came from the bound address too.
+        let call_id = p["call_id"].as_str().unwrap();
+        let d = report.dialog(call_id).expect("dialog recorded");
+        let invite = d
+            .messages
+            .iter()
+            .find(|m| m.method.as_deref() == Some("INVITE"))
+            .expect("INVITE recorded");
+        assert!(
+            invite.src.starts_with(&format!("{client_ip}:")),
+            "INVITE from the bound address: {invite:#?}"
+        );
+    }
+}
