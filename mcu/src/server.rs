@@ -148,6 +148,8 @@ struct Control {
     ft: Option<Ft>,
     /// A fatal hot-standby error: the server stops with it.
     fatal: Option<String>,
+    /// Shutting down: calls confirmed from now on are hung up at once.
+    stopping: bool,
 }
 
 /// The hot-standby side of the control plane.
@@ -471,6 +473,12 @@ impl Control {
                     }
                 }
                 self.calls.insert(call, st);
+                if self.stopping {
+                    // Shutting down: a call whose ACK arrived after the BYE round gets its BYE now
+                    // (a UAS may not send BYE before the ACK of its 200).
+                    let now = self.now();
+                    let _ = self.core.hangup(call, now);
+                }
             }
             Event::InfoDtmf { call, digit } => {
                 if let Some(st) = self.calls.get(&call) {
@@ -1355,6 +1363,7 @@ pub async fn run_with_ft(
         next_room_id: 1,
         ft,
         fatal: None,
+        stopping: false,
         core_config,
         origin_unix_ns: ft::origin_to_unix_ns(origin),
     };
@@ -1388,6 +1397,7 @@ pub async fn run_with_ft(
             _ = &mut shutdown, if stopping.is_none() => {
                 tracing::info!(calls = ctl.calls.len(), "shutting down: sending BYE to every participant");
                 stopping = Some(Instant::now());
+                ctl.stopping = true;
                 let now = ctl.now();
                 let calls: Vec<_> = ctl.calls.iter().map(|(c, s)| (*c, s.confirmed)).collect();
                 for (call, confirmed) in calls {
