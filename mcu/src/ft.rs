@@ -612,15 +612,12 @@ pub struct Standby {
     pub rooms: HashMap<u64, MixerSnapshot>,
     /// RTP/RTCP socket pairs bound on the service address, by RTP port.
     pub sockets: HashMap<u16, (std::net::UdpSocket, std::net::UdpSocket)>,
-    /// Items applied.
-    pub applied: u64,
 }
 
 impl Standby {
     /// Apply one replicated item.
     pub fn apply(&mut self, item: ft_sync::StateItem, media_ip: IpAddr) {
         use ft_sync::StateItem;
-        self.applied += 1;
         match item {
             StateItem::App {
                 kind: APP_HEADER,

@@ -200,6 +200,26 @@ fn ship(mixer: &Mixer, shipped: &mut Option<u64>, sink: &Option<SnapshotSink>) {
     }
 }
 
+/// Reader tasks for a member's RTP socket and, without rtcp-mux, its RTCP socket.
+fn spawn_readers(
+    media: &MediaEndpoint,
+    id: ParticipantId,
+    tx: &mpsc::Sender<RoomMsg>,
+    metrics: &Metrics,
+) -> [Option<JoinHandle<()>>; 2] {
+    [
+        Some(spawn_reader(
+            media.rtp.clone(),
+            id,
+            false,
+            tx.clone(),
+            metrics.clone(),
+        )),
+        (!media.rtcp_mux)
+            .then(|| spawn_reader(media.rtcp.clone(), id, true, tx.clone(), metrics.clone())),
+    ]
+}
+
 fn spawn_reader(
     sock: Arc<UdpSocket>,
     id: ParticipantId,
@@ -281,26 +301,7 @@ async fn run_room(
                     tracing::warn!(room = %name, id, "participant missing from the snapshot: skipped");
                     continue;
                 }
-                let readers = [
-                    Some(spawn_reader(
-                        r.media.rtp.clone(),
-                        id,
-                        false,
-                        tx.clone(),
-                        metrics.clone(),
-                    )),
-                    if r.media.rtcp_mux {
-                        None
-                    } else {
-                        Some(spawn_reader(
-                            r.media.rtcp.clone(),
-                            id,
-                            true,
-                            tx.clone(),
-                            metrics.clone(),
-                        ))
-                    },
-                ];
+                let readers = spawn_readers(&r.media, id, &tx, &metrics);
                 let rtp_dest = r.latched_rtp.unwrap_or(r.media.remote_rtp);
                 let rtcp_dest = match (r.media.rtcp_mux, r.latched_rtcp, r.latched_rtp) {
                     (true, _, _) => rtp_dest,
@@ -393,10 +394,7 @@ async fn run_room(
                         let now = origin.elapsed();
                         let res = mixer.add_participant(id, params, now);
                         if res.is_ok() {
-                            let readers = [
-                                Some(spawn_reader(media.rtp.clone(), id, false, tx.clone(), metrics.clone())),
-                                if media.rtcp_mux { None } else { Some(spawn_reader(media.rtcp.clone(), id, true, tx.clone(), metrics.clone())) },
-                            ];
+                            let readers = spawn_readers(&media, id, &tx, &metrics);
                             let rtcp_dest = if media.rtcp_mux { media.remote_rtp } else { media.remote_rtcp };
                             members.insert(id, Member { rtp_dest: media.remote_rtp, rtcp_dest, latched_rtp: false, last_rtp: Instant::now(), media, readers });
                         }

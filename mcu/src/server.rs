@@ -599,7 +599,7 @@ impl Control {
         MixerConfig {
             top_n: self.cfg.top_n,
             seed: self.seed ^ splitmix(&mut self.rng),
-            ntp_origin: ntp_now(self.origin),
+            ntp_origin: ntp_of_unix_ns(self.origin_unix_ns),
             ..MixerConfig::default()
         }
     }
@@ -1161,13 +1161,11 @@ fn participant_view(call: CallHandle, st: &CallState, neg: &Negotiated) -> Parti
     }
 }
 
-/// NTP timestamp (RFC 3550 64-bit) of the instant `origin`, read once from the wall clock.
-fn ntp_now(origin: Instant) -> u64 {
+/// NTP timestamp (RFC 3550 64-bit) of the server's origin, given as wall-clock nanoseconds
+/// since the Unix epoch (read once at start, or replicated from the primary).
+fn ntp_of_unix_ns(origin_unix_ns: u64) -> u64 {
     const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
-    let wall = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .saturating_sub(origin.elapsed());
+    let wall = Duration::from_nanos(origin_unix_ns);
     let secs = wall.as_secs() + NTP_UNIX_OFFSET;
     let frac = ((wall.subsec_nanos() as u64) << 32) / 1_000_000_000;
     (secs << 32) | frac
