@@ -1,12 +1,17 @@
-//! Understudy's conferencing server (`mcu`): SIP participants, rooms, the HTTP admin API and
-//! metrics, configuration, and the tokio drivers around the sans-IO cores (`sip-core`,
-//! `mixer`). Media processing itself lives in `mixer`; SIP protocol state in `sip-core`.
+//! Understudy's conferencing server (`mcu`): configuration, the HTTP admin API and metrics,
+//! and the drivers (sockets, timers, threads, netfilter) around the sans-IO cores: the
+//! control plane (`control-core`: calls, rooms, replication, takeover), SIP (`sip-core`),
+//! media (`mixer`) and the sync link (`ft-sync`). No decision is made here that a core could
+//! make: [`server`] feeds the control core and carries out its actions.
 #![deny(missing_docs)]
 
 pub mod config;
-pub mod ft;
+pub mod hot_standby;
 pub mod http;
 pub mod metrics;
+pub mod mirror;
+pub mod netguard;
 pub mod room;
 pub mod server;
 pub mod state;
+pub mod sync_link;

@@ -50,7 +50,7 @@ fn main() -> Result<()> {
                 // Hot standby: settle the role and take the service address first (the
                 // listeners bind to it).
                 let ft = match &cfg.ft {
-                    Some(f) => Some(mcu::server::ft_start(f).await?),
+                    Some(f) => Some(mcu::hot_standby::start(f).await?),
                     None => None,
                 };
                 let listeners = mcu::server::Listeners::bind(&cfg).await?;

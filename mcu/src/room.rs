@@ -1,28 +1,33 @@
 //! Media plane: one tokio task per room drives a [`mixer::Mixer`].
 //!
-//! The task owns the mixer and the participants' RTP/RTCP sockets. Socket reader tasks forward
-//! packets (stamped with their arrival instant) into the room's queue; a 20 ms interval ticks
-//! the mixer; every output is sent with a non-blocking `try_send_to` to the address the
-//! client's media actually comes from (symmetric RTP), or the SDP address until then.
+//! The task owns the mixer and its participants' RTP/RTCP sockets. Commands from the
+//! control plane arrive on their own channel, never behind media: a flood on one room's
+//! ports fills only that room's packet queue (new packets are dropped and counted), and
+//! neither that room's commands nor the SIP task ever wait for it. Replies (a participant
+//! is in, with its output SSRC) and, on a hot-standby primary, mixer snapshots go back as
+//! [`control::RoomEvent`]s. Socket reader tasks forward packets stamped with their arrival
+//! instant; a 20 ms interval ticks the mixer; every output leaves with a non-blocking
+//! `try_send_to` to where [`control::latch::Latch`] says the client's media come from.
 
 use crate::metrics::Metrics;
 use crate::state::{ApiEvent, RoomView};
-use mixer::{Mixer, MixerConfig, MixerSnapshot, Output, ParticipantId, StreamParams};
+use control::latch::Latch;
+use control::{RoomEvent, RoomInit};
+use mixer::{Mixer, Output, ParticipantId, StreamParams};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 /// How many packets may wait in a room's queue before new ones are dropped and counted.
 pub const ROOM_QUEUE: usize = 16 * 1024;
-/// A latched RTP source must be silent this long before another source may take over.
-pub const RELATCH_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Sockets and addresses of one participant's media.
+/// Sockets and SDP addresses of one participant's media.
 pub struct MediaEndpoint {
     /// Our RTP socket.
     pub rtp: Arc<UdpSocket>,
@@ -36,23 +41,28 @@ pub struct MediaEndpoint {
     pub rtcp_mux: bool,
 }
 
-/// A participant's output SSRC, and the room's snapshot including it when the room ships
-/// snapshots (the control plane replicates it before answering the call).
-pub type AddReply = (u32, Option<Box<MixerSnapshot>>);
-
-/// Commands and packets for a room task.
-pub enum RoomMsg {
-    /// Add a participant; replies with its output SSRC.
-    Add {
+/// Commands for a room task (see [`control::RoomCommand`]).
+pub enum RoomCtl {
+    /// Add a participant; answered with [`RoomEvent::Joined`] or [`RoomEvent::JoinFailed`].
+    Join {
         /// Participant id.
         id: ParticipantId,
         /// Negotiated stream.
         params: StreamParams,
         /// Its sockets.
         media: MediaEndpoint,
-        /// Reply.
-        /// (output SSRC, the room's snapshot with it when replicating) or the error.
-        reply: oneshot::Sender<Result<AddReply, mixer::Error>>,
+    },
+    /// Attach the sockets of a participant the resumed mixer already has (takeover), with
+    /// the sources the mirrored input showed.
+    Attach {
+        /// Participant id.
+        id: ParticipantId,
+        /// Its sockets.
+        media: MediaEndpoint,
+        /// Latest RTP source seen for its port.
+        seen_rtp: Option<SocketAddr>,
+        /// Latest RTCP source seen.
+        seen_rtcp: Option<SocketAddr>,
     },
     /// New negotiated parameters (re-INVITE), keeping the output stream.
     Update {
@@ -60,39 +70,31 @@ pub enum RoomMsg {
         id: ParticipantId,
         /// Negotiated stream.
         params: StreamParams,
-        /// New SDP addresses.
+        /// New SDP RTP address.
         remote_rtp: SocketAddr,
         /// New SDP RTCP address.
         remote_rtcp: SocketAddr,
     },
-    /// Remove a participant (sends RTCP BYE).
-    Remove {
+    /// Remove a participant (its RTCP BYE goes out).
+    Leave {
         /// Participant id.
         id: ParticipantId,
     },
-    /// A packet arrived on a participant's socket.
-    Packet {
-        /// Participant id.
-        id: ParticipantId,
-        /// Arrived on the RTCP socket.
-        rtcp_port: bool,
-        /// Source address.
-        from: SocketAddr,
-        /// Bytes.
-        data: Vec<u8>,
-        /// Arrival instant.
-        at: Instant,
-    },
-    /// Stop the room (all participants are gone).
+    /// Stop the room.
     Close,
+}
+
+struct Packet {
+    id: ParticipantId,
+    rtcp_port: bool,
+    from: SocketAddr,
+    data: Vec<u8>,
+    at: Instant,
 }
 
 struct Member {
     media: MediaEndpoint,
-    rtp_dest: SocketAddr,
-    rtcp_dest: SocketAddr,
-    latched_rtp: bool,
-    last_rtp: Instant,
+    latch: Latch,
     readers: [Option<JoinHandle<()>>; 2],
 }
 
@@ -104,73 +106,17 @@ impl Drop for Member {
     }
 }
 
-/// How a room task starts.
-pub enum RoomInit {
-    /// A new room.
-    New(MixerConfig),
-    /// A promoted standby continues the primary's room: its mixer snapshot and the members'
-    /// sockets (pre-bound on the service address) with the sources the mirrored input showed.
-    Resume {
-        /// The primary's latest snapshot of this room.
-        snapshot: Box<MixerSnapshot>,
-        /// Members to attach.
-        members: Vec<ResumedMember>,
-    },
-}
-
-/// A member of a resumed room.
-pub struct ResumedMember {
-    /// Participant id.
-    pub id: ParticipantId,
-    /// Its sockets and SDP addresses.
-    pub media: MediaEndpoint,
-    /// Latched RTP source seen in the mirrored input, if any.
-    pub latched_rtp: Option<SocketAddr>,
-    /// RTCP source seen in the mirrored input, if any.
-    pub latched_rtcp: Option<SocketAddr>,
-}
-
-/// A room's mixer snapshot, sent to the control plane whenever its state version changes
-/// (the hot-standby primary replicates it).
-pub struct RoomSnapshot {
-    /// Room id (replication key).
-    pub room: u64,
-    /// The snapshot.
-    pub snapshot: MixerSnapshot,
-}
-
-/// Where a room ships its snapshots.
-#[derive(Clone)]
-pub struct SnapshotSink {
-    /// Room id.
-    pub room: u64,
-    /// Channel to the control plane.
-    pub tx: mpsc::UnboundedSender<RoomSnapshot>,
-}
-
 /// Handle to a running room task.
 #[derive(Clone)]
 pub struct RoomHandle {
-    /// Queue into the room task.
-    pub tx: mpsc::Sender<RoomMsg>,
-}
-
-/// True if the first byte says RTCP under RFC 5761 demultiplexing (payload type 192..=223
-/// with the marker bit folded in: second byte 192..=223).
-fn looks_like_rtcp(data: &[u8]) -> bool {
-    data.len() >= 2 && data[0] >> 6 == 2 && (192..=223).contains(&data[1])
-}
-
-/// Spawn a room task.
-pub fn spawn_room(ctx: RoomCtx, init: RoomInit) -> RoomHandle {
-    let (tx, rx) = mpsc::channel(ROOM_QUEUE);
-    let handle = RoomHandle { tx: tx.clone() };
-    tokio::spawn(run_room(ctx, init, tx, rx));
-    handle
+    /// Commands (unbounded: a handful per call, never behind media).
+    pub ctl: mpsc::UnboundedSender<RoomCtl>,
 }
 
 /// What a room task shares with the rest of the server.
 pub struct RoomCtx {
+    /// Room id.
+    pub id: u64,
     /// Room name.
     pub name: String,
     /// The server's time origin (tick k at origin + k * 20 ms).
@@ -181,30 +127,32 @@ pub struct RoomCtx {
     pub metrics: Metrics,
     /// API events.
     pub events: Arc<Mutex<std::collections::VecDeque<ApiEvent>>>,
-    /// Hot standby: where snapshots go.
-    pub snapshots: Option<SnapshotSink>,
-    /// Hot standby: stop sending media at once when set.
-    pub fenced: Arc<std::sync::atomic::AtomicBool>,
+    /// Replies and snapshots to the control plane.
+    pub replies: mpsc::UnboundedSender<RoomEvent>,
+    /// Hot-standby primary: ship a snapshot whenever the mixer's state version moves.
+    pub ship_snapshots: bool,
+    /// Hot standby: stop sending media at once when set (this node was taken over).
+    pub fenced: Arc<AtomicBool>,
 }
 
-/// Ship the mixer's snapshot if its state version moved since the last one shipped.
-fn ship(mixer: &Mixer, shipped: &mut Option<u64>, sink: &Option<SnapshotSink>) {
-    let Some(sink) = sink else { return };
-    let v = mixer.state_version();
-    if *shipped != Some(v) {
-        *shipped = Some(v);
-        let _ = sink.tx.send(RoomSnapshot {
-            room: sink.room,
-            snapshot: mixer.export_state(),
-        });
-    }
+/// True if the second byte says RTCP under RFC 5761 demultiplexing (payload type 192..=223
+/// with the marker bit folded in).
+fn looks_like_rtcp(data: &[u8]) -> bool {
+    data.len() >= 2 && data[0] >> 6 == 2 && (192..=223).contains(&data[1])
 }
 
-/// Reader tasks for a member's RTP socket and, without rtcp-mux, its RTCP socket.
+/// Spawn a room task.
+pub fn spawn_room(ctx: RoomCtx, init: RoomInit) -> RoomHandle {
+    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+    let (pkt_tx, pkt_rx) = mpsc::channel(ROOM_QUEUE);
+    tokio::spawn(run_room(ctx, init, ctl_rx, pkt_tx, pkt_rx));
+    RoomHandle { ctl: ctl_tx }
+}
+
 fn spawn_readers(
     media: &MediaEndpoint,
     id: ParticipantId,
-    tx: &mpsc::Sender<RoomMsg>,
+    tx: &mpsc::Sender<Packet>,
     metrics: &Metrics,
 ) -> [Option<JoinHandle<()>>; 2] {
     [
@@ -224,7 +172,7 @@ fn spawn_reader(
     sock: Arc<UdpSocket>,
     id: ParticipantId,
     rtcp_port: bool,
-    tx: mpsc::Sender<RoomMsg>,
+    tx: mpsc::Sender<Packet>,
     metrics: Metrics,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -235,281 +183,297 @@ fn spawn_reader(
                 // ICMP port unreachable surfaces as an error on some platforms: keep reading.
                 Err(_) => continue,
             };
-            let msg = RoomMsg::Packet {
+            let pkt = Packet {
                 id,
                 rtcp_port,
                 from,
                 data: buf[..n].to_vec(),
                 at: Instant::now(),
             };
-            match tx.try_send(msg) {
+            match tx.try_send(pkt) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    metrics.media_overflow.inc();
-                }
+                Err(mpsc::error::TrySendError::Full(_)) => metrics.media_overflow.inc(),
                 Err(mpsc::error::TrySendError::Closed(_)) => return,
-            };
+            }
         }
     })
 }
 
-async fn run_room(
+/// The room task's state.
+struct Room {
     ctx: RoomCtx,
-    init: RoomInit,
-    tx: mpsc::Sender<RoomMsg>,
-    mut rx: mpsc::Receiver<RoomMsg>,
-) {
-    let RoomCtx {
-        name,
-        origin,
-        view,
-        metrics,
-        events,
-        snapshots,
-        fenced,
-    } = ctx;
-    let mut members: HashMap<ParticipantId, Member> = HashMap::new();
-    // Ticks are aligned on the server-wide origin so every room's tick k is at origin + k*20ms
-    // (a promoted standby uses the primary's origin: the same k falls on the same instant).
-    let since = origin.elapsed();
-    let next_k = since.as_micros() / mixer::TICK.as_micros() + 1;
-    let mut first = origin + mixer::TICK * next_k as u32;
-    let mut mixer = match init {
-        RoomInit::New(config) => Mixer::new(config),
-        RoomInit::Resume {
-            snapshot,
-            members: resumed,
-        } => {
-            // A promoted standby runs the current tick at once (late by less than a tick,
-            // inside the gap the failure already made) rather than waiting for the next
-            // boundary; unless the primary already ran it.
-            let k = (next_k as u64 - 1).max(snapshot.last_tick.map_or(0, |t| t + 1));
-            first = origin + mixer::TICK * k as u32;
-            let mut m = match Mixer::from_snapshot(
-                &snapshot,
-                first.saturating_duration_since(origin),
-            ) {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::error!(room = %name, "cannot resume the room from its snapshot: {e}");
-                    Mixer::new(snapshot.config.clone())
-                }
-            };
-            for r in resumed {
-                let id = r.id;
-                if m.output_stream(id).is_none() {
-                    tracing::warn!(room = %name, id, "participant missing from the snapshot: skipped");
-                    continue;
-                }
-                let readers = spawn_readers(&r.media, id, &tx, &metrics);
-                let rtp_dest = r.latched_rtp.unwrap_or(r.media.remote_rtp);
-                let rtcp_dest = match (r.media.rtcp_mux, r.latched_rtcp, r.latched_rtp) {
-                    (true, _, _) => rtp_dest,
-                    (false, Some(a), _) => a,
-                    (false, None, Some(a)) => SocketAddr::new(a.ip(), a.port().wrapping_add(1)),
-                    (false, None, None) => r.media.remote_rtcp,
-                };
-                members.insert(
-                    id,
-                    Member {
-                        rtp_dest,
-                        rtcp_dest,
-                        latched_rtp: r.latched_rtp.is_some(),
-                        last_rtp: Instant::now(),
-                        media: r.media,
-                        readers,
+    mixer: Mixer,
+    members: HashMap<ParticipantId, Member>,
+    pkt_tx: mpsc::Sender<Packet>,
+    shipped: Option<u64>,
+}
+
+impl Room {
+    fn since_origin(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.ctx.origin)
+    }
+
+    /// Ship the mixer's snapshot if its state version moved since the last one shipped.
+    fn ship(&mut self) {
+        let v = self.mixer.state_version();
+        if self.ctx.ship_snapshots && self.shipped != Some(v) {
+            self.shipped = Some(v);
+            let _ = self.ctx.replies.send(RoomEvent::Snapshot {
+                room: self.ctx.id,
+                snapshot: Box::new(self.mixer.export_state()),
+            });
+        }
+    }
+
+    fn attach(&mut self, id: ParticipantId, media: MediaEndpoint, latch: Latch) {
+        let readers = spawn_readers(&media, id, &self.pkt_tx, &self.ctx.metrics);
+        self.members.insert(
+            id,
+            Member {
+                media,
+                latch,
+                readers,
+            },
+        );
+    }
+
+    /// Returns false when the room must stop.
+    fn command(&mut self, ctl: RoomCtl) -> bool {
+        let now = self.since_origin(Instant::now());
+        match ctl {
+            RoomCtl::Join { id, params, media } => {
+                let room = self.ctx.id;
+                let ev = match self.mixer.add_participant(id, params, now) {
+                    Ok(ssrc) => {
+                        let latch = Latch::new(media.remote_rtp, media.remote_rtcp, media.rtcp_mux);
+                        self.attach(id, media, latch);
+                        // Replicated before the call is answered.
+                        let snapshot = self.ctx.ship_snapshots.then(|| {
+                            self.shipped = Some(self.mixer.state_version());
+                            Box::new(self.mixer.export_state())
+                        });
+                        RoomEvent::Joined {
+                            room,
+                            call: id,
+                            ssrc,
+                            snapshot,
+                        }
+                    }
+                    Err(e) => RoomEvent::JoinFailed {
+                        room,
+                        call: id,
+                        reason: e.to_string(),
                     },
+                };
+                let _ = self.ctx.replies.send(ev);
+            }
+            RoomCtl::Attach {
+                id,
+                media,
+                seen_rtp,
+                seen_rtcp,
+            } => {
+                if self.mixer.output_stream(id).is_none() {
+                    tracing::warn!(room = %self.ctx.name, id, "participant missing from the snapshot: skipped");
+                    return true;
+                }
+                let latch = Latch::resumed(
+                    media.remote_rtp,
+                    media.remote_rtcp,
+                    media.rtcp_mux,
+                    seen_rtp,
+                    seen_rtcp,
+                    now,
                 );
+                self.attach(id, media, latch);
             }
-            // Participants the snapshot holds but nobody attached (their call is gone).
-            let ids: Vec<_> = m.participant_ids();
-            for id in ids {
-                if !members.contains_key(&id) {
-                    let _ = m.remove_participant(id, origin.elapsed());
+            RoomCtl::Update {
+                id,
+                params,
+                remote_rtp,
+                remote_rtcp,
+            } => {
+                if let Some(m) = self.members.get_mut(&id) {
+                    m.latch.on_update(remote_rtp, remote_rtcp);
+                    if let Err(e) = self.mixer.update_participant(id, params, now) {
+                        tracing::warn!(room = %self.ctx.name, id, "update failed: {e}");
+                    }
                 }
             }
-            while m.poll_output().is_some() {}
-            m
+            RoomCtl::Leave { id } => {
+                let _ = self.mixer.remove_participant(id, now);
+                self.drain();
+                self.members.remove(&id);
+            }
+            RoomCtl::Close => return false,
         }
-    };
-    let mut shipped = None;
-    let mut ticker = tokio::time::interval_at(first.into(), mixer::TICK);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
-    let mut ticks: u64 = 0;
-    tracing::info!(room = %name, "room opened");
-    loop {
-        tokio::select! {
-            // Ticks first: output timing matters more than draining the queue.
-            biased;
-            at = ticker.tick() => {
-                let started = Instant::now();
-                let at: Instant = at.into();
-                if started.saturating_duration_since(at) > mixer::TICK {
-                    metrics.ticks_late.inc();
+        self.drain();
+        self.ship();
+        true
+    }
+
+    fn packet(&mut self, p: Packet) {
+        let now = self.since_origin(p.at);
+        let metrics = &self.ctx.metrics;
+        let Some(m) = self.members.get_mut(&p.id) else {
+            return;
+        };
+        if p.data.len() < 8 || p.data[0] >> 6 != 2 {
+            metrics.media_dropped.inc();
+            return;
+        }
+        if p.rtcp_port || looks_like_rtcp(&p.data) {
+            metrics.rtcp_in.inc();
+            m.latch.on_rtcp(p.from);
+            self.mixer.handle_rtcp(p.id, &p.data, now);
+        } else {
+            metrics.rtp_in.inc();
+            m.latch.on_rtp(p.from, now);
+            self.mixer.handle_rtp(p.id, &p.data, now);
+        }
+        self.drain();
+        self.ship();
+    }
+
+    fn tick(&mut self, at: Instant) {
+        self.mixer.handle_tick(self.since_origin(at));
+        self.drain();
+    }
+
+    fn publish(&self) {
+        let mut v = self.ctx.view.lock().unwrap();
+        v.active_speaker = self.mixer.active_speaker();
+        for (id, m) in &self.members {
+            if let Some(p) = v.participants.get_mut(id) {
+                if let Some(s) = self.mixer.stats(*id) {
+                    p.stats = s;
                 }
-                mixer.handle_tick(at.saturating_duration_since(origin));
-                drain(&mut mixer, &mut members, &metrics, &events, &name, &fenced);
-                metrics.tick_seconds.observe(started.elapsed().as_secs_f64());
-                ticks += 1;
-                if ticks.is_multiple_of(5) {
-                    publish(&mixer, &members, &view);
-                }
-                ship(&mixer, &mut shipped, &snapshots);
-            }
-            msg = rx.recv() => {
-                let Some(msg) = msg else { break };
-                match msg {
-                    RoomMsg::Packet { id, rtcp_port, from, data, at } => {
-                        let now = at.saturating_duration_since(origin);
-                        let Some(m) = members.get_mut(&id) else { continue };
-                        let is_rtcp = rtcp_port || looks_like_rtcp(&data);
-                        if data.len() < 8 || data[0] >> 6 != 2 {
-                            metrics.media_dropped.inc();
-                            continue;
-                        }
-                        if is_rtcp {
-                            metrics.rtcp_in.inc();
-                            m.rtcp_dest = from;
-                            mixer.handle_rtcp(id, &data, now);
-                        } else {
-                            metrics.rtp_in.inc();
-                            // Symmetric RTP: answer where the client's media comes from. Latch
-                            // the first source; move only when the latched one has been silent
-                            // for RELATCH_AFTER (a NAT rebinding), so a stray sender cannot
-                            // steal the stream (RTP bleed).
-                            if !m.latched_rtp || (from != m.rtp_dest && at.saturating_duration_since(m.last_rtp) > RELATCH_AFTER) {
-                                if !m.media.rtcp_mux && (!m.latched_rtp || m.rtcp_dest.ip() != from.ip()) {
-                                    m.rtcp_dest = SocketAddr::new(from.ip(), from.port().wrapping_add(1));
-                                }
-                                m.latched_rtp = true;
-                                m.rtp_dest = from;
-                            }
-                            if from == m.rtp_dest {
-                                m.last_rtp = at;
-                            }
-                            mixer.handle_rtp(id, &data, now);
-                        }
-                    }
-                    RoomMsg::Add { id, params, media, reply } => {
-                        let now = origin.elapsed();
-                        let res = mixer.add_participant(id, params, now);
-                        if res.is_ok() {
-                            let readers = spawn_readers(&media, id, &tx, &metrics);
-                            let rtcp_dest = if media.rtcp_mux { media.remote_rtp } else { media.remote_rtcp };
-                            members.insert(id, Member { rtp_dest: media.remote_rtp, rtcp_dest, latched_rtp: false, last_rtp: Instant::now(), media, readers });
-                        }
-                        // The control plane replicates this snapshot before the 200 OK leaves.
-                        let snap = match (&res, &snapshots) {
-                            (Ok(_), Some(_)) => {
-                                shipped = Some(mixer.state_version());
-                                Some(Box::new(mixer.export_state()))
-                            }
-                            _ => None,
-                        };
-                        let _ = reply.send(res.map(|ssrc| (ssrc, snap)));
-                    }
-                    RoomMsg::Update { id, params, remote_rtp, remote_rtcp } => {
-                        let now = origin.elapsed();
-                        if let Some(m) = members.get_mut(&id) {
-                            if !m.latched_rtp {
-                                m.rtp_dest = remote_rtp;
-                                m.rtcp_dest = if m.media.rtcp_mux { remote_rtp } else { remote_rtcp };
-                            }
-                            if let Err(e) = mixer.update_participant(id, params, now) {
-                                tracing::warn!(room = %name, id, "update failed: {e}");
-                            }
-                        }
-                    }
-                    RoomMsg::Remove { id } => {
-                        let now = origin.elapsed();
-                        let _ = mixer.remove_participant(id, now);
-                        drain(&mut mixer, &mut members, &metrics, &events, &name, &fenced);
-                        members.remove(&id);
-                        view.lock().unwrap().participants.remove(&id);
-                        ship(&mixer, &mut shipped, &snapshots);
-                        continue;
-                    }
-                    RoomMsg::Close => break,
-                }
-                drain(&mut mixer, &mut members, &metrics, &events, &name, &fenced);
-                ship(&mixer, &mut shipped, &snapshots);
+                p.remote_media = m.latch.rtp_addr();
             }
         }
     }
-    tracing::info!(room = %name, "room closed");
-}
 
-fn publish(mixer: &Mixer, members: &HashMap<ParticipantId, Member>, view: &Mutex<RoomView>) {
-    let mut v = view.lock().unwrap();
-    v.active_speaker = mixer.active_speaker();
-    for (id, m) in members {
-        if let Some(p) = v.participants.get_mut(id) {
-            if let Some(s) = mixer.stats(*id) {
-                p.stats = s;
-            }
-            p.remote_media = m.rtp_dest;
-        }
-    }
-}
-
-fn drain(
-    mixer: &mut Mixer,
-    members: &mut HashMap<ParticipantId, Member>,
-    metrics: &Metrics,
-    events: &Mutex<std::collections::VecDeque<ApiEvent>>,
-    room: &str,
-    fenced: &std::sync::atomic::AtomicBool,
-) {
-    // A primary taken over while it stalled must not send what the new primary sends.
-    let fenced = fenced.load(std::sync::atomic::Ordering::SeqCst);
-    while let Some(out) = mixer.poll_output() {
-        match out {
-            Output::Rtp { .. } | Output::Rtcp { .. } if fenced => {}
-            Output::Rtp { to, packet } => {
-                if let Some(m) = members.get(&to) {
-                    if m.rtp_dest.ip().is_unspecified() || m.rtp_dest.port() == 0 {
-                        continue;
-                    }
-                    if m.media.rtp.try_send_to(&packet, m.rtp_dest).is_ok() {
+    fn drain(&mut self) {
+        // A primary taken over while it stalled must not send what the new primary sends.
+        let fenced = self.ctx.fenced.load(Ordering::SeqCst);
+        let metrics = &self.ctx.metrics;
+        while let Some(out) = self.mixer.poll_output() {
+            match out {
+                Output::Rtp { .. } | Output::Rtcp { .. } if fenced => {}
+                Output::Rtp { to, packet } => {
+                    let Some(m) = self.members.get(&to) else { continue };
+                    let Some(dest) = m.latch.rtp_dest() else { continue };
+                    if m.media.rtp.try_send_to(&packet, dest).is_ok() {
                         metrics.rtp_out.inc();
                     }
                 }
-            }
-            Output::Rtcp { to, packet } => {
-                if let Some(m) = members.get(&to) {
-                    if m.rtcp_dest.ip().is_unspecified() || m.rtcp_dest.port() == 0 {
-                        continue;
-                    }
+                Output::Rtcp { to, packet } => {
+                    let Some(m) = self.members.get(&to) else { continue };
+                    let Some(dest) = m.latch.rtcp_dest() else { continue };
                     let sock = if m.media.rtcp_mux {
                         &m.media.rtp
                     } else {
                         &m.media.rtcp
                     };
-                    if sock.try_send_to(&packet, m.rtcp_dest).is_ok() {
+                    if sock.try_send_to(&packet, dest).is_ok() {
                         metrics.rtcp_out.inc();
                     }
                 }
-            }
-            Output::Event(ev) => {
-                tracing::info!(room, event = ?ev, "media event");
-                let mut q = events.lock().unwrap();
-                if q.len() >= 1000 {
-                    q.pop_front();
+                Output::Event(ev) => {
+                    tracing::info!(room = %self.ctx.name.escape_debug(), event = ?ev, "media event");
+                    crate::state::push_event(&self.ctx.events, &self.ctx.name, ev);
                 }
-                q.push_back(ApiEvent {
-                    room: room.to_string(),
-                    at_unix_ms: unix_ms(),
-                    event: ev,
-                });
             }
         }
     }
 }
 
-/// Wall-clock milliseconds for API events (the driver may read clocks; the mixer may not).
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+async fn run_room(
+    ctx: RoomCtx,
+    init: RoomInit,
+    mut ctl_rx: mpsc::UnboundedReceiver<RoomCtl>,
+    pkt_tx: mpsc::Sender<Packet>,
+    mut pkt_rx: mpsc::Receiver<Packet>,
+) {
+    let origin = ctx.origin;
+    // Ticks are aligned on the server-wide origin so every room's tick k is at origin + k*20ms
+    // (a promoted backup uses the primary's origin: the same k falls on the same instant).
+    let next_k = origin.elapsed().as_micros() / mixer::TICK.as_micros() + 1;
+    let mut first = origin + mixer::TICK * next_k as u32;
+    let mixer = match init {
+        RoomInit::New(config) => Mixer::new(config),
+        RoomInit::Resume(snapshot) => {
+            // A promoted backup runs the current tick at once (late by less than a tick,
+            // inside the gap the failure already made) rather than waiting for the next
+            // boundary; unless the primary already ran it.
+            let k = (next_k as u64 - 1).max(snapshot.last_tick.map_or(0, |t| t + 1));
+            first = origin + mixer::TICK * k as u32;
+            match Mixer::from_snapshot(&snapshot, first.saturating_duration_since(origin)) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(room = %ctx.name, "cannot resume the room from its snapshot: {e}");
+                    Mixer::new(snapshot.config.clone())
+                }
+            }
+        }
+    };
+    let resumed = mixer.participant_ids();
+    let mut room = Room {
+        shipped: Some(mixer.state_version()),
+        ctx,
+        mixer,
+        members: HashMap::new(),
+        pkt_tx,
+    };
+    // A resumed room: members are attached by the commands already queued; participants of
+    // the snapshot nobody attached (their call is gone) are removed once those are in.
+    let mut attach_pending = !resumed.is_empty();
+    let mut ticker = tokio::time::interval_at(first.into(), mixer::TICK);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let mut ticks: u64 = 0;
+    tracing::info!(room = %room.ctx.name.escape_debug(), "room opened");
+    loop {
+        if attach_pending {
+            // Commands sent with the Open (the members' Attach) are in the queue already.
+            while let Ok(c) = ctl_rx.try_recv() {
+                if !room.command(c) {
+                    return;
+                }
+            }
+            let now = room.since_origin(Instant::now());
+            for id in &resumed {
+                if !room.members.contains_key(id) {
+                    let _ = room.mixer.remove_participant(*id, now);
+                }
+            }
+            while room.mixer.poll_output().is_some() {}
+            attach_pending = false;
+        }
+        tokio::select! {
+            // Ticks first (output timing), then commands (never behind media), then media.
+            biased;
+            at = ticker.tick() => {
+                let started = Instant::now();
+                let at: Instant = at.into();
+                if started.saturating_duration_since(at) > mixer::TICK {
+                    room.ctx.metrics.ticks_late.inc();
+                }
+                room.tick(at);
+                room.ctx.metrics.tick_seconds.observe(started.elapsed().as_secs_f64());
+                ticks += 1;
+                if ticks.is_multiple_of(5) {
+                    room.publish();
+                }
+                room.ship();
+            }
+            c = ctl_rx.recv() => {
+                match c {
+                    Some(c) if room.command(c) => {}
+                    _ => break,
+                }
+            }
+            Some(p) = pkt_rx.recv() => room.packet(p),
+        }
+    }
+    tracing::info!(room = %room.ctx.name.escape_debug(), "room closed");
 }

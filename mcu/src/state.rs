@@ -49,6 +49,27 @@ pub struct ApiEvent {
     pub event: mixer::Event,
 }
 
+/// Append an event to the bounded API event log (the oldest go first).
+pub fn push_event(events: &Mutex<VecDeque<ApiEvent>>, room: &str, event: mixer::Event) {
+    let mut q = events.lock().unwrap();
+    if q.len() >= 1000 {
+        q.pop_front();
+    }
+    q.push_back(ApiEvent {
+        room: room.to_string(),
+        at_unix_ms: unix_ms(),
+        event,
+    });
+}
+
+/// Wall-clock milliseconds for API events (drivers may read clocks; cores may not).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Everything the HTTP API reads.
 #[derive(Clone, Default)]
 pub struct Shared {

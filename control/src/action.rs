@@ -1,0 +1,180 @@
+//! What the core asks its driver to do, and what the driver reports back from the rooms.
+
+use crate::schema::Entry;
+use mixer::{MixerConfig, MixerSnapshot, StreamParams};
+use std::net::SocketAddr;
+
+/// Something the driver must do, drained with [`crate::Core::poll_action`] in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Send a SIP message now (output commit done: it is released).
+    SendSip {
+        /// The message.
+        transmit: sip_core::Transmit,
+        /// How long it waited for the backup's acknowledgement (`None`: not held).
+        held: Option<std::time::Duration>,
+    },
+    /// Bind the RTP/RTCP port pair `port`, `port + 1` on the media address for `call`, then
+    /// report with [`crate::Core::handle_media_opened`] before draining further actions. A
+    /// backup does the same to pre-bind the ports of the primary's calls.
+    OpenMedia {
+        /// Call the sockets belong to.
+        call: u64,
+        /// RTP port (even; RTCP is the next one).
+        port: u16,
+    },
+    /// Drop `call`'s sockets if the driver still holds them (not handed to a room).
+    CloseMedia {
+        /// Call.
+        call: u64,
+    },
+    /// A command for a room task.
+    Room(RoomCommand),
+    /// Replicate one step to the backup; report [`crate::Core::handle_committed`] once it
+    /// (and everything before it) is acknowledged, or at once when running unprotected.
+    Replicate {
+        /// Sequence number of this entry (1, 2, ...; gaps never occur).
+        seq: u64,
+        /// The step.
+        entry: Entry,
+    },
+    /// A backup (re)connected: these entries replace its whole state (the first one starts
+    /// the snapshot). Committed like [`Action::Replicate`] under `seq`.
+    ReplicateFull {
+        /// Sequence number covering all of `entries`.
+        seq: u64,
+        /// Server entry first, then one entry per call and per room.
+        entries: Vec<Entry>,
+    },
+    /// A DTMF digit sent with SIP INFO.
+    Dtmf {
+        /// Room name.
+        room: String,
+        /// Call.
+        call: u64,
+        /// Digit.
+        digit: char,
+    },
+    /// The takeover is done: this node serves.
+    TakeoverComplete {
+        /// Calls taken over.
+        calls: u64,
+        /// Rooms resumed or restarted.
+        rooms: u64,
+    },
+}
+
+/// How a room starts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RoomInit {
+    /// A new mixer.
+    New(MixerConfig),
+    /// A promoted backup continues the primary's mixer from its snapshot; its members are
+    /// attached next with [`RoomCommand::Attach`].
+    Resume(Box<MixerSnapshot>),
+}
+
+/// A participant's media as its room needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberMedia {
+    /// Our RTP port (the driver's sockets for the call).
+    pub port: u16,
+    /// Where the client asked for RTP in its SDP.
+    pub remote_rtp: SocketAddr,
+    /// Where it asked for RTCP.
+    pub remote_rtcp: SocketAddr,
+    /// RTCP multiplexed on the RTP port (RFC 5761).
+    pub rtcp_mux: bool,
+}
+
+/// Commands for a room task (one task per room; ids are stable across a takeover).
+#[derive(Clone, Debug, PartialEq)]
+pub enum RoomCommand {
+    /// Start the room task.
+    Open {
+        /// Room id.
+        room: u64,
+        /// Room name.
+        name: String,
+        /// New or resumed mixer.
+        init: RoomInit,
+    },
+    /// Add a participant to the mixer; the room answers with [`RoomEvent::Joined`] or
+    /// [`RoomEvent::JoinFailed`].
+    Join {
+        /// Room id.
+        room: u64,
+        /// Call (participant id).
+        call: u64,
+        /// Negotiated stream.
+        params: StreamParams,
+        /// Its media.
+        media: MemberMedia,
+    },
+    /// Attach the sockets of a participant the resumed mixer already has (takeover).
+    Attach {
+        /// Room id.
+        room: u64,
+        /// Call.
+        call: u64,
+        /// Its media (the driver adds where the mirrored input showed its packets come from).
+        media: MemberMedia,
+    },
+    /// New negotiated parameters (re-INVITE), same output stream.
+    Update {
+        /// Room id.
+        room: u64,
+        /// Call.
+        call: u64,
+        /// Negotiated stream.
+        params: StreamParams,
+        /// New SDP RTP address.
+        remote_rtp: SocketAddr,
+        /// New SDP RTCP address.
+        remote_rtcp: SocketAddr,
+    },
+    /// Remove a participant (its RTCP BYE goes out).
+    Leave {
+        /// Room id.
+        room: u64,
+        /// Call.
+        call: u64,
+    },
+    /// Stop the room task (its last participant left).
+    Close {
+        /// Room id.
+        room: u64,
+    },
+}
+
+/// What a room reports to the core.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RoomEvent {
+    /// A participant is in the mixer.
+    Joined {
+        /// Room id.
+        room: u64,
+        /// Call.
+        call: u64,
+        /// Its output SSRC.
+        ssrc: u32,
+        /// The room's snapshot including it (replicated before the call is answered).
+        snapshot: Option<Box<MixerSnapshot>>,
+    },
+    /// The mixer refused the participant.
+    JoinFailed {
+        /// Room id.
+        room: u64,
+        /// Call.
+        call: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The mixer's state version moved: its latest snapshot.
+    Snapshot {
+        /// Room id.
+        room: u64,
+        /// Snapshot.
+        snapshot: Box<MixerSnapshot>,
+    },
+}

@@ -1,0 +1,1184 @@
+//! Understudy's control plane as a sans-IO core: it turns SIP calls into room participants
+//! and, on a hot-standby pair, replicates what it decided and takes over from a dead primary.
+//!
+//! For: admission and limits (room name, room size, codecs, ports), the call and room
+//! registry, media port numbering, the symmetric-RTP latching rule ([`latch`]), output
+//! commit (SIP messages held until the backup acknowledged the state they imply), the
+//! replicated schema ([`schema`]: the live records themselves, typed and versioned), the
+//! standby that applies them, and the takeover that rebuilds calls and rooms from them.
+//! Not for: sockets, timers, threads, netfilter or HTTP (the `mcu` drivers), SIP parsing and
+//! transactions (`sip-core`, which this core drives), mixing (`mixer`, run by room tasks),
+//! the sync link's protocol (`ft-sync`, which carries [`schema::Entry`]s).
+//!
+//! # Driver loop
+//!
+//! Like `sip-core` and `mixer`, [`Core`] never reads a clock or touches a socket: every input
+//! carries `now`, the time since the server's origin ([`Core::origin_unix_ns`]). After each
+//! input drain [`Core::poll_action`]; arm a timer for [`Core::poll_timeout`]. Inputs:
+//! SIP bytes ([`Core::handle_sip_datagram`], [`Core::handle_sip_stream`]), timers
+//! ([`Core::handle_timeout`]), room reports ([`Core::handle_room_event`]), the sync link
+//! ([`Core::handle_committed`], [`Core::handle_backup_connected`],
+//! [`Core::handle_replicated`], [`Core::handle_takeover`]) and shutdown.
+//!
+//! ```
+//! use control::{Action, Config, Core, Role, RoomCommand, RoomEvent};
+//! use std::time::Duration;
+//!
+//! let mut core = Core::new(Config::new("127.0.0.1:5060".parse().unwrap(), 7), Role::Standalone, 0);
+//! let invite = "INVITE sip:standup@127.0.0.1 SIP/2.0\r\n\
+//!     Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\nMax-Forwards: 70\r\n\
+//!     From: <sip:alice@127.0.0.1>;tag=a\r\nTo: <sip:standup@127.0.0.1>\r\nCall-ID: c1\r\n\
+//!     CSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:5070>\r\n\
+//!     Content-Type: application/sdp\r\nContent-Length: 102\r\n\r\n\
+//!     v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+//!     m=audio 4000 RTP/AVP 0\r\n";
+//! let now = Duration::ZERO;
+//! core.handle_sip_datagram("127.0.0.1:5070".parse().unwrap(), invite.as_bytes(), now);
+//! let mut answered = false;
+//! while let Some(action) = core.poll_action() {
+//!     match action {
+//!         // Bind the port pair, say how it went.
+//!         Action::OpenMedia { call, port } => core.handle_media_opened(call, port, true, now),
+//!         // The room task adds the participant and answers.
+//!         Action::Room(RoomCommand::Join { room, call, .. }) => core.handle_room_event(
+//!             RoomEvent::Joined { room, call, ssrc: 42, snapshot: None }, now),
+//!         Action::SendSip { transmit, .. } => answered |= transmit.data.starts_with(b"SIP/2.0 200"),
+//!         _ => {}
+//!     }
+//! }
+//! assert!(answered);
+//! ```
+//!
+//! # Hot standby
+//!
+//! A [`Role::Primary`] core ends every input step by collecting what changed (its records
+//! marked dirty as they change, and `sip-core`'s own change list) into one
+//! [`schema::Entry`] ([`Action::Replicate`]) and holds the SIP messages of that step until
+//! [`Core::handle_committed`] says the backup has it. A [`Role::Backup`] core applies those
+//! entries to the same records ([`Core::handle_replicated`]) and pre-binds every call's
+//! ports; [`Core::handle_takeover`] turns it into the primary: the SIP layer continues from
+//! the replicated dialogs and transactions, every room resumes from its last mixer snapshot
+//! with its members' sockets attached, calls caught half-way into a room join it again.
+//! `tests/takeover.rs` proves, in virtual time, that what a promoted backup sends after any
+//! step of the scripted call flows is exactly what the primary would have sent.
+#![deny(missing_docs)]
+
+pub mod action;
+pub mod latch;
+pub mod ports;
+pub mod schema;
+
+pub use action::{Action, MemberMedia, RoomCommand, RoomEvent, RoomInit};
+pub use schema::{CallRecord, Entry, Item, MediaPhase, RoomRecord, ServerRecord};
+
+use mixer::{Codec, MixerConfig, MixerSnapshot, StreamParams};
+use sip_core::sdp::{self, CodecName, Direction, LocalMedia, Negotiated, SdpError};
+use sip_core::state::{CoreState, Rng};
+use sip_core::{CallHandle, ConnId, EndReason, Event, Transmit};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// What this node is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// No hot standby: nothing is replicated or held.
+    Standalone,
+    /// Serves and replicates every step; SIP output waits for the backup's acknowledgement.
+    Primary,
+    /// Applies the primary's entries; serves nothing until [`Core::handle_takeover`].
+    Backup,
+}
+
+/// Configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// SIP layer configuration (listen address for Contact, User-Agent, size limit; its seed
+    /// is replaced by `seed`).
+    pub sip: sip_core::Config,
+    /// Media address advertised in SDP.
+    pub media_ip: IpAddr,
+    /// First media port.
+    pub rtp_port_min: u16,
+    /// Last media port.
+    pub rtp_port_max: u16,
+    /// Largest room.
+    pub max_participants: usize,
+    /// Loudest speakers mixed per room.
+    pub top_n: usize,
+    /// Seed of every random choice.
+    pub seed: u64,
+}
+
+impl Config {
+    /// Defaults (media on the SIP address, ports 20000-29999, rooms of 100, top 3).
+    pub fn new(sip_listen: SocketAddr, seed: u64) -> Self {
+        Config {
+            sip: sip_core::Config {
+                local_addr: sip_listen,
+                user_agent: "Understudy".into(),
+                max_message_size: 16 * 1024,
+                seed,
+            },
+            media_ip: sip_listen.ip(),
+            rtp_port_min: 20000,
+            rtp_port_max: 29999,
+            max_participants: 100,
+            top_n: 3,
+            seed,
+        }
+    }
+}
+
+/// Counters (the driver turns them into metrics).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stats {
+    /// Calls answered 2xx.
+    pub calls_accepted: u64,
+    /// Calls rejected by admission or negotiation.
+    pub calls_rejected: u64,
+    /// Entries replicated (full-state entries included).
+    pub entries_replicated: u64,
+}
+
+enum Sip {
+    Serving(sip_core::Core),
+    Standby(CoreState),
+}
+
+struct Room {
+    record: RoomRecord,
+    /// Calls joined or joining.
+    members: BTreeSet<u64>,
+}
+
+/// The control plane core (see the crate docs for the driver loop).
+pub struct Core {
+    cfg: Config,
+    role: Role,
+    server: ServerRecord,
+    server_dirty: bool,
+    sip: Sip,
+    calls: BTreeMap<u64, CallRecord>,
+    dirty_calls: BTreeSet<u64>,
+    rooms: BTreeMap<String, Room>,
+    room_names: HashMap<u64, String>,
+    /// Room items of this step (snapshots, closes), in order.
+    room_items: Vec<Item>,
+    ports: ports::Ports,
+    /// Ports the OS refused for the call being opened.
+    refused: BTreeMap<u64, BTreeSet<u16>>,
+    // Output commit.
+    last_seq: u64,
+    committed: u64,
+    full_seq: Option<u64>,
+    held: VecDeque<(u64, Transmit, Duration)>,
+    actions: VecDeque<Action>,
+    stopping: bool,
+    /// Backup: a full state arrived.
+    holds_state: bool,
+    stats: Stats,
+}
+
+impl Core {
+    /// A new core. `origin_unix_ns`: the wall-clock time of `now == 0` (a backup replaces it
+    /// with the primary's).
+    pub fn new(cfg: Config, role: Role, origin_unix_ns: u64) -> Self {
+        let sip_cfg = sip_core::Config {
+            seed: cfg.seed,
+            ..cfg.sip.clone()
+        };
+        let sip = match role {
+            Role::Backup => Sip::Standby(CoreState::new(cfg.seed)),
+            _ => Sip::Serving(sip_core::Core::new(sip_cfg)),
+        };
+        let ports = ports::Ports::new(cfg.rtp_port_min, cfg.rtp_port_max);
+        Core {
+            server: ServerRecord {
+                origin_unix_ns,
+                seed: cfg.seed,
+                rng: Rng::new(cfg.seed),
+                next_port: ports.next,
+                next_room_id: 1,
+            },
+            server_dirty: true,
+            cfg,
+            role,
+            sip,
+            calls: BTreeMap::new(),
+            dirty_calls: BTreeSet::new(),
+            rooms: BTreeMap::new(),
+            room_names: HashMap::new(),
+            room_items: Vec::new(),
+            ports,
+            refused: BTreeMap::new(),
+            last_seq: 0,
+            committed: 0,
+            full_seq: None,
+            held: VecDeque::new(),
+            actions: VecDeque::new(),
+            stopping: false,
+            holds_state: false,
+            stats: Stats::default(),
+        }
+    }
+
+    // ---- getters -------------------------------------------------------------------------
+
+    /// This node's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Wall-clock time (ns since the Unix epoch) of `now == 0`: after a takeover, the
+    /// primary's (a driver re-bases its clock on it before calling [`Core::handle_takeover`]).
+    pub fn origin_unix_ns(&self) -> u64 {
+        self.server.origin_unix_ns
+    }
+
+    /// Calls by id.
+    pub fn calls(&self) -> &BTreeMap<u64, CallRecord> {
+        &self.calls
+    }
+
+    /// One call.
+    pub fn call(&self, id: u64) -> Option<&CallRecord> {
+        self.calls.get(&id)
+    }
+
+    /// Rooms: (id, name, participants joined or joining).
+    pub fn rooms(&self) -> impl Iterator<Item = (u64, &str, usize)> {
+        self.rooms
+            .values()
+            .map(|r| (r.record.id, r.record.name.as_str(), r.members.len()))
+    }
+
+    /// A room's name.
+    pub fn room_name(&self, id: u64) -> Option<&str> {
+        self.room_names.get(&id).map(String::as_str)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The SIP layer's counters.
+    pub fn sip_stats(&self) -> sip_core::Stats {
+        match &self.sip {
+            Sip::Serving(c) => c.stats(),
+            Sip::Standby(s) => s.stats.clone(),
+        }
+    }
+
+    /// SIP messages waiting for the backup's acknowledgement, and since when the oldest.
+    pub fn held(&self) -> (usize, Option<Duration>) {
+        (self.held.len(), self.held.front().map(|h| h.2))
+    }
+
+    /// Last replicated sequence number and the highest acknowledged one.
+    pub fn replication(&self) -> (u64, u64) {
+        (self.last_seq, self.committed)
+    }
+
+    /// Primary: the backup acknowledged the full state sent when it connected.
+    /// Backup: it holds the primary's state (its server record arrived).
+    pub fn synced(&self) -> bool {
+        match self.role {
+            Role::Primary => self.full_seq.is_some_and(|s| self.committed >= s),
+            Role::Backup => self.holds_state,
+            Role::Standalone => false,
+        }
+    }
+
+    /// No call left (shutdown may finish).
+    pub fn is_idle(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// When [`Core::handle_timeout`] is due.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        match &self.sip {
+            Sip::Serving(c) => c.poll_timeout(),
+            Sip::Standby(_) => None,
+        }
+    }
+
+    /// Next thing to do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    // ---- inputs: SIP and time -------------------------------------------------------------
+
+    /// A SIP datagram (UDP).
+    pub fn handle_sip_datagram(&mut self, from: SocketAddr, data: &[u8], now: Duration) {
+        if let Sip::Serving(c) = &mut self.sip {
+            c.handle_datagram(from, data, now);
+        }
+        self.step(now);
+    }
+
+    /// Bytes from a SIP stream connection (TCP).
+    pub fn handle_sip_stream(&mut self, conn: ConnId, from: SocketAddr, data: &[u8], now: Duration) {
+        if let Sip::Serving(c) = &mut self.sip {
+            c.handle_stream_data(conn, from, data, now);
+        }
+        self.step(now);
+    }
+
+    /// A SIP stream connection closed.
+    pub fn handle_sip_stream_closed(&mut self, conn: ConnId, now: Duration) {
+        if let Sip::Serving(c) = &mut self.sip {
+            c.handle_stream_closed(conn, now);
+        }
+        self.step(now);
+    }
+
+    /// Timers ([`Core::poll_timeout`]) are due.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        if let Sip::Serving(c) = &mut self.sip {
+            c.handle_timeout(now);
+        }
+        self.step(now);
+    }
+
+    /// Stop serving: BYE every answered call, 503 to every pending INVITE; calls answered
+    /// from now on are hung up as soon as their ACK arrives.
+    pub fn handle_shutdown(&mut self, now: Duration) {
+        self.stopping = true;
+        let calls: Vec<(u64, bool)> = self.calls.values().map(|c| (c.call, c.confirmed)).collect();
+        if let Sip::Serving(sip) = &mut self.sip {
+            for (call, confirmed) in calls {
+                let h = CallHandle(call);
+                if sip.hangup(h, now).is_err() && !confirmed {
+                    let _ = sip.reject(h, 503, now);
+                }
+            }
+        }
+        self.step(now);
+    }
+
+    /// Hang up one call (an operator's kick): BYE when answered, else 480 to its INVITE.
+    pub fn handle_hangup(&mut self, call: u64, now: Duration) {
+        if let Sip::Serving(sip) = &mut self.sip {
+            let h = CallHandle(call);
+            if sip.hangup(h, now).is_err() {
+                let _ = sip.reject(h, 480, now);
+            }
+        }
+        self.step(now);
+    }
+
+    // ---- inputs: media ------------------------------------------------------------------
+
+    /// The driver bound (or could not bind) the port pair of an [`Action::OpenMedia`].
+    pub fn handle_media_opened(&mut self, call: u64, port: u16, ok: bool, now: Duration) {
+        if self.role == Role::Backup {
+            if !ok {
+                tracing::warn!(call, port, "standby: cannot pre-bind the call's media ports");
+            }
+            return;
+        }
+        let Some(rec) = self.calls.get(&call) else {
+            if ok {
+                self.actions.push_back(Action::CloseMedia { call });
+            }
+            self.ports.release(port);
+            return;
+        };
+        if rec.media != MediaPhase::Opening || rec.port != port {
+            return;
+        }
+        if !ok {
+            self.ports.release(port);
+            self.refused.entry(call).or_default().insert(port);
+            if !self.open_media(call) {
+                self.reject(call, 503, "no free RTP ports", now);
+                self.forget(call);
+            }
+            self.step(now);
+            return;
+        }
+        self.refused.remove(&call);
+        let rec = self.calls.get_mut(&call).expect("checked");
+        rec.media = MediaPhase::Idle;
+        self.dirty_calls.insert(call);
+        if self.calls[&call].neg.is_some() {
+            self.join(call);
+        } else {
+            // Offerless INVITE: we offer in the 200, the answer comes in the ACK.
+            let rec = self.calls.get_mut(&call).expect("checked");
+            rec.awaiting_answer = true;
+            rec.answer_when_joined = false;
+            let offer = sdp::build_offer(&rec.local);
+            self.accept(call, offer, now);
+        }
+        self.step(now);
+    }
+
+    /// A room reports.
+    pub fn handle_room_event(&mut self, ev: RoomEvent, now: Duration) {
+        match ev {
+            RoomEvent::Joined {
+                room,
+                call,
+                ssrc,
+                snapshot,
+            } => {
+                if let Some(s) = snapshot {
+                    self.on_snapshot(room, *s);
+                }
+                match self.calls.get_mut(&call) {
+                    Some(rec) if rec.media == MediaPhase::Joining => {
+                        rec.media = MediaPhase::Joined;
+                        rec.ssrc_out = Some(ssrc);
+                        self.dirty_calls.insert(call);
+                        tracing::info!(call, room = %rec.room, ssrc_out = ssrc, "joined room");
+                        if rec.answer_when_joined {
+                            rec.answer_when_joined = false;
+                            let neg = rec.neg.clone().expect("joined with negotiated media");
+                            let answer = sdp::build_answer(&rec.local, &neg);
+                            self.accept(call, answer, now);
+                        }
+                    }
+                    // The call ended while its room added it (CANCEL, BYE): take it out.
+                    _ => {
+                        self.actions.push_back(Action::Room(RoomCommand::Leave { room, call }));
+                        self.close_room_if_empty(room);
+                    }
+                }
+            }
+            RoomEvent::JoinFailed { room, call, reason } => {
+                tracing::warn!(call, room, "room refused the participant: {reason}");
+                if let Some(rec) = self.calls.get_mut(&call) {
+                    if rec.media == MediaPhase::Joining {
+                        rec.media = MediaPhase::Idle;
+                        let answer = std::mem::take(&mut rec.answer_when_joined);
+                        self.dirty_calls.insert(call);
+                        if let Some(r) = self.rooms.get_mut(&self.calls[&call].room) {
+                            r.members.remove(&call);
+                        }
+                        if answer {
+                            self.reject(call, 500, &reason, now);
+                        }
+                    }
+                }
+                self.close_room_if_empty(room);
+            }
+            RoomEvent::Snapshot { room, snapshot } => self.on_snapshot(room, *snapshot),
+        }
+        self.step(now);
+    }
+
+    // ---- inputs: hot standby -------------------------------------------------------------
+
+    /// Every replicated entry up to `seq` is acknowledged (or counts as such: no backup).
+    pub fn handle_committed(&mut self, seq: u64, now: Duration) {
+        self.committed = self.committed.max(seq);
+        while self.held.front().is_some_and(|h| h.0 <= self.committed) {
+            let (_, transmit, since) = self.held.pop_front().expect("front checked");
+            self.actions.push_back(Action::SendSip {
+                transmit,
+                held: Some(now.saturating_sub(since)),
+            });
+        }
+    }
+
+    /// A backup (re)connected: send it the whole state ([`Action::ReplicateFull`]).
+    pub fn handle_backup_connected(&mut self, now: Duration) {
+        if self.role != Role::Primary {
+            return;
+        }
+        // Whatever changed so far goes out first as its own step.
+        self.step(now);
+        let mut entries = vec![Entry::new(vec![Item::Server(self.server.clone())])];
+        let mut by_call: BTreeMap<u64, Vec<Item>> = BTreeMap::new();
+        let mut loose = Vec::new();
+        if let Sip::Serving(c) = &self.sip {
+            for ch in c.state().to_changes() {
+                match ch.call() {
+                    Some(h) => by_call.entry(h.0).or_default().push(Item::Sip(ch)),
+                    None => loose.push(Item::Sip(ch)),
+                }
+            }
+        }
+        entries[0].items.extend(loose);
+        for rec in self.calls.values() {
+            by_call
+                .entry(rec.call)
+                .or_default()
+                .push(Item::Call(rec.clone()));
+        }
+        entries.extend(by_call.into_values().map(Entry::new));
+        for r in self.rooms.values() {
+            entries.push(Entry::new(vec![Item::Room(r.record.clone())]));
+        }
+        self.last_seq += 1;
+        self.full_seq = Some(self.last_seq);
+        self.stats.entries_replicated += entries.len() as u64;
+        tracing::info!(
+            entries = entries.len(),
+            calls = self.calls.len(),
+            "sending the full state to the backup"
+        );
+        self.actions.push_back(Action::ReplicateFull {
+            seq: self.last_seq,
+            entries,
+        });
+    }
+
+    /// Backup: apply one entry of the primary's (`full`: it starts a full state, which
+    /// replaces everything held so far).
+    pub fn handle_replicated(&mut self, entry: Entry, full: bool) {
+        if self.role != Role::Backup {
+            return;
+        }
+        if entry.version != schema::SCHEMA_VERSION {
+            tracing::error!(
+                version = entry.version,
+                ours = schema::SCHEMA_VERSION,
+                "standby: entry of another schema version ignored"
+            );
+            return;
+        }
+        if full {
+            for call in std::mem::take(&mut self.calls).into_keys() {
+                self.actions.push_back(Action::CloseMedia { call });
+            }
+            self.rooms.clear();
+            self.room_names.clear();
+            self.sip = Sip::Standby(CoreState::new(self.cfg.seed));
+            self.holds_state = true;
+        }
+        for item in entry.items {
+            self.apply(item);
+        }
+    }
+
+    fn apply(&mut self, item: Item) {
+        match item {
+            Item::Server(s) => self.server = s,
+            Item::Sip(ch) => {
+                if let Sip::Standby(st) = &mut self.sip {
+                    st.apply(ch);
+                }
+            }
+            Item::Call(rec) => {
+                let (call, port) = (rec.call, rec.port);
+                let rebind = self.calls.get(&call).is_none_or(|old| old.port != port);
+                if let Some(room) = self.rooms.get_mut(&rec.room) {
+                    if matches!(rec.media, MediaPhase::Joining | MediaPhase::Joined) {
+                        room.members.insert(call);
+                    }
+                }
+                self.calls.insert(call, rec);
+                if rebind {
+                    self.actions.push_back(Action::OpenMedia { call, port });
+                }
+            }
+            Item::CallEnded { call } => {
+                if let Some(rec) = self.calls.remove(&call) {
+                    if let Some(room) = self.rooms.get_mut(&rec.room) {
+                        room.members.remove(&call);
+                    }
+                    self.actions.push_back(Action::CloseMedia { call });
+                }
+            }
+            Item::Room(r) => {
+                self.room_names.insert(r.id, r.name.clone());
+                let members = self
+                    .calls
+                    .values()
+                    .filter(|c| {
+                        c.room == r.name && matches!(c.media, MediaPhase::Joining | MediaPhase::Joined)
+                    })
+                    .map(|c| c.call)
+                    .collect();
+                self.rooms.insert(
+                    r.name.clone(),
+                    Room {
+                        record: r,
+                        members,
+                    },
+                );
+            }
+            Item::RoomClosed { room } => {
+                if let Some(name) = self.room_names.remove(&room) {
+                    self.rooms.remove(&name);
+                }
+            }
+        }
+    }
+
+    /// Backup: the primary is dead; serve from what was replicated. The driver has claimed
+    /// the service address and re-based its clock on [`Core::origin_unix_ns`] (`now` is on
+    /// the primary's time line).
+    pub fn handle_takeover(&mut self, now: Duration) {
+        if self.role != Role::Backup {
+            return;
+        }
+        let state = match std::mem::replace(&mut self.sip, Sip::Standby(CoreState::new(0))) {
+            Sip::Standby(s) => s,
+            Sip::Serving(_) => unreachable!("a backup's SIP layer is on standby"),
+        };
+        let sip_cfg = sip_core::Config {
+            seed: self.server.seed,
+            ..self.cfg.sip.clone()
+        };
+        self.sip = Sip::Serving(sip_core::Core::from_state(sip_cfg, state));
+        self.role = Role::Primary;
+        self.cfg.seed = self.server.seed;
+        self.ports = ports::Ports::new(self.cfg.rtp_port_min, self.cfg.rtp_port_max);
+        self.ports.next = self.server.next_port;
+        for rec in self.calls.values() {
+            self.ports.take(rec.port);
+        }
+        // Membership as the call records say (the records are authoritative).
+        for room in self.rooms.values_mut() {
+            room.members.clear();
+        }
+        for rec in self.calls.values() {
+            if matches!(rec.media, MediaPhase::Joining | MediaPhase::Joined) {
+                if let Some(room) = self.rooms.get_mut(&rec.room) {
+                    room.members.insert(rec.call);
+                }
+            }
+        }
+        // A room whose calls all ended is not resumed.
+        let empty: Vec<String> = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.members.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in empty {
+            if let Some(r) = self.rooms.remove(&name) {
+                self.room_names.remove(&r.record.id);
+            }
+        }
+        let first_action = self.actions.len();
+        // Rooms: resume from the snapshot and attach the members it has, or restart with the
+        // primary's configuration; any other call joins.
+        let records: Vec<(RoomRecord, BTreeSet<u64>)> = std::mem::take(&mut self.rooms)
+            .into_values()
+            .map(|r| (r.record, r.members))
+            .collect();
+        self.room_names.clear();
+        let mut attached = BTreeSet::new();
+        for (record, members) in records {
+            let id = record.id;
+            let in_snapshot: BTreeSet<u64> = record
+                .snapshot
+                .iter()
+                .flat_map(|s| s.participants.iter().map(|p| p.id))
+                .collect();
+            self.open_room(record);
+            for call in members {
+                let rec = &self.calls[&call];
+                if rec.media == MediaPhase::Joined && in_snapshot.contains(&call) {
+                    if let Some(neg) = &rec.neg {
+                        self.actions.push_back(Action::Room(RoomCommand::Attach {
+                            room: id,
+                            call,
+                            media: member_media(rec.port, neg),
+                        }));
+                        attached.insert(call);
+                        self.rooms.get_mut(&rec.room).expect("opened").members.insert(call);
+                    }
+                }
+            }
+        }
+        // Rooms never shipped, and calls caught half-way in: (re)join.
+        let pending: Vec<u64> = self
+            .calls
+            .values()
+            .filter(|c| !attached.contains(&c.call))
+            .filter(|c| {
+                matches!(c.media, MediaPhase::Joining | MediaPhase::Joined)
+                    || (c.media == MediaPhase::Opening && c.neg.is_some())
+            })
+            .map(|c| c.call)
+            .collect();
+        for call in pending {
+            let rec = self.calls.get_mut(&call).expect("listed");
+            if rec.media == MediaPhase::Joined {
+                tracing::warn!(call, room = %rec.room, "takeover: the room's snapshot lacks the call: it joins again (new stream)");
+            }
+            rec.media = MediaPhase::Idle;
+            self.join(call);
+        }
+        // An offerless INVITE caught while its ports were bound: offer now (the ports were
+        // pre-bound when its record arrived).
+        let offerless: Vec<u64> = self
+            .calls
+            .values()
+            .filter(|c| c.media == MediaPhase::Opening && c.neg.is_none())
+            .map(|c| c.call)
+            .collect();
+        for call in offerless {
+            let rec = self.calls.get_mut(&call).expect("listed");
+            rec.media = MediaPhase::Idle;
+            rec.awaiting_answer = true;
+            self.dirty_calls.insert(call);
+            let offer = sdp::build_offer(&rec.local);
+            self.accept(call, offer, now);
+        }
+        let rooms_started = self
+            .actions
+            .iter()
+            .skip(first_action)
+            .filter(|a| matches!(a, Action::Room(RoomCommand::Open { .. })))
+            .count() as u64;
+        let calls = self.calls.len() as u64;
+        self.actions.push_back(Action::TakeoverComplete {
+            calls,
+            rooms: rooms_started,
+        });
+        tracing::warn!(calls, rooms = rooms_started, "takeover: serving as primary");
+        self.step(now);
+    }
+
+    // ---- the steps ----------------------------------------------------------------------
+
+    /// Handle the SIP layer's events, then close the step: replicate what changed and send
+    /// or hold the SIP messages it produced.
+    fn step(&mut self, now: Duration) {
+        loop {
+            let ev = match &mut self.sip {
+                Sip::Serving(c) => c.poll_event(),
+                Sip::Standby(_) => None,
+            };
+            let Some(ev) = ev else { break };
+            self.on_sip_event(ev, now);
+        }
+        self.end_step(now);
+    }
+
+    fn end_step(&mut self, now: Duration) {
+        let Sip::Serving(sip) = &mut self.sip else {
+            return;
+        };
+        let changes = sip.take_changes();
+        let mut transmits = Vec::new();
+        while let Some(t) = sip.poll_transmit() {
+            transmits.push(t);
+        }
+        if self.server.next_port != self.ports.next {
+            self.server.next_port = self.ports.next;
+            self.server_dirty = true;
+        }
+        if self.role != Role::Primary {
+            self.dirty_calls.clear();
+            self.room_items.clear();
+            self.server_dirty = false;
+            self.actions
+                .extend(transmits.into_iter().map(|transmit| Action::SendSip {
+                    transmit,
+                    held: None,
+                }));
+            return;
+        }
+        let mut items = Vec::new();
+        if std::mem::take(&mut self.server_dirty) {
+            items.push(Item::Server(self.server.clone()));
+        }
+        items.extend(changes.into_iter().map(Item::Sip));
+        for call in std::mem::take(&mut self.dirty_calls) {
+            items.push(match self.calls.get(&call) {
+                Some(rec) => Item::Call(rec.clone()),
+                None => Item::CallEnded { call },
+            });
+        }
+        items.append(&mut self.room_items);
+        if !items.is_empty() {
+            self.last_seq += 1;
+            self.stats.entries_replicated += 1;
+            self.actions.push_back(Action::Replicate {
+                seq: self.last_seq,
+                entry: Entry::new(items),
+            });
+        }
+        for t in transmits {
+            if self.held.is_empty() && self.committed >= self.last_seq {
+                self.actions.push_back(Action::SendSip {
+                    transmit: t,
+                    held: None,
+                });
+            } else {
+                self.held.push_back((self.last_seq, t, now));
+            }
+        }
+    }
+
+    fn sip_mut(&mut self) -> Option<&mut sip_core::Core> {
+        match &mut self.sip {
+            Sip::Serving(c) => Some(c),
+            Sip::Standby(_) => None,
+        }
+    }
+
+    fn accept(&mut self, call: u64, body: String, now: Duration) {
+        if let Some(sip) = self.sip_mut() {
+            if sip.accept(CallHandle(call), body, now).is_ok() {
+                self.stats.calls_accepted += 1;
+            }
+        }
+    }
+
+    fn reject(&mut self, call: u64, status: u16, why: &str, now: Duration) {
+        tracing::info!(call, status, "rejecting call: {why}");
+        self.stats.calls_rejected += 1;
+        if let Some(sip) = self.sip_mut() {
+            let _ = sip.reject(CallHandle(call), status, now);
+        }
+    }
+
+    fn on_sip_event(&mut self, ev: Event, now: Duration) {
+        match ev {
+            Event::IncomingCall {
+                call,
+                room,
+                from_uri,
+                source,
+                transport,
+                offer,
+            } => {
+                let call = call.0;
+                tracing::info!(call, room = %room.escape_debug(), from_uri = %from_uri.escape_debug(), %source, ?transport, "INVITE");
+                if room.is_empty() {
+                    return self.reject(call, 404, "no room in Request-URI", now);
+                }
+                let members = self.rooms.get(&room).map_or(0, |r| r.members.len());
+                if members >= self.cfg.max_participants {
+                    return self.reject(call, 486, "room full", now);
+                }
+                let neg = match offer.as_deref().map(sdp::negotiate) {
+                    Some(Err(SdpError::NotAcceptable(why))) => {
+                        return self.reject(call, 488, &why, now)
+                    }
+                    Some(Err(e)) => return self.reject(call, 400, &e.to_string(), now),
+                    Some(Ok(n)) => Some(n),
+                    None => None,
+                };
+                let session_id = self.server.rng.next_u64() >> 1;
+                self.server_dirty = true;
+                let rec = CallRecord {
+                    call,
+                    room,
+                    from_uri,
+                    port: 0,
+                    local: LocalMedia {
+                        ip: self.cfg.media_ip,
+                        rtp_port: 0,
+                        session_id,
+                        session_version: 1,
+                    },
+                    media: MediaPhase::Opening,
+                    answer_when_joined: neg.is_some(),
+                    neg,
+                    awaiting_answer: false,
+                    confirmed: false,
+                    ssrc_out: None,
+                };
+                self.calls.insert(call, rec);
+                self.dirty_calls.insert(call);
+                if !self.open_media(call) {
+                    self.reject(call, 503, "no free RTP ports", now);
+                    self.forget(call);
+                }
+            }
+            Event::ReInvite { call, offer } => {
+                let call = call.0;
+                let Some(rec) = self.calls.get_mut(&call) else {
+                    return self.reject(call, 481, "unknown call", now);
+                };
+                rec.local.session_version += 1;
+                self.dirty_calls.insert(call);
+                match offer.as_deref().map(sdp::negotiate) {
+                    Some(Ok(n)) => match rec.media {
+                        MediaPhase::Joined => {
+                            let answer = sdp::build_answer(&rec.local, &n);
+                            rec.neg = Some(n);
+                            self.update_media(call);
+                            self.accept(call, answer, now);
+                        }
+                        MediaPhase::Idle => {
+                            rec.neg = Some(n);
+                            rec.answer_when_joined = true;
+                            self.join(call);
+                        }
+                        // Still joining (the INVITE's own answer is pending): refuse.
+                        MediaPhase::Opening | MediaPhase::Joining => {
+                            self.reject(call, 491, "request pending", now)
+                        }
+                    },
+                    Some(Err(_)) => self.reject(call, 488, "unacceptable re-INVITE offer", now),
+                    None => {
+                        rec.awaiting_answer = true;
+                        let offer = sdp::build_offer(&rec.local);
+                        self.accept(call, offer, now);
+                    }
+                }
+            }
+            Event::Confirmed { call, answer } => {
+                let call = call.0;
+                let Some(rec) = self.calls.get_mut(&call) else {
+                    return;
+                };
+                rec.confirmed = true;
+                self.dirty_calls.insert(call);
+                if std::mem::take(&mut rec.awaiting_answer) {
+                    match answer.as_deref().map(sdp::negotiate) {
+                        Some(Ok(n)) => {
+                            let joined = rec.media == MediaPhase::Joined;
+                            rec.neg = Some(n);
+                            if joined {
+                                self.update_media(call);
+                            } else if rec.media == MediaPhase::Idle {
+                                self.join(call);
+                            }
+                        }
+                        other => {
+                            tracing::info!(
+                                call,
+                                "ACK without usable SDP answer ({other:?}): hanging up"
+                            );
+                            self.hangup(call, now);
+                            return;
+                        }
+                    }
+                }
+                if self.stopping {
+                    // A UAS may not BYE before the ACK of its 200: the shutdown BYE goes now.
+                    self.hangup(call, now);
+                }
+            }
+            Event::InfoDtmf { call, digit } => {
+                if let Some(rec) = self.calls.get(&call.0) {
+                    tracing::info!(call = call.0, room = %rec.room.escape_debug(), %digit, "DTMF (SIP INFO)");
+                    self.actions.push_back(Action::Dtmf {
+                        room: rec.room.clone(),
+                        call: call.0,
+                        digit,
+                    });
+                }
+            }
+            Event::CallEnded { call, reason } => {
+                tracing::info!(call = call.0, ?reason, "call ended");
+                if reason == EndReason::AckTimeout {
+                    // RFC 3261 13.3.1.4: a 2xx never acknowledged ends the dialog with a BYE.
+                    tracing::warn!(call = call.0, "200 OK never acknowledged: sending BYE");
+                    self.hangup(call.0, now);
+                }
+                self.forget(call.0);
+            }
+        }
+    }
+
+    fn hangup(&mut self, call: u64, now: Duration) {
+        if let Some(sip) = self.sip_mut() {
+            let _ = sip.hangup(CallHandle(call), now);
+        }
+    }
+
+    /// Pick a port pair for the call and ask the driver to bind it.
+    fn open_media(&mut self, call: u64) -> bool {
+        let refused = self.refused.get(&call).cloned().unwrap_or_default();
+        let Some(port) = self.ports.allocate(&refused) else {
+            self.refused.remove(&call);
+            return false;
+        };
+        let rec = self.calls.get_mut(&call).expect("open_media of a known call");
+        rec.port = port;
+        rec.local.rtp_port = port;
+        self.dirty_calls.insert(call);
+        self.actions.push_back(Action::OpenMedia { call, port });
+        true
+    }
+
+    /// The call is over: leave its room, free its port.
+    fn forget(&mut self, call: u64) {
+        let Some(rec) = self.calls.remove(&call) else {
+            return;
+        };
+        self.dirty_calls.insert(call);
+        self.refused.remove(&call);
+        if rec.port != 0 {
+            self.ports.release(rec.port);
+        }
+        self.actions.push_back(Action::CloseMedia { call });
+        if let Some(room) = self.rooms.get_mut(&rec.room) {
+            if room.members.remove(&call) {
+                let id = room.record.id;
+                self.actions
+                    .push_back(Action::Room(RoomCommand::Leave { room: id, call }));
+                self.close_room_if_empty(id);
+            }
+        }
+    }
+
+    fn close_room_if_empty(&mut self, id: u64) {
+        let Some(name) = self.room_names.get(&id) else {
+            return;
+        };
+        if self.rooms.get(name).is_some_and(|r| r.members.is_empty()) {
+            let name = self.room_names.remove(&id).expect("looked up");
+            self.rooms.remove(&name);
+            self.actions
+                .push_back(Action::Room(RoomCommand::Close { room: id }));
+            self.room_items.push(Item::RoomClosed { room: id });
+        }
+    }
+
+    /// Put the call's media into its room, opening the room on first use.
+    fn join(&mut self, call: u64) {
+        let rec = &self.calls[&call];
+        let Some(neg) = rec.neg.clone() else { return };
+        let name = rec.room.clone();
+        let port = rec.port;
+        if !self.rooms.contains_key(&name) {
+            let id = self.server.next_room_id;
+            self.server.next_room_id += 1;
+            let config = MixerConfig {
+                top_n: self.cfg.top_n,
+                seed: self.server.seed ^ self.server.rng.next_u64(),
+                ntp_origin: ntp_of_unix_ns(self.server.origin_unix_ns),
+                ..MixerConfig::default()
+            };
+            self.server_dirty = true;
+            let record = RoomRecord {
+                id,
+                name: name.clone(),
+                config,
+                snapshot: None,
+            };
+            self.room_items.push(Item::Room(record.clone()));
+            self.open_room(record);
+        }
+        let room = self.rooms.get_mut(&name).expect("opened above");
+        room.members.insert(call);
+        let id = room.record.id;
+        let rec = self.calls.get_mut(&call).expect("known");
+        rec.media = MediaPhase::Joining;
+        self.dirty_calls.insert(call);
+        self.actions.push_back(Action::Room(RoomCommand::Join {
+            room: id,
+            call,
+            params: stream_params(&neg),
+            media: member_media(port, &neg),
+        }));
+    }
+
+    /// Register a room and start its task (new, or resumed from its snapshot).
+    fn open_room(&mut self, record: RoomRecord) {
+        let init = match &record.snapshot {
+            Some(s) => RoomInit::Resume(Box::new(s.clone())),
+            None => RoomInit::New(record.config.clone()),
+        };
+        self.actions.push_back(Action::Room(RoomCommand::Open {
+            room: record.id,
+            name: record.name.clone(),
+            init,
+        }));
+        self.room_names.insert(record.id, record.name.clone());
+        self.rooms.insert(
+            record.name.clone(),
+            Room {
+                record,
+                members: BTreeSet::new(),
+            },
+        );
+    }
+
+    fn update_media(&mut self, call: u64) {
+        let rec = &self.calls[&call];
+        let Some(neg) = &rec.neg else { return };
+        let Some(room) = self.rooms.get(&rec.room) else {
+            return;
+        };
+        tracing::info!(call, direction = ?neg.direction, "media updated");
+        self.actions.push_back(Action::Room(RoomCommand::Update {
+            room: room.record.id,
+            call,
+            params: stream_params(neg),
+            remote_rtp: neg.remote_rtp,
+            remote_rtcp: neg.remote_rtcp,
+        }));
+    }
+
+    fn on_snapshot(&mut self, room: u64, snapshot: MixerSnapshot) {
+        let Some(name) = self.room_names.get(&room) else {
+            return; // closed meanwhile
+        };
+        let Some(r) = self.rooms.get_mut(name) else {
+            return;
+        };
+        if r
+            .record
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.state_version >= snapshot.state_version)
+        {
+            return; // overtaken by the one a Joined reply carried
+        }
+        r.record.snapshot = Some(snapshot);
+        if self.role == Role::Primary {
+            self.room_items.push(Item::Room(r.record.clone()));
+        }
+    }
+}
+
+fn member_media(port: u16, neg: &Negotiated) -> MemberMedia {
+    MemberMedia {
+        port,
+        remote_rtp: neg.remote_rtp,
+        remote_rtcp: neg.remote_rtcp,
+        rtcp_mux: neg.rtcp_mux,
+    }
+}
+
+/// Map an SDP negotiation onto the mixer's stream parameters.
+pub fn stream_params(neg: &Negotiated) -> StreamParams {
+    let codec = match neg.codec {
+        CodecName::Opus => Codec::Opus,
+        CodecName::Pcmu => Codec::Pcmu,
+        CodecName::Pcma => Codec::Pcma,
+    };
+    let ptime = neg.ptime_ms.clamp(10, 60) / 10 * 10;
+    let (send, recv) = match neg.direction {
+        Direction::SendRecv => (true, true),
+        Direction::SendOnly => (false, true),
+        Direction::RecvOnly => (true, false),
+        Direction::Inactive => (false, false),
+    };
+    StreamParams {
+        codec,
+        payload_type: neg.payload_type,
+        telephone_event_pt: neg.telephone_event_pt,
+        ptime_ms: ptime,
+        audio_level_ext_id: neg.audio_level_ext_id,
+        send,
+        recv,
+    }
+}
+
+/// NTP timestamp (RFC 3550 64-bit) of a wall-clock time given in ns since the Unix epoch.
+pub fn ntp_of_unix_ns(unix_ns: u64) -> u64 {
+    const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+    let wall = Duration::from_nanos(unix_ns);
+    let secs = wall.as_secs() + NTP_UNIX_OFFSET;
+    let frac = ((wall.subsec_nanos() as u64) << 32) / 1_000_000_000;
+    (secs << 32) | frac
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ntp_of_the_unix_epoch_is_the_ntp_offset() {
+        assert_eq!(ntp_of_unix_ns(0), 2_208_988_800u64 << 32);
+        assert_eq!(ntp_of_unix_ns(500_000_000) & 0xffff_ffff, 1 << 31);
+    }
+}

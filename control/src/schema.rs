@@ -1,0 +1,137 @@
+//! The replicated schema: what a primary sends its backup, typed and versioned.
+//!
+//! The records here are the control core's live state, not a projection of it: the core
+//! keeps its calls as [`CallRecord`]s, its rooms as [`RoomRecord`]s and its server-wide
+//! counters as a [`ServerRecord`], and a backup applies the very same values. The SIP layer's
+//! own state travels as [`sip_core::state::StateChange`]s, each one dialog or transaction,
+//! tracked by `sip-core` as it changes. Nothing is re-encoded to find out what changed: one
+//! SIP message costs the items it changed, whatever the number of calls.
+//!
+//! One input step of the core (a SIP message, a timer, a room event) becomes one [`Entry`],
+//! applied by the backup as a whole; the SIP messages of that step are held until the
+//! backup acknowledged it (output commit).
+
+use mixer::{MixerConfig, MixerSnapshot};
+use serde::{Deserialize, Serialize};
+use sip_core::sdp::{LocalMedia, Negotiated};
+use sip_core::state::{Rng, StateChange};
+
+/// Version of this schema. A backup refuses entries of another version (the sync link's
+/// own handshake already refuses another protocol version; this guards the application's
+/// layout, which can change without the link's).
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// One replicated step: applied by the backup as a whole, in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// [`SCHEMA_VERSION`] of the sender.
+    pub version: u16,
+    /// The step's changes, in the order they are applied.
+    pub items: Vec<Item>,
+}
+
+impl Entry {
+    /// An entry of the current schema version.
+    pub fn new(items: Vec<Item>) -> Self {
+        Entry {
+            version: SCHEMA_VERSION,
+            items,
+        }
+    }
+}
+
+/// One replicated change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Item {
+    /// Server-wide values (sent when one changes).
+    Server(ServerRecord),
+    /// One SIP dialog, transaction or the SIP layer's globals.
+    Sip(StateChange),
+    /// A call's record, whole (sent when any of its fields changes).
+    Call(CallRecord),
+    /// A call is over: the backup forgets it and frees its port.
+    CallEnded {
+        /// Call id.
+        call: u64,
+    },
+    /// A room: when it opens, then with its mixer's latest snapshot each time the mixer's
+    /// state version moves.
+    Room(RoomRecord),
+    /// A room closed (its last participant left).
+    RoomClosed {
+        /// Room id.
+        room: u64,
+    },
+}
+
+/// Server-wide replicated values.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServerRecord {
+    /// The primary's time origin as wall-clock nanoseconds since the Unix epoch: every SIP
+    /// timer and the rooms' tick grid (tick k at origin + k x 20 ms) are relative to it, so a
+    /// backup that takes over re-bases its clock on it.
+    pub origin_unix_ns: u64,
+    /// Server seed (SIP tags and branches continue from the SIP layer's own generator).
+    pub seed: u64,
+    /// The control plane's generator: room seeds, SDP session ids.
+    pub rng: Rng,
+    /// Next media port the allocator tries.
+    pub next_port: u16,
+    /// Next room id.
+    pub next_room_id: u64,
+}
+
+/// Where a call's media stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MediaPhase {
+    /// Its port pair is being bound.
+    Opening,
+    /// Ports bound, not in a room (offerless INVITE waiting for the answer in the ACK).
+    Idle,
+    /// Asked its room to add it; waiting for the room's reply.
+    Joining,
+    /// In its room's mixer.
+    Joined,
+}
+
+/// One call, as the control core keeps it and replicates it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CallRecord {
+    /// Call id: the SIP call handle, also the participant id in the room.
+    pub call: u64,
+    /// Room name (the Request-URI user).
+    pub room: String,
+    /// Caller's URI.
+    pub from_uri: String,
+    /// Our RTP port (RTCP on the next one).
+    pub port: u16,
+    /// What our SDP says (session id and version continue after a takeover).
+    pub local: LocalMedia,
+    /// Where its media stands.
+    pub media: MediaPhase,
+    /// Latest negotiated media (remote addresses, codec, payload types).
+    pub neg: Option<Negotiated>,
+    /// A pending INVITE or re-INVITE is answered once the room has the participant.
+    pub answer_when_joined: bool,
+    /// We offered in our 2xx and wait for the answer in the ACK.
+    pub awaiting_answer: bool,
+    /// Our 2xx was acknowledged.
+    pub confirmed: bool,
+    /// The output SSRC its room gave it.
+    pub ssrc_out: Option<u32>,
+}
+
+/// One room.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoomRecord {
+    /// Room id (stable across a takeover).
+    pub id: u64,
+    /// Room name.
+    pub name: String,
+    /// The mixer's configuration (its seed decides the output SSRCs): a room whose first
+    /// snapshot never arrived restarts with it and gives the same streams.
+    pub config: MixerConfig,
+    /// The mixer's latest snapshot (`None` until the room's first participant is in).
+    pub snapshot: Option<MixerSnapshot>,
+}

@@ -1,0 +1,670 @@
+//! Control-plane takeover in virtual time: a primary core and a backup core fed only the
+//! entries the primary replicated (through their wire encoding). The primary is stopped
+//! after every step of scripted call flows (INVITE, 200 retransmitted until ACK, ACK,
+//! re-INVITE, INFO, OPTIONS, CANCEL, offerless INVITE, BYE from either side, an operator's
+//! kick, a 2xx never acknowledged ending by timer H, shutdown); from then on the promoted
+//! backup gets the same inputs the primary would have got, and everything it sends (SIP
+//! responses, retransmissions, BYEs with their Call-ID, tags and CSeq numbers) must be
+//! byte-identical to what the primary sends, and its calls (ports, SDP versions, output
+//! SSRCs) the same records. Negative controls drop or alter one replicated field and must
+//! see a difference.
+//!
+//! Rooms are real `mixer::Mixer`s driven by the test (the room tasks' job), so output SSRCs
+//! and snapshots are the mixer's own; their replies arrive in a separate step, as the room
+//! tasks' replies do, so a takeover also happens while a call is half-way into its room.
+
+use control::{Action, Config, Core, Entry, Item, Role, RoomCommand, RoomEvent, RoomInit};
+use mixer::Mixer;
+use sip_core::state::StateChange;
+use sip_core::Transmit;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const SERVER: &str = "198.18.0.1:5060";
+const SEED: u64 = 0x5eed;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn config() -> Config {
+    let mut c = Config::new(addr(SERVER), SEED);
+    c.rtp_port_min = 30000;
+    c.rtp_port_max = 30099;
+    c.max_participants = 4;
+    c
+}
+
+/// One node and the test's stand-in for its drivers (rooms, commit, sockets).
+struct Node {
+    core: Core,
+    now: Duration,
+    mixers: BTreeMap<u64, Mixer>,
+    shipped: BTreeMap<u64, u64>,
+    /// Room replies not yet delivered (a room task answers asynchronously).
+    replies: Vec<RoomEvent>,
+    /// SIP messages released, in order.
+    sent: Vec<Transmit>,
+    /// Entries replicated and not yet taken by the backup: (entry, starts a full state).
+    entries: Vec<(Entry, bool)>,
+    last_seq: u64,
+    /// A command the drivers could not carry out (a room that is not open...).
+    fault: Option<String>,
+}
+
+fn wire(e: &Entry) -> Entry {
+    let bytes = postcard::to_allocvec(e).expect("encode");
+    postcard::from_bytes(&bytes).expect("decode")
+}
+
+impl Node {
+    fn new(role: Role) -> Node {
+        Node {
+            core: Core::new(config(), role, 1_700_000_000_000_000_000),
+            now: Duration::ZERO,
+            mixers: BTreeMap::new(),
+            shipped: BTreeMap::new(),
+            replies: Vec::new(),
+            sent: Vec::new(),
+            entries: Vec::new(),
+            last_seq: 0,
+            fault: None,
+        }
+    }
+
+    /// Run the actions; the sync link acknowledges everything at once.
+    fn drain(&mut self) {
+        loop {
+            while let Some(a) = self.core.poll_action() {
+                match a {
+                    Action::SendSip { transmit, .. } => self.sent.push(transmit),
+                    Action::OpenMedia { call, port } => {
+                        self.core.handle_media_opened(call, port, true, self.now)
+                    }
+                    Action::CloseMedia { .. } | Action::Dtmf { .. } => {}
+                    Action::TakeoverComplete { .. } => {}
+                    Action::Room(cmd) => self.room(cmd),
+                    Action::Replicate { seq, entry } => {
+                        self.entries.push((wire(&entry), false));
+                        self.last_seq = seq;
+                    }
+                    Action::ReplicateFull { seq, entries } => {
+                        for (i, e) in entries.iter().enumerate() {
+                            self.entries.push((wire(e), i == 0));
+                        }
+                        self.last_seq = seq;
+                    }
+                }
+            }
+            let (held, _) = self.core.held();
+            let (last, committed) = self.core.replication();
+            if held == 0 || committed >= last {
+                break;
+            }
+            self.core.handle_committed(last, self.now);
+        }
+    }
+
+    fn room(&mut self, cmd: RoomCommand) {
+        let now = self.now;
+        match cmd {
+            RoomCommand::Open { room, init, .. } => {
+                let m = match init {
+                    RoomInit::New(cfg) => Mixer::new(cfg),
+                    RoomInit::Resume(s) => Mixer::from_snapshot(&s, now).expect("resume"),
+                };
+                self.shipped.insert(room, m.state_version());
+                self.mixers.insert(room, m);
+            }
+            RoomCommand::Join {
+                room, call, params, ..
+            } => {
+                let Some(m) = self.mixers.get_mut(&room) else {
+                    self.fault = Some(format!("join of {call} into room {room}, not open"));
+                    return;
+                };
+                let ev = match m.add_participant(call, params, now) {
+                    Ok(ssrc) => {
+                        self.shipped.insert(room, m.state_version());
+                        RoomEvent::Joined {
+                            room,
+                            call,
+                            ssrc,
+                            snapshot: Some(Box::new(m.export_state())),
+                        }
+                    }
+                    Err(e) => RoomEvent::JoinFailed {
+                        room,
+                        call,
+                        reason: e.to_string(),
+                    },
+                };
+                self.replies.push(ev);
+            }
+            RoomCommand::Attach { room, call, .. } => {
+                if !self.mixers.get(&room).is_some_and(|m| m.output_stream(call).is_some()) {
+                    self.fault = Some(format!("attach of {call}: not in room {room}"));
+                }
+            }
+            RoomCommand::Update {
+                room, call, params, ..
+            } => {
+                let updated = self
+                    .mixers
+                    .get_mut(&room)
+                    .map(|m| m.update_participant(call, params, now));
+                if !matches!(updated, Some(Ok(()))) {
+                    self.fault = Some(format!("update of {call} in room {room}: {updated:?}"));
+                }
+            }
+            RoomCommand::Leave { room, call } => {
+                let Some(m) = self.mixers.get_mut(&room) else {
+                    self.fault = Some(format!("leave of {call}: room {room} not open"));
+                    return;
+                };
+                let _ = m.remove_participant(call, now);
+                while m.poll_output().is_some() {}
+            }
+            RoomCommand::Close { room } => {
+                self.mixers.remove(&room);
+                self.shipped.remove(&room);
+            }
+        }
+    }
+
+    /// The room tasks' replies and snapshots of moved state versions.
+    fn rooms(&mut self) {
+        for ev in std::mem::take(&mut self.replies) {
+            self.core.handle_room_event(ev, self.now);
+            self.drain();
+        }
+        let moved: Vec<u64> = self
+            .mixers
+            .iter()
+            .filter(|(id, m)| self.shipped.get(id) != Some(&m.state_version()))
+            .map(|(id, _)| *id)
+            .collect();
+        for room in moved {
+            let m = &self.mixers[&room];
+            self.shipped.insert(room, m.state_version());
+            let snapshot = Box::new(m.export_state());
+            self.core
+                .handle_room_event(RoomEvent::Snapshot { room, snapshot }, self.now);
+            self.drain();
+        }
+    }
+
+    fn advance(&mut self, to: Duration) {
+        while let Some(t) = self.core.poll_timeout() {
+            if t > to {
+                break;
+            }
+            self.now = self.now.max(t);
+            self.core.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = to;
+    }
+
+    fn sip(&mut self, from: SocketAddr, msg: &str) {
+        self.core.handle_sip_datagram(from, msg.as_bytes(), self.now);
+        self.drain();
+    }
+}
+
+/// A SIP user agent of the script.
+#[derive(Clone)]
+struct Ua {
+    name: &'static str,
+    addr: SocketAddr,
+    room: &'static str,
+    call_id: String,
+    cseq: u32,
+    to_tag: Option<String>,
+    /// The last request sent (retransmitted as is).
+    last: String,
+    branch: u32,
+}
+
+const PCMU: &str = "v=0\r\no=- 1 1 IN IP4 198.18.0.10\r\ns=-\r\nc=IN IP4 198.18.0.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+const OPUS: &str = "v=0\r\no=- 1 1 IN IP4 198.18.0.11\r\ns=-\r\nc=IN IP4 198.18.0.11\r\nt=0 0\r\nm=audio 4002 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\na=rtcp-mux\r\n";
+const SENDONLY: &str = "v=0\r\no=- 1 2 IN IP4 198.18.0.10\r\ns=-\r\nc=IN IP4 198.18.0.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=sendonly\r\n";
+
+impl Ua {
+    fn new(i: usize, name: &'static str, room: &'static str) -> Ua {
+        Ua {
+            name,
+            addr: addr(&format!("198.18.0.{}:{}", 10 + i, 5070 + i)),
+            room,
+            call_id: format!("{name}-call@198.18.0.{}", 10 + i),
+            cseq: 0,
+            to_tag: None,
+            last: String::new(),
+            branch: 0,
+        }
+    }
+
+    fn request(&mut self, method: &str, cseq: u32, new_branch: bool, body: Option<&str>) -> String {
+        if new_branch {
+            self.branch += 1;
+        }
+        let to_tag = self
+            .to_tag
+            .as_ref()
+            .filter(|_| method != "CANCEL")
+            .map(|t| format!(";tag={t}"))
+            .unwrap_or_default();
+        let (ctype, body) = match body {
+            Some(b) => ("Content-Type: application/sdp\r\n", b),
+            None => ("", ""),
+        };
+        format!(
+            "{method} sip:{room}@198.18.0.1 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {addr};branch=z9hG4bK{name}{branch}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:{name}@{ip}>;tag={name}-tag\r\n\
+             To: <sip:{room}@198.18.0.1>{to_tag}\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: {cseq} {method}\r\n\
+             Contact: <sip:{name}@{addr}>\r\n\
+             {ctype}Content-Length: {len}\r\n\r\n{body}",
+            room = self.room,
+            addr = self.addr,
+            name = self.name,
+            branch = self.branch,
+            ip = self.addr.ip(),
+            call_id = self.call_id,
+            len = body.len(),
+        )
+    }
+}
+
+/// One step of a script.
+#[derive(Clone, Debug)]
+enum Step {
+    /// INVITE with this offer (None: offerless).
+    Invite(usize, Option<&'static str>),
+    /// The UA's last request again (UDP retransmission).
+    Retransmit(usize),
+    /// ACK of the 2xx (with an SDP answer for an offerless INVITE).
+    Ack(usize, Option<&'static str>),
+    /// ACK of a non-2xx final response (same branch as the INVITE).
+    AckFailure(usize),
+    ReInvite(usize, &'static str),
+    Info(usize, char),
+    Options(usize),
+    Cancel(usize),
+    Bye(usize),
+    /// The operator hangs up the UA's call.
+    Kick(usize),
+    /// 200 OK to the server's latest BYE for this UA.
+    AnswerBye(usize),
+    /// The room tasks reply.
+    Rooms,
+    /// Virtual time passes (timers fire).
+    Advance(u64),
+    Shutdown,
+}
+
+fn script() -> (Vec<Ua>, Vec<Step>) {
+    use Step::*;
+    let uas = vec![
+        Ua::new(0, "alice", "standup"),
+        Ua::new(1, "bob", "standup"),
+        Ua::new(2, "carol", "standup"),
+        Ua::new(3, "dave", "standup"),
+        Ua::new(4, "erin", "standup"),
+        Ua::new(5, "frank", "retro"),
+    ];
+    let steps = vec![
+        Invite(0, Some(PCMU)),
+        Retransmit(0),
+        Rooms,
+        Advance(600), // the 200 OK is retransmitted until the ACK
+        Ack(0, None),
+        Invite(1, Some(OPUS)),
+        Rooms,
+        Ack(1, None),
+        Options(2),
+        Info(0, '5'),
+        ReInvite(0, SENDONLY),
+        Ack(0, None),
+        Invite(3, None), // offerless: we offer in the 200, the answer comes in the ACK
+        Ack(3, Some(PCMU)),
+        Rooms,
+        Invite(4, Some(PCMU)),
+        Cancel(4), // before the room replied
+        AckFailure(4),
+        Rooms,
+        Invite(5, Some(PCMU)),
+        Rooms,
+        Advance(40_000), // never ACKed: timer H, then our BYE (RFC 3261 13.3.1.4)
+        AnswerBye(5),
+        Bye(1),
+        Rooms,
+        Kick(0),
+        AnswerBye(0),
+        Rooms,
+        Advance(1_000),
+        Shutdown,
+        AnswerBye(3),
+        Rooms,
+        Advance(40_000),
+    ];
+    (uas, steps)
+}
+
+/// Learn tags and server requests from what the reference node sent.
+fn observe(uas: &mut [Ua], sent: &[Transmit]) -> BTreeMap<usize, String> {
+    let mut byes = BTreeMap::new();
+    for t in sent {
+        let text = String::from_utf8_lossy(&t.data).to_string();
+        for (i, ua) in uas.iter_mut().enumerate() {
+            if !text.contains(&format!("Call-ID: {}", ua.call_id)) {
+                continue;
+            }
+            if text.starts_with("SIP/2.0 2") && text.contains("INVITE\r\n") {
+                if let Some(tag) = header(&text, "To").and_then(|v| v.split(";tag=").nth(1)) {
+                    ua.to_tag = Some(tag.to_string());
+                }
+            }
+            if text.starts_with("BYE ") {
+                byes.insert(i, text.clone());
+            }
+        }
+    }
+    byes
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.split("\r\n")
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+}
+
+fn answer_request(req: &str, status: &str) -> String {
+    let mut out = format!("SIP/2.0 {status}\r\n");
+    for h in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        for l in req.split("\r\n").filter(|l| l.starts_with(&format!("{h}: "))) {
+            out.push_str(l);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out
+}
+
+/// The script's state besides the nodes: UAs and the latest server BYE per UA.
+struct Script {
+    uas: Vec<Ua>,
+    byes: BTreeMap<usize, String>,
+    invite_cseq: BTreeMap<usize, u32>,
+}
+
+impl Script {
+    /// The input a step gives a node (the same for every node it is applied to).
+    fn apply(&mut self, step: &Step, nodes: &mut [&mut Node]) {
+        let send = |from: SocketAddr, msg: &str, nodes: &mut [&mut Node]| {
+            for n in nodes.iter_mut() {
+                n.sip(from, msg);
+            }
+        };
+        match *step {
+            Step::Invite(i, offer) => {
+                let ua = &mut self.uas[i];
+                ua.cseq += 1;
+                ua.to_tag = None;
+                let m = ua.request("INVITE", ua.cseq, true, offer);
+                ua.last = m.clone();
+                self.invite_cseq.insert(i, ua.cseq);
+                send(ua.addr, &m, nodes);
+            }
+            Step::Retransmit(i) => {
+                let ua = &self.uas[i];
+                send(ua.addr, &ua.last.clone(), nodes);
+            }
+            Step::Ack(i, answer) => {
+                let ua = &mut self.uas[i];
+                let cseq = self.invite_cseq[&i];
+                let m = ua.request("ACK", cseq, true, answer);
+                send(ua.addr, &m, nodes);
+            }
+            Step::AckFailure(i) => {
+                let ua = &mut self.uas[i];
+                let cseq = self.invite_cseq[&i];
+                ua.to_tag = None;
+                let m = ua.request("ACK", cseq, false, None);
+                send(ua.addr, &m, nodes);
+            }
+            Step::ReInvite(i, sdp) => {
+                let ua = &mut self.uas[i];
+                ua.cseq += 1;
+                let m = ua.request("INVITE", ua.cseq, true, Some(sdp));
+                ua.last = m.clone();
+                self.invite_cseq.insert(i, ua.cseq);
+                send(ua.addr, &m, nodes);
+            }
+            Step::Info(i, digit) => {
+                let ua = &mut self.uas[i];
+                ua.cseq += 1;
+                let mut m = ua.request("INFO", ua.cseq, true, None);
+                let body = format!("Signal={digit}\r\nDuration=160\r\n");
+                m = m.replace(
+                    "Content-Length: 0\r\n\r\n",
+                    &format!(
+                        "Content-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    ),
+                );
+                send(ua.addr, &m, nodes);
+            }
+            Step::Options(i) => {
+                let ua = &mut self.uas[i];
+                ua.cseq += 1;
+                let m = ua.request("OPTIONS", ua.cseq, true, None);
+                send(ua.addr, &m, nodes);
+            }
+            Step::Cancel(i) => {
+                let ua = &mut self.uas[i];
+                let cseq = self.invite_cseq[&i];
+                let m = ua.request("CANCEL", cseq, false, None);
+                send(ua.addr, &m, nodes);
+            }
+            Step::Bye(i) => {
+                let ua = &mut self.uas[i];
+                ua.cseq += 1;
+                let m = ua.request("BYE", ua.cseq, true, None);
+                send(ua.addr, &m, nodes);
+            }
+            Step::AnswerBye(i) => {
+                let bye = self.byes.remove(&i).unwrap_or_else(|| panic!("no BYE for UA {i}"));
+                send(self.uas[i].addr, &answer_request(&bye, "200 OK"), nodes);
+            }
+            Step::Kick(i) => {
+                let uri = format!("sip:{}@{}", self.uas[i].name, self.uas[i].addr.ip());
+                for n in nodes.iter_mut() {
+                    let call = n
+                        .core
+                        .calls()
+                        .values()
+                        .find(|c| c.from_uri == uri)
+                        .map(|c| c.call)
+                        .expect("kicked call exists");
+                    n.core.handle_hangup(call, n.now);
+                    n.drain();
+                }
+            }
+            Step::Rooms => nodes.iter_mut().for_each(|n| n.rooms()),
+            Step::Advance(ms) => {
+                for n in nodes.iter_mut() {
+                    let to = n.now + Duration::from_millis(ms);
+                    n.advance(to);
+                }
+            }
+            Step::Shutdown => {
+                for n in nodes.iter_mut() {
+                    n.core.handle_shutdown(n.now);
+                    n.drain();
+                }
+            }
+        }
+    }
+}
+
+/// A mutation of what crosses the sync link (negative controls).
+type Tamper = fn(&mut Entry);
+
+fn feed(backup: &mut Node, primary: &mut Node, tamper: Tamper) {
+    for (mut e, full) in primary.entries.drain(..) {
+        tamper(&mut e);
+        backup.core.handle_replicated(e, full);
+        backup.drain();
+    }
+}
+
+fn untouched(_: &mut Entry) {}
+
+fn show(t: &Transmit) -> String {
+    format!("to {}: {}", t.to, String::from_utf8_lossy(&t.data))
+}
+
+/// Run the script, stopping the primary after `stop` steps. Err describes the first
+/// difference between the promoted backup and the primary that was not stopped.
+fn run(stop: usize, tamper: Tamper) -> Result<(), String> {
+    let (uas, steps) = script();
+    let mut s = Script {
+        uas,
+        byes: BTreeMap::new(),
+        invite_cseq: BTreeMap::new(),
+    };
+    let mut p = Node::new(Role::Primary);
+    let mut b = Node::new(Role::Backup);
+    p.core.handle_backup_connected(p.now);
+    p.drain();
+    feed(&mut b, &mut p, tamper);
+    for step in &steps[..stop] {
+        s.apply(step, &mut [&mut p]);
+        let sent = std::mem::take(&mut p.sent);
+        s.byes.extend(observe(&mut s.uas, &sent));
+        feed(&mut b, &mut p, tamper);
+        b.now = p.now;
+    }
+    if !b.core.synced() {
+        return Err("backup never held the state".into());
+    }
+    // The primary is dead: the backup serves from what it was sent.
+    b.core.handle_takeover(b.now);
+    b.drain();
+    if let Some(t) = b.sent.first() {
+        return Err(format!("backup sent at takeover: {}", show(t)));
+    }
+    for (k, step) in steps.iter().enumerate().skip(stop) {
+        s.apply(step, &mut [&mut p, &mut b]);
+        let (ps, bs) = (std::mem::take(&mut p.sent), std::mem::take(&mut b.sent));
+        if ps != bs {
+            let n = ps.iter().zip(&bs).take_while(|(a, b)| a == b).count();
+            return Err(format!(
+                "after step {k} {step:?}: primary sent {} messages, backup {}; first difference:\n  primary: {}\n  backup:  {}",
+                ps.len(),
+                bs.len(),
+                ps.get(n).map(show).unwrap_or_default(),
+                bs.get(n).map(show).unwrap_or_default()
+            ));
+        }
+        if let Some(f) = p.fault.take().or(b.fault.take()) {
+            return Err(format!("after step {k} {step:?}: {f}"));
+        }
+        if p.core.calls() != b.core.calls() {
+            return Err(format!(
+                "after step {k} {step:?}: call records differ\n  primary: {:?}\n  backup:  {:?}",
+                p.core.calls(),
+                b.core.calls()
+            ));
+        }
+        s.byes.extend(observe(&mut s.uas, &ps));
+        p.entries.clear();
+        b.entries.clear();
+    }
+    if !p.core.is_idle() {
+        return Err(format!("calls left at the end: {:?}", p.core.calls()));
+    }
+    Ok(())
+}
+
+#[test]
+fn the_script_runs_to_completion_without_takeover() {
+    let (_, steps) = script();
+    run(steps.len(), untouched).unwrap();
+}
+
+#[test]
+fn a_backup_promoted_after_any_step_sends_exactly_what_the_primary_would_have() {
+    let (_, steps) = script();
+    for stop in 0..=steps.len() {
+        if let Err(e) = run(stop, untouched) {
+            panic!("primary stopped after {stop} steps: {e}");
+        }
+    }
+}
+
+/// Every stop point; how many of them showed a difference.
+fn divergences(tamper: Tamper) -> usize {
+    let (_, steps) = script();
+    (0..steps.len()).filter(|&k| run(k, tamper).is_err()).count()
+}
+
+#[test]
+fn negative_control_sip_transactions_dropped() {
+    fn t(e: &mut Entry) {
+        e.items
+            .retain(|i| !matches!(i, Item::Sip(StateChange::ServerTx { .. })));
+    }
+    assert!(divergences(t) > 0, "dropping server transactions went unnoticed");
+}
+
+#[test]
+fn negative_control_dialogs_dropped() {
+    fn t(e: &mut Entry) {
+        e.items
+            .retain(|i| !matches!(i, Item::Sip(StateChange::Dialog { .. })));
+    }
+    assert!(divergences(t) > 0, "dropping dialogs went unnoticed");
+}
+
+#[test]
+fn negative_control_sdp_session_version_dropped() {
+    fn t(e: &mut Entry) {
+        for i in &mut e.items {
+            if let Item::Call(c) = i {
+                c.local.session_version = 1;
+            }
+        }
+    }
+    assert!(divergences(t) > 0, "a stale SDP version went unnoticed");
+}
+
+#[test]
+fn negative_control_server_record_dropped() {
+    fn t(e: &mut Entry) {
+        e.items.retain(|i| !matches!(i, Item::Server(_)));
+    }
+    assert!(divergences(t) > 0, "dropping the server record went unnoticed");
+}
+
+#[test]
+fn negative_control_room_snapshots_dropped() {
+    fn t(e: &mut Entry) {
+        e.items.retain(|i| !matches!(i, Item::Room(_)));
+    }
+    assert!(divergences(t) > 0, "dropping room snapshots went unnoticed");
+}
+
+#[test]
+fn negative_control_sip_globals_dropped() {
+    fn t(e: &mut Entry) {
+        e.items
+            .retain(|i| !matches!(i, Item::Sip(StateChange::Globals { .. })));
+    }
+    assert!(divergences(t) > 0, "dropping the SIP generator went unnoticed");
+}
+
