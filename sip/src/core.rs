@@ -4,8 +4,8 @@
 use crate::framing::{Frame, Framer};
 use crate::message::{self, Message, ParseError, RequestInfo};
 use crate::state::{
-    dialog_key, ClientTx, CoreState, Dialog, DialogState, ResponseCtx, ServerTx, ServerTxState, T1,
-    T2, T4, TIMEOUT_64T1,
+    dialog_key, ClientTx, CoreState, Dialog, DialogState, Globals, ResponseCtx, ServerTx,
+    ServerTxState, T1, T2, T4, TIMEOUT_64T1,
 };
 use crate::{
     CallHandle, CallInfo, Config, ConnId, EndReason, Error, Event, Stats, Transmit, Transport,
@@ -39,6 +39,10 @@ pub(crate) struct Inner {
     pub out: VecDeque<Transmit>,
     pub events: VecDeque<Event>,
     pub streams: BTreeMap<ConnId, Framer>,
+    /// Globals as last reported by `take_changes` (`None`: not yet).
+    pub last_globals: Option<Globals>,
+    /// Change tracking on (`Core::set_change_tracking`).
+    pub tracking: bool,
 }
 
 /// Standard reason phrase.
@@ -117,6 +121,8 @@ impl Inner {
             out: VecDeque::new(),
             events: VecDeque::new(),
             streams: BTreeMap::new(),
+            last_globals: None,
+            tracking: true,
         }
     }
 
@@ -594,14 +600,16 @@ impl Inner {
         if let Some(call) = dialog {
             if method != "CANCEL" {
                 // RFC 3261 12.2.2: lower CSeq -> 500.
-                let Some(d) = self.st.dialogs.get_mut(&call) else {
+                let Some(d) = self.st.dialogs.get(&call) else {
                     return;
                 };
                 if info.cseq.cseq <= d.remote_cseq {
                     self.respond(&key, 500, vec![(Name::RETRY_AFTER, "1".into())], None, now);
                     return;
                 }
-                d.remote_cseq = info.cseq.cseq;
+                if let Some(d) = self.st.dialogs.get_mut(&call) {
+                    d.remote_cseq = info.cseq.cseq;
+                }
             }
         }
         match method.as_str() {
@@ -811,8 +819,15 @@ impl Inner {
             }
         }
         // Stop retransmitting a 2xx nobody will ACK now.
-        for tx in self.st.server_txs.values_mut() {
-            if tx.call == Some(call) && tx.state == ServerTxState::Accepted {
+        let accepted: Vec<String> = self
+            .st
+            .server_txs
+            .iter()
+            .filter(|(_, tx)| tx.call == Some(call) && tx.state == ServerTxState::Accepted)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in accepted {
+            if let Some(tx) = self.st.server_txs.get_mut(&k) {
                 tx.state = ServerTxState::Confirmed;
                 tx.retransmit_at = None;
             }
@@ -944,14 +959,18 @@ impl Inner {
         else {
             return;
         };
-        let found = self.st.server_txs.iter_mut().find(|(_, tx)| {
+        let found = self.st.server_txs.iter().find(|(_, tx)| {
             tx.call == Some(call) && tx.method == "INVITE" && tx.cseq == info.cseq.cseq
         });
-        let Some((_, tx)) = found else { return };
+        let Some((tx_key, tx)) = found else { return };
         if tx.state != ServerTxState::Accepted {
             self.st.stats.retransmissions_absorbed += 1;
             return;
         }
+        let tx_key = tx_key.clone();
+        let Some(tx) = self.st.server_txs.get_mut(&tx_key) else {
+            return;
+        };
         tx.state = ServerTxState::Confirmed;
         tx.retransmit_at = None;
         let had_offer = tx.had_offer;
@@ -961,11 +980,15 @@ impl Inner {
         } else {
             Some(String::from_utf8_lossy(&msg.body).into_owned())
         };
-        if let Some(d) = self.st.dialogs.get_mut(&call) {
-            if d.state == DialogState::Ended {
-                return;
+        if self
+            .st
+            .dialogs
+            .get(&call)
+            .is_some_and(|d| d.state != DialogState::Ended)
+        {
+            if let Some(d) = self.st.dialogs.get_mut(&call) {
+                d.state = DialogState::Confirmed;
             }
-            d.state = DialogState::Confirmed;
             self.events.push_back(Event::Confirmed { call, answer });
         }
     }
@@ -1166,7 +1189,16 @@ impl Inner {
     // ---------------------------------------------------------------- timers
 
     pub(crate) fn handle_timeout(&mut self, now: Duration) {
-        let keys: Vec<String> = self.st.server_txs.keys().cloned().collect();
+        // Only due transactions are touched (and so recorded as changed); each one's timers
+        // depend on its own fields only, so selecting them first keeps the order and outcome.
+        let due = |at: Option<Duration>| at.is_some_and(|t| t <= now);
+        let keys: Vec<String> = self
+            .st
+            .server_txs
+            .iter()
+            .filter(|(_, tx)| due(tx.expires_at) || due(tx.retransmit_at))
+            .map(|(k, _)| k.clone())
+            .collect();
         for key in keys {
             let Some(tx) = self.st.server_txs.get_mut(&key) else {
                 continue;
@@ -1202,7 +1234,13 @@ impl Inner {
                 self.send(t, d, r);
             }
         }
-        let branches: Vec<String> = self.st.client_txs.keys().cloned().collect();
+        let branches: Vec<String> = self
+            .st
+            .client_txs
+            .iter()
+            .filter(|(_, tx)| tx.expires_at <= now || due(tx.retransmit_at))
+            .map(|(k, _)| k.clone())
+            .collect();
         for b in branches {
             let Some(tx) = self.st.client_txs.get_mut(&b) else {
                 continue;

@@ -78,6 +78,9 @@
 //!   input or command, then re-read [`Core::poll_timeout`].
 //! * [`Core::calls`], [`Core::stats`], [`Core::state`]: getters; [`Core::from_state`] resumes
 //!   from replicated state.
+//! * [`Core::take_changes`]: what changed in [`Core::state`] since the last call, for
+//!   replication (see [`state`]); drain it after every input, or switch it off with
+//!   [`Core::set_change_tracking`].
 //!
 //! Behaviour notes: UDP responses go to the source address when the top Via has `rport` or a
 //! sent-by differing from the source (received/rport are added), else to the sent-by. Our
@@ -329,10 +332,42 @@ impl Core {
         &self.inner.st
     }
     /// A core continuing from replicated `state` (e.g. on the backup after takeover). TCP
-    /// reassembly buffers and undrained output are not part of the state.
+    /// reassembly buffers and undrained output are not part of the state. Change tracking is
+    /// on and starts from `state` as the baseline (whatever `state` had recorded is
+    /// forgotten; the first [`Core::take_changes`] also reports the globals).
     pub fn from_state(config: Config, state: state::CoreState) -> Self {
         let mut inner = Inner::new(config);
         inner.st = state;
+        inner.st.set_tracking(true);
+        inner.st.clear_changes();
         Core { inner }
+    }
+    /// Changes to [`Core::state`] since the last call (since creation for the first call):
+    /// each changed key once, carrying its current entry or its deletion, plus
+    /// [`state::StateChange::Globals`] when the generator, call counter or counters moved.
+    /// Order is deterministic: globals, dialogs, dialog index, server transactions, client
+    /// transactions, each in key order. Cost is proportional to the number of changed keys,
+    /// not to the state size; read-only work (e.g. scanning for due timers) changes nothing.
+    ///
+    /// Applying the result with [`state::CoreState::apply`] to a replica that was equal to the
+    /// state at the previous call makes it equal to the state now.
+    ///
+    /// Tracking is on by default and records one entry per distinct changed key until drained:
+    /// a replicating primary calls this after every input or command; a server without a
+    /// backup calls [`Core::set_change_tracking`]`(false)` instead.
+    pub fn take_changes(&mut self) -> Vec<state::StateChange> {
+        if !self.inner.tracking {
+            return Vec::new();
+        }
+        self.inner.st.take_changes(&mut self.inner.last_globals)
+    }
+    /// Switch change tracking on or off (default on). Off forgets what was recorded, keeps
+    /// nothing from then on, and [`Core::take_changes`] returns nothing; after switching it
+    /// back on, a replica needs
+    /// [`state::CoreState::to_changes`] again, since changes made meanwhile are lost.
+    pub fn set_change_tracking(&mut self, on: bool) {
+        self.inner.tracking = on;
+        self.inner.st.set_tracking(on);
+        self.inner.last_globals = None;
     }
 }
