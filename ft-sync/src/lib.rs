@@ -1,13 +1,14 @@
 //! Understudy's hot-standby state sync: the sans-IO core a primary and a backup `mcu` run
 //! on their sync link to agree on roles, detect a dead peer within tens of milliseconds and
-//! replicate, in order and authenticated, the state the backup needs to take over.
+//! replicate, in order and authenticated, the application's typed state items the backup
+//! needs to take over.
 //!
 //! For: the message set and its HMAC-SHA256 envelope, the role handshake (two primaries, a
 //! version or key mismatch are refused with a clear event), the heartbeat failure detector,
 //! the replication log with acknowledgements (the "output commit" primitive a driver uses to
 //! hold a SIP response until the backup has its state), promotion of the backup on PeerDead.
-//! Not for: sockets, timers, the VIP / netfilter rules (netfilter-shim), fencing, encoding
-//! the SIP or mixer state itself (their crates export it; this crate carries opaque blobs).
+//! Not for: sockets, timers, the VIP / netfilter rules (netfilter-shim), fencing, or the
+//! schema of the replicated state (the application's item type `T`, see [`Item`]).
 //!
 //! # Driver loop
 //!
@@ -17,32 +18,49 @@
 //! sleep until [`Node::poll_timeout`] and call [`Node::handle_timeout`].
 //!
 //! ```
-//! use ft_sync::{Config, Event, Node, Role, StateItem};
+//! use ft_sync::{Config, Event, LogEntry, Node, Role};
+//! use serde::{Deserialize, Serialize};
 //! use std::time::Duration;
 //!
+//! /// The application's replicated schema (the real one lives in the application crate).
+//! #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+//! enum Change {
+//!     Dialog { call_id: String, cseq: u32 },
+//!     CallGone { call_id: String },
+//! }
+//!
 //! let key = b"shared secret from --ft-key-file".to_vec();
-//! let mut primary = Node::new(Config::new(1, Role::Primary, key.clone(), 7), Duration::ZERO);
-//! let mut backup = Node::new(Config::new(2, Role::Backup, key, 9), Duration::ZERO);
+//! let mut primary: Node<Change> =
+//!     Node::new(Config::new(1, Role::Primary, key.clone(), 7), Duration::ZERO);
+//! let mut backup: Node<Change> = Node::new(Config::new(2, Role::Backup, key, 9), Duration::ZERO);
 //! let mut now = Duration::ZERO;
+//! let mut state = Vec::new(); // the primary's current state, as items
 //! let mut held = None; // a SIP response waiting for its state to be acknowledged
+//! let mut standby = Vec::new(); // what the backup applied
 //! for _ in 0..20 {
 //!     // The "network": deliver everything both ways.
 //!     while let Some(d) = primary.poll_transmit() { backup.handle_datagram(&d, now); }
 //!     while let Some(d) = backup.poll_transmit() { primary.handle_datagram(&d, now); }
 //!     while let Some(e) = primary.poll_event() {
 //!         match e {
-//!             // A backup connected: send it the whole state.
-//!             Event::SnapshotNeeded => { primary.replicate_snapshot(vec![], now).unwrap(); }
+//!             // A backup connected: send it the whole state (it supersedes the entries
+//!             // logged before it).
+//!             Event::SnapshotNeeded => { primary.replicate_snapshot(state.clone(), now).unwrap(); }
 //!             // Ready to serve: a call arrives, its dialog state is replicated first.
 //!             Event::RoleChanged(Role::Primary) => {
-//!                 let i = primary.replicate(StateItem::SipState(b"dialog".to_vec()), now).unwrap();
-//!                 held = Some(i);
+//!                 let change = Change::Dialog { call_id: "a84b4c76e66710".into(), cseq: 1 };
+//!                 state.push(change.clone());
+//!                 held = Some(primary.replicate(change, now).unwrap());
 //!             }
 //!             _ => {}
 //!         }
 //!     }
 //!     while let Some(e) = backup.poll_event() {
-//!         if let Event::Apply(entry) = e { let _ = entry; /* apply to the standby */ }
+//!         match e {
+//!             Event::Apply(LogEntry::Snapshot { items, .. }) => standby = items,
+//!             Event::Apply(LogEntry::Item { item, .. }) => standby.push(item),
+//!             _ => {}
+//!         }
 //!     }
 //!     now += Duration::from_millis(5);
 //!     primary.handle_timeout(now);
@@ -50,29 +68,24 @@
 //! }
 //! // The 200 OK may leave now: the backup holds the dialog.
 //! assert!(primary.is_committed(held.unwrap()));
+//! assert_eq!(standby, [Change::Dialog { call_id: "a84b4c76e66710".into(), cseq: 1 }]);
 //! ```
 //!
-//! # What is replicated, why, and what breaks without it
+//! # What is replicated
 //!
-//! The issue (#4) requires every item below to reach the backup; this crate carries them as
-//! [`StateItem`]s (SIP and mixer state as blobs their crates encode and version).
+//! Whatever the application puts in: ft-sync is generic over the item type `T` ([`Item`]:
+//! `Clone + Debug + Serialize + DeserializeOwned`) and never looks inside an item. It
+//! carries the application's items to the backup in log order, each exactly once
+//! ([`Event::Apply`]), inside authenticated datagrams (HMAC-SHA256 with the shared key,
+//! replay window), and reports when the backup acknowledged them ([`Event::Committed`]).
+//! A [`LogEntry::Snapshot`] replaces everything the backup held; the entries after it build
+//! on it.
 //!
-//! - Rooms and participants (`StateItem::MixerRoom`, `RoomClosed`, `App`): without them the
-//!   backup does not know which client belongs to which room and mixes nobody.
-//! - SIP dialog state (`StateItem::SipState`: Call-ID, local and remote tags, CSeq numbers,
-//!   route set, remote target, negotiated codecs/payload types, media addresses): without it
-//!   a BYE, OPTIONS or re-INVITE after takeover gets 481 and the client hangs up, and the
-//!   backup would not know where to send each client's media.
-//! - Every output stream's SSRC, sequence and timestamp origin, base tick, packet count, and
-//!   the tick clock phase (inside `mixer::MixerSnapshot`): without them the client sees a new
-//!   SSRC or a seq/ts jump after takeover; most jitter buffers reset, some phones drop the
-//!   stream, and RTCP SR would map NTP to RTP time inconsistently.
-//! - Mixer decisions (top-N set, dominant speaker; also in the mixer snapshot): without them
-//!   the backup starts with an empty mix (silence for the voice-activity attack) and
-//!   announces a spurious active-speaker change.
-//! - Every random choice (SSRCs, tags, ports, seeds: the room seed is in the mixer snapshot,
-//!   tags and ports in the SIP state / `App` items): the backup must reproduce what the
-//!   primary told the clients, and draw future choices from the same sources.
+//! What the items are, and why the backup needs each of them to take over without the
+//! clients noticing (dialogs, rooms, stream SSRC/seq/timestamp origins, mixer decisions,
+//! random choices), is the application's schema: see the `mcu` crate's replicated state
+//! type. [`PROTOCOL_VERSION`] versions ft-sync's envelope and message set only; if the
+//! schema can differ between the two nodes, `T` must carry its own version.
 //!
 //! # Output commit
 //!
@@ -95,10 +108,11 @@
 //!
 //! # Limits (what the driver must know)
 //!
-//! - One message is one datagram: a snapshot entry or an item must fit in one (64 KB over
-//!   UDP on the sync link). The `mcu` driver keeps every item small whatever the server's
-//!   size: the snapshot entry carries only a server-wide header, then every call and room
-//!   follows as its own item (and afterwards only the items that changed).
+//! - One message is one datagram: a snapshot entry or an item must fit in one
+//!   ([`MAX_DATAGRAM`], the UDP limit; [`Node::replicate`] refuses a larger one with
+//!   [`Error::TooLarge`]). A driver keeps every item small whatever the server's size: the
+//!   snapshot entry carries only a server-wide header, then every call and room follows as
+//!   its own item (and afterwards only the items that changed).
 //! - The failure detector cannot tell a dead primary from a cut sync link: fencing the old
 //!   primary (so it stops answering for the service address) is the driver's job.
 //! - Backup promotion happens only if the backup holds a snapshot from a primary that had
@@ -114,7 +128,18 @@ pub mod wire;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 use wire::{DecodeError, MAC_LEN};
-pub use wire::{Envelope, Payload, RefuseReason, StateItem, PROTOCOL_VERSION};
+pub use wire::{Envelope, Payload, RefuseReason, MAX_DATAGRAM, PROTOCOL_VERSION};
+
+/// What ft-sync replicates: the application's own item type (typically an enum of its
+/// state changes). Blanket-implemented for every type with these bounds; ft-sync encodes
+/// it with postcard inside its authenticated envelope and never looks inside.
+///
+/// ft-sync versions its envelope and message set ([`PROTOCOL_VERSION`]), not `T`: if the
+/// application's schema may differ between the two nodes (a rolling upgrade), `T` must
+/// carry its own version (and the application refuse or translate what it cannot apply).
+pub trait Item: Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned {}
+
+impl<T> Item for T where T: Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned {}
 
 /// Identifier of a node (configured; must differ between the two).
 pub type NodeId = u64;
@@ -163,6 +188,15 @@ pub enum Error {
     /// This primary was declared dead (it stalled past the failure detector) and its
     /// backup took over; it must stop serving.
     TakenOver,
+    /// An item did not serialize (its `Serialize` impl failed); nothing was replicated.
+    Encode(postcard::Error),
+    /// An item (or a snapshot) does not fit in one datagram; nothing was replicated.
+    TooLarge {
+        /// Encoded datagram length.
+        len: usize,
+        /// The limit ([`MAX_DATAGRAM`]).
+        max: usize,
+    },
 }
 
 impl std::fmt::Display for Error {
@@ -185,6 +219,11 @@ impl std::fmt::Display for Error {
             Error::TakenOver => write!(
                 f,
                 "the backup took over while this primary was unresponsive; stop serving (restart as backup)"
+            ),
+            Error::Encode(e) => write!(f, "replicated item does not serialize: {e}"),
+            Error::TooLarge { len, max } => write!(
+                f,
+                "replicated item too large for one datagram: {len} bytes (max {max})"
             ),
         }
     }
@@ -244,26 +283,26 @@ pub enum PeerState {
     Dead,
 }
 
-/// An ordered change the backup applies.
+/// An ordered change the backup applies, carrying the application's items `T`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LogEntry {
+pub enum LogEntry<T> {
     /// Replace the whole state.
     Snapshot {
         /// Log index.
         index: LogIndex,
         /// Items of the state.
-        items: Vec<StateItem>,
+        items: Vec<T>,
     },
     /// Apply one change.
     Item {
         /// Log index.
         index: LogIndex,
         /// Change.
-        item: StateItem,
+        item: T,
     },
 }
 
-impl LogEntry {
+impl<T: Clone> LogEntry<T> {
     /// Its log index.
     pub fn index(&self) -> LogIndex {
         match self {
@@ -271,7 +310,7 @@ impl LogEntry {
         }
     }
 
-    fn payload(&self) -> Payload {
+    fn payload(&self) -> Payload<T> {
         match self.clone() {
             LogEntry::Snapshot { index, items } => Payload::Snapshot { index, items },
             LogEntry::Item { index, item } => Payload::Entry { index, item },
@@ -281,7 +320,7 @@ impl LogEntry {
 
 /// What the driver must react to.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
+pub enum Event<T> {
     /// The peer answers (first authenticated message, or again after being dead).
     PeerAlive {
         /// Its node id.
@@ -303,7 +342,7 @@ pub enum Event {
     /// backup alive).
     Committed(LogIndex),
     /// Backup: apply this entry (delivered in log order, each once).
-    Apply(LogEntry),
+    Apply(LogEntry<T>),
 }
 
 /// Counters of the receive path.
@@ -375,7 +414,7 @@ const MAX_BUFFERED: usize = 4096;
 /// `poll_timeout`), primary operations (`replicate`, `replicate_snapshot`, `is_committed`),
 /// backup operations (`complete_takeover`), getters (`role`, `peer_state`, `stats`,
 /// `committed`, `applied`).
-pub struct Node {
+pub struct Node<T> {
     config: Config,
     fingerprint: [u8; 8],
     role: Role,
@@ -393,27 +432,27 @@ pub struct Node {
     next_heartbeat: Duration,
     seq: u64,
     transmit: VecDeque<Vec<u8>>,
-    events: VecDeque<Event>,
+    events: VecDeque<Event<T>>,
     stats: Stats,
     /// Reported mismatches (once each until a good message arrives).
     reported: Vec<Error>,
     // Primary side of the log.
     next_index: LogIndex,
     acked: LogIndex,
-    unacked: BTreeMap<LogIndex, LogEntry>,
+    unacked: BTreeMap<LogIndex, LogEntry<T>>,
     /// The current backup incarnation has been sent a snapshot.
     backup_synced: bool,
     last_send: Duration,
     // Backup side of the log.
     applied: LogIndex,
     has_snapshot: bool,
-    buffered: BTreeMap<LogIndex, LogEntry>,
+    buffered: BTreeMap<LogIndex, LogEntry<T>>,
 }
 
-impl Node {
+impl<T: Item> Node<T> {
     /// A node starting at `now`. A configured primary probes the link first (see
     /// [the crate docs](crate#roles)); its first Hello is queued immediately.
-    pub fn new(config: Config, now: Duration) -> Node {
+    pub fn new(config: Config, now: Duration) -> Node<T> {
         let fingerprint = wire::key_fingerprint(&config.key);
         let mut n = Node {
             fingerprint,
@@ -503,7 +542,7 @@ impl Node {
     }
 
     /// Next event.
-    pub fn poll_event(&mut self) -> Option<Event> {
+    pub fn poll_event(&mut self) -> Option<Event<T>> {
         self.events.pop_front()
     }
 
@@ -557,7 +596,7 @@ impl Node {
         {
             // The oldest few only: a burst larger than the receiver's replay window would be
             // reordered out of it, and the backup acknowledges cumulatively anyway.
-            let entries: Vec<Payload> = self
+            let entries: Vec<Payload<T>> = self
                 .unacked
                 .values()
                 .take(RETRANSMIT_BURST)
@@ -572,7 +611,7 @@ impl Node {
 
     /// A datagram arrived from the sync link. Anything invalid is dropped and counted.
     pub fn handle_datagram(&mut self, datagram: &[u8], now: Duration) {
-        let env = match wire::decode(&self.config.key, datagram) {
+        let env = match wire::decode::<T>(&self.config.key, datagram) {
             Ok(e) => e,
             Err(DecodeError::Malformed) => {
                 self.stats.malformed += 1;
@@ -723,39 +762,69 @@ impl Node {
 
     /// Append `item` to the replication log; returns its index. Hold the message whose
     /// state it is until [`Node::is_committed`] (or [`Event::Committed`]).
-    pub fn replicate(&mut self, item: StateItem, now: Duration) -> Result<LogIndex, Error> {
-        let index = self.next_log_index()?;
-        self.push_entry(LogEntry::Item { index, item }, now);
-        Ok(index)
+    ///
+    /// Fails with [`Error::NotPrimary`] unless serving as primary, and with
+    /// [`Error::Encode`] / [`Error::TooLarge`] when the item does not make one datagram
+    /// (checked whether or not a backup is connected; nothing is logged then).
+    pub fn replicate(&mut self, item: T, now: Duration) -> Result<LogIndex, Error> {
+        self.check_primary()?;
+        let entry = LogEntry::Item {
+            index: self.next_index,
+            item,
+        };
+        let datagram = self.encode_entry(&entry)?;
+        self.next_index += 1;
+        self.push_entry(entry, datagram, now);
+        Ok(self.next_index - 1)
     }
 
     /// Replace the backup's state with `items` (after [`Event::SnapshotNeeded`], or to
-    /// compact the log). Earlier unacknowledged entries are superseded.
-    pub fn replicate_snapshot(
-        &mut self,
-        items: Vec<StateItem>,
-        now: Duration,
-    ) -> Result<LogIndex, Error> {
-        let index = self.next_log_index()?;
+    /// compact the log). Earlier unacknowledged entries are superseded. The snapshot is
+    /// one datagram: keep it small and follow it with [`Node::replicate`] for the rest.
+    /// Fails like [`Node::replicate`].
+    pub fn replicate_snapshot(&mut self, items: Vec<T>, now: Duration) -> Result<LogIndex, Error> {
+        self.check_primary()?;
+        let entry = LogEntry::Snapshot {
+            index: self.next_index,
+            items,
+        };
+        let datagram = self.encode_entry(&entry)?;
+        self.next_index += 1;
         self.unacked.clear();
         self.backup_synced = true;
-        self.push_entry(LogEntry::Snapshot { index, items }, now);
-        Ok(index)
+        self.push_entry(entry, datagram, now);
+        Ok(self.next_index - 1)
     }
 
-    fn next_log_index(&mut self) -> Result<LogIndex, Error> {
+    fn check_primary(&self) -> Result<(), Error> {
         if self.role != Role::Primary || self.is_starting() || self.failed {
             return Err(Error::NotPrimary);
         }
-        let i = self.next_index;
-        self.next_index += 1;
-        Ok(i)
+        Ok(())
     }
 
-    fn push_entry(&mut self, entry: LogEntry, now: Duration) {
+    /// The datagram of `entry` as the next message (not consumed yet), checked to fit.
+    fn encode_entry(&self, entry: &LogEntry<T>) -> Result<Vec<u8>, Error> {
+        let d = wire::encode(
+            &self.config.key,
+            &self.envelope(entry.payload(), self.seq + 1),
+        )
+        .map_err(Error::Encode)?;
+        if d.len() > MAX_DATAGRAM {
+            return Err(Error::TooLarge {
+                len: d.len(),
+                max: MAX_DATAGRAM,
+            });
+        }
+        Ok(d)
+    }
+
+    fn push_entry(&mut self, entry: LogEntry<T>, datagram: Vec<u8>, now: Duration) {
         let index = entry.index();
         if self.protecting() && self.backup_synced {
-            self.send(entry.payload());
+            // `datagram` was encoded with the next sequence number: it is that message.
+            self.seq += 1;
+            self.push_transmit(datagram);
             self.last_send = now;
             self.unacked.insert(index, entry);
         } else if self.protecting() {
@@ -793,7 +862,7 @@ impl Node {
         Ok(())
     }
 
-    fn on_entry(&mut self, entry: LogEntry) {
+    fn on_entry(&mut self, entry: LogEntry<T>) {
         if self.role != Role::Backup {
             return;
         }
@@ -829,7 +898,7 @@ impl Node {
 
     // ---- internals ----
 
-    fn new_peer(&mut self, env: &Envelope, starting: bool) {
+    fn new_peer(&mut self, env: &Envelope<T>, starting: bool) {
         self.peer = Some(Peer {
             node: env.node,
             incarnation: env.incarnation,
@@ -848,7 +917,7 @@ impl Node {
         self.unacked.clear();
     }
 
-    fn role_conflict(&self, env: &Envelope, prev_role: Role) -> Option<Conflict> {
+    fn role_conflict(&self, env: &Envelope<T>, prev_role: Role) -> Option<Conflict> {
         let theirs_primary = matches!(env.role, Role::Primary | Role::TakingOver);
         let ours_primary = matches!(self.role, Role::Primary | Role::TakingOver);
         if ours_primary && theirs_primary {
@@ -957,22 +1026,38 @@ impl Node {
         });
     }
 
-    fn send(&mut self, payload: Payload) {
-        if self.failed {
-            return;
-        }
-        self.seq += 1;
-        let env = Envelope {
+    fn envelope(&self, payload: Payload<T>, seq: u64) -> Envelope<T> {
+        Envelope {
             node: self.config.node_id,
             incarnation: self.config.incarnation,
             role: self.role,
-            seq: self.seq,
+            seq,
             payload,
-        };
-        let d = wire::encode(&self.config.key, &env);
-        debug_assert!(d.len() > MAC_LEN);
+        }
+    }
+
+    fn send(&mut self, payload: Payload<T>) {
+        if self.failed {
+            return;
+        }
+        // Items were encoded once when replicated ([`Node::encode_entry`]); the encoding
+        // is deterministic, so a retransmission encodes too, and everything else is ours.
+        match wire::encode(&self.config.key, &self.envelope(payload, self.seq + 1)) {
+            Ok(d) => {
+                self.seq += 1;
+                self.push_transmit(d);
+            }
+            Err(_) => debug_assert!(false, "an item that encoded once failed to encode"),
+        }
+    }
+
+    fn push_transmit(&mut self, datagram: Vec<u8>) {
+        if self.failed {
+            return;
+        }
+        debug_assert!(datagram.len() > MAC_LEN);
         self.stats.sent += 1;
-        self.transmit.push_back(d);
+        self.transmit.push_back(datagram);
     }
 }
 

@@ -10,17 +10,23 @@
 //! The version sits before the typed body so that a peer speaking another version is
 //! recognised (and reported) even though its body would not decode.
 
-use crate::{LogIndex, NodeId, Role};
+use crate::{Item, LogIndex, NodeId, Role};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// Protocol version this crate speaks. Peers must match exactly.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Protocol version this crate speaks (the envelope and message set, not the
+/// application's item schema). Peers must match exactly.
+///
+/// 2: the replicated items are the application's own type `T` (was: four blob variants).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// First bytes of every datagram.
 pub const MAGIC: [u8; 4] = *b"USFT";
 /// Length of the HMAC-SHA256 trailer.
 pub const MAC_LEN: usize = 32;
+/// Largest datagram the node emits (the UDP payload limit over IPv4): a replicated item or
+/// snapshot whose datagram would be longer is refused ([`crate::Error::TooLarge`]).
+pub const MAX_DATAGRAM: usize = 65_507;
 const HEADER_LEN: usize = 6;
 
 /// Short, non-secret fingerprint of the shared key (first 8 bytes of a domain-separated
@@ -36,37 +42,9 @@ pub fn key_fingerprint(key: &[u8]) -> [u8; 8] {
     fp
 }
 
-/// One replicated item. The blobs are encoded by their owners (`sip-core` `Core::state()`,
-/// `mixer::MixerSnapshot`), with their own format versions; see the crate docs for why each
-/// is replicated.
+/// Message bodies, carrying the application's items `T`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StateItem {
-    /// The SIP layer's dialog/transaction state (all dialogs), encoded by the driver.
-    SipState(Vec<u8>),
-    /// One room's mixer snapshot (`mixer::Mixer::export_state`), encoded by the driver.
-    MixerRoom {
-        /// Room id chosen by the application.
-        room: u64,
-        /// Encoded `mixer::MixerSnapshot`.
-        snapshot: Vec<u8>,
-    },
-    /// A room was closed: the standby forgets it.
-    RoomClosed {
-        /// Room id.
-        room: u64,
-    },
-    /// Application state not covered above (API-visible ids, allocated ports, seeds).
-    App {
-        /// What it is (application-defined).
-        kind: u16,
-        /// Encoded value.
-        data: Vec<u8>,
-    },
-}
-
-/// Message bodies.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Payload {
+pub enum Payload<T> {
     /// Handshake, repeated every heartbeat interval until the peer's Hello arrived.
     Hello {
         /// Fingerprint of the sender's key ([`key_fingerprint`]).
@@ -91,14 +69,14 @@ pub enum Payload {
         /// Log index of this snapshot.
         index: LogIndex,
         /// Every item of the current state.
-        items: Vec<StateItem>,
+        items: Vec<T>,
     },
     /// One ordered replication-log entry.
     Entry {
         /// Its log index (consecutive).
         index: LogIndex,
         /// The change.
-        item: StateItem,
+        item: T,
     },
     /// Cumulative acknowledgement: every index up to this one is applied by the backup.
     Ack {
@@ -120,7 +98,7 @@ pub enum RefuseReason {
 
 /// The authenticated envelope (everything but magic, version and MAC).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Envelope {
+pub struct Envelope<T> {
     /// Sender's node id.
     pub node: NodeId,
     /// Sender's incarnation (changes on every process start; resets the replay window).
@@ -130,7 +108,7 @@ pub struct Envelope {
     /// Per-incarnation message sequence number (replay protection).
     pub seq: u64,
     /// Body.
-    pub payload: Payload,
+    pub payload: Payload<T>,
 }
 
 /// Why a datagram was not accepted (counted in [`crate::Stats`]).
@@ -149,22 +127,21 @@ fn mac(key: &[u8]) -> Hmac<Sha256> {
     <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length")
 }
 
-/// Encode and authenticate an envelope.
-pub fn encode(key: &[u8], env: &Envelope) -> Vec<u8> {
+/// Encode and authenticate an envelope. Fails only if the application's item does not
+/// serialize (its own `Serialize` impl reports an error).
+pub fn encode<T: Item>(key: &[u8], env: &Envelope<T>) -> Result<Vec<u8>, postcard::Error> {
     let mut out = Vec::with_capacity(64);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
-    // Serializing a plain struct into a Vec cannot fail.
-    let body = postcard::to_allocvec(env).unwrap_or_default();
-    out.extend_from_slice(&body);
+    let mut out = postcard::to_extend(env, out)?;
     let mut m = mac(key);
     m.update(&out);
     out.extend_from_slice(&m.finalize().into_bytes());
-    out
+    Ok(out)
 }
 
 /// Verify and decode a datagram.
-pub(crate) fn decode(key: &[u8], datagram: &[u8]) -> Result<Envelope, DecodeError> {
+pub(crate) fn decode<T: Item>(key: &[u8], datagram: &[u8]) -> Result<Envelope<T>, DecodeError> {
     if datagram.len() < HEADER_LEN + MAC_LEN || datagram[..4] != MAGIC {
         return Err(DecodeError::Malformed);
     }
@@ -176,7 +153,7 @@ pub(crate) fn decode(key: &[u8], datagram: &[u8]) -> Result<Envelope, DecodeErro
     if m.verify_slice(tag).is_err() {
         // Peek (unauthenticated) for a Hello of the same version to report a key mismatch.
         let fp = (version == PROTOCOL_VERSION)
-            .then(|| postcard::from_bytes::<Envelope>(body).ok())
+            .then(|| postcard::from_bytes::<Envelope<T>>(body).ok())
             .flatten()
             .and_then(|e| match e.payload {
                 Payload::Hello {
@@ -189,7 +166,7 @@ pub(crate) fn decode(key: &[u8], datagram: &[u8]) -> Result<Envelope, DecodeErro
     if version != PROTOCOL_VERSION {
         return Err(DecodeError::WrongVersion(version));
     }
-    match postcard::take_from_bytes::<Envelope>(body) {
+    match postcard::take_from_bytes::<Envelope<T>>(body) {
         Ok((env, [])) => Ok(env),
         _ => Err(DecodeError::Malformed),
     }

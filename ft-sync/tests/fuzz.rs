@@ -2,7 +2,20 @@
 //! every datagram is counted exactly once (accepted or dropped for a reason).
 
 use ft_sync::wire::{encode, Envelope};
-use ft_sync::{Config, Node, Payload, RefuseReason, Role, StateItem};
+use ft_sync::{Config, RefuseReason, Role};
+use serde::{Deserialize, Serialize};
+
+/// The test's replicated schema (the application defines its own typed enum).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum Change {
+    Dialog(Vec<u8>),
+    Room { room: u64, snapshot: Vec<u8> },
+    Tagged { kind: u16, data: Vec<u8> },
+    RoomClosed { room: u64 },
+}
+
+type Node = ft_sync::Node<Change>;
+type Payload = ft_sync::Payload<Change>;
 use std::time::Duration;
 
 const KEY: &[u8] = b"fuzz key";
@@ -48,14 +61,14 @@ fn corpus() -> Vec<Vec<u8>> {
         }
         while let Some(e) = p.poll_event() {
             if e == ft_sync::Event::SnapshotNeeded {
-                p.replicate_snapshot(vec![StateItem::SipState(vec![1, 2, 3])], now)
+                p.replicate_snapshot(vec![Change::Dialog(vec![1, 2, 3])], now)
                     .unwrap();
             }
         }
         while b.poll_event().is_some() {}
         if step > 50 {
             let _ = p.replicate(
-                StateItem::MixerRoom {
+                Change::Room {
                     room: step,
                     snapshot: vec![step as u8; 40],
                 },
@@ -87,7 +100,7 @@ fn forged(rng: &mut Rng) -> Vec<u8> {
         },
         3 => Payload::Entry {
             index: rng.below(400),
-            item: StateItem::App {
+            item: Change::Tagged {
                 kind: rng.next() as u16,
                 data: {
                     let n = rng.below(50) as usize;
@@ -97,7 +110,7 @@ fn forged(rng: &mut Rng) -> Vec<u8> {
         },
         4 => Payload::Snapshot {
             index: rng.below(400),
-            items: vec![StateItem::RoomClosed { room: rng.next() }],
+            items: vec![Change::RoomClosed { room: rng.next() }],
         },
         _ => Payload::Refuse {
             reason: [
@@ -117,6 +130,7 @@ fn forged(rng: &mut Rng) -> Vec<u8> {
             payload,
         },
     )
+    .unwrap()
 }
 
 fn mutate(rng: &mut Rng, d: &[u8]) -> Vec<u8> {

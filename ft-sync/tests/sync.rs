@@ -1,6 +1,22 @@
 //! Two nodes on an in-memory sync link (drop, delay, reorder, corrupt), in virtual time.
 
-use ft_sync::{Config, Error, Event, LogEntry, Node, PeerState, Role, StateItem};
+use ft_sync::{Config, Error, PeerState, Role};
+use serde::{Deserialize, Serialize};
+
+/// The test's replicated schema (the application defines its own typed enum).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Change {
+    /// A dialog's state.
+    Dialog(Vec<u8>),
+    /// A numbered change (ordering checks).
+    Counter(u64),
+    /// A room was closed.
+    RoomClosed { room: u64 },
+}
+
+type Node = ft_sync::Node<Change>;
+type Event = ft_sync::Event<Change>;
+type LogEntry = ft_sync::LogEntry<Change>;
 use std::time::Duration;
 
 const MS: Duration = Duration::from_millis(1);
@@ -165,7 +181,7 @@ impl Net {
     }
 
     /// Primary-side driver behaviour: answer SnapshotNeeded with the state so far.
-    fn serve_snapshots(&mut self, i: usize, items: &[StateItem]) {
+    fn serve_snapshots(&mut self, i: usize, items: &[Change]) {
         let pending = self.events[i]
             .iter()
             .filter(|(_, e)| *e == Event::SnapshotNeeded)
@@ -191,7 +207,7 @@ fn established(net: &mut Net) {
     net.run_until(5 * MS);
     net.start(1, cfg(2, Role::Backup));
     net.run_until(60 * MS);
-    net.serve_snapshots(0, &[StateItem::SipState(b"s0".to_vec())]);
+    net.serve_snapshots(0, &[Change::Dialog(b"s0".to_vec())]);
     net.run_until(80 * MS);
 }
 
@@ -271,7 +287,7 @@ fn failure_detected_within_30ms_and_backup_promoted() {
     // The new primary replicates (unprotected: committed at once).
     let i = net
         .node(1)
-        .replicate(StateItem::RoomClosed { room: 1 }, now)
+        .replicate(Change::RoomClosed { room: 1 }, now)
         .unwrap();
     assert!(net.node(1).is_committed(i));
 }
@@ -312,7 +328,7 @@ fn two_primaries_refused() {
     assert_eq!(net.node(0).role(), Role::Primary);
     assert!(net
         .node(1)
-        .replicate(StateItem::RoomClosed { room: 1 }, 200 * MS)
+        .replicate(Change::RoomClosed { room: 1 }, 200 * MS)
         .is_err());
 }
 
@@ -361,12 +377,13 @@ fn wrong_key_refused() {
 #[test]
 fn wrong_version_refused() {
     use hmac::{Hmac, KeyInit, Mac};
-    // A peer speaking version 2 with the right key.
+    // A peer speaking the next version with the right key.
+    let theirs = ft_sync::PROTOCOL_VERSION + 1;
     let mut backup = Node::new(cfg(2, Role::Backup), Duration::ZERO);
     let mut primary = Node::new(cfg(1, Role::Primary), Duration::ZERO);
     let mut d = primary.poll_transmit().unwrap();
     let n = d.len() - 32;
-    d[4..6].copy_from_slice(&2u16.to_be_bytes());
+    d[4..6].copy_from_slice(&theirs.to_be_bytes());
     let mut m = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(KEY).unwrap();
     m.update(&d[..n]);
     let tag = m.finalize().into_bytes();
@@ -377,7 +394,10 @@ fn wrong_version_refused() {
     while let Some(e) = backup.poll_event() {
         events.push(e);
     }
-    assert!(events.contains(&Event::Fatal(Error::VersionMismatch { ours: 1, theirs: 2 })));
+    assert!(events.contains(&Event::Fatal(Error::VersionMismatch {
+        ours: ft_sync::PROTOCOL_VERSION,
+        theirs
+    })));
 }
 
 #[test]
@@ -387,7 +407,7 @@ fn tampered_message_dropped_and_counted() {
     let now = net.now;
     let i = net
         .node(0)
-        .replicate(StateItem::SipState(b"dialog".to_vec()), now)
+        .replicate(Change::Dialog(b"dialog".to_vec()), now)
         .unwrap();
     let d = net.node(0).poll_transmit().unwrap();
     let mut tampered = d.clone();
@@ -438,14 +458,11 @@ fn replication_and_commit_over_a_bad_link() {
     net.start(0, lenient(cfg(1, Role::Primary)));
     net.start(1, lenient(cfg(2, Role::Backup)));
     net.run_until(300 * MS);
-    net.serve_snapshots(0, &[StateItem::SipState(b"base".to_vec())]);
+    net.serve_snapshots(0, &[Change::Dialog(b"base".to_vec())]);
     let mut indices = Vec::new();
     for k in 0..300u64 {
         let now = net.now;
-        let item = StateItem::App {
-            kind: 7,
-            data: k.to_be_bytes().to_vec(),
-        };
+        let item = Change::Counter(k);
         let i = net.node(0).replicate(item, now).unwrap();
         // Output commit: not before the backup acknowledged.
         assert!(!net.node(0).is_committed(i));
@@ -471,9 +488,9 @@ fn replication_and_commit_over_a_bad_link() {
         .iter()
         .map(|a| match a {
             LogEntry::Item {
-                item: StateItem::App { data, .. },
+                item: Change::Counter(k),
                 ..
-            } => u64::from_be_bytes(data[..].try_into().unwrap()),
+            } => *k,
             other => panic!("{other:?}"),
         })
         .collect();
@@ -491,7 +508,7 @@ fn dead_backup_releases_held_messages() {
     let now = net.now;
     let i = net
         .node(0)
-        .replicate(StateItem::RoomClosed { room: 3 }, now)
+        .replicate(Change::RoomClosed { room: 3 }, now)
         .unwrap();
     assert!(!net.node(0).is_committed(i));
     net.run_until(net.now + 40 * MS);
@@ -528,7 +545,62 @@ fn stalled_primary_yields_to_the_backup_that_took_over() {
     let now = net.now;
     let i = net
         .node(1)
-        .replicate(StateItem::RoomClosed { room: 1 }, now)
+        .replicate(Change::RoomClosed { room: 1 }, now)
         .unwrap();
     assert!(net.node(1).is_committed(i));
+}
+
+/// A primary past its startup probe, alone on the link (unprotected).
+fn lone_primary<T: ft_sync::Item>() -> ft_sync::Node<T> {
+    let mut p = ft_sync::Node::new(cfg(1, Role::Primary), Duration::ZERO);
+    p.handle_timeout(100 * MS);
+    assert_eq!(p.role(), Role::Primary);
+    assert!(!p.is_starting());
+    p
+}
+
+#[test]
+fn oversized_item_refused_without_taking_an_index() {
+    let mut p: Node = lone_primary();
+    let big = Change::Dialog(vec![0; ft_sync::MAX_DATAGRAM]);
+    assert!(matches!(
+        p.replicate(big.clone(), 100 * MS),
+        Err(Error::TooLarge { len, max: ft_sync::MAX_DATAGRAM }) if len > ft_sync::MAX_DATAGRAM
+    ));
+    assert!(matches!(
+        p.replicate_snapshot(vec![big], 100 * MS),
+        Err(Error::TooLarge { .. })
+    ));
+    assert_eq!(p.replicate(Change::Counter(1), 100 * MS), Ok(1));
+}
+
+#[test]
+fn item_that_does_not_serialize_is_refused() {
+    /// An application type whose `Serialize` fails.
+    #[derive(Clone, Debug)]
+    struct Broken;
+    impl Serialize for Broken {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("broken"))
+        }
+    }
+    impl<'de> Deserialize<'de> for Broken {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            <()>::deserialize(d).map(|()| Broken)
+        }
+    }
+    let mut p: ft_sync::Node<Broken> = lone_primary();
+    assert!(matches!(
+        p.replicate(Broken, 100 * MS),
+        Err(Error::Encode(_))
+    ));
+    assert!(matches!(
+        p.replicate_snapshot(vec![Broken], 100 * MS),
+        Err(Error::Encode(_))
+    ));
+    assert!(matches!(
+        p.poll_event(),
+        Some(ft_sync::Event::RoleChanged(Role::Primary))
+    ));
+    assert!(p.poll_event().is_none(), "nothing was logged");
 }
