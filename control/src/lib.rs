@@ -25,13 +25,13 @@
 //! use std::time::Duration;
 //!
 //! let mut core = Core::new(Config::new("127.0.0.1:5060".parse().unwrap(), 7), Role::Standalone, 0);
-//! let invite = "INVITE sip:standup@127.0.0.1 SIP/2.0\r\n\
+//! let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+//!     m=audio 4000 RTP/AVP 0\r\n";
+//! let invite = format!("INVITE sip:standup@127.0.0.1 SIP/2.0\r\n\
 //!     Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\nMax-Forwards: 70\r\n\
 //!     From: <sip:alice@127.0.0.1>;tag=a\r\nTo: <sip:standup@127.0.0.1>\r\nCall-ID: c1\r\n\
 //!     CSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:5070>\r\n\
-//!     Content-Type: application/sdp\r\nContent-Length: 102\r\n\r\n\
-//!     v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-//!     m=audio 4000 RTP/AVP 0\r\n";
+//!     Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len());
 //! let now = Duration::ZERO;
 //! core.handle_sip_datagram("127.0.0.1:5070".parse().unwrap(), invite.as_bytes(), now);
 //! let mut answered = false;
@@ -190,7 +190,12 @@ impl Core {
         };
         let sip = match role {
             Role::Backup => Sip::Standby(CoreState::new(cfg.seed)),
-            _ => Sip::Serving(sip_core::Core::new(sip_cfg)),
+            Role::Primary => Sip::Serving(sip_core::Core::new(sip_cfg)),
+            Role::Standalone => {
+                let mut c = sip_core::Core::new(sip_cfg);
+                c.set_change_tracking(false);
+                Sip::Serving(c)
+            }
         };
         let ports = ports::Ports::new(cfg.rtp_port_min, cfg.rtp_port_max);
         Core {
@@ -320,7 +325,13 @@ impl Core {
     }
 
     /// Bytes from a SIP stream connection (TCP).
-    pub fn handle_sip_stream(&mut self, conn: ConnId, from: SocketAddr, data: &[u8], now: Duration) {
+    pub fn handle_sip_stream(
+        &mut self,
+        conn: ConnId,
+        from: SocketAddr,
+        data: &[u8],
+        now: Duration,
+    ) {
         if let Sip::Serving(c) = &mut self.sip {
             c.handle_stream_data(conn, from, data, now);
         }
@@ -376,7 +387,11 @@ impl Core {
     pub fn handle_media_opened(&mut self, call: u64, port: u16, ok: bool, now: Duration) {
         if self.role == Role::Backup {
             if !ok {
-                tracing::warn!(call, port, "standby: cannot pre-bind the call's media ports");
+                tracing::warn!(
+                    call,
+                    port,
+                    "standby: cannot pre-bind the call's media ports"
+                );
             }
             return;
         }
@@ -444,7 +459,8 @@ impl Core {
                     }
                     // The call ended while its room added it (CANCEL, BYE): take it out.
                     _ => {
-                        self.actions.push_back(Action::Room(RoomCommand::Leave { room, call }));
+                        self.actions
+                            .push_back(Action::Room(RoomCommand::Leave { room, call }));
                         self.close_room_if_empty(room);
                     }
                 }
@@ -591,17 +607,13 @@ impl Core {
                     .calls
                     .values()
                     .filter(|c| {
-                        c.room == r.name && matches!(c.media, MediaPhase::Joining | MediaPhase::Joined)
+                        c.room == r.name
+                            && matches!(c.media, MediaPhase::Joining | MediaPhase::Joined)
                     })
                     .map(|c| c.call)
                     .collect();
-                self.rooms.insert(
-                    r.name.clone(),
-                    Room {
-                        record: r,
-                        members,
-                    },
-                );
+                self.rooms
+                    .insert(r.name.clone(), Room { record: r, members });
             }
             Item::RoomClosed { room } => {
                 if let Some(name) = self.room_names.remove(&room) {
@@ -684,7 +696,11 @@ impl Core {
                             media: member_media(rec.port, neg),
                         }));
                         attached.insert(call);
-                        self.rooms.get_mut(&rec.room).expect("opened").members.insert(call);
+                        self.rooms
+                            .get_mut(&rec.room)
+                            .expect("opened")
+                            .members
+                            .insert(call);
                     }
                 }
             }
@@ -989,7 +1005,10 @@ impl Core {
             self.refused.remove(&call);
             return false;
         };
-        let rec = self.calls.get_mut(&call).expect("open_media of a known call");
+        let rec = self
+            .calls
+            .get_mut(&call)
+            .expect("open_media of a known call");
         rec.port = port;
         rec.local.rtp_port = port;
         self.dirty_calls.insert(call);
@@ -1114,8 +1133,7 @@ impl Core {
         let Some(r) = self.rooms.get_mut(name) else {
             return;
         };
-        if r
-            .record
+        if r.record
             .snapshot
             .as_ref()
             .is_some_and(|s| s.state_version >= snapshot.state_version)

@@ -13,272 +13,15 @@
 //! and snapshots are the mixer's own; their replies arrive in a separate step, as the room
 //! tasks' replies do, so a takeover also happens while a call is half-way into its room.
 
-use control::{Action, Config, Core, Entry, Item, Role, RoomCommand, RoomEvent, RoomInit};
-use mixer::Mixer;
+mod common;
+
+use common::*;
+use control::{Entry, Item, Role};
 use sip_core::state::StateChange;
 use sip_core::Transmit;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
-
-const SERVER: &str = "198.18.0.1:5060";
-const SEED: u64 = 0x5eed;
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn config() -> Config {
-    let mut c = Config::new(addr(SERVER), SEED);
-    c.rtp_port_min = 30000;
-    c.rtp_port_max = 30099;
-    c.max_participants = 4;
-    c
-}
-
-/// One node and the test's stand-in for its drivers (rooms, commit, sockets).
-struct Node {
-    core: Core,
-    now: Duration,
-    mixers: BTreeMap<u64, Mixer>,
-    shipped: BTreeMap<u64, u64>,
-    /// Room replies not yet delivered (a room task answers asynchronously).
-    replies: Vec<RoomEvent>,
-    /// SIP messages released, in order.
-    sent: Vec<Transmit>,
-    /// Entries replicated and not yet taken by the backup: (entry, starts a full state).
-    entries: Vec<(Entry, bool)>,
-    last_seq: u64,
-    /// A command the drivers could not carry out (a room that is not open...).
-    fault: Option<String>,
-}
-
-fn wire(e: &Entry) -> Entry {
-    let bytes = postcard::to_allocvec(e).expect("encode");
-    postcard::from_bytes(&bytes).expect("decode")
-}
-
-impl Node {
-    fn new(role: Role) -> Node {
-        Node {
-            core: Core::new(config(), role, 1_700_000_000_000_000_000),
-            now: Duration::ZERO,
-            mixers: BTreeMap::new(),
-            shipped: BTreeMap::new(),
-            replies: Vec::new(),
-            sent: Vec::new(),
-            entries: Vec::new(),
-            last_seq: 0,
-            fault: None,
-        }
-    }
-
-    /// Run the actions; the sync link acknowledges everything at once.
-    fn drain(&mut self) {
-        loop {
-            while let Some(a) = self.core.poll_action() {
-                match a {
-                    Action::SendSip { transmit, .. } => self.sent.push(transmit),
-                    Action::OpenMedia { call, port } => {
-                        self.core.handle_media_opened(call, port, true, self.now)
-                    }
-                    Action::CloseMedia { .. } | Action::Dtmf { .. } => {}
-                    Action::TakeoverComplete { .. } => {}
-                    Action::Room(cmd) => self.room(cmd),
-                    Action::Replicate { seq, entry } => {
-                        self.entries.push((wire(&entry), false));
-                        self.last_seq = seq;
-                    }
-                    Action::ReplicateFull { seq, entries } => {
-                        for (i, e) in entries.iter().enumerate() {
-                            self.entries.push((wire(e), i == 0));
-                        }
-                        self.last_seq = seq;
-                    }
-                }
-            }
-            let (held, _) = self.core.held();
-            let (last, committed) = self.core.replication();
-            if held == 0 || committed >= last {
-                break;
-            }
-            self.core.handle_committed(last, self.now);
-        }
-    }
-
-    fn room(&mut self, cmd: RoomCommand) {
-        let now = self.now;
-        match cmd {
-            RoomCommand::Open { room, init, .. } => {
-                let m = match init {
-                    RoomInit::New(cfg) => Mixer::new(cfg),
-                    RoomInit::Resume(s) => Mixer::from_snapshot(&s, now).expect("resume"),
-                };
-                self.shipped.insert(room, m.state_version());
-                self.mixers.insert(room, m);
-            }
-            RoomCommand::Join {
-                room, call, params, ..
-            } => {
-                let Some(m) = self.mixers.get_mut(&room) else {
-                    self.fault = Some(format!("join of {call} into room {room}, not open"));
-                    return;
-                };
-                let ev = match m.add_participant(call, params, now) {
-                    Ok(ssrc) => {
-                        self.shipped.insert(room, m.state_version());
-                        RoomEvent::Joined {
-                            room,
-                            call,
-                            ssrc,
-                            snapshot: Some(Box::new(m.export_state())),
-                        }
-                    }
-                    Err(e) => RoomEvent::JoinFailed {
-                        room,
-                        call,
-                        reason: e.to_string(),
-                    },
-                };
-                self.replies.push(ev);
-            }
-            RoomCommand::Attach { room, call, .. } => {
-                if !self.mixers.get(&room).is_some_and(|m| m.output_stream(call).is_some()) {
-                    self.fault = Some(format!("attach of {call}: not in room {room}"));
-                }
-            }
-            RoomCommand::Update {
-                room, call, params, ..
-            } => {
-                let updated = self
-                    .mixers
-                    .get_mut(&room)
-                    .map(|m| m.update_participant(call, params, now));
-                if !matches!(updated, Some(Ok(()))) {
-                    self.fault = Some(format!("update of {call} in room {room}: {updated:?}"));
-                }
-            }
-            RoomCommand::Leave { room, call } => {
-                let Some(m) = self.mixers.get_mut(&room) else {
-                    self.fault = Some(format!("leave of {call}: room {room} not open"));
-                    return;
-                };
-                let _ = m.remove_participant(call, now);
-                while m.poll_output().is_some() {}
-            }
-            RoomCommand::Close { room } => {
-                self.mixers.remove(&room);
-                self.shipped.remove(&room);
-            }
-        }
-    }
-
-    /// The room tasks' replies and snapshots of moved state versions.
-    fn rooms(&mut self) {
-        for ev in std::mem::take(&mut self.replies) {
-            self.core.handle_room_event(ev, self.now);
-            self.drain();
-        }
-        let moved: Vec<u64> = self
-            .mixers
-            .iter()
-            .filter(|(id, m)| self.shipped.get(id) != Some(&m.state_version()))
-            .map(|(id, _)| *id)
-            .collect();
-        for room in moved {
-            let m = &self.mixers[&room];
-            self.shipped.insert(room, m.state_version());
-            let snapshot = Box::new(m.export_state());
-            self.core
-                .handle_room_event(RoomEvent::Snapshot { room, snapshot }, self.now);
-            self.drain();
-        }
-    }
-
-    fn advance(&mut self, to: Duration) {
-        while let Some(t) = self.core.poll_timeout() {
-            if t > to {
-                break;
-            }
-            self.now = self.now.max(t);
-            self.core.handle_timeout(self.now);
-            self.drain();
-        }
-        self.now = to;
-    }
-
-    fn sip(&mut self, from: SocketAddr, msg: &str) {
-        self.core.handle_sip_datagram(from, msg.as_bytes(), self.now);
-        self.drain();
-    }
-}
-
-/// A SIP user agent of the script.
-#[derive(Clone)]
-struct Ua {
-    name: &'static str,
-    addr: SocketAddr,
-    room: &'static str,
-    call_id: String,
-    cseq: u32,
-    to_tag: Option<String>,
-    /// The last request sent (retransmitted as is).
-    last: String,
-    branch: u32,
-}
-
-const PCMU: &str = "v=0\r\no=- 1 1 IN IP4 198.18.0.10\r\ns=-\r\nc=IN IP4 198.18.0.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
-const OPUS: &str = "v=0\r\no=- 1 1 IN IP4 198.18.0.11\r\ns=-\r\nc=IN IP4 198.18.0.11\r\nt=0 0\r\nm=audio 4002 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\na=rtcp-mux\r\n";
-const SENDONLY: &str = "v=0\r\no=- 1 2 IN IP4 198.18.0.10\r\ns=-\r\nc=IN IP4 198.18.0.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=sendonly\r\n";
-
-impl Ua {
-    fn new(i: usize, name: &'static str, room: &'static str) -> Ua {
-        Ua {
-            name,
-            addr: addr(&format!("198.18.0.{}:{}", 10 + i, 5070 + i)),
-            room,
-            call_id: format!("{name}-call@198.18.0.{}", 10 + i),
-            cseq: 0,
-            to_tag: None,
-            last: String::new(),
-            branch: 0,
-        }
-    }
-
-    fn request(&mut self, method: &str, cseq: u32, new_branch: bool, body: Option<&str>) -> String {
-        if new_branch {
-            self.branch += 1;
-        }
-        let to_tag = self
-            .to_tag
-            .as_ref()
-            .filter(|_| method != "CANCEL")
-            .map(|t| format!(";tag={t}"))
-            .unwrap_or_default();
-        let (ctype, body) = match body {
-            Some(b) => ("Content-Type: application/sdp\r\n", b),
-            None => ("", ""),
-        };
-        format!(
-            "{method} sip:{room}@198.18.0.1 SIP/2.0\r\n\
-             Via: SIP/2.0/UDP {addr};branch=z9hG4bK{name}{branch}\r\n\
-             Max-Forwards: 70\r\n\
-             From: <sip:{name}@{ip}>;tag={name}-tag\r\n\
-             To: <sip:{room}@198.18.0.1>{to_tag}\r\n\
-             Call-ID: {call_id}\r\n\
-             CSeq: {cseq} {method}\r\n\
-             Contact: <sip:{name}@{addr}>\r\n\
-             {ctype}Content-Length: {len}\r\n\r\n{body}",
-            room = self.room,
-            addr = self.addr,
-            name = self.name,
-            branch = self.branch,
-            ip = self.addr.ip(),
-            call_id = self.call_id,
-            len = body.len(),
-        )
-    }
-}
 
 /// One step of a script.
 #[derive(Clone, Debug)]
@@ -377,23 +120,6 @@ fn observe(uas: &mut [Ua], sent: &[Transmit]) -> BTreeMap<usize, String> {
     byes
 }
 
-fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
-    msg.split("\r\n")
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
-}
-
-fn answer_request(req: &str, status: &str) -> String {
-    let mut out = format!("SIP/2.0 {status}\r\n");
-    for h in ["Via", "From", "To", "Call-ID", "CSeq"] {
-        for l in req.split("\r\n").filter(|l| l.starts_with(&format!("{h}: "))) {
-            out.push_str(l);
-            out.push_str("\r\n");
-        }
-    }
-    out.push_str("Content-Length: 0\r\n\r\n");
-    out
-}
-
 /// The script's state besides the nodes: UAs and the latest server BYE per UA.
 struct Script {
     uas: Vec<Ua>,
@@ -477,7 +203,10 @@ impl Script {
                 send(ua.addr, &m, nodes);
             }
             Step::AnswerBye(i) => {
-                let bye = self.byes.remove(&i).unwrap_or_else(|| panic!("no BYE for UA {i}"));
+                let bye = self
+                    .byes
+                    .remove(&i)
+                    .unwrap_or_else(|| panic!("no BYE for UA {i}"));
                 send(self.uas[i].addr, &answer_request(&bye, "200 OK"), nodes);
             }
             Step::Kick(i) => {
@@ -610,7 +339,9 @@ fn a_backup_promoted_after_any_step_sends_exactly_what_the_primary_would_have() 
 /// Every stop point; how many of them showed a difference.
 fn divergences(tamper: Tamper) -> usize {
     let (_, steps) = script();
-    (0..steps.len()).filter(|&k| run(k, tamper).is_err()).count()
+    (0..steps.len())
+        .filter(|&k| run(k, tamper).is_err())
+        .count()
 }
 
 #[test]
@@ -619,7 +350,10 @@ fn negative_control_sip_transactions_dropped() {
         e.items
             .retain(|i| !matches!(i, Item::Sip(StateChange::ServerTx { .. })));
     }
-    assert!(divergences(t) > 0, "dropping server transactions went unnoticed");
+    assert!(
+        divergences(t) > 0,
+        "dropping server transactions went unnoticed"
+    );
 }
 
 #[test]
@@ -648,7 +382,10 @@ fn negative_control_server_record_dropped() {
     fn t(e: &mut Entry) {
         e.items.retain(|i| !matches!(i, Item::Server(_)));
     }
-    assert!(divergences(t) > 0, "dropping the server record went unnoticed");
+    assert!(
+        divergences(t) > 0,
+        "dropping the server record went unnoticed"
+    );
 }
 
 #[test]
@@ -665,6 +402,8 @@ fn negative_control_sip_globals_dropped() {
         e.items
             .retain(|i| !matches!(i, Item::Sip(StateChange::Globals { .. })));
     }
-    assert!(divergences(t) > 0, "dropping the SIP generator went unnoticed");
+    assert!(
+        divergences(t) > 0,
+        "dropping the SIP generator went unnoticed"
+    );
 }
-

@@ -107,14 +107,20 @@ pub async fn start(cfg: &FtConfig) -> Result<HotStandby> {
     );
     config.heartbeat_interval = cfg.heartbeat;
     config.missed_heartbeats = cfg.dead_after;
-    let mut link = SyncLink::start(cfg.listen, cfg.peer, ft_sync::Node::new(config, Duration::ZERO))?;
+    let mut link = SyncLink::start(
+        cfg.listen,
+        cfg.peer,
+        ft_sync::Node::new(config, Duration::ZERO),
+    )?;
     let mut pending = VecDeque::new();
     if cfg.role == FtRole::Primary {
         tracing::info!(listen = %cfg.listen, peer = %cfg.peer, realtime = link.realtime, "sync link: probing for another primary");
         loop {
             match link.recv().await {
                 Some(SyncEvent::Node(ft_sync::Event::RoleChanged(Role::Primary))) => break,
-                Some(SyncEvent::Node(ft_sync::Event::Fatal(e))) => anyhow::bail!("hot standby: {e}"),
+                Some(SyncEvent::Node(ft_sync::Event::Fatal(e))) => {
+                    anyhow::bail!("hot standby: {e}")
+                }
                 Some(other) => pending.push_back(other),
                 None => anyhow::bail!("hot standby: the sync-link thread stopped"),
             }

@@ -192,7 +192,9 @@ fn spawn_reader(
             };
             match tx.try_send(pkt) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => metrics.media_overflow.inc(),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    metrics.media_overflow.inc();
+                }
                 Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
         }
@@ -361,15 +363,23 @@ impl Room {
             match out {
                 Output::Rtp { .. } | Output::Rtcp { .. } if fenced => {}
                 Output::Rtp { to, packet } => {
-                    let Some(m) = self.members.get(&to) else { continue };
-                    let Some(dest) = m.latch.rtp_dest() else { continue };
+                    let Some(m) = self.members.get(&to) else {
+                        continue;
+                    };
+                    let Some(dest) = m.latch.rtp_dest() else {
+                        continue;
+                    };
                     if m.media.rtp.try_send_to(&packet, dest).is_ok() {
                         metrics.rtp_out.inc();
                     }
                 }
                 Output::Rtcp { to, packet } => {
-                    let Some(m) = self.members.get(&to) else { continue };
-                    let Some(dest) = m.latch.rtcp_dest() else { continue };
+                    let Some(m) = self.members.get(&to) else {
+                        continue;
+                    };
+                    let Some(dest) = m.latch.rtcp_dest() else {
+                        continue;
+                    };
                     let sock = if m.media.rtcp_mux {
                         &m.media.rtp
                     } else {
@@ -467,9 +477,9 @@ async fn run_room(
                 room.ship();
             }
             c = ctl_rx.recv() => {
-                match c {
-                    Some(c) if room.command(c) => {}
-                    _ => break,
+                let Some(c) = c else { break };
+                if !room.command(c) {
+                    break;
                 }
             }
             Some(p) = pkt_rx.recv() => room.packet(p),

@@ -177,11 +177,10 @@ pub async fn run_with_ft(
         last_core: Default::default(),
         takeover_started: None,
     };
-    let pending: VecDeque<_> = s
-        .hs
-        .as_mut()
-        .map(|h| std::mem::take(&mut h.pending))
-        .unwrap_or_default();
+    let pending: VecDeque<_> =
+        s.hs.as_mut()
+            .map(|h| std::mem::take(&mut h.pending))
+            .unwrap_or_default();
     for ev in pending {
         s.on_sync(ev);
     }
@@ -359,7 +358,10 @@ impl Server {
                     }
                 }
                 Action::ReplicateFull { seq, entries } => {
-                    self.shared.metrics.ft_replicated.inc_by(entries.len() as u64);
+                    self.shared
+                        .metrics
+                        .ft_replicated
+                        .inc_by(entries.len() as u64);
                     if let Some(h) = &self.hs {
                         h.link.send(SyncCommand::Snapshot {
                             seq,
@@ -421,13 +423,18 @@ impl Server {
             .inc_by(s.malformed_answered.saturating_sub(l.malformed_answered));
         m.sip_malformed_dropped
             .inc_by(s.malformed_dropped.saturating_sub(l.malformed_dropped));
-        m.sip_oversized.inc_by(s.oversized.saturating_sub(l.oversized));
+        m.sip_oversized
+            .inc_by(s.oversized.saturating_sub(l.oversized));
         self.last_sip = s;
         let c = self.core.stats().clone();
-        m.calls_accepted
-            .inc_by(c.calls_accepted.saturating_sub(self.last_core.calls_accepted));
-        m.calls_rejected
-            .inc_by(c.calls_rejected.saturating_sub(self.last_core.calls_rejected));
+        m.calls_accepted.inc_by(
+            c.calls_accepted
+                .saturating_sub(self.last_core.calls_accepted),
+        );
+        m.calls_rejected.inc_by(
+            c.calls_rejected
+                .saturating_sub(self.last_core.calls_rejected),
+        );
         self.last_core = c;
     }
 
@@ -496,9 +503,10 @@ impl Server {
             }
             RoomCommand::Attach { room, call, media } => {
                 let seen = |p: u16| {
-                    self.hs.as_ref().and_then(|h| h.net.mirror.as_ref()).and_then(|m| {
-                        m.source(p, control::latch::RELATCH_AFTER)
-                    })
+                    self.hs
+                        .as_ref()
+                        .and_then(|h| h.net.mirror.as_ref())
+                        .and_then(|m| m.source(p, control::latch::RELATCH_AFTER))
                 };
                 let (seen_rtp, seen_rtcp) = (seen(media.port), seen(media.port + 1));
                 let Some(ep) = self.endpoint(call, &media) else {
@@ -571,7 +579,13 @@ impl Server {
                 ..Default::default()
             },
         };
-        if r.view.lock().unwrap().participants.insert(call, view).is_none() {
+        if r.view
+            .lock()
+            .unwrap()
+            .participants
+            .insert(call, view)
+            .is_none()
+        {
             self.shared.metrics.participants.inc();
         }
     }
