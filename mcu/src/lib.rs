@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod room;
 pub mod server;
 pub mod state;
+pub mod sync_link;

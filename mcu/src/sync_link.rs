@@ -1,0 +1,429 @@
+//! The sync link's driver: one thread owns the [`ft_sync::Node`], its UDP socket and its
+//! timers; the control plane talks to it only by messages ([`SyncCommand`] in,
+//! [`SyncEvent`] out), so no lock is shared between the tokio runtime and the thread that
+//! keeps the heartbeats on time.
+//!
+//! The thread runs at real-time priority when the process may (root), so that neither a
+//! busy tokio runtime nor a loaded machine delays a heartbeat into a false failure
+//! detection. It sleeps in the socket read until the node's next timer; a command wakes it
+//! at once with a datagram to its own socket from a private waker socket (safe code, no
+//! extra descriptor to poll), so a replicated item is on the wire within tens of
+//! microseconds of [`SyncLink::send`].
+//!
+//! # Sequence numbers and output commit
+//!
+//! The application numbers its commands (`seq`, strictly increasing) and holds what
+//! depends on them (a SIP response) until [`SyncEvent::Committed`] covers their `seq`. The
+//! thread maps each command to the log indices the node gave it and turns the node's
+//! cumulative `Committed(index)` into `Committed { seq }`. A command the node refuses
+//! because it does not protect anything (still probing for another primary, or not primary)
+//! counts as committed at once, and when the backup dies ([`ft_sync::Event::PeerDead`])
+//! everything submitted does: there is nothing to wait for, and waiting would block every
+//! call. An item that cannot be sent at all (it does not serialize or does not fit one
+//! datagram) is logged as an error and released with the command before it.
+
+use anyhow::{Context, Result};
+use ft_sync::{Event, Item, LogIndex, Node, Role};
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the control plane asks of the sync thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncCommand<T> {
+    /// Primary: replicate one item. `seq` is the application's number for it (strictly
+    /// increasing over all commands that carry one).
+    Replicate {
+        /// The application's sequence number.
+        seq: u64,
+        /// The item.
+        item: T,
+    },
+    /// Primary: replace the backup's state (after [`ft_sync::Event::SnapshotNeeded`]). The
+    /// first item goes in the snapshot entry, every other one follows as its own log entry
+    /// (one datagram each, whatever the number of items); the command is committed when
+    /// the last one is.
+    Snapshot {
+        /// The application's sequence number.
+        seq: u64,
+        /// The whole state, the item that resets the backup first.
+        items: Vec<T>,
+    },
+    /// Backup: the service address is claimed; become primary
+    /// ([`ft_sync::Node::complete_takeover`]).
+    CompleteTakeover,
+}
+
+/// What the sync thread reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncEvent<T> {
+    /// Node events other than Committed, passed through (PeerAlive, PeerDead, RoleChanged,
+    /// Fatal, PeerRejected, SnapshotNeeded, Apply(LogEntry<T>)).
+    Node(ft_sync::Event<T>),
+    /// Every command with seq <= this is acknowledged by the backup, or counts as committed
+    /// because the node runs unprotected (no live backup, or still probing: replicate()
+    /// refused) — then it is reported at once.
+    Committed {
+        /// Highest committed command.
+        seq: u64,
+    },
+}
+
+/// The link as the thread last saw it (for the HTTP status).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncStatus {
+    /// The node's role.
+    pub role: ft_sync::Role,
+    /// The peer's liveness.
+    pub peer: ft_sync::PeerState,
+    /// Backup: highest log index applied.
+    pub applied: u64,
+    /// Highest command seq reported committed.
+    pub committed_seq: u64,
+    /// Highest command seq the thread has taken.
+    pub last_seq: u64,
+    /// Sync datagrams dropped by the node (malformed, unauthenticated, replayed, ...).
+    pub dropped: u64,
+}
+
+/// The sync link: its thread owns the node; see [the module docs](self).
+pub struct SyncLink<T> {
+    commands: mpsc::Sender<SyncCommand<T>>,
+    events: tokio::sync::mpsc::UnboundedReceiver<SyncEvent<T>>,
+    waker: Waker,
+    status: Arc<Mutex<SyncStatus>>,
+    fenced: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// The thread got real-time priority.
+    pub realtime: bool,
+}
+
+/// Real-time priority of the sync-link thread (SCHED_FIFO, low among RT priorities).
+const SYNC_RT_PRIORITY: i32 = 10;
+
+/// Longest sleep of the thread (also bounds how late a stop is seen without a wake).
+const MAX_WAIT: Duration = Duration::from_millis(50);
+
+/// Wakes the thread out of its socket read: one datagram from a private socket, sent only
+/// if none is outstanding.
+struct Waker {
+    sock: UdpSocket,
+    pending: Arc<AtomicBool>,
+}
+
+impl Waker {
+    fn new(target: SocketAddr) -> Result<Self> {
+        let sock = UdpSocket::bind((target.ip(), 0)).context("binding the sync-link waker")?;
+        sock.connect(target)
+            .context("connecting the sync-link waker")?;
+        sock.set_nonblocking(true)?;
+        Ok(Waker {
+            sock,
+            pending: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    fn wake(&self) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            // Non-blocking; a full buffer means a wake is queued anyway.
+            let _ = self.sock.send(&[0]);
+        }
+    }
+}
+
+impl<T: Item + Send + 'static> SyncLink<T> {
+    /// Bind the sync socket on `listen` and start the thread for `node`, which exchanges
+    /// datagrams with `peer`. The node's clock starts now: create it with
+    /// `Node::new(config, Duration::ZERO)` just before.
+    pub fn start(listen: SocketAddr, peer: SocketAddr, node: Node<T>) -> Result<Self> {
+        let sock =
+            UdpSocket::bind(listen).with_context(|| format!("binding the sync link {listen}"))?;
+        Self::start_with_socket(sock, peer, node)
+    }
+
+    /// [`SyncLink::start`] on a socket bound by the caller (tests bind port 0 first).
+    pub fn start_with_socket(sock: UdpSocket, peer: SocketAddr, node: Node<T>) -> Result<Self> {
+        let origin = Instant::now();
+        let local = sock.local_addr().context("sync link address")?;
+        // Unspecified (0.0.0.0 / ::) receives on loopback too.
+        let wake_target = match local.ip() {
+            IpAddr::V4(a) if a.is_unspecified() => {
+                SocketAddr::new(Ipv4Addr::LOCALHOST.into(), local.port())
+            }
+            IpAddr::V6(a) if a.is_unspecified() => {
+                SocketAddr::new(Ipv6Addr::LOCALHOST.into(), local.port())
+            }
+            _ => local,
+        };
+        let waker = Waker::new(wake_target)?;
+        let (commands, command_rx) = mpsc::channel();
+        let (event_tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let status = Arc::new(Mutex::new(status_of(&node, 0, 0)));
+        let fenced = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (rt_tx, rt_rx) = mpsc::channel();
+        let mut driver = Driver {
+            node,
+            sock,
+            peer,
+            origin,
+            waker_addr: waker.sock.local_addr()?,
+            wake_pending: waker.pending.clone(),
+            commands: command_rx,
+            events: event_tx,
+            status: status.clone(),
+            fenced: fenced.clone(),
+            stop: stop.clone(),
+            pending: VecDeque::new(),
+            committed_seq: 0,
+            last_seq: 0,
+        };
+        let thread = std::thread::Builder::new()
+            .name("ft-sync".into())
+            .spawn(move || {
+                let param = libc::sched_param {
+                    sched_priority: SYNC_RT_PRIORITY,
+                };
+                // SAFETY: sched_setscheduler on the calling thread (pid 0) with a valid
+                // sched_param that lives across the call.
+                let rt = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } == 0;
+                let _ = rt_tx.send(rt);
+                driver.run();
+            })
+            .context("spawning the sync-link thread")?;
+        let realtime = rt_rx.recv().unwrap_or(false);
+        if !realtime {
+            tracing::warn!("sync link: no real-time priority for its thread (not root?): heartbeats may be delayed on a loaded machine");
+        }
+        Ok(SyncLink {
+            commands,
+            events,
+            waker,
+            status,
+            fenced,
+            stop,
+            thread: Some(thread),
+            realtime,
+        })
+    }
+}
+
+impl<T> SyncLink<T> {
+    /// Hand a command to the thread (never blocks; the thread is woken at once).
+    pub fn send(&self, cmd: SyncCommand<T>) {
+        if self.commands.send(cmd).is_ok() {
+            self.waker.wake();
+        }
+    }
+
+    /// Next event; `None` once the thread is gone.
+    pub async fn recv(&mut self) -> Option<SyncEvent<T>> {
+        self.events.recv().await
+    }
+
+    /// Next event if one is pending.
+    pub fn try_recv(&mut self) -> Option<SyncEvent<T>> {
+        self.events.try_recv().ok()
+    }
+
+    /// The link as the thread last saw it.
+    pub fn status(&self) -> SyncStatus {
+        self.status.lock().unwrap().clone()
+    }
+
+    /// Set by the thread as soon as the node reports [`ft_sync::Event::Fatal`] while
+    /// primary: this node was taken over (or another primary won), its rooms must stop
+    /// sending media at once, before the control plane even reads the event.
+    pub fn fenced(&self) -> Arc<AtomicBool> {
+        self.fenced.clone()
+    }
+}
+
+impl<T> Drop for SyncLink<T> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.waker.pending.store(false, Ordering::Release);
+        self.waker.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn status_of<T: Item>(node: &Node<T>, committed_seq: u64, last_seq: u64) -> SyncStatus {
+    SyncStatus {
+        role: node.role(),
+        peer: node.peer_state(),
+        applied: node.applied(),
+        committed_seq,
+        last_seq,
+        dropped: node.stats().dropped(),
+    }
+}
+
+/// The thread's state: the node and everything around it.
+struct Driver<T> {
+    node: Node<T>,
+    sock: UdpSocket,
+    peer: SocketAddr,
+    origin: Instant,
+    waker_addr: SocketAddr,
+    wake_pending: Arc<AtomicBool>,
+    commands: mpsc::Receiver<SyncCommand<T>>,
+    events: tokio::sync::mpsc::UnboundedSender<SyncEvent<T>>,
+    status: Arc<Mutex<SyncStatus>>,
+    fenced: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    /// Commands waiting for the backup: (last log index of the command, its seq), in order.
+    pending: VecDeque<(LogIndex, u64)>,
+    committed_seq: u64,
+    last_seq: u64,
+}
+
+impl<T: Item> Driver<T> {
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn run(&mut self) {
+        let mut buf = vec![0u8; 65536];
+        // What the node queued at creation (its first Hello).
+        self.flush();
+        while !self.stop.load(Ordering::Acquire) {
+            let wait = self
+                .node
+                .poll_timeout()
+                .map_or(MAX_WAIT, |t| t.saturating_sub(self.now()))
+                .clamp(Duration::from_micros(100), MAX_WAIT);
+            let _ = self.sock.set_read_timeout(Some(wait));
+            let got = self.sock.recv_from(&mut buf);
+            let now = self.now();
+            match got {
+                Ok((_, src)) if src == self.waker_addr => {}
+                Ok((len, _)) => self.node.handle_datagram(&buf[..len], now),
+                Err(_) => {} // timeout (or a transient error: the timers run anyway)
+            }
+            self.wake_pending.store(false, Ordering::Release);
+            while let Ok(cmd) = self.commands.try_recv() {
+                self.command(cmd, now);
+            }
+            if self.node.poll_timeout().is_some_and(|t| t <= now) {
+                self.node.handle_timeout(now);
+            }
+            self.flush();
+        }
+    }
+
+    fn command(&mut self, cmd: SyncCommand<T>, now: Duration) {
+        match cmd {
+            SyncCommand::Replicate { seq, item } => {
+                self.last_seq = self.last_seq.max(seq);
+                match self.node.replicate(item, now) {
+                    Ok(i) => self.submitted(i, seq),
+                    Err(ft_sync::Error::NotPrimary) => self.unprotected(seq),
+                    Err(e) => {
+                        tracing::error!(seq, "sync link: item not replicated: {e}");
+                        self.not_sent(seq);
+                    }
+                }
+            }
+            SyncCommand::Snapshot { seq, items } => {
+                self.last_seq = self.last_seq.max(seq);
+                let mut items = items.into_iter();
+                let first: Vec<T> = items.next().into_iter().collect();
+                let first = match self.node.replicate_snapshot(first, now) {
+                    Err(ft_sync::Error::NotPrimary) => return self.unprotected(seq),
+                    Err(e) => {
+                        // The backup still needs its reset: an empty snapshot, then the rest.
+                        tracing::error!(seq, "sync link: snapshot item not replicated: {e}");
+                        self.node.replicate_snapshot(Vec::new(), now)
+                    }
+                    ok => ok,
+                };
+                let Ok(mut last) = first else {
+                    return self.unprotected(seq);
+                };
+                for item in items {
+                    match self.node.replicate(item, now) {
+                        Ok(i) => last = i,
+                        Err(ft_sync::Error::NotPrimary) => break,
+                        Err(e) => {
+                            tracing::error!(seq, "sync link: snapshot item not replicated: {e}")
+                        }
+                    }
+                }
+                self.submitted(last, seq);
+            }
+            SyncCommand::CompleteTakeover => {
+                if let Err(e) = self.node.complete_takeover(now) {
+                    tracing::warn!("sync link: completing the takeover: {e}");
+                }
+            }
+        }
+    }
+
+    /// `seq` is committed once log index `index` is (the node reports it then, at once
+    /// when unprotected).
+    fn submitted(&mut self, index: LogIndex, seq: u64) {
+        self.pending.push_back((index, seq));
+    }
+
+    /// `seq` carried nothing the node could send: it is released with the command before it.
+    fn not_sent(&mut self, seq: u64) {
+        match self.pending.back() {
+            Some(&(index, _)) => self.pending.push_back((index, seq)),
+            None => self.committed(seq),
+        }
+    }
+
+    /// Nothing protects `seq` (nor what was submitted before it): committed now.
+    fn unprotected(&mut self, seq: u64) {
+        self.pending.clear();
+        self.committed(seq);
+    }
+
+    fn committed(&mut self, seq: u64) {
+        if seq > self.committed_seq {
+            self.committed_seq = seq;
+            let _ = self.events.send(SyncEvent::Committed { seq });
+        }
+    }
+
+    /// Send the node's datagrams, map and forward its events, publish the status.
+    fn flush(&mut self) {
+        while let Some(d) = self.node.poll_transmit() {
+            let _ = self.sock.send_to(&d, self.peer);
+        }
+        while let Some(e) = self.node.poll_event() {
+            match e {
+                Event::Committed(index) => {
+                    let mut seq = None;
+                    while self.pending.front().is_some_and(|(i, _)| *i <= index) {
+                        seq = self.pending.pop_front().map(|(_, s)| s);
+                    }
+                    if let Some(seq) = seq {
+                        self.committed(seq);
+                    }
+                }
+                e => {
+                    if matches!(e, Event::Fatal(_)) && self.node.role() == Role::Primary {
+                        self.fenced.store(true, Ordering::SeqCst);
+                    }
+                    let dead = matches!(e, Event::PeerDead);
+                    let _ = self.events.send(SyncEvent::Node(e));
+                    if dead && self.node.role() == Role::Primary {
+                        // Unprotected: everything submitted counts as committed.
+                        if let Some(&(_, seq)) = self.pending.back() {
+                            self.unprotected(seq);
+                        }
+                    }
+                }
+            }
+        }
+        let st = status_of(&self.node, self.committed_seq, self.last_seq);
+        *self.status.lock().unwrap() = st;
+    }
+}
