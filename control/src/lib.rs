@@ -141,8 +141,9 @@ pub struct Stats {
     pub entries_replicated: u64,
 }
 
+#[allow(clippy::large_enum_variant)] // one per server, never moved on a hot path
 enum Sip {
-    Serving(sip_core::Core),
+    Serving(Box<sip_core::Core>),
     Standby(CoreState),
 }
 
@@ -190,11 +191,11 @@ impl Core {
         };
         let sip = match role {
             Role::Backup => Sip::Standby(CoreState::new(cfg.seed)),
-            Role::Primary => Sip::Serving(sip_core::Core::new(sip_cfg)),
+            Role::Primary => Sip::Serving(Box::new(sip_core::Core::new(sip_cfg))),
             Role::Standalone => {
                 let mut c = sip_core::Core::new(sip_cfg);
                 c.set_change_tracking(false);
-                Sip::Serving(c)
+                Sip::Serving(Box::new(c))
             }
         };
         let ports = ports::Ports::new(cfg.rtp_port_min, cfg.rtp_port_max);
@@ -638,7 +639,7 @@ impl Core {
             seed: self.server.seed,
             ..self.cfg.sip.clone()
         };
-        self.sip = Sip::Serving(sip_core::Core::from_state(sip_cfg, state));
+        self.sip = Sip::Serving(Box::new(sip_core::Core::from_state(sip_cfg, state)));
         self.role = Role::Primary;
         self.cfg.seed = self.server.seed;
         self.ports = ports::Ports::new(self.cfg.rtp_port_min, self.cfg.rtp_port_max);

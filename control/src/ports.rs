@@ -32,7 +32,7 @@ impl Ports {
         if self.max <= self.min {
             return 0;
         }
-        ((self.max - self.min + 1) / 2) as usize
+        (self.max - self.min).div_ceil(2) as usize
     }
 
     /// The next free pair after the last one handed out, skipping `refused` (ports the OS

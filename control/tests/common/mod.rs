@@ -131,10 +131,10 @@ impl Node {
                 self.replies.push(ev);
             }
             RoomCommand::Attach { room, call, .. } => {
-                if !self
+                if self
                     .mixers
                     .get(&room)
-                    .is_some_and(|m| m.output_stream(call).is_some())
+                    .is_none_or(|m| m.output_stream(call).is_none())
                 {
                     self.fault = Some(format!("attach of {call}: not in room {room}"));
                 }
