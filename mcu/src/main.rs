@@ -3,6 +3,8 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod bench;
+
 #[derive(Parser)]
 #[command(
     name = "mcu",
@@ -21,6 +23,9 @@ enum Command {
     /// Capture analysis and replay tools.
     #[command(subcommand)]
     Pcap(pcap_harness::cli::PcapCommand),
+    /// Load generators for the benchmark scripts.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 async fn shutdown_signal() {
@@ -58,5 +63,6 @@ fn main() -> Result<()> {
             })
         }
         Command::Pcap(cmd) => pcap_harness::cli::run(cmd).map_err(|e| anyhow::anyhow!(e)),
+        Command::Bench(cmd) => bench::run(cmd),
     }
 }

@@ -273,6 +273,8 @@ def main():
     ap.add_argument("--command", required=True)
     ap.add_argument("--load", required=True)
     ap.add_argument("--listeners", default="none")
+    ap.add_argument("--media-delay", type=int, default=1,
+                    help="0: SIP-only captures, no media-delay analysis")
     a = ap.parse_args()
     w = a.work
     t0, t1 = a.window
@@ -302,7 +304,10 @@ def main():
         except (IndexError, ValueError):
             notes.append(f"capture {side}: cannot read its time span")
         rooms = rooms_of(rooms_path)
-        lags, corrs, skipped, exact = media_delay(pcap, client, server, rooms, t0, t1)
+        if a.media_delay:
+            lags, corrs, skipped, exact = media_delay(pcap, client, server, rooms, t0, t1)
+        else:
+            lags, corrs, skipped, exact = [], [], 0, []
         media[side] = (lags, corrs, skipped, len(rooms), exact)
         by_port, retrans = setup_latency(pcap, client, 0, float("inf"))
         probes = by_port.get(5063, [])
@@ -310,6 +315,8 @@ def main():
         setup[side] = (probes, conf, retrans)
 
     def exact_cell(side):
+        if not a.media_delay:
+            return "not measured (MEDIA_DELAY=0)"
         d = media[side][4]
         if not d:
             return "no packet matched"
@@ -317,6 +324,8 @@ def main():
                 f"n={len(d)} packets)")
 
     def media_cell(side):
+        if not a.media_delay:
+            return "not measured (MEDIA_DELAY=0: SIP-only captures)"
         lags, corrs, skipped, nrooms, _ = media[side]
         if not lags:
             return f"no usable window ({skipped} skipped)"
@@ -393,6 +402,20 @@ def main():
           f"{a.end_participants[1]} / {a.calls} |")
     print()
     print(f"replication at the end: {rep}")
+    # One line to paste or grep: the replication's cost under churn as primary / standalone.
+    churn_ratio = f"{cpu2[0] / cpu2[2]:.2f}x" if cpu2[2] > 0 else "?"
+    steady_ratio = f"{cpu1[0] / cpu1[2]:.2f}x" if cpu1[2] > 0 else "?"
+
+    def p50_99(vals):
+        return f"{fmt_ms(pct(vals, 50))}/{fmt_ms(pct(vals, 99))}" if vals else "?"
+
+    commit_mean = f"{hsum / hcount * 1000:.2f} ms" if hcount else "?"
+    print(f"SUMMARY bench-ft {a.calls} calls, {a.probe_rate} calls/s churn: primary churn CPU "
+          f"{cpu2[0]:.1f} % / standalone churn CPU {cpu2[2]:.1f} % = {churn_ratio} "
+          f"(steady {cpu1[0]:.1f} / {cpu1[2]:.1f} % = {steady_ratio}; idle primary "
+          f"{cpu0[0]:.1f} %; backup steady {cpu1[1]:.1f} %, churn {cpu2[1]:.1f} %); setup p50/p99 "
+          f"on {p50_99(s_on[0])} ms, off {p50_99(s_off[0])} ms; commit wait mean {commit_mean}; "
+          f"load {a.load}")
     for n in notes:
         print(f"WARNING: {n}")
 
