@@ -179,6 +179,41 @@ fn remove_sends_bye_and_receiver_report_when_not_sending() {
     );
 }
 
+/// The BYE that ends a participant's RTCP is a plain RFC 3550 6.6 BYE: one SSRC, no reason,
+/// no padding (`81 cb 00 01 <ssrc>`), so analyzers do not flag a malformed reason string.
+#[test]
+fn final_bye_is_well_formed() {
+    let mut room = Room::new(23);
+    let ssrc = room.join(1, Codec::Pcma, 20, 20, silence());
+    room.run(300, no_delay);
+    room.mixer.remove_participant(1, room.now).unwrap();
+    let Some(Output::Rtcp { to: 1, packet }) = room.mixer.poll_output() else {
+        panic!("no final RTCP")
+    };
+    // Walk the compound packet by its length fields; the BYE (PT 203) must come last.
+    let mut off = 0;
+    let mut bye = None;
+    while off + 4 <= packet.len() {
+        let words = u16::from_be_bytes([packet[off + 2], packet[off + 3]]) as usize;
+        let end = off + 4 * (words + 1);
+        assert!(end <= packet.len(), "length field past the end");
+        if packet[off + 1] == 203 {
+            bye = Some(&packet[off..end]);
+        }
+        off = end;
+    }
+    assert_eq!(
+        off,
+        packet.len(),
+        "compound packet ends on a packet boundary"
+    );
+    let bye = bye.expect("a BYE");
+    let mut expected = vec![0x81, 203, 0, 1];
+    expected.extend_from_slice(&ssrc.to_be_bytes());
+    assert_eq!(bye, &expected[..], "V=2 P=0 SC=1, length 1, no reason");
+    assert_eq!(bye[0] & 0x20, 0, "padding bit clear");
+}
+
 /// Feed a room from a seeded script (talkers, jitter, loss, garbage, joins/leaves) and
 /// return every output, byte for byte.
 fn scripted_run(seed: u64) -> Vec<Output> {
