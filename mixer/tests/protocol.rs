@@ -3,6 +3,8 @@
 mod common;
 use common::*;
 use mixer::{Codec, Mixer, MixerConfig, Output};
+use rand_core::{Rng as _, SeedableRng};
+use rand_xoshiro::SplitMix64;
 use rtc_rtcp::goodbye::Goodbye;
 use rtc_rtcp::receiver_report::ReceiverReport;
 use rtc_rtcp::reception_report::ReceptionReport;
@@ -254,14 +256,10 @@ fn output_origins_are_a_pure_function_of_seed_and_id() {
 }
 
 /// splitmix64-based byte source for the garbage test.
-struct Rng(u64);
+struct Rng(SplitMix64);
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 }
 
@@ -278,7 +276,7 @@ fn garbage_never_panics_and_is_counted() {
     let mut s2 = Sender::new(Codec::Pcmu, 20, sine(440.0, 5000.0));
     let valid: Vec<Vec<u8>> = (0..50).map(|_| s1.next_packet()).collect();
     let valid2: Vec<Vec<u8>> = (0..50).map(|_| s2.next_packet()).collect();
-    let mut rng = Rng(1);
+    let mut rng = Rng(SplitMix64::seed_from_u64(1));
     let mut now = Duration::ZERO;
     let mut fed = 0u64;
     for i in 0..100_000u32 {
