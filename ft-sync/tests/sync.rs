@@ -17,20 +17,18 @@ enum Change {
 type Node = ft_sync::Node<Change>;
 type Event = ft_sync::Event<Change>;
 type LogEntry = ft_sync::LogEntry<Change>;
+use rand_core::{Rng as _, SeedableRng};
+use rand_xoshiro::SplitMix64;
 use std::time::Duration;
 
 const MS: Duration = Duration::from_millis(1);
 const KEY: &[u8] = b"correct horse battery staple";
 
 /// Deterministic PRNG (splitmix64).
-struct Rng(u64);
+struct Rng(SplitMix64);
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut x = self.0;
-        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        x ^ (x >> 31)
+        self.0.next_u64()
     }
     fn chance(&mut self, p: f64) -> bool {
         (self.next() % 1_000_000) as f64 / 1e6 < p
@@ -73,7 +71,7 @@ impl Net {
             nodes: [None, None],
             in_flight: Vec::new(),
             impair,
-            rng: Rng(seed),
+            rng: Rng(SplitMix64::seed_from_u64(seed)),
             events: [Vec::new(), Vec::new()],
             last_delivery: [None, None],
             dead: [false, false],

@@ -22,6 +22,8 @@
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mixer::{Codec, Mixer, MixerConfig, StreamParams};
+use rand_core::{Rng as _, SeedableRng};
+use rand_xoshiro::SplitMix64;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -98,14 +100,10 @@ impl Measurement for CpuTime {
     }
 }
 
-struct Rng(u64);
+struct Rng(SplitMix64);
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     fn uniform(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
@@ -113,7 +111,7 @@ impl Rng {
 }
 
 fn speech(seed: u64, n: usize) -> Vec<i16> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng(SplitMix64::seed_from_u64(seed));
     let mut phase = 0.0f64;
     (0..n)
         .map(|i| {
@@ -128,7 +126,7 @@ fn speech(seed: u64, n: usize) -> Vec<i16> {
 }
 
 fn noise(seed: u64, n: usize) -> Vec<i16> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng(SplitMix64::seed_from_u64(seed));
     (0..n).map(|_| (50.0 * rng.uniform()) as i16).collect()
 }
 

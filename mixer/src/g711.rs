@@ -124,6 +124,34 @@ pub fn payload_level_dbov(payload: &[u8], alaw: bool) -> f32 {
 mod tests {
     use super::*;
 
+    /// The mu-law encoder the server's integration tests carried (mcu/tests/common/uac.rs):
+    /// this module gives the same byte for every sample, so they can use it instead.
+    #[test]
+    fn ulaw_encoder_matches_the_mcu_test_copy() {
+        fn copy(sample: i16) -> u8 {
+            const BIAS: i32 = 0x84;
+            let mut s = sample as i32;
+            let sign = if s < 0 {
+                s = -s;
+                0x80
+            } else {
+                0
+            };
+            s = (s + BIAS).min(32635 + BIAS);
+            let mut exp = 7;
+            let mut mask = 0x4000;
+            while exp > 0 && s & mask == 0 {
+                exp -= 1;
+                mask >>= 1;
+            }
+            let mant = (s >> (exp + 3)) & 0x0F;
+            !(sign | (exp << 4) | mant) as u8
+        }
+        for s in i16::MIN..=i16::MAX {
+            assert_eq!(linear_to_ulaw(s), copy(s), "sample {s}");
+        }
+    }
+
     #[test]
     fn roundtrip_is_close() {
         for s in (-32768i32..=32767).step_by(7) {

@@ -3,7 +3,7 @@
 
 use crate::recv_stats::RecvStats;
 use crate::stream::OutStream;
-use rtc_rtcp::goodbye::Goodbye;
+use rtc_rtcp::header::{Header, PacketType};
 use rtc_rtcp::packet::Packet;
 use rtc_rtcp::receiver_report::ReceiverReport;
 use rtc_rtcp::reception_report::ReceptionReport;
@@ -11,6 +11,7 @@ use rtc_rtcp::sender_report::SenderReport;
 use rtc_rtcp::source_description::{
     SdesType, SourceDescription, SourceDescriptionChunk, SourceDescriptionItem,
 };
+use rtc_shared::marshal::Marshal;
 use std::time::Duration;
 
 /// Interval between two reports to one participant.
@@ -88,15 +89,34 @@ pub fn report(
             }],
         }],
     }));
-    if bye {
-        pkts.push(Box::new(Goodbye {
-            sources: vec![stream.ssrc],
-            reason: bytes::Bytes::new(),
-        }));
-    }
-    rtc_rtcp::packet::marshal(&pkts)
+    let mut out = rtc_rtcp::packet::marshal(&pkts)
         .map(|b| b.to_vec())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    if bye && !out.is_empty() {
+        out.extend_from_slice(&goodbye(stream.ssrc));
+    }
+    out
+}
+
+/// An RFC 3550 6.6 BYE for one SSRC without a reason: `81 cb 00 01 <ssrc>`.
+///
+/// Not `rtc_rtcp::goodbye::Goodbye`: its marshaller (0.21) always writes a reason length
+/// octet, even for an empty reason, and then pads the packet with the P bit set, which
+/// analyzers flag ("Reason string is not NULL padded"). The header still comes from the
+/// crate's [`Header`] type.
+fn goodbye(ssrc: u32) -> [u8; 8] {
+    let header = Header {
+        padding: false,
+        count: 1,
+        packet_type: PacketType::Goodbye,
+        length: 1,
+    };
+    let mut out = [0u8; 8];
+    // A header always fits its 4 bytes; on the impossible error the BYE is left zeroed
+    // rather than panicking in the media path.
+    let _ = header.marshal_to(&mut out[..4]);
+    out[4..].copy_from_slice(&ssrc.to_be_bytes());
+    out
 }
 
 /// Parse a (compound) RTCP packet from the client. `None` when it is not valid RTCP.

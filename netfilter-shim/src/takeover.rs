@@ -185,19 +185,22 @@ pub fn set_sysctl(path: &str, value: &str) -> Result<(), Error> {
 /// address both `ip`, broadcast. Linux, like most stacks, updates an existing neighbour
 /// entry on it (and, with `arp_accept`, creates one).
 pub fn gratuitous_arp_frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 42] {
-    let mut f = [0u8; 42];
-    f[0..6].copy_from_slice(&[0xff; 6]); // Ethernet destination: broadcast
-    f[6..12].copy_from_slice(&mac);
-    f[12..14].copy_from_slice(&0x0806u16.to_be_bytes()); // EtherType ARP
-    f[14..16].copy_from_slice(&1u16.to_be_bytes()); // hardware: Ethernet
-    f[16..18].copy_from_slice(&0x0800u16.to_be_bytes()); // protocol: IPv4
-    f[18] = 6;
-    f[19] = 4;
-    f[20..22].copy_from_slice(&1u16.to_be_bytes()); // request
-    f[22..28].copy_from_slice(&mac);
-    f[28..32].copy_from_slice(&ip.octets());
-    f[32..38].copy_from_slice(&[0; 6]);
-    f[38..42].copy_from_slice(&ip.octets());
+    use etherparse::{ArpEthIpv4Packet, ArpOperation, EtherType, Ethernet2Header};
+    let eth = Ethernet2Header {
+        source: mac,
+        destination: [0xff; 6],
+        ether_type: EtherType::ARP,
+    };
+    let arp = ArpEthIpv4Packet {
+        operation: ArpOperation::REQUEST,
+        sender_mac: mac,
+        sender_ipv4: ip.octets(),
+        target_mac: [0; 6],
+        target_ipv4: ip.octets(),
+    };
+    let mut f = [0u8; Ethernet2Header::LEN + ArpEthIpv4Packet::LEN];
+    f[..Ethernet2Header::LEN].copy_from_slice(&eth.to_bytes());
+    f[Ethernet2Header::LEN..].copy_from_slice(&arp.to_bytes());
     f
 }
 
@@ -333,5 +336,14 @@ mod tests {
         assert_eq!(a.sender_hw_addr(), &mac);
         assert_eq!(a.sender_protocol_addr(), &[198, 18, 0, 100]);
         assert_eq!(a.target_protocol_addr(), &[198, 18, 0, 100]);
+        assert_eq!(a.target_hw_addr(), &[0; 6]);
+        // The exact frame the hand-written builder produced before etherparse built it.
+        let expected: [u8; 42] = [
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 2, 0x08, 0x06, // Ethernet
+            0, 1, 0x08, 0x00, 6, 4, 0, 1, // Ethernet/IPv4, request
+            2, 0, 0, 0, 0, 2, 198, 18, 0, 100, // sender
+            0, 0, 0, 0, 0, 0, 198, 18, 0, 100, // target
+        ];
+        assert_eq!(f, expected);
     }
 }

@@ -1,5 +1,15 @@
-//! RTP/RTCP header parsing, the RFC 5761 demultiplexing rule and wrap-safe
-//! sequence/timestamp arithmetic.
+//! RTP/RTCP classification of captured datagrams, the RFC 5761 demultiplexing rule and
+//! wrap-safe sequence/timestamp arithmetic.
+//!
+//! Parsing is `rtc-rtp` / `rtc-rtcp` (the crates the mixer speaks RTP with); this module only
+//! adds the capture-analysis policy on top: plausibility of payload types, the RFC 3550 A.2
+//! compound validity rule, and tolerance (anything malformed is `Other` / skipped, never a
+//! panic).
+
+use rtc_rtcp::receiver_report::ReceiverReport;
+use rtc_rtcp::reception_report::ReceptionReport;
+use rtc_rtcp::sender_report::SenderReport;
+use rtc_shared::marshal::Unmarshal;
 
 /// A parsed RTP fixed header (RFC 3550 section 5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,28 +83,21 @@ pub fn parse_rtp(p: &[u8]) -> Option<RtpHeader> {
 }
 
 fn parse_rtp_header(p: &[u8], strip_padding: bool) -> Option<RtpHeader> {
-    if p.len() < 12 || p[0] >> 6 != 2 {
+    // rtc-rtp does not check the version; a capture analyzer must.
+    if p.first()? >> 6 != 2 {
         return None;
     }
-    let padding = p[0] & 0x20 != 0;
-    let ext = p[0] & 0x10 != 0;
-    let cc = usize::from(p[0] & 0x0f);
-    let mut off = 12 + 4 * cc;
-    if p.len() < off {
+    let mut rest = p;
+    let h = rtc_rtp::header::Header::unmarshal(&mut rest).ok()?;
+    let off = p.len() - rest.len();
+    // A header extension is a whole number of 32-bit words (RFC 3550 5.3.1). rtc-rtp walks
+    // RFC 8285 elements and stops early on a malformed one; such a packet is not RTP here.
+    if h.extension && !off.is_multiple_of(4) {
         return None;
-    }
-    if ext {
-        if p.len() < off + 4 {
-            return None;
-        }
-        let words = usize::from(u16::from_be_bytes([p[off + 2], p[off + 3]]));
-        off += 4 + 4 * words;
-        if p.len() < off {
-            return None;
-        }
     }
     let mut end = p.len();
-    if padding && strip_padding {
+    if h.padding && strip_padding {
+        // The last octet counts the padding, itself included (RFC 3550 5.1): 0 is invalid.
         let pad = usize::from(*p.last()?);
         if pad == 0 || end - off < pad {
             return None;
@@ -102,13 +105,28 @@ fn parse_rtp_header(p: &[u8], strip_padding: bool) -> Option<RtpHeader> {
         end -= pad;
     }
     Some(RtpHeader {
-        marker: p[1] & 0x80 != 0,
-        pt: p[1] & 0x7f,
-        seq: u16::from_be_bytes([p[2], p[3]]),
-        ts: u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
-        ssrc: u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
+        marker: h.marker,
+        pt: h.payload_type,
+        seq: h.sequence_number,
+        ts: h.timestamp,
+        ssrc: h.ssrc,
         payload_offset: off,
         payload_len: end - off,
+    })
+}
+
+/// The packets of a compound RTCP datagram: `(raw packet type, packet bytes)` for each one
+/// whose header rtc-rtcp reads (version 2), in order, cut by the length fields (the last
+/// one clipped to the datagram). Stops at the first header that is not RTCP.
+fn rtcp_packets(p: &[u8]) -> impl Iterator<Item = (u8, &[u8], bool)> + '_ {
+    let mut off = 0;
+    std::iter::from_fn(move || {
+        let mut rest = p.get(off..)?;
+        let h = rtc_rtcp::header::Header::unmarshal(&mut rest).ok()?;
+        let start = off;
+        let end = start + 4 * (usize::from(h.length) + 1);
+        off = end.min(p.len());
+        Some((p[start + 1], &p[start..off], end <= p.len()))
     })
 }
 
@@ -119,15 +137,14 @@ pub fn rtcp_valid(p: &[u8]) -> bool {
     if p.len() < 4 || !(200..=207).contains(&p[1]) {
         return false;
     }
-    let mut off = 0;
-    while off < p.len() {
-        if p.len() - off < 4 || p[off] >> 6 != 2 || !(192..=223).contains(&p[off + 1]) {
+    let mut covered = 0;
+    for (pt, pkt, complete) in rtcp_packets(p) {
+        if !complete || !(192..=223).contains(&pt) {
             return false;
         }
-        let words = usize::from(u16::from_be_bytes([p[off + 2], p[off + 3]]));
-        off += 4 * (words + 1);
+        covered += pkt.len();
     }
-    off == p.len()
+    covered == p.len()
 }
 
 /// One RTCP packet of a compound.
@@ -156,53 +173,46 @@ pub struct ReportBlock {
     pub jitter: u32,
 }
 
-/// Split a (valid) compound RTCP datagram into its packets.
+/// Split a (valid) compound RTCP datagram into its packets. SR/RR report blocks are read
+/// with rtc-rtcp; a packet it rejects is listed without them.
 pub fn parse_rtcp(p: &[u8]) -> Vec<RtcpPacket> {
-    let mut out = Vec::new();
-    let mut off = 0;
-    while p.len() - off >= 4 {
-        let rc = usize::from(p[off] & 0x1f);
-        let pt = p[off + 1];
-        let words = usize::from(u16::from_be_bytes([p[off + 2], p[off + 3]]));
-        let end = (off + 4 * (words + 1)).min(p.len());
-        let body = &p[off + 4..end];
-        let ssrc =
-            (body.len() >= 4).then(|| u32::from_be_bytes([body[0], body[1], body[2], body[3]]));
-        let mut reports = Vec::new();
-        let blocks_at = match pt {
-            200 => Some(24),
-            201 => Some(4),
-            _ => None,
-        };
-        if let Some(start) = blocks_at {
-            for i in 0..rc {
-                let b = start + 24 * i;
-                if body.len() < b + 24 {
-                    break;
-                }
-                let w = |k: usize| {
-                    u32::from_be_bytes([
-                        body[b + k],
-                        body[b + k + 1],
-                        body[b + k + 2],
-                        body[b + k + 3],
-                    ])
-                };
-                let lost_raw = w(4) & 0x00ff_ffff;
-                let cumulative_lost = ((lost_raw << 8) as i32) >> 8;
-                reports.push(ReportBlock {
-                    ssrc: w(0),
-                    fraction_lost: body[b + 4],
-                    cumulative_lost,
-                    highest_seq: w(8),
-                    jitter: w(12),
-                });
+    rtcp_packets(p)
+        .map(|(pt, pkt, _)| {
+            let mut buf = pkt;
+            let (ssrc, reports) = match pt {
+                200 => match SenderReport::unmarshal(&mut buf) {
+                    Ok(sr) => (Some(sr.ssrc), sr.reports),
+                    Err(_) => (first_word(pkt), Vec::new()),
+                },
+                201 => match ReceiverReport::unmarshal(&mut buf) {
+                    Ok(rr) => (Some(rr.ssrc), rr.reports),
+                    Err(_) => (first_word(pkt), Vec::new()),
+                },
+                _ => (first_word(pkt), Vec::new()),
+            };
+            RtcpPacket {
+                pt,
+                ssrc,
+                reports: reports.iter().map(report_block).collect(),
             }
-        }
-        out.push(RtcpPacket { pt, ssrc, reports });
-        off = end;
+        })
+        .collect()
+}
+
+/// The sender SSRC position of every RTCP packet type: the first word after the header.
+fn first_word(pkt: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(pkt.get(4..8)?.try_into().ok()?))
+}
+
+fn report_block(r: &ReceptionReport) -> ReportBlock {
+    ReportBlock {
+        ssrc: r.ssrc,
+        fraction_lost: r.fraction_lost,
+        // 24-bit two's complement on the wire.
+        cumulative_lost: ((r.total_lost << 8) as i32) >> 8,
+        highest_seq: r.last_sequence_number,
+        jitter: r.jitter,
     }
-    out
 }
 
 /// Signed distance from sequence number `a` to `b` (`b - a`), in -32768..=32767.

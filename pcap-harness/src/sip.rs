@@ -1,8 +1,11 @@
-//! Minimal SIP (RFC 3261) message and SDP (RFC 4566) parsing: enough to list dialog
-//! messages and to label RTP flows with codecs and Call-IDs.
+//! The SIP (RFC 3261) and SDP (RFC 4566) facts the harness needs to list dialog messages
+//! and label RTP flows with codecs and Call-IDs. Parsing is sip-core's
+//! ([`sip_core::inspect`]); this module only picks out those facts.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
+
+use sip_core::inspect::{self, SipMessage};
 
 /// A parsed SIP message (headers of interest only).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,172 +104,69 @@ pub fn static_codec(pt: u8) -> Option<Codec> {
     })
 }
 
-/// Whether the payload looks like a SIP message (request or response line).
+/// Whether the payload is a SIP message (request or response) sip-core can read.
 pub fn looks_like_sip(p: &[u8]) -> bool {
-    let first_line = match p.iter().position(|&b| b == b'\n') {
-        Some(n) => &p[..n],
-        None => return false,
-    };
-    let line = match std::str::from_utf8(first_line) {
-        Ok(s) => s.trim_end(),
-        Err(_) => return false,
-    };
-    line.starts_with("SIP/2.0 ") || line.ends_with(" SIP/2.0")
-}
-
-fn header_name(name: &str) -> String {
-    let lower = name.trim().to_ascii_lowercase();
-    match lower.as_str() {
-        "i" => "call-id".into(),
-        "f" => "from".into(),
-        "t" => "to".into(),
-        "c" => "content-type".into(),
-        "l" => "content-length".into(),
-        _ => lower,
-    }
-}
-
-fn tag_of(value: &str) -> Option<String> {
-    value.split(';').skip(1).find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        (k.trim().eq_ignore_ascii_case("tag")).then(|| v.trim().to_string())
-    })
+    SipMessage::parse(p).is_ok()
 }
 
 /// Parse a SIP message; `None` if it is not SIP or lacks Call-ID/CSeq.
 pub fn parse(p: &[u8]) -> Option<Message> {
-    if !looks_like_sip(p) {
-        return None;
-    }
-    let text = String::from_utf8_lossy(p);
-    let (head, body) = match text.find("\r\n\r\n") {
-        Some(i) => (&text[..i], &text[i + 4..]),
-        None => match text.find("\n\n") {
-            Some(i) => (&text[..i], &text[i + 2..]),
-            None => (&text[..], ""),
-        },
-    };
-    let mut lines = head.lines();
-    let start = lines.next()?.trim();
-    let mut msg = Message {
-        method: None,
-        uri: None,
-        status: None,
-        reason: None,
-        call_id: String::new(),
-        cseq: 0,
-        cseq_method: String::new(),
-        from_tag: None,
-        to_tag: None,
-        sdp: None,
-    };
-    if let Some(rest) = start.strip_prefix("SIP/2.0 ") {
-        let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
-        msg.status = Some(code.parse().ok()?);
-        msg.reason = Some(reason.to_string());
-    } else {
-        let mut parts = start.split_whitespace();
-        msg.method = Some(parts.next()?.to_string());
-        msg.uri = Some(parts.next()?.to_string());
-    }
-    let mut content_type = String::new();
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let value = value.trim();
-        match header_name(name).as_str() {
-            "call-id" => msg.call_id = value.to_string(),
-            "cseq" => {
-                let mut it = value.split_whitespace();
-                msg.cseq = it.next()?.parse().ok()?;
-                msg.cseq_method = it.next().unwrap_or("").to_string();
-            }
-            "from" => msg.from_tag = tag_of(value),
-            "to" => msg.to_tag = tag_of(value),
-            "content-type" => content_type = value.to_ascii_lowercase(),
-            _ => {}
-        }
-    }
-    if msg.call_id.is_empty() || msg.cseq_method.is_empty() {
-        return None;
-    }
-    if content_type.starts_with("application/sdp") && !body.is_empty() {
-        msg.sdp = Some(parse_sdp(body));
-    }
-    Some(msg)
+    from_parsed(&SipMessage::parse(p).ok()?)
 }
 
-/// A media section being parsed: port, media-level address, rtpmap, formats.
-type MediaAcc = (u16, Option<IpAddr>, HashMap<u8, Codec>, Vec<u8>);
+/// The harness's view of a message sip-core parsed; `None` if it lacks Call-ID/CSeq.
+pub fn from_parsed(m: &SipMessage) -> Option<Message> {
+    let call_id = m.call_id()?;
+    let (cseq, cseq_method) = m.cseq()?;
+    let sdp = m
+        .content_type()
+        .filter(|ct| ct.starts_with("application/sdp") && !m.body().is_empty())
+        .map(|_| parse_sdp(&String::from_utf8_lossy(m.body())));
+    Some(Message {
+        method: m.method(),
+        uri: m.request_uri(),
+        status: m.status(),
+        reason: m.reason(),
+        call_id,
+        cseq,
+        cseq_method,
+        from_tag: m.from_tag(),
+        to_tag: m.to_tag(),
+        sdp,
+    })
+}
 
-/// Parse the media sections of an SDP body.
+/// The media sections of an SDP body (empty when sip-core cannot parse it). Formats without
+/// an a=rtpmap get their RFC 3551 static codec.
 pub fn parse_sdp(body: &str) -> Sdp {
-    let mut sdp = Sdp::default();
-    let mut session_ip: Option<IpAddr> = None;
-    // Per media: (port, media ip, rtpmap).
-    let mut cur: Option<MediaAcc> = None;
-    let finish = |cur: Option<MediaAcc>, session_ip: Option<IpAddr>, sdp: &mut Sdp| {
-        if let Some((port, ip, mut map, fmts)) = cur {
-            for pt in fmts {
-                if let std::collections::hash_map::Entry::Vacant(e) = map.entry(pt) {
-                    if let Some(c) = static_codec(pt) {
-                        e.insert(c);
-                    }
+    let media = inspect::media_summary(body)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| {
+            let mut rtpmap: HashMap<u8, Codec> = m
+                .rtpmaps
+                .into_iter()
+                .map(|r| {
+                    let codec = Codec {
+                        name: r.encoding,
+                        rate: r.clock_rate,
+                        channels: r.channels,
+                    };
+                    (r.payload_type, codec)
+                })
+                .collect();
+            for pt in m.formats {
+                if let Some(c) = static_codec(pt) {
+                    rtpmap.entry(pt).or_insert(c);
                 }
             }
-            sdp.media.push(SdpMedia {
-                addr: ip.or(session_ip).map(|ip| SocketAddr::new(ip, port)),
-                rtpmap: map,
-            });
-        }
-    };
-    for line in body.lines() {
-        let line = line.trim();
-        if let Some(m) = line.strip_prefix("m=") {
-            finish(cur.take(), session_ip, &mut sdp);
-            let mut it = m.split_whitespace();
-            let _media = it.next();
-            let port = it
-                .next()
-                .and_then(|p| p.split('/').next()?.parse().ok())
-                .unwrap_or(0);
-            let _proto = it.next();
-            let fmts = it.filter_map(|f| f.parse().ok()).collect();
-            cur = Some((port, None, HashMap::new(), fmts));
-        } else if let Some(c) = line.strip_prefix("c=") {
-            let ip = c
-                .split_whitespace()
-                .nth(2)
-                .and_then(|a| a.split('/').next()?.parse().ok());
-            match cur.as_mut() {
-                Some(m) => m.1 = ip,
-                None => session_ip = ip,
+            SdpMedia {
+                addr: m.addr,
+                rtpmap,
             }
-        } else if let Some(a) = line.strip_prefix("a=rtpmap:") {
-            if let Some(m) = cur.as_mut() {
-                let mut it = a.split_whitespace();
-                let pt = it.next().and_then(|p| p.parse().ok());
-                let enc = it.next().unwrap_or("");
-                let mut parts = enc.split('/');
-                let name = parts.next().unwrap_or("").to_string();
-                let rate = parts.next().and_then(|r| r.parse().ok()).unwrap_or(0);
-                let channels = parts.next().and_then(|c| c.parse().ok());
-                if let Some(pt) = pt {
-                    m.2.insert(
-                        pt,
-                        Codec {
-                            name,
-                            rate,
-                            channels,
-                        },
-                    );
-                }
-            }
-        }
-    }
-    finish(cur.take(), session_ip, &mut sdp);
-    sdp
+        })
+        .collect();
+    Sdp { media }
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! It parses and serializes SIP messages (over UDP datagrams and TCP byte streams), runs the
 //! RFC 3261 server transactions and dialogs a conference server needs (INVITE, ACK, BYE,
 //! CANCEL, OPTIONS, INFO, re-INVITE, REGISTER) and offers SDP offer/answer helpers ([`sdp`]).
+//! Tools that only observe or drive calls read messages and SDP with the same parsers through
+//! [`inspect`].
 //! It never opens a socket or reads a clock: the driver passes `now` in and sends what
 //! [`Core::poll_transmit`] returns. All dialog and transaction state lives in serializable
 //! types ([`state::CoreState`]) because a later feature replicates it to a hot-standby backup.
@@ -93,6 +95,7 @@
 
 mod core;
 mod framing;
+pub mod inspect;
 mod message;
 pub mod sdp;
 pub mod state;

@@ -92,6 +92,17 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
 /// cut to Content-Length; without one it is the rest of `data` (allowed for UDP); a
 /// Content-Length larger than the data is an error.
 pub(crate) fn parse(data: &[u8]) -> Result<Message, ParseError> {
+    parse_with(data, true)
+}
+
+/// [`parse`] for observers of captured datagrams: Content-Length is not checked and the body
+/// is the rest of the datagram, as sent (a capture may have lost bytes, a test tool may have
+/// counted LF line ends that were sent as CRLF).
+pub(crate) fn parse_lenient(data: &[u8]) -> Result<Message, ParseError> {
+    parse_with(data, false)
+}
+
+fn parse_with(data: &[u8], check_length: bool) -> Result<Message, ParseError> {
     let end = head_end(data).ok_or(ParseError::NoHead)?;
     let src = Bytes::copy_from_slice(data);
     let head = &src[..end];
@@ -126,11 +137,11 @@ pub(crate) fn parse(data: &[u8]) -> Result<Message, ParseError> {
     let body_start = end;
     let available = data.len() - body_start;
     let len = match headers.get_raw(&Name::CONTENT_LENGTH).next_back() {
-        Some(v) => v
+        Some(v) if check_length => v
             .trim()
             .parse::<usize>()
             .map_err(|_| ParseError::ContentLength)?,
-        None => available,
+        _ => available,
     };
     if len > available {
         return Err(ParseError::ContentLength);

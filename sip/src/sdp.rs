@@ -143,8 +143,8 @@ fn has(attrs: &[Attribute], key: &str) -> bool {
     attrs.iter().any(|a| a.key.eq_ignore_ascii_case(key))
 }
 
-/// `(payload type, encoding name, clock rate, channels)` of every a=rtpmap.
-fn rtpmaps(attrs: &[Attribute]) -> Vec<(u8, String, u32, u32)> {
+/// `(payload type, encoding name, clock rate, channels if given)` of every a=rtpmap.
+pub(crate) fn rtpmaps(attrs: &[Attribute]) -> Vec<(u8, String, u32, Option<u32>)> {
     attr(attrs, "rtpmap")
         .filter_map(|v| {
             let (pt, enc) = v.trim().split_once(char::is_whitespace)?;
@@ -152,9 +152,9 @@ fn rtpmaps(attrs: &[Attribute]) -> Vec<(u8, String, u32, u32)> {
             let mut parts = enc.trim().split('/');
             let name = parts.next()?.trim().to_string();
             let rate: u32 = parts.next()?.trim().parse().ok()?;
-            let channels: u32 = match parts.next() {
-                Some(c) => c.trim().parse().ok()?,
-                None => 1,
+            let channels: Option<u32> = match parts.next() {
+                Some(c) => Some(c.trim().parse().ok()?),
+                None => None,
             };
             Some((pt, name, rate, channels))
         })
@@ -185,19 +185,61 @@ fn parse_ip(ci: &ConnectionInformation) -> Result<IpAddr, SdpError> {
         .map_err(|_| SdpError::NotAcceptable(format!("c= address {text:?} is not an IP address")))
 }
 
-/// Parse an SDP with the `sdp` crate. Tolerates LF-only line ends and a missing final CRLF.
-fn parse(text: &str) -> Result<SessionDescription, SdpError> {
-    let mut norm = String::with_capacity(text.len() + 2);
-    for line in text.lines() {
-        let line = line.trim_end_matches('\r');
-        if line.is_empty() {
-            continue;
-        }
+/// The IP address of a c= line, if it is one.
+pub(crate) fn connection_ip(ci: &ConnectionInformation) -> Option<IpAddr> {
+    parse_ip(ci).ok()
+}
+
+/// The non-empty lines of an SDP, without their line ends.
+fn sdp_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.is_empty())
+}
+
+fn unmarshal(lines: &[&str]) -> Result<SessionDescription, SdpError> {
+    let mut norm = String::new();
+    for line in lines {
         norm.push_str(line);
         norm.push_str("\r\n");
     }
     SessionDescription::unmarshal(&mut Cursor::new(norm.as_bytes()))
         .map_err(|e| SdpError::Malformed(e.to_string()))
+}
+
+/// Parse an SDP with the `sdp` crate. Tolerates LF-only line ends and a missing final CRLF.
+fn parse(text: &str) -> Result<SessionDescription, SdpError> {
+    unmarshal(&sdp_lines(text).collect::<Vec<_>>())
+}
+
+/// [`parse`] that also supplies the mandatory `o=`, `s=` and `t=` lines when absent (for
+/// observers: some test tools send `v=`, `c=`, `m=` only). The server's negotiation keeps
+/// using [`parse`].
+pub(crate) fn parse_lenient(text: &str) -> Result<SessionDescription, SdpError> {
+    let mut lines: Vec<&str> = sdp_lines(text).collect();
+    let has = |lines: &[&str], k: &str| lines.iter().any(|l| l.starts_with(k));
+    if lines.first().is_some_and(|l| l.starts_with("v=")) {
+        if !has(&lines, "s=") {
+            let at = usize::from(lines.get(1).is_some_and(|l| l.starts_with("o="))) + 1;
+            lines.insert(at, "s=-");
+        }
+        if !has(&lines, "o=") {
+            lines.insert(1, "o=- 0 0 IN IP4 0.0.0.0");
+        }
+        if !has(&lines, "t=") {
+            // t= follows the session's i/u/e/p/c/b lines and precedes r/z/k/a/m.
+            let at = lines
+                .iter()
+                .position(|l| {
+                    ["r=", "z=", "k=", "a=", "m="]
+                        .iter()
+                        .any(|k| l.starts_with(k))
+                })
+                .unwrap_or(lines.len());
+            lines.insert(at, "t=0 0");
+        }
+    }
+    unmarshal(&lines)
 }
 
 /// Negotiate a remote offer (or an answer to our offer) against our codecs.
@@ -258,6 +300,7 @@ fn negotiate_media(sd: &SessionDescription, m: &MediaDescription) -> Result<Nego
         }
         let codec = match maps.iter().find(|(p, ..)| *p == pt) {
             Some((_, name, rate, ch)) => {
+                let ch = &ch.unwrap_or(1);
                 if name.eq_ignore_ascii_case("opus") && *rate == 48000 && *ch == 2 {
                     Some(CodecName::Opus)
                 } else if name.eq_ignore_ascii_case("PCMU") && *rate == 8000 && *ch == 1 {

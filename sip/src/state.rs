@@ -33,6 +33,8 @@
 //! ```
 
 use crate::{CallHandle, Stats, Transport};
+use rand_core::SeedableRng;
+use rand_xoshiro::SplitMix64;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
@@ -48,25 +50,27 @@ pub const T4: Duration = Duration::from_secs(5);
 /// 64*T1: timers B, F, H, J and the 2xx retransmission give-up.
 pub const TIMEOUT_64T1: Duration = Duration::from_secs(32);
 
-/// Deterministic PRNG (SplitMix64) seeded from [`crate::Config::seed`].
+/// Deterministic PRNG (SplitMix64, `rand_xoshiro`) seeded from [`crate::Config::seed`].
+///
+/// The seed is the generator's state itself, so the outputs are those of the reference
+/// splitmix64 started at `seed`. Serialized as that one 64-bit state (a postcard encoding
+/// is the same bytes as the bare `u64`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rng {
     /// Internal state.
-    pub state: u64,
+    state: SplitMix64,
 }
 
 impl Rng {
     /// New generator.
     pub fn new(seed: u64) -> Self {
-        Rng { state: seed }
+        Rng {
+            state: SplitMix64::seed_from_u64(seed),
+        }
     }
     /// Next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        rand_core::Rng::next_u64(&mut self.state)
     }
     /// A random tag (16 hex digits).
     pub fn tag(&mut self) -> String {

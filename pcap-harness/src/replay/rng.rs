@@ -1,22 +1,22 @@
-//! A tiny seeded PRNG (SplitMix64): replay runs are reproducible from `--seed`.
+//! A tiny seeded PRNG (SplitMix64 from `rand_xoshiro`): replay runs are reproducible from
+//! `--seed`.
 
-/// SplitMix64 generator.
+use rand_core::SeedableRng;
+use rand_xoshiro::SplitMix64;
+
+/// SplitMix64 generator whose state starts at the seed.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(SplitMix64);
 
 impl Rng {
     /// A generator from a seed.
     pub fn new(seed: u64) -> Self {
-        Rng(seed)
+        Rng(SplitMix64::seed_from_u64(seed))
     }
 
     /// Next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        rand_core::Rng::next_u64(&mut self.0)
     }
 
     /// Uniform in [0, 1).
@@ -34,5 +34,16 @@ impl Rng {
         (0..n)
             .map(|_| format!("{:02x}", self.next_u64() as u8))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rng;
+
+    #[test]
+    fn same_outputs_as_the_reference_splitmix64() {
+        assert_eq!(Rng::new(0).next_u64(), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(Rng::new(42).next_u64(), 0xBDD7_3226_2FEB_6E95);
     }
 }

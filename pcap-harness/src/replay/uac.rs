@@ -13,6 +13,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use sip_core::inspect::SipMessage;
+
 use crate::sip::{self, Codec};
 
 const T1: Duration = Duration::from_millis(500);
@@ -99,36 +101,17 @@ pub struct Uac {
     next_branch: u32,
 }
 
-fn header_lines<'a>(text: &'a str, names: &[&str]) -> Vec<&'a str> {
-    text.split("\r\n\r\n")
-        .next()
-        .unwrap_or("")
-        .lines()
-        .skip(1)
-        .filter(|l| {
-            l.split_once(':').is_some_and(|(n, _)| {
-                let n = n.trim();
-                names.iter().any(|x| n.eq_ignore_ascii_case(x))
-            })
+/// The header lines a response copies from its request (RFC 3261 8.2.6.2), as
+/// `Name: value` lines in canonical form.
+fn copied_headers(req: &SipMessage) -> Vec<String> {
+    ["Via", "From", "To", "Call-ID", "CSeq"]
+        .iter()
+        .flat_map(|name| {
+            req.header(name)
+                .into_iter()
+                .map(move |v| format!("{name}: {v}"))
         })
         .collect()
-}
-
-fn contact_addr(text: &str) -> Option<(String, Option<SocketAddr>)> {
-    let line = header_lines(text, &["Contact", "m"]).into_iter().next()?;
-    let value = line.split_once(':')?.1.trim();
-    let uri = match (value.find('<'), value.find('>')) {
-        (Some(a), Some(b)) if b > a => &value[a + 1..b],
-        _ => value.split(';').next()?,
-    };
-    let hostport = uri.split_once(':')?.1;
-    let hostport = hostport.rsplit_once('@').map_or(hostport, |x| x.1);
-    let hostport = hostport.split(';').next()?;
-    let addr = hostport
-        .parse()
-        .ok()
-        .or_else(|| format!("{hostport}:5060").parse().ok());
-    Some((uri.to_string(), addr))
 }
 
 impl Uac {
@@ -331,13 +314,10 @@ impl Uac {
         }
     }
 
-    fn respond(&self, req: &str, status: &str, body: &str) -> Vec<u8> {
+    fn respond(&self, req: &SipMessage, status: &str, body: &str) -> Vec<u8> {
         let mut m = format!("SIP/2.0 {status}\r\n");
-        for l in header_lines(
-            req,
-            &["Via", "v", "From", "f", "To", "t", "Call-ID", "i", "CSeq"],
-        ) {
-            m.push_str(l.trim_end());
+        for l in copied_headers(req) {
+            m.push_str(&l);
             m.push_str("\r\n");
         }
         m.push_str(&format!(
@@ -353,13 +333,15 @@ impl Uac {
 
     /// Feed a datagram received on the SIP socket.
     pub fn handle_datagram(&mut self, now: Duration, from: SocketAddr, data: &[u8]) -> Vec<Output> {
-        let Some(msg) = sip::parse(data) else {
+        let Ok(raw) = SipMessage::parse(data) else {
+            return Vec::new();
+        };
+        let Some(msg) = sip::from_parsed(&raw) else {
             return Vec::new();
         };
         if msg.call_id != self.cfg.call_id {
             return Vec::new();
         }
-        let text = String::from_utf8_lossy(data).into_owned();
         let mut out = Vec::new();
         if let Some(method) = &msg.method {
             // A request from the server.
@@ -367,7 +349,7 @@ impl Uac {
                 "BYE" => {
                     out.push(Output::Transmit {
                         to: from,
-                        data: self.respond(&text, "200 OK", ""),
+                        data: self.respond(&raw, "200 OK", ""),
                     });
                     if self.state != State::Done {
                         self.state = State::Done;
@@ -384,7 +366,7 @@ impl Uac {
                     let sdp = self.sdp();
                     out.push(Output::Transmit {
                         to: from,
-                        data: self.respond(&text, "200 OK", &sdp),
+                        data: self.respond(&raw, "200 OK", &sdp),
                     });
                     if let Some(media) = msg.sdp.as_ref().and_then(|s| s.media.first()) {
                         if self.state == State::Confirmed && media.addr.is_some() {
@@ -403,7 +385,7 @@ impl Uac {
                 "ACK" => {}
                 _ => out.push(Output::Transmit {
                     to: from,
-                    data: self.respond(&text, "200 OK", ""),
+                    data: self.respond(&raw, "200 OK", ""),
                 }),
             }
             return out;
@@ -417,7 +399,7 @@ impl Uac {
                 }
                 (State::Calling | State::Proceeding, 200..=299) => {
                     self.to_tag = msg.to_tag.clone();
-                    if let Some((uri, addr)) = contact_addr(&text) {
+                    if let Some((uri, addr)) = raw.contact() {
                         self.remote_target = uri;
                         if let Some(a) = addr {
                             self.remote_addr = a;
@@ -531,10 +513,10 @@ mod tests_support {
     }
 
     pub fn server_response(req: &[u8], status: &str, extra: &str, body: &str) -> Vec<u8> {
-        let text = String::from_utf8_lossy(req).into_owned();
+        let req = SipMessage::parse(req).unwrap();
         let mut m = format!("SIP/2.0 {status}\r\n");
-        for l in header_lines(&text, &["Via", "From", "To", "Call-ID", "CSeq"]) {
-            m.push_str(l);
+        for l in copied_headers(&req) {
+            m.push_str(&l);
             if l.starts_with("To:") && !status.starts_with("100") {
                 m.push_str(";tag=srv");
             }
