@@ -10,6 +10,27 @@
 //! One input step of the core (a SIP message, a timer, a room event) becomes one [`Entry`],
 //! applied by the backup as a whole; the SIP messages of that step are held until the
 //! backup acknowledged it (output commit).
+//!
+//! # What is replicated, and what breaks without it
+//!
+//! - SIP dialogs and transactions ([`Item::Sip`]: Call-ID, tags, CSeq numbers, route set,
+//!   remote target, pending responses and their timers): without them a BYE, OPTIONS or
+//!   re-INVITE after a takeover gets 481 and the client hangs up, and a 200 waiting for its
+//!   ACK is never retransmitted.
+//! - Calls ([`Item::Call`]: room, port, SDP session id and version, negotiated media, where
+//!   the call stands): without them the backup does not know which client belongs to which
+//!   room, where to send its media, or what version its next SDP must carry.
+//! - Rooms ([`Item::Room`]: the mixer configuration and its latest snapshot, i.e. every
+//!   output stream's SSRC, sequence and timestamp origin, the tick phase, the top-N set and
+//!   the dominant speaker): without them a client sees a new SSRC or a seq/ts jump (most
+//!   jitter buffers reset, some phones drop the stream), RTCP SR maps NTP to RTP time
+//!   inconsistently, and the mix restarts empty with a spurious active-speaker change.
+//! - Server-wide values ([`Item::Server`]: the time origin, the generators behind SDP
+//!   session ids and room seeds, where port numbering continues): the backup must reproduce
+//!   what the primary told the clients and draw the next choices from the same sources.
+//!
+//! `tests/takeover.rs` has a negative control for each of these: drop it and a promoted
+//! backup sends something the primary would not have.
 
 use mixer::{MixerConfig, MixerSnapshot};
 use serde::{Deserialize, Serialize};

@@ -83,8 +83,8 @@
 //!
 //! What the items are, and why the backup needs each of them to take over without the
 //! clients noticing (dialogs, rooms, stream SSRC/seq/timestamp origins, mixer decisions,
-//! random choices), is the application's schema: see the `mcu` crate's replicated state
-//! type. [`PROTOCOL_VERSION`] versions ft-sync's envelope and message set only; if the
+//! random choices), is the application's schema: see `control-core`'s `schema` module
+//! (the items of a `control::Entry`). [`PROTOCOL_VERSION`] versions ft-sync's envelope and message set only; if the
 //! schema can differ between the two nodes, `T` must carry its own version.
 //!
 //! # Output commit
