@@ -6,6 +6,7 @@
 pub mod config;
 pub mod ft;
 pub mod http;
+pub mod launch;
 pub mod metrics;
 pub mod room;
 pub mod server;
