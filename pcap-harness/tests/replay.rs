@@ -422,7 +422,14 @@ fn replay_against_sipp_uas_with_rtp_echo() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn sipp");
-    std::thread::sleep(Duration::from_millis(500));
+    // sipp listens once its SIP port is taken.
+    let listening = testkit::poll(Duration::from_secs(10), || {
+        testkit::process::udp_port_bound(sip_port).then_some(())
+    });
+    assert!(
+        listening.is_some(),
+        "sipp did not bind its SIP port {sip_port}"
+    );
     let out = dir.join("out.pcap");
     let server: SocketAddr = format!("127.0.0.1:{sip_port}").parse().unwrap();
     let mut cfg = config(input, server, out.clone());

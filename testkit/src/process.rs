@@ -121,3 +121,18 @@ pub fn run(cmd: &mut std::process::Command) {
         .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     assert!(st.success(), "{cmd:?} failed: {st}");
 }
+
+/// Whether some socket in this network namespace is bound to UDP `port` (IPv4 or IPv6),
+/// read from `/proc/net/udp{,6}`: how a test sees that a peer it started is listening,
+/// without touching the port.
+pub fn udp_port_bound(port: u16) -> bool {
+    let needle = format!(":{port:04X} ");
+    ["/proc/net/udp", "/proc/net/udp6"].iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|t| {
+            t.lines()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .any(|local| format!("{local} ").ends_with(&needle))
+        })
+    })
+}
