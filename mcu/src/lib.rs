@@ -8,6 +8,7 @@
 pub mod config;
 pub mod hot_standby;
 pub mod http;
+pub mod launch;
 pub mod metrics;
 pub mod mirror;
 pub mod netguard;

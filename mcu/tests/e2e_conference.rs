@@ -1,119 +1,74 @@
 //! End to end with real peers over loopback: three sipp UACs playing sipp's real recorded
 //! G.711 A-law capture (30 ms frames, then RFC 2833 DTMF '1') and one baresip speaking Opus
-//! (espeak-ng speech) in one room. tcpdump records what the server sends to each client and
-//! `pcap-harness` (the project's analyzer) checks what each client observed.
+//! (espeak-ng speech) in one room of an in-process server ([`TestServer`]). tcpdump records
+//! what the server sends to each client and `pcap-harness` (the project's analyzer) checks
+//! what each client observed.
 
 mod common;
-use common::{require_tools, Capture, Scratch, Server};
-use std::process::{Command, Stdio};
+use common::{args, TestServer};
+use mcu::config::ServeArgs;
 use std::time::Duration;
+use testkit::capture::Capture;
+use testkit::peers;
+use testkit::process::wait_timeout;
+use testkit::Scratch;
 
-const SIP_PORT: u16 = 25070;
-const HTTP_PORT: u16 = 28090;
-const RTP_RANGE: &str = "31100-31199";
+const RTP_RANGE: (u16, u16) = (31100, 31199);
 const SIPP_PORTS: [(u16, u16); 3] = [(25101, 26000), (25102, 26010), (25103, 26020)];
 const BARESIP_SIP: u16 = 25110;
 const BARESIP_RTP: (u16, u16) = (26100, 26199);
 
-fn sh(cmd: &mut Command) {
-    let st = cmd.status().expect("spawn");
-    assert!(st.success(), "{cmd:?} failed: {st}");
-}
-
 #[test]
 fn three_sipp_and_baresip_in_one_room() {
-    if !require_tools(&["sipp", "baresip", "tcpdump", "espeak-ng", "ffmpeg"]) {
-        return;
-    }
-    if !common::is_root() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI runs as root; tcpdump needs it"
-        );
-        eprintln!("SKIPPING: tcpdump on lo needs root");
-        return;
-    }
+    testkit::require::e2e(
+        "tcpdump on lo",
+        &["sipp", "baresip", "tcpdump", "espeak-ng", "ffmpeg"],
+    );
     let dir = Scratch::new("e2e-conference");
 
     // sipp's own uac_pcap scenario, with the recorded captures' absolute paths.
-    let scen = Command::new("sipp")
-        .args(["-sd", "uac_pcap"])
-        .output()
-        .unwrap();
-    let scen = String::from_utf8(scen.stdout)
-        .unwrap()
-        .replace("pcap/", "/usr/share/sip-tester/");
-    std::fs::write(dir.path("uac_pcap.xml"), scen).unwrap();
+    let scen = peers::uac_pcap_scenario(&dir.0);
 
     // baresip: Opus, speech from a wav (48 kHz stereo, as its aufile source requires).
-    sh(Command::new("espeak-ng").arg("-w").arg(dir.path("raw.wav")).arg(
+    let raw = peers::espeak(
+        &dir.0,
+        "raw.wav",
         "This is the baresip participant speaking in the conference room. One two three four five. \
          The quick brown fox jumps over the lazy dog. Testing the mixer once again.",
-    ));
-    sh(Command::new("ffmpeg")
-        .args(["-y", "-loglevel", "error", "-i"])
-        .arg(dir.path("raw.wav"))
-        .args(["-ar", "48000", "-ac", "2"])
-        .arg(dir.path("speech.wav")));
+    );
+    peers::to_48k_stereo(&raw, &dir.path("speech.wav"), None);
 
+    let mut srv = TestServer::start(ServeArgs {
+        seed: Some(42),
+        ..args(&format!("{}-{}", RTP_RANGE.0, RTP_RANGE.1))
+    });
+    let sip_port = srv.sip.port();
     let cap = Capture::start(
         &dir.path("server.pcap"),
-        &format!("udp and (port {SIP_PORT} or portrange {RTP_RANGE})"),
+        &format!(
+            "udp and (port {sip_port} or portrange {}-{})",
+            RTP_RANGE.0, RTP_RANGE.1
+        ),
     );
-    let mut srv = Server::start(SIP_PORT, HTTP_PORT, RTP_RANGE, &["--seed", "42"]);
 
-    let mut baresip = common::baresip_dial(
+    let mut baresip = peers::baresip_dial(
         &dir.0,
         BARESIP_SIP,
         BARESIP_RTP,
         &dir.path("speech.wav"),
-        &format!("sip:standup@127.0.0.1:{SIP_PORT}"),
+        &format!("sip:standup@{}", srv.sip),
         25,
     );
     let mut sipps: Vec<_> = SIPP_PORTS
         .iter()
-        .map(|(sip, media)| {
-            Command::new("sipp")
-                .arg("-sf")
-                .arg(dir.path("uac_pcap.xml"))
-                .args([
-                    "-s",
-                    "standup",
-                    "-i",
-                    "127.0.0.1",
-                    "-p",
-                    &sip.to_string(),
-                    "-mp",
-                    &media.to_string(),
-                ])
-                .args([
-                    "-m",
-                    "1",
-                    "-l",
-                    "1",
-                    "-nostdin",
-                    "-timeout",
-                    "40s",
-                    "-timeout_error",
-                ])
-                .arg(format!("127.0.0.1:{SIP_PORT}"))
-                .current_dir(&dir.0)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn sipp")
-        })
+        .map(|(sip, media)| peers::sipp(&scen, "standup", *sip, *media, false, srv.sip, &dir.0))
         .collect();
 
     // All four in the room: the server logs each join; then the admin API shows them.
-    for _ in 0..4 {
-        srv.wait_log("joined room", Duration::from_secs(15));
-        srv.log_lines.retain(|l| !l.contains("joined room"));
-    }
-    let (code, rooms) = srv.get("/api/rooms");
-    assert_eq!(code, 200);
-    let rooms: serde_json::Value = serde_json::from_str(&rooms).unwrap();
+    srv.log
+        .wait_count("joined room", 4, Duration::from_secs(30))
+        .expect("all four joined");
+    let rooms = srv.get_json("/api/rooms");
     let parts = rooms["rooms"][0]["participants"]
         .as_object()
         .expect("participants");
@@ -140,18 +95,17 @@ fn three_sipp_and_baresip_in_one_room() {
     assert_eq!(api_ssrcs.len(), 4, "distinct output SSRCs: {rooms:#}");
 
     for (i, s) in sipps.iter_mut().enumerate() {
-        let st = common::wait_timeout(s, Duration::from_secs(45)).expect("sipp finishes");
+        let st = wait_timeout(s, Duration::from_secs(45)).expect("sipp finishes");
         assert!(
             st.success(),
             "sipp #{i} failed its call (exit {st}): INVITE/200/ACK/BYE/200 expected"
         );
     }
-    let st = common::wait_timeout(&mut baresip, Duration::from_secs(30)).expect("baresip finishes");
+    let st = wait_timeout(&mut baresip, Duration::from_secs(30)).expect("baresip finishes");
     assert!(st.success(), "baresip exit {st}");
 
     // DTMF '1' from each sipp (the recorded RFC 2833 capture) is surfaced in the API.
-    let (_, events) = srv.get("/api/events");
-    let events: serde_json::Value = serde_json::from_str(&events).unwrap();
+    let events = srv.get_json("/api/events");
     let dtmf: Vec<_> = events
         .as_array()
         .unwrap()
@@ -161,7 +115,7 @@ fn three_sipp_and_baresip_in_one_room() {
     assert_eq!(dtmf.len(), 3, "{events:#}");
     assert!(dtmf.iter().all(|d| d["digit"] == "1"), "{dtmf:?}");
 
-    assert!(srv.terminate().success(), "server exits 0 on SIGTERM");
+    srv.shutdown().expect("server stops cleanly on shutdown");
     let pcap = cap.stop();
     let report = pcap_harness::analyze_path(&pcap).expect("analyze capture");
 
@@ -191,7 +145,9 @@ fn three_sipp_and_baresip_in_one_room() {
         let streams: Vec<_> = report
             .rtp_streams
             .iter()
-            .filter(|s| &s.dst == client && (31100..=31199).contains(&server_port(&s.src)))
+            .filter(|s| {
+                &s.dst == client && (RTP_RANGE.0..=RTP_RANGE.1).contains(&server_port(&s.src))
+            })
             .collect();
         assert_eq!(
             streams.len(),

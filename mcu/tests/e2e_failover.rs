@@ -31,11 +31,15 @@
 //! - `KEEP_SCRATCH=1`: keep the captures and logs (their directory is printed).
 
 mod common;
-use common::testbed::{addr_of, poll, Guarded, Node, Testbed, VIP};
-use common::Capture;
+use common::Node;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use testkit::bed::{Testbed, VIP};
+use testkit::capture::Capture;
+use testkit::peers;
+use testkit::poll;
+use testkit::process::{run as sh, signal, Guarded};
 
 const CLIENTS: usize = 4;
 const SIPP_CLIENTS: usize = 3;
@@ -60,9 +64,9 @@ fn now_unix() -> f64 {
         .as_secs_f64()
 }
 
-fn sh(cmd: &mut Command) {
-    let st = cmd.status().expect("spawn");
-    assert!(st.success(), "{cmd:?} failed: {st}");
+/// A test-bed node's address as text.
+fn addr_of(node: &str) -> String {
+    testkit::bed::addr_of(node).to_string()
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -89,7 +93,7 @@ fn env_flag(name: &str) -> bool {
 /// sipp's uac_pcap scenario with the recorded A-law capture played twice back to back
 /// (about 14 s of speech over 16 s) before the DTMF and the BYE.
 fn sipp_scenario(dir: &std::path::Path) -> std::path::PathBuf {
-    let p = common::uac_pcap_scenario(dir);
+    let p = peers::uac_pcap_scenario(dir);
     let scen = std::fs::read_to_string(&p).unwrap();
     let play = "<pause milliseconds=\"8000\"/>";
     assert!(scen.contains(play), "sipp's uac_pcap scenario changed");
@@ -132,7 +136,7 @@ fn ft_args(node: &str, peer: &str, key: &std::path::Path) -> Vec<String> {
         "--sip-listen",
         &format!("{VIP}:{SIP_PORT}"),
         "--media-ip",
-        VIP,
+        &VIP.to_string(),
         "--http-listen",
         &format!("{own}:{HTTP_PORT}"),
         "--rtp-ports",
@@ -194,7 +198,10 @@ fn check_client(
 ) -> ClientResult {
     let ip = addr_of(name);
     let mut problems = vec![];
-    let from_vip = |s: &str| s.rsplit_once(':').is_some_and(|(a, _)| a == VIP);
+    let from_vip = |s: &str| {
+        s.rsplit_once(':')
+            .is_some_and(|(a, _)| a == VIP.to_string())
+    };
     let to_client = |s: &str| s.rsplit_once(':').is_some_and(|(a, _)| a == ip);
     let streams: Vec<_> = report
         .rtp_streams
@@ -375,13 +382,14 @@ fn check_client(
 }
 
 fn run(mode: Mode) {
-    if !common::e2e_ready(&["sipp", "baresip", "tcpdump", "espeak-ng", "ffmpeg", "ip"]) {
-        return;
-    }
+    testkit::require::e2e(
+        "network namespaces, tcpdump",
+        &["sipp", "baresip", "tcpdump", "espeak-ng", "ffmpeg", "ip"],
+    );
     let demo = env_flag("FAILOVER_DEMO");
     let primary_first = std::env::var("FAILOVER_ORDER").is_ok_and(|v| v == "primary-first");
     let prefix = std::env::var("FAILOVER_PREFIX").unwrap_or_else(|_| "us-fo".into());
-    let dir = common::Scratch::new("e2e-failover");
+    let dir = testkit::Scratch::new("e2e-failover");
     eprintln!(
         "FAILOVER mode={mode:?} order={} scratch={}",
         if primary_first {
@@ -410,22 +418,21 @@ fn run(mode: Mode) {
     let key = dir.path("ft.key");
     std::fs::write(&key, format!("understudy-e2e-{}", std::process::id())).unwrap();
 
-    let bed = Testbed::up(&prefix, CLIENTS);
+    let bed = Testbed::up(&prefix, CLIENTS as u32);
 
     // The nodes.
     let mut nodes: Vec<Node> = vec![];
     match mode {
         Mode::Standalone => {
-            bed.run(
+            bed.sh(
                 "primary",
-                "ip",
-                &["addr", "add", &format!("{VIP}/24"), "dev", "eth0"],
+                &["ip", "addr", "add", &format!("{VIP}/24"), "dev", "eth0"],
             );
             let args: Vec<String> = [
                 "--sip-listen",
                 &format!("{VIP}:{SIP_PORT}"),
                 "--media-ip",
-                VIP,
+                &VIP.to_string(),
                 "--http-listen",
                 &http_addr("primary").to_string(),
                 "--rtp-ports",
@@ -535,7 +542,7 @@ fn run(mode: Mode) {
         })
         .collect();
     let bare = &clients[SIPP_CLIENTS];
-    let bcfg = common::baresip_config(
+    let bcfg = peers::baresip_config(
         &dir.0,
         &addr_of(bare),
         SIP_PORT,
@@ -543,7 +550,7 @@ fn run(mode: Mode) {
         &dir.path("speech.wav"),
     );
     let mut baresip = Guarded(
-        common::baresip_command(
+        peers::baresip_command(
             bed.command(bare, "baresip"),
             &bcfg,
             &format!("sip:{ROOM}@{VIP}:{SIP_PORT}"),
@@ -602,9 +609,10 @@ fn run(mode: Mode) {
     if let Some(b) = backup.as_deref_mut() {
         // A takeover before the kill is a false failure detection (e.g. the primary stalled
         // for longer than the heartbeat timeout): say so rather than blame the kill.
-        b.pump_log();
+        b.log.pump();
         let early: Vec<_> = b
-            .log_lines
+            .log
+            .lines
             .iter()
             .filter(|l| l.contains("taking over") || l.contains("takeover complete"))
             .cloned()
@@ -624,14 +632,14 @@ fn run(mode: Mode) {
     if mode == Mode::Stall {
         let b = backup.as_deref_mut().unwrap();
         let pid = primary.child.id();
-        common::signal(pid, "STOP");
+        signal(pid, libc::SIGSTOP);
         std::thread::sleep(STALL);
-        common::signal(pid, "CONT");
+        signal(pid, libc::SIGCONT);
         eprintln!(
             "FAILOVER SIGSTOP {pid} (primary mcu) at {kill_time:.3}, SIGCONT {:.1} ms later",
             (now_unix() - kill_time) * 1000.0
         );
-        let line = b.wait_log("takeover complete", Duration::from_secs(1));
+        let line = b.log.wait("takeover complete", Duration::from_secs(1));
         eprintln!(
             "FAILOVER after the stall: backup logged {line:?}\n  primary: {}\n  backup: {}",
             status_summary(primary),
@@ -641,7 +649,7 @@ fn run(mode: Mode) {
         let pid = primary.child.id();
         primary.kill9();
         eprintln!("FAILOVER kill -9 {pid} (primary mcu) at {kill_time:.3}");
-        let line = b.wait_log("takeover complete", Duration::from_secs(5));
+        let line = b.log.wait("takeover complete", Duration::from_secs(5));
         eprintln!(
             "FAILOVER backup logged {:?} {:.1} ms after the kill\n  backup: {}",
             line,

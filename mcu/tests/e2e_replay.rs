@@ -12,8 +12,9 @@
 //!   packets, lost, min/mean/max delta and mean/max jitter agree with
 //!   `tshark -q -z rtp,streams`.
 //!
-//! Needs root (tcpdump on lo), tcpdump, tshark, ffmpeg, espeak-ng, baresip and sipp's
-//! captures; a missing one skips loudly, or fails when `CI` is set.
+//! The first two run the server in-process ([`TestServer`]); the third runs the binary in
+//! a test-bed namespace. Needs root (tcpdump on lo, namespaces), tcpdump, tshark, ffmpeg,
+//! espeak-ng, baresip and sipp's captures; without one, the test fails and says which.
 
 mod common;
 
@@ -22,37 +23,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{e2e_ready, Capture, Scratch, Server};
+use common::{args, Node, TestServer};
+use mcu::config::ServeArgs;
 use pcap_harness::{analyze_path, Report};
+use testkit::capture::Capture;
+use testkit::peers::{self, espeak as speech};
+use testkit::process::{expect_success, run as sh, wait_timeout};
+use testkit::{poll, Scratch};
 
 const G711A: &str = "/usr/share/sip-tester/g711a.pcap";
 
-fn sh(cmd: &mut Command) {
-    let st = cmd.status().expect("spawn");
-    assert!(st.success(), "{cmd:?} failed: {st}");
-}
-
-/// Root, the tools, and sipp's recorded A-law capture; skip loudly, or fail under CI.
-fn ready(tools: &[&str]) -> bool {
-    if !e2e_ready(tools) {
-        return false;
-    }
-    if !Path::new(G711A).exists() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "{G711A} (package sip-tester) is required under CI"
-        );
-        eprintln!("SKIPPING: {G711A} missing (package sip-tester)");
-        return false;
-    }
-    true
-}
-
-/// Speech from espeak-ng as a WAV file.
-fn speech(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let wav = dir.join(name);
-    sh(Command::new("espeak-ng").arg("-w").arg(&wav).arg(text));
-    wav
+/// Root, the tools, and sipp's recorded A-law capture.
+fn ready(tools: &[&str]) {
+    testkit::require::e2e("tcpdump on lo, network namespaces", tools);
+    testkit::require::file(G711A, "sip-tester");
 }
 
 /// A real encoder's Opus RTP: ffmpeg (libopus, 20 ms, PT 97) sends `wav` over loopback to a
@@ -92,32 +76,24 @@ fn record_opus(dir: &Path, wav: &Path) -> PathBuf {
         .args(["-payload_type", "97", "-ssrc", "305419896", "-f", "rtp"])
         .arg(format!("rtp://127.0.0.1:{port}"))
         .stdout(Stdio::null()));
-    std::thread::sleep(Duration::from_millis(200));
-    let pcap = cap.stop();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let received = drain.join().unwrap();
     assert!(received > 100, "only {received} Opus packets received");
-    pcap
+    // Everything we received is in the capture before it stops.
+    cap.wait_packets(received as usize, Duration::from_secs(5));
+    cap.stop()
 }
 
-/// Wait until the server has logged `n` joins (each line is consumed).
-fn wait_joins(srv: &mut Server, n: usize, timeout: Duration) {
-    for i in 0..n {
-        srv.wait_log("joined room", timeout);
-        let at = srv
-            .log_lines
-            .iter()
-            .position(|l| l.contains("joined room"))
-            .unwrap_or_else(|| panic!("join {i}"));
-        srv.log_lines.remove(at);
-    }
+/// Wait until the server has logged `n` joins.
+fn wait_joins(srv: &mut TestServer, n: usize, timeout: Duration) {
+    srv.log
+        .wait_count("joined room", n, timeout)
+        .unwrap_or_else(|| panic!("{n} joins not logged within {timeout:?}"));
 }
 
 /// The participants of the only room, from the admin API.
-fn room_participants(srv: &Server) -> (String, Vec<serde_json::Value>) {
-    let (code, body) = srv.get("/api/rooms");
-    assert_eq!(code, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+fn room_participants(srv: &TestServer) -> (String, Vec<serde_json::Value>) {
+    let v = srv.get_json("/api/rooms");
     let rooms = v["rooms"].as_array().expect("rooms");
     assert_eq!(rooms.len(), 1, "one room: {v:#}");
     let parts = rooms[0]["participants"]
@@ -131,11 +107,7 @@ fn room_participants(srv: &Server) -> (String, Vec<serde_json::Value>) {
 
 #[test]
 fn replayed_participants_hear_each_other() {
-    if !ready(&["tcpdump", "ffmpeg", "espeak-ng"]) {
-        return;
-    }
-    const SIP: u16 = 25670;
-    const HTTP: u16 = 28670;
+    ready(&["tcpdump", "ffmpeg", "espeak-ng"]);
     const RTP: &str = "31700-31799";
     let dir = Scratch::new("e2e-replay");
     let wav = speech(
@@ -163,14 +135,17 @@ fn replayed_participants_hear_each_other() {
     assert_eq!(src.rtp_streams[0].codec, "opus/48000/2");
     assert_eq!(src.rtp_streams[0].frame_samples, Some(960));
 
-    let mut srv = Server::start(SIP, HTTP, RTP, &["--seed", "7"]);
+    let mut srv = TestServer::start(ServeArgs {
+        seed: Some(7),
+        ..args(RTP)
+    });
     let out = dir.path("received.pcap");
     let replay = Command::new(env!("CARGO_BIN_EXE_mcu"))
         .args(["pcap", "replay"])
         .arg(&opus)
         .arg(G711A)
         .args(["--pt", "97=opus/48000/2", "--count", "2", "--seed", "3"])
-        .args(["--to", &format!("sip:replayroom@127.0.0.1:{SIP}")])
+        .args(["--to", &format!("sip:replayroom@{}", srv.sip)])
         .arg("--out")
         .arg(&out)
         .arg("--json")
@@ -180,7 +155,7 @@ fn replayed_participants_hear_each_other() {
         .expect("spawn mcu pcap replay");
 
     // All four in one room while the recordings play.
-    wait_joins(&mut srv, 4, Duration::from_secs(15));
+    wait_joins(&mut srv, 4, Duration::from_secs(30));
     let (room, parts) = room_participants(&srv);
     assert_eq!(room, "replayroom");
     assert_eq!(parts.len(), 4, "{parts:#?}");
@@ -192,14 +167,14 @@ fn replayed_participants_hear_each_other() {
     assert_eq!(codecs, ["OPUS", "OPUS", "PCMA", "PCMA"]);
 
     let mut replay = replay;
-    let st = common::wait_timeout(&mut replay, Duration::from_secs(60)).expect("replay ends");
+    let st = wait_timeout(&mut replay, Duration::from_secs(60)).expect("replay ends");
     let mut stdout = String::new();
     std::io::Read::read_to_string(replay.stdout.as_mut().unwrap(), &mut stdout).unwrap();
     assert!(st.success(), "replay failed ({st}): {stdout}");
     let summary: serde_json::Value = serde_json::from_str(&stdout).expect("replay --json");
     let participants = summary["participants"].as_array().unwrap().clone();
     assert_eq!(participants.len(), 4, "{summary:#}");
-    assert!(srv.terminate().success(), "server exits 0 on SIGTERM");
+    srv.shutdown().expect("server stops cleanly on shutdown");
 
     let report = analyze_path(&out).expect("analyze the received capture");
     for p in &participants {
@@ -383,11 +358,7 @@ fn assert_agrees(report: &Report, rows: &[TsharkRow]) {
 
 #[test]
 fn baresip_call_analysis_agrees_with_tshark() {
-    if !ready(&["tcpdump", "tshark", "baresip", "ffmpeg", "espeak-ng"]) {
-        return;
-    }
-    const SIP: u16 = 25680;
-    const HTTP: u16 = 28680;
+    ready(&["tcpdump", "tshark", "baresip", "ffmpeg", "espeak-ng"]);
     const RTP: &str = "31800-31899";
     const BARESIP_SIP: u16 = 25681;
     const BARESIP_RTP: (u16, u16) = (26800, 26899);
@@ -400,40 +371,49 @@ fn baresip_call_analysis_agrees_with_tshark() {
     );
     // baresip's aufile source wants 48 kHz stereo.
     let wav = dir.path("speech.wav");
-    sh(Command::new("ffmpeg")
-        .args(["-y", "-loglevel", "error", "-i"])
-        .arg(&raw)
-        .args(["-ar", "48000", "-ac", "2"])
-        .arg(&wav));
+    peers::to_48k_stereo(&raw, &wav, None);
 
+    let mut srv = TestServer::start(ServeArgs {
+        seed: Some(11),
+        ..args(RTP)
+    });
+    let sip = srv.sip.port();
     let cap = Capture::start(
         &dir.path("call.pcap"),
-        &format!("udp and (port {SIP} or portrange {RTP})"),
+        &format!("udp and (port {sip} or portrange {RTP})"),
     );
-    let mut srv = Server::start(SIP, HTTP, RTP, &["--seed", "11"]);
-    let mut baresip = common::baresip_dial(
+    let mut baresip = peers::baresip_dial(
         &dir.0,
         BARESIP_SIP,
         BARESIP_RTP,
         &wav,
-        &format!("sip:tworoom@127.0.0.1:{SIP}"),
+        &format!("sip:tworoom@{}", srv.sip),
         25,
     );
     // A second participant so that baresip hears someone: sipp's recorded A-law speech.
     let mut replay = Command::new(env!("CARGO_BIN_EXE_mcu"))
         .args(["pcap", "replay", G711A, "--seed", "5"])
-        .args(["--to", &format!("sip:tworoom@127.0.0.1:{SIP}")])
+        .args(["--to", &format!("sip:tworoom@{}", srv.sip)])
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn mcu pcap replay");
     wait_joins(&mut srv, 2, Duration::from_secs(15));
     let (_, parts) = room_participants(&srv);
     assert_eq!(parts.len(), 2, "{parts:#?}");
-    common::expect_success(&mut replay, "mcu pcap replay", Duration::from_secs(40));
-    let st = common::wait_timeout(&mut baresip, Duration::from_secs(30)).expect("baresip ends");
+    expect_success(&mut replay, "mcu pcap replay", Duration::from_secs(40));
+    let st = wait_timeout(&mut baresip, Duration::from_secs(30)).expect("baresip ends");
     assert!(st.success(), "baresip exit {st}");
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(srv.terminate().success(), "server exits 0 on SIGTERM");
+    // Both calls ended on the server's side too (their last RTCP is out) before it stops.
+    let empty = poll(Duration::from_secs(5), || {
+        let rooms = srv.get_json("/api/rooms");
+        rooms["rooms"].as_array()?.is_empty().then_some(())
+    });
+    assert!(
+        empty.is_some(),
+        "the room did not empty: {:?}",
+        srv.get("/api/rooms")
+    );
+    srv.shutdown().expect("server stops cleanly on shutdown");
     let pcap = cap.stop();
 
     let report = analyze_path(&pcap).expect("analyze");
@@ -474,21 +454,12 @@ fn baresip_call_analysis_agrees_with_tshark() {
         to_baresip.energy_dbfs.iter().any(|e| *e > -40.0),
         "baresip hears the replayed speech"
     );
-    let rows = tshark_streams(&pcap, &[SIP]);
+    let rows = tshark_streams(&pcap, &[sip]);
     assert!(
         rows.len() >= 4,
         "two participants, both directions: {rows:?}"
     );
     assert_agrees(&report, &rows);
-}
-
-/// Kills the child (a server in a namespace) when the test ends, whatever happened.
-struct KillOnDrop(std::process::Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The replayer as a load generator inside a network namespace, bound to that namespace's
@@ -497,32 +468,27 @@ impl Drop for KillOnDrop {
 /// each other on one clean stream each.
 #[test]
 fn replay_from_a_network_namespace_with_bind() {
-    if !ready(&["ip", "iptables", "ping"]) {
-        return;
-    }
-    let bed = common::testbed::Testbed::up("us-rn", 1);
-    let server_ip = common::testbed::addr_of("primary");
-    let client_ip = common::testbed::addr_of("client1");
+    ready(&["ip", "iptables", "ping"]);
+    let bed = testkit::bed::Testbed::up("us-rn", 1);
+    let server_ip = testkit::bed::addr_of("primary").to_string();
+    let client_ip = testkit::bed::addr_of("client1").to_string();
     let mcu = env!("CARGO_BIN_EXE_mcu");
     let http: std::net::SocketAddr = format!("{server_ip}:8080").parse().unwrap();
-    let server = bed
-        .command("primary", mcu)
-        .args(["serve", "--seed", "5", "--rtp-ports", "30000-30099"])
-        .args(["--sip-listen", &format!("{server_ip}:5060")])
-        .args(["--http-listen", &http.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn mcu serve in the primary namespace");
-    let _server = KillOnDrop(server);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while bed.http_get("primary", http, "/healthz").is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "server never answered"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let server_args: Vec<String> = ["--seed", "5", "--rtp-ports", "30000-30099"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            "--sip-listen".into(),
+            format!("{server_ip}:5060"),
+            "--http-listen".into(),
+            http.to_string(),
+        ])
+        .collect();
+    let server = Node::start(&bed, "primary", http, &server_args);
+    assert!(
+        poll(Duration::from_secs(20), || server.get("/healthz")).is_some(),
+        "server never answered"
+    );
 
     let dir = Scratch::new("e2e-replay-netns");
     let out = dir.path("received.pcap");
@@ -538,7 +504,7 @@ fn replay_from_a_network_namespace_with_bind() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn mcu pcap replay in the client namespace");
-    let st = common::wait_timeout(&mut replay, Duration::from_secs(60)).expect("replay ends");
+    let st = wait_timeout(&mut replay, Duration::from_secs(60)).expect("replay ends");
     let mut stdout = String::new();
     std::io::Read::read_to_string(replay.stdout.as_mut().unwrap(), &mut stdout).unwrap();
     assert!(st.success(), "replay failed ({st}): {stdout}");

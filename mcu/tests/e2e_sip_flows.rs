@@ -1,11 +1,18 @@
 //! SIP flows with real sipp peers over loopback: TCP transport, hold/resume by re-INVITE,
 //! offerless INVITE (offer in 200, answer in ACK), and BYE to everyone on SIGTERM. Media is
-//! checked on a tcpdump capture with the project's analyzer.
+//! checked on a tcpdump capture with the project's analyzer. The server runs in-process
+//! ([`TestServer`]), except for the SIGTERM test, which is about the binary's own signal
+//! handling.
 
 mod common;
-use common::{e2e_ready, expect_success, scenario, sipp, Capture, Scratch, Server};
+use common::{args, scenario, Server, TestServer};
+use mcu::config::ServeArgs;
 use pcap_harness::RtpStream;
 use std::time::Duration;
+use testkit::capture::Capture;
+use testkit::peers::{sipp, uac_pcap_scenario};
+use testkit::process::expect_success;
+use testkit::Scratch;
 
 fn server_streams_to<'a>(
     r: &'a pcap_harness::Report,
@@ -25,22 +32,26 @@ fn server_streams_to<'a>(
         .collect()
 }
 
-fn wait_joins(srv: &mut Server, n: usize) {
-    for _ in 0..n {
-        srv.wait_log("joined room", Duration::from_secs(15));
-        srv.log_lines.retain(|l| !l.contains("joined room"));
-    }
+/// What these tests need: sipp, and tcpdump on lo (root).
+fn ready() {
+    testkit::require::e2e("tcpdump on lo", &["sipp", "tcpdump"]);
+}
+
+/// A [`TestServer`] with media ports in `rtp` and a fixed seed.
+fn server(rtp: &str, seed: u64) -> TestServer {
+    TestServer::start(ServeArgs {
+        seed: Some(seed),
+        ..args(rtp)
+    })
 }
 
 #[test]
 fn two_sipp_over_tcp_hear_each_other() {
-    if !e2e_ready(&["sipp", "tcpdump"]) {
-        return;
-    }
+    ready();
     let dir = Scratch::new("e2e-tcp");
     let cap = Capture::start(&dir.path("tcp.pcap"), "udp and portrange 31200-31299");
-    let srv = Server::start(25270, 28270, "31200-31299", &["--seed", "3"]);
-    let scen = common::uac_pcap_scenario(&dir.0);
+    let srv = server("31200-31299", 3);
+    let scen = uac_pcap_scenario(&dir.0);
     let mut a = sipp(&scen, "tcproom", 25271, 26200, true, srv.sip, &dir.0);
     let mut b = sipp(&scen, "tcproom", 25272, 26210, true, srv.sip, &dir.0);
     expect_success(&mut a, "sipp A over TCP", Duration::from_secs(45));
@@ -66,12 +77,10 @@ fn two_sipp_over_tcp_hear_each_other() {
 
 #[test]
 fn hold_and_resume_keep_the_stream() {
-    if !e2e_ready(&["sipp", "tcpdump"]) {
-        return;
-    }
+    ready();
     let dir = Scratch::new("e2e-hold");
     let cap = Capture::start(&dir.path("hold.pcap"), "udp and portrange 31300-31399");
-    let srv = Server::start(25370, 28370, "31300-31399", &["--seed", "4"]);
+    let srv = server("31300-31399", 4);
     let mut c = sipp(
         &scenario("hold_resume.xml"),
         "holdroom",
@@ -109,12 +118,10 @@ fn hold_and_resume_keep_the_stream() {
 
 #[test]
 fn offerless_invite_gets_offer_and_answer_in_ack() {
-    if !e2e_ready(&["sipp", "tcpdump"]) {
-        return;
-    }
+    ready();
     let dir = Scratch::new("e2e-offerless");
     let cap = Capture::start(&dir.path("offerless.pcap"), "udp and portrange 31400-31499");
-    let srv = Server::start(25470, 28470, "31400-31499", &["--seed", "5"]);
+    let srv = server("31400-31499", 5);
     let mut c = sipp(
         &scenario("offerless.xml"),
         "late",
@@ -142,9 +149,7 @@ fn offerless_invite_gets_offer_and_answer_in_ack() {
 
 #[test]
 fn sigterm_sends_bye_to_every_participant() {
-    if !e2e_ready(&["sipp"]) {
-        return;
-    }
+    testkit::require::tools(&["sipp"]);
     let dir = Scratch::new("e2e-sigterm");
     let mut srv = Server::start(25570, 28570, "31500-31599", &["--seed", "6"]);
     let mut udp = sipp(
@@ -165,7 +170,9 @@ fn sigterm_sends_bye_to_every_participant() {
         srv.sip,
         &dir.0,
     );
-    wait_joins(&mut srv, 2);
+    srv.log
+        .wait_count("joined room", 2, Duration::from_secs(30))
+        .expect("both participants joined");
     let st = srv.terminate();
     assert!(st.success(), "exit 0 after SIGTERM: {st}");
     expect_success(
@@ -179,7 +186,7 @@ fn sigterm_sends_bye_to_every_participant() {
         Duration::from_secs(10),
     );
     assert!(
-        srv.log_lines.iter().any(|l| l.contains("ByeSent")),
+        srv.log.lines.iter().any(|l| l.contains("ByeSent")),
         "server saw its BYEs answered"
     );
 }

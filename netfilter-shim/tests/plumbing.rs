@@ -52,9 +52,7 @@ fn warm_arp(tb: &Testbed) {
 
 #[test]
 fn tee_on_primary_delivers_client_udp_to_primary_and_backup() {
-    if !prerequisites() {
-        return;
-    }
+    prerequisites();
     let tb = Testbed::up("us-tee", 1);
     pair(&tb);
     let primary = tb.udp("primary", "0.0.0.0:5004");
@@ -64,7 +62,7 @@ fn tee_on_primary_delivers_client_udp_to_primary_and_backup() {
     let (lladdr, _) = tb
         .neigh("client1", VIP)
         .expect("client has a neighbour entry for the VIP");
-    assert_eq!(lladdr, fmt_mac(tb.mac("primary")));
+    assert_eq!(lladdr, fmt_mac(mac(&tb, "primary")));
 
     let client = client_to(&tb, PORT);
     for i in 0..50u32 {
@@ -86,9 +84,7 @@ fn tee_on_primary_delivers_client_udp_to_primary_and_backup() {
 
 #[test]
 fn backup_nfqueue_reader_sees_packets_and_drop_keeps_its_kernel_silent() {
-    if !prerequisites() {
-        return;
-    }
+    prerequisites();
     let tb = Testbed::up("us-nfq", 1);
     pair(&tb);
     let rule = tb.run_in("backup", || {
@@ -192,9 +188,7 @@ fn backup_nfqueue_reader_sees_packets_and_drop_keeps_its_kernel_silent() {
 /// the backup's socket, with the client sending every millisecond.
 #[test]
 fn takeover_backup_claims_vip_and_client_packets_follow() {
-    if !prerequisites() {
-        return;
-    }
+    prerequisites();
     const ROUNDS: usize = 6;
     let tb = Testbed::up("us-claim", 1);
     pair(&tb);
@@ -202,8 +196,8 @@ fn takeover_backup_claims_vip_and_client_packets_follow() {
     let _primary_sock = tb.udp("primary", "0.0.0.0:5004");
     let backup_sock = tb.udp("backup", "0.0.0.0:5004");
     warm_arp(&tb);
-    let primary_mac = fmt_mac(tb.mac("primary"));
-    let backup_mac = fmt_mac(tb.mac("backup"));
+    let primary_mac = fmt_mac(mac(&tb, "primary"));
+    let backup_mac = fmt_mac(mac(&tb, "backup"));
 
     // The client streams a numbered packet every millisecond throughout.
     let client = client_to(&tb, PORT);
@@ -396,9 +390,7 @@ fn crash_helper() {
 
 #[test]
 fn rules_left_by_a_crashed_process_are_cleaned_at_next_start() {
-    if !prerequisites() {
-        return;
-    }
+    prerequisites();
     let tb = Testbed::up("us-crash", 1);
     let status = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "crash_helper", "--ignored", "--test-threads=1"])
@@ -426,9 +418,7 @@ fn rules_left_by_a_crashed_process_are_cleaned_at_next_start() {
 
 #[test]
 fn rules_removed_on_clean_shutdown_and_stale_rules_cleaned() {
-    if !prerequisites() {
-        return;
-    }
+    prerequisites();
     let tb = Testbed::up("us-rules", 1);
     tb.run_in("backup", || {
         let me = Instance::new("node-a").unwrap();
@@ -486,9 +476,7 @@ fn rules_removed_on_clean_shutdown_and_stale_rules_cleaned() {
 
 #[test]
 fn addresses_over_netlink_are_idempotent_and_standby_does_not_arp() {
-    if !prerequisites() {
-        return;
-    }
+    prerequisites();
     let tb = Testbed::up("us-addr", 1);
     tb.run_in("backup", || {
         use takeover::{set_addr, AddrOp};
@@ -540,9 +528,7 @@ fn addresses_over_netlink_are_idempotent_and_standby_does_not_arp() {
 /// the budget (backup CPU <= 10% of the primary's). Prints the figure.
 #[test]
 fn nfqueue_reader_cost_per_packet() {
-    if !prerequisites() {
-        return;
-    }
+    prerequisites();
     const N: usize = 5000;
     let tb = Testbed::up("us-cost", 1);
     pair(&tb);
@@ -626,9 +612,7 @@ fn fence_helper() {
 #[test]
 fn kill_9_of_the_vip_holder_fences_its_host() {
     use std::io::BufRead;
-    if !prerequisites() {
-        return;
-    }
+    prerequisites();
     let tb = Testbed::up("us-fence", 1);
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
@@ -653,7 +637,7 @@ fn kill_9_of_the_vip_holder_fences_its_host() {
     tb.sh("client1", &["ping", "-c1", "-W2", &VIP.to_string()]);
     assert_eq!(
         tb.neigh("client1", VIP).unwrap().0,
-        fmt_mac(tb.mac("primary"))
+        fmt_mac(mac(&tb, "primary"))
     );
     let unreach = tb.icmp_out_dest_unreachs("primary");
 

@@ -2,7 +2,7 @@
 //! sipp's recorded G.711 A-law and RFC 2833 captures, and Opus produced at test time by
 //! espeak-ng + ffmpeg (libopus) on loopback, captured with tcpdump.
 //!
-//! A missing tool skips a test loudly, unless `CI` is set, where it fails.
+//! A missing tool or capture fails the test, saying how to get it (`testkit::require`).
 
 use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
@@ -14,30 +14,9 @@ use pcap_harness::{analyze_path, analyze_path_with, Options, Report};
 
 const SIPP_DIR: &str = "/usr/share/sip-tester";
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
-/// Whether `what` is available; skips loudly outside CI, panics in CI.
-fn available(ok: bool, what: &str) -> bool {
-    if ok {
-        return true;
-    }
-    if in_ci() {
-        panic!("{what} is required in CI (CI is set) but is missing");
-    }
-    eprintln!(
-        "\n!!!!!!!! SKIPPING: {what} is missing (set CI=1 to make this a failure) !!!!!!!!\n"
-    );
-    false
-}
-
-fn has_tool(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+/// Fail the test unless `ok`: `what` (with the package providing it) is missing.
+fn require(ok: bool, what: &str) {
+    assert!(ok, "{what} missing: scripts/test installs it");
 }
 
 fn sipp_captures() -> Vec<PathBuf> {
@@ -172,9 +151,7 @@ fn assert_agrees(file: &Path, report: &Report, rows: &[TsharkRow]) {
 #[test]
 fn sipp_g711a_exact_figures() {
     let f = Path::new(SIPP_DIR).join("g711a.pcap");
-    if !available(f.exists(), "sipp's g711a.pcap (package sip-tester)") {
-        return;
-    }
+    require(f.exists(), "sipp's g711a.pcap (package sip-tester)");
     let r = analyze_path(&f).unwrap();
     assert_eq!((r.format.as_str(), r.frames), ("pcap", 236));
     assert_eq!(r.rtp_streams.len(), 1);
@@ -228,12 +205,10 @@ fn sipp_dtmf_captures_exact_figures() {
                 .starts_with("dtmf_2833_")
         })
         .collect();
-    if !available(
+    require(
         files.len() == 12,
         "sipp's dtmf_2833_*.pcap (package sip-tester)",
-    ) {
-        return;
-    }
+    );
     for f in files {
         let r = analyze_path(&f).unwrap();
         assert_eq!(r.rtp_streams.len(), 1, "{}", f.display());
@@ -262,9 +237,8 @@ fn sipp_dtmf_captures_exact_figures() {
 #[test]
 fn tshark_agrees_on_sipp_captures() {
     let files = sipp_captures();
-    if !available(has_tool("tshark"), "tshark") || !available(!files.is_empty(), "sipp captures") {
-        return;
-    }
+    testkit::require::tools(&["tshark"]);
+    require(!files.is_empty(), "sipp captures (package sip-tester)");
     for f in files {
         let rows = tshark_streams(&f, &[]);
         assert!(!rows.is_empty(), "{}: tshark found no stream", f.display());
@@ -276,9 +250,7 @@ fn tshark_agrees_on_sipp_captures() {
 #[test]
 fn cli_binary_prints_json() {
     let f = Path::new(SIPP_DIR).join("g711a.pcap");
-    if !available(f.exists(), "sipp's g711a.pcap") {
-        return;
-    }
+    require(f.exists(), "sipp's g711a.pcap (package sip-tester)");
     let out = Command::new(env!("CARGO_BIN_EXE_pcap-harness"))
         .arg("analyze")
         .arg(&f)
@@ -332,12 +304,10 @@ impl Drop for Tcpdump {
 
 #[test]
 fn opus_loopback_capture_agrees_with_tshark() {
-    let tools = ["tshark", "tcpdump", "ffmpeg", "espeak-ng"];
-    for t in tools {
-        if !available(has_tool(t), t) {
-            return;
-        }
-    }
+    testkit::require::e2e(
+        "tcpdump on lo",
+        &["tshark", "tcpdump", "ffmpeg", "espeak-ng"],
+    );
     let dir = std::env::temp_dir().join(format!("pcap-harness-opus-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -509,9 +479,7 @@ fn clear_marker_bits(src: &Path, dst: &Path, port: u16) {
 fn tshark_agrees_on_synthetic_defects() {
     use pcap_harness::net::*;
     use pcap_harness::writer::{rtp_packet, to_pcap, to_pcap_snaplen, to_pcapng, Datagram};
-    if !available(has_tool("tshark"), "tshark") {
-        return;
-    }
+    testkit::require::tools(&["tshark"]);
     let dir = std::env::temp_dir().join(format!("pcap-harness-synth-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     // (arrival ms, seq, ts, marker, pt)
@@ -817,9 +785,7 @@ fn record_opus_call(dir: &Path, wav: &Path) -> Result<OpusRun, String> {
 /// IPv6 loopback, cross-checked with tshark.
 #[test]
 fn tcpdump_any_sll_sll2_ipv6_agree_with_tshark() {
-    if !available(has_tool("tcpdump"), "tcpdump") || !available(has_tool("tshark"), "tshark") {
-        return;
-    }
+    testkit::require::e2e("tcpdump -i any", &["tcpdump", "tshark"]);
     let dir = std::env::temp_dir().join(format!("pcap-harness-any-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for (linktype, encap) in [("LINUX_SLL2", 276u32), ("LINUX_SLL", 113)] {
@@ -913,13 +879,11 @@ fn tcpdump_any_sll_sll2_ipv6_agree_with_tshark() {
 fn mergecap_pcapng_agrees_with_tshark() {
     let g711 = Path::new(SIPP_DIR).join("g711a.pcap");
     let dtmf = Path::new(SIPP_DIR).join("dtmf_2833_5.pcap");
-    if !available(
-        has_tool("mergecap") && has_tool("tshark"),
-        "mergecap and tshark",
-    ) || !available(g711.exists() && dtmf.exists(), "sipp captures")
-    {
-        return;
-    }
+    testkit::require::tools(&["mergecap", "tshark"]);
+    require(
+        g711.exists() && dtmf.exists(),
+        "sipp captures (package sip-tester)",
+    );
     let out =
         std::env::temp_dir().join(format!("pcap-harness-merged-{}.pcapng", std::process::id()));
     let st = Command::new("mergecap")

@@ -1,6 +1,5 @@
 //! scripts/testbed: up (twice), status, exec ping across the bridge, down (twice).
-mod common;
-use common::*;
+use testkit::bed::Testbed;
 
 fn namespaces(prefix: &str) -> Vec<String> {
     let out = std::process::Command::new("ip")
@@ -17,9 +16,7 @@ fn namespaces(prefix: &str) -> Vec<String> {
 
 #[test]
 fn testbed_up_exec_ping_down_is_idempotent() {
-    if !prerequisites() {
-        return;
-    }
+    testkit::require::e2e("network namespaces", &["ip", "ping", "sysctl"]);
     let tb = Testbed::up("us-tbed", 2);
     // A second `up` on a complete bed is fine and changes nothing.
     let again = tb.script(&["up"]);

@@ -1,0 +1,133 @@
+//! Real SIP peers as child processes: sipp (scenario files, sipp's recorded captures) and
+//! baresip 1.0 (Opus and G.711, speech from a WAV file), and speech for them (espeak-ng,
+//! ffmpeg).
+
+use crate::process::run;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// Where package sip-tester installs sipp's recorded captures.
+pub const SIPP_PCAP_DIR: &str = "/usr/share/sip-tester";
+
+/// sipp on loopback running `scenario` once against `server`: room `room` (the
+/// Request-URI user), SIP from `127.0.0.1:sip_port` (TCP when `tcp`), media from
+/// `media_port`; it gives up after 40 s. Files it writes go to `cwd`.
+pub fn sipp(
+    scenario: &Path,
+    room: &str,
+    sip_port: u16,
+    media_port: u16,
+    tcp: bool,
+    server: SocketAddr,
+    cwd: &Path,
+) -> Child {
+    let mut c = Command::new("sipp");
+    c.arg("-sf")
+        .arg(scenario)
+        .args(["-s", room, "-i", "127.0.0.1"])
+        .args(["-p", &sip_port.to_string(), "-mp", &media_port.to_string()])
+        .args(["-m", "1", "-l", "1", "-nostdin"])
+        .args(["-timeout", "40s", "-timeout_error"]);
+    if tcp {
+        c.args(["-t", "t1"]);
+    }
+    c.arg(server.to_string())
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sipp")
+}
+
+/// sipp's built-in uac_pcap scenario written to `dir`, pointing at the recorded captures'
+/// absolute paths (G.711 A-law speech, then RFC 2833 DTMF '1').
+pub fn uac_pcap_scenario(dir: &Path) -> PathBuf {
+    let out = Command::new("sipp")
+        .args(["-sd", "uac_pcap"])
+        .output()
+        .expect("sipp -sd uac_pcap");
+    let scen = String::from_utf8(out.stdout)
+        .expect("scenario is UTF-8")
+        .replace("pcap/", &format!("{SIPP_PCAP_DIR}/"));
+    let p = dir.join("uac_pcap.xml");
+    std::fs::write(&p, scen).expect("write scenario");
+    p
+}
+
+/// `text` spoken by espeak-ng into `dir/name` (22.05 kHz mono WAV).
+pub fn espeak(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let wav = dir.join(name);
+    run(Command::new("espeak-ng").arg("-w").arg(&wav).arg(text));
+    wav
+}
+
+/// `src` converted to 48 kHz stereo (what baresip's aufile source needs with Opus) as
+/// `dst`; looped to `secs` seconds when given.
+pub fn to_48k_stereo(src: &Path, dst: &Path, secs: Option<u32>) {
+    let mut c = Command::new("ffmpeg");
+    c.args(["-y", "-loglevel", "error"]);
+    if secs.is_some() {
+        c.args(["-stream_loop", "-1"]);
+    }
+    c.arg("-i").arg(src);
+    if let Some(s) = secs {
+        c.args(["-t", &s.to_string()]);
+    }
+    run(c.args(["-ar", "48000", "-ac", "2"]).arg(dst));
+}
+
+/// Start baresip 1.0 on loopback (SIP `sip_port`, RTP in `rtp`, speech from `wav`) dialing
+/// `uri`; it hangs up when the wav ends, or quits after `secs`. Its config goes to
+/// `dir/baresip`.
+pub fn baresip_dial(
+    dir: &Path,
+    sip_port: u16,
+    rtp: (u16, u16),
+    wav: &Path,
+    uri: &str,
+    secs: u32,
+) -> Child {
+    let bcfg = baresip_config(dir, "127.0.0.1", sip_port, rtp, wav);
+    baresip_command(Command::new("baresip"), &bcfg, uri, secs)
+        .spawn()
+        .expect("spawn baresip")
+}
+
+/// Write a baresip 1.0 config (Opus and G.711, speech from `wav`) listening on
+/// `ip:sip_port` into `dir/baresip`, and return that directory.
+pub fn baresip_config(dir: &Path, ip: &str, sip_port: u16, rtp: (u16, u16), wav: &Path) -> PathBuf {
+    let bcfg = dir.join("baresip");
+    std::fs::create_dir_all(&bcfg).expect("baresip config dir");
+    std::fs::write(
+        bcfg.join("config"),
+        format!(
+            "poll_method epoll\nsip_listen {ip}:{sip_port}\nnet_interface {ip}\n\
+             audio_source aufile,{wav}\nrtp_ports {}-{}\nmodule_path /usr/lib/baresip/modules\n\
+             module opus.so\nmodule g711.so\nmodule aufile.so\nmodule account.so\nmodule menu.so\n",
+            rtp.0,
+            rtp.1,
+            wav = wav.display()
+        ),
+    )
+    .expect("write baresip config");
+    std::fs::write(
+        bcfg.join("accounts"),
+        format!("<sip:baresip@{ip}>;regint=0\n"),
+    )
+    .expect("write baresip accounts");
+    bcfg
+}
+
+/// Complete `cmd` (`baresip`, or a prefix such as `ip netns exec NS baresip`) into a
+/// non-interactive baresip dialing `uri` with the config in `bcfg`, quitting after `secs`.
+pub fn baresip_command(mut cmd: Command, bcfg: &Path, uri: &str, secs: u32) -> Command {
+    cmd.arg("-f")
+        .arg(bcfg)
+        .args(["-t", &secs.to_string(), "-e", &format!("/dial {uri}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
