@@ -163,27 +163,8 @@ pub fn pcmu_packet(ssrc: u32, seq: u16, ts: u32) -> Vec<u8> {
     for i in 0..160u32 {
         let s = (8000.0 * (2.0 * std::f64::consts::PI * 1000.0 * (ts + i) as f64 / 8000.0).sin())
             as i16;
-        p.push(linear_to_ulaw(s));
+        p.push(mixer::g711::linear_to_ulaw(s));
     }
     p
 }
 
-fn linear_to_ulaw(sample: i16) -> u8 {
-    const BIAS: i32 = 0x84;
-    let mut s = sample as i32;
-    let sign = if s < 0 {
-        s = -s;
-        0x80
-    } else {
-        0
-    };
-    s = (s + BIAS).min(32635 + BIAS);
-    let mut exp = 7;
-    let mut mask = 0x4000;
-    while exp > 0 && s & mask == 0 {
-        exp -= 1;
-        mask >>= 1;
-    }
-    let mant = (s >> (exp + 3)) & 0x0F;
-    !(sign | (exp << 4) | mant) as u8
-}
