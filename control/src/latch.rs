@@ -1,5 +1,6 @@
-//! Symmetric RTP (where a participant's media is sent): the rule the room drivers apply to
-//! every packet, kept here as a small pure state machine so it is tested alone.
+//! Symmetric RTP (where a participant's media is sent) and RTP/RTCP demultiplexing: the rules
+//! the room drivers apply to every packet, kept here as small pure functions and a state
+//! machine so they are tested alone.
 //!
 //! Media go to the SDP address until the client's first RTP packet arrives; then to that
 //! packet's source (a client behind NAT is reached where it really is). The latched source
@@ -111,6 +112,13 @@ impl Latch {
     }
 }
 
+/// RFC 5761 demultiplexing of RTP and RTCP on one port: RTCP's packet type (192..=223 here,
+/// RTP payload type plus marker bit as RTP would read it) sits where RTP has its marker and
+/// payload type.
+pub fn is_rtcp(data: &[u8]) -> bool {
+    data.len() >= 2 && data[0] >> 6 == 2 && (192..=223).contains(&data[1])
+}
+
 fn usable(a: SocketAddr) -> Option<SocketAddr> {
     (!a.ip().is_unspecified() && a.port() != 0).then_some(a)
 }
@@ -156,6 +164,16 @@ mod tests {
         l.on_rtp(a("198.18.0.12:4100"), MS);
         l.on_update(a("198.18.0.13:4200"), a("198.18.0.13:4201"));
         assert_eq!(l.rtp_dest(), Some(a("198.18.0.12:4100")));
+    }
+
+    #[test]
+    fn rtcp_is_told_from_rtp_by_its_packet_type() {
+        assert!(is_rtcp(&[0x80, 200, 0, 6])); // SR
+        assert!(is_rtcp(&[0x81, 203, 0, 1])); // BYE
+        assert!(!is_rtcp(&[0x80, 0, 0, 1])); // PCMU
+        assert!(!is_rtcp(&[0x80, 0x80 | 111, 0, 1])); // Opus with the marker bit
+        assert!(!is_rtcp(&[0x40, 200])); // version 1
+        assert!(!is_rtcp(&[0x80]));
     }
 
     #[test]

@@ -135,12 +135,6 @@ pub struct RoomCtx {
     pub fenced: Arc<AtomicBool>,
 }
 
-/// True if the second byte says RTCP under RFC 5761 demultiplexing (payload type 192..=223
-/// with the marker bit folded in).
-fn looks_like_rtcp(data: &[u8]) -> bool {
-    data.len() >= 2 && data[0] >> 6 == 2 && (192..=223).contains(&data[1])
-}
-
 /// Spawn a room task.
 pub fn spawn_room(ctx: RoomCtx, init: RoomInit) -> RoomHandle {
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
@@ -324,7 +318,7 @@ impl Room {
             metrics.media_dropped.inc();
             return;
         }
-        if p.rtcp_port || looks_like_rtcp(&p.data) {
+        if p.rtcp_port || control::latch::is_rtcp(&p.data) {
             metrics.rtcp_in.inc();
             m.latch.on_rtcp(p.from);
             self.mixer.handle_rtcp(p.id, &p.data, now);

@@ -167,4 +167,3 @@ pub fn pcmu_packet(ssrc: u32, seq: u16, ts: u32) -> Vec<u8> {
     }
     p
 }
-
