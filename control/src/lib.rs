@@ -137,8 +137,6 @@ pub struct Stats {
     pub calls_accepted: u64,
     /// Calls rejected by admission or negotiation.
     pub calls_rejected: u64,
-    /// Entries replicated (full-state entries included).
-    pub entries_replicated: u64,
 }
 
 #[allow(clippy::large_enum_variant)] // one per server, never moved on a hot path
@@ -149,7 +147,7 @@ enum Sip {
 
 struct Room {
     record: RoomRecord,
-    /// Calls joined or joining.
+    /// Calls joined or joining (empty on a backup: the takeover derives it from the calls).
     members: BTreeSet<u64>,
 }
 
@@ -250,18 +248,6 @@ impl Core {
     /// One call.
     pub fn call(&self, id: u64) -> Option<&CallRecord> {
         self.calls.get(&id)
-    }
-
-    /// Rooms: (id, name, participants joined or joining).
-    pub fn rooms(&self) -> impl Iterator<Item = (u64, &str, usize)> {
-        self.rooms
-            .values()
-            .map(|r| (r.record.id, r.record.name.as_str(), r.members.len()))
-    }
-
-    /// A room's name.
-    pub fn room_name(&self, id: u64) -> Option<&str> {
-        self.room_names.get(&id).map(String::as_str)
     }
 
     /// Counters.
@@ -533,7 +519,6 @@ impl Core {
         }
         self.last_seq += 1;
         self.full_seq = Some(self.last_seq);
-        self.stats.entries_replicated += entries.len() as u64;
         tracing::info!(
             entries = entries.len(),
             calls = self.calls.len(),
@@ -584,35 +569,20 @@ impl Core {
             Item::Call(rec) => {
                 let (call, port) = (rec.call, rec.port);
                 let rebind = self.calls.get(&call).is_none_or(|old| old.port != port);
-                if let Some(room) = self.rooms.get_mut(&rec.room) {
-                    if matches!(rec.media, MediaPhase::Joining | MediaPhase::Joined) {
-                        room.members.insert(call);
-                    }
-                }
                 self.calls.insert(call, rec);
                 if rebind {
                     self.actions.push_back(Action::OpenMedia { call, port });
                 }
             }
             Item::CallEnded { call } => {
-                if let Some(rec) = self.calls.remove(&call) {
-                    if let Some(room) = self.rooms.get_mut(&rec.room) {
-                        room.members.remove(&call);
-                    }
+                if self.calls.remove(&call).is_some() {
                     self.actions.push_back(Action::CloseMedia { call });
                 }
             }
+            // A backup keeps no room membership: the takeover derives it from the calls.
             Item::Room(r) => {
                 self.room_names.insert(r.id, r.name.clone());
-                let members = self
-                    .calls
-                    .values()
-                    .filter(|c| {
-                        c.room == r.name
-                            && matches!(c.media, MediaPhase::Joining | MediaPhase::Joined)
-                    })
-                    .map(|c| c.call)
-                    .collect();
+                let members = BTreeSet::new();
                 self.rooms
                     .insert(r.name.clone(), Room { record: r, members });
             }
@@ -647,10 +617,7 @@ impl Core {
         for rec in self.calls.values() {
             self.ports.take(rec.port);
         }
-        // Membership as the call records say (the records are authoritative).
-        for room in self.rooms.values_mut() {
-            room.members.clear();
-        }
+        // Membership as the call records say (a backup keeps none of its own).
         for rec in self.calls.values() {
             if matches!(rec.media, MediaPhase::Joining | MediaPhase::Joined) {
                 if let Some(room) = self.rooms.get_mut(&rec.room) {
@@ -810,7 +777,6 @@ impl Core {
         items.append(&mut self.room_items);
         if !items.is_empty() {
             self.last_seq += 1;
-            self.stats.entries_replicated += 1;
             self.actions.push_back(Action::Replicate {
                 seq: self.last_seq,
                 entry: Entry::new(items),
