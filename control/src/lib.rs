@@ -283,6 +283,15 @@ impl Core {
         }
     }
 
+    /// The SIP/TCP connections that a dialog or a transaction lives on (none on a backup):
+    /// a driver closing idle connections leaves these open.
+    pub fn sip_streams_in_use(&self) -> std::collections::BTreeSet<ConnId> {
+        match &self.sip {
+            Sip::Serving(c) => c.streams_in_use(),
+            Sip::Standby(_) => Default::default(),
+        }
+    }
+
     /// No call left (shutdown may finish).
     pub fn is_idle(&self) -> bool {
         self.calls.is_empty()

@@ -5,6 +5,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// `mcu serve` flags. Every flag is optional here so that the TOML file can supply it.
 #[derive(clap::Args, Debug, Default, Clone)]
@@ -64,6 +65,24 @@ pub struct ServeArgs {
     /// Hot standby (backup): NFQUEUE number for the mirrored input [default: 0].
     #[arg(long)]
     pub ft_queue_num: Option<u16>,
+    /// Most SIP/TCP connections open at once; more are accepted and closed at once
+    /// [default: 1024].
+    #[arg(long)]
+    pub max_sip_connections: Option<usize>,
+    /// Seconds a SIP/TCP connection that carries no call may stay silent before it is closed
+    /// [default: 60].
+    #[arg(long)]
+    pub sip_tcp_idle_timeout: Option<u64>,
+    /// Most HTTP connections open at once; more are accepted and closed at once [default: 64].
+    #[arg(long)]
+    pub max_http_connections: Option<usize>,
+    /// Seconds an HTTP client has to send a request's whole header [default: 5].
+    #[arg(long)]
+    pub http_header_timeout: Option<u64>,
+    /// Seconds from SIGTERM to exit: BYE every call and wait for the answers, then finish the
+    /// HTTP requests in flight; whatever is left then is dropped [default: 5].
+    #[arg(long)]
+    pub shutdown_timeout: Option<u64>,
 }
 
 /// The TOML file's shape (same keys as the flags).
@@ -87,6 +106,11 @@ struct FileConfig {
     ft_heartbeat_ms: Option<u64>,
     ft_dead_after: Option<u32>,
     ft_queue_num: Option<u16>,
+    max_sip_connections: Option<usize>,
+    sip_tcp_idle_timeout: Option<u64>,
+    max_http_connections: Option<usize>,
+    http_header_timeout: Option<u64>,
+    shutdown_timeout: Option<u64>,
 }
 
 /// Resolved, validated configuration.
@@ -110,6 +134,35 @@ pub struct Config {
     pub seed: Option<u64>,
     /// Hot standby, when configured.
     pub ft: Option<FtConfig>,
+    /// Connection limits, timeouts and the shutdown deadline.
+    pub limits: Limits,
+}
+
+/// Resource limits (`--max-*-connections`, `--*-timeout`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Most SIP/TCP connections open at once.
+    pub max_sip_connections: usize,
+    /// A SIP/TCP connection that carries no call is closed after this long without input.
+    pub sip_tcp_idle_timeout: Duration,
+    /// Most HTTP connections open at once.
+    pub max_http_connections: usize,
+    /// Time an HTTP client has to send a request's whole header.
+    pub http_header_timeout: Duration,
+    /// Time from the shutdown signal to exit.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_sip_connections: 1024,
+            sip_tcp_idle_timeout: Duration::from_secs(60),
+            max_http_connections: 64,
+            http_header_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// The configured hot-standby role.
@@ -227,6 +280,7 @@ impl ServeArgs {
             bail!("top-n must be at least 1");
         }
         let ft = self.resolve_ft(&file, sip_listen, media_ip)?;
+        let limits = self.resolve_limits(&file)?;
         Ok(Config {
             sip_listen,
             media_ip,
@@ -237,6 +291,51 @@ impl ServeArgs {
             top_n,
             seed: self.seed.or(file.seed),
             ft,
+            limits,
+        })
+    }
+
+    fn resolve_limits(&self, file: &FileConfig) -> Result<Limits> {
+        let d = Limits::default();
+        let count = |name: &str, v: Option<usize>, default: usize| -> Result<usize> {
+            match v.unwrap_or(default) {
+                0 => bail!("{name} must be at least 1"),
+                n => Ok(n),
+            }
+        };
+        let secs = |name: &str, v: Option<u64>, default: Duration| -> Result<Duration> {
+            match v {
+                None => Ok(default),
+                Some(0) => bail!("{name} must be at least 1 second"),
+                Some(s) => Ok(Duration::from_secs(s)),
+            }
+        };
+        Ok(Limits {
+            max_sip_connections: count(
+                "max-sip-connections",
+                self.max_sip_connections.or(file.max_sip_connections),
+                d.max_sip_connections,
+            )?,
+            sip_tcp_idle_timeout: secs(
+                "sip-tcp-idle-timeout",
+                self.sip_tcp_idle_timeout.or(file.sip_tcp_idle_timeout),
+                d.sip_tcp_idle_timeout,
+            )?,
+            max_http_connections: count(
+                "max-http-connections",
+                self.max_http_connections.or(file.max_http_connections),
+                d.max_http_connections,
+            )?,
+            http_header_timeout: secs(
+                "http-header-timeout",
+                self.http_header_timeout.or(file.http_header_timeout),
+                d.http_header_timeout,
+            )?,
+            shutdown_timeout: secs(
+                "shutdown-timeout",
+                self.shutdown_timeout.or(file.shutdown_timeout),
+                d.shutdown_timeout,
+            )?,
         })
     }
 
@@ -378,6 +477,52 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(format!("{err:#}").contains("bogus_key"), "{err:#}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn limits() {
+        assert_eq!(ServeArgs::default().resolve().unwrap().limits, Limits::default());
+        let dir = std::env::temp_dir().join(format!("mcu-cfg-lim-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("l.toml");
+        std::fs::write(
+            &path,
+            "max_sip_connections = 20\nsip_tcp_idle_timeout = 2\nhttp_header_timeout = 3\n",
+        )
+        .unwrap();
+        let l = ServeArgs {
+            config: Some(path),
+            http_header_timeout: Some(4),
+            shutdown_timeout: Some(7),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap()
+        .limits;
+        assert_eq!(l.max_sip_connections, 20);
+        assert_eq!(l.sip_tcp_idle_timeout, Duration::from_secs(2));
+        assert_eq!(l.http_header_timeout, Duration::from_secs(4));
+        assert_eq!(l.shutdown_timeout, Duration::from_secs(7));
+        assert_eq!(l.max_http_connections, 64);
+        for (needle, a) in [
+            (
+                "max-sip-connections",
+                ServeArgs {
+                    max_sip_connections: Some(0),
+                    ..Default::default()
+                },
+            ),
+            (
+                "shutdown-timeout",
+                ServeArgs {
+                    shutdown_timeout: Some(0),
+                    ..Default::default()
+                },
+            ),
+        ] {
+            assert!(format!("{:#}", a.resolve().unwrap_err()).contains(needle));
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -1,6 +1,9 @@
 //! HTTP admin API: `GET /healthz`, `GET /api/rooms`, `GET /api/events`, `GET /api/status`,
-//! `GET /metrics`.
+//! `GET /metrics`, and the HTTP/1.1 server that serves it ([`serve`]) within limits: a
+//! connection cap, a header read timeout and a shutdown deadline. No route takes a body.
 
+use crate::limits::{self, AcceptBackoff};
+use crate::metrics::Metrics;
 use crate::state::{RoomView, Shared};
 use axum::extract::State;
 use axum::http::header;
@@ -55,4 +58,72 @@ async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
         )],
         s.metrics.encode(),
     )
+}
+
+/// Limits of the HTTP server.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Most connections open at once; more are accepted and closed at once (counted).
+    pub max_connections: usize,
+    /// Time a client has to send a request's whole header; then the connection is closed.
+    pub header_timeout: std::time::Duration,
+}
+
+/// Serve `app` over HTTP/1.1 on `listener` until `stop` yields a deadline (or is dropped:
+/// deadline now). Then stop accepting, let the requests in flight finish until the deadline
+/// and drop every connection still open (an idle client or one that never completes its
+/// request cannot hold the process).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    lim: HttpLimits,
+    metrics: Metrics,
+    mut stop: tokio::sync::oneshot::Receiver<std::time::Instant>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(lim.max_connections));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(lim.header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut conns = tokio::task::JoinSet::new();
+    let mut backoff = AcceptBackoff::default();
+    let deadline = loop {
+        let (stream, _) = tokio::select! {
+            d = &mut stop => break d.unwrap_or_else(|_| std::time::Instant::now()),
+            c = limits::accept(&listener, &mut backoff, &metrics.http_accept_errors, "HTTP") => c,
+        };
+        while conns.try_join_next().is_some() {}
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics.http_rejected.inc();
+            continue; // dropping the stream closes it
+        };
+        let conn = builder.serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(app.clone()),
+        );
+        let conn = graceful.watch(conn);
+        let m = metrics.clone();
+        conns.spawn(async move {
+            if let Err(e) = conn.await {
+                if e.is_timeout() {
+                    m.http_header_timeouts.inc();
+                }
+            }
+            drop(permit);
+        });
+    };
+    drop(listener);
+    if tokio::time::timeout_at(deadline.into(), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = conns.len(),
+            "HTTP: connections still open at the shutdown deadline, dropped"
+        );
+    }
+    conns.shutdown().await;
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod hot_standby;
 pub mod http;
 pub mod launch;
+pub mod limits;
 pub mod metrics;
 pub mod mirror;
 pub mod netguard;

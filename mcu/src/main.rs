@@ -50,8 +50,11 @@ fn main() -> Result<()> {
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
+            if let Err(e) = mcu::limits::raise_fd_limit() {
+                tracing::warn!("open files limit: {e}");
+            }
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(async move {
+            let result = rt.block_on(async move {
                 // Hot standby: settle the role and take the service address first (the
                 // listeners bind to it).
                 let ft = match &cfg.ft {
@@ -60,7 +63,11 @@ fn main() -> Result<()> {
                 };
                 let listeners = mcu::server::Listeners::bind(&cfg).await?;
                 mcu::server::run_with_ft(cfg, listeners, ft, shutdown_signal()).await
-            })
+            });
+            // The server has stopped (within its shutdown deadline); a task or thread still
+            // busy must not hold the exit.
+            rt.shutdown_timeout(std::time::Duration::from_millis(500));
+            result
         }
         Command::Pcap(cmd) => pcap_harness::cli::run(cmd).map_err(|e| anyhow::anyhow!(e)),
         Command::Bench(cmd) => bench::run(cmd),

@@ -47,6 +47,20 @@ pub struct Metrics {
     pub ft_replicated: Counter,
     /// Hot standby: sync-link datagrams dropped (malformed, unauthenticated, stale).
     pub ft_dropped: Counter,
+    /// SIP/TCP connections open.
+    pub sip_tcp_connections: Gauge,
+    /// SIP/TCP connections closed at once because `--max-sip-connections` were open.
+    pub sip_tcp_rejected: Counter,
+    /// SIP/TCP connections closed after `--sip-tcp-idle-timeout` without input or call.
+    pub sip_tcp_idle_closed: Counter,
+    /// Failed accepts on the SIP/TCP listener (e.g. out of file descriptors).
+    pub sip_tcp_accept_errors: Counter,
+    /// HTTP connections closed at once because `--max-http-connections` were open.
+    pub http_rejected: Counter,
+    /// HTTP connections closed because the request header did not arrive in time.
+    pub http_header_timeouts: Counter,
+    /// Failed accepts on the HTTP listener.
+    pub http_accept_errors: Counter,
     registry: std::sync::Arc<Registry>,
 }
 
@@ -80,6 +94,13 @@ impl Metrics {
             sip_commit_wait: Histogram::new(exponential_buckets(0.000_05, 2.0, 14)),
             ft_replicated: Counter::default(),
             ft_dropped: Counter::default(),
+            sip_tcp_connections: Gauge::default(),
+            sip_tcp_rejected: Counter::default(),
+            sip_tcp_idle_closed: Counter::default(),
+            sip_tcp_accept_errors: Counter::default(),
+            http_rejected: Counter::default(),
+            http_header_timeouts: Counter::default(),
+            http_accept_errors: Counter::default(),
             registry: Default::default(),
         };
         r.register("rooms", "Rooms alive", m.rooms.clone());
@@ -148,6 +169,41 @@ impl Metrics {
             "ft_dropped_datagrams",
             "Sync-link datagrams dropped as malformed or unauthenticated",
             m.ft_dropped.clone(),
+        );
+        r.register(
+            "sip_tcp_connections",
+            "SIP/TCP connections open",
+            m.sip_tcp_connections.clone(),
+        );
+        r.register(
+            "sip_tcp_rejected",
+            "SIP/TCP connections closed at once: the connection cap was reached",
+            m.sip_tcp_rejected.clone(),
+        );
+        r.register(
+            "sip_tcp_idle_closed",
+            "SIP/TCP connections closed for idleness (no input, no call)",
+            m.sip_tcp_idle_closed.clone(),
+        );
+        r.register(
+            "sip_tcp_accept_errors",
+            "Failed accepts on the SIP/TCP listener (e.g. out of file descriptors)",
+            m.sip_tcp_accept_errors.clone(),
+        );
+        r.register(
+            "http_rejected",
+            "HTTP connections closed at once: the connection cap was reached",
+            m.http_rejected.clone(),
+        );
+        r.register(
+            "http_header_timeouts",
+            "HTTP connections closed: the request header did not arrive in time",
+            m.http_header_timeouts.clone(),
+        );
+        r.register(
+            "http_accept_errors",
+            "Failed accepts on the HTTP listener (e.g. out of file descriptors)",
+            m.http_accept_errors.clone(),
         );
         Metrics {
             registry: std::sync::Arc::new(r),

@@ -9,6 +9,8 @@
 
 use crate::config::{Config, FtRole};
 use crate::hot_standby::{self, HotStandby};
+use crate::limits::{self, AcceptBackoff};
+use crate::metrics::Metrics;
 use crate::room::{spawn_room, MediaEndpoint, RoomCtl, RoomCtx, RoomHandle};
 use crate::state::{ParticipantView, RoomView, Shared, TakeoverView};
 use crate::sync_link::{SyncCommand, SyncEvent};
@@ -26,8 +28,11 @@ use tokio::sync::mpsc;
 
 /// Largest SIP message accepted (UDP datagram or one framed TCP message).
 pub const MAX_SIP_MESSAGE: usize = 16 * 1024;
-/// How long shutdown waits for BYE transactions to finish.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// The least time HTTP requests in flight get to finish at shutdown, even when the BYE
+/// transactions used up the whole `--shutdown-timeout`.
+const HTTP_DRAIN_MIN: Duration = Duration::from_millis(250);
+/// How long a closing SIP/TCP connection may take to write what was queued for it.
+const TCP_FLUSH_GRACE: Duration = Duration::from_secs(1);
 
 /// Bound listeners, ready to serve.
 pub struct Listeners {
@@ -64,6 +69,8 @@ enum SipIn {
     TcpOpen {
         conn: ConnId,
         writer: mpsc::UnboundedSender<Vec<u8>>,
+        /// Dropping it closes the connection.
+        close: tokio::sync::oneshot::Sender<()>,
     },
     TcpData {
         conn: ConnId,
@@ -81,12 +88,20 @@ struct RoomEntry {
     view: Arc<Mutex<RoomView>>,
 }
 
+/// An open SIP/TCP connection, as the main task sees it. Dropping it closes the connection.
+struct TcpConn {
+    writer: mpsc::UnboundedSender<Vec<u8>>,
+    _close: tokio::sync::oneshot::Sender<()>,
+    /// When the connection last delivered bytes (or opened).
+    last_input: Instant,
+}
+
 struct Server {
     cfg: Config,
     core: Core,
     origin: Instant,
     udp: Arc<UdpSocket>,
-    tcp_writers: HashMap<ConnId, mpsc::UnboundedSender<Vec<u8>>>,
+    tcp: HashMap<ConnId, TcpConn>,
     /// Media sockets of calls not (yet) in a room, by call.
     media: HashMap<u64, (std::net::UdpSocket, std::net::UdpSocket)>,
     rooms: HashMap<u64, RoomEntry>,
@@ -147,18 +162,30 @@ pub async fn run_with_ft(
     let core = Core::new(core_cfg, role, hot_standby::origin_to_unix_ns(origin));
 
     // HTTP.
-    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let app = crate::http::router(shared.clone());
-    let http_task = tokio::spawn(async move {
-        let _ = axum::serve(listeners.http, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop_rx.await;
-            })
-            .await;
-    });
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<Instant>();
+    let http_task = tokio::spawn(crate::http::serve(
+        listeners.http,
+        crate::http::router(shared.clone()),
+        crate::http::HttpLimits {
+            max_connections: cfg.limits.max_http_connections,
+            header_timeout: cfg.limits.http_header_timeout,
+        },
+        shared.metrics.clone(),
+        http_stop_rx,
+    ));
     let (in_tx, mut in_rx) = mpsc::channel::<SipIn>(4096);
     let udp_reader = tokio::spawn(read_udp(udp.clone(), in_tx.clone()));
-    let tcp_acceptor = tokio::spawn(accept_tcp(listeners.tcp, in_tx));
+    let tcp_acceptor = tokio::spawn(accept_tcp(
+        listeners.tcp,
+        in_tx,
+        cfg.limits.max_sip_connections,
+        shared.metrics.clone(),
+    ));
+    let idle_timeout = cfg.limits.sip_tcp_idle_timeout;
+    let mut idle_sweep = tokio::time::interval(
+        (idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1)),
+    );
+    idle_sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (room_tx, mut room_rx) = mpsc::unbounded_channel();
 
     let mut s = Server {
@@ -166,7 +193,7 @@ pub async fn run_with_ft(
         core,
         origin,
         udp,
-        tcp_writers: HashMap::new(),
+        tcp: HashMap::new(),
         media: HashMap::new(),
         rooms: HashMap::new(),
         room_tx,
@@ -187,6 +214,7 @@ pub async fn run_with_ft(
     s.publish_status();
 
     tokio::pin!(shutdown);
+    // The shutdown deadline, once the signal came.
     let mut stopping: Option<Instant> = None;
     loop {
         let deadline = s.core.poll_timeout().map(|d| s.origin + d);
@@ -197,11 +225,21 @@ pub async fn run_with_ft(
                 let now = s.now();
                 match msg {
                     SipIn::Datagram { from, data } => s.core.handle_sip_datagram(from, &data, now),
-                    SipIn::TcpOpen { conn, writer } => { s.tcp_writers.insert(conn, writer); }
-                    SipIn::TcpData { conn, from, data } => s.core.handle_sip_stream(conn, from, &data, now),
+                    SipIn::TcpOpen { conn, writer, close } => {
+                        let c = TcpConn { writer, _close: close, last_input: Instant::now() };
+                        s.tcp.insert(conn, c);
+                    }
+                    SipIn::TcpData { conn, from, data } => {
+                        // Bytes of a connection the server has just closed are ignored.
+                        if let Some(c) = s.tcp.get_mut(&conn) {
+                            c.last_input = Instant::now();
+                            s.core.handle_sip_stream(conn, from, &data, now);
+                        }
+                    }
                     SipIn::TcpClosed { conn } => {
-                        s.tcp_writers.remove(&conn);
-                        s.core.handle_sip_stream_closed(conn, now);
+                        if s.tcp.remove(&conn).is_some() {
+                            s.core.handle_sip_stream_closed(conn, now);
+                        }
                     }
                 }
             }
@@ -209,11 +247,12 @@ pub async fn run_with_ft(
                 let now = s.now();
                 s.core.handle_timeout(now);
             }
+            _ = idle_sweep.tick() => s.close_idle_tcp(idle_timeout),
             Some(ev) = room_rx.recv() => s.on_room_event(ev),
             Some(ev) = sync_recv(s.hs.as_mut()) => s.on_sync(ev),
             _ = &mut shutdown, if stopping.is_none() => {
                 tracing::info!(calls = s.core.calls().len(), "shutting down: sending BYE to every participant");
-                stopping = Some(Instant::now());
+                stopping = Some(Instant::now() + s.cfg.limits.shutdown_timeout);
                 let now = s.now();
                 s.core.handle_shutdown(now);
             }
@@ -226,8 +265,8 @@ pub async fn run_with_ft(
         if s.fatal.is_some() {
             break;
         }
-        if let Some(t) = stopping {
-            if s.core.is_idle() || t.elapsed() > SHUTDOWN_GRACE {
+        if let Some(deadline) = stopping {
+            if s.core.is_idle() || Instant::now() >= deadline {
                 break;
             }
         }
@@ -245,10 +284,15 @@ pub async fn run_with_ft(
     }
     udp_reader.abort();
     tcp_acceptor.abort();
+    s.tcp.clear();
     for (_, r) in s.rooms.drain() {
         let _ = r.handle.ctl.send(RoomCtl::Close);
     }
-    let _ = http_stop_tx.send(());
+    // HTTP: the requests in flight finish until the deadline, then every connection drops.
+    let http_deadline = stopping
+        .unwrap_or_else(Instant::now)
+        .max(Instant::now() + HTTP_DRAIN_MIN);
+    let _ = http_stop_tx.send(http_deadline);
     let _ = http_task.await;
     if let Some(f) = s.fatal.take() {
         anyhow::bail!(f);
@@ -279,48 +323,111 @@ async fn read_udp(udp: Arc<UdpSocket>, tx: mpsc::Sender<SipIn>) {
     }
 }
 
-async fn accept_tcp(tcp: TcpListener, tx: mpsc::Sender<SipIn>) {
+/// Accept SIP/TCP connections, at most `max` open at once: above it a new connection is
+/// accepted and closed at once (counted), which frees its descriptor and keeps the backlog
+/// moving. Accept failures (out of descriptors) pause the acceptor ([`limits::accept`]).
+async fn accept_tcp(tcp: TcpListener, tx: mpsc::Sender<SipIn>, max: usize, metrics: Metrics) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(max));
+    let mut backoff = AcceptBackoff::default();
     let mut next_conn: ConnId = 1;
     loop {
-        let Ok((stream, from)) = tcp.accept().await else {
-            continue;
+        let (stream, from) =
+            limits::accept(&tcp, &mut backoff, &metrics.sip_tcp_accept_errors, "SIP/TCP").await;
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics.sip_tcp_rejected.inc();
+            continue; // dropping the stream closes it
         };
         let conn = next_conn;
         next_conn += 1;
-        let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
-        if tx.send(SipIn::TcpOpen { conn, writer: wtx }).await.is_err() {
+        let (wtx, wrx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let (close_tx, close_rx) = tokio::sync::oneshot::channel();
+        let open = SipIn::TcpOpen {
+            conn,
+            writer: wtx,
+            close: close_tx,
+        };
+        if tx.send(open).await.is_err() {
             return;
         }
-        let (mut rd, mut wr) = stream.into_split();
+        metrics.sip_tcp_connections.inc();
+        let (tx, metrics) = (tx.clone(), metrics.clone());
         tokio::spawn(async move {
-            while let Some(data) = wrx.recv().await {
-                if wr.write_all(&data).await.is_err() {
-                    break;
-                }
-            }
+            serve_tcp(conn, from, stream, wrx, close_rx, tx).await;
+            metrics.sip_tcp_connections.dec();
+            drop(permit);
         });
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 16384];
-            loop {
-                match rd.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        let data = buf[..n].to_vec();
-                        if tx.send(SipIn::TcpData { conn, from, data }).await.is_err() {
-                            return;
-                        }
+    }
+}
+
+/// One SIP/TCP connection: bytes in go to the main task until the peer closes (reported) or
+/// the main task drops the connection's `close` sender (not reported: it knows).
+async fn serve_tcp(
+    conn: ConnId,
+    from: SocketAddr,
+    stream: tokio::net::TcpStream,
+    mut wrx: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut close: tokio::sync::oneshot::Receiver<()>,
+    tx: mpsc::Sender<SipIn>,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    // The writer ends when the main task drops the connection's sender, after writing what
+    // was queued.
+    let mut writer = tokio::spawn(async move {
+        while let Some(data) = wrx.recv().await {
+            if wr.write_all(&data).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf = vec![0u8; 16384];
+    let peer_closed = loop {
+        tokio::select! {
+            _ = &mut close => break false,
+            r = rd.read(&mut buf) => match r {
+                Ok(0) | Err(_) => break true,
+                Ok(n) => {
+                    let data = buf[..n].to_vec();
+                    if tx.send(SipIn::TcpData { conn, from, data }).await.is_err() {
+                        break false;
                     }
                 }
-            }
-            let _ = tx.send(SipIn::TcpClosed { conn }).await;
-        });
+            },
+        }
+    };
+    if peer_closed {
+        let _ = tx.send(SipIn::TcpClosed { conn }).await;
+    }
+    // A peer that does not read must not hold the descriptor: the writer gets a moment to
+    // flush, then goes.
+    if tokio::time::timeout(TCP_FLUSH_GRACE, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
     }
 }
 
 impl Server {
     fn now(&self) -> Duration {
         self.origin.elapsed()
+    }
+
+    /// Close the SIP/TCP connections silent for `idle` that no dialog or transaction uses.
+    /// A connection carrying a call stays open however quiet (our BYE goes out on it).
+    fn close_idle_tcp(&mut self, idle: Duration) {
+        let in_use = self.core.sip_streams_in_use();
+        let idle: Vec<ConnId> = self
+            .tcp
+            .iter()
+            .filter(|(c, t)| t.last_input.elapsed() >= idle && !in_use.contains(c))
+            .map(|(c, _)| *c)
+            .collect();
+        let now = self.now();
+        for conn in idle {
+            self.tcp.remove(&conn);
+            self.shared.metrics.sip_tcp_idle_closed.inc();
+            self.core.handle_sip_stream_closed(conn, now);
+        }
     }
 
     /// Carry out what the core asked for, until it asks nothing more.
@@ -407,8 +514,8 @@ impl Server {
                 }
             }
             Transport::Tcp(conn) => {
-                if let Some(w) = self.tcp_writers.get(&conn) {
-                    let _ = w.send(t.data);
+                if let Some(c) = self.tcp.get(&conn) {
+                    let _ = c.writer.send(t.data);
                 }
             }
         }

@@ -330,6 +330,28 @@ impl Core {
     pub fn stats(&self) -> Stats {
         self.inner.stats()
     }
+    /// The TCP connections that carry a dialog or a request still unanswered (theirs not yet
+    /// answered by us, or our BYE not yet answered by them). They must stay open: the
+    /// dialog's requests (e.g. our BYE) and the pending responses go out or come in on them.
+    /// Transactions only absorbing retransmissions (answered, e.g. an INVITE's 2xx kept for
+    /// 64*T1) do not count.
+    pub fn streams_in_use(&self) -> std::collections::BTreeSet<ConnId> {
+        let st = &self.inner.st;
+        let tcp = |t: Transport| match t {
+            Transport::Tcp(c) => Some(c),
+            Transport::Udp => None,
+        };
+        let unanswered = st
+            .server_txs
+            .values()
+            .filter(|tx| tx.state == state::ServerTxState::Proceeding);
+        st.dialogs
+            .values()
+            .filter_map(|d| tcp(d.transport))
+            .chain(unanswered.filter_map(|tx| tcp(tx.transport)))
+            .chain(st.client_txs.values().filter_map(|tx| tcp(tx.transport)))
+            .collect()
+    }
     /// The replicable dialog and transaction state (see [`state::CoreState`]).
     pub fn state(&self) -> &state::CoreState {
         &self.inner.st

@@ -1,0 +1,161 @@
+//! Resource guards shared by the listeners: accepting connections without spinning when the
+//! process is out of file descriptors, and raising the descriptor limit at start. Connection
+//! caps and timeouts themselves live with their listeners ([`crate::server`] for SIP/TCP,
+//! [`crate::http`] for HTTP).
+
+use prometheus_client::metrics::counter::Counter;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+
+/// First pause after a failed accept.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(5);
+/// Longest pause between two accept attempts.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Exponential back-off for a listener whose accepts fail (EMFILE, ENFILE, ENOBUFS, ENOMEM):
+/// such an error repeats at once as long as the condition lasts (the listener stays
+/// readable), so retrying without a pause spins a core. A pause of 5 ms doubles up to 1 s
+/// while the failures go on and starts over after an accept succeeds. One failure per
+/// episode is worth a log line; the rest are counted.
+#[derive(Debug, Default)]
+pub struct AcceptBackoff {
+    /// The next pause, `None` outside an episode of failures.
+    next: Option<Duration>,
+}
+
+/// What to do after a failed accept.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// Pause before the next attempt (zero: retry at once).
+    pub after: Duration,
+    /// First failure of an episode: log it.
+    pub log: bool,
+}
+
+impl AcceptBackoff {
+    /// An accept failed with `e`.
+    pub fn failed(&mut self, e: &io::Error) -> Retry {
+        if is_per_connection(e) {
+            // The peer went away between SYN and accept: nothing is exhausted.
+            return Retry {
+                after: Duration::ZERO,
+                log: false,
+            };
+        }
+        let (after, log) = match self.next {
+            None => (BACKOFF_MIN, true),
+            Some(d) => (d, false),
+        };
+        self.next = Some((after * 2).min(BACKOFF_MAX));
+        Retry { after, log }
+    }
+
+    /// An accept succeeded: the episode (if any) is over.
+    pub fn succeeded(&mut self) {
+        self.next = None;
+    }
+}
+
+/// Errors that concern one connection only, not the listener or the process.
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// Accept the next connection on `listener`, pausing per `backoff` after failures; each
+/// failure is counted in `errors`, the first of an episode logged with `what` (the
+/// listener's name).
+pub async fn accept(
+    listener: &TcpListener,
+    backoff: &mut AcceptBackoff,
+    errors: &Counter,
+    what: &str,
+) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(c) => {
+                backoff.succeeded();
+                return c;
+            }
+            Err(e) => {
+                errors.inc();
+                let r = backoff.failed(&e);
+                if r.log {
+                    tracing::warn!(
+                        "{what} accept failed: {e}; retrying with back-off (up to {:?}) while it lasts",
+                        BACKOFF_MAX
+                    );
+                }
+                if !r.after.is_zero() {
+                    tokio::time::sleep(r.after).await;
+                }
+            }
+        }
+    }
+}
+
+/// Raise the soft limit on open files (RLIMIT_NOFILE) to the hard limit and log both: every
+/// SIP/TCP and HTTP connection and every call's two media sockets take a descriptor, and
+/// the usual soft default (1024) is far below what the hard limit allows. Returns the
+/// (soft, hard) limits now in force.
+pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(io::Error::from)?;
+        tracing::info!(was = soft, now = hard, hard, "open files limit raised");
+    } else {
+        tracing::info!(soft, hard, "open files limit");
+    }
+    getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emfile() -> io::Error {
+        io::Error::from_raw_os_error(libc::EMFILE)
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_logs_once_per_episode() {
+        let mut b = AcceptBackoff::default();
+        let mut pauses = Vec::new();
+        let mut logs = 0;
+        for _ in 0..12 {
+            let r = b.failed(&emfile());
+            pauses.push(r.after.as_millis());
+            logs += r.log as u32;
+        }
+        assert_eq!(
+            pauses,
+            [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000, 1000]
+        );
+        assert_eq!(logs, 1);
+        b.succeeded();
+        let r = b.failed(&emfile());
+        assert_eq!(r, Retry { after: BACKOFF_MIN, log: true }, "a new episode");
+    }
+
+    #[test]
+    fn a_vanished_peer_is_no_episode() {
+        let mut b = AcceptBackoff::default();
+        let aborted = io::Error::from(io::ErrorKind::ConnectionAborted);
+        assert_eq!(
+            b.failed(&aborted),
+            Retry {
+                after: Duration::ZERO,
+                log: false
+            }
+        );
+        assert!(b.failed(&emfile()).log, "still the first real failure");
+    }
+}
