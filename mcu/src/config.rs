@@ -482,7 +482,10 @@ mod tests {
 
     #[test]
     fn limits() {
-        assert_eq!(ServeArgs::default().resolve().unwrap().limits, Limits::default());
+        assert_eq!(
+            ServeArgs::default().resolve().unwrap().limits,
+            Limits::default()
+        );
         let dir = std::env::temp_dir().join(format!("mcu-cfg-lim-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("l.toml");

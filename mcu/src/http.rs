@@ -100,10 +100,8 @@ pub async fn serve(
             metrics.http_rejected.inc();
             continue; // dropping the stream closes it
         };
-        let conn = builder.serve_connection(
-            TokioIo::new(stream),
-            TowerToHyperService::new(app.clone()),
-        );
+        let conn =
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
         let conn = graceful.watch(conn);
         let m = metrics.clone();
         conns.spawn(async move {

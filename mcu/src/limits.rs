@@ -117,6 +117,36 @@ pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
     getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)
 }
 
+/// Descriptors the process holds besides connections and media sockets (runtime, listeners,
+/// standard streams, the sync link), with room to spare.
+pub const FD_BASELINE: u64 = 64;
+
+/// Descriptors the configured limits may take at once: every SIP/TCP and HTTP connection
+/// allowed, every media port of the RTP range, and [`FD_BASELINE`].
+pub fn fd_need(cfg: &crate::config::Config) -> u64 {
+    let l = &cfg.limits;
+    let media = u64::from(cfg.rtp_port_max - cfg.rtp_port_min) + 1;
+    l.max_sip_connections as u64 + l.max_http_connections as u64 + media + FD_BASELINE
+}
+
+/// Warn when the open-files limit is below [`fd_need`]: the caps then do not keep the
+/// process from running out of descriptors (new connections and calls fail while it lasts,
+/// SIP/UDP goes on). Returns the soft limit.
+pub fn check_fd_budget(cfg: &crate::config::Config) -> Option<u64> {
+    use nix::sys::resource::{getrlimit, Resource};
+    let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    let need = fd_need(cfg);
+    if soft < need {
+        tracing::warn!(
+            limit = soft,
+            need,
+            "open files limit below what the connection caps and the RTP range may use: \
+             lower --max-sip-connections / --max-http-connections / --rtp-ports or raise the limit"
+        );
+    }
+    Some(soft)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,7 +172,14 @@ mod tests {
         assert_eq!(logs, 1);
         b.succeeded();
         let r = b.failed(&emfile());
-        assert_eq!(r, Retry { after: BACKOFF_MIN, log: true }, "a new episode");
+        assert_eq!(
+            r,
+            Retry {
+                after: BACKOFF_MIN,
+                log: true
+            },
+            "a new episode"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(mcu::config::ServeArgs),
+    Serve(Box<mcu::config::ServeArgs>),
     /// Capture analysis and replay tools.
     #[command(subcommand)]
     Pcap(pcap_harness::cli::PcapCommand),

@@ -139,6 +139,7 @@ pub async fn run_with_ft(
             u64::from_le_bytes(b)
         }
     };
+    limits::check_fd_budget(&cfg);
     tracing::info!(seed, sip = %cfg.sip_listen, media_ip = %cfg.media_ip, http = %cfg.http_listen, "serving");
     let mut shared = Shared::default();
     let role = match hs.as_ref().map(|h| h.role) {
@@ -331,8 +332,13 @@ async fn accept_tcp(tcp: TcpListener, tx: mpsc::Sender<SipIn>, max: usize, metri
     let mut backoff = AcceptBackoff::default();
     let mut next_conn: ConnId = 1;
     loop {
-        let (stream, from) =
-            limits::accept(&tcp, &mut backoff, &metrics.sip_tcp_accept_errors, "SIP/TCP").await;
+        let (stream, from) = limits::accept(
+            &tcp,
+            &mut backoff,
+            &metrics.sip_tcp_accept_errors,
+            "SIP/TCP",
+        )
+        .await;
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             metrics.sip_tcp_rejected.inc();
             continue; // dropping the stream closes it

@@ -240,7 +240,11 @@ fn idle_sip_tcp_connections_are_capped_and_timed_out() {
     // idle sweep's period): absence is watched for that whole time.
     let until = call_quiet_since + idle + Duration::from_secs(1);
     while Instant::now() < until {
-        assert_eq!(peek(&call.s), Peek::Open, "a connection with a call stays open");
+        assert_eq!(
+            peek(&call.s),
+            Peek::Open,
+            "a connection with a call stays open"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let (_, m) = srv.get("/metrics");
@@ -260,7 +264,10 @@ fn idle_sip_tcp_connections_are_capped_and_timed_out() {
     assert_eq!(uac::status(&r), Some(200), "{r}");
     let t = wait_eof(&mut call.s, idle + Duration::from_secs(3))
         .expect("the call's connection is closed once the call is over and it is idle");
-    eprintln!("call connection closed {:.2} s after its BYE", t.as_secs_f64());
+    eprintln!(
+        "call connection closed {:.2} s after its BYE",
+        t.as_secs_f64()
+    );
     assert!(ua.bye().is_some_and(|r| uac::status(&r) == Some(200)));
 }
 
@@ -316,7 +323,8 @@ fn slow_and_piled_up_http_clients() {
     let before = metric(&m, "mcu_http_header_timeouts_total");
     let mut slow = TcpStream::connect(srv.http).unwrap();
     let t0 = Instant::now();
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: mc").unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: mc")
+        .unwrap();
     assert_eq!(srv.get("/healthz").0, 200, "served while a header dribbles");
     wait_eof(&mut slow, Duration::from_secs(4)).expect("slow client cut within 4 s");
     let cut = t0.elapsed();
@@ -324,7 +332,10 @@ fn slow_and_piled_up_http_clients() {
         "slow HTTP client cut {:.2} s after connecting (timeout 1 s)",
         cut.as_secs_f64()
     );
-    assert!(cut >= Duration::from_millis(900), "not before the timeout: {cut:?}");
+    assert!(
+        cut >= Duration::from_millis(900),
+        "not before the timeout: {cut:?}"
+    );
     let after = testkit::poll(Duration::from_secs(2), || {
         let v = metric_at(srv.http, "mcu_http_header_timeouts_total");
         (v > before).then_some(v)
@@ -341,7 +352,13 @@ struct Limited {
 }
 
 impl Limited {
-    fn start(nofile: Option<u32>, sip_port: u16, http_port: u16, rtp: &str, extra: &[&str]) -> Self {
+    fn start(
+        nofile: Option<u32>,
+        sip_port: u16,
+        http_port: u16,
+        rtp: &str,
+        extra: &[&str],
+    ) -> Self {
         let sip: SocketAddr = format!("127.0.0.1:{sip_port}").parse().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
         let bin = env!("CARGO_BIN_EXE_mcu");
@@ -435,7 +452,10 @@ fn fd_exhaustion_backs_off_and_recovers() {
     testkit::require::tools(&["prlimit"]);
     let mut srv = Limited::start(Some(64), 25740, 28740, "34100-34149", &[]);
     assert!(
-        srv.log.lines.iter().any(|l| l.contains("open files limit") && l.contains("64")),
+        srv.log
+            .lines
+            .iter()
+            .any(|l| l.contains("open files limit") && l.contains("64")),
         "the limit is logged"
     );
     // Positive controls.
@@ -457,7 +477,11 @@ fn fd_exhaustion_backs_off_and_recovers() {
             .wait("SIP/TCP accept failed", Duration::from_millis(200))
             .is_some()
     });
-    assert!(exhausted, "no accept failure after {} connections", conns.len());
+    assert!(
+        exhausted,
+        "no accept failure after {} connections",
+        conns.len()
+    );
     eprintln!(
         "out of descriptors after {} connections ({} fds open in the server)",
         conns.len(),
@@ -474,7 +498,10 @@ fn fd_exhaustion_backs_off_and_recovers() {
         idle_cpu.as_secs_f64() * 100.0
     );
     assert!(share < 0.10, "CPU {:.1} % of a core", share * 100.0);
-    assert!(options_ok(srv.sip, "opt-during"), "SIP/UDP answers while exhausted");
+    assert!(
+        options_ok(srv.sip, "opt-during"),
+        "SIP/UDP answers while exhausted"
+    );
     eprintln!(
         "/healthz while exhausted: {}",
         if raw_healthz(srv.http, Duration::from_secs(1)) {
@@ -493,10 +520,16 @@ fn fd_exhaustion_backs_off_and_recovers() {
     })
     .expect("/metrics answers again once the connections are gone")
     .1;
-    assert!(metric(&back, "mcu_sip_tcp_accept_errors_total") >= 1.0, "{back}");
+    assert!(
+        metric(&back, "mcu_sip_tcp_accept_errors_total") >= 1.0,
+        "{back}"
+    );
     assert!(options_ok(srv.sip, "opt-after"), "OPTIONS after");
     let logged = srv.log.count("accept failed");
-    assert!(logged <= 4, "{logged} accept-failure log lines: once per episode");
+    assert!(
+        logged <= 4,
+        "{logged} accept-failure log lines: once per episode"
+    );
     signal(srv.child.id(), libc::SIGTERM);
     let st = wait_timeout(&mut srv.child, Duration::from_secs(10)).expect("exit after SIGTERM");
     assert!(st.success(), "{st}");
@@ -528,8 +561,12 @@ fn sigterm_with_held_connections_exits_by_the_deadline() {
     assert_eq!(uac::status(&sip.final_response("OPTIONS")), Some(200));
     // An HTTP request that never completes: held, not answered.
     let mut held = TcpStream::connect(srv.http).unwrap();
-    held.write_all(b"GET /api/rooms HTTP/1.1\r\nHost: mc").unwrap();
-    assert!(wait_eof(&mut held, Duration::from_millis(300)).is_none(), "held open");
+    held.write_all(b"GET /api/rooms HTTP/1.1\r\nHost: mc")
+        .unwrap();
+    assert!(
+        wait_eof(&mut held, Duration::from_millis(300)).is_none(),
+        "held open"
+    );
 
     let t0 = Instant::now();
     signal(srv.child.id(), libc::SIGTERM);
@@ -537,11 +574,20 @@ fn sigterm_with_held_connections_exits_by_the_deadline() {
         .expect("mcu exits after SIGTERM despite the held connections");
     let took = t0.elapsed();
     srv.log.pump();
-    eprintln!("exit {:.2} s after SIGTERM (deadline 2 s)", took.as_secs_f64());
+    eprintln!(
+        "exit {:.2} s after SIGTERM (deadline 2 s)",
+        took.as_secs_f64()
+    );
     assert!(st.success(), "exit 0: {st}");
     assert!(took < Duration::from_millis(3500), "took {took:?}");
-    assert!(wait_eof(&mut held, Duration::from_secs(1)).is_some(), "HTTP client closed");
-    assert!(wait_eof(&mut sip.s, Duration::from_secs(1)).is_some(), "SIP/TCP closed");
+    assert!(
+        wait_eof(&mut held, Duration::from_secs(1)).is_some(),
+        "HTTP client closed"
+    );
+    assert!(
+        wait_eof(&mut sip.s, Duration::from_secs(1)).is_some(),
+        "SIP/TCP closed"
+    );
     // The ports are free again.
     std::net::UdpSocket::bind(srv.sip).expect("SIP UDP port free");
     std::net::TcpListener::bind(srv.sip).expect("SIP TCP port free");
