@@ -487,6 +487,7 @@ fn fd_exhaustion_backs_off_and_recovers() {
         conns.len(),
         srv.fds()
     );
+    let logged = srv.log.count("SIP/TCP accept failed");
     // Over 2 s while exhausted, the server's CPU stays far below a spinning core.
     let t0 = Instant::now();
     let c0 = srv.cpu();
@@ -498,6 +499,11 @@ fn fd_exhaustion_backs_off_and_recovers() {
         idle_cpu.as_secs_f64() * 100.0
     );
     assert!(share < 0.10, "CPU {:.1} % of a core", share * 100.0);
+    assert_eq!(
+        srv.log.count("SIP/TCP accept failed"),
+        logged,
+        "one log line per episode, not per failure"
+    );
     assert!(
         options_ok(srv.sip, "opt-during"),
         "SIP/UDP answers while exhausted"
@@ -520,16 +526,11 @@ fn fd_exhaustion_backs_off_and_recovers() {
     })
     .expect("/metrics answers again once the connections are gone")
     .1;
-    assert!(
-        metric(&back, "mcu_sip_tcp_accept_errors_total") >= 1.0,
-        "{back}"
-    );
+    // Failures went on while exhausted (retried with back-off), each counted.
+    let failures = metric(&back, "mcu_sip_tcp_accept_errors_total");
+    eprintln!("SIP/TCP accept failures counted: {failures}, logged: {logged}");
+    assert!(failures >= 3.0, "{back}");
     assert!(options_ok(srv.sip, "opt-after"), "OPTIONS after");
-    let logged = srv.log.count("accept failed");
-    assert!(
-        logged <= 4,
-        "{logged} accept-failure log lines: once per episode"
-    );
     signal(srv.child.id(), libc::SIGTERM);
     let st = wait_timeout(&mut srv.child, Duration::from_secs(10)).expect("exit after SIGTERM");
     assert!(st.success(), "{st}");
