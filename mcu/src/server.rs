@@ -3,7 +3,8 @@
 //! It owns the core, the SIP sockets' writers, the media sockets not yet handed to a room,
 //! the room task handles and, on a hot-standby node, the sync link. Each loop turn feeds one
 //! input to the core (a SIP datagram or stream bytes, a timer, a room's reply, a sync-link
-//! event, shutdown) and then carries out the actions it asked for ([`Server::act`]). Room
+//! event, an idle SIP/TCP connection it closed, shutdown) and then carries out the actions
+//! it asked for ([`Server::act`]). Room
 //! tasks ([`crate::room`]) and the sync link's thread ([`crate::sync_link`]) talk to it only
 //! through channels: it never waits for either.
 
