@@ -2,7 +2,7 @@
 //! `GET /metrics`, and the HTTP/1.1 server that serves it ([`serve`]) within limits: a
 //! connection cap, a header read timeout and a shutdown deadline. No route takes a body.
 
-use crate::limits::{self, AcceptBackoff};
+use crate::limits::{self, AcceptBackoff, FdReserve};
 use crate::metrics::Metrics;
 use crate::state::{RoomView, Shared};
 use axum::extract::State;
@@ -90,10 +90,12 @@ pub async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut conns = tokio::task::JoinSet::new();
     let mut backoff = AcceptBackoff::default();
+    // Out of descriptors, one connection at a time is still served (`/healthz`).
+    let reserve = std::sync::Arc::new(FdReserve::default());
     let deadline = loop {
         let (stream, _) = tokio::select! {
             d = &mut stop => break d.unwrap_or_else(|_| std::time::Instant::now()),
-            c = limits::accept(&listener, &mut backoff, &metrics.http_accept_errors, "HTTP") => c,
+            c = limits::accept(&listener, &mut backoff, &metrics.http_accept_errors, "HTTP", Some(&reserve)) => c,
         };
         while conns.try_join_next().is_some() {}
         let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -103,13 +105,15 @@ pub async fn serve(
         let conn =
             builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
         let conn = graceful.watch(conn);
-        let m = metrics.clone();
+        let (m, reserve) = (metrics.clone(), reserve.clone());
         conns.spawn(async move {
             if let Err(e) = conn.await {
                 if e.is_timeout() {
                     m.http_header_timeouts.inc();
                 }
             }
+            // The connection's descriptor is closed: the reserve may take it.
+            reserve.refill();
             drop(permit);
         });
     };

@@ -69,14 +69,54 @@ fn is_per_connection(e: &io::Error) -> bool {
     )
 }
 
+/// One file descriptor held back for a listener that must keep answering while the process
+/// is out of descriptors (the HTTP health check): when an accept fails for want of one, the
+/// reserve is closed and the accept retried at once, which serves that one connection; the
+/// reserve is taken back as soon as a descriptor is free again ([`FdReserve::refill`], e.g.
+/// when a connection of that listener closes).
+#[derive(Debug)]
+pub struct FdReserve(std::sync::Mutex<Option<std::fs::File>>);
+
+impl Default for FdReserve {
+    fn default() -> Self {
+        let r = FdReserve(std::sync::Mutex::new(None));
+        r.refill();
+        r
+    }
+}
+
+impl FdReserve {
+    /// Hold the reserve descriptor again if it was spent (no-op when held, or when no
+    /// descriptor is free yet).
+    pub fn refill(&self) {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if held.is_none() {
+            *held = std::fs::File::open("/dev/null").ok();
+        }
+    }
+
+    /// Close the reserve descriptor; whether there was one.
+    fn spend(&self) -> bool {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        held.take().is_some()
+    }
+}
+
+/// The process (EMFILE) or the system (ENFILE) is out of file descriptors.
+fn out_of_fds(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
 /// Accept the next connection on `listener`, pausing per `backoff` after failures; each
 /// failure is counted in `errors`, the first of an episode logged with `what` (the
-/// listener's name).
+/// listener's name). With a `reserve`, a failure for want of descriptors spends it on the
+/// waiting connection instead of pausing.
 pub async fn accept(
     listener: &TcpListener,
     backoff: &mut AcceptBackoff,
     errors: &Counter,
     what: &str,
+    reserve: Option<&FdReserve>,
 ) -> (TcpStream, SocketAddr) {
     loop {
         match listener.accept().await {
@@ -92,6 +132,12 @@ pub async fn accept(
                         "{what} accept failed: {e}; retrying with back-off (up to {:?}) while it lasts",
                         BACKOFF_MAX
                     );
+                }
+                if out_of_fds(&e) && reserve.is_some_and(FdReserve::spend) {
+                    // The episode goes on: the next accept most likely fails again.
+                    if let Ok(c) = listener.accept().await {
+                        return c;
+                    }
                 }
                 if !r.after.is_zero() {
                     tokio::time::sleep(r.after).await;

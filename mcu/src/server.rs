@@ -338,6 +338,7 @@ async fn accept_tcp(tcp: TcpListener, tx: mpsc::Sender<SipIn>, max: usize, metri
             &mut backoff,
             &metrics.sip_tcp_accept_errors,
             "SIP/TCP",
+            None,
         )
         .await;
         let Ok(permit) = permits.clone().try_acquire_owned() else {
