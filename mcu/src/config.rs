@@ -69,7 +69,8 @@ pub struct ServeArgs {
     /// [default: 1024].
     #[arg(long)]
     pub max_sip_connections: Option<usize>,
-    /// Seconds a SIP/TCP connection that carries no call may stay silent before it is closed
+    /// Seconds a SIP/TCP connection that carries no call and no unanswered request may stay
+    /// silent before it is closed
     /// [default: 60].
     #[arg(long)]
     pub sip_tcp_idle_timeout: Option<u64>,
