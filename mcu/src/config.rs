@@ -70,8 +70,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub max_sip_connections: Option<usize>,
     /// Seconds a SIP/TCP connection that carries no call and no unanswered request may stay
-    /// silent before it is closed
-    /// [default: 60].
+    /// silent before it is closed [default: 60].
     #[arg(long)]
     pub sip_tcp_idle_timeout: Option<u64>,
     /// Most HTTP connections open at once; more are accepted and closed at once [default: 64].
