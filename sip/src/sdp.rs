@@ -242,11 +242,6 @@ fn unmarshal(lines: &[&str]) -> Result<SessionDescription, SdpError> {
         .map_err(|e| SdpError::Malformed(e.to_string()))
 }
 
-/// Parse an SDP with the `sdp` crate. Tolerates LF-only line ends and a missing final CRLF.
-fn parse(text: &str) -> Result<SessionDescription, SdpError> {
-    unmarshal(&sdp_lines(text).collect::<Vec<_>>())
-}
-
 /// Media types and transport parts the `sdp` crate's parser accepts (it refuses any other
 /// m= line, e.g. `m=application 9 TCP/BFCP *`, as malformed).
 const PARSED_MEDIA: [&str; 6] = ["audio", "video", "text", "application", "message", "image"];
@@ -254,8 +249,8 @@ const PARSED_PROTO: [&str; 10] = [
     "UDP", "RTP", "AVP", "SAVP", "SAVPF", "TLS", "DTLS", "SCTP", "AVPF", "udptl",
 ];
 
-/// [`parse`] for an offer: also returns every m= line as the answer would decline it, in
-/// order. A line of a media type or transport the parser does not know is parsed as a
+/// Parse an offer (or answer) with the `sdp` crate, tolerating LF-only line ends and a
+/// missing final CRLF; also returns every m= line as the answer would decline it, in order. A line of a media type or transport the parser does not know is parsed as a
 /// disabled placeholder (port 0: never accepted) and declined as offered.
 fn parse_offer(text: &str) -> Result<(SessionDescription, Vec<DeclinedLine>), SdpError> {
     const PLACEHOLDER: &str = "m=application 0 UDP 0";
@@ -282,9 +277,9 @@ fn parse_offer(text: &str) -> Result<(SessionDescription, Vec<DeclinedLine>), Sd
     Ok((unmarshal(&lines)?, declined))
 }
 
-/// [`parse`] that also supplies the mandatory `o=`, `s=` and `t=` lines when absent (for
+/// [`parse_offer`]'s parsing that also supplies the mandatory `o=`, `s=` and `t=` lines when absent (for
 /// observers: some test tools send `v=`, `c=`, `m=` only). The server's negotiation keeps
-/// using [`parse`].
+/// using [`parse_offer`].
 pub(crate) fn parse_lenient(text: &str) -> Result<SessionDescription, SdpError> {
     let mut lines: Vec<&str> = sdp_lines(text).collect();
     let has = |lines: &[&str], k: &str| lines.iter().any(|l| l.starts_with(k));
