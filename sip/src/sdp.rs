@@ -277,7 +277,7 @@ fn parse_offer(text: &str) -> Result<(SessionDescription, Vec<DeclinedLine>), Sd
     Ok((unmarshal(&lines)?, declined))
 }
 
-/// [`parse_offer`]'s parsing that also supplies the mandatory `o=`, `s=` and `t=` lines when absent (for
+/// Parsing that also supplies the mandatory `o=`, `s=` and `t=` lines when absent (for
 /// observers: some test tools send `v=`, `c=`, `m=` only). The server's negotiation keeps
 /// using [`parse_offer`].
 pub(crate) fn parse_lenient(text: &str) -> Result<SessionDescription, SdpError> {
