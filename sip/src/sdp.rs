@@ -274,7 +274,13 @@ fn parse_offer(text: &str) -> Result<(SessionDescription, Vec<DeclinedLine>), Sd
             PARSED_MEDIA.contains(&f[0]) && f[2].split('/').all(|p| PARSED_PROTO.contains(&p));
         lines.push(if known { line } else { PLACEHOLDER });
     }
-    Ok((unmarshal(&lines)?, declined))
+    let sd = unmarshal(&lines)?;
+    // The parser's own reading of the lines must agree with ours (it accepts some line
+    // starts we do not, e.g. "\rm=").
+    if sd.media_descriptions.len() != declined.len() {
+        return Err(SdpError::Malformed("unreadable m= line".into()));
+    }
+    Ok((sd, declined))
 }
 
 /// Parsing that also supplies the mandatory `o=`, `s=` and `t=` lines when absent (for
@@ -328,8 +334,8 @@ fn negotiate_parsed(
         saw_audio = true;
         match negotiate_media(sd, m) {
             Ok(mut n) => {
-                n.declined_before = lines[..i].to_vec();
-                n.declined_after = lines[i + 1..].to_vec();
+                n.declined_before = lines.get(..i).unwrap_or_default().to_vec();
+                n.declined_after = lines.get(i + 1..).unwrap_or_default().to_vec();
                 return Ok(n);
             }
             Err(e) => last_err = Some(e),
@@ -822,6 +828,11 @@ mod tests {
         // The declined lines carry no attribute of ours; the offerer can read the answer.
         assert_eq!(ans.matches("a=sendrecv").count(), 1, "{ans}");
         assert_eq!(negotiate(&ans).unwrap().remote_rtp.port(), 40000);
+
+        // An m= line the parser reads but we would not (found by fuzzing): refused, no panic.
+        let odd = "v=0\r\no=- 1 1 IN IP4 198.18.0.10\r\ns=-\r\nc=IN IP4 198.18.0.10\r\n\
+                   t=0 0\n\rm=audio 10762 RTP/AVP 0 8\x0c\na=rtpmap:96 opus/48000";
+        assert!(matches!(negotiate(odd), Err(SdpError::Malformed(_))));
 
         // Nothing usable: still refused.
         let video_only = sdp("m=video 5006 RTP/AVP 96\r\nm=audio 5004 RTP/SAVP 0", "");
