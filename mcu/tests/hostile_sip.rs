@@ -86,12 +86,18 @@ fn video_and_audio_offer_gets_one_answer_line_each() {
     assert_eq!(uac::status(&ua.bye().unwrap()), Some(200));
 }
 
-/// Poll `/metrics` until `name` reaches `at_least` (or the deadline passes); its last value.
+/// Poll `/metrics` until `name` reaches `at_least`, stops moving for half a second, or
+/// `within` passes; its last value.
 fn wait_metric(srv: &TestServer, name: &str, at_least: f64, within: Duration) -> f64 {
     let deadline = Instant::now() + within;
+    let (mut last, mut still_since) = (f64::NAN, Instant::now());
     loop {
         let v = metric(&metrics(srv), name);
-        if v >= at_least || Instant::now() >= deadline {
+        if v != last {
+            (last, still_since) = (v, Instant::now());
+        }
+        let settled = v > 0.0 && still_since.elapsed() >= Duration::from_millis(500);
+        if v >= at_least || settled || Instant::now() >= deadline {
             return v;
         }
         std::thread::sleep(Duration::from_millis(50));
