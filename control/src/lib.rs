@@ -65,6 +65,7 @@
 
 pub mod action;
 pub mod latch;
+pub mod limit;
 pub mod ports;
 pub mod schema;
 
@@ -841,6 +842,9 @@ impl Core {
                 if room.is_empty() {
                     return self.reject(call, 404, "no room in Request-URI", now);
                 }
+                if !valid_room_name(&room) {
+                    return self.reject(call, 404, "room name not allowed", now);
+                }
                 let members = self.rooms.get(&room).map_or(0, |r| r.members.len());
                 if members >= self.cfg.max_participants {
                     return self.reject(call, 486, "room full", now);
@@ -1123,6 +1127,20 @@ impl Core {
     }
 }
 
+/// Longest room name accepted, in bytes.
+pub const MAX_ROOM_NAME: usize = 64;
+
+/// Whether `name` (the Request-URI user part, percent-decoded) may name a room: 1 to
+/// [`MAX_ROOM_NAME`] ASCII letters, digits and `-_.~` (RFC 3986's unreserved characters).
+/// Anything else is refused with 404 before it reaches a log line, a Contact header or the
+/// admin API.
+pub fn valid_room_name(name: &str) -> bool {
+    (1..=MAX_ROOM_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+}
+
 fn member_media(port: u16, neg: &Negotiated) -> MemberMedia {
     MemberMedia {
         port,
@@ -1169,6 +1187,25 @@ pub fn ntp_of_unix_ns(unix_ns: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_names_are_unreserved_characters() {
+        for ok in ["standup", "Team-7_a.b~c", &"x".repeat(MAX_ROOM_NAME)] {
+            assert!(valid_room_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a\r\nFORGED",
+            "a\u{1b}[31m",
+            "a b",
+            "a%0d",
+            "caf\u{e9}",
+            "a/b",
+            &"x".repeat(MAX_ROOM_NAME + 1),
+        ] {
+            assert!(!valid_room_name(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn ntp_of_the_unix_epoch_is_the_ntp_offset() {

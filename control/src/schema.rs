@@ -40,7 +40,7 @@ use sip_core::state::{Rng, StateChange};
 /// Version of this schema. A backup refuses entries of another version (the sync link's
 /// own handshake already refuses another protocol version; this guards the application's
 /// layout, which can change without the link's).
-pub const SCHEMA_VERSION: u16 = 1;
+pub const SCHEMA_VERSION: u16 = 2;
 
 /// One replicated step: applied by the backup as a whole, in order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -25,6 +25,16 @@ pub struct Metrics {
     pub media_dropped: Counter,
     /// Media packets dropped because a room's queue was full.
     pub media_overflow: Counter,
+    /// A participant's RTP switched to another SSRC (accepted by the mixer).
+    pub media_ssrc_changes: Counter,
+    /// Mixer events (SSRC changes, DTMF, speaker changes) left out of the log by its rate
+    /// limit (`room::EVENT_LOG_PERIOD`).
+    pub media_events_unlogged: Counter,
+    /// SIP datagrams dropped unparsed: their source was over `--sip-rate-limit`.
+    pub sip_rate_limited: Counter,
+    /// SIP datagrams other than calls' (OPTIONS, keep-alives, ...) dropped unparsed because
+    /// the server was behind (their queue was full).
+    pub sip_low_priority_dropped: Counter,
     /// SIP messages received (parsed).
     pub sip_in: Counter,
     /// Malformed SIP answered with 400.
@@ -83,6 +93,10 @@ impl Metrics {
             rtcp_out: Counter::default(),
             media_dropped: Counter::default(),
             media_overflow: Counter::default(),
+            media_ssrc_changes: Counter::default(),
+            media_events_unlogged: Counter::default(),
+            sip_rate_limited: Counter::default(),
+            sip_low_priority_dropped: Counter::default(),
             sip_in: Counter::default(),
             sip_malformed_answered: Counter::default(),
             sip_malformed_dropped: Counter::default(),
@@ -126,6 +140,26 @@ impl Metrics {
             "media_overflow",
             "Media packets dropped on a full room queue",
             m.media_overflow.clone(),
+        );
+        r.register(
+            "media_ssrc_changes",
+            "Participants' RTP switching to another SSRC",
+            m.media_ssrc_changes.clone(),
+        );
+        r.register(
+            "media_events_unlogged",
+            "Mixer events left out of the log by its rate limit",
+            m.media_events_unlogged.clone(),
+        );
+        r.register(
+            "sip_rate_limited",
+            "SIP datagrams dropped unparsed: source over the per-source rate limit",
+            m.sip_rate_limited.clone(),
+        );
+        r.register(
+            "sip_low_priority_dropped",
+            "SIP datagrams other than calls' dropped unparsed while the server was behind",
+            m.sip_low_priority_dropped.clone(),
         );
         r.register("sip_messages_in", "SIP messages parsed", m.sip_in.clone());
         r.register(

@@ -12,6 +12,7 @@
 use crate::metrics::Metrics;
 use crate::state::{ApiEvent, RoomView};
 use control::latch::Latch;
+use control::limit::LogThrottle;
 use control::{RoomEvent, RoomInit};
 use mixer::{Mixer, Output, ParticipantId, StreamParams};
 use std::collections::HashMap;
@@ -26,6 +27,61 @@ use tokio::time::MissedTickBehavior;
 
 /// How many packets may wait in a room's queue before new ones are dropped and counted.
 pub const ROOM_QUEUE: usize = 16 * 1024;
+
+/// Mixer events can happen per packet (a sender alternating SSRCs, a stream of DTMF ends):
+/// each kind logs at most one line per participant (the room's own events: per room) per
+/// this period, the line carrying how many went unlogged since; the counters in `/metrics`
+/// see every one.
+pub const EVENT_LOG_PERIOD: Duration = Duration::from_secs(10);
+
+/// What the room remembers to log and count its mixer's events.
+#[derive(Default)]
+struct EventLog {
+    /// Per (participant, or `None` for the room's own events; event kind).
+    throttles: HashMap<(Option<ParticipantId>, u8), LogThrottle>,
+    /// Participants whose media started (a later start is an SSRC change).
+    media_seen: std::collections::HashSet<ParticipantId>,
+}
+
+impl EventLog {
+    fn record(&mut self, ctx: &RoomCtx, ev: mixer::Event) {
+        let (key, ssrc_change) = match &ev {
+            mixer::Event::ActiveSpeakerChanged { .. } => ((None, 0), false),
+            mixer::Event::Dtmf { participant, .. } => ((Some(*participant), 1), false),
+            mixer::Event::MediaStarted { participant, .. } => (
+                (Some(*participant), 2),
+                !self.media_seen.insert(*participant),
+            ),
+        };
+        if ssrc_change {
+            ctx.metrics.media_ssrc_changes.inc();
+        }
+        let now = ctx.origin.elapsed();
+        let throttle = self
+            .throttles
+            .entry(key)
+            .or_insert_with(|| LogThrottle::new(EVENT_LOG_PERIOD));
+        match throttle.event(now) {
+            Some(unlogged) => {
+                tracing::info!(room = %ctx.name.escape_debug(), event = ?ev, unlogged, "media event");
+                crate::state::push_event(&ctx.events, &ctx.name, ev);
+            }
+            None => {
+                ctx.metrics.media_events_unlogged.inc();
+                // DTMF and speaker changes stay complete in the API; SSRC changes do not
+                // push them out of its bounded queue.
+                if !matches!(ev, mixer::Event::MediaStarted { .. }) {
+                    crate::state::push_event(&ctx.events, &ctx.name, ev);
+                }
+            }
+        }
+    }
+
+    fn forget(&mut self, id: ParticipantId) {
+        self.media_seen.remove(&id);
+        self.throttles.retain(|(p, _), _| *p != Some(id));
+    }
+}
 
 /// Sockets and SDP addresses of one participant's media.
 pub struct MediaEndpoint {
@@ -202,6 +258,7 @@ struct Room {
     members: HashMap<ParticipantId, Member>,
     pkt_tx: mpsc::Sender<Packet>,
     shipped: Option<u64>,
+    event_log: EventLog,
 }
 
 impl Room {
@@ -300,6 +357,7 @@ impl Room {
                 let _ = self.mixer.remove_participant(id, now);
                 self.drain();
                 self.members.remove(&id);
+                self.event_log.forget(id);
             }
             RoomCtl::Close => return false,
         }
@@ -383,10 +441,7 @@ impl Room {
                         metrics.rtcp_out.inc();
                     }
                 }
-                Output::Event(ev) => {
-                    tracing::info!(room = %self.ctx.name.escape_debug(), event = ?ev, "media event");
-                    crate::state::push_event(&self.ctx.events, &self.ctx.name, ev);
-                }
+                Output::Event(ev) => self.event_log.record(&self.ctx, ev),
             }
         }
     }
@@ -428,6 +483,7 @@ async fn run_room(
         mixer,
         members: HashMap::new(),
         pkt_tx,
+        event_log: EventLog::default(),
     };
     // A resumed room: members are attached by the commands already queued; participants of
     // the snapshot nobody attached (their call is gone) are removed once those are in.

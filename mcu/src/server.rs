@@ -16,6 +16,7 @@ use crate::room::{spawn_room, MediaEndpoint, RoomCtl, RoomCtx, RoomHandle};
 use crate::state::{ParticipantView, RoomView, Shared, TakeoverView};
 use crate::sync_link::{SyncCommand, SyncEvent};
 use anyhow::{Context, Result};
+use control::limit::SourceLimiter;
 use control::{Action, Core, Entry, MemberMedia, Role, RoomCommand, RoomEvent};
 use sip_core::{ConnId, Transport};
 use std::collections::{HashMap, VecDeque};
@@ -34,6 +35,17 @@ pub const MAX_SIP_MESSAGE: usize = 16 * 1024;
 const HTTP_DRAIN_MIN: Duration = Duration::from_millis(250);
 /// How long a closing SIP/TCP connection may take to write what was queued for it.
 const TCP_FLUSH_GRACE: Duration = Duration::from_secs(1);
+
+/// SIP datagrams other than calls' (OPTIONS, keep-alives, REGISTER) that may wait for the
+/// server loop; when it is behind, new ones are dropped unparsed and counted. Calls'
+/// messages have their own queue, served first.
+const LOW_PRIORITY_QUEUE: usize = 1024;
+
+/// Receive buffer asked for the SIP UDP socket, bytes.
+const SIP_RECV_BUFFER: usize = 4 << 20;
+
+/// Sources whose SIP rate the UDP reader tracks at most (see [`control::limit::SourceLimiter`]).
+const RATE_LIMITED_SOURCES: usize = 65_536;
 
 /// Bound listeners, ready to serve.
 pub struct Listeners {
@@ -153,6 +165,10 @@ pub async fn run_with_ft(
     }
     let origin = Instant::now();
     let udp = Arc::new(listeners.udp);
+    // Room for bursts while the reader is busy (the kernel caps it at net.core.rmem_max).
+    if let Err(e) = socket2::SockRef::from(&*udp).set_recv_buffer_size(SIP_RECV_BUFFER) {
+        tracing::debug!("SIP UDP receive buffer: {e}");
+    }
     let mut core_cfg = control::Config::new(udp.local_addr()?, seed);
     core_cfg.sip.user_agent = format!("Understudy/{}", env!("CARGO_PKG_VERSION"));
     core_cfg.sip.max_message_size = MAX_SIP_MESSAGE;
@@ -176,7 +192,15 @@ pub async fn run_with_ft(
         http_stop_rx,
     ));
     let (in_tx, mut in_rx) = mpsc::channel::<SipIn>(4096);
-    let udp_reader = tokio::spawn(read_udp(udp.clone(), in_tx.clone()));
+    let (low_tx, mut low_rx) = mpsc::channel::<SipIn>(LOW_PRIORITY_QUEUE);
+    let limiter = SourceLimiter::new(cfg.sip_rate_limit, cfg.sip_rate_burst, RATE_LIMITED_SOURCES);
+    let udp_reader = tokio::spawn(read_udp(
+        udp.clone(),
+        in_tx.clone(),
+        low_tx,
+        limiter,
+        shared.metrics.clone(),
+    ));
     let tcp_acceptor = tokio::spawn(accept_tcp(
         listeners.tcp,
         in_tx,
@@ -224,27 +248,10 @@ pub async fn run_with_ft(
         tokio::select! {
             msg = in_rx.recv() => {
                 let Some(msg) = msg else { break };
-                let now = s.now();
-                match msg {
-                    SipIn::Datagram { from, data } => s.core.handle_sip_datagram(from, &data, now),
-                    SipIn::TcpOpen { conn, writer, close } => {
-                        let c = TcpConn { writer, _close: close, last_input: Instant::now() };
-                        s.tcp.insert(conn, c);
-                    }
-                    SipIn::TcpData { conn, from, data } => {
-                        // Bytes of a connection the server has just closed are ignored.
-                        if let Some(c) = s.tcp.get_mut(&conn) {
-                            c.last_input = Instant::now();
-                            s.core.handle_sip_stream(conn, from, &data, now);
-                        }
-                    }
-                    SipIn::TcpClosed { conn } => {
-                        if s.tcp.remove(&conn).is_some() {
-                            s.core.handle_sip_stream_closed(conn, now);
-                        }
-                    }
-                }
+                s.sip_in(msg);
             }
+            // The rest only while no call's message waits.
+            Some(msg) = low_rx.recv(), if in_rx.is_empty() => s.sip_in(msg),
             _ = tokio::time::sleep_until(sleep_until.into()) => {
                 let now = s.now();
                 s.core.handle_timeout(now);
@@ -310,14 +317,43 @@ async fn sync_recv(hs: Option<&mut HotStandby>) -> Option<SyncEvent<Entry>> {
     }
 }
 
-async fn read_udp(udp: Arc<UdpSocket>, tx: mpsc::Sender<SipIn>) {
+/// Read SIP datagrams: drop those of a source over its rate unparsed, queue calls' messages
+/// (waiting if the server is behind) and the rest on the bounded low-priority queue (dropped
+/// when full). Each drop is counted.
+async fn read_udp(
+    udp: Arc<UdpSocket>,
+    calls: mpsc::Sender<SipIn>,
+    rest: mpsc::Sender<SipIn>,
+    mut limiter: SourceLimiter,
+    metrics: Metrics,
+) {
+    let origin = Instant::now();
     let mut buf = vec![0u8; 65536];
     loop {
         match udp.recv_from(&mut buf).await {
             Ok((n, from)) => {
-                let data = buf[..n].to_vec();
-                if tx.send(SipIn::Datagram { from, data }).await.is_err() {
-                    return;
+                if !limiter.allow(from.ip(), origin.elapsed()) {
+                    metrics.sip_rate_limited.inc();
+                    continue;
+                }
+                let data = &buf[..n];
+                let call = sip_core::triage::is_call_message(data);
+                let msg = SipIn::Datagram {
+                    from,
+                    data: data.to_vec(),
+                };
+                if call {
+                    if calls.send(msg).await.is_err() {
+                        return;
+                    }
+                } else {
+                    match rest.try_send(msg) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            metrics.sip_low_priority_dropped.inc();
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    }
                 }
             }
             Err(e) => tracing::debug!("SIP UDP recv: {e}"),
@@ -435,6 +471,37 @@ impl Server {
             self.tcp.remove(&conn);
             self.shared.metrics.sip_tcp_idle_closed.inc();
             self.core.handle_sip_stream_closed(conn, now);
+        }
+    }
+
+    fn sip_in(&mut self, msg: SipIn) {
+        let now = self.now();
+        match msg {
+            SipIn::Datagram { from, data } => self.core.handle_sip_datagram(from, &data, now),
+            SipIn::TcpOpen {
+                conn,
+                writer,
+                close,
+            } => {
+                let c = TcpConn {
+                    writer,
+                    _close: close,
+                    last_input: Instant::now(),
+                };
+                self.tcp.insert(conn, c);
+            }
+            SipIn::TcpData { conn, from, data } => {
+                // Bytes of a connection the server has just closed are ignored.
+                if let Some(c) = self.tcp.get_mut(&conn) {
+                    c.last_input = Instant::now();
+                    self.core.handle_sip_stream(conn, from, &data, now);
+                }
+            }
+            SipIn::TcpClosed { conn } => {
+                if self.tcp.remove(&conn).is_some() {
+                    self.core.handle_sip_stream_closed(conn, now);
+                }
+            }
         }
     }
 

@@ -99,6 +99,7 @@ pub mod inspect;
 mod message;
 pub mod sdp;
 pub mod state;
+pub mod triage;
 
 pub use crate::core::{reason_phrase, ALLOW};
 

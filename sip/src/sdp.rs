@@ -57,6 +57,41 @@ pub struct Negotiated {
     pub remote_rtcp: SocketAddr,
     /// Remote accepted/offered a=rtcp-mux.
     pub rtcp_mux: bool,
+    /// The offer's m= lines before the accepted one, declined in the answer (RFC 3264 §6:
+    /// one answer line per offered line, in order).
+    pub declined_before: Vec<DeclinedLine>,
+    /// The offer's m= lines after the accepted one, declined in the answer.
+    pub declined_after: Vec<DeclinedLine>,
+}
+
+/// An offered m= line the answer declines with port 0 (video, a second audio line, unknown
+/// media, an unsupported transport): RFC 3264 §6 keeps its media type and transport and at
+/// least one of its formats.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclinedLine {
+    /// Media type (`video`, `application`, ...), as offered.
+    pub media: String,
+    /// Transport (`RTP/AVP`, `UDP/TLS/RTP/SAVPF`, ...), as offered.
+    pub proto: String,
+    /// The first offered format.
+    pub format: String,
+}
+
+impl DeclinedLine {
+    fn media_description(&self) -> MediaDescription {
+        MediaDescription {
+            media_name: MediaName {
+                media: self.media.clone(),
+                port: RangedPort {
+                    value: 0,
+                    range: None,
+                },
+                protos: self.proto.split('/').map(str::to_string).collect(),
+                formats: vec![self.format.clone()],
+            },
+            ..Default::default()
+        }
+    }
 }
 
 /// Why an offer cannot be served.
@@ -207,14 +242,50 @@ fn unmarshal(lines: &[&str]) -> Result<SessionDescription, SdpError> {
         .map_err(|e| SdpError::Malformed(e.to_string()))
 }
 
-/// Parse an SDP with the `sdp` crate. Tolerates LF-only line ends and a missing final CRLF.
-fn parse(text: &str) -> Result<SessionDescription, SdpError> {
-    unmarshal(&sdp_lines(text).collect::<Vec<_>>())
+/// Media types and transport parts the `sdp` crate's parser accepts (it refuses any other
+/// m= line, e.g. `m=application 9 TCP/BFCP *`, as malformed).
+const PARSED_MEDIA: [&str; 6] = ["audio", "video", "text", "application", "message", "image"];
+const PARSED_PROTO: [&str; 10] = [
+    "UDP", "RTP", "AVP", "SAVP", "SAVPF", "TLS", "DTLS", "SCTP", "AVPF", "udptl",
+];
+
+/// Parse an offer (or answer) with the `sdp` crate, tolerating LF-only line ends and a
+/// missing final CRLF; also returns every m= line as the answer would decline it, in order. A line of a media type or transport the parser does not know is parsed as a
+/// disabled placeholder (port 0: never accepted) and declined as offered.
+fn parse_offer(text: &str) -> Result<(SessionDescription, Vec<DeclinedLine>), SdpError> {
+    const PLACEHOLDER: &str = "m=application 0 UDP 0";
+    let mut declined = Vec::new();
+    let mut lines = Vec::new();
+    for line in sdp_lines(text) {
+        let Some(m) = line.strip_prefix("m=") else {
+            lines.push(line);
+            continue;
+        };
+        let f: Vec<&str> = m.split_whitespace().collect();
+        if f.len() < 4 || !f.iter().all(|t| t.chars().all(|c| c.is_ascii_graphic())) {
+            return Err(SdpError::Malformed("bad m= line".into()));
+        }
+        declined.push(DeclinedLine {
+            media: f[0].into(),
+            proto: f[2].into(),
+            format: f[3].into(),
+        });
+        let known =
+            PARSED_MEDIA.contains(&f[0]) && f[2].split('/').all(|p| PARSED_PROTO.contains(&p));
+        lines.push(if known { line } else { PLACEHOLDER });
+    }
+    let sd = unmarshal(&lines)?;
+    // The parser's own reading of the lines must agree with ours (it accepts some line
+    // starts we do not, e.g. "\rm=").
+    if sd.media_descriptions.len() != declined.len() {
+        return Err(SdpError::Malformed("unreadable m= line".into()));
+    }
+    Ok((sd, declined))
 }
 
-/// [`parse`] that also supplies the mandatory `o=`, `s=` and `t=` lines when absent (for
+/// Parsing that also supplies the mandatory `o=`, `s=` and `t=` lines when absent (for
 /// observers: some test tools send `v=`, `c=`, `m=` only). The server's negotiation keeps
-/// using [`parse`].
+/// using [`parse_offer`].
 pub(crate) fn parse_lenient(text: &str) -> Result<SessionDescription, SdpError> {
     let mut lines: Vec<&str> = sdp_lines(text).collect();
     let has = |lines: &[&str], k: &str| lines.iter().any(|l| l.starts_with(k));
@@ -244,21 +315,29 @@ pub(crate) fn parse_lenient(text: &str) -> Result<SessionDescription, SdpError> 
 
 /// Negotiate a remote offer (or an answer to our offer) against our codecs.
 pub fn negotiate(remote_sdp: &str) -> Result<Negotiated, SdpError> {
-    let sd = parse(remote_sdp)?;
-    negotiate_parsed(&sd)
+    let (sd, lines) = parse_offer(remote_sdp)?;
+    negotiate_parsed(&sd, &lines)
 }
 
-/// [`negotiate`] on an already parsed description.
-fn negotiate_parsed(sd: &SessionDescription) -> Result<Negotiated, SdpError> {
+/// [`negotiate`] on an already parsed description: the first usable audio line is
+/// accepted, every other line is declined (port 0 in the answer).
+fn negotiate_parsed(
+    sd: &SessionDescription,
+    lines: &[DeclinedLine],
+) -> Result<Negotiated, SdpError> {
     let mut saw_audio = false;
     let mut last_err = None;
-    for m in &sd.media_descriptions {
+    for (i, m) in sd.media_descriptions.iter().enumerate() {
         if !m.media_name.media.eq_ignore_ascii_case("audio") {
             continue;
         }
         saw_audio = true;
         match negotiate_media(sd, m) {
-            Ok(n) => return Ok(n),
+            Ok(mut n) => {
+                n.declined_before = lines.get(..i).unwrap_or_default().to_vec();
+                n.declined_after = lines.get(i + 1..).unwrap_or_default().to_vec();
+                return Ok(n);
+            }
             Err(e) => last_err = Some(e),
         }
     }
@@ -391,6 +470,8 @@ fn negotiate_media(sd: &SessionDescription, m: &MediaDescription) -> Result<Nego
         remote_rtp,
         remote_rtcp,
         rtcp_mux,
+        declined_before: Vec::new(),
+        declined_after: Vec::new(),
     })
 }
 
@@ -454,7 +535,8 @@ fn flag(key: &str) -> Attribute {
 }
 
 /// Build our SDP answer for a negotiated offer. `direction` is our direction
-/// (the mirror of the remote's: sendonly -> recvonly, inactive -> inactive).
+/// (the mirror of the remote's: sendonly -> recvonly, inactive -> inactive). One m= line
+/// per offered line, in the offer's order: the accepted audio line, the others declined.
 pub fn build_answer(local: &LocalMedia, neg: &Negotiated) -> String {
     let mut formats = vec![neg.payload_type];
     let mut attrs = vec![a(
@@ -481,8 +563,16 @@ pub fn build_answer(local: &LocalMedia, neg: &Negotiated) -> String {
     }
     attrs.push(flag(neg.direction.mirror().attribute()));
     let mut sd = base_session(local);
+    let declined = |lines: &[DeclinedLine]| {
+        lines
+            .iter()
+            .map(DeclinedLine::media_description)
+            .collect::<Vec<_>>()
+    };
+    sd.media_descriptions = declined(&neg.declined_before);
     sd.media_descriptions
         .push(audio_media(local.rtp_port, formats, attrs));
+    sd.media_descriptions.extend(declined(&neg.declined_after));
     sd.marshal()
 }
 
@@ -655,6 +745,101 @@ mod tests {
                 && !plain.contains("telephone-event")
         );
         assert!(plain.contains("a=sendrecv\r\n"));
+    }
+
+    /// The answer's m= lines as `(media, port, proto, formats)`.
+    fn m_lines(answer: &str) -> Vec<(String, u16, String, String)> {
+        answer
+            .lines()
+            .filter_map(|l| l.strip_prefix("m="))
+            .map(|l| {
+                let mut it = l.trim_end().splitn(4, ' ');
+                let mut next = || it.next().unwrap_or("").to_string();
+                let (media, port, proto, fmts) = (next(), next(), next(), next());
+                (media, port.parse().unwrap(), proto, fmts)
+            })
+            .collect()
+    }
+
+    fn line(media: &str, port: u16, proto: &str, fmts: &str) -> (String, u16, String, String) {
+        (media.into(), port, proto.into(), fmts.into())
+    }
+
+    /// RFC 3264 §6: one answer line per offered line, in order; only the first usable audio
+    /// line is accepted, the others get port 0 with their media type, transport and a format.
+    #[test]
+    fn answer_keeps_every_offered_line_in_order() {
+        let video_audio = sdp(
+            "m=video 5006 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\nm=audio 5004 RTP/AVP 0",
+            "",
+        );
+        let n = negotiate(&video_audio).unwrap();
+        assert_eq!(n.remote_rtp, "198.18.0.10:5004".parse().unwrap());
+        assert_eq!(
+            m_lines(&build_answer(&local(), &n)),
+            [
+                line("video", 0, "RTP/AVP", "96"),
+                line("audio", 40000, "RTP/AVP", "0")
+            ]
+        );
+
+        let audio_video = sdp(
+            "m=audio 5004 RTP/AVP 0\r\nm=video 5006 RTP/AVP 96 97\r\na=rtpmap:96 VP8/90000",
+            "",
+        );
+        let n = negotiate(&audio_video).unwrap();
+        assert_eq!(
+            m_lines(&build_answer(&local(), &n)),
+            [
+                line("audio", 40000, "RTP/AVP", "0"),
+                line("video", 0, "RTP/AVP", "96")
+            ]
+        );
+
+        // Two audio lines: the first usable one wins, here the second (SRTP first).
+        let two_audio = sdp(
+            "m=audio 5008 RTP/SAVP 0\r\nm=audio 5004 RTP/AVP 8\r\nm=audio 5010 RTP/AVP 0",
+            "",
+        );
+        let n = negotiate(&two_audio).unwrap();
+        assert_eq!((n.codec, n.remote_rtp.port()), (CodecName::Pcma, 5004));
+        assert_eq!(
+            m_lines(&build_answer(&local(), &n)),
+            [
+                line("audio", 0, "RTP/SAVP", "0"),
+                line("audio", 40000, "RTP/AVP", "8"),
+                line("audio", 0, "RTP/AVP", "0")
+            ]
+        );
+
+        let audio_app = sdp(
+            "m=audio 5004 RTP/AVP 0\r\nm=application 5020 TCP/BFCP *\r\nm=x-future 5030 X/Y 1",
+            "",
+        );
+        let ans = build_answer(&local(), &negotiate(&audio_app).unwrap());
+        assert_eq!(
+            m_lines(&ans),
+            [
+                line("audio", 40000, "RTP/AVP", "0"),
+                line("application", 0, "TCP/BFCP", "*"),
+                line("x-future", 0, "X/Y", "1")
+            ]
+        );
+        // The declined lines carry no attribute of ours; the offerer can read the answer.
+        assert_eq!(ans.matches("a=sendrecv").count(), 1, "{ans}");
+        assert_eq!(negotiate(&ans).unwrap().remote_rtp.port(), 40000);
+
+        // An m= line the parser reads but we would not (found by fuzzing): refused, no panic.
+        let odd = "v=0\r\no=- 1 1 IN IP4 198.18.0.10\r\ns=-\r\nc=IN IP4 198.18.0.10\r\n\
+                   t=0 0\n\rm=audio 10762 RTP/AVP 0 8\x0c\na=rtpmap:96 opus/48000";
+        assert!(matches!(negotiate(odd), Err(SdpError::Malformed(_))));
+
+        // Nothing usable: still refused.
+        let video_only = sdp("m=video 5006 RTP/AVP 96\r\nm=audio 5004 RTP/SAVP 0", "");
+        assert!(matches!(
+            negotiate(&video_only),
+            Err(SdpError::NotAcceptable(_))
+        ));
     }
 
     #[test]
