@@ -69,18 +69,20 @@ impl Latch {
         rtcp_mux: bool,
         now: Duration,
     ) -> Self {
+        let src = Source {
+            rtp: None,
+            rtcp: None,
+            learning: true,
+        };
         Latch {
             sdp_rtp: remote_rtp,
             sdp_rtcp: remote_rtcp,
             rtcp_mux,
-            src: Source {
-                rtp: None,
-                rtcp: None,
-                learning: true,
-            },
+            src,
             probation_until: now + PROBATION,
             last_heard: now,
-            reported: None,
+            // Nothing learned is what a call starts with: not worth a report.
+            reported: Some(src),
         }
     }
 
