@@ -289,7 +289,11 @@ mod tests {
         let mut l = Latch::new(a("10.0.0.5:4000"), a("10.0.0.5:4001"), false, T0);
         assert!(l.on_rtp(a("198.18.1.1:5000"), T0 + 10 * MS));
         assert_eq!(l.rtp_dest(), Some(a("198.18.1.1:5000")));
-        assert_eq!(l.rtcp_dest(), Some(a("198.18.1.1:5001")), "port + 1 behind NAT");
+        assert_eq!(
+            l.rtcp_dest(),
+            Some(a("198.18.1.1:5001")),
+            "port + 1 behind NAT"
+        );
         assert!(l.poll_report(T0 + 10 * MS).is_some_and(|s| s.learning));
         // A second stranger in the probation: foreign.
         assert!(!l.on_rtp(a("198.18.9.9:6000"), T0 + 20 * MS));

@@ -2,7 +2,7 @@
 //! and, on a hot-standby pair, replicates what it decided and takes over from a dead primary.
 //!
 //! For: admission and limits (room name, room size, codecs, ports), the call and room
-//! registry, media port numbering, the symmetric-RTP latching rule ([`latch`]), output
+//! registry, media port numbering, the strict media source rule ([`latch`]), output
 //! commit (SIP messages held until the backup acknowledged the state they imply), the
 //! replicated schema ([`schema`]: the live records themselves, typed and versioned), the
 //! standby that applies them, and the takeover that rebuilds calls and rooms from them.

@@ -250,10 +250,8 @@ impl Script {
                         .find(|(_, m)| m.participant_ids().contains(&call))
                         .map(|(id, _)| *id)
                         .expect("latched call is in a room");
-                    n.core.handle_room_event(
-                        RoomEvent::Latched { room, call, source },
-                        n.now,
-                    );
+                    n.core
+                        .handle_room_event(RoomEvent::Latched { room, call, source }, n.now);
                     n.drain();
                 }
             }

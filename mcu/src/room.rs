@@ -252,7 +252,11 @@ impl Room {
 
     /// Tell the control core what the participant's latch learned, if that changed.
     fn report(&mut self, id: ParticipantId, now: Duration) {
-        if let Some(source) = self.members.get_mut(&id).and_then(|m| m.latch.poll_report(now)) {
+        if let Some(source) = self
+            .members
+            .get_mut(&id)
+            .and_then(|m| m.latch.poll_report(now))
+        {
             let _ = self.ctx.replies.send(RoomEvent::Latched {
                 room: self.ctx.id,
                 call: id,

@@ -150,6 +150,7 @@ fn injected_rtp_never_reaches_the_mix_nor_steals_the_downlink() {
         }
         drain(&a.rtp);
     }
+    eprintln!("positive control: B: {b_loud} of {b_total} packets loud");
     assert!(b_total >= 30, "B receives its mix ({b_total} packets)");
     assert!(
         b_loud * 10 >= b_total * 8,
@@ -179,9 +180,16 @@ fn injected_rtp_never_reaches_the_mix_nor_steals_the_downlink() {
             "the attacker received media"
         );
     }
-    assert!(b_total >= 30, "B still receives its mix ({b_total} packets)");
+    assert!(
+        b_total >= 30,
+        "B still receives its mix ({b_total} packets)"
+    );
+    eprintln!("attacker: {attacker_sent} packets sent; B: {b_loud} of {b_total} packets loud; A: {a_got} received");
     assert_eq!(b_loud, 0, "B heard the attacker's tone in {b_loud} packets");
-    assert!(a_got >= 50, "A's downlink still goes to A ({a_got} packets)");
+    assert!(
+        a_got >= 50,
+        "A's downlink still goes to A ({a_got} packets)"
+    );
     let dropped = wait_counter(
         &srv,
         "mcu_media_foreign_dropped_total",
@@ -210,14 +218,17 @@ fn a_listener_keeps_its_downlink_after_the_probation() {
         heard += drain(&listener.rtp).iter().filter(|p| loud(p)).count();
         drain(&talker.rtp);
     }
-    assert!(heard >= 50, "the listener hears the talker ({heard} packets)");
+    assert!(
+        heard >= 50,
+        "the listener hears the talker ({heard} packets)"
+    );
 
     // One packet, then a few more, from the attacker to the listener's port.
     let before = counter(&srv, "mcu_media_foreign_dropped_total");
     let mut buf = [0u8; 2048];
     let mut heard = 0;
     for i in 0..50u16 {
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             attacker
                 .send_to(&uac::pcmu_packet(0xbad, i, i as u32 * 160), listener.server)
                 .unwrap();
@@ -267,14 +278,13 @@ fn foreign_rtcp_is_dropped_and_never_redirects_our_rtcp() {
         if let Ok((n, _)) = rtcp.recv_from(&mut buf) {
             break buf[..n].to_vec();
         }
-        assert!(Instant::now() < deadline, "no RTCP report reached the client");
+        assert!(
+            Instant::now() < deadline,
+            "no RTCP report reached the client"
+        );
     };
     assert_eq!(sr[1], 200, "a sender report");
-    let dropped = wait_counter(
-        &srv,
-        "mcu_rtcp_foreign_dropped_total",
-        before + sent as f64,
-    );
+    let dropped = wait_counter(&srv, "mcu_rtcp_foreign_dropped_total", before + sent as f64);
     assert_eq!(dropped - before, sent as f64);
     assert_eq!(uac::status(&a.ua.bye().unwrap()), Some(200));
 }
@@ -304,9 +314,10 @@ fn a_reinvite_to_a_new_address_moves_the_media() {
     let (mut got_new, mut got_old) = (0, 0);
     for i in 0..50u16 {
         a.send(false);
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             // The old address is now foreign.
-            old.send_to(&silence(0xa11ce, 9000 + i, 0), a.server).unwrap();
+            old.send_to(&silence(0xa11ce, 9000 + i, 0), a.server)
+                .unwrap();
         }
         std::thread::sleep(PTIME);
         got_new += drain(&a.rtp).len();
@@ -342,6 +353,15 @@ fn an_ipv6_offer_is_refused_with_488_on_ipv4_media() {
     assert_eq!(uac::status(&v4.bye().unwrap()), Some(200));
 }
 
+/// Sets the flag when dropped (a scoped sender thread stops even when the test panics).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 #[test]
 fn media_timeout_ends_silent_calls_only_and_media_stop_with_our_bye() {
     let srv = TestServer::start(ServeArgs {
@@ -365,7 +385,7 @@ fn media_timeout_ends_silent_calls_only_and_media_stop_with_our_bye() {
             while !stop.load(Ordering::Relaxed) {
                 let p = uac::pcmu_packet(0x7a1c, k, k as u32 * 160);
                 talk.send_to(&p, talk_to).unwrap();
-                if k % 25 == 0 {
+                if k.is_multiple_of(25) {
                     let rr = [0x80u8, 201, 0, 1, 0, 0, 0x0c, 0x03];
                     report.send_to(&rr, report_to).unwrap();
                 }
@@ -373,12 +393,15 @@ fn media_timeout_ends_silent_calls_only_and_media_stop_with_our_bye() {
                 std::thread::sleep(PTIME);
             }
         });
+        // The sender stops when this closure ends, a failed assertion included.
+        let _stop = StopOnDrop(&stop);
         // Positive control: media reach the silent client until our BYE.
         let bye = silent
             .ua
             .recv_until(Duration::from_secs(4), |m| m.starts_with("BYE "))
             .expect("no BYE for the silent call");
         let at = start.elapsed();
+        eprintln!("media timeout {timeout:?}: BYE {at:?} after the call was answered");
         assert!(
             at >= timeout - Duration::from_millis(300) && at <= timeout + Duration::from_secs(1),
             "BYE {at:?} after the call started (timeout {timeout:?})"
@@ -396,8 +419,9 @@ fn media_timeout_ends_silent_calls_only_and_media_stop_with_our_bye() {
             let late = drain(&silent.rtp);
             assert!(
                 late.is_empty(),
-                "{} RTP packets after our BYE ({bye:.40})",
-                late.len()
+                "{} RTP packets after our BYE ({})",
+                late.len(),
+                bye.lines().next().unwrap_or_default()
             );
         }
         // The others live on past twice the timeout.
@@ -410,13 +434,11 @@ fn media_timeout_ends_silent_calls_only_and_media_stop_with_our_bye() {
             (&reporting, "the call sending only RTCP"),
         ] {
             assert!(
-                p.ua.recv_until(Duration::from_millis(300), |m| m
-                    .starts_with("BYE "))
+                p.ua.recv_until(Duration::from_millis(300), |m| m.starts_with("BYE "))
                     .is_none(),
                 "{what} was hung up"
             );
         }
-        stop.store(true, Ordering::Relaxed);
     });
     assert_eq!(counter(&srv, "mcu_media_timeouts_total"), 1.0);
     for mut p in [talking, held, reporting] {
