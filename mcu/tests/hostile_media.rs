@@ -48,6 +48,7 @@ struct Party {
     rtp: UdpSocket,
     server: SocketAddr,
     seq: u16,
+    ssrc: u32,
 }
 
 fn rtp_socket(ip: &str) -> UdpSocket {
@@ -74,6 +75,7 @@ impl Party {
             rtp,
             server,
             seq: 0,
+            ssrc: 0xa11ce,
         }
     }
 
@@ -82,9 +84,9 @@ impl Party {
         self.seq = self.seq.wrapping_add(1);
         let ts = self.seq as u32 * 160;
         let p = if loud {
-            uac::pcmu_packet(0xa11ce, self.seq, ts)
+            uac::pcmu_packet(self.ssrc, self.seq, ts)
         } else {
-            silence(0xa11ce, self.seq, ts)
+            silence(self.ssrc, self.seq, ts)
         };
         self.rtp.send_to(&p, self.server).unwrap();
     }
@@ -196,6 +198,25 @@ fn injected_rtp_never_reaches_the_mix_nor_steals_the_downlink() {
         foreign_before + attacker_sent as f64,
     );
     assert_eq!(dropped - foreign_before, attacker_sent as f64);
+
+    // A new SSRC from A's own address is A's: B hears it.
+    a.ssrc = 0x5eed;
+    let (mut b_loud, mut b_total) = (0, 0);
+    for i in 0..50 {
+        a.send(true);
+        b.send(false);
+        std::thread::sleep(PTIME);
+        let got = drain(&b.rtp);
+        if i >= 20 {
+            b_total += got.len();
+            b_loud += got.iter().filter(|p| loud(p)).count();
+        }
+        drain(&a.rtp);
+    }
+    assert!(
+        b_total >= 20 && b_loud * 10 >= b_total * 8,
+        "B hears A's new SSRC: {b_loud} of {b_total} packets loud"
+    );
     assert_eq!(uac::status(&a.ua.bye().unwrap()), Some(200));
     assert_eq!(uac::status(&b.ua.bye().unwrap()), Some(200));
 }
@@ -350,6 +371,17 @@ fn an_ipv6_offer_is_refused_with_488_on_ipv4_media() {
     let rtp = rtp_socket("127.0.0.1");
     let ok = v4.call(&v4.pcmu_offer(rtp.local_addr().unwrap()));
     assert_eq!(uac::status(&ok), Some(200));
+    // A re-INVITE moving the call to IPv6: 488, the call goes on.
+    v4.cseq += 1;
+    let reinvite = v4.request("INVITE", v4.cseq, "re6", "", sdp);
+    v4.send_raw(reinvite.as_bytes());
+    let r = v4
+        .recv_until(Duration::from_secs(3), |m| {
+            m.contains("z9hG4bKre6") && uac::status(m).is_some_and(|s| s >= 200)
+        })
+        .expect("a response to the re-INVITE");
+    assert_eq!(uac::status(&r), Some(488), "{r}");
+    v4.send_raw(v4.request("ACK", v4.cseq, "re6", "", "").as_bytes());
     assert_eq!(uac::status(&v4.bye().unwrap()), Some(200));
 }
 
