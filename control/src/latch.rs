@@ -12,10 +12,12 @@
 //! - **Foreign packets.** Once a source is learned, RTP from any other address (IP and port)
 //!   is dropped before the mixer ([`Latch::on_rtp`] returns false; the driver counts it). A
 //!   new SSRC from the learned source is accepted (the mixer follows SSRC changes).
-//! - **A participant that never sends** (a recvonly listener): after the probation only its
-//!   SDP address may still be learned, so one packet from elsewhere cannot move its
-//!   downlink. The trade-off: a listener behind NAT is reached at its SDP address only, and
-//!   a client behind NAT that stays silent for the whole probation is not learned.
+//! - **A participant that never sends**: after the probation only its SDP address may still
+//!   be learned, so one packet from elsewhere cannot move its downlink. One whose SDP says it
+//!   will not send (recvonly, inactive: [`Latch::set_client_sends`]) learns nothing but its SDP
+//!   address, probation included. The trade-off: a listener behind NAT is reached at its SDP
+//!   address only, and a client behind NAT that stays silent for the whole probation is not
+//!   learned.
 //! - **No silent relatch.** The learned source never moves by itself (the NAT-rebinding move
 //!   after one second of silence is gone: it let anyone steal a pausing stream). It moves only
 //!   when a re-INVITE brings another SDP address ([`Latch::on_update`]), which reopens the
@@ -55,6 +57,7 @@ pub struct Latch {
     sdp_rtp: SocketAddr,
     sdp_rtcp: SocketAddr,
     rtcp_mux: bool,
+    client_sends: bool,
     src: Source,
     probation_until: Duration,
     last_heard: Duration,
@@ -78,6 +81,7 @@ impl Latch {
             sdp_rtp: remote_rtp,
             sdp_rtcp: remote_rtcp,
             rtcp_mux,
+            client_sends: true,
             src,
             probation_until: now + PROBATION,
             last_heard: now,
@@ -142,7 +146,7 @@ impl Latch {
                 true
             }
             // Behind NAT: the first source of the probation.
-            None if self.src.learning => {
+            None if self.src.learning && self.client_sends => {
                 self.learn(from);
                 true
             }
@@ -195,6 +199,12 @@ impl Latch {
         };
         self.probation_until = now + PROBATION;
         self.last_heard = now;
+    }
+
+    /// Whether the client's SDP says it sends RTP (false: recvonly or inactive; then only its
+    /// SDP address may be learned). True until told otherwise.
+    pub fn set_client_sends(&mut self, sends: bool) {
+        self.client_sends = sends;
     }
 
     /// What was learned, when it changed since the last report (the probation's end is a
@@ -330,6 +340,13 @@ mod tests {
         assert_eq!(l.silent_for(after + 11 * MS), 10 * MS);
         // It may still start sending from its SDP address.
         assert!(l.on_rtp(a("198.18.0.12:4100"), after + 20 * MS));
+
+        // A recvonly client learns nothing else, not even inside the probation.
+        let mut l = Latch::new(a("198.18.0.12:4100"), a("198.18.0.12:4100"), true, T0);
+        l.set_client_sends(false);
+        assert!(!l.on_rtp(a("198.18.9.9:6000"), T0 + MS));
+        assert_eq!(l.rtp_dest(), Some(a("198.18.0.12:4100")));
+        assert_eq!(l.poll_report(T0 + MS), None);
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub enum RoomCtl {
         mirrored: Option<SocketAddr>,
         /// On hold (exempt from the media timeout).
         held: bool,
+        /// Its SDP says it sends RTP (not recvonly or inactive).
+        sends: bool,
     },
     /// New negotiated parameters (re-INVITE), keeping the output stream.
     Update {
@@ -292,11 +294,12 @@ impl Room {
         match ctl {
             RoomCtl::Join { id, params, media } => {
                 let room = self.ctx.id;
-                let held = !params.send;
+                let (held, sends) = (!params.send, params.recv);
                 let ev = match self.mixer.add_participant(id, params, now) {
                     Ok(ssrc) => {
-                        let latch =
+                        let mut latch =
                             Latch::new(media.remote_rtp, media.remote_rtcp, media.rtcp_mux, now);
+                        latch.set_client_sends(sends);
                         self.attach(id, media, latch, held);
                         // Replicated before the call is answered.
                         let snapshot = self.ctx.ship_snapshots.then(|| {
@@ -324,12 +327,13 @@ impl Room {
                 source,
                 mirrored,
                 held,
+                sends,
             } => {
                 if self.mixer.output_stream(id).is_none() {
                     tracing::warn!(room = %self.ctx.name, id, "participant missing from the snapshot: skipped");
                     return true;
                 }
-                let latch = Latch::resumed(
+                let mut latch = Latch::resumed(
                     media.remote_rtp,
                     media.remote_rtcp,
                     media.rtcp_mux,
@@ -337,6 +341,7 @@ impl Room {
                     mirrored,
                     now,
                 );
+                latch.set_client_sends(sends);
                 self.attach(id, media, latch, held);
             }
             RoomCtl::Update {
@@ -347,6 +352,7 @@ impl Room {
             } => {
                 if let Some(m) = self.members.get_mut(&id) {
                     m.latch.on_update(remote_rtp, remote_rtcp, now);
+                    m.latch.set_client_sends(params.recv);
                     m.held = !params.send;
                     if let Err(e) = self.mixer.update_participant(id, params, now) {
                         tracing::warn!(room = %self.ctx.name, id, "update failed: {e}");

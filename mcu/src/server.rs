@@ -520,11 +520,12 @@ impl Server {
                         .and_then(|h| h.net.mirror.as_ref())
                         .and_then(|m| m.source(media.port, control::latch::PROBATION))
                 });
-                let held = self
+                let params = self
                     .core
                     .call(call)
                     .and_then(|r| r.neg.as_ref())
-                    .is_some_and(|n| !control::stream_params(n).send);
+                    .map(control::stream_params);
+                let (held, sends) = params.map_or((false, true), |p| (!p.send, p.recv));
                 let Some(ep) = self.endpoint(call, &media) else {
                     tracing::error!(call, port = media.port, "takeover: no media socket");
                     return;
@@ -537,6 +538,7 @@ impl Server {
                         source,
                         mirrored: mirrored.flatten(),
                         held,
+                        sends,
                     });
                 }
             }

@@ -230,6 +230,11 @@ fn a_listener_keeps_its_downlink_after_the_probation() {
     let mut talker = Party::join(&srv, "lecture", "t1", "");
     let listener = Party::join(&srv, "lecture", "l1", "a=recvonly\r\n");
     let attacker = rtp_socket("127.0.0.2");
+    // Inside the probation too: a recvonly client learns nothing but its SDP address.
+    attacker
+        .send_to(&uac::pcmu_packet(0xbad, 1, 0), listener.server)
+        .unwrap();
+    let mut buf = [0u8; 2048];
     // Past the probation (the listener never sends); it hears the talker all along.
     let start = Instant::now();
     let mut heard = 0;
@@ -238,6 +243,10 @@ fn a_listener_keeps_its_downlink_after_the_probation() {
         std::thread::sleep(PTIME);
         heard += drain(&listener.rtp).iter().filter(|p| loud(p)).count();
         drain(&talker.rtp);
+        assert!(
+            attacker.recv_from(&mut buf).is_err(),
+            "the attacker took over the listener's downlink during the probation"
+        );
     }
     assert!(
         heard >= 50,
@@ -246,7 +255,6 @@ fn a_listener_keeps_its_downlink_after_the_probation() {
 
     // One packet, then a few more, from the attacker to the listener's port.
     let before = counter(&srv, "mcu_media_foreign_dropped_total");
-    let mut buf = [0u8; 2048];
     let mut heard = 0;
     for i in 0..50u16 {
         if i.is_multiple_of(10) {
