@@ -275,6 +275,10 @@ impl Room {
             let Some(m) = self.members.get_mut(&id) else {
                 continue;
             };
+            // A node taken over hangs up nothing: the calls belong to the new primary.
+            if self.ctx.fenced.load(Ordering::SeqCst) {
+                continue;
+            }
             if let Some(limit) = self.ctx.media_timeout {
                 if !m.held && !m.timed_out && m.latch.silent_for(now) >= limit {
                     m.timed_out = true;
