@@ -1,5 +1,6 @@
 //! What the core asks its driver to do, and what the driver reports back from the rooms.
 
+use crate::latch::Source;
 use crate::schema::Entry;
 use mixer::{MixerConfig, MixerSnapshot, StreamParams};
 use std::net::SocketAddr;
@@ -117,8 +118,11 @@ pub enum RoomCommand {
         room: u64,
         /// Call.
         call: u64,
-        /// Its media (the driver adds where the mirrored input showed its packets come from).
+        /// Its media.
         media: MemberMedia,
+        /// The source its room had learned on the primary (`None`: none reported; the driver
+        /// may fall back on where the mirrored input showed its packets come from).
+        source: Option<Source>,
     },
     /// New negotiated parameters (re-INVITE), same output stream.
     Update {
@@ -169,6 +173,23 @@ pub enum RoomEvent {
         call: u64,
         /// Why.
         reason: String,
+    },
+    /// A participant's media source was learned or changed ([`crate::latch::Latch::poll_report`]).
+    Latched {
+        /// Room id.
+        room: u64,
+        /// Call.
+        call: u64,
+        /// What was learned.
+        source: Source,
+    },
+    /// Nothing was heard from a participant (not on hold) for the media timeout: the core
+    /// hangs the call up.
+    MediaTimeout {
+        /// Room id.
+        room: u64,
+        /// Call.
+        call: u64,
     },
     /// The mixer's state version moved: its latest snapshot.
     Snapshot {

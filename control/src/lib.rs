@@ -2,7 +2,7 @@
 //! and, on a hot-standby pair, replicates what it decided and takes over from a dead primary.
 //!
 //! For: admission and limits (room name, room size, codecs, ports), the call and room
-//! registry, media port numbering, the symmetric-RTP latching rule ([`latch`]), output
+//! registry, media port numbering, the strict media source rule ([`latch`]), output
 //! commit (SIP messages held until the backup acknowledged the state they imply), the
 //! replicated schema ([`schema`]: the live records themselves, typed and versioned), the
 //! standby that applies them, and the takeover that rebuilds calls and rooms from them.
@@ -138,6 +138,8 @@ pub struct Stats {
     pub calls_accepted: u64,
     /// Calls rejected by admission or negotiation.
     pub calls_rejected: u64,
+    /// Calls hung up because their media went silent ([`RoomEvent::MediaTimeout`]).
+    pub media_timeouts: u64,
 }
 
 #[allow(clippy::large_enum_variant)] // one per server, never moved on a hot path
@@ -356,11 +358,10 @@ impl Core {
     pub fn handle_shutdown(&mut self, now: Duration) {
         self.stopping = true;
         let calls: Vec<(u64, bool)> = self.calls.values().map(|c| (c.call, c.confirmed)).collect();
-        if let Sip::Serving(sip) = &mut self.sip {
-            for (call, confirmed) in calls {
-                let h = CallHandle(call);
-                if sip.hangup(h, now).is_err() && !confirmed {
-                    let _ = sip.reject(h, 503, now);
+        for (call, confirmed) in calls {
+            if !self.hangup(call, now) && !confirmed {
+                if let Some(sip) = self.sip_mut() {
+                    let _ = sip.reject(CallHandle(call), 503, now);
                 }
             }
         }
@@ -369,10 +370,9 @@ impl Core {
 
     /// Hang up one call (an operator's kick): BYE when answered, else 480 to its INVITE.
     pub fn handle_hangup(&mut self, call: u64, now: Duration) {
-        if let Sip::Serving(sip) = &mut self.sip {
-            let h = CallHandle(call);
-            if sip.hangup(h, now).is_err() {
-                let _ = sip.reject(h, 480, now);
+        if !self.hangup(call, now) {
+            if let Some(sip) = self.sip_mut() {
+                let _ = sip.reject(CallHandle(call), 480, now);
             }
         }
         self.step(now);
@@ -478,6 +478,30 @@ impl Core {
                     }
                 }
                 self.close_room_if_empty(room);
+            }
+            RoomEvent::Latched {
+                room: _,
+                call,
+                source,
+            } => {
+                if let Some(rec) = self.calls.get_mut(&call) {
+                    if rec.source != Some(source) {
+                        tracing::debug!(call, ?source, "media source");
+                        rec.source = Some(source);
+                        self.dirty_calls.insert(call);
+                    }
+                }
+            }
+            RoomEvent::MediaTimeout { room: _, call } => {
+                if self
+                    .calls
+                    .get(&call)
+                    .is_some_and(|c| c.media == MediaPhase::Joined)
+                    && self.hangup(call, now)
+                {
+                    tracing::info!(call, "media timeout: nothing heard, hanging up");
+                    self.stats.media_timeouts += 1;
+                }
             }
             RoomEvent::Snapshot { room, snapshot } => self.on_snapshot(room, *snapshot),
         }
@@ -672,6 +696,7 @@ impl Core {
                             room: id,
                             call,
                             media: member_media(rec.port, neg),
+                            source: rec.source,
                         }));
                         attached.insert(call);
                         self.rooms
@@ -854,6 +879,9 @@ impl Core {
                         return self.reject(call, 488, &why, now)
                     }
                     Some(Err(e)) => return self.reject(call, 400, &e.to_string(), now),
+                    Some(Ok(n)) if !self.same_family(&n) => {
+                        return self.reject(call, 488, "media address family not served", now)
+                    }
                     Some(Ok(n)) => Some(n),
                     None => None,
                 };
@@ -876,6 +904,7 @@ impl Core {
                     awaiting_answer: false,
                     confirmed: false,
                     ssrc_out: None,
+                    source: None,
                 };
                 self.calls.insert(call, rec);
                 self.dirty_calls.insert(call);
@@ -891,7 +920,11 @@ impl Core {
                 };
                 rec.local.session_version += 1;
                 self.dirty_calls.insert(call);
+                let family = self.cfg.media_ip.is_ipv6();
                 match offer.as_deref().map(sdp::negotiate) {
+                    Some(Ok(n)) if n.remote_rtp.is_ipv6() != family => {
+                        self.reject(call, 488, "media address family not served", now)
+                    }
                     Some(Ok(n)) => match rec.media {
                         MediaPhase::Joined => {
                             let answer = sdp::build_answer(&rec.local, &n);
@@ -926,7 +959,7 @@ impl Core {
                 self.dirty_calls.insert(call);
                 if std::mem::take(&mut rec.awaiting_answer) {
                     match answer.as_deref().map(sdp::negotiate) {
-                        Some(Ok(n)) => {
+                        Some(Ok(n)) if n.remote_rtp.is_ipv6() == self.cfg.media_ip.is_ipv6() => {
                             let joined = rec.media == MediaPhase::Joined;
                             rec.neg = Some(n);
                             if joined {
@@ -972,10 +1005,40 @@ impl Core {
         }
     }
 
-    fn hangup(&mut self, call: u64, now: Duration) {
-        if let Some(sip) = self.sip_mut() {
-            let _ = sip.hangup(CallHandle(call), now);
+    /// Send BYE; the call leaves its room at once (its media stop with the BYE, not when the
+    /// BYE transaction ends). Whether the BYE went out.
+    fn hangup(&mut self, call: u64, now: Duration) -> bool {
+        let Some(sip) = self.sip_mut() else {
+            return false;
+        };
+        if sip.hangup(CallHandle(call), now).is_err() {
+            return false;
         }
+        self.leave_room(call);
+        true
+    }
+
+    /// Take the call out of its room now (the call itself lives on until its BYE completes).
+    fn leave_room(&mut self, call: u64) {
+        let Some(rec) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&rec.room) else {
+            return;
+        };
+        if room.members.remove(&call) {
+            let id = room.record.id;
+            rec.media = MediaPhase::Idle;
+            self.dirty_calls.insert(call);
+            self.actions
+                .push_back(Action::Room(RoomCommand::Leave { room: id, call }));
+            self.close_room_if_empty(id);
+        }
+    }
+
+    /// The offer's media address is of the family we serve (IPv4 or IPv6, as `media_ip`).
+    fn same_family(&self, n: &Negotiated) -> bool {
+        n.remote_rtp.is_ipv6() == self.cfg.media_ip.is_ipv6()
     }
 
     /// Pick a port pair for the call and ask the driver to bind it.

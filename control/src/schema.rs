@@ -18,7 +18,7 @@
 //!   re-INVITE after a takeover gets 481 and the client hangs up, and a 200 waiting for its
 //!   ACK is never retransmitted.
 //! - Calls ([`Item::Call`]: room, port, SDP session id and version, negotiated media, where
-//!   the call stands): without them the backup does not know which client belongs to which
+//!   the call stands, the media source its room learned): without them the backup does not know which client belongs to which
 //!   room, where to send its media, or what version its next SDP must carry.
 //! - Rooms ([`Item::Room`]: the mixer configuration and its latest snapshot, i.e. every
 //!   output stream's SSRC, sequence and timestamp origin, the tick phase, the top-N set and
@@ -32,6 +32,7 @@
 //! `tests/takeover.rs` has a negative control for each of these: drop it and a promoted
 //! backup sends something the primary would not have.
 
+use crate::latch::Source;
 use mixer::{MixerConfig, MixerSnapshot};
 use serde::{Deserialize, Serialize};
 use sip_core::sdp::{LocalMedia, Negotiated};
@@ -141,6 +142,9 @@ pub struct CallRecord {
     pub confirmed: bool,
     /// The output SSRC its room gave it.
     pub ssrc_out: Option<u32>,
+    /// Where its media come from, as its room learned it ([`crate::latch`]): a backup that
+    /// takes over accepts media from there only, not from whatever the mirror saw last.
+    pub source: Option<Source>,
 }
 
 /// One room.

@@ -2,7 +2,8 @@
 //! entries the primary replicated (through their wire encoding). The primary is stopped
 //! after every step of scripted call flows (INVITE, 200 retransmitted until ACK, ACK,
 //! re-INVITE, INFO, OPTIONS, CANCEL, offerless INVITE, BYE from either side, an operator's
-//! kick, a 2xx never acknowledged ending by timer H, shutdown); from then on the promoted
+//! kick, a 2xx never acknowledged ending by timer H, shutdown, a room learning a client's
+//! media source behind NAT); from then on the promoted
 //! backup gets the same inputs the primary would have got, and everything it sends (SIP
 //! responses, retransmissions, BYEs with their Call-ID, tags and CSeq numbers) must be
 //! byte-identical to what the primary sends, and its calls (ports, SDP versions, output
@@ -16,7 +17,8 @@
 mod common;
 
 use common::*;
-use control::{Entry, Item, Role};
+use control::latch::Source;
+use control::{Entry, Item, Role, RoomEvent};
 use sip_core::state::StateChange;
 use sip_core::Transmit;
 use std::collections::BTreeMap;
@@ -45,6 +47,8 @@ enum Step {
     AnswerBye(usize),
     /// The room tasks reply.
     Rooms,
+    /// The UA's room learned its media source at this address (behind NAT), for good.
+    Latched(usize, &'static str),
     /// Virtual time passes (timers fire).
     Advance(u64),
     Shutdown,
@@ -66,6 +70,7 @@ fn script() -> (Vec<Ua>, Vec<Step>) {
         Rooms,
         Advance(600), // the 200 OK is retransmitted until the ACK
         Ack(0, None),
+        Latched(0, "203.0.113.7:41000"),
         Invite(1, Some(OPUS)),
         Rooms,
         Ack(1, None),
@@ -224,6 +229,32 @@ impl Script {
                 }
             }
             Step::Rooms => nodes.iter_mut().for_each(|n| n.rooms()),
+            Step::Latched(i, at) => {
+                let uri = format!("sip:{}@{}", self.uas[i].name, self.uas[i].addr.ip());
+                let source = Source {
+                    rtp: Some(addr(at)),
+                    rtcp: None,
+                    learning: false,
+                };
+                for n in nodes.iter_mut() {
+                    let call = n
+                        .core
+                        .calls()
+                        .values()
+                        .find(|c| c.from_uri == uri)
+                        .map(|c| c.call)
+                        .expect("latched call exists");
+                    let room = n
+                        .mixers
+                        .iter()
+                        .find(|(_, m)| m.participant_ids().contains(&call))
+                        .map(|(id, _)| *id)
+                        .expect("latched call is in a room");
+                    n.core
+                        .handle_room_event(RoomEvent::Latched { room, call, source }, n.now);
+                    n.drain();
+                }
+            }
             Step::Advance(ms) => {
                 for n in nodes.iter_mut() {
                     let to = n.now + Duration::from_millis(ms);
@@ -286,6 +317,15 @@ fn run(stop: usize, tamper: Tamper) -> Result<(), String> {
     b.drain();
     if let Some(t) = b.sent.first() {
         return Err(format!("backup sent at takeover: {}", show(t)));
+    }
+    // Members resume with the source their room had learned, not the mirror's latest.
+    for (call, source) in &b.attached {
+        let learned = p.core.call(*call).and_then(|c| c.source);
+        if *source != learned {
+            return Err(format!(
+                "call {call} attached with source {source:?}, the primary had learned {learned:?}"
+            ));
+        }
     }
     for (k, step) in steps.iter().enumerate().skip(stop) {
         s.apply(step, &mut [&mut p, &mut b]);
@@ -386,6 +426,26 @@ fn negative_control_server_record_dropped() {
         divergences(t) > 0,
         "dropping the server record went unnoticed"
     );
+}
+
+#[test]
+fn the_learned_media_source_survives_the_takeover() {
+    // Stopped right after the room learned alice's source: her member is attached with it.
+    let (_, steps) = script();
+    let k = steps
+        .iter()
+        .position(|s| matches!(s, Step::Latched(..)))
+        .unwrap();
+    run(k + 1, untouched).unwrap();
+    fn t(e: &mut Entry) {
+        for i in &mut e.items {
+            if let Item::Call(c) = i {
+                c.source = None;
+            }
+        }
+    }
+    let e = run(k + 1, t).expect_err("a lost media source went unnoticed");
+    assert!(e.contains("203.0.113.7:41000"), "{e}");
 }
 
 #[test]

@@ -31,6 +31,10 @@ pub struct ServeArgs {
     /// How many loudest speakers are mixed [default: 3].
     #[arg(long)]
     pub top_n: Option<usize>,
+    /// End a call (BYE) when nothing (RTP or RTCP) came from its media source for this many
+    /// seconds; calls on hold are exempt; 0 disables [default: 60].
+    #[arg(long)]
+    pub media_timeout: Option<u64>,
     /// Seed for every random choice (SSRCs, tags); random at start when absent.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -103,6 +107,7 @@ struct FileConfig {
     http_listen: Option<SocketAddr>,
     max_participants: Option<usize>,
     top_n: Option<usize>,
+    media_timeout: Option<u64>,
     seed: Option<u64>,
     sip_rate_limit: Option<u32>,
     sip_rate_burst: Option<u32>,
@@ -140,6 +145,8 @@ pub struct Config {
     pub max_participants: usize,
     /// Top-N mixing.
     pub top_n: usize,
+    /// Media timeout (`None`: disabled).
+    pub media_timeout: Option<std::time::Duration>,
     /// Seed, if fixed.
     pub seed: Option<u64>,
     /// SIP messages per second per source IP (0: no limit).
@@ -310,6 +317,10 @@ impl ServeArgs {
         if sip_rate_limit > 0 && sip_rate_burst == 0 {
             bail!("sip-rate-burst must be at least 1 (or sip-rate-limit 0: no limit)");
         }
+        let media_timeout = match self.media_timeout.or(file.media_timeout).unwrap_or(60) {
+            0 => None,
+            s => Some(std::time::Duration::from_secs(s)),
+        };
         let ft = self.resolve_ft(&file, sip_listen, media_ip)?;
         let limits = self.resolve_limits(&file)?;
         Ok(Config {
@@ -320,6 +331,7 @@ impl ServeArgs {
             http_listen,
             max_participants,
             top_n,
+            media_timeout,
             seed: self.seed.or(file.seed),
             sip_rate_limit,
             sip_rate_burst,
@@ -474,6 +486,12 @@ mod tests {
         assert_eq!((c.rtp_port_min, c.rtp_port_max), (20000, 29999));
         assert_eq!(c.http_listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!((c.sip_rate_limit, c.sip_rate_burst), (300, 600));
+        assert_eq!(c.media_timeout, Some(std::time::Duration::from_secs(60)));
+        let off = ServeArgs {
+            media_timeout: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(off.resolve().unwrap().media_timeout, None);
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! - **Backup**: holds the VIP on `lo` without answering ARP for it, queues every packet for
 //!   the VIP in an NFQUEUE (no bypass) and reads it on a thread that issues DROP (its kernel
 //!   never answers a client) while remembering, per local port, where each client's packets
-//!   come from (what symmetric RTP latched on the primary, NAT included). It applies the
+//!   come from (a fallback for calls still learning their media source: the learned sources
+//!   are replicated with the calls). It applies the
 //!   replicated entries to its control core (the same call and room records the primary
 //!   keeps, the SIP dialogs and transactions, the latest mixer snapshot per room) and binds
 //!   one RTP/RTCP socket pair per call on the same port as the primary's — and nothing else:

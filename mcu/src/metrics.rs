@@ -35,6 +35,13 @@ pub struct Metrics {
     /// SIP datagrams other than calls' (OPTIONS, keep-alives, ...) dropped unparsed because
     /// the server was behind (their queue was full).
     pub sip_low_priority_dropped: Counter,
+    /// RTP packets dropped because they came from another address than the participant's
+    /// learned media source (injection, hijack attempts).
+    pub media_foreign_dropped: Counter,
+    /// RTCP packets dropped because they came from another address than the participant's.
+    pub rtcp_foreign_dropped: Counter,
+    /// Calls ended because nothing was heard from their media source for the media timeout.
+    pub media_timeouts: Counter,
     /// SIP messages received (parsed).
     pub sip_in: Counter,
     /// Malformed SIP answered with 400.
@@ -97,6 +104,9 @@ impl Metrics {
             media_events_unlogged: Counter::default(),
             sip_rate_limited: Counter::default(),
             sip_low_priority_dropped: Counter::default(),
+            media_foreign_dropped: Counter::default(),
+            rtcp_foreign_dropped: Counter::default(),
+            media_timeouts: Counter::default(),
             sip_in: Counter::default(),
             sip_malformed_answered: Counter::default(),
             sip_malformed_dropped: Counter::default(),
@@ -160,6 +170,21 @@ impl Metrics {
             "sip_low_priority_dropped",
             "SIP datagrams other than calls' dropped unparsed while the server was behind",
             m.sip_low_priority_dropped.clone(),
+        );
+        r.register(
+            "media_foreign_dropped",
+            "RTP packets dropped as coming from another address than the participant's media source",
+            m.media_foreign_dropped.clone(),
+        );
+        r.register(
+            "rtcp_foreign_dropped",
+            "RTCP packets dropped as coming from another address than the participant's",
+            m.rtcp_foreign_dropped.clone(),
+        );
+        r.register(
+            "media_timeouts",
+            "Calls ended because their media went silent for the media timeout",
+            m.media_timeouts.clone(),
         );
         r.register("sip_messages_in", "SIP messages parsed", m.sip_in.clone());
         r.register(

@@ -1,8 +1,10 @@
 //! The backup's mirror reader: a thread reading the NFQUEUE that holds every client packet
 //! the primary's host mirrors to us. Until a takeover it drops them (this host must never
 //! answer a client) while remembering, per local port, where each client's packets come
-//! from (what symmetric RTP latched on the primary, NAT included); at the takeover it lets
-//! them through to the sockets instead.
+//! from; at the takeover it lets them through to the sockets instead. The latest source is
+//! anyone's packet (an attacker's too): a member resumes with the media source its room
+//! learned on the primary (replicated with its call), and the mirrored source serves only a
+//! call that was still learning ([`control::latch`]).
 
 use anyhow::{Context, Result};
 use netfilter_shim::queue::{PacketQueue, Protocol};

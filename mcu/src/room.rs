@@ -8,10 +8,16 @@
 //! [`control::RoomEvent`]s. Socket reader tasks forward packets stamped with their arrival
 //! instant; a 20 ms interval ticks the mixer; every output leaves with a non-blocking
 //! `try_send_to` to where [`control::latch::Latch`] says the client's media come from.
+//!
+//! Every packet passes the participant's latch first: packets from another address than its
+//! learned media source are dropped before the mixer and counted (`media_foreign_dropped`,
+//! `rtcp_foreign_dropped`). What a latch learns goes to the control core
+//! ([`RoomEvent::Latched`], replicated); a participant not on hold from which nothing was heard
+//! for the media timeout is reported once ([`RoomEvent::MediaTimeout`]) and the core hangs up.
 
 use crate::metrics::Metrics;
 use crate::state::{ApiEvent, RoomView};
-use control::latch::Latch;
+use control::latch::{Latch, Source};
 use control::limit::LogThrottle;
 use control::{RoomEvent, RoomInit};
 use mixer::{Mixer, Output, ParticipantId, StreamParams};
@@ -115,10 +121,14 @@ pub enum RoomCtl {
         id: ParticipantId,
         /// Its sockets.
         media: MediaEndpoint,
-        /// Latest RTP source seen for its port.
-        seen_rtp: Option<SocketAddr>,
-        /// Latest RTCP source seen.
-        seen_rtcp: Option<SocketAddr>,
+        /// The source its room had learned on the primary (replicated).
+        source: Option<Source>,
+        /// Latest RTP source the mirrored input saw for its port (used only without `source`).
+        mirrored: Option<SocketAddr>,
+        /// On hold (exempt from the media timeout).
+        held: bool,
+        /// Its SDP says it sends RTP (not recvonly or inactive).
+        sends: bool,
     },
     /// New negotiated parameters (re-INVITE), keeping the output stream.
     Update {
@@ -151,6 +161,10 @@ struct Packet {
 struct Member {
     media: MediaEndpoint,
     latch: Latch,
+    /// On hold (the client said sendonly or inactive): exempt from the media timeout.
+    held: bool,
+    /// The media timeout was reported.
+    timed_out: bool,
     readers: [Option<JoinHandle<()>>; 2],
 }
 
@@ -189,6 +203,8 @@ pub struct RoomCtx {
     pub ship_snapshots: bool,
     /// Hot standby: stop sending media at once when set (this node was taken over).
     pub fenced: Arc<AtomicBool>,
+    /// Report participants silent this long (`None`: never).
+    pub media_timeout: Option<Duration>,
 }
 
 /// Spawn a room task.
@@ -278,16 +294,59 @@ impl Room {
         }
     }
 
-    fn attach(&mut self, id: ParticipantId, media: MediaEndpoint, latch: Latch) {
+    fn attach(&mut self, id: ParticipantId, media: MediaEndpoint, latch: Latch, held: bool) {
         let readers = spawn_readers(&media, id, &self.pkt_tx, &self.ctx.metrics);
         self.members.insert(
             id,
             Member {
                 media,
                 latch,
+                held,
+                timed_out: false,
                 readers,
             },
         );
+        self.report(id, self.since_origin(Instant::now()));
+    }
+
+    /// Tell the control core what the participant's latch learned, if that changed.
+    fn report(&mut self, id: ParticipantId, now: Duration) {
+        if let Some(source) = self
+            .members
+            .get_mut(&id)
+            .and_then(|m| m.latch.poll_report(now))
+        {
+            let _ = self.ctx.replies.send(RoomEvent::Latched {
+                room: self.ctx.id,
+                call: id,
+                source,
+            });
+        }
+    }
+
+    /// Latches whose probation ended, participants silent for the media timeout.
+    fn check_members(&mut self, now: Duration) {
+        let ids: Vec<ParticipantId> = self.members.keys().copied().collect();
+        for id in ids {
+            self.report(id, now);
+            let Some(m) = self.members.get_mut(&id) else {
+                continue;
+            };
+            // A node taken over hangs up nothing: the calls belong to the new primary.
+            if self.ctx.fenced.load(Ordering::SeqCst) {
+                continue;
+            }
+            if let Some(limit) = self.ctx.media_timeout {
+                if !m.held && !m.timed_out && m.latch.silent_for(now) >= limit {
+                    m.timed_out = true;
+                    tracing::info!(room = %self.ctx.name.escape_debug(), id, "media timeout");
+                    let _ = self.ctx.replies.send(RoomEvent::MediaTimeout {
+                        room: self.ctx.id,
+                        call: id,
+                    });
+                }
+            }
+        }
     }
 
     /// Returns false when the room must stop.
@@ -296,10 +355,13 @@ impl Room {
         match ctl {
             RoomCtl::Join { id, params, media } => {
                 let room = self.ctx.id;
+                let (held, sends) = (!params.send, params.recv);
                 let ev = match self.mixer.add_participant(id, params, now) {
                     Ok(ssrc) => {
-                        let latch = Latch::new(media.remote_rtp, media.remote_rtcp, media.rtcp_mux);
-                        self.attach(id, media, latch);
+                        let mut latch =
+                            Latch::new(media.remote_rtp, media.remote_rtcp, media.rtcp_mux, now);
+                        latch.set_client_sends(sends);
+                        self.attach(id, media, latch, held);
                         // Replicated before the call is answered.
                         let snapshot = self.ctx.ship_snapshots.then(|| {
                             self.shipped = Some(self.mixer.state_version());
@@ -323,22 +385,25 @@ impl Room {
             RoomCtl::Attach {
                 id,
                 media,
-                seen_rtp,
-                seen_rtcp,
+                source,
+                mirrored,
+                held,
+                sends,
             } => {
                 if self.mixer.output_stream(id).is_none() {
                     tracing::warn!(room = %self.ctx.name, id, "participant missing from the snapshot: skipped");
                     return true;
                 }
-                let latch = Latch::resumed(
+                let mut latch = Latch::resumed(
                     media.remote_rtp,
                     media.remote_rtcp,
                     media.rtcp_mux,
-                    seen_rtp,
-                    seen_rtcp,
+                    source,
+                    mirrored,
                     now,
                 );
-                self.attach(id, media, latch);
+                latch.set_client_sends(sends);
+                self.attach(id, media, latch, held);
             }
             RoomCtl::Update {
                 id,
@@ -347,10 +412,13 @@ impl Room {
                 remote_rtcp,
             } => {
                 if let Some(m) = self.members.get_mut(&id) {
-                    m.latch.on_update(remote_rtp, remote_rtcp);
+                    m.latch.on_update(remote_rtp, remote_rtcp, now);
+                    m.latch.set_client_sends(params.recv);
+                    m.held = !params.send;
                     if let Err(e) = self.mixer.update_participant(id, params, now) {
                         tracing::warn!(room = %self.ctx.name, id, "update failed: {e}");
                     }
+                    self.report(id, now);
                 }
             }
             RoomCtl::Leave { id } => {
@@ -377,14 +445,21 @@ impl Room {
             return;
         }
         if p.rtcp_port || control::latch::is_rtcp(&p.data) {
+            if !m.latch.on_rtcp(p.from, !p.rtcp_port, now) {
+                metrics.rtcp_foreign_dropped.inc();
+                return;
+            }
             metrics.rtcp_in.inc();
-            m.latch.on_rtcp(p.from);
             self.mixer.handle_rtcp(p.id, &p.data, now);
         } else {
+            if !m.latch.on_rtp(p.from, now) {
+                metrics.media_foreign_dropped.inc();
+                return;
+            }
             metrics.rtp_in.inc();
-            m.latch.on_rtp(p.from, now);
             self.mixer.handle_rtp(p.id, &p.data, now);
         }
+        self.report(p.id, now);
         self.drain();
         self.ship();
     }
@@ -523,6 +598,7 @@ async fn run_room(
                 ticks += 1;
                 if ticks.is_multiple_of(5) {
                     room.publish();
+                    room.check_members(room.since_origin(at));
                 }
                 room.ship();
             }

@@ -617,6 +617,10 @@ impl Server {
             c.calls_rejected
                 .saturating_sub(self.last_core.calls_rejected),
         );
+        m.media_timeouts.inc_by(
+            c.media_timeouts
+                .saturating_sub(self.last_core.media_timeouts),
+        );
         self.last_core = c;
     }
 
@@ -654,6 +658,7 @@ impl Server {
                         replies: self.room_tx.clone(),
                         ship_snapshots: self.core.role() == Role::Primary,
                         fenced: self.shared.fenced.clone(),
+                        media_timeout: self.cfg.media_timeout,
                     },
                     init,
                 );
@@ -683,14 +688,26 @@ impl Server {
                     });
                 }
             }
-            RoomCommand::Attach { room, call, media } => {
-                let seen = |p: u16| {
+            RoomCommand::Attach {
+                room,
+                call,
+                media,
+                source,
+            } => {
+                // The mirror's latest source only for a call whose learned source never
+                // reached us (it was still learning): it may be anyone's packet.
+                let mirrored = source.is_none().then(|| {
                     self.hs
                         .as_ref()
                         .and_then(|h| h.net.mirror.as_ref())
-                        .and_then(|m| m.source(p, control::latch::RELATCH_AFTER))
-                };
-                let (seen_rtp, seen_rtcp) = (seen(media.port), seen(media.port + 1));
+                        .and_then(|m| m.source(media.port, control::latch::PROBATION))
+                });
+                let params = self
+                    .core
+                    .call(call)
+                    .and_then(|r| r.neg.as_ref())
+                    .map(control::stream_params);
+                let (held, sends) = params.map_or((false, true), |p| (!p.send, p.recv));
                 let Some(ep) = self.endpoint(call, &media) else {
                     tracing::error!(call, port = media.port, "takeover: no media socket");
                     return;
@@ -700,8 +717,10 @@ impl Server {
                     let _ = r.handle.ctl.send(RoomCtl::Attach {
                         id: call,
                         media: ep,
-                        seen_rtp,
-                        seen_rtcp,
+                        source,
+                        mirrored: mirrored.flatten(),
+                        held,
+                        sends,
                     });
                 }
             }

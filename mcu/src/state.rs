@@ -14,7 +14,7 @@ pub struct ParticipantView {
     pub id: ParticipantId,
     /// SIP URI of the caller.
     pub sip_uri: String,
-    /// Where we send its media (latched source of its RTP, else its SDP address).
+    /// Where we send its media (the learned source of its RTP, else its SDP address).
     pub remote_media: SocketAddr,
     /// Codec name.
     pub codec: String,

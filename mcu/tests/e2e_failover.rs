@@ -418,7 +418,8 @@ fn run(mode: Mode) {
     let key = dir.path("ft.key");
     std::fs::write(&key, format!("understudy-e2e-{}", std::process::id())).unwrap();
 
-    let bed = Testbed::up(&prefix, CLIENTS as u32);
+    // One more client node: an attacker on the clients' segment.
+    let bed = Testbed::up(&prefix, CLIENTS as u32 + 1);
 
     // The nodes.
     let mut nodes: Vec<Node> = vec![];
@@ -591,6 +592,49 @@ fn run(mode: Mode) {
         backup.as_deref().map_or("-".into(), status_summary)
     );
 
+    // An attacker sends RTP to the baresip participant's port from another host, across the
+    // kill: neither the primary nor the backup that takes over (whose mirrored input shows
+    // the attacker's packets) may send that participant's media to it.
+    let victim_port = primary
+        .get_json("/api/rooms")
+        .and_then(|r| {
+            r["rooms"].as_array()?.iter().find_map(|room| {
+                room["participants"].as_object()?.values().find_map(|p| {
+                    let from = p["remote_media"].as_str()?;
+                    from.starts_with(&format!("{}:", addr_of(bare)))
+                        .then(|| p["local_rtp_port"].as_u64())?
+                })
+            })
+        })
+        .expect("the baresip participant's port in /api/rooms") as u16;
+    let attack_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attacker = {
+        let (ns, stop) = (
+            bed.ns(&format!("client{}", CLIENTS + 1)),
+            attack_stop.clone(),
+        );
+        std::thread::spawn(move || {
+            testkit::bed::in_netns(&ns, move || {
+                let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+                sock.set_read_timeout(Some(Duration::from_millis(20)))
+                    .unwrap();
+                let (mut sent, mut received) = (0u32, 0u32);
+                let mut buf = [0u8; 2048];
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut p = vec![0x80u8, 0, 0, 0, 0, 0, 0, 0, 0xba, 0xad, 0xf0, 0x0d];
+                    p[2..4].copy_from_slice(&(sent as u16).to_be_bytes());
+                    p.extend_from_slice(&[0x55u8; 160]);
+                    let _ = sock.send_to(&p, (VIP, victim_port));
+                    sent += 1;
+                    if sock.recv_from(&mut buf).is_ok() {
+                        received += 1;
+                    }
+                }
+                (sent, received)
+            })
+        })
+    };
+
     // The conference runs; then the primary dies (or, standalone, that moment is noted).
     while t_joined.elapsed() < KILL_AFTER {
         let left = KILL_AFTER.saturating_sub(t_joined.elapsed());
@@ -705,6 +749,8 @@ fn run(mode: Mode) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    attack_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (attack_sent, attack_received) = attacker.join().expect("the attacker thread");
     let baresip_left = baresip.0.try_wait().unwrap();
     let takeover = serving.last().and_then(|n| n.get_json("/api/status"));
     if let Some(b) = backup.as_deref() {
@@ -712,6 +758,30 @@ fn run(mode: Mode) {
     }
 
     let mut problems: Vec<String> = vec![];
+    let foreign = |n: &Node| {
+        n.get("/metrics").and_then(|(_, m)| {
+            m.lines()
+                .find(|l| l.starts_with("mcu_media_foreign_dropped_total "))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+    };
+    let dropped: Vec<String> = serving
+        .iter()
+        .filter(|n| n.running())
+        .map(|n| format!("{} {:?}", n.name, foreign(n)))
+        .collect();
+    eprintln!(
+        "FAILOVER attacker: {attack_sent} packets sent to port {victim_port}, {attack_received} received; foreign packets dropped: {}",
+        dropped.join(", ")
+    );
+    if attack_received > 0 {
+        problems.push(format!(
+            "the attacker received {attack_received} packets of the baresip participant's media"
+        ));
+    }
+    if mode != Mode::Standalone && !backup.as_deref().and_then(foreign).is_some_and(|d| d > 0.0) {
+        problems.push("the backup dropped no foreign packet after the takeover".into());
+    }
     // A node that died on its own (a crash, or a signal from elsewhere: the exit status says
     // which) explains most of what follows.
     for n in [Some(&mut *primary), backup].into_iter().flatten() {

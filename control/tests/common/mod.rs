@@ -39,6 +39,8 @@ pub struct Node {
     pub last_seq: u64,
     /// A command the drivers could not carry out (a room that is not open...).
     pub fault: Option<String>,
+    /// Members attached at a takeover, with the media source they were attached with.
+    pub attached: Vec<(u64, Option<control::latch::Source>)>,
 }
 
 pub fn wire(e: &Entry) -> Entry {
@@ -58,6 +60,7 @@ impl Node {
             entries: Vec::new(),
             last_seq: 0,
             fault: None,
+            attached: Vec::new(),
         }
     }
 
@@ -130,7 +133,10 @@ impl Node {
                 };
                 self.replies.push(ev);
             }
-            RoomCommand::Attach { room, call, .. } => {
+            RoomCommand::Attach {
+                room, call, source, ..
+            } => {
+                self.attached.push((call, source));
                 if self
                     .mixers
                     .get(&room)
