@@ -38,8 +38,8 @@ pub struct ServeArgs {
     /// Seed for every random choice (SSRCs, tags); random at start when absent.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// SIP messages per second accepted from one source IP address over UDP; the excess is
-    /// dropped unparsed and counted; 0: no limit [default: 300].
+    /// SIP messages per second accepted from one source IP address: over UDP the excess is
+    /// dropped unparsed, over TCP it is read later; counted; 0: no limit [default: 300].
     #[arg(long)]
     pub sip_rate_limit: Option<u32>,
     /// Messages one source IP may send at once above --sip-rate-limit [default: twice the

@@ -32,6 +32,9 @@ pub struct Metrics {
     pub media_events_unlogged: Counter,
     /// SIP datagrams dropped unparsed: their source was over `--sip-rate-limit`.
     pub sip_rate_limited: Counter,
+    /// SIP/TCP messages delayed (read later, not dropped) because their source was over
+    /// `--sip-rate-limit`.
+    pub sip_tcp_throttled: Counter,
     /// SIP datagrams other than calls' (OPTIONS, keep-alives, ...) dropped unparsed because
     /// the server was behind (their queue was full).
     pub sip_low_priority_dropped: Counter,
@@ -103,6 +106,7 @@ impl Metrics {
             media_ssrc_changes: Counter::default(),
             media_events_unlogged: Counter::default(),
             sip_rate_limited: Counter::default(),
+            sip_tcp_throttled: Counter::default(),
             sip_low_priority_dropped: Counter::default(),
             media_foreign_dropped: Counter::default(),
             rtcp_foreign_dropped: Counter::default(),
@@ -165,6 +169,11 @@ impl Metrics {
             "sip_rate_limited",
             "SIP datagrams dropped unparsed: source over the per-source rate limit",
             m.sip_rate_limited.clone(),
+        );
+        r.register(
+            "sip_tcp_throttled",
+            "SIP/TCP messages delayed (not dropped): source over the per-source rate limit",
+            m.sip_tcp_throttled.clone(),
         );
         r.register(
             "sip_low_priority_dropped",

@@ -44,8 +44,42 @@ const LOW_PRIORITY_QUEUE: usize = 1024;
 /// Receive buffer asked for the SIP UDP socket, bytes.
 const SIP_RECV_BUFFER: usize = 4 << 20;
 
-/// Sources whose SIP rate the UDP reader tracks at most (see [`control::limit::SourceLimiter`]).
+/// Sources whose SIP rate the readers track at most (see [`control::limit::SourceLimiter`]).
 const RATE_LIMITED_SOURCES: usize = 65_536;
+
+/// How long a SIP/TCP reader over its source's rate waits before asking again.
+const TCP_THROTTLE_STEP: Duration = Duration::from_millis(5);
+
+/// The per-source SIP rate limit shared by the UDP reader and every SIP/TCP connection (one
+/// budget per source IP, whatever the transport).
+struct SipRate {
+    limiter: Mutex<SourceLimiter>,
+    origin: Instant,
+}
+
+impl SipRate {
+    fn allow(&self, ip: std::net::IpAddr) -> bool {
+        let now = self.origin.elapsed();
+        self.limiter.lock().unwrap().allow(ip, now)
+    }
+
+    /// Wait until `ip`'s budget covers `msgs` more messages: a SIP/TCP connection over the
+    /// limit is read no faster than the limit allows (TCP flow control pushes back on the
+    /// sender); its messages are delayed, never dropped (a stream cannot lose a message).
+    /// Returns how many messages had to wait.
+    async fn take(&self, ip: std::net::IpAddr, msgs: usize) -> u64 {
+        let mut waited = 0;
+        for _ in 0..msgs {
+            if !self.allow(ip) {
+                waited += 1;
+                while !self.allow(ip) {
+                    tokio::time::sleep(TCP_THROTTLE_STEP).await;
+                }
+            }
+        }
+        waited
+    }
+}
 
 /// Bound listeners, ready to serve.
 pub struct Listeners {
@@ -193,18 +227,26 @@ pub async fn run_with_ft(
     ));
     let (in_tx, mut in_rx) = mpsc::channel::<SipIn>(4096);
     let (low_tx, mut low_rx) = mpsc::channel::<SipIn>(LOW_PRIORITY_QUEUE);
-    let limiter = SourceLimiter::new(cfg.sip_rate_limit, cfg.sip_rate_burst, RATE_LIMITED_SOURCES);
+    let rate = Arc::new(SipRate {
+        limiter: Mutex::new(SourceLimiter::new(
+            cfg.sip_rate_limit,
+            cfg.sip_rate_burst,
+            RATE_LIMITED_SOURCES,
+        )),
+        origin: Instant::now(),
+    });
     let udp_reader = tokio::spawn(read_udp(
         udp.clone(),
         in_tx.clone(),
         low_tx,
-        limiter,
+        rate.clone(),
         shared.metrics.clone(),
     ));
     let tcp_acceptor = tokio::spawn(accept_tcp(
         listeners.tcp,
         in_tx,
         cfg.limits.max_sip_connections,
+        rate,
         shared.metrics.clone(),
     ));
     let idle_timeout = cfg.limits.sip_tcp_idle_timeout;
@@ -324,15 +366,14 @@ async fn read_udp(
     udp: Arc<UdpSocket>,
     calls: mpsc::Sender<SipIn>,
     rest: mpsc::Sender<SipIn>,
-    mut limiter: SourceLimiter,
+    rate: Arc<SipRate>,
     metrics: Metrics,
 ) {
-    let origin = Instant::now();
     let mut buf = vec![0u8; 65536];
     loop {
         match udp.recv_from(&mut buf).await {
             Ok((n, from)) => {
-                if !limiter.allow(from.ip(), origin.elapsed()) {
+                if !rate.allow(from.ip()) {
                     metrics.sip_rate_limited.inc();
                     continue;
                 }
@@ -364,7 +405,13 @@ async fn read_udp(
 /// Accept SIP/TCP connections, at most `max` open at once: above it a new connection is
 /// accepted and closed at once (counted), which frees its descriptor and keeps the backlog
 /// moving. Accept failures (out of descriptors) pause the acceptor ([`limits::accept`]).
-async fn accept_tcp(tcp: TcpListener, tx: mpsc::Sender<SipIn>, max: usize, metrics: Metrics) {
+async fn accept_tcp(
+    tcp: TcpListener,
+    tx: mpsc::Sender<SipIn>,
+    max: usize,
+    rate: Arc<SipRate>,
+    metrics: Metrics,
+) {
     let permits = Arc::new(tokio::sync::Semaphore::new(max));
     let mut backoff = AcceptBackoff::default();
     let mut next_conn: ConnId = 1;
@@ -394,25 +441,52 @@ async fn accept_tcp(tcp: TcpListener, tx: mpsc::Sender<SipIn>, max: usize, metri
             return;
         }
         metrics.sip_tcp_connections.inc();
-        let (tx, metrics) = (tx.clone(), metrics.clone());
+        let (tx, rate, metrics) = (tx.clone(), rate.clone(), metrics.clone());
         tokio::spawn(async move {
-            serve_tcp(conn, from, stream, wrx, close_rx, tx).await;
+            let io = TcpIo {
+                conn,
+                from,
+                close: close_rx,
+                tx,
+                rate,
+                metrics: metrics.clone(),
+            };
+            serve_tcp(stream, wrx, io).await;
             metrics.sip_tcp_connections.dec();
             drop(permit);
         });
     }
 }
 
-/// One SIP/TCP connection: bytes in go to the main task until the peer closes (reported) or
-/// the main task drops the connection's `close` sender (not reported: it knows).
-async fn serve_tcp(
+/// What a SIP/TCP connection's reader works with.
+struct TcpIo {
     conn: ConnId,
     from: SocketAddr,
+    /// Dropped by the main task to close the connection.
+    close: tokio::sync::oneshot::Receiver<()>,
+    tx: mpsc::Sender<SipIn>,
+    rate: Arc<SipRate>,
+    metrics: Metrics,
+}
+
+/// One SIP/TCP connection: bytes in go to the main task until the peer closes (reported) or
+/// the main task drops the connection's `close` sender (not reported: it knows). The
+/// messages are counted against the source's rate limit first (a framer of its own cuts
+/// them; the core frames the same bytes again) and read no faster than it allows.
+async fn serve_tcp(
     stream: tokio::net::TcpStream,
     mut wrx: mpsc::UnboundedReceiver<Vec<u8>>,
-    mut close: tokio::sync::oneshot::Receiver<()>,
-    tx: mpsc::Sender<SipIn>,
+    io: TcpIo,
 ) {
+    let TcpIo {
+        conn,
+        from,
+        mut close,
+        tx,
+        rate,
+        metrics,
+    } = io;
+    let mut framer = sip_core::framing::Framer::default();
     let (mut rd, mut wr) = stream.into_split();
     // The writer ends when the main task drops the connection's sender, after writing what
     // was queued.
@@ -431,6 +505,9 @@ async fn serve_tcp(
                 Ok(0) | Err(_) => break true,
                 Ok(n) => {
                     let data = buf[..n].to_vec();
+                    let msgs = framer.push(&data, MAX_SIP_MESSAGE).len();
+                    let waited = rate.take(from.ip(), msgs).await;
+                    metrics.sip_tcp_throttled.inc_by(waited);
                     if tx.send(SipIn::TcpData { conn, from, data }).await.is_err() {
                         break false;
                     }

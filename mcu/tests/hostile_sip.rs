@@ -474,3 +474,135 @@ fn calls_are_served_before_keepalives_when_behind() {
         "during the flood: {flooded:?}"
     );
 }
+
+/// A SIP/TCP connection from 127.0.0.2 writing OPTIONS as fast as the server reads them,
+/// until [`TcpFlood::stop`].
+struct TcpFlood {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl TcpFlood {
+    fn start(target: SocketAddr) -> TcpFlood {
+        // std cannot bind a TCP client to a chosen address; tokio's TcpSocket can.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let stream = rt
+            .block_on(async {
+                let s = tokio::net::TcpSocket::new_v4()?;
+                s.bind("127.0.0.2:0".parse().unwrap())?;
+                s.connect(target).await
+            })
+            .expect("TCP connect from 127.0.0.2")
+            .into_std()
+            .unwrap();
+        stream.set_nonblocking(false).unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            use std::io::Write;
+            let mut stream = stream;
+            let me = stream.local_addr().unwrap();
+            let mut sent = 0u64;
+            // 100 messages per write, as a client pipelining them would.
+            let mut batch = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                batch.clear();
+                for i in 0..100 {
+                    let n = sent + i;
+                    batch.extend_from_slice(format!(
+                        "OPTIONS sip:flood@{target} SIP/2.0\r\nVia: SIP/2.0/TCP {me};branch=z9hG4bKtf{n}\r\nMax-Forwards: 70\r\nFrom: <sip:flood@{me}>;tag=tf\r\nTo: <sip:flood@{target}>\r\nCall-ID: tflood-{n}@x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+                    ).as_bytes());
+                }
+                let mut off = 0;
+                while off < batch.len() && !flag.load(Ordering::Relaxed) {
+                    match stream.write(&batch[off..]) {
+                        Ok(n) => off += n,
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) => {}
+                        Err(_) => return sent,
+                    }
+                }
+                if off == batch.len() {
+                    sent += 100;
+                }
+            }
+            sent
+        });
+        TcpFlood { stop, thread }
+    }
+
+    /// Stop; how many messages were written whole (in batches of 100).
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// The same budget holds over SIP/TCP, where nothing can be dropped from a stream: a
+/// connection flooding OPTIONS from 127.0.0.2 is read no faster than the per-source limit
+/// (delayed messages counted in `mcu_sip_tcp_throttled_total`), and INVITEs from another
+/// source are answered within 2 s. Control: with the limit off, the same flood gets far more
+/// of its messages parsed, so the limit is what holds it back.
+#[test]
+fn sip_tcp_flood_is_read_at_the_source_rate() {
+    let flood_for = |limit: u32, invites: bool| {
+        let srv = TestServer::start(ServeArgs {
+            seed: Some(45),
+            sip_rate_limit: Some(limit),
+            ..args("34350-34399")
+        });
+        let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let calm = timed_invite(&srv, "tcpflood", "calm", &rtp);
+        assert!(calm.is_some(), "INVITE without a flood unanswered");
+        let parsed0 = metric(&metrics(&srv), "mcu_sip_messages_in_total");
+        let flood = TcpFlood::start(srv.sip);
+        let started = Instant::now();
+        let answered: Vec<Option<Duration>> = if invites {
+            (0..5)
+                .map(|i| {
+                    std::thread::sleep(INVITE_SPACING);
+                    timed_invite(&srv, "tcpflood", &format!("t{i}"), &rtp)
+                })
+                .collect()
+        } else {
+            std::thread::sleep(INVITE_SPACING * 5);
+            Vec::new()
+        };
+        let secs = started.elapsed().as_secs_f64();
+        let m = metrics(&srv);
+        let parsed = metric(&m, "mcu_sip_messages_in_total") - parsed0;
+        let throttled = metric(&m, "mcu_sip_tcp_throttled_total");
+        let sent = flood.stop();
+        eprintln!(
+            "SIP/TCP flood, limit {limit}/s: {sent} OPTIONS written in {secs:.1} s, {parsed} messages parsed, {throttled} delayed; INVITE latency without {calm:?}, with {answered:?}"
+        );
+        (answered, parsed, throttled, secs)
+    };
+    let (answered, parsed, throttled, secs) = flood_for(300, true);
+    assert!(
+        answered.iter().all(Option::is_some),
+        "INVITEs during the TCP flood: {answered:?}"
+    );
+    assert!(throttled > 0.0, "nothing throttled");
+    // Burst (600) + 300/s, plus the INVITEs and ACKs from the other source.
+    let allowed = 600.0 + 300.0 * (secs + 0.5) + 20.0;
+    assert!(
+        parsed <= allowed,
+        "{parsed} parsed, at most {allowed} allowed"
+    );
+    let (_, unlimited, unthrottled, _) = flood_for(0, false);
+    assert_eq!(unthrottled, 0.0);
+    assert!(
+        unlimited > 2.0 * allowed,
+        "control: without the limit only {unlimited} parsed (limit allowed {allowed})"
+    );
+}

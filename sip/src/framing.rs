@@ -1,11 +1,15 @@
 //! TCP stream framing (RFC 3261 18.3): accumulate bytes per connection, cut messages by
 //! Content-Length, and skip CRLF keep-alives (RFC 5626 3.5.1 "ping"/"pong").
+//!
+//! The core frames the bytes it is given itself ([`crate::Core::handle_stream_data`] keeps a
+//! [`Framer`] per connection); a driver may run its own to count and classify the messages of
+//! a connection before handing the same bytes on (e.g. a per-source rate limit).
 
 use crate::message::{head_end, raw_content_length};
 
 /// One unit cut from a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Frame {
+pub enum Frame {
     /// A complete message (head + body).
     Message(Vec<u8>),
     /// A double-CRLF keep-alive ping; the peer expects a single CRLF back.
@@ -18,7 +22,7 @@ pub(crate) enum Frame {
 
 /// Per-connection reassembly buffer.
 #[derive(Debug, Default)]
-pub(crate) struct Framer {
+pub struct Framer {
     buf: Vec<u8>,
     /// Body bytes of an oversized message still to be discarded.
     skip: usize,
@@ -26,7 +30,7 @@ pub(crate) struct Framer {
 
 impl Framer {
     /// Append `data` and cut every complete frame.
-    pub(crate) fn push(&mut self, data: &[u8], max: usize) -> Vec<Frame> {
+    pub fn push(&mut self, data: &[u8], max: usize) -> Vec<Frame> {
         let mut out = Vec::new();
         let mut data = data;
         if self.skip > 0 {

@@ -94,7 +94,7 @@
 #![forbid(unsafe_code)]
 
 mod core;
-mod framing;
+pub mod framing;
 pub mod inspect;
 mod message;
 pub mod sdp;
