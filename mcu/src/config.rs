@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// [default: 1024].
     #[arg(long)]
     pub max_sip_connections: Option<usize>,
+    /// Most SIP/TCP connections open at once from one source IP address (one client cannot
+    /// take every slot) [default: a quarter of --max-sip-connections].
+    #[arg(long)]
+    pub max_sip_connections_per_source: Option<usize>,
     /// Seconds a SIP/TCP connection that carries no call and no unanswered request may stay
     /// silent before it is closed [default: 60].
     #[arg(long)]
@@ -122,6 +126,7 @@ struct FileConfig {
     ft_dead_after: Option<u32>,
     ft_queue_num: Option<u16>,
     max_sip_connections: Option<usize>,
+    max_sip_connections_per_source: Option<usize>,
     sip_tcp_idle_timeout: Option<u64>,
     max_http_connections: Option<usize>,
     http_header_timeout: Option<u64>,
@@ -164,6 +169,8 @@ pub struct Config {
 pub struct Limits {
     /// Most SIP/TCP connections open at once.
     pub max_sip_connections: usize,
+    /// Most SIP/TCP connections open at once from one source IP address.
+    pub max_sip_connections_per_source: usize,
     /// A SIP/TCP connection that carries no call is closed after this long without input.
     pub sip_tcp_idle_timeout: Duration,
     /// Most HTTP connections open at once.
@@ -178,6 +185,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_sip_connections: 1024,
+            max_sip_connections_per_source: 256,
             sip_tcp_idle_timeout: Duration::from_secs(60),
             max_http_connections: 64,
             http_header_timeout: Duration::from_secs(5),
@@ -355,11 +363,18 @@ impl ServeArgs {
                 Some(s) => Ok(Duration::from_secs(s)),
             }
         };
+        let max_sip_connections = count(
+            "max-sip-connections",
+            self.max_sip_connections.or(file.max_sip_connections),
+            d.max_sip_connections,
+        )?;
         Ok(Limits {
-            max_sip_connections: count(
-                "max-sip-connections",
-                self.max_sip_connections.or(file.max_sip_connections),
-                d.max_sip_connections,
+            max_sip_connections,
+            max_sip_connections_per_source: count(
+                "max-sip-connections-per-source",
+                self.max_sip_connections_per_source
+                    .or(file.max_sip_connections_per_source),
+                (max_sip_connections / 4).max(1),
             )?,
             sip_tcp_idle_timeout: secs(
                 "sip-tcp-idle-timeout",
@@ -580,6 +595,7 @@ mod tests {
         .unwrap()
         .limits;
         assert_eq!(l.max_sip_connections, 20);
+        assert_eq!(l.max_sip_connections_per_source, 5, "a quarter by default");
         assert_eq!(l.sip_tcp_idle_timeout, Duration::from_secs(2));
         assert_eq!(l.http_header_timeout, Duration::from_secs(4));
         assert_eq!(l.shutdown_timeout, Duration::from_secs(7));

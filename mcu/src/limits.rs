@@ -193,6 +193,62 @@ pub fn check_fd_budget(cfg: &crate::config::Config) -> Option<u64> {
     Some(soft)
 }
 
+/// Open connections per source IP address, at most `max` each: one client (or attacker)
+/// cannot take every slot of a listener's global cap.
+#[derive(Debug)]
+pub struct PerSource {
+    max: usize,
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One connection's place in its source's share; given back when dropped.
+#[derive(Debug)]
+pub struct SourceSlot {
+    owner: std::sync::Arc<PerSource>,
+    ip: std::net::IpAddr,
+}
+
+impl PerSource {
+    /// At most `max` connections per source.
+    pub fn new(max: usize) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(PerSource {
+            max,
+            open: Default::default(),
+        })
+    }
+
+    /// A place for one more connection from `ip`, if its share is not used up.
+    pub fn try_take(self: &std::sync::Arc<Self>, ip: std::net::IpAddr) -> Option<SourceSlot> {
+        let mut open = self.open.lock().unwrap();
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            owner: self.clone(),
+            ip,
+        })
+    }
+
+    /// Connections open from `ip`.
+    pub fn open(&self, ip: std::net::IpAddr) -> usize {
+        self.open.lock().unwrap().get(&ip).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock().unwrap();
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +296,19 @@ mod tests {
             }
         );
         assert!(b.failed(&emfile()).log, "still the first real failure");
+    }
+
+    #[test]
+    fn per_source_share_is_bounded_and_given_back() {
+        let a: std::net::IpAddr = "198.18.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "198.18.0.2".parse().unwrap();
+        let shares = PerSource::new(2);
+        let s1 = shares.try_take(a).unwrap();
+        let _s2 = shares.try_take(a).unwrap();
+        assert!(shares.try_take(a).is_none(), "a's share is used up");
+        let _b1 = shares.try_take(b).expect("b has its own share");
+        drop(s1);
+        assert_eq!(shares.open(a), 1);
+        assert!(shares.try_take(a).is_some(), "given back on drop");
     }
 }

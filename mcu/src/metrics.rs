@@ -71,6 +71,9 @@ pub struct Metrics {
     pub sip_tcp_connections: Gauge,
     /// SIP/TCP connections closed at once because `--max-sip-connections` were open.
     pub sip_tcp_rejected: Counter,
+    /// SIP/TCP connections closed at once because their source IP address had
+    /// `--max-sip-connections-per-source` open.
+    pub sip_tcp_rejected_per_source: Counter,
     /// SIP/TCP connections closed after `--sip-tcp-idle-timeout` without input or call.
     pub sip_tcp_idle_closed: Counter,
     /// Failed accepts on the SIP/TCP listener (e.g. out of file descriptors).
@@ -124,6 +127,7 @@ impl Metrics {
             ft_dropped: Counter::default(),
             sip_tcp_connections: Gauge::default(),
             sip_tcp_rejected: Counter::default(),
+            sip_tcp_rejected_per_source: Counter::default(),
             sip_tcp_idle_closed: Counter::default(),
             sip_tcp_accept_errors: Counter::default(),
             http_rejected: Counter::default(),
@@ -247,6 +251,11 @@ impl Metrics {
             "sip_tcp_rejected",
             "SIP/TCP connections closed at once: the connection cap was reached",
             m.sip_tcp_rejected.clone(),
+        );
+        r.register(
+            "sip_tcp_rejected_per_source",
+            "SIP/TCP connections closed at once: their source had its share of connections open",
+            m.sip_tcp_rejected_per_source.clone(),
         );
         r.register(
             "sip_tcp_idle_closed",

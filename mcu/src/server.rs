@@ -246,6 +246,7 @@ pub async fn run_with_ft(
         listeners.tcp,
         in_tx,
         cfg.limits.max_sip_connections,
+        cfg.limits.max_sip_connections_per_source,
         rate,
         shared.metrics.clone(),
     ));
@@ -402,17 +403,19 @@ async fn read_udp(
     }
 }
 
-/// Accept SIP/TCP connections, at most `max` open at once: above it a new connection is
-/// accepted and closed at once (counted), which frees its descriptor and keeps the backlog
-/// moving. Accept failures (out of descriptors) pause the acceptor ([`limits::accept`]).
+/// Accept SIP/TCP connections, at most `max` open at once and `max_per_source` from one
+/// source IP address: above either a new connection is accepted and closed at once
+/// (counted), which frees its descriptor and keeps the backlog moving. Accept failures (out of descriptors) pause the acceptor ([`limits::accept`]).
 async fn accept_tcp(
     tcp: TcpListener,
     tx: mpsc::Sender<SipIn>,
     max: usize,
+    max_per_source: usize,
     rate: Arc<SipRate>,
     metrics: Metrics,
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(max));
+    let per_source = limits::PerSource::new(max_per_source);
     let mut backoff = AcceptBackoff::default();
     let mut next_conn: ConnId = 1;
     loop {
@@ -427,6 +430,10 @@ async fn accept_tcp(
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             metrics.sip_tcp_rejected.inc();
             continue; // dropping the stream closes it
+        };
+        let Some(share) = per_source.try_take(from.ip()) else {
+            metrics.sip_tcp_rejected_per_source.inc();
+            continue;
         };
         let conn = next_conn;
         next_conn += 1;
@@ -453,7 +460,7 @@ async fn accept_tcp(
             };
             serve_tcp(stream, wrx, io).await;
             metrics.sip_tcp_connections.dec();
-            drop(permit);
+            drop((permit, share));
         });
     }
 }

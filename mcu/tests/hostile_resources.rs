@@ -82,8 +82,12 @@ struct TcpUa {
 
 impl TcpUa {
     fn connect(server: SocketAddr, room: &str, tag: &str) -> TcpUa {
+        Self::on(TcpStream::connect(server).unwrap(), server, room, tag)
+    }
+
+    fn on(s: TcpStream, server: SocketAddr, room: &str, tag: &str) -> TcpUa {
         TcpUa {
-            s: TcpStream::connect(server).unwrap(),
+            s,
             server,
             room: room.into(),
             call_id: format!("{tag}-tcp@127.0.0.1"),
@@ -188,6 +192,8 @@ fn idle_sip_tcp_connections_are_capped_and_timed_out() {
     let srv = TestServer::start(ServeArgs {
         seed: Some(13),
         max_sip_connections: Some(20),
+        // All of this test's clients are 127.0.0.1: the per-source share is the whole cap.
+        max_sip_connections_per_source: Some(20),
         sip_tcp_idle_timeout: Some(idle.as_secs()),
         ..args("34000-34049")
     });
@@ -593,4 +599,76 @@ fn sigterm_with_held_connections_exits_by_the_deadline() {
     std::net::UdpSocket::bind(srv.sip).expect("SIP UDP port free");
     std::net::TcpListener::bind(srv.sip).expect("SIP TCP port free");
     std::net::TcpListener::bind(srv.http).expect("HTTP port free");
+}
+
+/// A TCP connection to `server` from `local` (another loopback address: std cannot bind a
+/// TCP client, tokio's TcpSocket can).
+fn connect_from(local: &str, server: SocketAddr) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let s = rt
+        .block_on(async {
+            let s = tokio::net::TcpSocket::new_v4()?;
+            s.bind(format!("{local}:0").parse().unwrap())?;
+            s.connect(server).await
+        })
+        .unwrap_or_else(|e| panic!("TCP connect from {local}: {e}"))
+        .into_std()
+        .unwrap();
+    s.set_nonblocking(false).unwrap();
+    s
+}
+
+/// One source cannot take every SIP/TCP slot: with a cap of 20 and 3 per source, the 4th
+/// and 5th connections from 127.0.0.2 are closed at once (counted) while 127.0.0.1 is still
+/// served; a slot given back is usable again.
+#[test]
+fn one_source_gets_its_share_of_sip_tcp_connections() {
+    let srv = TestServer::start(ServeArgs {
+        seed: Some(14),
+        max_sip_connections: Some(20),
+        max_sip_connections_per_source: Some(3),
+        ..args("34400-34449")
+    });
+    let mut mine: Vec<TcpStream> = (0..5).map(|_| connect_from("127.0.0.2", srv.sip)).collect();
+    let closed = testkit::poll(Duration::from_secs(1), || {
+        let eof: Vec<usize> = (0..mine.len())
+            .filter(|&i| peek(&mine[i]) == Peek::Eof)
+            .collect();
+        (eof.len() == 2).then_some(eof)
+    })
+    .expect("2 connections over the source's share closed within 1 s");
+    assert_eq!(closed, vec![3, 4], "the last two are over the share");
+    let (_, m) = srv.get("/metrics");
+    assert_eq!(
+        metric(&m, "mcu_sip_tcp_rejected_per_source_total"),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "mcu_sip_tcp_rejected_total"), 0.0, "{m}");
+    // The three within the share are served.
+    let mut ua = TcpUa::on(mine.remove(0), srv.sip, "share", "s0");
+    let o = ua.request("OPTIONS", 1, "");
+    ua.send(&o);
+    assert_eq!(uac::status(&ua.final_response("OPTIONS")), Some(200));
+    // Another source has its own share.
+    let mut other = TcpUa::connect(srv.sip, "share", "o1");
+    let o = other.request("OPTIONS", 1, "");
+    other.send(&o);
+    assert_eq!(uac::status(&other.final_response("OPTIONS")), Some(200));
+    // A slot given back (the client closes) is usable again: the share is not a lifetime
+    // quota.
+    drop(ua);
+    let served = testkit::poll(Duration::from_secs(2), || {
+        let mut ua = TcpUa::on(connect_from("127.0.0.2", srv.sip), srv.sip, "share", "s9");
+        let o = ua.request("OPTIONS", 1, "");
+        ua.send(&o);
+        ua.s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut b = [0u8; 64];
+        matches!(ua.s.read(&mut b), Ok(n) if n > 0).then_some(())
+    });
+    assert!(served.is_some(), "a freed slot was not reusable");
 }
