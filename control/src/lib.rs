@@ -446,7 +446,7 @@ impl Core {
                         rec.media = MediaPhase::Joined;
                         rec.ssrc_out = Some(ssrc);
                         self.dirty_calls.insert(call);
-                        tracing::info!(call, room = %rec.room, ssrc_out = ssrc, "joined room");
+                        tracing::info!(call, room = %rec.room.escape_debug(), ssrc_out = ssrc, "joined room");
                         if rec.answer_when_joined {
                             rec.answer_when_joined = false;
                             let neg = rec.neg.clone().expect("joined with negotiated media");
@@ -722,7 +722,7 @@ impl Core {
         for call in pending {
             let rec = self.calls.get_mut(&call).expect("listed");
             if rec.media == MediaPhase::Joined {
-                tracing::warn!(call, room = %rec.room, "takeover: the room's snapshot lacks the call: it joins again (new stream)");
+                tracing::warn!(call, room = %rec.room.escape_debug(), "takeover: the room's snapshot lacks the call: it joins again (new stream)");
             }
             rec.media = MediaPhase::Idle;
             self.join(call);

@@ -391,7 +391,7 @@ impl Room {
                 sends,
             } => {
                 if self.mixer.output_stream(id).is_none() {
-                    tracing::warn!(room = %self.ctx.name, id, "participant missing from the snapshot: skipped");
+                    tracing::warn!(room = %self.ctx.name.escape_debug(), id, "participant missing from the snapshot: skipped");
                     return true;
                 }
                 let mut latch = Latch::resumed(
@@ -416,7 +416,7 @@ impl Room {
                     m.latch.set_client_sends(params.recv);
                     m.held = !params.send;
                     if let Err(e) = self.mixer.update_participant(id, params, now) {
-                        tracing::warn!(room = %self.ctx.name, id, "update failed: {e}");
+                        tracing::warn!(room = %self.ctx.name.escape_debug(), id, "update failed: {e}");
                     }
                     self.report(id, now);
                 }
@@ -545,7 +545,7 @@ async fn run_room(
             match Mixer::from_snapshot(&snapshot, first.saturating_duration_since(origin)) {
                 Ok(m) => m,
                 Err(e) => {
-                    tracing::error!(room = %ctx.name, "cannot resume the room from its snapshot: {e}");
+                    tracing::error!(room = %ctx.name.escape_debug(), "cannot resume the room from its snapshot: {e}");
                     Mixer::new(snapshot.config.clone())
                 }
             }
