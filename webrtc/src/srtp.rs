@@ -407,8 +407,7 @@ impl Session {
         match &self.rtcp {
             Keys::Cm { aes, salt, mac } => {
                 let iv = cm_iv(salt, ssrc, u64::from(index));
-                ctr_at(aes, iv)
-                    .apply_keystream(&mut out[RTCP_HEADER_LEN..]);
+                ctr_at(aes, iv).apply_keystream(&mut out[RTCP_HEADER_LEN..]);
                 out.extend_from_slice(&word);
                 let tag = mac.clone().chain_update(&out[..]).finalize().into_bytes();
                 out.extend_from_slice(&tag[..10]);
@@ -444,8 +443,7 @@ impl Session {
                 out.extend_from_slice(&packet[..word_at]);
                 if word & E_FLAG != 0 {
                     let iv = cm_iv(salt, ssrc, u64::from(index));
-                    ctr_at(aes, iv)
-                        .apply_keystream(&mut out[RTCP_HEADER_LEN..]);
+                    ctr_at(aes, iv).apply_keystream(&mut out[RTCP_HEADER_LEN..]);
                 }
                 Ok(index)
             }
@@ -529,7 +527,9 @@ fn rtcp_ssrc(packet: &[u8]) -> Result<u32> {
     if packet[0] >> 6 != 2 {
         return Err(Error::BadVersion);
     }
-    Ok(u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]))
+    Ok(u32::from_be_bytes([
+        packet[4], packet[5], packet[6], packet[7],
+    ]))
 }
 
 /// RFC 3711 §3.3.1 / Appendix A: the packet index (`ROC * 2^16 + SEQ`) of a packet with
@@ -783,8 +783,7 @@ impl SrtpReceiver {
             }
             None => u64::from(seq),
         };
-        self.session
-            .unprotect_rtp(packet, hdr, ssrc, index, out)?;
+        self.session.unprotect_rtp(packet, hdr, ssrc, index, out)?;
         self.state
             .rtp
             .entry(ssrc)

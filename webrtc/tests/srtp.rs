@@ -133,7 +133,9 @@ fn a_resumed_sender_continues_the_stream_for_the_peer() {
             browser.decrypt_rtp(&wire).unwrap();
             ext_seq = 0x1_0000 * u64::from(seq < 65000) + u64::from(seq);
             if i % 100 == 0 {
-                primary.protect_rtcp(&rtcp_sr(SSRC, i as u32), &mut wire).unwrap();
+                primary
+                    .protect_rtcp(&rtcp_sr(SSRC, i as u32), &mut wire)
+                    .unwrap();
                 browser.decrypt_rtcp(&wire).unwrap();
             }
         }
@@ -223,7 +225,10 @@ fn a_flipped_bit_anywhere_fails_authentication() {
             let r = rx.unprotect_rtp(&bad, &mut back);
             assert!(r.is_err(), "{profile:?} byte {i} flipped: {r:?}");
             assert!(back.is_empty());
-            assert!(rx.state().rtp.is_empty(), "a forged packet changed the state");
+            assert!(
+                rx.state().rtp.is_empty(),
+                "a forged packet changed the state"
+            );
         }
         let mut rx = SrtpReceiver::new(k.clone()).unwrap();
         rx.unprotect_rtp(&wire, &mut back).unwrap();
@@ -238,7 +243,10 @@ fn a_flipped_bit_anywhere_fails_authentication() {
         rx.unprotect_rtcp(&wire, &mut back).unwrap();
         // Other keys: refused.
         let mut other = SrtpReceiver::new(keys(profile, 6)).unwrap();
-        assert_eq!(other.unprotect_rtcp(&wire, &mut back), Err(Error::AuthFailed));
+        assert_eq!(
+            other.unprotect_rtcp(&wire, &mut back),
+            Err(Error::AuthFailed)
+        );
     }
 }
 
@@ -253,7 +261,10 @@ fn a_receiver_with_the_wrong_rollover_counter_cannot_decrypt() {
         tx.protect_rtp(&rtp(SSRC, 0x11), &mut wire).unwrap();
         let mut wrong = SrtpReceiver::new(k.clone()).unwrap();
         wrong.resume(SSRC, 0x2_0010);
-        assert_eq!(wrong.unprotect_rtp(&wire, &mut back), Err(Error::AuthFailed));
+        assert_eq!(
+            wrong.unprotect_rtp(&wire, &mut back),
+            Err(Error::AuthFailed)
+        );
         let mut right = SrtpReceiver::new(k).unwrap();
         right.resume(SSRC, 0x3_0010);
         right.unprotect_rtp(&wire, &mut back).unwrap();
@@ -303,14 +314,23 @@ fn short_and_malformed_packets_are_errors() {
         let mut tx = SrtpSender::new(k).unwrap();
         let mut out = Vec::new();
         assert_eq!(rx.unprotect_rtp(&[], &mut out), Err(Error::TooShort));
-        assert_eq!(rx.unprotect_rtp(&[0x80; 12], &mut out), Err(Error::TooShort));
-        assert_eq!(rx.unprotect_rtp(&[0x40; 40], &mut out), Err(Error::BadVersion));
+        assert_eq!(
+            rx.unprotect_rtp(&[0x80; 12], &mut out),
+            Err(Error::TooShort)
+        );
+        assert_eq!(
+            rx.unprotect_rtp(&[0x40; 40], &mut out),
+            Err(Error::BadVersion)
+        );
         // Header extension claiming more words than the packet has.
         let mut p = rtp(SSRC, 1);
         p[14] = 0xff;
         assert_eq!(rx.unprotect_rtp(&p, &mut out), Err(Error::TooShort));
         assert_eq!(tx.protect_rtp(&p, &mut out), Err(Error::TooShort));
-        assert_eq!(rx.unprotect_rtcp(&[0x80; 8], &mut out), Err(Error::TooShort));
+        assert_eq!(
+            rx.unprotect_rtcp(&[0x80; 8], &mut out),
+            Err(Error::TooShort)
+        );
         assert_eq!(tx.protect_rtcp(&[0x80; 7], &mut out), Err(Error::TooShort));
     }
 }
@@ -348,4 +368,41 @@ fn keying_material_splits_per_rfc5764_and_role() {
     assert_eq!(Profile::from_id(0x0007), Ok(Profile::AeadAes128Gcm));
     assert_eq!(Profile::from_id(0x0002), Err(Error::UnknownProfile(2)));
     assert!(!format!("{:?}", keys(Profile::AeadAes128Gcm, 0)).contains("master_key: ["));
+}
+
+/// Writes the seeds of the `srtp_unprotect` fuzz target (`fuzz/seeds/srtp_unprotect/`):
+/// valid SRTP/SRTCP packets under the target's fixed keys, so the fuzzer starts inside the
+/// decrypt paths. Run: `cargo test -p webrtc-core --test srtp -- --ignored write_fuzz_seeds`.
+#[test]
+#[ignore = "writes files; run by hand to regenerate the fuzz seeds"]
+fn write_fuzz_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/srtp_unprotect");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (flag, profile) in [
+        (0u8, Profile::Aes128CmHmacSha1_80),
+        (1, Profile::AeadAes128Gcm),
+    ] {
+        let name = if flag == 0 { "cm" } else { "gcm" };
+        let fixed = SrtpKeys::new(profile, &[0x11; 16], &vec![0x22; profile.salt_len()]).unwrap();
+        let mut tx = SrtpSender::new(fixed).unwrap();
+        let mut wire = Vec::new();
+        let mut write = |file: String, flags: u8, bytes: &[u8]| {
+            let mut seed = vec![flags];
+            seed.extend_from_slice(bytes);
+            std::fs::write(dir.join(file), seed).unwrap();
+        };
+        tx.protect_rtp(&rtp(SSRC, 1000), &mut wire).unwrap();
+        write(format!("{name}_srtp.bin"), flag, &wire);
+        tx.protect_rtcp(&rtcp_sr(SSRC, 1), &mut wire).unwrap();
+        write(format!("{name}_srtcp.bin"), flag, &wire);
+        // A stream at ROC 1 and a receiver told so (flags bit 1, ROC in bits 2..).
+        tx.resume(SSRC, 0x1_0100, 5);
+        tx.protect_rtp(&rtp(SSRC, 0x101), &mut wire).unwrap();
+        write(format!("{name}_srtp_roc1.bin"), flag | 2 | (1 << 2), &wire);
+        // Plain packets for the protect -> unprotect round trip.
+        let mut csrc = rtp(SSRC, 7);
+        csrc[0] = 0x81; // one CSRC, no extension: the extension words become the CSRC
+        write(format!("{name}_rtp_plain.bin"), flag, &csrc);
+        write(format!("{name}_rtcp_plain.bin"), flag, &rtcp_sr(SSRC, 2));
+    }
 }

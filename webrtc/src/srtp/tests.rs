@@ -22,11 +22,9 @@ fn rfc3711_b2_aes_cm_keystream() {
     let salt: [u8; 14] = arr("F0F1F2F3F4F5F6F7F8F9FAFBFCFD");
     let iv = cm_iv(&salt, 0, 0);
     assert_eq!(iv.to_vec(), hex("F0F1F2F3F4F5F6F7F8F9FAFBFCFD0000"));
-    let Keys::Cm { aes, .. } = Keys::cm(
-        &arr("2B7E151628AED2A6ABF7158809CF4F3C"),
-        &salt,
-        &[0u8; 20],
-    ) else {
+    let Keys::Cm { aes, .. } =
+        Keys::cm(&arr("2B7E151628AED2A6ABF7158809CF4F3C"), &salt, &[0u8; 20])
+    else {
         unreachable!()
     };
     let mut ks = vec![0u8; 0xff02 * 16];
@@ -56,9 +54,11 @@ fn rfc3711_b3_key_derivation() {
     derive_session_key(&mk, &ms, LABEL_RTP_AUTH, &mut auth);
     assert_eq!(
         auth.to_vec(),
-        hex("CEBE321F6FF7716B6FD4AB49AF256A15 6D38BAA48F0A0ACF3C34E2359E6CDBCE
+        hex(
+            "CEBE321F6FF7716B6FD4AB49AF256A15 6D38BAA48F0A0ACF3C34E2359E6CDBCE
              E049646C43D9327AD175578EF7227098 6371C10C9A369AC2F94A8C5FBCDDDC25
-             6D6E919A48B610EF17C2041E47403576 6B68642C59BBFC2F34DB60DBDFB2")
+             6D6E919A48B610EF17C2041E47403576 6B68642C59BBFC2F34DB60DBDFB2"
+        )
     );
 }
 
