@@ -386,7 +386,7 @@ fn write_fuzz_seeds() {
         let fixed = SrtpKeys::new(profile, &[0x11; 16], &vec![0x22; profile.salt_len()]).unwrap();
         let mut tx = SrtpSender::new(fixed).unwrap();
         let mut wire = Vec::new();
-        let mut write = |file: String, flags: u8, bytes: &[u8]| {
+        let write = |file: String, flags: u8, bytes: &[u8]| {
             let mut seed = vec![flags];
             seed.extend_from_slice(bytes);
             std::fs::write(dir.join(file), seed).unwrap();
