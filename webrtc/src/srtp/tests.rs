@@ -169,3 +169,54 @@ fn replay_window_rejects_duplicates_and_old_packets() {
     assert_eq!(w.check(5000), Err(Error::Replay));
     assert_eq!(w.check(1010), Err(Error::Replay));
 }
+
+/// SRTCP with the E flag clear (RFC 3711 §3.4, RFC 7714 §9.3: authenticated, not
+/// encrypted) is accepted and returned as sent; we never send it ourselves.
+#[test]
+fn unencrypted_srtcp_is_authenticated_and_accepted() {
+    let plain = hex("80c80006 01020304 00000000 00000001 00000002 00000003 00000004");
+    let word = 7u32.to_be_bytes(); // E = 0, index 7
+    let keys = SrtpKeys::new(Profile::Aes128CmHmacSha1_80, &[1; 16], &[2; 14]).unwrap();
+    let s = Session::new(&keys).unwrap();
+    let Keys::Cm { mac, .. } = &s.rtcp else {
+        unreachable!()
+    };
+    let mut wire = plain.clone();
+    wire.extend_from_slice(&word);
+    let tag = mac.clone().chain_update(&wire).finalize().into_bytes();
+    wire.extend_from_slice(&tag[..10]);
+    let mut out = Vec::new();
+    assert_eq!(s.unprotect_rtcp(&wire, 0x01020304, &mut out), Ok(7));
+    assert_eq!(out, plain);
+    wire[10] ^= 1;
+    assert_eq!(
+        s.unprotect_rtcp(&wire, 0x01020304, &mut out),
+        Err(Error::AuthFailed)
+    );
+
+    let keys = SrtpKeys::new(Profile::AeadAes128Gcm, &[1; 16], &[2; 12]).unwrap();
+    let s = Session::new(&keys).unwrap();
+    let Keys::Gcm { aead, salt } = &s.rtcp else {
+        unreachable!()
+    };
+    let mut aad = plain.clone();
+    aad.extend_from_slice(&word);
+    let mut empty: [u8; 0] = [];
+    let tag = aead
+        .encrypt_inout_detached(
+            &gcm_iv(salt, 0x01020304, 7).into(),
+            &aad,
+            (&mut empty[..]).into(),
+        )
+        .unwrap();
+    let mut wire = plain.clone();
+    wire.extend_from_slice(&tag);
+    wire.extend_from_slice(&word);
+    assert_eq!(s.unprotect_rtcp(&wire, 0x01020304, &mut out), Ok(7));
+    assert_eq!(out, plain);
+    wire[10] ^= 1;
+    assert_eq!(
+        s.unprotect_rtcp(&wire, 0x01020304, &mut out),
+        Err(Error::AuthFailed)
+    );
+}
