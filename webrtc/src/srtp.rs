@@ -25,6 +25,12 @@
 //! that knows the extended sequence number of the last packet the primary sent calls
 //! [`SrtpSender::resume`] with it.
 //!
+//! The same holds for RTP as for SRTCP below: an index must never carry two different
+//! payloads under one key (AES-CM leaks the XOR of the two; GCM nonce reuse also leaks the
+//! authentication key). If the primary may have sent packets past the last replicated
+//! sequence number, the backup's mixer should continue a few sequence numbers further on
+//! (the browser counts the skipped ones as lost) rather than re-send those indices.
+//!
 //! SRTCP carries its index explicitly and the receiver rejects an index it has seen (replay
 //! window) — and reusing an index under the same key reuses keystream. The primary does not
 //! replicate every SRTCP packet, so the backup must resume *past* any index the primary may
