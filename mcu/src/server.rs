@@ -543,13 +543,17 @@ impl Server {
     /// Close the SIP/TCP connections silent for `idle` that no dialog or transaction uses.
     /// A connection carrying a call stays open however quiet (our BYE goes out on it).
     fn close_idle_tcp(&mut self, idle: Duration) {
-        let in_use = self.core.sip_streams_in_use();
-        let idle: Vec<ConnId> = self
+        let mut idle: Vec<ConnId> = self
             .tcp
             .iter()
-            .filter(|(c, t)| t.last_input.elapsed() >= idle && !in_use.contains(c))
+            .filter(|(_, t)| t.last_input.elapsed() >= idle)
             .map(|(c, _)| *c)
             .collect();
+        if idle.is_empty() {
+            return; // the usual case: no scan of the core's dialogs
+        }
+        let in_use = self.core.sip_streams_in_use();
+        idle.retain(|c| !in_use.contains(c));
         let now = self.now();
         for conn in idle {
             self.tcp.remove(&conn);

@@ -4,18 +4,10 @@
 
 mod common;
 use common::uac::{self, Uac};
-use common::{args, TestServer};
+use common::{args, metric, TestServer};
 use mcu::config::ServeArgs;
 use std::net::UdpSocket;
 use std::time::Duration;
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && !l.starts_with('#'))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
-}
 
 #[test]
 fn malformed_sip_and_garbage_media() {

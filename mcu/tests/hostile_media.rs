@@ -15,25 +15,11 @@ use std::time::{Duration, Instant};
 /// The media clock of the test clients (packet pacing, not synchronisation).
 const PTIME: Duration = Duration::from_millis(20);
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && !l.starts_with('#'))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
-}
-
-fn counter(srv: &TestServer, name: &str) -> f64 {
-    let (code, text) = srv.get("/metrics");
-    assert_eq!(code, 200);
-    metric(&text, name)
-}
-
 /// Poll `/metrics` until counter `name` reaches `min` (panics after 3 s).
 fn wait_counter(srv: &TestServer, name: &str, min: f64) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let v = counter(srv, name);
+        let v = srv.metric(name);
         if v >= min {
             return v;
         }
@@ -127,6 +113,24 @@ fn loud(p: &[u8]) -> bool {
     (e / payload.len() as f64).sqrt() > 1000.0
 }
 
+/// `a` talks and `b` is silent for `rounds` packets: how many of the packets `b` received
+/// after the first 20 (the jitter buffers filled) were loud, and how many there were.
+fn talk(a: &mut Party, b: &mut Party, rounds: usize) -> (usize, usize) {
+    let (mut loud_n, mut total) = (0, 0);
+    for i in 0..rounds {
+        a.send(true);
+        b.send(false);
+        std::thread::sleep(PTIME);
+        let got = drain(&b.rtp);
+        if i >= 20 {
+            total += got.len();
+            loud_n += got.iter().filter(|p| loud(p)).count();
+        }
+        drain(&a.rtp);
+    }
+    (loud_n, total)
+}
+
 #[test]
 fn injected_rtp_never_reaches_the_mix_nor_steals_the_downlink() {
     let srv = TestServer::start(ServeArgs {
@@ -137,21 +141,10 @@ fn injected_rtp_never_reaches_the_mix_nor_steals_the_downlink() {
     let mut b = Party::join(&srv, "strict", "b1", "");
     // Same host, another port: the source is its address, not only its IP.
     let attacker = rtp_socket("127.0.0.1");
-    let foreign_before = counter(&srv, "mcu_media_foreign_dropped_total");
+    let foreign_before = srv.metric("mcu_media_foreign_dropped_total");
 
     // Positive control: A talks, B hears A.
-    let (mut b_loud, mut b_total) = (0, 0);
-    for i in 0..60 {
-        a.send(true);
-        b.send(false);
-        std::thread::sleep(PTIME);
-        let got = drain(&b.rtp);
-        if i >= 20 {
-            b_total += got.len();
-            b_loud += got.iter().filter(|p| loud(p)).count();
-        }
-        drain(&a.rtp);
-    }
+    let (b_loud, b_total) = talk(&mut a, &mut b, 60);
     eprintln!("positive control: B: {b_loud} of {b_total} packets loud");
     assert!(b_total >= 30, "B receives its mix ({b_total} packets)");
     assert!(
@@ -201,18 +194,7 @@ fn injected_rtp_never_reaches_the_mix_nor_steals_the_downlink() {
 
     // A new SSRC from A's own address is A's: B hears it.
     a.ssrc = 0x5eed;
-    let (mut b_loud, mut b_total) = (0, 0);
-    for i in 0..50 {
-        a.send(true);
-        b.send(false);
-        std::thread::sleep(PTIME);
-        let got = drain(&b.rtp);
-        if i >= 20 {
-            b_total += got.len();
-            b_loud += got.iter().filter(|p| loud(p)).count();
-        }
-        drain(&a.rtp);
-    }
+    let (b_loud, b_total) = talk(&mut a, &mut b, 50);
     assert!(
         b_total >= 20 && b_loud * 10 >= b_total * 8,
         "B hears A's new SSRC: {b_loud} of {b_total} packets loud"
@@ -254,7 +236,7 @@ fn a_listener_keeps_its_downlink_after_the_probation() {
     );
 
     // One packet, then a few more, from the attacker to the listener's port.
-    let before = counter(&srv, "mcu_media_foreign_dropped_total");
+    let before = srv.metric("mcu_media_foreign_dropped_total");
     let mut heard = 0;
     for i in 0..50u16 {
         if i.is_multiple_of(10) {
@@ -287,7 +269,7 @@ fn foreign_rtcp_is_dropped_and_never_redirects_our_rtcp() {
     let mut a = Party::join(&srv, "reports", "r1", &format!("a=rtcp:{port}\r\n"));
     let server_rtcp = SocketAddr::new(a.server.ip(), a.server.port() + 1);
     let attacker = rtp_socket("127.0.0.2");
-    let before = counter(&srv, "mcu_rtcp_foreign_dropped_total");
+    let before = srv.metric("mcu_rtcp_foreign_dropped_total");
     // Receiver reports from the attacker, to our RTCP port and (mux-style) our RTP port,
     // until our first sender report arrives (0.5 to 5 s after the join).
     let rr = [0x80u8, 201, 0, 1, 0, 0, 0x0b, 0xad];
@@ -339,7 +321,7 @@ fn a_reinvite_to_a_new_address_moves_the_media() {
     let old = std::mem::replace(&mut a.rtp, new);
     std::thread::sleep(Duration::from_millis(100)); // packets already in flight
     drain(&old);
-    let before = counter(&srv, "mcu_media_foreign_dropped_total");
+    let before = srv.metric("mcu_media_foreign_dropped_total");
     let (mut got_new, mut got_old) = (0, 0);
     for i in 0..50u16 {
         a.send(false);
@@ -480,7 +462,7 @@ fn media_timeout_ends_silent_calls_only_and_media_stop_with_our_bye() {
             );
         }
     });
-    assert_eq!(counter(&srv, "mcu_media_timeouts_total"), 1.0);
+    assert_eq!(srv.metric("mcu_media_timeouts_total"), 1.0);
     for mut p in [talking, held, reporting] {
         assert_eq!(uac::status(&p.ua.bye().unwrap()), Some(200));
     }

@@ -8,21 +8,13 @@
 
 mod common;
 use common::uac::{self, Uac};
-use common::{args, TestServer};
+use common::{args, metric, Server, TestServer};
 use mcu::config::ServeArgs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
-use testkit::process::{signal, wait_timeout, LogLines};
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && !l.starts_with('#'))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
-}
+use testkit::process::{signal, wait_timeout};
 
 fn metric_at(http: SocketAddr, name: &str) -> f64 {
     let (code, text) = testkit::http::get(http, "/metrics").expect("GET /metrics");
@@ -349,76 +341,39 @@ fn slow_and_piled_up_http_clients() {
     assert!(after.is_some(), "header timeout counted");
 }
 
-/// The real binary, started under `prlimit` with a hard open-files limit of `nofile`.
-struct Limited {
-    child: Child,
-    log: LogLines,
-    sip: SocketAddr,
-    http: SocketAddr,
+/// The real binary, under `prlimit` with a hard open-files limit of `nofile` when given;
+/// it must be this branch's binary, which logs its open-files limit at start.
+fn limited(
+    nofile: Option<u32>,
+    sip_port: u16,
+    http_port: u16,
+    rtp: &str,
+    extra: &[&str],
+) -> Server {
+    let limit = nofile.map(|n| format!("--nofile={n}:{n}"));
+    let wrapper: Vec<&str> = match &limit {
+        Some(l) => vec!["prlimit", l, "--"],
+        None => vec![],
+    };
+    let mut srv = Server::start_under(&wrapper, sip_port, http_port, rtp, extra);
+    srv.log.expect("open files limit", Duration::from_secs(5));
+    srv
 }
 
-impl Limited {
-    fn start(
-        nofile: Option<u32>,
-        sip_port: u16,
-        http_port: u16,
-        rtp: &str,
-        extra: &[&str],
-    ) -> Self {
-        let sip: SocketAddr = format!("127.0.0.1:{sip_port}").parse().unwrap();
-        let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
-        let bin = env!("CARGO_BIN_EXE_mcu");
-        let mut cmd = match nofile {
-            Some(n) => {
-                let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
-        let mut child = cmd
-            .arg("serve")
-            .args(["--sip-listen", &sip.to_string()])
-            .args(["--http-listen", &http.to_string()])
-            .args(["--rtp-ports", rtp])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn mcu");
-        let mut log = LogLines::spawn_reader("mcu", child.stderr.take().unwrap());
-        log.expect("open files limit", Duration::from_secs(30));
-        log.expect("serving", Duration::from_secs(30));
-        Limited {
-            child,
-            log,
-            sip,
-            http,
-        }
-    }
-
-    /// CPU time (user + system) used so far, from /proc/PID/stat.
-    fn cpu(&self) -> Duration {
-        let st = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        let f: Vec<&str> = st.rsplit_once(')').unwrap().1.split_whitespace().collect();
-        // Fields 14 and 15 (utime, stime), counted after the ')' from field 3.
-        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-        Duration::from_millis(ticks * 1000 / clock_ticks())
-    }
-
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
+/// CPU time (user + system) `child` used so far, from /proc/PID/stat.
+fn cpu(child: &Child) -> Duration {
+    let st = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+    let f: Vec<&str> = st.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime), counted after the ')' from field 3.
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 1000 / clock_ticks())
 }
 
-impl Drop for Limited {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Descriptors `child` has open.
+fn fds(child: &Child) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 fn clock_ticks() -> u64 {
@@ -456,7 +411,7 @@ fn options_ok(sip: SocketAddr, tag: &str) -> bool {
 #[test]
 fn fd_exhaustion_backs_off_and_recovers() {
     testkit::require::tools(&["prlimit"]);
-    let mut srv = Limited::start(Some(64), 25740, 28740, "34100-34149", &[]);
+    let mut srv = limited(Some(64), 25740, 28740, "34100-34149", &[]);
     assert!(
         srv.log
             .lines
@@ -468,9 +423,9 @@ fn fd_exhaustion_backs_off_and_recovers() {
     assert_eq!(testkit::http::get(srv.http, "/healthz").unwrap().0, 200);
     assert!(options_ok(srv.sip, "opt-before"), "OPTIONS before");
     let idle_cpu = {
-        let c0 = srv.cpu();
+        let c0 = cpu(&srv.child);
         std::thread::sleep(Duration::from_secs(1));
-        srv.cpu() - c0
+        cpu(&srv.child) - c0
     };
 
     // Open SIP/TCP connections until the server says it cannot accept any more.
@@ -491,14 +446,14 @@ fn fd_exhaustion_backs_off_and_recovers() {
     eprintln!(
         "out of descriptors after {} connections ({} fds open in the server)",
         conns.len(),
-        srv.fds()
+        fds(&srv.child)
     );
     let logged = srv.log.count("SIP/TCP accept failed");
     // Over 2 s while exhausted, the server's CPU stays far below a spinning core.
     let t0 = Instant::now();
-    let c0 = srv.cpu();
+    let c0 = cpu(&srv.child);
     std::thread::sleep(Duration::from_secs(2));
-    let share = (srv.cpu() - c0).as_secs_f64() / t0.elapsed().as_secs_f64();
+    let share = (cpu(&srv.child) - c0).as_secs_f64() / t0.elapsed().as_secs_f64();
     eprintln!(
         "server CPU while out of descriptors: {:.1} % of a core (idle: {:.1} %)",
         share * 100.0,
@@ -546,7 +501,7 @@ fn fd_exhaustion_backs_off_and_recovers() {
 /// the process exits 0 within the shutdown deadline and its ports can be bound again.
 #[test]
 fn sigterm_with_held_connections_exits_by_the_deadline() {
-    let mut srv = Limited::start(
+    let mut srv = limited(
         None,
         25741,
         28741,
@@ -601,26 +556,6 @@ fn sigterm_with_held_connections_exits_by_the_deadline() {
     std::net::TcpListener::bind(srv.http).expect("HTTP port free");
 }
 
-/// A TCP connection to `server` from `local` (another loopback address: std cannot bind a
-/// TCP client, tokio's TcpSocket can).
-fn connect_from(local: &str, server: SocketAddr) -> TcpStream {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .unwrap();
-    let s = rt
-        .block_on(async {
-            let s = tokio::net::TcpSocket::new_v4()?;
-            s.bind(format!("{local}:0").parse().unwrap())?;
-            s.connect(server).await
-        })
-        .unwrap_or_else(|e| panic!("TCP connect from {local}: {e}"))
-        .into_std()
-        .unwrap();
-    s.set_nonblocking(false).unwrap();
-    s
-}
-
 /// One source cannot take every SIP/TCP slot: with a cap of 20 and 3 per source, the 4th
 /// and 5th connections from 127.0.0.2 are closed at once (counted) while 127.0.0.1 is still
 /// served; a slot given back is usable again.
@@ -632,7 +567,9 @@ fn one_source_gets_its_share_of_sip_tcp_connections() {
         max_sip_connections_per_source: Some(3),
         ..args("34400-34449")
     });
-    let mut mine: Vec<TcpStream> = (0..5).map(|_| connect_from("127.0.0.2", srv.sip)).collect();
+    let mut mine: Vec<TcpStream> = (0..5)
+        .map(|_| common::tcp_connect_from("127.0.0.2", srv.sip))
+        .collect();
     let closed = testkit::poll(Duration::from_secs(1), || {
         let eof: Vec<usize> = (0..mine.len())
             .filter(|&i| peek(&mine[i]) == Peek::Eof)
@@ -662,7 +599,12 @@ fn one_source_gets_its_share_of_sip_tcp_connections() {
     // quota.
     drop(ua);
     let served = testkit::poll(Duration::from_secs(2), || {
-        let mut ua = TcpUa::on(connect_from("127.0.0.2", srv.sip), srv.sip, "share", "s9");
+        let mut ua = TcpUa::on(
+            common::tcp_connect_from("127.0.0.2", srv.sip),
+            srv.sip,
+            "share",
+            "s9",
+        );
         let o = ua.request("OPTIONS", 1, "");
         ua.send(&o);
         ua.s.set_read_timeout(Some(Duration::from_millis(300)))

@@ -5,26 +5,12 @@
 
 mod common;
 use common::uac::{self, Uac};
-use common::{args, TestServer};
+use common::{args, metric, TestServer};
 use mcu::config::ServeArgs;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && !l.starts_with('#'))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
-}
-
-fn metrics(srv: &TestServer) -> String {
-    let (code, text) = srv.get("/metrics");
-    assert_eq!(code, 200);
-    text
-}
 
 /// RFC 3264 §6: a video + audio offer gets a 200 whose SDP has two m= lines in the offer's
 /// order, video declined with port 0, and audio flows on the accepted line.
@@ -92,7 +78,7 @@ fn wait_metric(srv: &TestServer, name: &str, at_least: f64, within: Duration) ->
     let deadline = Instant::now() + within;
     let (mut last, mut still_since) = (f64::NAN, Instant::now());
     loop {
-        let v = metric(&metrics(srv), name);
+        let v = metric(&srv.metrics(), name);
         if v != last {
             (last, still_since) = (v, Instant::now());
         }
@@ -149,7 +135,7 @@ fn ssrc_flood_is_counted_not_logged() {
         changes >= f64::from(sent_changes) / 2.0,
         "{changes} SSRC changes counted of {sent_changes} sent"
     );
-    let unlogged = metric(&metrics(&srv), "mcu_media_events_unlogged_total");
+    let unlogged = metric(&srv.metrics(), "mcu_media_events_unlogged_total");
     assert!(
         unlogged >= changes - 2.0,
         "{unlogged} unlogged, {changes} changes"
@@ -376,7 +362,7 @@ fn options_flood_from_one_source_does_not_starve_invites() {
     let calm: Vec<Option<Duration>> = (0..5)
         .map(|i| timed_invite(&srv, "floodroom", &format!("c{i}"), &rtp))
         .collect();
-    assert_eq!(metric(&metrics(&srv), "mcu_sip_rate_limited_total"), 0.0);
+    assert_eq!(metric(&srv.metrics(), "mcu_sip_rate_limited_total"), 0.0);
 
     let drops_before = kernel_drops(srv.sip.port());
     let flood = Flood::start(srv.sip);
@@ -398,7 +384,7 @@ fn options_flood_from_one_source_does_not_starve_invites() {
     let elapsed = started.elapsed();
     let sent = flood.stop();
     let kernel_drops = kernel_drops(srv.sip.port()) - drops_before;
-    let m = metrics(&srv);
+    let m = srv.metrics();
     let limited = metric(&m, "mcu_sip_rate_limited_total");
     let parsed = metric(&m, "mcu_sip_messages_in_total");
     eprintln!(
@@ -435,7 +421,7 @@ fn calls_are_served_before_keepalives_when_behind() {
         .map(|i| timed_invite(&srv, "busyroom", &format!("c{i}"), &rtp))
         .collect();
     assert_eq!(
-        metric(&metrics(&srv), "mcu_sip_low_priority_dropped_total"),
+        metric(&srv.metrics(), "mcu_sip_low_priority_dropped_total"),
         0.0
     );
     let drops_before = kernel_drops(srv.sip.port());
@@ -460,7 +446,7 @@ fn calls_are_served_before_keepalives_when_behind() {
     let elapsed = started.elapsed();
     let sent = flood.stop();
     let kernel_drops = kernel_drops(srv.sip.port()) - drops_before;
-    let m = metrics(&srv);
+    let m = srv.metrics();
     eprintln!(
         "OPTIONS flood without a rate limit: {sent} sent in {:.1} s ({:.0}/s), {} parsed, {} dropped from the rest's queue; INVITE answer latency without flood {calm:?}, with {flooded:?}; {kernel_drops} datagrams dropped by the kernel at the SIP socket (receive buffer full)",
         elapsed.as_secs_f64(),
@@ -484,21 +470,7 @@ struct TcpFlood {
 
 impl TcpFlood {
     fn start(target: SocketAddr) -> TcpFlood {
-        // std cannot bind a TCP client to a chosen address; tokio's TcpSocket can.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .unwrap();
-        let stream = rt
-            .block_on(async {
-                let s = tokio::net::TcpSocket::new_v4()?;
-                s.bind("127.0.0.2:0".parse().unwrap())?;
-                s.connect(target).await
-            })
-            .expect("TCP connect from 127.0.0.2")
-            .into_std()
-            .unwrap();
-        stream.set_nonblocking(false).unwrap();
+        let stream = common::tcp_connect_from("127.0.0.2", target);
         stream
             .set_write_timeout(Some(Duration::from_millis(100)))
             .unwrap();
@@ -563,7 +535,7 @@ fn sip_tcp_flood_is_read_at_the_source_rate() {
         let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let calm = timed_invite(&srv, "tcpflood", "calm", &rtp);
         assert!(calm.is_some(), "INVITE without a flood unanswered");
-        let parsed0 = metric(&metrics(&srv), "mcu_sip_messages_in_total");
+        let parsed0 = metric(&srv.metrics(), "mcu_sip_messages_in_total");
         let flood = TcpFlood::start(srv.sip);
         let started = Instant::now();
         let answered: Vec<Option<Duration>> = if invites {
@@ -578,7 +550,7 @@ fn sip_tcp_flood_is_read_at_the_source_rate() {
             Vec::new()
         };
         let secs = started.elapsed().as_secs_f64();
-        let m = metrics(&srv);
+        let m = srv.metrics();
         let parsed = metric(&m, "mcu_sip_messages_in_total") - parsed0;
         let throttled = metric(&m, "mcu_sip_tcp_throttled_total");
         let sent = flood.stop();

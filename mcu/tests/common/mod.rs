@@ -17,6 +17,38 @@ use std::sync::mpsc;
 use std::time::Duration;
 use testkit::process::{signal, wait_timeout, LogLines};
 
+/// The value of the sample named `name` (its whole name, e.g. `mcu_rtp_packets_in_total`)
+/// in an OpenMetrics text; panics, showing the text, when it is missing.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (n, v) = l.split_once(' ')?;
+            (n == name).then(|| v.split_whitespace().next()?.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
+}
+
+/// A TCP connection to `server` from `local`, another loopback address such as 127.0.0.2
+/// (a second source on one host; std cannot bind a TCP client, tokio's `TcpSocket` can).
+pub fn tcp_connect_from(local: &str, server: SocketAddr) -> std::net::TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let s = rt
+        .block_on(async {
+            let s = tokio::net::TcpSocket::new_v4()?;
+            s.bind(format!("{local}:0").parse().unwrap())?;
+            s.connect(server).await
+        })
+        .unwrap_or_else(|e| panic!("TCP connect from {local}: {e}"))
+        .into_std()
+        .unwrap();
+    s.set_nonblocking(false).unwrap();
+    s
+}
+
 /// Path of a sipp scenario shipped with the tests.
 pub fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -152,6 +184,18 @@ impl TestServer {
         testkit::http::get_json(self.http, path)
     }
 
+    /// `GET /metrics` (expecting 200): the OpenMetrics text.
+    pub fn metrics(&self) -> String {
+        let (code, text) = self.get("/metrics");
+        assert_eq!(code, 200, "GET /metrics");
+        text
+    }
+
+    /// One sample of `GET /metrics` by its whole name (see [`metric`]).
+    pub fn metric(&self, name: &str) -> f64 {
+        metric(&self.metrics(), name)
+    }
+
     /// What SIGTERM does to the binary: BYE to every participant, then stop. Returns the
     /// server's result (fails the test if it does not stop within 10 s).
     pub fn shutdown(&mut self) -> anyhow::Result<()> {
@@ -193,9 +237,30 @@ pub struct Server {
 impl Server {
     /// Start the binary and wait for its "serving" log line.
     pub fn start(sip_port: u16, http_port: u16, rtp_ports: &str, extra: &[&str]) -> Server {
+        Self::start_under(&[], sip_port, http_port, rtp_ports, extra)
+    }
+
+    /// [`Server::start`], the binary run by `wrapper` (e.g. `["prlimit", "--nofile=64:64",
+    /// "--"]`; empty: none).
+    pub fn start_under(
+        wrapper: &[&str],
+        sip_port: u16,
+        http_port: u16,
+        rtp_ports: &str,
+        extra: &[&str],
+    ) -> Server {
         let sip: SocketAddr = format!("127.0.0.1:{sip_port}").parse().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mcu"))
+        let bin = env!("CARGO_BIN_EXE_mcu");
+        let mut cmd = match wrapper.split_first() {
+            Some((w, args)) => {
+                let mut c = Command::new(w);
+                c.args(args).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
             .arg("serve")
             .args(["--sip-listen", &sip.to_string()])
             .args(["--http-listen", &http.to_string()])
