@@ -56,6 +56,50 @@ pub enum Action {
         /// Digit.
         digit: char,
     },
+    /// Register a joining WebRTC participant with the WebRTC transport (before its answer
+    /// is released: its ICE checks may follow at once).
+    OpenPeer {
+        /// Participant id.
+        id: u64,
+        /// Our ICE credentials.
+        local: webrtc_core::ice::Credentials,
+        /// The browser's.
+        remote: webrtc_core::ice::Credentials,
+        /// The browser's certificate fingerprint (sha-256).
+        remote_fingerprint: String,
+    },
+    /// Takeover: continue a WebRTC participant from its replicated keys.
+    ResumePeer {
+        /// Participant id.
+        id: u64,
+        /// Our ICE credentials.
+        local: webrtc_core::ice::Credentials,
+        /// The browser's.
+        remote: webrtc_core::ice::Credentials,
+        /// The browser's certificate fingerprint (sha-256).
+        remote_fingerprint: String,
+        /// The SRTP keys its handshake exported.
+        keys: webrtc_core::dtls::KeyingMaterial,
+        /// Its nominated pair.
+        selected: Option<SocketAddr>,
+    },
+    /// The participant's keys are replicated: its server's final DTLS flight may go.
+    ReleaseFinalFlight {
+        /// Participant id.
+        id: u64,
+    },
+    /// Forget a WebRTC participant's transport.
+    ClosePeer {
+        /// Participant id.
+        id: u64,
+    },
+    /// Answer a WHIP request (released after the backup acknowledged what it implies).
+    WhipReply {
+        /// The driver's request id.
+        request: u64,
+        /// The answer.
+        result: crate::peer::WhipResult,
+    },
     /// The takeover is done: this node serves.
     TakeoverComplete {
         /// Calls taken over.
@@ -123,6 +167,25 @@ pub enum RoomCommand {
         /// The source its room had learned on the primary (`None`: none reported; the driver
         /// may fall back on where the mirrored input showed its packets come from).
         source: Option<Source>,
+    },
+    /// Add a WebRTC participant (its media come and go through the WebRTC transport).
+    JoinPeer {
+        /// Room id.
+        room: u64,
+        /// Participant id.
+        call: u64,
+        /// Its stream.
+        params: StreamParams,
+    },
+    /// Takeover: route a resumed WebRTC participant of the resumed mixer through the
+    /// transport; its outgoing SRTP stream continues from the mixer's sequence numbers.
+    AttachPeer {
+        /// Room id.
+        room: u64,
+        /// Participant id.
+        call: u64,
+        /// The SRTCP index its next report carries.
+        srtcp_index: u32,
     },
     /// New negotiated parameters (re-INVITE), same output stream.
     Update {

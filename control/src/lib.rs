@@ -66,10 +66,12 @@
 pub mod action;
 pub mod latch;
 pub mod limit;
+pub mod peer;
 pub mod ports;
 pub mod schema;
 
 pub use action::{Action, MemberMedia, RoomCommand, RoomEvent, RoomInit};
+pub use peer::{PeerInput, PeerRecord, WebRtcConfig, WhipResult};
 pub use schema::{CallRecord, Entry, Item, MediaPhase, RoomRecord, ServerRecord};
 
 use mixer::{Codec, MixerConfig, MixerSnapshot, StreamParams};
@@ -109,6 +111,8 @@ pub struct Config {
     pub top_n: usize,
     /// Seed of every random choice.
     pub seed: u64,
+    /// WebRTC participants (WHIP), if served.
+    pub webrtc: Option<WebRtcConfig>,
 }
 
 impl Config {
@@ -127,6 +131,7 @@ impl Config {
             max_participants: 100,
             top_n: 3,
             seed,
+            webrtc: None,
         }
     }
 }
@@ -140,6 +145,12 @@ pub struct Stats {
     pub calls_rejected: u64,
     /// Calls hung up because their media went silent ([`RoomEvent::MediaTimeout`]).
     pub media_timeouts: u64,
+}
+
+/// Output held for the backup's acknowledgement.
+enum Held {
+    Sip(Transmit),
+    Action(Action),
 }
 
 #[allow(clippy::large_enum_variant)] // one per server, never moved on a hot path
@@ -163,6 +174,15 @@ pub struct Core {
     sip: Sip,
     calls: BTreeMap<u64, CallRecord>,
     dirty_calls: BTreeSet<u64>,
+    /// WebRTC participants ([`peer`]).
+    peers: BTreeMap<u64, PeerRecord>,
+    dirty_peers: BTreeSet<u64>,
+    /// WHIP requests waiting for their answer, by participant (not replicated: the HTTP
+    /// request dies with the node).
+    whip_pending: BTreeMap<u64, u64>,
+    /// Actions of this step that wait for the backup's acknowledgement like SIP messages
+    /// (WHIP replies, DTLS final flights).
+    commit_actions: Vec<Action>,
     rooms: BTreeMap<String, Room>,
     room_names: HashMap<u64, String>,
     /// Room items of this step (snapshots, closes), in order.
@@ -174,7 +194,7 @@ pub struct Core {
     last_seq: u64,
     committed: u64,
     full_seq: Option<u64>,
-    held: VecDeque<(u64, Transmit, Duration)>,
+    held: VecDeque<(u64, Held, Duration)>,
     actions: VecDeque<Action>,
     stopping: bool,
     /// Backup: a full state arrived.
@@ -207,6 +227,7 @@ impl Core {
                 rng: Rng::new(cfg.seed),
                 next_port: ports.next,
                 next_room_id: 1,
+                next_peer: 0,
             },
             server_dirty: true,
             cfg,
@@ -214,6 +235,10 @@ impl Core {
             sip,
             calls: BTreeMap::new(),
             dirty_calls: BTreeSet::new(),
+            peers: BTreeMap::new(),
+            dirty_peers: BTreeSet::new(),
+            whip_pending: BTreeMap::new(),
+            commit_actions: Vec::new(),
             rooms: BTreeMap::new(),
             room_names: HashMap::new(),
             room_items: Vec::new(),
@@ -441,6 +466,13 @@ impl Core {
                 if let Some(s) = snapshot {
                     self.on_snapshot(room, *s);
                 }
+                if self.peers.contains_key(&call) {
+                    if !self.peer_joined(call, ssrc, now) {
+                        self.forget_peer(call);
+                    }
+                    self.step(now);
+                    return;
+                }
                 match self.calls.get_mut(&call) {
                     Some(rec) if rec.media == MediaPhase::Joining => {
                         rec.media = MediaPhase::Joined;
@@ -464,6 +496,9 @@ impl Core {
             }
             RoomEvent::JoinFailed { room, call, reason } => {
                 tracing::warn!(call, room, "room refused the participant: {reason}");
+                if self.peers.contains_key(&call) {
+                    self.peer_join_failed(call, &reason);
+                }
                 if let Some(rec) = self.calls.get_mut(&call) {
                     if rec.media == MediaPhase::Joining {
                         rec.media = MediaPhase::Idle;
@@ -493,7 +528,11 @@ impl Core {
                 }
             }
             RoomEvent::MediaTimeout { room: _, call } => {
-                if self
+                if self.peers.contains_key(&call) {
+                    tracing::info!(call, "media timeout: nothing heard from the browser");
+                    self.stats.media_timeouts += 1;
+                    self.forget_peer(call);
+                } else if self
                     .calls
                     .get(&call)
                     .is_some_and(|c| c.media == MediaPhase::Joined)
@@ -514,10 +553,13 @@ impl Core {
     pub fn handle_committed(&mut self, seq: u64, now: Duration) {
         self.committed = self.committed.max(seq);
         while self.held.front().is_some_and(|h| h.0 <= self.committed) {
-            let (_, transmit, since) = self.held.pop_front().expect("front checked");
-            self.actions.push_back(Action::SendSip {
-                transmit,
-                held: Some(now.saturating_sub(since)),
+            let (_, held, since) = self.held.pop_front().expect("front checked");
+            self.actions.push_back(match held {
+                Held::Sip(transmit) => Action::SendSip {
+                    transmit,
+                    held: Some(now.saturating_sub(since)),
+                },
+                Held::Action(a) => a,
             });
         }
     }
@@ -548,6 +590,9 @@ impl Core {
                 .push(Item::Call(rec.clone()));
         }
         entries.extend(by_call.into_values().map(Entry::new));
+        for rec in self.peers.values() {
+            entries.push(Entry::new(vec![Item::Peer(Box::new(rec.clone()))]));
+        }
         for r in self.rooms.values() {
             entries.push(Entry::new(vec![Item::Room(r.record.clone())]));
         }
@@ -584,6 +629,7 @@ impl Core {
             }
             self.rooms.clear();
             self.room_names.clear();
+            self.peers.clear();
             self.sip = Sip::Standby(CoreState::new(self.cfg.seed));
             self.holds_state = true;
         }
@@ -625,6 +671,12 @@ impl Core {
                     self.rooms.remove(&name);
                 }
             }
+            Item::Peer(rec) => {
+                self.peers.insert(rec.id, *rec);
+            }
+            Item::PeerEnded { id } => {
+                self.peers.remove(&id);
+            }
         }
     }
 
@@ -659,6 +711,23 @@ impl Core {
                 }
             }
         }
+        // WebRTC participants whose handshake completed continue; the others are dropped.
+        let (resumable, dropped): (Vec<u64>, Vec<u64>) = self
+            .peers
+            .values()
+            .map(|p| p.id)
+            .partition(|id| self.peer_resumable(*id));
+        for id in dropped {
+            tracing::warn!(id, "takeover: WebRTC participant was still joining: dropped");
+            self.peers.remove(&id);
+            self.dirty_peers.insert(id);
+        }
+        for id in &resumable {
+            let name = self.peers[id].room.clone();
+            if let Some(room) = self.rooms.get_mut(&name) {
+                room.members.insert(*id);
+            }
+        }
         // A room whose calls all ended is not resumed.
         let empty: Vec<String> = self
             .rooms
@@ -689,6 +758,13 @@ impl Core {
                 .collect();
             self.open_room(record);
             for call in members {
+                if self.peers.contains_key(&call) {
+                    if in_snapshot.contains(&call) {
+                        self.resume_peer(call, now);
+                        attached.insert(call);
+                    }
+                    continue;
+                }
                 let rec = &self.calls[&call];
                 if rec.media == MediaPhase::Joined && in_snapshot.contains(&call) {
                     if let Some(neg) = &rec.neg {
@@ -707,6 +783,15 @@ impl Core {
                     }
                 }
             }
+        }
+        // A participant missing from its room's snapshot cannot continue its stream: dropped.
+        let lost: Vec<u64> = resumable
+            .into_iter()
+            .filter(|id| !attached.contains(id))
+            .collect();
+        for id in lost {
+            tracing::warn!(id, "takeover: WebRTC participant missing from its room's snapshot: dropped");
+            self.forget_peer(id);
         }
         // Rooms never shipped, and calls caught half-way in: (re)join.
         let pending: Vec<u64> = self
@@ -787,8 +872,10 @@ impl Core {
             self.server.next_port = self.ports.next;
             self.server_dirty = true;
         }
+        let commit_actions = std::mem::take(&mut self.commit_actions);
         if self.role != Role::Primary {
             self.dirty_calls.clear();
+            self.dirty_peers.clear();
             self.room_items.clear();
             self.server_dirty = false;
             self.actions
@@ -796,6 +883,7 @@ impl Core {
                     transmit,
                     held: None,
                 }));
+            self.actions.extend(commit_actions);
             return;
         }
         let mut items = Vec::new();
@@ -809,6 +897,7 @@ impl Core {
                 None => Item::CallEnded { call },
             });
         }
+        items.extend(self.peer_items());
         items.append(&mut self.room_items);
         if !items.is_empty() {
             self.last_seq += 1;
@@ -817,14 +906,21 @@ impl Core {
                 entry: Entry::new(items),
             });
         }
-        for t in transmits {
+        let out = transmits
+            .into_iter()
+            .map(Held::Sip)
+            .chain(commit_actions.into_iter().map(Held::Action));
+        for h in out {
             if self.held.is_empty() && self.committed >= self.last_seq {
-                self.actions.push_back(Action::SendSip {
-                    transmit: t,
-                    held: None,
+                self.actions.push_back(match h {
+                    Held::Sip(transmit) => Action::SendSip {
+                        transmit,
+                        held: None,
+                    },
+                    Held::Action(a) => a,
                 });
             } else {
-                self.held.push_back((self.last_seq, t, now));
+                self.held.push_back((self.last_seq, h, now));
             }
         }
     }
@@ -1099,7 +1195,25 @@ impl Core {
         let Some(neg) = rec.neg.clone() else { return };
         let name = rec.room.clone();
         let port = rec.port;
-        if !self.rooms.contains_key(&name) {
+        self.room_for(&name);
+        let room = self.rooms.get_mut(&name).expect("opened above");
+        room.members.insert(call);
+        let id = room.record.id;
+        let rec = self.calls.get_mut(&call).expect("known");
+        rec.media = MediaPhase::Joining;
+        self.dirty_calls.insert(call);
+        self.actions.push_back(Action::Room(RoomCommand::Join {
+            room: id,
+            call,
+            params: stream_params(&neg),
+            media: member_media(port, &neg),
+        }));
+    }
+
+    /// The id of room `name`, opening it (replicated) if it does not exist.
+    fn room_for(&mut self, name: &str) -> u64 {
+        if !self.rooms.contains_key(name) {
+            let name = name.to_string();
             let id = self.server.next_room_id;
             self.server.next_room_id += 1;
             let config = MixerConfig {
@@ -1118,18 +1232,7 @@ impl Core {
             self.room_items.push(Item::Room(record.clone()));
             self.open_room(record);
         }
-        let room = self.rooms.get_mut(&name).expect("opened above");
-        room.members.insert(call);
-        let id = room.record.id;
-        let rec = self.calls.get_mut(&call).expect("known");
-        rec.media = MediaPhase::Joining;
-        self.dirty_calls.insert(call);
-        self.actions.push_back(Action::Room(RoomCommand::Join {
-            room: id,
-            call,
-            params: stream_params(&neg),
-            media: member_media(port, &neg),
-        }));
+        self.rooms[name].record.id
     }
 
     /// Register a room and start its task (new, or resumed from its snapshot).

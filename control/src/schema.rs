@@ -25,6 +25,11 @@
 //!   the dominant speaker): without them a client sees a new SSRC or a seq/ts jump (most
 //!   jitter buffers reset, some phones drop the stream), RTCP SR maps NTP to RTP time
 //!   inconsistently, and the mix restarts empty with a spurious active-speaker change.
+//! - WebRTC participants ([`Item::Peer`]: the browser's parsed offer, our ICE credentials,
+//!   the nominated pair, the SRTP keys its DTLS handshake exported, its output SSRC): without
+//!   them a backup cannot answer the browser's consent checks (ICE fails after ~5 s) nor
+//!   encrypt a packet it would accept. The credentials are replicated before the WHIP answer
+//!   is released, the keys before the server's final DTLS flight.
 //! - Server-wide values ([`Item::Server`]: the time origin, the generators behind SDP
 //!   session ids and room seeds, where port numbering continues): the backup must reproduce
 //!   what the primary told the clients and draw the next choices from the same sources.
@@ -33,6 +38,7 @@
 //! backup sends something the primary would not have.
 
 use crate::latch::Source;
+use crate::peer::PeerRecord;
 use mixer::{MixerConfig, MixerSnapshot};
 use serde::{Deserialize, Serialize};
 use sip_core::sdp::{LocalMedia, Negotiated};
@@ -41,7 +47,7 @@ use sip_core::state::{Rng, StateChange};
 /// Version of this schema. A backup refuses entries of another version (the sync link's
 /// own handshake already refuses another protocol version; this guards the application's
 /// layout, which can change without the link's).
-pub const SCHEMA_VERSION: u16 = 2;
+pub const SCHEMA_VERSION: u16 = 3;
 
 /// One replicated step: applied by the backup as a whole, in order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -85,6 +91,13 @@ pub enum Item {
         /// Room id.
         room: u64,
     },
+    /// A WebRTC participant's record, whole ([`crate::peer`]).
+    Peer(Box<PeerRecord>),
+    /// A WebRTC participant left.
+    PeerEnded {
+        /// Participant id.
+        id: u64,
+    },
 }
 
 /// Server-wide replicated values.
@@ -102,6 +115,8 @@ pub struct ServerRecord {
     pub next_port: u16,
     /// Next room id.
     pub next_room_id: u64,
+    /// Next WebRTC participant number (ids are [`crate::peer::PEER_ID_BASE`] + it).
+    pub next_peer: u64,
 }
 
 /// Where a call's media stands.

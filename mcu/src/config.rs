@@ -38,6 +38,15 @@ pub struct ServeArgs {
     /// Seed for every random choice (SSRCs, tags); random at start when absent.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// UDP port shared by every WebRTC (browser) participant on the media address; 0
+    /// disables WebRTC and WHIP [default: 10000].
+    #[arg(long)]
+    pub webrtc_port: Option<u16>,
+    /// PEM file with the DTLS certificate and its private key; created (mode 0600) when
+    /// missing. A hot-standby pair must share one: give both nodes a copy of the same file
+    /// [default: a new certificate at every start; with --ft-role, WebRTC is off without it].
+    #[arg(long)]
+    pub dtls_cert: Option<PathBuf>,
     /// SIP messages per second accepted from one source IP address: over UDP the excess is
     /// dropped unparsed, over TCP it is read later; counted; 0: no limit [default: 300].
     #[arg(long)]
@@ -113,6 +122,8 @@ struct FileConfig {
     top_n: Option<usize>,
     media_timeout: Option<u64>,
     seed: Option<u64>,
+    webrtc_port: Option<u16>,
+    dtls_cert: Option<PathBuf>,
     sip_rate_limit: Option<u32>,
     sip_rate_burst: Option<u32>,
     ft_role: Option<String>,
@@ -152,6 +163,10 @@ pub struct Config {
     pub top_n: usize,
     /// Media timeout (`None`: disabled).
     pub media_timeout: Option<std::time::Duration>,
+    /// WebRTC port (`None`: WebRTC not served).
+    pub webrtc_port: Option<u16>,
+    /// DTLS certificate file (`None`: a new one per start).
+    pub dtls_cert: Option<PathBuf>,
     /// Seed, if fixed.
     pub seed: Option<u64>,
     /// SIP messages per second per source IP (0: no limit).
@@ -331,6 +346,21 @@ impl ServeArgs {
         };
         let ft = self.resolve_ft(&file, sip_listen, media_ip)?;
         let limits = self.resolve_limits(&file)?;
+        let webrtc_port = match self.webrtc_port.or(file.webrtc_port).unwrap_or(10000) {
+            0 => None,
+            p => Some(p),
+        };
+        let dtls_cert = self.dtls_cert.clone().or(file.dtls_cert.clone());
+        // A pair whose nodes present different certificates would break every browser at
+        // takeover: without a shared certificate file a hot-standby node serves no WebRTC.
+        let webrtc_port = if ft.is_some() && dtls_cert.is_none() {
+            if webrtc_port.is_some() && self.webrtc_port.or(file.webrtc_port).is_some() {
+                bail!("with ft-role, WebRTC needs --dtls-cert (the same certificate file on both nodes)");
+            }
+            None
+        } else {
+            webrtc_port
+        };
         Ok(Config {
             sip_listen,
             media_ip,
@@ -341,6 +371,8 @@ impl ServeArgs {
             top_n,
             media_timeout,
             seed: self.seed.or(file.seed),
+            webrtc_port,
+            dtls_cert,
             sip_rate_limit,
             sip_rate_burst,
             ft,

@@ -1,6 +1,8 @@
-//! HTTP admin API: `GET /healthz`, `GET /api/rooms`, `GET /api/events`, `GET /api/status`,
-//! `GET /metrics`, and the HTTP/1.1 server that serves it ([`serve`]) within limits: a
-//! connection cap, a header read timeout and a shutdown deadline. No route takes a body.
+//! HTTP API: `GET /healthz`, `GET /api/rooms`, `GET /api/events`, `GET /api/status`,
+//! `GET /metrics`, WHIP for browsers (`POST /whip/{room}`, `DELETE /whip/{room}/{id}`, RFC
+//! 9725), and the HTTP/1.1 server that serves it ([`serve`]) within limits: a connection
+//! cap, a header read timeout and a shutdown deadline. Only WHIP offers have a body (at most
+//! [`MAX_WHIP_BODY`]).
 
 use crate::limits::{self, AcceptBackoff, FdReserve};
 use crate::metrics::Metrics;
@@ -8,7 +10,12 @@ use crate::state::{RoomView, Shared};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::extract::{DefaultBodyLimit, Path, Query};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use axum::routing::{delete, get, post};
+use control::WhipResult;
+use crate::state::WhipRequest;
 use axum::{Json, Router};
 use serde::Serialize;
 
@@ -20,7 +27,162 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/events", get(events))
         .route("/api/status", get(status))
         .route("/metrics", get(metrics))
+        .route(
+            "/whip/{room}",
+            post(whip_offer)
+                .options(whip_options)
+                .layer(DefaultBodyLimit::max(MAX_WHIP_BODY)),
+        )
+        .route(
+            "/whip/{room}/{id}",
+            delete(whip_delete).options(whip_options),
+        )
         .with_state(shared)
+}
+
+/// Largest WHIP offer accepted, bytes (Chromium's offers are 3-6 KiB).
+pub const MAX_WHIP_BODY: usize = 64 * 1024;
+
+/// How long a WHIP request waits for the server's answer.
+const WHIP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// CORS headers on every WHIP response (a page on another origin may call it).
+fn cors(h: &mut HeaderMap) {
+    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    h.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("POST, DELETE, OPTIONS"),
+    );
+    h.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static("Content-Type, Authorization, If-Match"),
+    );
+    h.insert(
+        "access-control-expose-headers",
+        HeaderValue::from_static("Location"),
+    );
+}
+
+fn whip_text(status: StatusCode, reason: &str) -> Response {
+    let mut r = (status, format!("{reason}\n")).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    cors(r.headers_mut());
+    r
+}
+
+async fn whip_options() -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    cors(r.headers_mut());
+    r.headers_mut().insert(
+        "accept-post",
+        HeaderValue::from_static("application/sdp"),
+    );
+    r
+}
+
+#[derive(serde::Deserialize)]
+struct WhipQuery {
+    name: Option<String>,
+}
+
+/// Send a request to the server task and wait for its answer.
+async fn whip_call(
+    s: &Shared,
+    make: impl FnOnce(tokio::sync::oneshot::Sender<WhipResult>) -> WhipRequest,
+) -> Result<WhipResult, Response> {
+    let Some(tx) = &s.whip else {
+        return Err(whip_text(
+            StatusCode::NOT_FOUND,
+            "WebRTC is not enabled on this server",
+        ));
+    };
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    if tx.send(make(reply)).is_err() {
+        return Err(whip_text(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
+    }
+    match tokio::time::timeout(WHIP_TIMEOUT, rx).await {
+        Ok(Ok(r)) => Ok(r),
+        _ => Err(whip_text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server did not answer in time",
+        )),
+    }
+}
+
+fn whip_result(room: &str, r: WhipResult) -> Response {
+    match r {
+        WhipResult::Created { id, sdp } => {
+            let mut resp = (StatusCode::CREATED, sdp).into_response();
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/sdp"),
+            );
+            // The room name passed valid_room_name: URL-safe as it is.
+            if let Ok(v) = HeaderValue::from_str(&format!("/whip/{room}/{id}")) {
+                h.insert(header::LOCATION, v);
+            }
+            cors(h);
+            resp
+        }
+        WhipResult::Deleted => whip_text(StatusCode::OK, "left"),
+        WhipResult::Refused { status, reason } => whip_text(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            &reason,
+        ),
+    }
+}
+
+/// `POST /whip/{room}`: the browser's offer in, our answer out (201 + Location).
+async fn whip_offer(
+    State(s): State<Shared>,
+    Path(room): Path<String>,
+    Query(q): Query<WhipQuery>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let sdp_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/sdp"));
+    if !sdp_type {
+        return whip_text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the offer must be sent as Content-Type: application/sdp",
+        );
+    }
+    let r = whip_call(&s, |reply| WhipRequest::Offer {
+        room: room.clone(),
+        sdp: body,
+        name: q.name,
+        reply,
+    })
+    .await;
+    match r {
+        Ok(r) => whip_result(&room, r),
+        Err(resp) => resp,
+    }
+}
+
+/// `DELETE /whip/{room}/{id}`: the participant leaves.
+async fn whip_delete(State(s): State<Shared>, Path((room, id)): Path<(String, String)>) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return whip_text(StatusCode::NOT_FOUND, "no such participant");
+    };
+    match whip_call(&s, |reply| WhipRequest::Delete {
+        room: room.clone(),
+        id,
+        reply,
+    })
+    .await
+    {
+        Ok(r) => whip_result(&room, r),
+        Err(resp) => resp,
+    }
 }
 
 #[derive(Serialize)]

@@ -9,6 +9,20 @@ use prometheus_client::registry::Registry;
 /// Every metric the server exports; cheap to clone (atomics inside).
 #[derive(Clone)]
 pub struct Metrics {
+    /// Valid ICE checks answered on the WebRTC port.
+    pub webrtc_stun_answered: Counter,
+    /// STUN messages refused without an answer on the WebRTC port (unknown username, wrong password, bad fingerprint).
+    pub webrtc_stun_refused: Counter,
+    /// DTLS records on the WebRTC port that did not process.
+    pub webrtc_dtls_dropped: Counter,
+    /// SRTP/SRTCP packets that did not authenticate, replayed or came before the keys.
+    pub webrtc_srtp_dropped: Counter,
+    /// Packets on the WebRTC port from an address no ICE check validated.
+    pub webrtc_unknown_source: Counter,
+    /// Datagrams on the WebRTC port that are neither STUN, DTLS, RTP nor RTCP.
+    pub webrtc_garbage: Counter,
+    /// WebRTC participants on the transport.
+    pub webrtc_peers: Gauge,
     /// Rooms alive.
     pub rooms: Gauge,
     /// Participants in rooms.
@@ -98,6 +112,13 @@ impl Metrics {
     pub fn new() -> Self {
         let mut r = Registry::with_prefix("mcu");
         let m = Metrics {
+            webrtc_stun_answered: Counter::default(),
+            webrtc_stun_refused: Counter::default(),
+            webrtc_dtls_dropped: Counter::default(),
+            webrtc_srtp_dropped: Counter::default(),
+            webrtc_unknown_source: Counter::default(),
+            webrtc_garbage: Counter::default(),
+            webrtc_peers: Gauge::default(),
             rooms: Gauge::default(),
             participants: Gauge::default(),
             rtp_in: Counter::default(),
@@ -135,6 +156,41 @@ impl Metrics {
             http_accept_errors: Counter::default(),
             registry: Default::default(),
         };
+        r.register(
+            "webrtc_stun_answered",
+            "Valid ICE checks answered on the WebRTC port",
+            m.webrtc_stun_answered.clone(),
+        );
+        r.register(
+            "webrtc_stun_refused",
+            "STUN messages refused without an answer on the WebRTC port (unknown username, wrong password, bad fingerprint)",
+            m.webrtc_stun_refused.clone(),
+        );
+        r.register(
+            "webrtc_dtls_dropped",
+            "DTLS records on the WebRTC port that did not process",
+            m.webrtc_dtls_dropped.clone(),
+        );
+        r.register(
+            "webrtc_srtp_dropped",
+            "SRTP/SRTCP packets that did not authenticate, replayed or came before the keys",
+            m.webrtc_srtp_dropped.clone(),
+        );
+        r.register(
+            "webrtc_unknown_source",
+            "Packets on the WebRTC port from an address no ICE check validated",
+            m.webrtc_unknown_source.clone(),
+        );
+        r.register(
+            "webrtc_garbage",
+            "Datagrams on the WebRTC port that are neither STUN, DTLS, RTP nor RTCP",
+            m.webrtc_garbage.clone(),
+        );
+        r.register(
+            "webrtc_peers",
+            "WebRTC participants on the transport",
+            m.webrtc_peers.clone(),
+        );
         r.register("rooms", "Rooms alive", m.rooms.clone());
         r.register(
             "participants",

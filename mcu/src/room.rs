@@ -141,6 +141,21 @@ pub enum RoomCtl {
         /// New SDP RTCP address.
         remote_rtcp: SocketAddr,
     },
+    /// Add a WebRTC participant (media through the WebRTC task); answered like `Join`.
+    JoinPeer {
+        /// Participant id.
+        id: ParticipantId,
+        /// Its stream.
+        params: StreamParams,
+    },
+    /// Takeover: route a WebRTC participant of the resumed mixer through the WebRTC task,
+    /// its outgoing SRTP stream continuing from the mixer's sequence numbers.
+    AttachPeer {
+        /// Participant id.
+        id: ParticipantId,
+        /// SRTCP index of its next report.
+        srtcp_index: u32,
+    },
     /// Remove a participant (its RTCP BYE goes out).
     Leave {
         /// Participant id.
@@ -156,11 +171,47 @@ struct Packet {
     from: SocketAddr,
     data: Vec<u8>,
     at: Instant,
+    /// Checked by the WebRTC transport already (ICE-validated address, SRTP authenticated).
+    vetted: bool,
+}
+
+/// A room's media input, for the WebRTC task to deliver decrypted packets.
+#[derive(Clone)]
+pub struct PacketSink(mpsc::Sender<Packet>);
+
+impl PacketSink {
+    /// Deliver a decrypted packet of participant `id`; false when the room's queue is full.
+    pub fn deliver(
+        &self,
+        id: ParticipantId,
+        from: SocketAddr,
+        data: Vec<u8>,
+        rtcp: bool,
+        at: Instant,
+    ) -> bool {
+        self.0
+            .try_send(Packet {
+                id,
+                rtcp_port: rtcp,
+                from,
+                data,
+                at,
+                vetted: true,
+            })
+            .is_ok()
+    }
+}
+
+/// How a participant's media travel.
+enum Link {
+    /// Its own RTP/RTCP sockets, behind its media source latch.
+    Sip { media: MediaEndpoint, latch: Latch },
+    /// Through the WebRTC task; `last_heard` for the media timeout.
+    Peer { last_heard: Duration },
 }
 
 struct Member {
-    media: MediaEndpoint,
-    latch: Latch,
+    link: Link,
     /// On hold (the client said sendonly or inactive): exempt from the media timeout.
     held: bool,
     /// The media timeout was reported.
@@ -205,6 +256,8 @@ pub struct RoomCtx {
     pub fenced: Arc<AtomicBool>,
     /// Report participants silent this long (`None`: never).
     pub media_timeout: Option<Duration>,
+    /// The WebRTC task (browser participants), if served.
+    pub webrtc: Option<crate::webrtc::WebRtcHandle>,
 }
 
 /// Spawn a room task.
@@ -255,6 +308,7 @@ fn spawn_reader(
                 from,
                 data: buf[..n].to_vec(),
                 at: Instant::now(),
+                vetted: false,
             };
             match tx.try_send(pkt) {
                 Ok(()) => {}
@@ -299,8 +353,7 @@ impl Room {
         self.members.insert(
             id,
             Member {
-                media,
-                latch,
+                link: Link::Sip { media, latch },
                 held,
                 timed_out: false,
                 readers,
@@ -309,13 +362,31 @@ impl Room {
         self.report(id, self.since_origin(Instant::now()));
     }
 
+    /// A WebRTC participant: its media come through the WebRTC task.
+    fn attach_peer(&mut self, id: ParticipantId, held: bool, now: Duration) {
+        if let Some(w) = &self.ctx.webrtc {
+            let _ = w.ctl.send(crate::webrtc::WebRtcCtl::Route {
+                id,
+                sink: PacketSink(self.pkt_tx.clone()),
+            });
+        }
+        self.members.insert(
+            id,
+            Member {
+                link: Link::Peer { last_heard: now },
+                held,
+                timed_out: false,
+                readers: [None, None],
+            },
+        );
+    }
+
     /// Tell the control core what the participant's latch learned, if that changed.
     fn report(&mut self, id: ParticipantId, now: Duration) {
-        if let Some(source) = self
-            .members
-            .get_mut(&id)
-            .and_then(|m| m.latch.poll_report(now))
-        {
+        if let Some(source) = self.members.get_mut(&id).and_then(|m| match &mut m.link {
+            Link::Sip { latch, .. } => latch.poll_report(now),
+            Link::Peer { .. } => None,
+        }) {
             let _ = self.ctx.replies.send(RoomEvent::Latched {
                 room: self.ctx.id,
                 call: id,
@@ -337,7 +408,11 @@ impl Room {
                 continue;
             }
             if let Some(limit) = self.ctx.media_timeout {
-                if !m.held && !m.timed_out && m.latch.silent_for(now) >= limit {
+                let silent = match &m.link {
+                    Link::Sip { latch, .. } => latch.silent_for(now),
+                    Link::Peer { last_heard } => now.saturating_sub(*last_heard),
+                };
+                if !m.held && !m.timed_out && silent >= limit {
                     m.timed_out = true;
                     tracing::info!(room = %self.ctx.name.escape_debug(), id, "media timeout");
                     let _ = self.ctx.replies.send(RoomEvent::MediaTimeout {
@@ -405,6 +480,49 @@ impl Room {
                 latch.set_client_sends(sends);
                 self.attach(id, media, latch, held);
             }
+            RoomCtl::JoinPeer { id, params } => {
+                let room = self.ctx.id;
+                let held = !params.send;
+                let ev = match self.mixer.add_participant(id, params, now) {
+                    Ok(ssrc) => {
+                        self.attach_peer(id, held, now);
+                        let snapshot = self.ctx.ship_snapshots.then(|| {
+                            self.shipped = Some(self.mixer.state_version());
+                            Box::new(self.mixer.export_state())
+                        });
+                        RoomEvent::Joined {
+                            room,
+                            call: id,
+                            ssrc,
+                            snapshot,
+                        }
+                    }
+                    Err(e) => RoomEvent::JoinFailed {
+                        room,
+                        call: id,
+                        reason: e.to_string(),
+                    },
+                };
+                let _ = self.ctx.replies.send(ev);
+            }
+            RoomCtl::AttachPeer { id, srtcp_index } => {
+                let Some(stream) = self.mixer.output_stream(id) else {
+                    tracing::warn!(room = %self.ctx.name.escape_debug(), id, "WebRTC participant missing from the snapshot: skipped");
+                    return true;
+                };
+                // The stream's next packet has extended sequence number seq_origin +
+                // packets_sent (the SRTP index the primary would have used): continue there.
+                let next = u64::from(stream.seq_origin) + stream.packets_sent;
+                if let Some(w) = &self.ctx.webrtc {
+                    let _ = w.ctl.send(crate::webrtc::WebRtcCtl::ResumeStream {
+                        id,
+                        ssrc: stream.ssrc,
+                        last_ext_seq: next.saturating_sub(1),
+                        srtcp_index,
+                    });
+                }
+                self.attach_peer(id, false, now);
+            }
             RoomCtl::Update {
                 id,
                 params,
@@ -412,8 +530,10 @@ impl Room {
                 remote_rtcp,
             } => {
                 if let Some(m) = self.members.get_mut(&id) {
-                    m.latch.on_update(remote_rtp, remote_rtcp, now);
-                    m.latch.set_client_sends(params.recv);
+                    if let Link::Sip { latch, .. } = &mut m.link {
+                        latch.on_update(remote_rtp, remote_rtcp, now);
+                        latch.set_client_sends(params.recv);
+                    }
                     m.held = !params.send;
                     if let Err(e) = self.mixer.update_participant(id, params, now) {
                         tracing::warn!(room = %self.ctx.name.escape_debug(), id, "update failed: {e}");
@@ -444,15 +564,26 @@ impl Room {
             metrics.media_dropped.inc();
             return;
         }
+        if p.vetted {
+            if let Link::Peer { last_heard } = &mut m.link {
+                *last_heard = now;
+            }
+        }
+        let latch = match &mut m.link {
+            Link::Sip { latch, .. } if !p.vetted => Some(latch),
+            Link::Sip { .. } => return,
+            Link::Peer { .. } if p.vetted => None,
+            Link::Peer { .. } => return,
+        };
         if p.rtcp_port || control::latch::is_rtcp(&p.data) {
-            if !m.latch.on_rtcp(p.from, !p.rtcp_port, now) {
+            if latch.is_some_and(|l| !l.on_rtcp(p.from, !p.rtcp_port, now)) {
                 metrics.rtcp_foreign_dropped.inc();
                 return;
             }
             metrics.rtcp_in.inc();
             self.mixer.handle_rtcp(p.id, &p.data, now);
         } else {
-            if !m.latch.on_rtp(p.from, now) {
+            if latch.is_some_and(|l| !l.on_rtp(p.from, now)) {
                 metrics.media_foreign_dropped.inc();
                 return;
             }
@@ -477,7 +608,9 @@ impl Room {
                 if let Some(s) = self.mixer.stats(*id) {
                     p.stats = s;
                 }
-                p.remote_media = m.latch.rtp_addr();
+                if let Link::Sip { latch, .. } = &m.link {
+                    p.remote_media = latch.rtp_addr();
+                }
             }
         }
     }
@@ -493,27 +626,50 @@ impl Room {
                     let Some(m) = self.members.get(&to) else {
                         continue;
                     };
-                    let Some(dest) = m.latch.rtp_dest() else {
-                        continue;
-                    };
-                    if m.media.rtp.try_send_to(&packet, dest).is_ok() {
-                        metrics.rtp_out.inc();
+                    match &m.link {
+                        Link::Sip { media, latch } => {
+                            let Some(dest) = latch.rtp_dest() else {
+                                continue;
+                            };
+                            if media.rtp.try_send_to(&packet, dest).is_ok() {
+                                metrics.rtp_out.inc();
+                            }
+                        }
+                        Link::Peer { .. } => {
+                            let sent = self
+                                .ctx
+                                .webrtc
+                                .as_ref()
+                                .is_some_and(|w| w.send_media(to, false, packet));
+                            if !sent {
+                                metrics.media_overflow.inc();
+                            }
+                        }
                     }
                 }
                 Output::Rtcp { to, packet } => {
                     let Some(m) = self.members.get(&to) else {
                         continue;
                     };
-                    let Some(dest) = m.latch.rtcp_dest() else {
-                        continue;
-                    };
-                    let sock = if m.media.rtcp_mux {
-                        &m.media.rtp
-                    } else {
-                        &m.media.rtcp
-                    };
-                    if sock.try_send_to(&packet, dest).is_ok() {
-                        metrics.rtcp_out.inc();
+                    match &m.link {
+                        Link::Sip { media, latch } => {
+                            let Some(dest) = latch.rtcp_dest() else {
+                                continue;
+                            };
+                            let sock = if media.rtcp_mux {
+                                &media.rtp
+                            } else {
+                                &media.rtcp
+                            };
+                            if sock.try_send_to(&packet, dest).is_ok() {
+                                metrics.rtcp_out.inc();
+                            }
+                        }
+                        Link::Peer { .. } => {
+                            if let Some(w) = &self.ctx.webrtc {
+                                let _ = w.send_media(to, true, packet);
+                            }
+                        }
                     }
                 }
                 Output::Event(ev) => self.event_log.record(&self.ctx, ev),

@@ -13,11 +13,13 @@ use crate::hot_standby::{self, HotStandby};
 use crate::limits::{self, AcceptBackoff};
 use crate::metrics::Metrics;
 use crate::room::{spawn_room, MediaEndpoint, RoomCtl, RoomCtx, RoomHandle};
-use crate::state::{ParticipantView, RoomView, Shared, TakeoverView};
+use crate::state::{ParticipantView, RoomView, Shared, TakeoverView, WhipRequest};
+use crate::webrtc::{WebRtcCtl, WebRtcHandle};
 use crate::sync_link::{SyncCommand, SyncEvent};
 use anyhow::{Context, Result};
 use control::limit::SourceLimiter;
-use control::{Action, Core, Entry, MemberMedia, Role, RoomCommand, RoomEvent};
+use control::{Action, Core, Entry, MemberMedia, Role, RoomCommand, RoomEvent, WhipResult};
+use webrtc_core::peer::PeerConfig;
 use sip_core::{ConnId, Transport};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -160,6 +162,12 @@ struct Server {
     last_sip: sip_core::Stats,
     last_core: control::Stats,
     takeover_started: Option<(Instant, u64)>,
+    /// The WebRTC task (browser participants), if served.
+    webrtc: Option<WebRtcHandle>,
+    webrtc_port: u16,
+    /// WHIP requests waiting for the core's reply, by request id.
+    whip_waiting: HashMap<u64, tokio::sync::oneshot::Sender<WhipResult>>,
+    next_whip: u64,
 }
 
 /// Run the server until `shutdown` resolves; then BYE every call and return.
@@ -211,6 +219,39 @@ pub async fn run_with_ft(
     core_cfg.rtp_port_max = cfg.rtp_port_max;
     core_cfg.max_participants = cfg.max_participants;
     core_cfg.top_n = cfg.top_n;
+    // WebRTC: one UDP port for every browser, one long-lived certificate.
+    let (peer_tx, mut peer_rx) = mpsc::unbounded_channel::<(u64, control::PeerInput)>();
+    let (whip_tx, mut whip_rx) = mpsc::unbounded_channel::<WhipRequest>();
+    let mut webrtc = None;
+    let mut webrtc_task = None;
+    if let Some(port) = cfg.webrtc_port {
+        let cert = crate::webrtc::load_or_create_certificate(cfg.dtls_cert.as_deref())?;
+        let sock = std::net::UdpSocket::bind((cfg.media_ip, port))
+            .with_context(|| format!("binding the WebRTC port {}:{port}", cfg.media_ip))?;
+        sock.set_nonblocking(true)?;
+        let sock = UdpSocket::from_std(sock)?;
+        let port = sock.local_addr()?.port();
+        core_cfg.webrtc = Some(control::WebRtcConfig {
+            port,
+            fingerprint: cert.fingerprint_sha256(),
+        });
+        tracing::info!(port, fingerprint = %cert.fingerprint_sha256(), "WebRTC (WHIP) served");
+        let transport = webrtc_core::transport::Transport::new(cert, Instant::now());
+        let (h, task) = crate::webrtc::spawn(
+            sock,
+            transport,
+            peer_tx,
+            shared.metrics.clone(),
+            shared.fenced.clone(),
+        );
+        webrtc = Some(h);
+        webrtc_task = Some(task);
+        shared.whip = Some(whip_tx);
+    } else {
+        drop(whip_tx);
+        drop(peer_tx);
+    }
+    let core_webrtc_port = core_cfg.webrtc.as_ref().map_or(0, |w| w.port);
     let core = Core::new(core_cfg, role, hot_standby::origin_to_unix_ns(origin));
 
     // HTTP.
@@ -272,6 +313,10 @@ pub async fn run_with_ft(
         last_sip: Default::default(),
         last_core: Default::default(),
         takeover_started: None,
+        webrtc,
+        webrtc_port: core_webrtc_port,
+        whip_waiting: HashMap::new(),
+        next_whip: 0,
     };
     let pending: VecDeque<_> =
         s.hs.as_mut()
@@ -301,6 +346,11 @@ pub async fn run_with_ft(
             }
             _ = idle_sweep.tick() => s.close_idle_tcp(idle_timeout),
             Some(ev) = room_rx.recv() => s.on_room_event(ev),
+            Some((id, input)) = peer_rx.recv() => {
+                let now = s.now();
+                s.core.handle_peer_input(id, input, now);
+            }
+            Some(req) = whip_rx.recv() => s.whip(req),
             Some(ev) = sync_recv(s.hs.as_mut()) => s.on_sync(ev),
             _ = &mut shutdown, if stopping.is_none() => {
                 tracing::info!(calls = s.core.calls().len(), "shutting down: sending BYE to every participant");
@@ -336,6 +386,9 @@ pub async fn run_with_ft(
     }
     udp_reader.abort();
     tcp_acceptor.abort();
+    if let Some(t) = webrtc_task {
+        t.abort();
+    }
     s.tcp.clear();
     for (_, r) in s.rooms.drain() {
         let _ = r.handle.ctl.send(RoomCtl::Close);
@@ -647,6 +700,58 @@ impl Server {
                     };
                     crate::state::push_event(&self.shared.events, &room, ev);
                 }
+                Action::OpenPeer {
+                    id,
+                    local,
+                    remote,
+                    remote_fingerprint,
+                } => {
+                    if let Some(w) = &self.webrtc {
+                        let cfg = PeerConfig {
+                            local,
+                            remote,
+                            remote_fingerprint,
+                        };
+                        let _ = w.ctl.send(WebRtcCtl::Add { id, cfg });
+                    }
+                }
+                Action::ResumePeer {
+                    id,
+                    local,
+                    remote,
+                    remote_fingerprint,
+                    keys,
+                    selected,
+                } => {
+                    if let Some(w) = &self.webrtc {
+                        let cfg = PeerConfig {
+                            local,
+                            remote,
+                            remote_fingerprint,
+                        };
+                        let _ = w.ctl.send(WebRtcCtl::Resume {
+                            id,
+                            cfg,
+                            keys,
+                            selected,
+                        });
+                    }
+                }
+                Action::ReleaseFinalFlight { id } => {
+                    if let Some(w) = &self.webrtc {
+                        let _ = w.ctl.send(WebRtcCtl::Release { id });
+                    }
+                }
+                Action::ClosePeer { id } => {
+                    if let Some(w) = &self.webrtc {
+                        let _ = w.ctl.send(WebRtcCtl::Remove { id });
+                    }
+                }
+                Action::WhipReply { request, result } => {
+                    if let Some(tx) = self.whip_waiting.remove(&request) {
+                        let _ = tx.send(result);
+                    }
+                }
                 Action::TakeoverComplete { calls, rooms } => {
                     if let Some((started, at_unix_ms)) = self.takeover_started.take() {
                         let duration = started.elapsed();
@@ -747,6 +852,7 @@ impl Server {
                         ship_snapshots: self.core.role() == Role::Primary,
                         fenced: self.shared.fenced.clone(),
                         media_timeout: self.cfg.media_timeout,
+                        webrtc: self.webrtc.clone(),
                     },
                     init,
                 );
@@ -812,6 +918,24 @@ impl Server {
                     });
                 }
             }
+            RoomCommand::JoinPeer { room, call, params } => {
+                if let Some(r) = self.rooms.get(&room) {
+                    let _ = r.handle.ctl.send(RoomCtl::JoinPeer { id: call, params });
+                }
+            }
+            RoomCommand::AttachPeer {
+                room,
+                call,
+                srtcp_index,
+            } => {
+                self.add_view(room, call);
+                if let Some(r) = self.rooms.get(&room) {
+                    let _ = r.handle.ctl.send(RoomCtl::AttachPeer {
+                        id: call,
+                        srtcp_index,
+                    });
+                }
+            }
             RoomCommand::Update {
                 room,
                 call,
@@ -850,14 +974,74 @@ impl Server {
         }
     }
 
-    /// Show a call in its room's API view.
+    /// A WHIP request from the HTTP API.
+    fn whip(&mut self, req: WhipRequest) {
+        let now = self.now();
+        self.next_whip += 1;
+        let request = self.next_whip;
+        match req {
+            WhipRequest::Offer {
+                room,
+                sdp,
+                name,
+                reply,
+            } => {
+                self.whip_waiting.insert(request, reply);
+                self.core
+                    .handle_whip_offer(request, &room, &sdp, name.as_deref(), now);
+            }
+            WhipRequest::Delete { room, id, reply } => {
+                self.whip_waiting.insert(request, reply);
+                self.core.handle_whip_delete(request, &room, id, now);
+            }
+        }
+    }
+
+    /// The WebRTC port (0: not served).
+    fn core_webrtc_port(&self) -> u16 {
+        self.webrtc_port
+    }
+
+    /// Show a call or a WebRTC participant in its room's API view.
     fn add_view(&mut self, room: u64, call: u64) {
-        let (Some(r), Some(rec)) = (self.rooms.get(&room), self.core.call(call)) else {
+        let Some(r) = self.rooms.get(&room) else {
+            return;
+        };
+        if let Some(p) = self.core.peers().get(&call) {
+            let params = control::peer::peer_stream_params(&p.offer);
+            let view = ParticipantView {
+                id: call,
+                kind: "webrtc".into(),
+                sip_uri: p.name.clone(),
+                remote_media: p
+                    .selected
+                    .unwrap_or_else(|| SocketAddr::new(self.cfg.media_ip, 0)),
+                codec: "OPUS".into(),
+                local_rtp_port: self.core_webrtc_port(),
+                direction: direction_name(&params),
+                stats: mixer::ParticipantStats {
+                    ssrc_out: p.ssrc_out.unwrap_or_default(),
+                    ..Default::default()
+                },
+            };
+            if r.view
+                .lock()
+                .unwrap()
+                .participants
+                .insert(call, view)
+                .is_none()
+            {
+                self.shared.metrics.participants.inc();
+            }
+            return;
+        }
+        let Some(rec) = self.core.call(call) else {
             return;
         };
         let Some(neg) = &rec.neg else { return };
         let view = ParticipantView {
             id: call,
+            kind: "sip".into(),
             sip_uri: rec.from_uri.clone(),
             remote_media: neg.remote_rtp,
             codec: format!("{:?}", neg.codec).to_uppercase(),
@@ -887,7 +1071,7 @@ impl Server {
         let now = self.now();
         self.core.handle_room_event(ev, now);
         if let Some((room, call)) = joined {
-            if self.core.call(call).is_some() {
+            if self.core.call(call).is_some() || self.core.peers().contains_key(&call) {
                 self.add_view(room, call);
             }
         }

@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 pub struct ParticipantView {
     /// Participant id (also the SIP call handle).
     pub id: ParticipantId,
+    /// `sip` or `webrtc`.
+    pub kind: String,
     /// SIP URI of the caller.
     pub sip_uri: String,
     /// Where we send its media (the learned source of its RTP, else its SDP address).
@@ -84,6 +86,32 @@ pub struct Shared {
     /// Set when this node must stop serving at once (its backup took over while it was
     /// stalled): rooms stop sending media before the process exits.
     pub fenced: Arc<std::sync::atomic::AtomicBool>,
+    /// WHIP requests to the server task (`None`: WebRTC not served).
+    pub whip: Option<tokio::sync::mpsc::UnboundedSender<WhipRequest>>,
+}
+
+/// A WHIP request for the server task, answered on `reply`.
+pub enum WhipRequest {
+    /// `POST /whip/{room}`.
+    Offer {
+        /// Room name.
+        room: String,
+        /// The browser's SDP offer.
+        sdp: String,
+        /// Display name (`?name=`).
+        name: Option<String>,
+        /// The answer.
+        reply: tokio::sync::oneshot::Sender<control::WhipResult>,
+    },
+    /// `DELETE /whip/{room}/{id}`.
+    Delete {
+        /// Room name.
+        room: String,
+        /// Participant id.
+        id: u64,
+        /// The answer.
+        reply: tokio::sync::oneshot::Sender<control::WhipResult>,
+    },
 }
 
 /// `GET /api/status`: this node's hot-standby role and its view of the peer.

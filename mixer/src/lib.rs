@@ -100,6 +100,8 @@ pub mod g711;
 pub mod jitter;
 mod recv_stats;
 mod rtcp;
+/// Interval between our RTCP reports to each participant.
+pub use rtcp::INTERVAL as RTCP_INTERVAL;
 mod seed;
 pub mod snapshot;
 mod speaker;

@@ -10,10 +10,12 @@
 //! - [`process`]: child processes: signals, waiting with a deadline, log lines as a stream.
 //! - [`capture`]: tcpdump, armed before it returns.
 //! - [`peers`]: sipp and baresip launchers, speech files for them.
+//! - [`browser`]: headless Chromium joining through the participant page, its getStats lines.
 //! - [`Scratch`] (a per-test directory) and [`poll`] (wait for a condition with a deadline).
 #![deny(missing_docs)]
 
 pub mod bed;
+pub mod browser;
 pub mod capture;
 pub mod http;
 pub mod peers;

@@ -61,6 +61,8 @@ pub fn scenario(name: &str) -> PathBuf {
 pub fn args(rtp: &str) -> ServeArgs {
     ServeArgs {
         rtp_ports: Some(rtp.into()),
+        // No WebRTC port unless the test asks for one (no two servers on the default).
+        webrtc_port: Some(0),
         ..Default::default()
     }
 }
@@ -265,6 +267,12 @@ impl Server {
             .args(["--sip-listen", &sip.to_string()])
             .args(["--http-listen", &http.to_string()])
             .args(["--rtp-ports", rtp_ports])
+            // No WebRTC port unless the test asks for one (no two servers on the default).
+            .args(if extra.contains(&"--webrtc-port") {
+                &[][..]
+            } else {
+                &["--webrtc-port", "0"][..]
+            })
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

@@ -1,0 +1,153 @@
+//! Headless Chromium as a participant: `web-client/test/browser.mjs` (npm `playwright-core`,
+//! Debian `chromium`, a fake microphone playing a wav) opens the participant page, joins
+//! through WHIP and prints one JSON line of `getStats` every 250 ms; this module starts it
+//! (optionally inside a test-bed node) and collects those lines.
+
+use crate::process::LogLines;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The driver script.
+pub fn driver() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../web-client/test/browser.mjs")
+}
+
+/// Fail unless the browser can run: chromium, node and the driver's npm modules.
+pub fn require() {
+    crate::require::tools(&["chromium", "node"]);
+    let modules = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../web-client/test/node_modules/playwright-core");
+    assert!(
+        modules.exists(),
+        "{} missing: scripts/test installs it (need_browser: npm ci in web-client/test)",
+        modules.display()
+    );
+}
+
+/// A running browser participant.
+pub struct Browser {
+    child: Child,
+    lines: mpsc::Receiver<serde_json::Value>,
+    /// Every stats line received so far, in order.
+    pub samples: Vec<serde_json::Value>,
+    /// Every page event received so far (state changes, WHIP, errors), in order.
+    pub events: Vec<serde_json::Value>,
+    /// The final line (`"done": true`), once the driver finished.
+    pub done: Option<serde_json::Value>,
+    /// Errors the driver reported.
+    pub errors: Vec<String>,
+    _stderr: LogLines,
+}
+
+impl Browser {
+    /// Start the driver: `cmd` is `node` or a namespace wrapper around it (e.g.
+    /// `bed.command(node, "node")`); `url` the participant page with `?autojoin=1`.
+    pub fn start(mut cmd: Command, url: &str, wav: &Path, seconds: u32) -> Browser {
+        let mut child = cmd
+            .arg(driver())
+            .args(["--url", url])
+            .arg("--wav")
+            .arg(wav)
+            .args(["--seconds", &seconds.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn node browser.mjs");
+        let stderr = LogLines::spawn_reader("browser", child.stderr.take().unwrap());
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                match serde_json::from_str::<serde_json::Value>(&line) {
+                    Ok(v) => {
+                        if tx.send(v).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => eprintln!("[browser stdout] {line}"),
+                }
+            }
+        });
+        Browser {
+            child,
+            lines: rx,
+            samples: vec![],
+            events: vec![],
+            done: None,
+            errors: vec![],
+            _stderr: stderr,
+        }
+    }
+
+    fn take(&mut self, v: serde_json::Value) {
+        if let Some(evs) = v["events"].as_array() {
+            if v["done"].as_bool() != Some(true) {
+                self.events.extend(evs.iter().cloned());
+            }
+        }
+        if let Some(e) = v["error"].as_str() {
+            eprintln!("[browser] error: {e}");
+            self.errors.push(e.to_string());
+        }
+        if v["done"].as_bool() == Some(true) {
+            self.done = Some(v);
+        } else if !v["stats"].is_null() {
+            self.samples.push(v);
+        }
+    }
+
+    /// Wait for the next stats line for which `pred` holds; `None` at the deadline or when
+    /// the driver ended.
+    pub fn wait_for(
+        &mut self,
+        timeout: Duration,
+        mut pred: impl FnMut(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.checked_duration_since(Instant::now())?;
+            let v = self.lines.recv_timeout(left).ok()?;
+            self.take(v.clone());
+            if !v["stats"].is_null() && pred(&v["stats"]) {
+                return Some(v["stats"].clone());
+            }
+        }
+    }
+
+    /// The latest stats line.
+    pub fn last(&self) -> Option<&serde_json::Value> {
+        self.samples.last().map(|v| &v["stats"])
+    }
+
+    /// Ask the driver to leave (stdin EOF) and wait for its final line and exit.
+    pub fn finish(&mut self, timeout: Duration) -> bool {
+        drop(self.child.stdin.take());
+        let end = Instant::now() + timeout;
+        while self.done.is_none() {
+            let Some(left) = end.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            match self.lines.recv_timeout(left) {
+                Ok(v) => self.take(v),
+                Err(_) => break,
+            }
+        }
+        let ok = crate::process::wait_timeout(&mut self.child, Duration::from_secs(10))
+            .is_some_and(|s| s.success());
+        self.done.is_some() && ok
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
