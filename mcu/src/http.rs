@@ -1,5 +1,5 @@
 //! HTTP admin API: `GET /healthz`, `GET /api/rooms`, `GET /api/events`, `GET /api/status`,
-//! `GET /metrics`, and the HTTP/1.1 server that serves it ([`serve`]) within limits: a
+//! `GET /metrics`, the participant page ([`crate::web`]), and the HTTP/1.1 server that serves it ([`serve`]) within limits: a
 //! connection cap, a header read timeout and a shutdown deadline. No route takes a body.
 
 use crate::limits::{self, AcceptBackoff, FdReserve};
@@ -20,6 +20,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/events", get(events))
         .route("/api/status", get(status))
         .route("/metrics", get(metrics))
+        .merge(crate::web::routes())
         .with_state(shared)
 }
 

@@ -17,3 +17,4 @@ pub mod room;
 pub mod server;
 pub mod state;
 pub mod sync_link;
+pub mod web;
