@@ -29,3 +29,23 @@ need_pkgs() {
 build_deps() {
   need_pkgs cmake:cmake cc:gcc c++:g++ make:make pkg-config:pkg-config
 }
+
+# need_browser — what web-client/test/browser.mjs needs: Debian's Chromium, Node.js and npm
+# (playwright-core 1.65 wants Node.js 20 or later), and the driver's npm packages, installed
+# with `npm ci` when node_modules is missing or older than package-lock.json.
+need_browser() {
+  need_pkgs chromium:chromium node:nodejs npm:npm
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+  if [ "$major" -lt 20 ]; then
+    echo "need_browser: Node.js $(node --version 2>/dev/null) is too old for playwright-core (20 or later)" >&2
+    return 1
+  fi
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/web-client/test"
+  if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
+    echo "installing the browser driver's npm packages in $dir" >&2
+    (cd "$dir" && npm ci --no-audit --no-fund) || return 1
+    touch "$dir/node_modules"
+  fi
+}

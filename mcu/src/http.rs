@@ -1,5 +1,5 @@
 //! HTTP API: `GET /healthz`, `GET /api/rooms`, `GET /api/events`, `GET /api/status`,
-//! `GET /metrics`, WHIP for browsers (`POST /whip/{room}`, `DELETE /whip/{room}/{id}`, RFC
+//! `GET /metrics`, the participant page ([`crate::web`]), WHIP for browsers (`POST /whip/{room}`, `DELETE /whip/{room}/{id}`, RFC
 //! 9725), and the HTTP/1.1 server that serves it ([`serve`]) within limits: a connection
 //! cap, a header read timeout and a shutdown deadline. Only WHIP offers have a body (at most
 //! [`MAX_WHIP_BODY`]).
@@ -37,6 +37,7 @@ pub fn router(shared: Shared) -> Router {
             "/whip/{room}/{id}",
             delete(whip_delete).options(whip_options),
         )
+        .merge(crate::web::routes())
         .with_state(shared)
 }
 

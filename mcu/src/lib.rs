@@ -17,4 +17,5 @@ pub mod room;
 pub mod server;
 pub mod state;
 pub mod sync_link;
+pub mod web;
 pub mod webrtc;

@@ -1,5 +1,6 @@
-//! Blocking HTTP GET with [`ureq`]. Sockets live in the calling thread's network namespace:
-//! to reach a server inside a test-bed node, call these from [`crate::bed::in_netns`].
+//! Blocking HTTP GET with [`ureq`]: status and body, or the whole [`Response`]. Sockets live
+//! in the calling thread's network namespace: to reach a server inside a test-bed node, call
+//! these from [`crate::bed::in_netns`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,6 +20,48 @@ pub fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), ureq::Error> {
     let status = resp.status().as_u16();
     let body = resp.body_mut().read_to_string()?;
     Ok((status, body))
+}
+
+/// A whole response: status, headers, body.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Header fields in order, names lower-case.
+    pub headers: Vec<(String, String)>,
+    /// Body (lossy UTF-8).
+    pub body: String,
+}
+
+impl Response {
+    /// The first value of header `name` (any case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// [`get`] with the response's headers.
+pub fn get_response(addr: SocketAddr, path: &str) -> Result<Response, ureq::Error> {
+    let mut resp = agent().get(&format!("http://{addr}{path}")).call()?;
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+            (n.as_str().to_string(), v)
+        })
+        .collect();
+    let body = resp.body_mut().read_to_string()?;
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// [`get`] expecting 200 and a JSON body; panics otherwise, with what came back.
