@@ -4,9 +4,10 @@
 //!
 //! For: SRTP/SRTCP (RFC 3711 AES_CM_128_HMAC_SHA1_80, RFC 7714 AEAD_AES_128_GCM) with sender
 //! and receiver state (rollover counters, SRTCP indices, replay windows) a backup can resume
-//! from; later ICE-lite and the DTLS-SRTP glue.
-//! Not for: sockets, clocks or randomness (the driver in `mcu` owns those), SDP signalling,
-//! codecs or mixing (`mixer`), or replication itself (`ft-sync` carries what this crate
+//! from; the WHIP (RFC 9725) offer/answer SDP of an ICE-lite, DTLS-passive, Opus-only audio
+//! MCU ([`sdp::parse_offer`], [`sdp::build_answer`]); later ICE-lite and the DTLS-SRTP glue.
+//! Not for: sockets, clocks or randomness (the driver in `mcu` owns those), the WHIP HTTP
+//! exchange, codecs or mixing (`mixer`), or replication itself (`ft-sync` carries what this crate
 //! serializes).
 //!
 //! # Driver loop
@@ -44,6 +45,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod sdp;
 pub mod srtp;
 
 /// Everything that can go wrong in this crate. Never a panic: any input bytes end up here.
