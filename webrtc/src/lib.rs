@@ -5,9 +5,10 @@
 //! For: SRTP/SRTCP (RFC 3711 AES_CM_128_HMAC_SHA1_80, RFC 7714 AEAD_AES_128_GCM) with sender
 //! and receiver state (rollover counters, SRTCP indices, replay windows) a backup can resume
 //! from; an ICE-lite responder for the browser's checks (`ice`); telling STUN, DTLS, RTP and
-//! RTCP apart on one port (`mux`); later the DTLS-SRTP glue.
-//! Not for: sockets, clocks or randomness (the driver in `mcu` owns those), SDP signalling,
-//! codecs or mixing (`mixer`), or replication itself (`ft-sync` carries what this crate
+//! RTCP apart on one port (`mux`); the WHIP (RFC 9725) offer/answer SDP of an ICE-lite,
+//! DTLS-passive, Opus-only audio MCU ([`sdp::parse_offer`], [`sdp::build_answer`]).
+//! Not for: sockets, clocks or randomness (the driver in `mcu` owns those), the WHIP HTTP
+//! exchange, codecs or mixing (`mixer`), or replication itself (`ft-sync` carries what this crate
 //! serializes).
 //!
 //! # Driver loop
@@ -47,6 +48,7 @@
 
 pub mod ice;
 pub mod mux;
+pub mod sdp;
 pub mod srtp;
 
 /// Everything that can go wrong in this crate. Never a panic: any input bytes end up here.
