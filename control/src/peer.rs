@@ -186,7 +186,7 @@ impl Core {
             id,
             local: local_ice.clone(),
             remote: offer.ice.clone(),
-            remote_fingerprint: offer.fingerprint.clone(),
+            remote_fingerprint: offer.fingerprint.value.clone(),
         });
         let rec = PeerRecord {
             id,
@@ -401,7 +401,7 @@ impl Core {
             id,
             local: rec.local_ice.clone(),
             remote: rec.offer.ice.clone(),
-            remote_fingerprint: rec.offer.fingerprint.clone(),
+            remote_fingerprint: rec.offer.fingerprint.value.clone(),
             keys,
             selected: rec.selected,
         });

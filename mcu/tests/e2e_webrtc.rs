@@ -82,7 +82,8 @@ fn browser_and_sipp_hear_each_other() {
         "the SSRC the browser receives is the one /api/rooms reports"
     );
     // Alone in the room: nothing to hear yet.
-    let energy_alone = num(&first, &["inbound", "totalAudioEnergy"]);
+    let alone = browser.fresh(Duration::from_secs(5)).expect("stats");
+    let energy_alone = num(&alone, &["inbound", "totalAudioEnergy"]);
 
     // sipp joins and speaks (the recorded capture, then DTMF), then hangs up.
     let scen = peers::uac_pcap_scenario(&dir.0);
@@ -93,7 +94,7 @@ fn browser_and_sipp_hear_each_other() {
     let st = wait_timeout(&mut sipp, Duration::from_secs(45)).expect("sipp finishes");
     assert!(st.success(), "sipp failed its call (exit {st})");
     let after = browser
-        .wait_for(Duration::from_secs(5), |_| true)
+        .fresh(Duration::from_secs(5))
         .expect("stats after sipp's call");
     eprintln!("browser after sipp spoke: {after}");
 

@@ -119,6 +119,15 @@ impl Browser {
         }
     }
 
+    /// The first stats line taken after this call (lines already queued are read and kept
+    /// in [`Browser::samples`], not returned): the browser's state now, not earlier.
+    pub fn fresh(&mut self, timeout: Duration) -> Option<serde_json::Value> {
+        while let Ok(v) = self.lines.try_recv() {
+            self.take(v);
+        }
+        self.wait_for(timeout, |_| true)
+    }
+
     /// The latest stats line.
     pub fn last(&self) -> Option<&serde_json::Value> {
         self.samples.last().map(|v| &v["stats"])

@@ -46,10 +46,13 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod dtls;
 pub mod ice;
 pub mod mux;
+pub mod peer;
 pub mod sdp;
 pub mod srtp;
+pub mod transport;
 
 /// Everything that can go wrong in this crate. Never a panic: any input bytes end up here.
 #[derive(Debug, Clone, PartialEq, Eq)]
