@@ -168,8 +168,10 @@ async fn run(
             m = media_rx.recv() => {
                 let Some(m) = m else { break };
                 t.media_out(m);
-                // Whatever else the rooms queued, without another turn of the loop.
-                while let Ok(m) = media_rx.try_recv() {
+                // Whatever else the rooms queued, without another turn of the loop; a control
+                // message (a takeover's stream resumption) goes first.
+                while ctl_rx.is_empty() {
+                    let Ok(m) = media_rx.try_recv() else { break };
                     t.media_out(m);
                 }
             }

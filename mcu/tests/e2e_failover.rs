@@ -90,21 +90,6 @@ fn env_flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
-/// sipp's uac_pcap scenario with the recorded A-law capture played twice back to back
-/// (about 14 s of speech over 16 s) before the DTMF and the BYE.
-fn sipp_scenario(dir: &std::path::Path) -> std::path::PathBuf {
-    let p = peers::uac_pcap_scenario(dir);
-    let scen = std::fs::read_to_string(&p).unwrap();
-    let play = "<pause milliseconds=\"8000\"/>";
-    assert!(scen.contains(play), "sipp's uac_pcap scenario changed");
-    let twice = format!(
-        "{play}\n  <nop><action><exec play_pcap_audio=\"/usr/share/sip-tester/g711a.pcap\"/>\
-         </action></nop>\n  {play}"
-    );
-    std::fs::write(&p, scen.replacen(play, &twice, 1)).unwrap();
-    p
-}
-
 /// One line about a node's `/api/status` (or why there is none).
 fn status_summary(node: &Node) -> String {
     if node.killed {
@@ -401,7 +386,7 @@ fn run(mode: Mode) {
     );
 
     // Inputs: sipp's scenario, baresip's speech (about 20 s, 48 kHz stereo), the shared key.
-    let scen = sipp_scenario(&dir.0);
+    let scen = peers::uac_pcap_scenario_twice(&dir.0);
     sh(Command::new("espeak-ng")
         .arg("-w")
         .arg(dir.path("raw.wav"))

@@ -56,6 +56,21 @@ pub fn uac_pcap_scenario(dir: &Path) -> PathBuf {
     p
 }
 
+/// [`uac_pcap_scenario`] with the recorded A-law capture played twice back to back (about
+/// 14 s of speech over 16 s) before the DTMF and the BYE: speech on both sides of a fault.
+pub fn uac_pcap_scenario_twice(dir: &Path) -> PathBuf {
+    let p = uac_pcap_scenario(dir);
+    let scen = std::fs::read_to_string(&p).expect("read scenario");
+    let play = "<pause milliseconds=\"8000\"/>";
+    assert!(scen.contains(play), "sipp's uac_pcap scenario changed");
+    let twice = format!(
+        "{play}\n  <nop><action><exec play_pcap_audio=\"{SIPP_PCAP_DIR}/g711a.pcap\"/>\
+         </action></nop>\n  {play}"
+    );
+    std::fs::write(&p, scen.replacen(play, &twice, 1)).expect("write scenario");
+    p
+}
+
 /// `text` spoken by espeak-ng into `dir/name` (22.05 kHz mono WAV).
 pub fn espeak(dir: &Path, name: &str, text: &str) -> PathBuf {
     let wav = dir.join(name);

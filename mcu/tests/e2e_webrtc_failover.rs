@@ -1,0 +1,325 @@
+//! A takeover no browser notices (issue 9), in the network-namespace test bed: a primary and
+//! a backup `mcu` (one DTLS certificate file, WebRTC on the service address 198.18.0.100)
+//! serve a room with headless Chromium (client1, fake microphone playing speech, joined
+//! through WHIP on the primary's page) and a sipp UAC (client2) playing sipp's recorded
+//! A-law speech for about 16 s. About 5 s into the conference the primary gets `kill -9`.
+//!
+//! Asserted from the browser's own `getStats` and event log: no ICE or connection state
+//! change after "connected", the same `iceLocalUsernameFragment` and
+//! `selectedCandidatePairChanges`, the same inbound SSRC, `packetsReceived` still growing,
+//! `packetsLost` within the gap, and the browser still hears the room (`totalAudioEnergy`
+//! grows after the kill). From a capture in the browser's namespace (SRTP headers are in the
+//! clear): one SSRC from the service address, no duplicate or sequence regression, and the
+//! largest arrival gap across the kill, printed as `WEBRTC-FAILOVER gap=X.Xms` (collected
+//! over many runs by `scripts/failover-runs webrtc`).
+//!
+//! Environment: `WEBRTC_FAILOVER_PREFIX` (default `us-wf`): namespace prefix;
+//! `KEEP_SCRATCH=1` keeps captures and logs.
+
+mod common;
+use common::Node;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use testkit::bed::{Testbed, VIP};
+use testkit::browser::Browser;
+use testkit::capture::Capture;
+use testkit::peers;
+use testkit::poll;
+use testkit::process::{run as sh, Guarded};
+
+const SIP_PORT: u16 = 5060;
+const HTTP_PORT: u16 = 8080;
+const FT_PORT: u16 = 7000;
+const RTP_PORTS: &str = "30000-30999";
+const WEBRTC_PORT: u16 = 40000;
+const SIPP_MEDIA_PORT: u16 = 6000;
+const ROOM: &str = "room";
+const KILL_AFTER: Duration = Duration::from_secs(5);
+/// Largest arrival gap the browser may see across the kill.
+const MAX_GAP_MS: f64 = 100.0;
+
+fn addr_of(node: &str) -> String {
+    testkit::bed::addr_of(node).to_string()
+}
+
+fn http_addr(node: &str) -> SocketAddr {
+    format!("{}:{HTTP_PORT}", addr_of(node)).parse().unwrap()
+}
+
+fn num(v: &serde_json::Value, path: &[&str]) -> f64 {
+    let mut v = v;
+    for p in path {
+        v = &v[*p];
+    }
+    v.as_f64().unwrap_or(0.0)
+}
+
+fn ft_args(node: &str, peer: &str, key: &std::path::Path, cert: &std::path::Path) -> Vec<String> {
+    let own = addr_of(node);
+    [
+        "--sip-listen",
+        &format!("{VIP}:{SIP_PORT}"),
+        "--media-ip",
+        &VIP.to_string(),
+        "--http-listen",
+        &format!("{own}:{HTTP_PORT}"),
+        "--rtp-ports",
+        RTP_PORTS,
+        "--webrtc-port",
+        &WEBRTC_PORT.to_string(),
+        "--dtls-cert",
+        cert.to_str().unwrap(),
+        "--ft-role",
+        node,
+        "--ft-listen",
+        &format!("{own}:{FT_PORT}"),
+        "--ft-peer",
+        &format!("{}:{FT_PORT}", addr_of(peer)),
+        "--ft-key-file",
+        key.to_str().unwrap(),
+        "--service-ip",
+        &format!("{VIP}/24"),
+        "--service-dev",
+        "eth0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn participants(node: &Node) -> usize {
+    node.get_json("/api/rooms")
+        .and_then(|r| {
+            r["rooms"].as_array()?.iter().find(|x| x["name"] == ROOM).and_then(|x| {
+                x["participants"].as_object().map(|p| p.len())
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// RTP packets (from `src`) in a capture: (arrival time, SSRC, sequence number).
+fn rtp_arrivals(pcap: &std::path::Path, src: &str) -> Vec<(f64, u32, u16)> {
+    let data = std::fs::read(pcap).expect("read capture");
+    let mut out = vec![];
+    pcap_harness::capture::for_each_frame(&data, |f| {
+        let Ok(u) = pcap_harness::net::decode_udp(f.linktype, f.data) else {
+            return;
+        };
+        let p = u.payload;
+        let rtp = p.len() >= 12 && p[0] >> 6 == 2 && !(192..=223).contains(&p[1]);
+        if u.src.to_string() == src && rtp {
+            out.push((
+                f.time,
+                u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
+                u16::from_be_bytes([p[2], p[3]]),
+            ));
+        }
+    })
+    .expect("parse capture");
+    out
+}
+
+#[test]
+fn browser_does_not_notice_kill_of_primary() {
+    testkit::require::e2e(
+        "network namespaces, tcpdump",
+        &["sipp", "tcpdump", "espeak-ng", "ffmpeg", "ip"],
+    );
+    testkit::browser::require();
+    let prefix = std::env::var("WEBRTC_FAILOVER_PREFIX").unwrap_or_else(|_| "us-wf".into());
+    let dir = testkit::Scratch::new("e2e-webrtc-failover");
+    sh(Command::new("espeak-ng")
+        .arg("-w")
+        .arg(dir.path("raw.wav"))
+        .arg(
+            "This is the browser speaking in the conference room while the primary server \
+             fails. One two three four five six seven eight nine ten. The backup keeps the \
+             call going on the same stream, and the browser never notices.",
+        ));
+    sh(Command::new("ffmpeg")
+        .args(["-y", "-loglevel", "error", "-stream_loop", "-1", "-i"])
+        .arg(dir.path("raw.wav"))
+        .args(["-t", "30", "-ar", "48000", "-ac", "2"])
+        .arg(dir.path("speech.wav")));
+    let key = dir.path("ft.key");
+    std::fs::write(&key, format!("understudy-wf-{}", std::process::id())).unwrap();
+    // One certificate for both nodes: the first node to start creates the file.
+    let cert = dir.path("dtls.pem");
+    let scen = peers::uac_pcap_scenario_twice(&dir.0);
+
+    let bed = Testbed::up(&prefix, 2);
+    let mut nodes: Vec<Node> = vec![];
+    for (node, peer) in [("backup", "primary"), ("primary", "backup")] {
+        let n = Node::start(&bed, node, http_addr(node), &ft_args(node, peer, &key, &cert));
+        let up = poll(Duration::from_secs(20), || n.get("/api/status"));
+        assert!(up.is_some(), "{node} does not answer GET /api/status");
+        nodes.push(n);
+    }
+    nodes.sort_by_key(|n| n.name != "primary");
+    let (primary, rest) = nodes.split_first_mut().unwrap();
+    let backup = &mut rest[0];
+    let ready = poll(Duration::from_secs(20), || {
+        let p = primary.get_json("/api/status")?;
+        let s = backup.get_json("/api/status")?;
+        (p["role"] == "primary" && p["synced"] == true && s["role"] == "backup" && s["synced"] == true)
+            .then_some(())
+    });
+    assert!(ready.is_some(), "the pair did not become ready");
+
+    // The browser's view of the wire: every datagram from the WebRTC port.
+    let capture = Capture::start_in(
+        &bed.ns("client1"),
+        "eth0",
+        &dir.path("client1.pcap"),
+        &format!("udp and host {VIP} and port {WEBRTC_PORT}"),
+    );
+    let url = format!(
+        "http://{}/room/{ROOM}?autojoin=1&name=chromium",
+        http_addr("primary")
+    );
+    let mut browser = Browser::start(bed.command("client1", "node"), &url, &dir.path("speech.wav"), 60);
+    let connected = browser.wait_for(Duration::from_secs(30), |s| {
+        s["transport"]["dtlsState"] == "connected" && num(s, &["inbound", "packetsReceived"]) > 10.0
+    });
+    assert!(
+        connected.is_some(),
+        "the browser never received media: events {:#?}, last {:#?}, errors {:?}\nprimary log tail: {:?}",
+        browser.events,
+        browser.last(),
+        browser.errors,
+        primary.log.lines.iter().rev().take(20).collect::<Vec<_>>()
+    );
+
+    let mut sipp = Guarded(
+        bed.command("client2", "sipp")
+            .arg("-sf")
+            .arg(&scen)
+            .args(["-s", ROOM, "-i", &addr_of("client2")])
+            .args(["-p", &SIP_PORT.to_string(), "-mp", &SIPP_MEDIA_PORT.to_string()])
+            .args(["-m", "1", "-l", "1", "-nostdin", "-timeout", "60s", "-timeout_error"])
+            .arg(format!("{VIP}:{SIP_PORT}"))
+            .current_dir(&dir.0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sipp"),
+    );
+    let joined = poll(Duration::from_secs(15), || (participants(primary) == 2).then_some(()));
+    assert!(joined.is_some(), "browser and sipp in the room: {:?}", primary.get("/api/rooms"));
+    let synced = poll(Duration::from_secs(5), || {
+        let p = primary.get_json("/api/status")?;
+        (p["replication"]["unacked"] == 0).then_some(())
+    });
+    assert!(synced.is_some(), "the backup holds the conference");
+    let t_joined = Instant::now();
+    std::thread::sleep(KILL_AFTER);
+
+    let before = browser.fresh(Duration::from_secs(5)).expect("stats before the kill");
+    let kill_time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    primary.kill9();
+    eprintln!("WEBRTC-FAILOVER kill -9 primary at +{:.1} s", t_joined.elapsed().as_secs_f64());
+    let line = backup.log.wait("takeover complete", Duration::from_secs(5));
+    assert!(line.is_some(), "the backup took over");
+    // Long enough for two of the browser's consent checks (every ~2.5 s) to be answered by
+    // the new primary, with the same credentials.
+    std::thread::sleep(Duration::from_secs(6));
+    let after = browser.fresh(Duration::from_secs(5)).expect("stats after the kill");
+    eprintln!("WEBRTC-FAILOVER before: {before}\nWEBRTC-FAILOVER after: {after}");
+
+    let st = testkit::process::wait_timeout(&mut sipp.0, Duration::from_secs(40)).expect("sipp ends");
+    assert!(st.success(), "sipp's call (its BYE answered by the new primary): exit {st}");
+    let ended = browser.finish(Duration::from_secs(15));
+    let pcap = capture.stop();
+
+    // The browser's own view.
+    let mut problems = vec![];
+    for key in ["iceLocalUsernameFragment", "selectedCandidatePairChanges", "iceState", "dtlsState"] {
+        if before["transport"][key] != after["transport"][key] {
+            problems.push(format!(
+                "transport.{key}: {} -> {}",
+                before["transport"][key], after["transport"][key]
+            ));
+        }
+    }
+    if after["transport"]["iceState"] != "connected" || after["transport"]["dtlsState"] != "connected" {
+        problems.push(format!("transport after the kill: {}", after["transport"]));
+    }
+    if before["inbound"]["ssrc"] != after["inbound"]["ssrc"] {
+        problems.push(format!(
+            "inbound SSRC {} -> {}",
+            before["inbound"]["ssrc"], after["inbound"]["ssrc"]
+        ));
+    }
+    let got = num(&after, &["inbound", "packetsReceived"]) - num(&before, &["inbound", "packetsReceived"]);
+    if got < 200.0 {
+        problems.push(format!("only {got} packets received in the ~6 s after the kill"));
+    }
+    let lost = num(&after, &["inbound", "packetsLost"]) - num(&before, &["inbound", "packetsLost"]);
+    if lost > 5.0 {
+        problems.push(format!("{lost} packets lost across the kill (100 ms = 5 packets)"));
+    }
+    let energy = num(&after, &["inbound", "totalAudioEnergy"]) - num(&before, &["inbound", "totalAudioEnergy"]);
+    if energy < 0.01 {
+        problems.push(format!("the browser heard nothing after the kill (energy +{energy})"));
+    }
+    let changes: Vec<String> = browser
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e["type"].as_str(),
+                Some("iceconnectionstatechange" | "connectionstatechange")
+            )
+        })
+        .map(|e| format!("{}={}", e["type"].as_str().unwrap_or(""), e["value"].as_str().unwrap_or("")))
+        .collect();
+    let after_connected: Vec<&String> = changes
+        .iter()
+        .skip_while(|c| *c != "connectionstatechange=connected")
+        .skip(1)
+        .filter(|c| !c.ends_with("=closed"))
+        .collect();
+    if !after_connected.is_empty() {
+        problems.push(format!("state changes after connected: {after_connected:?} (all: {changes:?})"));
+    }
+
+    // The wire as the browser's namespace saw it.
+    let arrivals = rtp_arrivals(&pcap, &format!("{VIP}:{WEBRTC_PORT}"));
+    let ssrcs: std::collections::BTreeSet<u32> = arrivals.iter().map(|a| a.1).collect();
+    if ssrcs.len() != 1 {
+        problems.push(format!("SSRCs from the service address: {ssrcs:x?}"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let dups = arrivals.iter().filter(|a| !seen.insert(a.2)).count();
+    if dups > 0 {
+        problems.push(format!("{dups} duplicate sequence numbers"));
+    }
+    let regressions = arrivals
+        .windows(2)
+        .filter(|w| {
+            let d = w[1].2.wrapping_sub(w[0].2);
+            d == 0 || d > 0x8000
+        })
+        .count();
+    if regressions > 0 {
+        problems.push(format!("{regressions} sequence regressions"));
+    }
+    let gap_ms = arrivals
+        .windows(2)
+        .filter(|w| w[1].0 > kill_time - 1.0 && w[0].0 < kill_time + 2.0)
+        .map(|w| (w[1].0 - w[0].0) * 1000.0)
+        .fold(0.0, f64::max);
+    eprintln!(
+        "WEBRTC-FAILOVER gap={gap_ms:.1}ms packets={} lost={lost} energy_after=+{energy:.3} driver_ended={ended}",
+        arrivals.len()
+    );
+    if gap_ms > MAX_GAP_MS {
+        problems.push(format!("gap across the kill {gap_ms:.1} ms > {MAX_GAP_MS} ms"));
+    }
+    assert!(problems.is_empty(), "the browser noticed the takeover: {problems:#?}");
+}
