@@ -4,12 +4,17 @@
 //!
 //! For: SRTP/SRTCP (RFC 3711 AES_CM_128_HMAC_SHA1_80, RFC 7714 AEAD_AES_128_GCM) with sender
 //! and receiver state (rollover counters, SRTCP indices, replay windows) a backup can resume
-//! from; later ICE-lite and the DTLS-SRTP glue.
+//! from; the server side of the DTLS-SRTP handshake ([`dtls`], on rtc-dtls), which holds its
+//! final flight until the exported keys are replicated; later ICE-lite.
 //! Not for: sockets, clocks or randomness (the driver in `mcu` owns those), SDP signalling,
 //! codecs or mixing (`mixer`), or replication itself (`ft-sync` carries what this crate
 //! serializes).
 //!
 //! # Driver loop
+//!
+//! A browser's DTLS datagrams go to its [`dtls::DtlsServer`]; its [`dtls::DtlsEvent::Keyed`]
+//! carries the exported keying material, which the driver replicates to the backup before it
+//! calls [`dtls::DtlsServer::release_final_flight`] (see [`dtls`] for that loop).
 //!
 //! An outgoing stream is protected by an [`srtp::SrtpSender`], an incoming one checked by an
 //! [`srtp::SrtpReceiver`]; both are built from the keys DTLS-SRTP exported. Their state is
@@ -44,6 +49,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod dtls;
 pub mod srtp;
 
 /// Everything that can go wrong in this crate. Never a panic: any input bytes end up here.
@@ -71,6 +77,14 @@ pub enum Error {
     /// The packet index space of the keys is used up (2^48 RTP packets or 2^31 SRTCP
     /// packets per SSRC): the session must be rekeyed.
     IndexExhausted,
+    /// The DTLS handshake or certificate handling failed.
+    Dtls(dtls::DtlsError),
+}
+
+impl From<dtls::DtlsError> for Error {
+    fn from(e: dtls::DtlsError) -> Self {
+        Error::Dtls(e)
+    }
 }
 
 impl std::fmt::Display for Error {
@@ -85,8 +99,16 @@ impl std::fmt::Display for Error {
                 write!(f, "key material of {got} bytes, {expected} expected")
             }
             Error::IndexExhausted => write!(f, "SRTP index space exhausted, rekey"),
+            Error::Dtls(e) => e.fmt(f),
         }
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Dtls(e) => Some(e),
+            _ => None,
+        }
+    }
+}
