@@ -18,9 +18,11 @@
 //!   produces (its ChangeCipherSpec + Finished, "flight 6") is held back:
 //!   [`DtlsServer::poll_transmit`] returns nothing until [`DtlsServer::release_final_flight`].
 //!   The browser cannot finish its handshake, so it sends no SRTP and expects none, until the
-//!   driver has replicated the keys to the backup and released the flight. If the primary
-//!   dies in between, the browser retransmits its final flight to the same address and the
-//!   backup (which owns the keys) takes over.
+//!   driver has replicated the keys to the backup and released the flight: whenever the
+//!   browser is connected, the backup has its keys. (If the primary dies before the release,
+//!   this handshake never completes; answering the browser's repeats of its flight 5 from the
+//!   backup would take the DTLS state or the flight-6 bytes, which this module does not
+//!   replicate.)
 //! - **Guarantee, and what it rests on.** rtc-dtls lets a server export keying material only
 //!   once its local epoch is 1, and it moves to epoch 1 when it *prepares* flight 6, inside the
 //!   same [`DtlsServer::handle_datagram`] call that verified the client's flight 5; the flight

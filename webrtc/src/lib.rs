@@ -5,13 +5,19 @@
 //! For: SRTP/SRTCP (RFC 3711 AES_CM_128_HMAC_SHA1_80, RFC 7714 AEAD_AES_128_GCM) with sender
 //! and receiver state (rollover counters, SRTCP indices, replay windows) a backup can resume
 //! from; an ICE-lite responder for the browser's checks (`ice`); telling STUN, DTLS, RTP and
-//! RTCP apart on one port (`mux`); the WHIP (RFC 9725) offer/answer SDP of an ICE-lite,
-//! DTLS-passive, Opus-only audio MCU ([`sdp::parse_offer`], [`sdp::build_answer`]).
+//! RTCP apart on one port (`mux`); the server side of the DTLS-SRTP handshake ([`dtls`], on
+//! rtc-dtls), which holds its final flight until the exported keys are replicated; the WHIP
+//! (RFC 9725) offer/answer SDP of an ICE-lite, DTLS-passive, Opus-only audio MCU ([`sdp`]);
+//! one participant's transport ([`peer`]) and every participant on one port ([`transport`]).
 //! Not for: sockets, clocks or randomness (the driver in `mcu` owns those), the WHIP HTTP
 //! exchange, codecs or mixing (`mixer`), or replication itself (`ft-sync` carries what this crate
 //! serializes).
 //!
 //! # Driver loop
+//!
+//! A browser's DTLS datagrams go to its [`dtls::DtlsServer`]; its [`dtls::DtlsEvent::Keyed`]
+//! carries the exported keying material, which the driver replicates to the backup before it
+//! calls [`dtls::DtlsServer::release_final_flight`] (see [`dtls`] for that loop).
 //!
 //! An outgoing stream is protected by an [`srtp::SrtpSender`], an incoming one checked by an
 //! [`srtp::SrtpReceiver`]; both are built from the keys DTLS-SRTP exported. Their state is
@@ -79,6 +85,14 @@ pub enum Error {
     /// The packet index space of the keys is used up (2^48 RTP packets or 2^31 SRTCP
     /// packets per SSRC): the session must be rekeyed.
     IndexExhausted,
+    /// The DTLS handshake or certificate handling failed.
+    Dtls(dtls::DtlsError),
+}
+
+impl From<dtls::DtlsError> for Error {
+    fn from(e: dtls::DtlsError) -> Self {
+        Error::Dtls(e)
+    }
 }
 
 impl std::fmt::Display for Error {
@@ -93,8 +107,16 @@ impl std::fmt::Display for Error {
                 write!(f, "key material of {got} bytes, {expected} expected")
             }
             Error::IndexExhausted => write!(f, "SRTP index space exhausted, rekey"),
+            Error::Dtls(e) => e.fmt(f),
         }
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Dtls(e) => Some(e),
+            _ => None,
+        }
+    }
+}
