@@ -718,7 +718,10 @@ impl Core {
             .map(|p| p.id)
             .partition(|id| self.peer_resumable(*id));
         for id in dropped {
-            tracing::warn!(id, "takeover: WebRTC participant was still joining: dropped");
+            tracing::warn!(
+                id,
+                "takeover: WebRTC participant was still joining: dropped"
+            );
             self.peers.remove(&id);
             self.dirty_peers.insert(id);
         }
@@ -790,7 +793,10 @@ impl Core {
             .filter(|id| !attached.contains(id))
             .collect();
         for id in lost {
-            tracing::warn!(id, "takeover: WebRTC participant missing from its room's snapshot: dropped");
+            tracing::warn!(
+                id,
+                "takeover: WebRTC participant missing from its room's snapshot: dropped"
+            );
             self.forget_peer(id);
         }
         // Rooms never shipped, and calls caught half-way in: (re)join.

@@ -13,6 +13,8 @@
 //! credentials, same SRTP keys, its outgoing stream continuing from the mixer snapshot with
 //! an SRTCP index past anything the primary can have used. A participant still in its
 //! handshake is dropped on both nodes; its browser fails and can join again.
+//! `tests/webrtc.rs` checks this from a real Chromium offer, as the actions a driver carries
+//! out: what the browser is answered and when, and what a promoted backup resumes.
 
 use crate::schema::{Item, MediaPhase};
 use crate::{Action, Core, Role, RoomCommand};
@@ -247,8 +249,7 @@ impl Core {
                 tracing::info!(id, profile = ?keys.profile, "DTLS handshake done: keys replicated before the final flight");
                 rec.keys = Some(keys);
                 self.dirty_peers.insert(id);
-                self.commit_actions
-                    .push(Action::ReleaseFinalFlight { id });
+                self.commit_actions.push(Action::ReleaseFinalFlight { id });
             }
             PeerInput::Gone(why) => {
                 tracing::info!(id, "WebRTC participant gone: {why}");
@@ -354,8 +355,10 @@ impl Core {
         if let Some(room) = self.rooms.get_mut(&rec.room) {
             if room.members.remove(&id) {
                 let rid = room.record.id;
-                self.actions
-                    .push_back(Action::Room(RoomCommand::Leave { room: rid, call: id }));
+                self.actions.push_back(Action::Room(RoomCommand::Leave {
+                    room: rid,
+                    call: id,
+                }));
                 self.close_room_if_empty(rid);
             }
         }
@@ -383,14 +386,16 @@ impl Core {
         })
     }
 
-    /// Takeover: continue one participant (its room was opened from the snapshot).
+    /// Takeover: continue one participant (its room was opened from the snapshot), a member
+    /// of its room again (its leaving is a `Leave`, the room closes after its last member).
     pub(crate) fn resume_peer(&mut self, id: u64, now: Duration) {
         let Some(rec) = self.peers.get(&id) else {
             return;
         };
-        let (Some(keys), Some(room)) = (rec.keys.clone(), self.rooms.get(&rec.room)) else {
+        let (Some(keys), Some(room)) = (rec.keys.clone(), self.rooms.get_mut(&rec.room)) else {
             return;
         };
+        room.members.insert(id);
         let rid = room.record.id;
         // One SRTCP packet per report interval at most since it joined, plus a margin: an
         // index the primary cannot have used yet.
@@ -405,10 +410,11 @@ impl Core {
             keys,
             selected: rec.selected,
         });
-        self.actions.push_back(Action::Room(RoomCommand::AttachPeer {
-            room: rid,
-            call: id,
-            srtcp_index,
-        }));
+        self.actions
+            .push_back(Action::Room(RoomCommand::AttachPeer {
+                room: rid,
+                call: id,
+                srtcp_index,
+            }));
     }
 }

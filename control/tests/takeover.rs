@@ -271,19 +271,6 @@ impl Script {
     }
 }
 
-/// A mutation of what crosses the sync link (negative controls).
-type Tamper = fn(&mut Entry);
-
-fn feed(backup: &mut Node, primary: &mut Node, tamper: Tamper) {
-    for (mut e, full) in primary.entries.drain(..) {
-        tamper(&mut e);
-        backup.core.handle_replicated(e, full);
-        backup.drain();
-    }
-}
-
-fn untouched(_: &mut Entry) {}
-
 fn show(t: &Transmit) -> String {
     format!("to {}: {}", t.to, String::from_utf8_lossy(&t.data))
 }

@@ -41,6 +41,11 @@ pub struct Node {
     pub fault: Option<String>,
     /// Members attached at a takeover, with the media source they were attached with.
     pub attached: Vec<(u64, Option<control::latch::Source>)>,
+    /// Every action drained, in order (what the drivers were asked to do).
+    pub log: Vec<Action>,
+    /// The sync link acknowledges every entry at once (else the test calls
+    /// [`Node::commit`]).
+    pub auto_commit: bool,
 }
 
 pub fn wire(e: &Entry) -> Entry {
@@ -50,8 +55,12 @@ pub fn wire(e: &Entry) -> Entry {
 
 impl Node {
     pub fn new(role: Role) -> Node {
+        Node::with_config(config(), role)
+    }
+
+    pub fn with_config(cfg: Config, role: Role) -> Node {
         Node {
-            core: Core::new(config(), role, 1_700_000_000_000_000_000),
+            core: Core::new(cfg, role, 1_700_000_000_000_000_000),
             now: Duration::ZERO,
             mixers: BTreeMap::new(),
             shipped: BTreeMap::new(),
@@ -61,13 +70,16 @@ impl Node {
             last_seq: 0,
             fault: None,
             attached: Vec::new(),
+            log: Vec::new(),
+            auto_commit: true,
         }
     }
 
-    /// Run the actions; the sync link acknowledges everything at once.
+    /// Run the actions; the sync link acknowledges everything at once (if `auto_commit`).
     pub fn drain(&mut self) {
         loop {
             while let Some(a) = self.core.poll_action() {
+                self.log.push(a.clone());
                 match a {
                     Action::SendSip { transmit, .. } => self.sent.push(transmit),
                     Action::OpenMedia { call, port } => {
@@ -75,6 +87,12 @@ impl Node {
                     }
                     Action::CloseMedia { .. } | Action::Dtmf { .. } => {}
                     Action::TakeoverComplete { .. } => {}
+                    // The WebRTC transport and the HTTP server: the test reads them in `log`.
+                    Action::OpenPeer { .. }
+                    | Action::ResumePeer { .. }
+                    | Action::ReleaseFinalFlight { .. }
+                    | Action::ClosePeer { .. }
+                    | Action::WhipReply { .. } => {}
                     Action::Room(cmd) => self.room(cmd),
                     Action::Replicate { seq, entry } => {
                         self.entries.push((wire(&entry), false));
@@ -90,11 +108,17 @@ impl Node {
             }
             let (held, _) = self.core.held();
             let (last, committed) = self.core.replication();
-            if held == 0 || committed >= last {
+            if !self.auto_commit || held == 0 || committed >= last {
                 break;
             }
             self.core.handle_committed(last, self.now);
         }
+    }
+
+    /// The sync link acknowledges every entry up to `seq`.
+    pub fn commit(&mut self, seq: u64) {
+        self.core.handle_committed(seq, self.now);
+        self.drain();
     }
 
     pub fn room(&mut self, cmd: RoomCommand) {
@@ -110,7 +134,8 @@ impl Node {
             }
             RoomCommand::Join {
                 room, call, params, ..
-            } => {
+            }
+            | RoomCommand::JoinPeer { room, call, params } => {
                 let Some(m) = self.mixers.get_mut(&room) else {
                     self.fault = Some(format!("join of {call} into room {room}, not open"));
                     return;
@@ -143,6 +168,15 @@ impl Node {
                     .is_none_or(|m| m.output_stream(call).is_none())
                 {
                     self.fault = Some(format!("attach of {call}: not in room {room}"));
+                }
+            }
+            RoomCommand::AttachPeer { room, call, .. } => {
+                if self
+                    .mixers
+                    .get(&room)
+                    .is_none_or(|m| m.output_stream(call).is_none())
+                {
+                    self.fault = Some(format!("attach of peer {call}: not in room {room}"));
                 }
             }
             RoomCommand::Update {
@@ -284,6 +318,20 @@ impl Ua {
         )
     }
 }
+
+/// A mutation of what crosses the sync link (negative controls).
+pub type Tamper = fn(&mut Entry);
+
+/// The backup takes every entry the primary replicated so far (through their wire encoding).
+pub fn feed(backup: &mut Node, primary: &mut Node, tamper: Tamper) {
+    for (mut e, full) in primary.entries.drain(..) {
+        tamper(&mut e);
+        backup.core.handle_replicated(e, full);
+        backup.drain();
+    }
+}
+
+pub fn untouched(_: &mut Entry) {}
 
 pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
     msg.split("\r\n")
