@@ -86,7 +86,8 @@ impl Browser {
 
     fn take(&mut self, v: serde_json::Value) {
         if let Some(evs) = v["events"].as_array() {
-            if v["done"].as_bool() != Some(true) {
+            // The final and error lines repeat every event.
+            if v["done"].as_bool() != Some(true) && v["error"].is_null() {
                 self.events.extend(evs.iter().cloned());
             }
         }

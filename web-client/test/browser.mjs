@@ -128,6 +128,9 @@ async function main() {
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    // getUserMedia needs a secure context: the test bed serves plain HTTP on a private
+    // address, so that one origin counts as secure (a deployment serves HTTPS).
+    `--unsafely-treat-insecure-origin-as-secure=${new URL(opts.url).origin}`,
   ];
 
   let browser = null;
