@@ -528,10 +528,16 @@ mod tests {
     #[test]
     fn defaults() {
         let c = ServeArgs::default().resolve().unwrap();
-        assert_eq!(c.sip_listen, "127.0.0.1:5060".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            c.sip_listen,
+            "127.0.0.1:5060".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(c.media_ip, "127.0.0.1".parse::<IpAddr>().unwrap());
         assert_eq!((c.rtp_port_min, c.rtp_port_max), (20000, 29999));
-        assert_eq!(c.http_listen, "127.0.0.1:8080".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            c.http_listen,
+            "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!((c.sip_rate_limit, c.sip_rate_burst), (300, 600));
         assert_eq!(c.media_timeout, Some(std::time::Duration::from_secs(60)));
         let off = ServeArgs {

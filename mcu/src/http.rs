@@ -6,17 +6,17 @@
 
 use crate::limits::{self, AcceptBackoff, FdReserve};
 use crate::metrics::Metrics;
+use crate::state::WhipRequest;
 use crate::state::{RoomView, Shared};
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
 use axum::extract::{DefaultBodyLimit, Path, Query};
+use axum::http::header;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::{delete, get, post};
-use control::WhipResult;
-use crate::state::WhipRequest;
 use axum::{Json, Router};
+use control::WhipResult;
 use serde::Serialize;
 
 /// The API router.
@@ -31,11 +31,14 @@ pub fn router(shared: Shared) -> Router {
             "/whip/{room}",
             post(whip_offer)
                 .options(whip_options)
-                .layer(DefaultBodyLimit::max(MAX_WHIP_BODY)),
+                .layer(DefaultBodyLimit::max(MAX_WHIP_BODY))
+                .layer(axum::middleware::map_response(with_cors)),
         )
         .route(
             "/whip/{room}/{id}",
-            delete(whip_delete).options(whip_options),
+            delete(whip_delete)
+                .options(whip_options)
+                .layer(axum::middleware::map_response(with_cors)),
         )
         .merge(crate::web::routes())
         .with_state(shared)
@@ -46,6 +49,14 @@ pub const MAX_WHIP_BODY: usize = 64 * 1024;
 
 /// How long a WHIP request waits for the server's answer.
 const WHIP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Every WHIP response, including axum's own refusals (a body over [`MAX_WHIP_BODY`], not
+/// UTF-8, a method not allowed), carries the CORS headers: a page on another origin can read
+/// why its request failed.
+async fn with_cors(mut r: Response) -> Response {
+    cors(r.headers_mut());
+    r
+}
 
 /// CORS headers on every WHIP response (a page on another origin may call it).
 fn cors(h: &mut HeaderMap) {
@@ -70,17 +81,13 @@ fn whip_text(status: StatusCode, reason: &str) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    cors(r.headers_mut());
     r
 }
 
 async fn whip_options() -> Response {
     let mut r = StatusCode::NO_CONTENT.into_response();
-    cors(r.headers_mut());
-    r.headers_mut().insert(
-        "accept-post",
-        HeaderValue::from_static("application/sdp"),
-    );
+    r.headers_mut()
+        .insert("accept-post", HeaderValue::from_static("application/sdp"));
     r
 }
 
@@ -126,7 +133,6 @@ fn whip_result(room: &str, r: WhipResult) -> Response {
             if let Ok(v) = HeaderValue::from_str(&format!("/whip/{room}/{id}")) {
                 h.insert(header::LOCATION, v);
             }
-            cors(h);
             resp
         }
         WhipResult::Deleted => whip_text(StatusCode::OK, "left"),
@@ -170,7 +176,10 @@ async fn whip_offer(
 }
 
 /// `DELETE /whip/{room}/{id}`: the participant leaves.
-async fn whip_delete(State(s): State<Shared>, Path((room, id)): Path<(String, String)>) -> Response {
+async fn whip_delete(
+    State(s): State<Shared>,
+    Path((room, id)): Path<(String, String)>,
+) -> Response {
     let Ok(id) = id.parse::<u64>() else {
         return whip_text(StatusCode::NOT_FOUND, "no such participant");
     };

@@ -203,6 +203,8 @@ impl PacketSink {
 }
 
 /// How a participant's media travel.
+// One per room member, never moved around in bulk: the size of the SIP variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Link {
     /// Its own RTP/RTCP sockets, behind its media source latch.
     Sip { media: MediaEndpoint, latch: Latch },

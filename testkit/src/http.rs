@@ -1,6 +1,8 @@
-//! Blocking HTTP GET with [`ureq`]: status and body, or the whole [`Response`]. Sockets live
-//! in the calling thread's network namespace: to reach a server inside a test-bed node, call
-//! these from [`crate::bed::in_netns`].
+//! Blocking HTTP requests with [`ureq`]: GET (status and body, or the whole [`Response`]),
+//! and [`post`], [`delete`] and [`options`] with header fields of the caller's choosing,
+//! returning the whole [`Response`] whatever its status. Sockets live in the calling thread's
+//! network namespace: to reach a server inside a test-bed node, call these from
+//! [`crate::bed::in_netns`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -46,7 +48,55 @@ impl Response {
 
 /// [`get`] with the response's headers.
 pub fn get_response(addr: SocketAddr, path: &str) -> Result<Response, ureq::Error> {
-    let mut resp = agent().get(&format!("http://{addr}{path}")).call()?;
+    read_response(agent().get(&format!("http://{addr}{path}")).call()?)
+}
+
+/// `POST http://ADDR/PATH` with `body` and the header fields `headers` (name, value) and no
+/// others the caller did not ask for (no Content-Type unless given): the whole response,
+/// whatever its status; `Err` when nothing answers or the exchange breaks off.
+pub fn post(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Response, ureq::Error> {
+    let mut req = agent().post(&format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    read_response(req.send(body)?)
+}
+
+/// `DELETE http://ADDR/PATH` with the header fields `headers`: the whole response (see
+/// [`post`]).
+pub fn delete(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Response, ureq::Error> {
+    let mut req = agent().delete(&format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    read_response(req.call()?)
+}
+
+/// `OPTIONS http://ADDR/PATH` with the header fields `headers` (a CORS preflight carries
+/// `Origin` and `Access-Control-Request-Method`): the whole response (see [`post`]).
+pub fn options(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Response, ureq::Error> {
+    let mut req = agent().options(&format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    read_response(req.call()?)
+}
+
+/// Status, headers (names lower-case, values lossy UTF-8) and body (lossy UTF-8).
+fn read_response(mut resp: ureq::http::Response<ureq::Body>) -> Result<Response, ureq::Error> {
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
@@ -56,11 +106,11 @@ pub fn get_response(addr: SocketAddr, path: &str) -> Result<Response, ureq::Erro
             (n.as_str().to_string(), v)
         })
         .collect();
-    let body = resp.body_mut().read_to_string()?;
+    let body = resp.body_mut().read_to_vec()?;
     Ok(Response {
         status,
         headers,
-        body,
+        body: String::from_utf8_lossy(&body).into_owned(),
     })
 }
 
