@@ -14,12 +14,11 @@ use crate::limits::{self, AcceptBackoff};
 use crate::metrics::Metrics;
 use crate::room::{spawn_room, MediaEndpoint, RoomCtl, RoomCtx, RoomHandle};
 use crate::state::{ParticipantView, RoomView, Shared, TakeoverView, WhipRequest};
-use crate::webrtc::{WebRtcCtl, WebRtcHandle};
 use crate::sync_link::{SyncCommand, SyncEvent};
+use crate::webrtc::{WebRtcCtl, WebRtcHandle};
 use anyhow::{Context, Result};
 use control::limit::SourceLimiter;
 use control::{Action, Core, Entry, MemberMedia, Role, RoomCommand, RoomEvent, WhipResult};
-use webrtc_core::peer::PeerConfig;
 use sip_core::{ConnId, Transport};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -29,6 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
+use webrtc_core::peer::PeerConfig;
 
 /// Largest SIP message accepted (UDP datagram or one framed TCP message).
 pub const MAX_SIP_MESSAGE: usize = 16 * 1024;

@@ -57,7 +57,8 @@ fn browser_and_sipp_hear_each_other() {
     let mut browser = Browser::start(Command::new("node"), &url, &wav, 40);
     let first = browser
         .wait_for(Duration::from_secs(20), |s| {
-            s["transport"]["dtlsState"] == "connected" && num(s, &["inbound", "packetsReceived"]) > 10.0
+            s["transport"]["dtlsState"] == "connected"
+                && num(s, &["inbound", "packetsReceived"]) > 10.0
         })
         .unwrap_or_else(|| {
             panic!(
@@ -71,7 +72,9 @@ fn browser_and_sipp_hear_each_other() {
     let ssrc = first["inbound"]["ssrc"].clone();
     eprintln!("browser connected: {first}");
     let rooms = srv.get_json("/api/rooms");
-    let parts = rooms["rooms"][0]["participants"].as_object().expect("participants");
+    let parts = rooms["rooms"][0]["participants"]
+        .as_object()
+        .expect("participants");
     assert_eq!(parts.len(), 1, "{rooms:#}");
     let view = parts.values().next().unwrap();
     assert_eq!(view["kind"], "webrtc", "{rooms:#}");
@@ -105,7 +108,8 @@ fn browser_and_sipp_hear_each_other() {
         "the browser's played audio energy grew by only {heard} while sipp spoke: {after:#}"
     );
     assert!(
-        num(&after, &["inbound", "packetsReceived"]) > num(&first, &["inbound", "packetsReceived"]) + 200.0,
+        num(&after, &["inbound", "packetsReceived"])
+            > num(&first, &["inbound", "packetsReceived"]) + 200.0,
         "packets kept arriving: {first} -> {after}"
     );
     assert_eq!(after["inbound"]["ssrc"], ssrc, "one inbound SSRC");
@@ -116,21 +120,40 @@ fn browser_and_sipp_hear_each_other() {
     );
 
     // Leave (DELETE on the WHIP resource): the room empties.
-    assert!(browser.finish(Duration::from_secs(15)), "driver ended cleanly: {:?}", browser.errors);
+    assert!(
+        browser.finish(Duration::from_secs(15)),
+        "driver ended cleanly: {:?}",
+        browser.errors
+    );
     let left = testkit::poll(Duration::from_secs(5), || {
         let r = srv.get_json("/api/rooms");
-        r["rooms"].as_array().is_some_and(|a| a.is_empty()).then_some(())
+        r["rooms"]
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+            .then_some(())
     });
-    assert!(left.is_some(), "the browser left the room: {:#}", srv.get_json("/api/rooms"));
+    assert!(
+        left.is_some(),
+        "the browser left the room: {:#}",
+        srv.get_json("/api/rooms")
+    );
     let states: Vec<String> = browser
         .events
         .iter()
         .filter(|e| e["type"] == "connectionstatechange" || e["type"] == "iceconnectionstatechange")
-        .map(|e| format!("{}={}", e["type"].as_str().unwrap_or(""), e["value"].as_str().unwrap_or("")))
+        .map(|e| {
+            format!(
+                "{}={}",
+                e["type"].as_str().unwrap_or(""),
+                e["value"].as_str().unwrap_or("")
+            )
+        })
         .collect();
     eprintln!("browser state changes: {states:?}");
     assert!(
-        !states.iter().any(|s| s.ends_with("=failed") || s.ends_with("=disconnected")),
+        !states
+            .iter()
+            .any(|s| s.ends_with("=failed") || s.ends_with("=disconnected")),
         "no failure or disconnection while in the room: {states:?}"
     );
     srv.shutdown().expect("server stops cleanly");
@@ -139,8 +162,17 @@ fn browser_and_sipp_hear_each_other() {
     let pcap = cap.stop();
     let report = pcap_harness::analyze_path(&pcap).expect("analyze capture");
     let to_sipp = format!("127.0.0.1:{}", SIPP.1);
-    let streams: Vec<_> = report.rtp_streams.iter().filter(|s| s.dst == to_sipp).collect();
-    assert_eq!(streams.len(), 1, "one stream to sipp: {:#?}", report.rtp_streams);
+    let streams: Vec<_> = report
+        .rtp_streams
+        .iter()
+        .filter(|s| s.dst == to_sipp)
+        .collect();
+    assert_eq!(
+        streams.len(),
+        1,
+        "one stream to sipp: {:#?}",
+        report.rtp_streams
+    );
     let s = streams[0];
     assert!(s.decoded && s.decode_errors == 0, "{s:#?}");
     let loud = s.energy_dbfs.iter().filter(|e| **e > -40.0).count();

@@ -91,9 +91,11 @@ fn ft_args(node: &str, peer: &str, key: &std::path::Path, cert: &std::path::Path
 fn participants(node: &Node) -> usize {
     node.get_json("/api/rooms")
         .and_then(|r| {
-            r["rooms"].as_array()?.iter().find(|x| x["name"] == ROOM).and_then(|x| {
-                x["participants"].as_object().map(|p| p.len())
-            })
+            r["rooms"]
+                .as_array()?
+                .iter()
+                .find(|x| x["name"] == ROOM)
+                .and_then(|x| x["participants"].as_object().map(|p| p.len()))
         })
         .unwrap_or(0)
 }
@@ -151,7 +153,12 @@ fn browser_does_not_notice_kill_of_primary() {
     let bed = Testbed::up(&prefix, 2);
     let mut nodes: Vec<Node> = vec![];
     for (node, peer) in [("backup", "primary"), ("primary", "backup")] {
-        let n = Node::start(&bed, node, http_addr(node), &ft_args(node, peer, &key, &cert));
+        let n = Node::start(
+            &bed,
+            node,
+            http_addr(node),
+            &ft_args(node, peer, &key, &cert),
+        );
         let up = poll(Duration::from_secs(20), || n.get("/api/status"));
         assert!(up.is_some(), "{node} does not answer GET /api/status");
         nodes.push(n);
@@ -162,7 +169,10 @@ fn browser_does_not_notice_kill_of_primary() {
     let ready = poll(Duration::from_secs(20), || {
         let p = primary.get_json("/api/status")?;
         let s = backup.get_json("/api/status")?;
-        (p["role"] == "primary" && p["synced"] == true && s["role"] == "backup" && s["synced"] == true)
+        (p["role"] == "primary"
+            && p["synced"] == true
+            && s["role"] == "backup"
+            && s["synced"] == true)
             .then_some(())
     });
     assert!(ready.is_some(), "the pair did not become ready");
@@ -178,7 +188,12 @@ fn browser_does_not_notice_kill_of_primary() {
         "http://{}/room/{ROOM}?autojoin=1&name=chromium",
         http_addr("primary")
     );
-    let mut browser = Browser::start(bed.command("client1", "node"), &url, &dir.path("speech.wav"), 60);
+    let mut browser = Browser::start(
+        bed.command("client1", "node"),
+        &url,
+        &dir.path("speech.wav"),
+        60,
+    );
     let connected = browser.wait_for(Duration::from_secs(30), |s| {
         s["transport"]["dtlsState"] == "connected" && num(s, &["inbound", "packetsReceived"]) > 10.0
     });
@@ -196,8 +211,22 @@ fn browser_does_not_notice_kill_of_primary() {
             .arg("-sf")
             .arg(&scen)
             .args(["-s", ROOM, "-i", &addr_of("client2")])
-            .args(["-p", &SIP_PORT.to_string(), "-mp", &SIPP_MEDIA_PORT.to_string()])
-            .args(["-m", "1", "-l", "1", "-nostdin", "-timeout", "60s", "-timeout_error"])
+            .args([
+                "-p",
+                &SIP_PORT.to_string(),
+                "-mp",
+                &SIPP_MEDIA_PORT.to_string(),
+            ])
+            .args([
+                "-m",
+                "1",
+                "-l",
+                "1",
+                "-nostdin",
+                "-timeout",
+                "60s",
+                "-timeout_error",
+            ])
             .arg(format!("{VIP}:{SIP_PORT}"))
             .current_dir(&dir.0)
             .stdin(Stdio::null())
@@ -206,8 +235,14 @@ fn browser_does_not_notice_kill_of_primary() {
             .spawn()
             .expect("spawn sipp"),
     );
-    let joined = poll(Duration::from_secs(15), || (participants(primary) == 2).then_some(()));
-    assert!(joined.is_some(), "browser and sipp in the room: {:?}", primary.get("/api/rooms"));
+    let joined = poll(Duration::from_secs(15), || {
+        (participants(primary) == 2).then_some(())
+    });
+    assert!(
+        joined.is_some(),
+        "browser and sipp in the room: {:?}",
+        primary.get("/api/rooms")
+    );
     let synced = poll(Duration::from_secs(5), || {
         let p = primary.get_json("/api/status")?;
         (p["replication"]["unacked"] == 0).then_some(())
@@ -216,29 +251,45 @@ fn browser_does_not_notice_kill_of_primary() {
     let t_joined = Instant::now();
     std::thread::sleep(KILL_AFTER);
 
-    let before = browser.fresh(Duration::from_secs(5)).expect("stats before the kill");
+    let before = browser
+        .fresh(Duration::from_secs(5))
+        .expect("stats before the kill");
     let kill_time = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
     primary.kill9();
-    eprintln!("WEBRTC-FAILOVER kill -9 primary at +{:.1} s", t_joined.elapsed().as_secs_f64());
+    eprintln!(
+        "WEBRTC-FAILOVER kill -9 primary at +{:.1} s",
+        t_joined.elapsed().as_secs_f64()
+    );
     let line = backup.log.wait("takeover complete", Duration::from_secs(5));
     assert!(line.is_some(), "the backup took over");
     // Long enough for two of the browser's consent checks (every ~2.5 s) to be answered by
     // the new primary, with the same credentials.
     std::thread::sleep(Duration::from_secs(6));
-    let after = browser.fresh(Duration::from_secs(5)).expect("stats after the kill");
+    let after = browser
+        .fresh(Duration::from_secs(5))
+        .expect("stats after the kill");
     eprintln!("WEBRTC-FAILOVER before: {before}\nWEBRTC-FAILOVER after: {after}");
 
-    let st = testkit::process::wait_timeout(&mut sipp.0, Duration::from_secs(40)).expect("sipp ends");
-    assert!(st.success(), "sipp's call (its BYE answered by the new primary): exit {st}");
+    let st =
+        testkit::process::wait_timeout(&mut sipp.0, Duration::from_secs(40)).expect("sipp ends");
+    assert!(
+        st.success(),
+        "sipp's call (its BYE answered by the new primary): exit {st}"
+    );
     let ended = browser.finish(Duration::from_secs(15));
     let pcap = capture.stop();
 
     // The browser's own view.
     let mut problems = vec![];
-    for key in ["iceLocalUsernameFragment", "selectedCandidatePairChanges", "iceState", "dtlsState"] {
+    for key in [
+        "iceLocalUsernameFragment",
+        "selectedCandidatePairChanges",
+        "iceState",
+        "dtlsState",
+    ] {
         if before["transport"][key] != after["transport"][key] {
             problems.push(format!(
                 "transport.{key}: {} -> {}",
@@ -246,7 +297,9 @@ fn browser_does_not_notice_kill_of_primary() {
             ));
         }
     }
-    if after["transport"]["iceState"] != "connected" || after["transport"]["dtlsState"] != "connected" {
+    if after["transport"]["iceState"] != "connected"
+        || after["transport"]["dtlsState"] != "connected"
+    {
         problems.push(format!("transport after the kill: {}", after["transport"]));
     }
     if before["inbound"]["ssrc"] != after["inbound"]["ssrc"] {
@@ -255,17 +308,25 @@ fn browser_does_not_notice_kill_of_primary() {
             before["inbound"]["ssrc"], after["inbound"]["ssrc"]
         ));
     }
-    let got = num(&after, &["inbound", "packetsReceived"]) - num(&before, &["inbound", "packetsReceived"]);
+    let got = num(&after, &["inbound", "packetsReceived"])
+        - num(&before, &["inbound", "packetsReceived"]);
     if got < 200.0 {
-        problems.push(format!("only {got} packets received in the ~6 s after the kill"));
+        problems.push(format!(
+            "only {got} packets received in the ~6 s after the kill"
+        ));
     }
     let lost = num(&after, &["inbound", "packetsLost"]) - num(&before, &["inbound", "packetsLost"]);
     if lost > 5.0 {
-        problems.push(format!("{lost} packets lost across the kill (100 ms = 5 packets)"));
+        problems.push(format!(
+            "{lost} packets lost across the kill (100 ms = 5 packets)"
+        ));
     }
-    let energy = num(&after, &["inbound", "totalAudioEnergy"]) - num(&before, &["inbound", "totalAudioEnergy"]);
+    let energy = num(&after, &["inbound", "totalAudioEnergy"])
+        - num(&before, &["inbound", "totalAudioEnergy"]);
     if energy < 0.01 {
-        problems.push(format!("the browser heard nothing after the kill (energy +{energy})"));
+        problems.push(format!(
+            "the browser heard nothing after the kill (energy +{energy})"
+        ));
     }
     let changes: Vec<String> = browser
         .events
@@ -276,7 +337,13 @@ fn browser_does_not_notice_kill_of_primary() {
                 Some("iceconnectionstatechange" | "connectionstatechange")
             )
         })
-        .map(|e| format!("{}={}", e["type"].as_str().unwrap_or(""), e["value"].as_str().unwrap_or("")))
+        .map(|e| {
+            format!(
+                "{}={}",
+                e["type"].as_str().unwrap_or(""),
+                e["value"].as_str().unwrap_or("")
+            )
+        })
         .collect();
     let after_connected: Vec<&String> = changes
         .iter()
@@ -285,7 +352,9 @@ fn browser_does_not_notice_kill_of_primary() {
         .filter(|c| !c.ends_with("=closed"))
         .collect();
     if !after_connected.is_empty() {
-        problems.push(format!("state changes after connected: {after_connected:?} (all: {changes:?})"));
+        problems.push(format!(
+            "state changes after connected: {after_connected:?} (all: {changes:?})"
+        ));
     }
 
     // The wire as the browser's namespace saw it.
@@ -319,7 +388,12 @@ fn browser_does_not_notice_kill_of_primary() {
         arrivals.len()
     );
     if gap_ms > MAX_GAP_MS {
-        problems.push(format!("gap across the kill {gap_ms:.1} ms > {MAX_GAP_MS} ms"));
+        problems.push(format!(
+            "gap across the kill {gap_ms:.1} ms > {MAX_GAP_MS} ms"
+        ));
     }
-    assert!(problems.is_empty(), "the browser noticed the takeover: {problems:#?}");
+    assert!(
+        problems.is_empty(),
+        "the browser noticed the takeover: {problems:#?}"
+    );
 }
