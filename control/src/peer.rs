@@ -158,9 +158,9 @@ impl Core {
         if self.role == Role::Backup || self.stopping {
             return refuse(self, 503, "not serving");
         }
-        let Some(webrtc) = self.cfg.webrtc.clone() else {
+        if self.cfg.webrtc.is_none() {
             return refuse(self, 404, "WebRTC is not enabled on this server");
-        };
+        }
         if !crate::valid_room_name(room) {
             return refuse(self, 404, "room name not allowed");
         }
@@ -172,7 +172,6 @@ impl Core {
             Ok(o) => o,
             Err(e) => return refuse(self, 400, &e.to_string()),
         };
-        let _ = webrtc;
         let id = PEER_ID_BASE + self.server.next_peer;
         self.server.next_peer += 1;
         let mut draw = || self.server.rng.next_u64();

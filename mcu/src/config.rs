@@ -243,6 +243,9 @@ pub struct FtConfig {
     pub dead_after: u32,
     /// NFQUEUE number on the backup.
     pub queue_num: u16,
+    /// The WebRTC port, whose mirrored SRTP the backup's reader follows (sequence numbers
+    /// only) so a takeover knows each browser's rollover counter.
+    pub webrtc_port: Option<u16>,
 }
 
 /// Default `--sip-rate-limit`: a phone sends a handful of messages per call and a
@@ -351,6 +354,7 @@ impl ServeArgs {
             p => Some(p),
         };
         let dtls_cert = self.dtls_cert.clone().or(file.dtls_cert.clone());
+        let mut ft = ft;
         // A pair whose nodes present different certificates would break every browser at
         // takeover: without a shared certificate file a hot-standby node serves no WebRTC.
         let webrtc_port = if ft.is_some() && dtls_cert.is_none() {
@@ -361,6 +365,9 @@ impl ServeArgs {
         } else {
             webrtc_port
         };
+        if let Some(f) = ft.as_mut() {
+            f.webrtc_port = webrtc_port;
+        }
         Ok(Config {
             sip_listen,
             media_ip,
@@ -517,6 +524,7 @@ impl ServeArgs {
             heartbeat: std::time::Duration::from_millis(heartbeat_ms),
             dead_after,
             queue_num: self.ft_queue_num.or(file.ft_queue_num).unwrap_or(0),
+            webrtc_port: None,
         }))
     }
 }

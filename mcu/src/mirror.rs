@@ -5,6 +5,11 @@
 //! anyone's packet (an attacker's too): a member resumes with the media source its room
 //! learned on the primary (replicated with its call), and the mirrored source serves only a
 //! call that was still learning ([`control::latch`]).
+//!
+//! On the WebRTC port it also follows each browser's SRTP stream in shadow (the RTP header is
+//! in the clear: SSRC and sequence number, no decryption): its extended sequence number, so a
+//! backup that takes over continues the browser's rollover counter even when the call is old
+//! enough for the 16-bit sequence number to have wrapped ([`MirrorReader::inbound`]).
 
 use anyhow::{Context, Result};
 use netfilter_shim::queue::{PacketQueue, Protocol};
@@ -23,9 +28,16 @@ pub struct SeenSource {
     pub at: Instant,
 }
 
+/// Most (source, SSRC) streams followed on the WebRTC port; more are ignored.
+const MAX_SHADOW_STREAMS: usize = 16 * 1024;
+
+/// Per (source address, SSRC): the highest extended sequence number seen.
+type Shadow = HashMap<(SocketAddr, u32), u64>;
+
 /// The backup's NFQUEUE reader thread.
 pub struct MirrorReader {
     accept: Arc<AtomicBool>,
+    shadow: Arc<Mutex<Shadow>>,
     stop: Arc<AtomicBool>,
     packets: Arc<AtomicU64>,
     sources: Arc<Mutex<HashMap<u16, SeenSource>>>,
@@ -34,13 +46,15 @@ pub struct MirrorReader {
 
 impl MirrorReader {
     /// Open queue `queue_num` and start reading it (packets for `vip` are remembered).
-    pub fn start(queue_num: u16, vip: Ipv4Addr) -> Result<Self> {
+    pub fn start(queue_num: u16, vip: Ipv4Addr, webrtc_port: Option<u16>) -> Result<Self> {
         let mut queue =
             PacketQueue::open(queue_num).with_context(|| format!("opening NFQUEUE {queue_num}"))?;
         let accept = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let packets = Arc::new(AtomicU64::new(0));
         let sources = Arc::new(Mutex::new(HashMap::new()));
+        let shadow = Arc::new(Mutex::new(Shadow::new()));
+        let sh = shadow.clone();
         let (a, s, p, src) = (
             accept.clone(),
             stop.clone(),
@@ -64,7 +78,13 @@ impl MirrorReader {
                     };
                     p.fetch_add(1, Ordering::Relaxed);
                     if let Ok(flow) = pkt.flow() {
-                        if flow.protocol == Protocol::Udp && *flow.dst.ip() == vip {
+                        if flow.protocol == Protocol::Udp
+                            && *flow.dst.ip() == vip
+                            && Some(flow.dst.port()) == webrtc_port
+                        {
+                            let from = SocketAddr::V4(flow.src);
+                            follow_srtp(&sh, from, &pkt.bytes()[flow.payload_offset..]);
+                        } else if flow.protocol == Protocol::Udp && *flow.dst.ip() == vip {
                             src.lock().unwrap().insert(
                                 flow.dst.port(),
                                 SeenSource {
@@ -87,6 +107,7 @@ impl MirrorReader {
             .context("spawning the mirror reader")?;
         Ok(MirrorReader {
             accept,
+            shadow,
             stop,
             packets,
             sources,
@@ -104,6 +125,16 @@ impl MirrorReader {
         self.packets.load(Ordering::Relaxed)
     }
 
+    /// The browser at `from`'s streams on the WebRTC port, as the mirror followed them:
+    /// (SSRC, highest extended sequence number).
+    pub fn inbound(&self, from: SocketAddr) -> Vec<(u32, u64)> {
+        let s = self.shadow.lock().unwrap();
+        s.iter()
+            .filter(|((a, _), _)| *a == from)
+            .map(|((_, ssrc), ext)| (*ssrc, *ext))
+            .collect()
+    }
+
     /// The latest source seen for local port `port`, if within `max_age`.
     pub fn source(&self, port: u16, max_age: Duration) -> Option<SocketAddr> {
         let s = self.sources.lock().unwrap();
@@ -113,11 +144,71 @@ impl MirrorReader {
     }
 }
 
+/// Follow one mirrored datagram on the WebRTC port: an SRTP packet (not SRTCP, not STUN or
+/// DTLS) moves its stream's highest extended sequence number (RFC 3711 index estimation).
+fn follow_srtp(shadow: &Mutex<Shadow>, from: SocketAddr, p: &[u8]) {
+    if !matches!(webrtc_core::mux::classify(p), webrtc_core::mux::Kind::Rtp) || p.len() < 12 {
+        return;
+    }
+    let seq = u16::from_be_bytes([p[2], p[3]]);
+    let ssrc = u32::from_be_bytes([p[8], p[9], p[10], p[11]]);
+    let mut s = shadow.lock().unwrap();
+    let len = s.len();
+    match s.get_mut(&(from, ssrc)) {
+        Some(h) => {
+            if let Some(i) = webrtc_core::srtp::estimate_index(*h, seq) {
+                *h = (*h).max(i);
+            }
+        }
+        None if len < MAX_SHADOW_STREAMS => {
+            s.insert((from, ssrc), u64::from(seq));
+        }
+        None => {}
+    }
+}
+
 impl Drop for MirrorReader {
     fn drop(&mut self) {
         // Not joined: the thread may be parked in a blocking read; it ends at its next
         // packet or with the process.
         self.stop.store(true, Ordering::Relaxed);
         self.thread.take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 111];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 0]);
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[0u8; 20]);
+        p
+    }
+
+    #[test]
+    fn shadow_follows_the_rollover_of_each_stream() {
+        let shadow = Mutex::new(Shadow::new());
+        let a: SocketAddr = "198.18.0.11:5000".parse().unwrap();
+        let b: SocketAddr = "198.18.0.12:5000".parse().unwrap();
+        for seq in (65_530..=65_535).chain(0..=5) {
+            follow_srtp(&shadow, a, &rtp(seq, 7));
+        }
+        // A late packet from before the wrap does not move it back.
+        follow_srtp(&shadow, a, &rtp(65_534, 7));
+        follow_srtp(&shadow, b, &rtp(100, 9));
+        // SRTCP, STUN and DTLS are not RTP streams.
+        let mut rtcp = rtp(1, 7);
+        rtcp[1] = 200;
+        follow_srtp(&shadow, b, &rtcp);
+        follow_srtp(&shadow, b, &[0x00, 0x01, 0, 0]);
+        follow_srtp(&shadow, b, &[22, 0xfe, 0xfd]);
+        let s = shadow.lock().unwrap();
+        assert_eq!(s.get(&(a, 7)), Some(&(65_536 + 5)));
+        assert_eq!(s.get(&(b, 9)), Some(&100));
+        assert_eq!(s.len(), 2, "{s:?}");
     }
 }

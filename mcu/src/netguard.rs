@@ -74,7 +74,7 @@ impl NetGuard {
         let queue_rule = inst
             .install_queue(&QueueRule::backup(cfg.vip, cfg.queue_num))
             .context("installing the queue rule")?;
-        let mirror = MirrorReader::start(cfg.queue_num, cfg.vip)?;
+        let mirror = MirrorReader::start(cfg.queue_num, cfg.vip, cfg.webrtc_port)?;
         tracing::info!(vip = %cfg.vip, queue = cfg.queue_num, "backup: VIP held silently, mirrored input queued");
         Ok(NetGuard {
             cfg: cfg.clone(),

@@ -735,6 +735,16 @@ impl Server {
                             keys,
                             selected,
                         });
+                        // The browser's rollover counters, from the mirrored input.
+                        let streams = selected
+                            .and_then(|a| {
+                                let m = self.hs.as_ref()?.net.mirror.as_ref()?;
+                                Some(m.inbound(a))
+                            })
+                            .unwrap_or_default();
+                        if !streams.is_empty() {
+                            let _ = w.ctl.send(WebRtcCtl::ResumeInbound { id, streams });
+                        }
                     }
                 }
                 Action::ReleaseFinalFlight { id } => {

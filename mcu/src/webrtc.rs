@@ -45,6 +45,14 @@ pub enum WebRtcCtl {
         /// Its nominated pair.
         selected: Option<SocketAddr>,
     },
+    /// Takeover: the browser's own streams, as the mirror followed them (SSRC, highest
+    /// extended sequence number).
+    ResumeInbound {
+        /// Participant id.
+        id: u64,
+        /// Its streams.
+        streams: Vec<(u32, u64)>,
+    },
     /// Its keys are replicated: send the final flight.
     Release {
         /// Participant id.
@@ -209,6 +217,11 @@ impl Task {
                 if let Err(e) = self.transport.resume(id, cfg, keys, selected, now) {
                     tracing::error!(id, "takeover: cannot resume WebRTC participant: {e:?}");
                     let _ = self.events.send((id, PeerInput::Gone(format!("{e:?}"))));
+                }
+            }
+            WebRtcCtl::ResumeInbound { id, streams } => {
+                for (ssrc, ext) in streams {
+                    self.transport.resume_inbound(id, ssrc, ext);
                 }
             }
             WebRtcCtl::Release { id } => self.transport.release_final_flight(id),

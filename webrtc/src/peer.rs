@@ -51,7 +51,7 @@ pub enum PeerEvent {
 /// Why a packet was refused (the driver counts these).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Drop {
+pub enum Refused {
     /// A STUN message that is not a valid check for this participant (wrong password,
     /// username, fingerprint, not a binding request).
     Stun(String),
@@ -152,11 +152,11 @@ impl Peer {
         data: &[u8],
         now: Instant,
         since_origin: Duration,
-    ) -> Result<(), Drop> {
+    ) -> Result<(), Refused> {
         let reply = self
             .ice
             .handle_stun(from, data, since_origin)
-            .map_err(|e| Drop::Stun(format!("{e:?}")))?;
+            .map_err(|e| Refused::Stun(format!("{e:?}")))?;
         self.last_consent = now;
         if !reply.response.is_empty() {
             self.transmits.push_back((from, reply.response));
@@ -169,15 +169,15 @@ impl Peer {
     }
 
     /// A DTLS record from `from` (an address that passed an ICE check).
-    pub fn handle_dtls(&mut self, from: SocketAddr, data: &[u8], now: Instant) -> Result<(), Drop> {
+    pub fn handle_dtls(&mut self, from: SocketAddr, data: &[u8], now: Instant) -> Result<(), Refused> {
         let Some(dtls) = self.dtls.as_mut() else {
             // Resumed: no association to continue; the browser sends none after its handshake.
-            return Err(Drop::Dtls("no DTLS association (taken over)".into()));
+            return Err(Refused::Dtls("no DTLS association (taken over)".into()));
         };
         self.dtls_addr = Some(from);
         let r = dtls
             .handle_datagram(data, now)
-            .map_err(|e| Drop::Dtls(format!("{e}")));
+            .map_err(|e| Refused::Dtls(format!("{e}")));
         self.pump_dtls();
         r
     }
@@ -191,15 +191,15 @@ impl Peer {
     }
 
     /// Checks and strips an incoming SRTP packet.
-    pub fn unprotect_rtp(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), Drop> {
-        let rx = self.rx.as_mut().ok_or(Drop::NotKeyed)?;
-        rx.unprotect_rtp(data, out).map_err(Drop::Srtp)
+    pub fn unprotect_rtp(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), Refused> {
+        let rx = self.rx.as_mut().ok_or(Refused::NotKeyed)?;
+        rx.unprotect_rtp(data, out).map_err(Refused::Srtp)
     }
 
     /// Checks and strips an incoming SRTCP packet.
-    pub fn unprotect_rtcp(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), Drop> {
-        let rx = self.rx.as_mut().ok_or(Drop::NotKeyed)?;
-        rx.unprotect_rtcp(data, out).map_err(Drop::Srtp)
+    pub fn unprotect_rtcp(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), Refused> {
+        let rx = self.rx.as_mut().ok_or(Refused::NotKeyed)?;
+        rx.unprotect_rtcp(data, out).map_err(Refused::Srtp)
     }
 
     /// Protects an outgoing RTP packet; returns where it goes (`None`: not connected yet or
@@ -222,6 +222,15 @@ impl Peer {
     pub fn resume_stream(&mut self, ssrc: u32, last_ext_seq: u64, srtcp_index: u32) {
         if let Some(tx) = self.tx.as_mut() {
             tx.resume(ssrc, last_ext_seq, srtcp_index);
+        }
+    }
+
+    /// After a takeover: the browser's stream `ssrc` continues after extended sequence number
+    /// `ext_seq` (as a shadow of the mirrored input followed it), so its rollover counter is
+    /// right even after the 16-bit sequence number wrapped.
+    pub fn resume_inbound(&mut self, ssrc: u32, ext_seq: u64) {
+        if let Some(rx) = self.rx.as_mut() {
+            rx.resume(ssrc, ext_seq);
         }
     }
 

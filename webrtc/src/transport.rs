@@ -16,7 +16,7 @@
 
 use crate::dtls::{Certificate, KeyingMaterial};
 use crate::mux::{classify, Kind};
-use crate::peer::{Drop, Peer, PeerConfig, PeerEvent};
+use crate::peer::{Peer, PeerConfig, PeerEvent};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -188,6 +188,13 @@ impl Transport {
         }
     }
 
+    /// See [`Peer::resume_inbound`].
+    pub fn resume_inbound(&mut self, id: PeerId, ssrc: u32, ext_seq: u64) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.resume_inbound(ssrc, ext_seq);
+        }
+    }
+
     /// A datagram arrived on the WebRTC port.
     pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
         match classify(data) {
@@ -252,7 +259,7 @@ impl Transport {
                             });
                         }
                     }
-                    Err(Drop::NotKeyed | Drop::Srtp(_)) | Err(_) => self.stats.srtp_dropped += 1,
+                    Err(_) => self.stats.srtp_dropped += 1,
                 }
                 plain.clear();
                 self.scratch = plain;
