@@ -152,10 +152,11 @@ impl Transport {
         now: Instant,
     ) -> Result<(), crate::Error> {
         let peer = Peer::resumed(cfg, keys, selected, now)?;
+        // After `insert`: replacing a participant with this id forgets its addresses.
+        self.insert(id, peer);
         if let Some(a) = selected {
             self.by_addr.insert(a, id);
         }
-        self.insert(id, peer);
         Ok(())
     }
 
