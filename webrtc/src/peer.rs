@@ -73,6 +73,8 @@ pub struct Peer {
     tx: Option<SrtpSender>,
     rx: Option<SrtpReceiver>,
     selected: Option<SocketAddr>,
+    /// The final flight went out (or the participant was resumed): the browser can decrypt.
+    released: bool,
     last_consent: Instant,
     expired: bool,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
@@ -92,6 +94,7 @@ impl Peer {
             tx: None,
             rx: None,
             selected: None,
+            released: false,
             last_consent: now,
             expired: false,
             transmits: VecDeque::new(),
@@ -117,6 +120,7 @@ impl Peer {
             tx: Some(tx),
             rx: Some(rx),
             selected,
+            released: true,
             last_consent: now,
             expired: false,
             transmits: VecDeque::new(),
@@ -187,6 +191,7 @@ impl Peer {
         if let Some(d) = self.dtls.as_mut() {
             d.release_final_flight();
         }
+        self.released = self.keys.is_some();
         self.pump_dtls();
     }
 
@@ -202,17 +207,18 @@ impl Peer {
         rx.unprotect_rtcp(data, out).map_err(Refused::Srtp)
     }
 
-    /// Protects an outgoing RTP packet; returns where it goes (`None`: not connected yet or
-    /// consent expired — nothing to send).
+    /// Protects an outgoing RTP packet; returns where it goes (`None`: no pair yet, the
+    /// final flight not released yet — the browser could not decrypt — or consent expired:
+    /// nothing to send).
     pub fn protect_rtp(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Option<SocketAddr> {
-        let to = self.selected.filter(|_| !self.expired)?;
+        let to = self.selected.filter(|_| !self.expired && self.released)?;
         self.tx.as_mut()?.protect_rtp(plain, out).ok()?;
         Some(to)
     }
 
     /// Protects an outgoing RTCP packet (see [`Peer::protect_rtp`]).
     pub fn protect_rtcp(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Option<SocketAddr> {
-        let to = self.selected.filter(|_| !self.expired)?;
+        let to = self.selected.filter(|_| !self.expired && self.released)?;
         self.tx.as_mut()?.protect_rtcp(plain, out).ok()?;
         Some(to)
     }
