@@ -68,7 +68,7 @@ fn three_sipp_and_baresip_in_one_room() {
     srv.log
         .wait_count("joined room", 4, Duration::from_secs(30))
         .expect("all four joined");
-    let rooms = srv.get_json("/api/rooms");
+    let rooms = srv.wait_participants(4, Duration::from_secs(5));
     let parts = rooms["rooms"][0]["participants"]
         .as_object()
         .expect("participants");

@@ -89,6 +89,7 @@ fn wait_joins(srv: &mut TestServer, n: usize, timeout: Duration) {
     srv.log
         .wait_count("joined room", n, timeout)
         .unwrap_or_else(|| panic!("{n} joins not logged within {timeout:?}"));
+    srv.wait_participants(n, Duration::from_secs(5));
 }
 
 /// The participants of the only room, from the admin API.

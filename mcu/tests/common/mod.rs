@@ -176,6 +176,23 @@ impl TestServer {
         }
     }
 
+    /// Wait until `GET /api/rooms` shows `n` participants in all (the join is logged a
+    /// moment before the API's view has it).
+    pub fn wait_participants(&self, n: usize, timeout: Duration) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        let shown = testkit::poll(timeout, || {
+            last = self.get_json("/api/rooms");
+            let total: usize = last["rooms"]
+                .as_array()?
+                .iter()
+                .filter_map(|r| r["participants"].as_object().map(|p| p.len()))
+                .sum();
+            (total == n).then_some(())
+        });
+        assert!(shown.is_some(), "{n} participants not shown within {timeout:?}: {last:#}");
+        last
+    }
+
     /// `GET path`: status and body.
     pub fn get(&self, path: &str) -> (u16, String) {
         testkit::http::get(self.http, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
