@@ -189,7 +189,10 @@ impl TestServer {
                 .sum();
             (total == n).then_some(())
         });
-        assert!(shown.is_some(), "{n} participants not shown within {timeout:?}: {last:#}");
+        assert!(
+            shown.is_some(),
+            "{n} participants not shown within {timeout:?}: {last:#}"
+        );
         last
     }
 
