@@ -426,12 +426,37 @@ impl Room {
         }
     }
 
+    /// Answer a join: the participant's output SSRC with the room's snapshot including it
+    /// (replicated before the participant is answered), or why the mixer refused it.
+    fn join_reply(&mut self, id: ParticipantId, added: Result<u32, mixer::Error>) {
+        let room = self.ctx.id;
+        let ev = match added {
+            Ok(ssrc) => {
+                let snapshot = self.ctx.ship_snapshots.then(|| {
+                    self.shipped = Some(self.mixer.state_version());
+                    Box::new(self.mixer.export_state())
+                });
+                RoomEvent::Joined {
+                    room,
+                    call: id,
+                    ssrc,
+                    snapshot,
+                }
+            }
+            Err(e) => RoomEvent::JoinFailed {
+                room,
+                call: id,
+                reason: e.to_string(),
+            },
+        };
+        let _ = self.ctx.replies.send(ev);
+    }
+
     /// Returns false when the room must stop.
     fn command(&mut self, ctl: RoomCtl) -> bool {
         let now = self.since_origin(Instant::now());
         match ctl {
             RoomCtl::Join { id, params, media } => {
-                let room = self.ctx.id;
                 let (held, sends) = (!params.send, params.recv);
                 let ev = match self.mixer.add_participant(id, params, now) {
                     Ok(ssrc) => {
@@ -439,25 +464,11 @@ impl Room {
                             Latch::new(media.remote_rtp, media.remote_rtcp, media.rtcp_mux, now);
                         latch.set_client_sends(sends);
                         self.attach(id, media, latch, held);
-                        // Replicated before the call is answered.
-                        let snapshot = self.ctx.ship_snapshots.then(|| {
-                            self.shipped = Some(self.mixer.state_version());
-                            Box::new(self.mixer.export_state())
-                        });
-                        RoomEvent::Joined {
-                            room,
-                            call: id,
-                            ssrc,
-                            snapshot,
-                        }
+                        Ok(ssrc)
                     }
-                    Err(e) => RoomEvent::JoinFailed {
-                        room,
-                        call: id,
-                        reason: e.to_string(),
-                    },
+                    Err(e) => Err(e),
                 };
-                let _ = self.ctx.replies.send(ev);
+                self.join_reply(id, ev);
             }
             RoomCtl::Attach {
                 id,
@@ -483,29 +494,12 @@ impl Room {
                 self.attach(id, media, latch, held);
             }
             RoomCtl::JoinPeer { id, params } => {
-                let room = self.ctx.id;
                 let held = !params.send;
-                let ev = match self.mixer.add_participant(id, params, now) {
-                    Ok(ssrc) => {
-                        self.attach_peer(id, held, now);
-                        let snapshot = self.ctx.ship_snapshots.then(|| {
-                            self.shipped = Some(self.mixer.state_version());
-                            Box::new(self.mixer.export_state())
-                        });
-                        RoomEvent::Joined {
-                            room,
-                            call: id,
-                            ssrc,
-                            snapshot,
-                        }
-                    }
-                    Err(e) => RoomEvent::JoinFailed {
-                        room,
-                        call: id,
-                        reason: e.to_string(),
-                    },
-                };
-                let _ = self.ctx.replies.send(ev);
+                let added = self.mixer.add_participant(id, params, now);
+                if added.is_ok() {
+                    self.attach_peer(id, held, now);
+                }
+                self.join_reply(id, added);
             }
             RoomCtl::AttachPeer { id, srtcp_index } => {
                 let Some(stream) = self.mixer.output_stream(id) else {

@@ -1014,9 +1014,6 @@ impl Server {
 
     /// Show a call or a WebRTC participant in its room's API view.
     fn add_view(&mut self, room: u64, call: u64) {
-        let Some(r) = self.rooms.get(&room) else {
-            return;
-        };
         if let Some(p) = self.core.peers().get(&call) {
             let params = control::peer::peer_stream_params(&p.offer);
             let view = ParticipantView {
@@ -1034,16 +1031,7 @@ impl Server {
                     ..Default::default()
                 },
             };
-            if r.view
-                .lock()
-                .unwrap()
-                .participants
-                .insert(call, view)
-                .is_none()
-            {
-                self.shared.metrics.participants.inc();
-            }
-            return;
+            return self.insert_view(room, view);
         }
         let Some(rec) = self.core.call(call) else {
             return;
@@ -1062,13 +1050,21 @@ impl Server {
                 ..Default::default()
             },
         };
-        if r.view
+        self.insert_view(room, view);
+    }
+
+    fn insert_view(&self, room: u64, view: ParticipantView) {
+        let Some(r) = self.rooms.get(&room) else {
+            return;
+        };
+        let fresh = r
+            .view
             .lock()
             .unwrap()
             .participants
-            .insert(call, view)
-            .is_none()
-        {
+            .insert(view.id, view)
+            .is_none();
+        if fresh {
             self.shared.metrics.participants.inc();
         }
     }

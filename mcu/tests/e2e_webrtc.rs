@@ -10,7 +10,7 @@ use common::{args, TestServer};
 use mcu::config::ServeArgs;
 use std::process::Command;
 use std::time::Duration;
-use testkit::browser::Browser;
+use testkit::browser::{stat as num, Browser};
 use testkit::capture::Capture;
 use testkit::peers;
 use testkit::process::wait_timeout;
@@ -19,14 +19,6 @@ use testkit::Scratch;
 const RTP_RANGE: (u16, u16) = (36300, 36349);
 const WEBRTC_PORT: u16 = 36350;
 const SIPP: (u16, u16) = (36360, 36370);
-
-fn num(v: &serde_json::Value, path: &[&str]) -> f64 {
-    let mut v = v;
-    for p in path {
-        v = &v[*p];
-    }
-    v.as_f64().unwrap_or(0.0)
-}
 
 #[test]
 fn browser_and_sipp_hear_each_other() {
@@ -137,18 +129,7 @@ fn browser_and_sipp_hear_each_other() {
         "the browser left the room: {:#}",
         srv.get_json("/api/rooms")
     );
-    let states: Vec<String> = browser
-        .events
-        .iter()
-        .filter(|e| e["type"] == "connectionstatechange" || e["type"] == "iceconnectionstatechange")
-        .map(|e| {
-            format!(
-                "{}={}",
-                e["type"].as_str().unwrap_or(""),
-                e["value"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
+    let states = browser.state_changes();
     eprintln!("browser state changes: {states:?}");
     assert!(
         !states

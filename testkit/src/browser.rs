@@ -10,6 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// A number in a stats line (`stat(&s, &["inbound", "packetsReceived"])`); 0 when absent.
+pub fn stat(v: &serde_json::Value, path: &[&str]) -> f64 {
+    path.iter().fold(v, |v, p| &v[*p]).as_f64().unwrap_or(0.0)
+}
+
 /// The driver script.
 pub fn driver() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../web-client/test/browser.mjs")
@@ -127,6 +132,27 @@ impl Browser {
             self.take(v);
         }
         self.wait_for(timeout, |_| true)
+    }
+
+    /// The page's ICE and connection state changes, in order, as `type=value`
+    /// (`iceconnectionstatechange=connected`, `connectionstatechange=failed`, ...).
+    pub fn state_changes(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e["type"].as_str(),
+                    Some("iceconnectionstatechange" | "connectionstatechange")
+                )
+            })
+            .map(|e| {
+                format!(
+                    "{}={}",
+                    e["type"].as_str().unwrap_or(""),
+                    e["value"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
     }
 
     /// The latest stats line.
