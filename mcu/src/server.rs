@@ -89,8 +89,8 @@ pub struct Listeners {
     pub udp: UdpSocket,
     /// SIP TCP listener.
     pub tcp: TcpListener,
-    /// HTTP listener.
-    pub http: TcpListener,
+    /// HTTP listeners, one per `--http-listen` address, in that order.
+    pub http: Vec<TcpListener>,
 }
 
 impl Listeners {
@@ -102,11 +102,18 @@ impl Listeners {
         let tcp = TcpListener::bind(cfg.sip_listen)
             .await
             .with_context(|| format!("binding SIP TCP {}", cfg.sip_listen))?;
-        let http = TcpListener::bind(cfg.http_listen)
-            .await
-            .with_context(|| format!("binding HTTP {}", cfg.http_listen))?;
+        let http = bind_http(&cfg.http_listen)?;
         Ok(Self { udp, tcp, http })
     }
+}
+
+/// Bind one HTTP listener per address ([`crate::http::bind`]: IP_FREEBIND, so a hot-standby
+/// backup binds the service address it does not own yet).
+pub fn bind_http(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>> {
+    addrs
+        .iter()
+        .map(|a| crate::http::bind(*a).with_context(|| format!("binding HTTP {a}")))
+        .collect()
 }
 
 /// SIP input from the socket tasks.
@@ -195,7 +202,7 @@ pub async fn run_with_ft(
         }
     };
     limits::check_fd_budget(&cfg);
-    tracing::info!(seed, sip = %cfg.sip_listen, media_ip = %cfg.media_ip, http = %cfg.http_listen, "serving");
+    tracing::info!(seed, sip = %cfg.sip_listen, media_ip = %cfg.media_ip, http = ?cfg.http_listen, "serving");
     let mut shared = Shared::default();
     let role = match hs.as_ref().map(|h| h.role) {
         None => Role::Standalone,
