@@ -169,7 +169,12 @@ impl Peer {
     }
 
     /// A DTLS record from `from` (an address that passed an ICE check).
-    pub fn handle_dtls(&mut self, from: SocketAddr, data: &[u8], now: Instant) -> Result<(), Refused> {
+    pub fn handle_dtls(
+        &mut self,
+        from: SocketAddr,
+        data: &[u8],
+        now: Instant,
+    ) -> Result<(), Refused> {
         let Some(dtls) = self.dtls.as_mut() else {
             // Resumed: no association to continue; the browser sends none after its handshake.
             return Err(Refused::Dtls("no DTLS association (taken over)".into()));
