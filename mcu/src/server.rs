@@ -175,6 +175,9 @@ struct Server {
     /// WHIP requests waiting for the core's reply, by request id.
     whip_waiting: HashMap<u64, tokio::sync::oneshot::Sender<WhipResult>>,
     next_whip: u64,
+    /// Rooms opened from a snapshot during this [`Server::act`]: told `Resumed` once the
+    /// members' Attach commands are sent.
+    resuming: Vec<u64>,
 }
 
 /// Run the server until `shutdown` resolves; then BYE every call and return.
@@ -324,6 +327,7 @@ pub async fn run_with_ft(
         webrtc_port: core_webrtc_port,
         whip_waiting: HashMap::new(),
         next_whip: 0,
+        resuming: Vec::new(),
     };
     let pending: VecDeque<_> =
         s.hs.as_mut()
@@ -788,6 +792,13 @@ impl Server {
                 }
             }
         }
+        // Every Attach of a room opened from a snapshot came with its Open (same pass):
+        // the room may drop the participants nobody attached and start.
+        for room in std::mem::take(&mut self.resuming) {
+            if let Some(r) = self.rooms.get(&room) {
+                let _ = r.handle.ctl.send(RoomCtl::Resumed);
+            }
+        }
         self.update_metrics();
     }
 
@@ -853,6 +864,9 @@ impl Server {
     fn room_command(&mut self, cmd: RoomCommand) {
         match cmd {
             RoomCommand::Open { room, name, init } => {
+                if matches!(init, control::RoomInit::Resume(_)) {
+                    self.resuming.push(room);
+                }
                 let view = Arc::new(Mutex::new(RoomView {
                     name: name.clone(),
                     ..RoomView::default()
