@@ -22,9 +22,12 @@ pub struct ServeArgs {
     /// RTP port range, e.g. 20000-29999 [default: 20000-29999].
     #[arg(long)]
     pub rtp_ports: Option<String>,
-    /// HTTP admin/metrics listen address [default: 127.0.0.1:8080].
+    /// HTTP API listen address (admin, metrics, participant page, WHIP); repeat the flag to
+    /// serve the same API on several addresses (e.g. a node's own address and, in hot
+    /// standby, the service address). Bound with IP_FREEBIND: the address need not exist on
+    /// this host yet [default: 127.0.0.1:8080].
     #[arg(long)]
-    pub http_listen: Option<SocketAddr>,
+    pub http_listen: Vec<SocketAddr>,
     /// Maximum participants per room [default: 100].
     #[arg(long)]
     pub max_participants: Option<usize>,
@@ -117,7 +120,7 @@ struct FileConfig {
     sip_listen: Option<SocketAddr>,
     media_ip: Option<IpAddr>,
     rtp_ports: Option<String>,
-    http_listen: Option<SocketAddr>,
+    http_listen: Option<OneOrMany<SocketAddr>>,
     max_participants: Option<usize>,
     top_n: Option<usize>,
     media_timeout: Option<u64>,
@@ -144,6 +147,23 @@ struct FileConfig {
     shutdown_timeout: Option<u64>,
 }
 
+/// A TOML key that takes one value or a list of them (`key = "a"` or `key = ["a", "b"]`).
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T: Clone> OneOrMany<T> {
+    fn to_vec(&self) -> Vec<T> {
+        match self {
+            OneOrMany::One(v) => vec![v.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
 /// Resolved, validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -155,8 +175,9 @@ pub struct Config {
     pub rtp_port_min: u16,
     /// Last port of the range (inclusive).
     pub rtp_port_max: u16,
-    /// HTTP listen address.
-    pub http_listen: SocketAddr,
+    /// HTTP listen addresses: never empty, no duplicates; every one serves the same API.
+    /// The first is the node's main one (what [`crate::launch::Ready::http`] reports).
+    pub http_listen: Vec<SocketAddr>,
     /// Max participants per room.
     pub max_participants: usize,
     /// Top-N mixing.
@@ -317,10 +338,22 @@ impl ServeArgs {
             .or(file.rtp_ports.clone())
             .unwrap_or_else(|| "20000-29999".into());
         let (rtp_port_min, rtp_port_max) = parse_port_range(&ports)?;
-        let http_listen = self
-            .http_listen
-            .or(file.http_listen)
-            .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("literal"));
+        let http_listen = if !self.http_listen.is_empty() {
+            self.http_listen.clone()
+        } else {
+            match &file.http_listen {
+                Some(v) => v.to_vec(),
+                None => vec!["127.0.0.1:8080".parse().expect("literal")],
+            }
+        };
+        if http_listen.is_empty() {
+            bail!("http-listen: give at least one address");
+        }
+        for (i, a) in http_listen.iter().enumerate() {
+            if http_listen[..i].contains(a) {
+                bail!("http-listen {a} is given twice");
+            }
+        }
         let max_participants = self
             .max_participants
             .or(file.max_participants)
@@ -544,7 +577,7 @@ mod tests {
         assert_eq!((c.rtp_port_min, c.rtp_port_max), (20000, 29999));
         assert_eq!(
             c.http_listen,
-            "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
+            vec!["127.0.0.1:8080".parse::<SocketAddr>().unwrap()]
         );
         assert_eq!((c.sip_rate_limit, c.sip_rate_burst), (300, 600));
         assert_eq!(c.media_timeout, Some(std::time::Duration::from_secs(60)));
@@ -614,6 +647,58 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(format!("{err:#}").contains("bogus_key"), "{err:#}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn http_listen_one_or_many() {
+        let dir = std::env::temp_dir().join(format!("mcu-cfg-http-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("h.toml");
+        let with_file = |text: &str, flags: &[&str]| {
+            std::fs::write(&path, text).unwrap();
+            ServeArgs {
+                config: Some(path.clone()),
+                http_listen: flags.iter().map(|a| a.parse().unwrap()).collect(),
+                ..Default::default()
+            }
+            .resolve()
+            .map(|c| c.http_listen)
+        };
+        let addrs = |list: &[&str]| -> Vec<SocketAddr> {
+            list.iter().map(|a| a.parse().unwrap()).collect()
+        };
+        // The single-value form still works.
+        assert_eq!(
+            with_file("http_listen = \"10.0.0.1:8080\"\n", &[]).unwrap(),
+            addrs(&["10.0.0.1:8080"])
+        );
+        // A list keeps its order: the first is the main address.
+        assert_eq!(
+            with_file(
+                "http_listen = [\"10.0.0.1:8080\", \"198.18.0.100:8080\"]\n",
+                &[]
+            )
+            .unwrap(),
+            addrs(&["10.0.0.1:8080", "198.18.0.100:8080"])
+        );
+        // Flags (repeatable) replace the file's list as a whole.
+        assert_eq!(
+            with_file(
+                "http_listen = [\"10.0.0.1:8080\", \"10.0.0.2:8080\"]\n",
+                &["127.0.0.1:9000", "127.0.0.2:9000"]
+            )
+            .unwrap(),
+            addrs(&["127.0.0.1:9000", "127.0.0.2:9000"])
+        );
+        for (text, flags, needle) in [
+            ("http_listen = []\n", &[][..], "at least one"),
+            ("", &["127.0.0.1:9000", "127.0.0.1:9000"][..], "given twice"),
+            ("http_listen = [\"x\"]\n", &[][..], "h.toml"),
+        ] {
+            let err = format!("{:#}", with_file(text, flags).unwrap_err());
+            assert!(err.contains(needle), "{text:?} {flags:?}: {err}");
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -19,7 +19,10 @@
 //!   replicated entries to its control core (the same call and room records the primary
 //!   keeps, the SIP dialogs and transactions, the latest mixer snapshot per room) and binds
 //!   one RTP/RTCP socket pair per call on the same port as the primary's — and nothing else:
-//!   no decoding, no mixing (see BENCHMARKS.md for its CPU next to the primary's).
+//!   no decoding, no mixing (see BENCHMARKS.md for its CPU next to the primary's). An HTTP
+//!   listener on the VIP (`--http-listen VIP:PORT`, bound with IP_FREEBIND) exists on both
+//!   nodes; the backup's accepts nothing before the takeover, since the queue drops every
+//!   packet for the VIP, TCP included.
 //! - **Takeover** (the peer is silent for `--ft-dead-after` heartbeats): the queue reader
 //!   switches to ACCEPT (packets still mirrored by the dead primary's host or already
 //!   following the ARP reach the sockets), the VIP is claimed on the service device

@@ -5,7 +5,7 @@
 //! [`MAX_WHIP_BODY`]).
 
 use crate::limits::{self, AcceptBackoff, FdReserve};
-use crate::metrics::Metrics;
+use crate::metrics::{ListenLabel, Metrics};
 use crate::state::WhipRequest;
 use crate::state::{RoomView, Shared};
 use axum::extract::State;
@@ -18,6 +18,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use control::WhipResult;
 use serde::Serialize;
+use std::net::SocketAddr;
 
 /// The API router.
 pub fn router(shared: Shared) -> Router {
@@ -241,12 +242,36 @@ pub struct HttpLimits {
     pub header_timeout: std::time::Duration,
 }
 
-/// Serve `app` over HTTP/1.1 on `listener` until `stop` yields a deadline (or is dropped:
-/// deadline now). Then stop accepting, let the requests in flight finish until the deadline
-/// and drop every connection still open (an idle client or one that never completes its
-/// request cannot hold the process).
+/// Bind an HTTP listener on `addr` (port 0: any free port), with IP_FREEBIND: the address
+/// need not be on this host yet. A hot-standby backup binds the service address this way and
+/// its listener serves once the address is its own (before the takeover the backup's
+/// netfilter queue drops every packet for it, so no client reaches this listener).
+pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // As `TcpListener::bind` does: a restart may bind while old connections are in TIME_WAIT.
+    sock.set_reuse_address(true)?;
+    match addr {
+        SocketAddr::V4(_) => sock.set_freebind_v4(true)?,
+        SocketAddr::V6(_) => sock.set_freebind_v6(true)?,
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(LISTEN_BACKLOG)?;
+    tokio::net::TcpListener::from_std(sock.into())
+}
+
+/// Pending connections a listener's kernel queue holds (what `TcpListener::bind` uses).
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// Serve `app` over HTTP/1.1 on every one of `listeners` until `stop` yields a deadline (or
+/// is dropped: deadline now). One acceptor per listener; the connections of all of them
+/// share one cap ([`HttpLimits::max_connections`]) and one reserve descriptor. At the
+/// deadline: stop accepting, let the requests in flight finish until the deadline and drop
+/// every connection still open (an idle client or one that never completes its request
+/// cannot hold the process).
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listeners: Vec<tokio::net::TcpListener>,
     app: Router,
     lim: HttpLimits,
     metrics: Metrics,
@@ -261,13 +286,25 @@ pub async fn serve(
         .header_read_timeout(lim.header_timeout);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut conns = tokio::task::JoinSet::new();
-    let mut backoff = AcceptBackoff::default();
     // Out of descriptors, one connection at a time is still served (`/healthz`).
     let reserve = std::sync::Arc::new(FdReserve::default());
+    // The acceptors hand their connections over one at a time: a connection waits in its
+    // listener's backlog, not here, while the cap is checked.
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::channel(1);
+    let mut acceptors = tokio::task::JoinSet::new();
+    for listener in listeners {
+        acceptors.spawn(accept_loop(
+            listener,
+            accepted_tx.clone(),
+            metrics.clone(),
+            reserve.clone(),
+        ));
+    }
+    drop(accepted_tx);
     let deadline = loop {
-        let (stream, _) = tokio::select! {
+        let stream = tokio::select! {
             d = &mut stop => break d.unwrap_or_else(|_| std::time::Instant::now()),
-            c = limits::accept(&listener, &mut backoff, &metrics.http_accept_errors, "HTTP", Some(&reserve)) => c,
+            Some(s) = accepted.recv() => s,
         };
         while conns.try_join_next().is_some() {}
         let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -289,7 +326,9 @@ pub async fn serve(
             drop(permit);
         });
     };
-    drop(listener);
+    // Every listener closed (the acceptors own them) before the drain.
+    acceptors.shutdown().await;
+    drop(accepted);
     if tokio::time::timeout_at(deadline.into(), graceful.shutdown())
         .await
         .is_err()
@@ -300,4 +339,34 @@ pub async fn serve(
         );
     }
     conns.shutdown().await;
+}
+
+/// Accept connections on `listener` and hand them to [`serve`] until it stops taking them.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    to_serve: tokio::sync::mpsc::Sender<tokio::net::TcpStream>,
+    metrics: Metrics,
+    reserve: std::sync::Arc<FdReserve>,
+) {
+    let label = ListenLabel {
+        listen: listener
+            .local_addr()
+            .map_or_else(|e| format!("? ({e})"), |a| a.to_string()),
+    };
+    let accepted = metrics.http_connections.get_or_create(&label).clone();
+    let mut backoff = AcceptBackoff::default();
+    loop {
+        let (stream, _) = limits::accept(
+            &listener,
+            &mut backoff,
+            &metrics.http_accept_errors,
+            "HTTP",
+            Some(&reserve),
+        )
+        .await;
+        accepted.inc();
+        if to_serve.send(stream).await.is_err() {
+            return;
+        }
+    }
 }

@@ -29,7 +29,7 @@ use tokio::net::{TcpListener, UdpSocket};
 pub struct Ready {
     /// SIP, UDP and TCP on the same port.
     pub sip: SocketAddr,
-    /// The HTTP admin API and metrics.
+    /// The HTTP API (the first `--http-listen` address; every one serves the same API).
     pub http: SocketAddr,
 }
 
@@ -70,14 +70,20 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let (udp, tcp) = bind_sip(cfg.sip_listen).await?;
-    let http = TcpListener::bind(cfg.http_listen)
-        .await
-        .with_context(|| format!("binding HTTP {}", cfg.http_listen))?;
+    let http = server::bind_http(&cfg.http_listen)?;
     cfg.sip_listen = udp.local_addr()?;
-    cfg.http_listen = http.local_addr()?;
+    cfg.http_listen = http
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<std::io::Result<_>>()?;
+    let http_main = cfg
+        .http_listen
+        .first()
+        .copied()
+        .context("http-listen: no address")?;
     let _ = ready.send(Ready {
         sip: cfg.sip_listen,
-        http: cfg.http_listen,
+        http: http_main,
     });
     server::run(cfg, Listeners { udp, tcp, http }, shutdown).await
 }

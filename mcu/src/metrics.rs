@@ -1,10 +1,19 @@
 //! Prometheus metrics of the server (`GET /metrics`).
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+/// The label of a per-listener metric: the address it is bound to (`listen="ADDR:PORT"`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenLabel {
+    /// The listener's address.
+    pub listen: String,
+}
 
 /// Every metric the server exports; cheap to clone (atomics inside).
 #[derive(Clone)]
@@ -96,8 +105,11 @@ pub struct Metrics {
     pub http_rejected: Counter,
     /// HTTP connections closed because the request header did not arrive in time.
     pub http_header_timeouts: Counter,
-    /// Failed accepts on the HTTP listener.
+    /// Failed accepts on the HTTP listeners.
     pub http_accept_errors: Counter,
+    /// HTTP connections accepted, by the listener's address (`--http-listen`): which address
+    /// clients use, e.g. whether a backup served anything on the service address.
+    pub http_connections: Family<ListenLabel, Counter>,
     registry: std::sync::Arc<Registry>,
 }
 
@@ -154,6 +166,7 @@ impl Metrics {
             http_rejected: Counter::default(),
             http_header_timeouts: Counter::default(),
             http_accept_errors: Counter::default(),
+            http_connections: Family::default(),
             registry: Default::default(),
         };
         r.register(
@@ -335,8 +348,13 @@ impl Metrics {
         );
         r.register(
             "http_accept_errors",
-            "Failed accepts on the HTTP listener (e.g. out of file descriptors)",
+            "Failed accepts on the HTTP listeners (e.g. out of file descriptors)",
             m.http_accept_errors.clone(),
+        );
+        r.register(
+            "http_connections",
+            "HTTP connections accepted, by listen address (those closed at once at the cap included)",
+            m.http_connections.clone(),
         );
         Metrics {
             registry: std::sync::Arc::new(r),

@@ -161,6 +161,10 @@ pub enum RoomCtl {
         /// Participant id.
         id: ParticipantId,
     },
+    /// Takeover: every `Attach` / `AttachPeer` of the members a resumed room continues with
+    /// was sent before this; the snapshot's participants still unattached are removed and the
+    /// room starts ticking. Sent once to every room opened with [`RoomInit::Resume`].
+    Resumed,
     /// Stop the room.
     Close,
 }
@@ -543,6 +547,8 @@ impl Room {
                 self.members.remove(&id);
                 self.event_log.forget(id);
             }
+            // Only meaningful while a resumed room waits for its members (see `run_room`).
+            RoomCtl::Resumed => {}
             RoomCtl::Close => return false,
         }
         self.drain();
@@ -712,8 +718,9 @@ async fn run_room(
         pkt_tx,
         event_log: EventLog::default(),
     };
-    // A resumed room: members are attached by the commands already queued; participants of
-    // the snapshot nobody attached (their call is gone) are removed once those are in.
+    // A resumed room: members are attached by the commands the server sends before
+    // `Resumed`; participants of the snapshot nobody attached (their call is gone) are
+    // removed once those are in.
     let mut attach_pending = !resumed.is_empty();
     let mut ticker = tokio::time::interval_at(first.into(), mixer::TICK);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
@@ -721,10 +728,17 @@ async fn run_room(
     tracing::info!(room = %room.ctx.name.escape_debug(), "room opened");
     loop {
         if attach_pending {
-            // Commands sent with the Open (the members' Attach) are in the queue already.
-            while let Ok(c) = ctl_rx.try_recv() {
-                if !room.command(c) {
-                    return;
+            // The members' Attach commands follow the Open, then `Resumed`. Wait for them: this
+            // task may run before the server has sent them (another worker thread).
+            loop {
+                match ctl_rx.recv().await {
+                    Some(RoomCtl::Resumed) => break,
+                    Some(c) => {
+                        if !room.command(c) {
+                            return;
+                        }
+                    }
+                    None => return,
                 }
             }
             let now = room.since_origin(Instant::now());

@@ -89,8 +89,8 @@ pub struct Listeners {
     pub udp: UdpSocket,
     /// SIP TCP listener.
     pub tcp: TcpListener,
-    /// HTTP listener.
-    pub http: TcpListener,
+    /// HTTP listeners, one per `--http-listen` address, in that order.
+    pub http: Vec<TcpListener>,
 }
 
 impl Listeners {
@@ -102,11 +102,18 @@ impl Listeners {
         let tcp = TcpListener::bind(cfg.sip_listen)
             .await
             .with_context(|| format!("binding SIP TCP {}", cfg.sip_listen))?;
-        let http = TcpListener::bind(cfg.http_listen)
-            .await
-            .with_context(|| format!("binding HTTP {}", cfg.http_listen))?;
+        let http = bind_http(&cfg.http_listen)?;
         Ok(Self { udp, tcp, http })
     }
+}
+
+/// Bind one HTTP listener per address ([`crate::http::bind`]: IP_FREEBIND, so a hot-standby
+/// backup binds the service address it does not own yet).
+pub fn bind_http(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>> {
+    addrs
+        .iter()
+        .map(|a| crate::http::bind(*a).with_context(|| format!("binding HTTP {a}")))
+        .collect()
 }
 
 /// SIP input from the socket tasks.
@@ -168,6 +175,9 @@ struct Server {
     /// WHIP requests waiting for the core's reply, by request id.
     whip_waiting: HashMap<u64, tokio::sync::oneshot::Sender<WhipResult>>,
     next_whip: u64,
+    /// Rooms opened from a snapshot during this [`Server::act`]: told `Resumed` once the
+    /// members' Attach commands are sent.
+    resuming: Vec<u64>,
 }
 
 /// Run the server until `shutdown` resolves; then BYE every call and return.
@@ -195,7 +205,7 @@ pub async fn run_with_ft(
         }
     };
     limits::check_fd_budget(&cfg);
-    tracing::info!(seed, sip = %cfg.sip_listen, media_ip = %cfg.media_ip, http = %cfg.http_listen, "serving");
+    tracing::info!(seed, sip = %cfg.sip_listen, media_ip = %cfg.media_ip, http = ?cfg.http_listen, "serving");
     let mut shared = Shared::default();
     let role = match hs.as_ref().map(|h| h.role) {
         None => Role::Standalone,
@@ -317,6 +327,7 @@ pub async fn run_with_ft(
         webrtc_port: core_webrtc_port,
         whip_waiting: HashMap::new(),
         next_whip: 0,
+        resuming: Vec::new(),
     };
     let pending: VecDeque<_> =
         s.hs.as_mut()
@@ -781,6 +792,13 @@ impl Server {
                 }
             }
         }
+        // Every Attach of a room opened from a snapshot came with its Open (same pass):
+        // the room may drop the participants nobody attached and start.
+        for room in std::mem::take(&mut self.resuming) {
+            if let Some(r) = self.rooms.get(&room) {
+                let _ = r.handle.ctl.send(RoomCtl::Resumed);
+            }
+        }
         self.update_metrics();
     }
 
@@ -846,6 +864,9 @@ impl Server {
     fn room_command(&mut self, cmd: RoomCommand) {
         match cmd {
             RoomCommand::Open { room, name, init } => {
+                if matches!(init, control::RoomInit::Resume(_)) {
+                    self.resuming.push(room);
+                }
                 let view = Arc::new(Mutex::new(RoomView {
                     name: name.clone(),
                     ..RoomView::default()

@@ -1,8 +1,15 @@
 //! A takeover no browser notices (issue 9), in the network-namespace test bed: a primary and
-//! a backup `mcu` (one DTLS certificate file, WebRTC on the service address 198.18.0.100)
-//! serve a room with headless Chromium (client1, fake microphone playing speech, joined
-//! through WHIP on the primary's page) and a sipp UAC (client2) playing sipp's recorded
-//! A-law speech for about 16 s. About 5 s into the conference the primary gets `kill -9`.
+//! a backup `mcu` (one DTLS certificate file, WebRTC on the service address 198.18.0.100,
+//! the HTTP API on each node's own address and on the service address) serve a room with
+//! headless Chromium (client1, fake microphone playing speech, the page and WHIP on the
+//! service address) and a sipp UAC (client2) playing sipp's recorded A-law speech for about
+//! 16 s. About 5 s into the conference the primary gets `kill -9`.
+//!
+//! The HTTP API on the service address: before the kill only the primary answers there (the
+//! backup's listener on it has accepted no connection, and `GET /api/status` from client1
+//! says `primary` with no takeover); after it the backup does (the same request shows the
+//! takeover its own address reports), the browser's leave (WHIP DELETE to the Location on
+//! the service address) is answered 200 and the room is empty.
 //!
 //! Asserted from the browser's own `getStats` and event log: no ICE or connection state
 //! change after "connected", the same `iceLocalUsernameFragment` and
@@ -47,6 +54,33 @@ fn http_addr(node: &str) -> SocketAddr {
     format!("{}:{HTTP_PORT}", addr_of(node)).parse().unwrap()
 }
 
+/// The HTTP API on the service address.
+fn vip_http() -> SocketAddr {
+    SocketAddr::new(VIP.into(), HTTP_PORT)
+}
+
+/// `GET path` on the service address from `client`'s namespace (as the browser sees it):
+/// the JSON body of a 200, `None` otherwise.
+fn vip_get_json(bed: &Testbed, client: &str, path: &str) -> Option<serde_json::Value> {
+    let path = path.to_string();
+    testkit::bed::in_netns(&bed.ns(client), move || {
+        match testkit::http::get(vip_http(), &path) {
+            Ok((200, body)) => serde_json::from_str(&body).ok(),
+            _ => None,
+        }
+    })
+}
+
+/// Connections `node` accepted on its listener on the service address.
+fn vip_connections(node: &Node) -> f64 {
+    let (code, text) = node.get("/metrics").expect("GET /metrics");
+    assert_eq!(code, 200, "{}: GET /metrics", node.name);
+    common::metric(
+        &text,
+        &format!("mcu_http_connections_total{{listen=\"{}\"}}", vip_http()),
+    )
+}
+
 fn num(v: &serde_json::Value, path: &[&str]) -> f64 {
     let mut v = v;
     for p in path {
@@ -64,6 +98,10 @@ fn ft_args(node: &str, peer: &str, key: &std::path::Path, cert: &std::path::Path
         &VIP.to_string(),
         "--http-listen",
         &format!("{own}:{HTTP_PORT}"),
+        // The service address too: the backup binds it without holding it (IP_FREEBIND)
+        // and is reached there only after its takeover.
+        "--http-listen",
+        &format!("{VIP}:{HTTP_PORT}"),
         "--rtp-ports",
         RTP_PORTS,
         "--webrtc-port",
@@ -89,14 +127,15 @@ fn ft_args(node: &str, peer: &str, key: &std::path::Path, cert: &std::path::Path
 }
 
 fn participants(node: &Node) -> usize {
-    node.get_json("/api/rooms")
-        .and_then(|r| {
-            r["rooms"]
-                .as_array()?
-                .iter()
-                .find(|x| x["name"] == ROOM)
-                .and_then(|x| x["participants"].as_object().map(|p| p.len()))
-        })
+    node.get_json("/api/rooms").as_ref().map_or(0, room_size)
+}
+
+/// Participants in [`ROOM`] in a `GET /api/rooms` reply (0: no such room).
+fn room_size(rooms: &serde_json::Value) -> usize {
+    rooms["rooms"]
+        .as_array()
+        .and_then(|r| r.iter().find(|x| x["name"] == ROOM))
+        .and_then(|x| x["participants"].as_object().map(|p| p.len()))
         .unwrap_or(0)
 }
 
@@ -184,10 +223,8 @@ fn browser_does_not_notice_kill_of_primary() {
         &dir.path("client1.pcap"),
         &format!("udp and host {VIP} and port {WEBRTC_PORT}"),
     );
-    let url = format!(
-        "http://{}/room/{ROOM}?autojoin=1&name=chromium",
-        http_addr("primary")
-    );
+    // The page from the service address: its WHIP resource and roster polls are there too.
+    let url = format!("http://{}/room/{ROOM}?autojoin=1&name=chromium", vip_http());
     let mut browser = Browser::start(
         bed.command("client1", "node"),
         &url,
@@ -251,6 +288,29 @@ fn browser_does_not_notice_kill_of_primary() {
     let t_joined = Instant::now();
     std::thread::sleep(KILL_AFTER);
 
+    // Before the kill the service address is the primary's alone: client1 gets the
+    // primary's status there, and the backup's listener on it accepted nothing although the
+    // primary's did (the page, WHIP, the roster polls; every packet of them mirrored to the
+    // backup, whose queue drops them).
+    let vip_before = vip_get_json(&bed, "client1", "/api/status")
+        .expect("GET /api/status on the service address before the kill");
+    assert!(
+        vip_before["role"] == "primary"
+            && vip_before["peer"] == "alive"
+            && vip_before["last_takeover"].is_null(),
+        "the service address before the kill: {vip_before}"
+    );
+    let primary_vip = vip_connections(primary);
+    assert!(
+        primary_vip >= 2.0,
+        "the primary's listener on the service address accepted {primary_vip} connections"
+    );
+    let backup_vip = vip_connections(backup);
+    assert_eq!(
+        backup_vip, 0.0,
+        "the backup accepted HTTP connections on the service address before the takeover"
+    );
+
     let before = browser
         .fresh(Duration::from_secs(5))
         .expect("stats before the kill");
@@ -273,14 +333,73 @@ fn browser_does_not_notice_kill_of_primary() {
         .expect("stats after the kill");
     eprintln!("WEBRTC-FAILOVER before: {before}\nWEBRTC-FAILOVER after: {after}");
 
+    // The service address is the backup's now: client1's request there shows the takeover
+    // the backup reports on its own address.
+    let vip_after = vip_get_json(&bed, "client1", "/api/status")
+        .expect("GET /api/status on the service address after the takeover");
+    let own_after = backup
+        .get_json("/api/status")
+        .expect("the backup's /api/status on its own address");
+    assert!(
+        vip_after["role"] == "primary"
+            && !own_after["last_takeover"].is_null()
+            && vip_after["last_takeover"] == own_after["last_takeover"],
+        "the service address after the takeover: {vip_after}; the backup's own address: {own_after}"
+    );
+    let backup_vip = vip_connections(backup);
+    assert!(
+        backup_vip >= 1.0,
+        "the backup's listener on the service address after the takeover: {backup_vip}"
+    );
+
     let st =
         testkit::process::wait_timeout(&mut sipp.0, Duration::from_secs(40)).expect("sipp ends");
     assert!(
         st.success(),
         "sipp's call (its BYE answered by the new primary): exit {st}"
     );
+    // sipp's call ended: the browser alone is left (on the backup's view of the room).
+    let alone = poll(Duration::from_secs(5), || {
+        (participants(backup) == 1).then_some(())
+    });
+    assert!(
+        alone.is_some(),
+        "the browser still in the room: {:?}",
+        backup.get("/api/rooms")
+    );
     let ended = browser.finish(Duration::from_secs(15));
     let pcap = capture.stop();
+
+    // The browser's leave after the takeover: its WHIP DELETE to the Location on the
+    // service address was answered 200 (by the backup), and the room is empty.
+    let all_events = browser
+        .done
+        .as_ref()
+        .and_then(|d| d["events"].as_array().cloned())
+        .unwrap_or_default();
+    let deletes: Vec<&serde_json::Value> = all_events
+        .iter()
+        .filter(|e| e["type"] == "whip" && e["value"]["method"] == "DELETE")
+        .collect();
+    assert!(
+        deletes.len() == 1 && deletes[0]["value"]["status"] == 200,
+        "the browser's leave: WHIP DELETE events {deletes:?} (driver ended: {ended}, errors {:?})",
+        browser.errors
+    );
+    eprintln!(
+        "WEBRTC-FAILOVER http on {}: primary accepted {primary_vip} before the kill, backup 0 before and {backup_vip} after; leave: {}",
+        vip_http(),
+        deletes[0]["value"]
+    );
+    let emptied = poll(Duration::from_secs(5), || {
+        let via_vip = vip_get_json(&bed, "client1", "/api/rooms")?;
+        (participants(backup) == 0 && room_size(&via_vip) == 0).then_some(())
+    });
+    assert!(
+        emptied.is_some(),
+        "the room after the leave: {:?}",
+        backup.get("/api/rooms")
+    );
 
     // The browser's own view.
     let mut problems = vec![];

@@ -47,3 +47,62 @@ fn two_servers_side_by_side() {
     drop(a);
     drop(b);
 }
+
+/// The listeners `mcu_http_connections_total` names, by their real addresses.
+fn http_listeners(metrics: &str) -> Vec<std::net::SocketAddr> {
+    metrics
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("mcu_http_connections_total{listen=\"")?;
+            rest.split_once('"')?.0.parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn every_http_address_serves_the_same_api() {
+    let mut a = common::args("32350-32399");
+    // The third address is on no interface of this host (TEST-NET-1): bound all the same
+    // (IP_FREEBIND), as a hot-standby backup binds the service address it does not hold.
+    a.http_listen = ["127.0.0.1:0", "127.0.0.2:0", "192.0.2.1:0"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let mut srv = TestServer::start(a);
+    assert_eq!(
+        srv.http.ip().to_string(),
+        "127.0.0.1",
+        "Ready.http: the first"
+    );
+    let mut listeners = http_listeners(&srv.metrics());
+    listeners.sort();
+    let ips: Vec<String> = listeners.iter().map(|l| l.ip().to_string()).collect();
+    assert_eq!(
+        ips,
+        ["127.0.0.1", "127.0.0.2", "192.0.2.1"],
+        "{listeners:?}"
+    );
+    assert!(listeners.iter().all(|l| l.port() != 0), "{listeners:?}");
+    assert_eq!(listeners[0], srv.http);
+    let second = listeners[1];
+    let count = |srv: &TestServer, at: std::net::SocketAddr| {
+        common::metric(
+            &srv.metrics(),
+            &format!("mcu_http_connections_total{{listen=\"{at}\"}}"),
+        )
+    };
+    let before = count(&srv, second);
+    // The same router behind the second address: the API and the participant page.
+    let status = testkit::http::get_json(second, "/api/status");
+    assert_eq!(status["role"], "standalone", "{status}");
+    let (code, page) = testkit::http::get(second, "/room/demo").expect("GET /room/demo");
+    assert_eq!(code, 200, "{page}");
+    assert_eq!(count(&srv, second), before + 2.0, "counted per listener");
+    srv.shutdown().expect("server stops cleanly");
+    for at in [srv.http, second] {
+        assert!(
+            testkit::http::get(at, "/healthz").is_err(),
+            "{at} still answers after shutdown"
+        );
+    }
+}

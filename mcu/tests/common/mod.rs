@@ -125,7 +125,9 @@ impl TestServer {
     pub fn start(mut args: ServeArgs) -> TestServer {
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
         args.sip_listen.get_or_insert(any);
-        args.http_listen.get_or_insert(any);
+        if args.http_listen.is_empty() {
+            args.http_listen.push(any);
+        }
         let cfg = args.resolve().expect("test server configuration");
         let (log_tx, log_rx) = mpsc::channel();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
