@@ -45,7 +45,6 @@ const CLIENTS: usize = 4;
 const SIPP_CLIENTS: usize = 3;
 const SIP_PORT: u16 = 5060;
 const HTTP_PORT: u16 = 8080;
-const FT_PORT: u16 = 7000;
 const RTP_PORTS: &str = "30000-30999";
 const SIPP_MEDIA_PORT: u16 = 6000;
 const BARESIP_RTP: (u16, u16) = (10000, 10099);
@@ -115,34 +114,9 @@ fn status_summary(node: &Node) -> String {
 }
 
 fn ft_args(node: &str, peer: &str, key: &std::path::Path) -> Vec<String> {
-    let own = addr_of(node);
     let extra = std::env::var("FAILOVER_EXTRA_ARGS").unwrap_or_default();
-    [
-        "--sip-listen",
-        &format!("{VIP}:{SIP_PORT}"),
-        "--media-ip",
-        &VIP.to_string(),
-        "--http-listen",
-        &format!("{own}:{HTTP_PORT}"),
-        "--rtp-ports",
-        RTP_PORTS,
-        "--ft-role",
-        node,
-        "--ft-listen",
-        &format!("{own}:{FT_PORT}"),
-        "--ft-peer",
-        &format!("{}:{FT_PORT}", addr_of(peer)),
-        "--ft-key-file",
-        key.to_str().unwrap(),
-        "--service-ip",
-        &format!("{VIP}/24"),
-        "--service-dev",
-        "eth0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain(extra.split_whitespace().map(String::from))
-    .collect()
+    let extra: Vec<String> = extra.split_whitespace().map(String::from).collect();
+    common::ft_node_args(node, peer, key, &extra)
 }
 
 fn http_addr(node: &str) -> SocketAddr {

@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use testkit::bed::{Testbed, VIP};
-use testkit::browser::Browser;
+use testkit::browser::{stat as num, Browser};
 use testkit::capture::Capture;
 use testkit::peers;
 use testkit::poll;
@@ -37,8 +37,6 @@ use testkit::process::{run as sh, Guarded};
 
 const SIP_PORT: u16 = 5060;
 const HTTP_PORT: u16 = 8080;
-const FT_PORT: u16 = 7000;
-const RTP_PORTS: &str = "30000-30999";
 const WEBRTC_PORT: u16 = 40000;
 const SIPP_MEDIA_PORT: u16 = 6000;
 const ROOM: &str = "room";
@@ -81,49 +79,18 @@ fn vip_connections(node: &Node) -> f64 {
     )
 }
 
-fn num(v: &serde_json::Value, path: &[&str]) -> f64 {
-    let mut v = v;
-    for p in path {
-        v = &v[*p];
-    }
-    v.as_f64().unwrap_or(0.0)
-}
-
 fn ft_args(node: &str, peer: &str, key: &std::path::Path, cert: &std::path::Path) -> Vec<String> {
-    let own = addr_of(node);
-    [
-        "--sip-listen",
-        &format!("{VIP}:{SIP_PORT}"),
-        "--media-ip",
-        &VIP.to_string(),
-        "--http-listen",
-        &format!("{own}:{HTTP_PORT}"),
+    let extra = [
         // The service address too: the backup binds it without holding it (IP_FREEBIND)
         // and is reached there only after its takeover.
-        "--http-listen",
-        &format!("{VIP}:{HTTP_PORT}"),
-        "--rtp-ports",
-        RTP_PORTS,
-        "--webrtc-port",
-        &WEBRTC_PORT.to_string(),
-        "--dtls-cert",
-        cert.to_str().unwrap(),
-        "--ft-role",
-        node,
-        "--ft-listen",
-        &format!("{own}:{FT_PORT}"),
-        "--ft-peer",
-        &format!("{}:{FT_PORT}", addr_of(peer)),
-        "--ft-key-file",
-        key.to_str().unwrap(),
-        "--service-ip",
-        &format!("{VIP}/24"),
-        "--service-dev",
-        "eth0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+        "--http-listen".to_string(),
+        format!("{VIP}:{HTTP_PORT}"),
+        "--webrtc-port".into(),
+        WEBRTC_PORT.to_string(),
+        "--dtls-cert".into(),
+        cert.display().to_string(),
+    ];
+    common::ft_node_args(node, peer, key, &extra)
 }
 
 fn participants(node: &Node) -> usize {
@@ -447,23 +414,7 @@ fn browser_does_not_notice_kill_of_primary() {
             "the browser heard nothing after the kill (energy +{energy})"
         ));
     }
-    let changes: Vec<String> = browser
-        .events
-        .iter()
-        .filter(|e| {
-            matches!(
-                e["type"].as_str(),
-                Some("iceconnectionstatechange" | "connectionstatechange")
-            )
-        })
-        .map(|e| {
-            format!(
-                "{}={}",
-                e["type"].as_str().unwrap_or(""),
-                e["value"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
+    let changes = browser.state_changes();
     let after_connected: Vec<&String> = changes
         .iter()
         .skip_while(|c| *c != "connectionstatechange=connected")

@@ -412,3 +412,36 @@ impl Drop for Node {
         let _ = self.child.wait();
     }
 }
+
+/// `mcu serve` flags of a hot-standby node in the namespace test bed: SIP on the service
+/// address (`VIP:5060`), media on it (RTP 30000-30999), HTTP on the node's own address
+/// (`:8080`), the sync link on `:7000` to `peer`, the VIP on `eth0`; then `extra`.
+pub fn ft_node_args(node: &str, peer: &str, key: &Path, extra: &[String]) -> Vec<String> {
+    use testkit::bed::{addr_of, VIP};
+    let own = addr_of(node);
+    [
+        "--sip-listen".to_string(),
+        format!("{VIP}:5060"),
+        "--media-ip".into(),
+        VIP.to_string(),
+        "--http-listen".into(),
+        format!("{own}:8080"),
+        "--rtp-ports".into(),
+        "30000-30999".into(),
+        "--ft-role".into(),
+        node.into(),
+        "--ft-listen".into(),
+        format!("{own}:7000"),
+        "--ft-peer".into(),
+        format!("{}:7000", addr_of(peer)),
+        "--ft-key-file".into(),
+        key.display().to_string(),
+        "--service-ip".into(),
+        format!("{VIP}/24"),
+        "--service-dev".into(),
+        "eth0".into(),
+    ]
+    .into_iter()
+    .chain(extra.iter().cloned())
+    .collect()
+}
