@@ -24,6 +24,9 @@ pub enum BenchCommand {
     /// Send RTP-shaped UDP packets at a fixed rate (a media flood) and report the rate
     /// achieved.
     UdpFlood(UdpFloodArgs),
+    /// Synthetic WebRTC participants (WHIP, ICE, DTLS-SRTP, Opus at 50 packets/s) in rooms,
+    /// with per-client and total packet counts.
+    WebrtcClients(crate::bench_webrtc::WebRtcClientsArgs),
 }
 
 /// Arguments of `mcu bench udp-flood`.
@@ -56,6 +59,7 @@ pub struct UdpFloodArgs {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::UdpFlood(a) => udp_flood(&a),
+        BenchCommand::WebrtcClients(a) => crate::bench_webrtc::run(&a),
     }
 }
 
