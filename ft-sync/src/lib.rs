@@ -98,13 +98,34 @@
 //! # Roles
 //!
 //! A node configured [`Role::Primary`] first probes for `dead_after` (3 heartbeat
-//! intervals): a primary already on the link makes it fail ([`Event::Fatal`] with
-//! [`Error::TwoPrimaries`]) instead of serving, and the running one only reports the
-//! rejected peer. A backup that loses a synced primary goes [`Role::TakingOver`]; the driver
+//! intervals): a primary already serving on the link makes it join as that primary's backup
+//! ([`Event::RoleChanged`] with [`Role::Backup`]: the old primary restarted after a takeover
+//! rejoins by itself), and the running one only reports the refused probe. Two primaries
+//! probing at once both fail ([`Event::Fatal`] with [`Error::TwoPrimaries`]). A backup that loses a synced primary goes [`Role::TakingOver`]; the driver
 //! claims the service address and calls [`Node::complete_takeover`]. Either node may start
 //! first. A key or version mismatch is fatal for a node that is not serving yet (a primary
 //! still probing, a backup that never synced), and only reported ([`Event::PeerRejected`])
 //! by one that is, so a misconfigured backup never stops a running primary.
+//!
+//! # Two paths
+//!
+//! On the sync link alone a dead primary and a cut link look the same, and a backup that
+//! takes over while the primary still serves makes every client receive each stream twice.
+//! With [`Config::client_path_beacons`], the primary also queues an authenticated beacon every
+//! heartbeat interval ([`Node::poll_beacon`]) that its driver sends over the clients' path
+//! (from the service address, the way its media leave), and the backup's driver hands what
+//! arrives there to [`Node::handle_beacon`]. The rule: **a backup takes over only when both
+//! paths are silent for the dead interval.** Sync link silent, beacons arriving: the nodes
+//! are partitioned ([`PeerState::SyncLost`], [`Event::SyncLost`]), the primary keeps serving
+//! unprotected, the backup waits. The primary keeps the log entries it could not deliver
+//! (up to a bound) and resends them when the same backup answers again, or sends a snapshot
+//! after a long silence, so the pair converges by itself.
+//!
+//! Failure modes that remain: a primary whose clients' path is cut too (its beacons stop)
+//! while it still reaches its clients another way is taken over (two senders until the
+//! link heals and it yields); a primary that stalls past both detectors and resumes sends
+//! until it hears the backup that took over, then yields ([`Error::TakenOver`]); a primary
+//! that dies during a partition is taken over from the state synced before the partition.
 //!
 //! # Limits (what the driver must know)
 //!
@@ -113,8 +134,9 @@
 //!   [`Error::TooLarge`]). A driver keeps every item small whatever the server's size: the
 //!   snapshot entry carries only a server-wide header, then every call and room follows as
 //!   its own item (and afterwards only the items that changed).
-//! - The failure detector cannot tell a dead primary from a cut sync link: fencing the old
-//!   primary (so it stops answering for the service address) is the driver's job.
+//! - Without client-path beacons the failure detector cannot tell a dead primary from a cut
+//!   sync link (see [Two paths](crate#two-paths)); fencing a dead primary (so it stops
+//!   answering for the service address) is the driver's job either way.
 //! - Backup promotion happens only if the backup holds a snapshot from a primary that had
 //!   finished its startup probe; a backup that never synced never takes over.
 //! - A primary that stalled past the failure detector (a long pause, a frozen VM) and then
@@ -251,6 +273,12 @@ pub struct Config {
     pub missed_heartbeats: u32,
     /// Unacknowledged log entries are resent after this long. Default 20 ms.
     pub retransmit_after: Duration,
+    /// Second path for the failure detector (see [the crate docs](crate#two-paths)): a
+    /// primary queues a beacon every heartbeat interval ([`Node::poll_beacon`]) that its
+    /// driver sends over the clients' path, and a backup declares the primary dead only when
+    /// both its sync-link messages and its beacons ([`Node::handle_beacon`]) stopped. Default
+    /// off (one path, as before).
+    pub client_path_beacons: bool,
 }
 
 impl Config {
@@ -264,6 +292,7 @@ impl Config {
             heartbeat_interval: Duration::from_millis(10),
             missed_heartbeats: 3,
             retransmit_after: Duration::from_millis(20),
+            client_path_beacons: false,
         }
     }
 
@@ -281,6 +310,11 @@ pub enum PeerState {
     Alive,
     /// Silent for `missed_heartbeats` intervals.
     Dead,
+    /// Backup with client-path beacons: no sync-link message for `missed_heartbeats`
+    /// intervals, but the primary's beacons still arrive over the clients' path. The primary
+    /// serves (it is not taken over) and runs unprotected; the backup's state is stale until
+    /// the link heals and the primary catches it up.
+    SyncLost,
 }
 
 /// An ordered change the backup applies, carrying the application's items `T`.
@@ -328,8 +362,13 @@ pub enum Event<T> {
         /// Its role.
         role: Role,
     },
-    /// No message from the peer for `missed_heartbeats` intervals.
+    /// No message from the peer for `missed_heartbeats` intervals (on a backup with
+    /// client-path beacons: none on either path).
     PeerDead,
+    /// Backup: the sync link is silent but the primary's beacons arrive over the clients'
+    /// path: a partition between the nodes, not a dead primary. No takeover; the primary
+    /// catches this node up when the link heals ([`Event::PeerAlive`] again).
+    SyncLost,
     /// Our role changed (startup probe done: Primary; takeover started / completed).
     RoleChanged(Role),
     /// This node must not serve: exit with this error.
@@ -362,6 +401,11 @@ pub struct Stats {
     pub replayed: u64,
     /// From ourselves, from a second peer, or from an incarnation not announced by a Hello.
     pub unexpected: u64,
+    /// Client-path beacons accepted ([`Node::handle_beacon`]).
+    pub beacons: u64,
+    /// Client-path datagrams refused (undecodable, unauthenticated, not from the current
+    /// primary, replayed); not counted in [`Stats::dropped`].
+    pub beacons_refused: u64,
 }
 
 impl Stats {
@@ -409,6 +453,17 @@ const RETRANSMIT_BURST: usize = 16;
 /// Most out-of-order entries a backup buffers.
 const MAX_BUFFERED: usize = 4096;
 
+/// Beacons kept for a driver that does not drain them.
+const MAX_QUEUED_BEACONS: usize = 4;
+
+/// Entries a primary keeps for a backup that went silent (a partition, a lossy link), to
+/// resend when the same backup incarnation answers again. Beyond this, it gets a snapshot.
+const MAX_RETAINED: usize = 4096;
+
+/// A backup that answers again with more unacknowledged entries than this gets a snapshot
+/// instead of the retransmissions (16 entries per retransmission interval would take longer).
+const MAX_RESUMED: usize = 256;
+
 /// One node of the pair. Method families: construction ([`Node::new`]), inputs
 /// (`handle_datagram`, `handle_timeout`), outputs (`poll_transmit`, `poll_event`,
 /// `poll_timeout`), primary operations (`replicate`, `replicate_snapshot`, `is_committed`),
@@ -429,6 +484,13 @@ pub struct Node<T> {
     peer: Option<Peer>,
     peer_state: PeerState,
     last_heard: Option<Duration>,
+    /// Backup: arrival of the primary's last client-path beacon, and its sequence number.
+    last_beacon: Option<Duration>,
+    beacon_seq: u64,
+    /// Backup: [`Event::SyncLost`] reported for the current episode.
+    sync_lost_reported: bool,
+    /// Primary: beacons waiting for the driver (bounded).
+    beacons: VecDeque<Vec<u8>>,
     next_heartbeat: Duration,
     seq: u64,
     transmit: VecDeque<Vec<u8>>,
@@ -468,6 +530,10 @@ impl<T: Item> Node<T> {
             peer: None,
             peer_state: PeerState::Unknown,
             last_heard: None,
+            last_beacon: None,
+            beacon_seq: 0,
+            sync_lost_reported: false,
+            beacons: VecDeque::new(),
             next_heartbeat: now,
             seq: 0,
             transmit: VecDeque::new(),
@@ -555,8 +621,8 @@ impl<T: Item> Node<T> {
         if let Some(p) = self.probe_until {
             t = t.min(p);
         }
-        if let (PeerState::Alive, Some(h)) = (self.peer_state, self.last_heard) {
-            t = t.min(h + self.config.dead_after());
+        if let Some(d) = self.dead_deadline() {
+            t = t.min(d);
         }
         if !self.unacked.is_empty() && self.peer_state == PeerState::Alive {
             t = t.min(self.last_send + self.config.retransmit_after);
@@ -580,13 +646,19 @@ impl<T: Item> Node<T> {
                 }
             }
         }
-        if let (PeerState::Alive, Some(h)) = (self.peer_state, self.last_heard) {
-            if now >= h + self.config.dead_after() {
+        if self.dead_deadline().is_some_and(|d| now >= d) {
+            if self.peer_state == PeerState::Alive && self.beacon_alive(now) {
+                // The sync link went silent but the primary's beacons still arrive: hold on.
+                // The episode is reported once a beacon proves it serves past this point.
+                self.peer_state = PeerState::SyncLost;
+                self.sync_lost_reported = false;
+            } else {
                 self.on_peer_dead();
             }
         }
         if now >= self.next_heartbeat {
             self.send_liveness();
+            self.queue_beacon();
             self.next_heartbeat = now + self.config.heartbeat_interval;
         }
         if self.peer_state == PeerState::Alive
@@ -606,6 +678,95 @@ impl<T: Item> Node<T> {
                 self.send(p);
             }
             self.last_send = now;
+        }
+    }
+
+    /// When the failure detector must look at the peer again: the end of the sync link's
+    /// dead interval while the peer is alive, then (sync link silent, beacons arriving) the
+    /// end of the beacons' dead interval.
+    fn dead_deadline(&self) -> Option<Duration> {
+        let h = self.last_heard?;
+        let dead = self.config.dead_after();
+        match self.peer_state {
+            PeerState::Alive => Some(h + dead),
+            PeerState::SyncLost => Some(h.max(self.last_beacon.unwrap_or(h)) + dead),
+            PeerState::Unknown | PeerState::Dead => None,
+        }
+    }
+
+    /// Backup: the primary's beacons arrived within the dead interval.
+    fn beacon_alive(&self, now: Duration) -> bool {
+        self.role == Role::Backup
+            && self
+                .last_beacon
+                .is_some_and(|b| now < b + self.config.dead_after())
+    }
+
+    /// Primary with client-path beacons: queue this interval's beacon (an authenticated
+    /// heartbeat on its own path; the backup keeps a separate replay counter for it).
+    fn queue_beacon(&mut self) {
+        if !self.config.client_path_beacons
+            || self.role != Role::Primary
+            || self.is_starting()
+            || self.failed
+        {
+            return;
+        }
+        let payload = Payload::Heartbeat {
+            log_index: self.next_index - 1,
+        };
+        if let Ok(d) = wire::encode(&self.config.key, &self.envelope(payload, self.seq + 1)) {
+            self.seq += 1;
+            if self.beacons.len() >= MAX_QUEUED_BEACONS {
+                self.beacons.pop_front();
+            }
+            self.beacons.push_back(d);
+        }
+    }
+
+    /// Primary: next beacon to send over the clients' path (from the service address to the
+    /// backup; see [`Config::client_path_beacons`]). At most a few are kept when the driver
+    /// does not drain them.
+    pub fn poll_beacon(&mut self) -> Option<Vec<u8>> {
+        self.beacons.pop_front()
+    }
+
+    /// Backup: a datagram that arrived over the clients' path (the primary's beacon).
+    /// Only an authenticated heartbeat from the current primary incarnation, newer than the
+    /// last one, counts; anything else is refused and counted. It never makes an unknown or
+    /// dead peer alive: only the sync link does.
+    pub fn handle_beacon(&mut self, datagram: &[u8], now: Duration) {
+        let ok = match wire::decode::<T>(&self.config.key, datagram) {
+            Ok(env) => {
+                self.role == Role::Backup
+                    && env.role == Role::Primary
+                    && matches!(env.payload, Payload::Heartbeat { .. })
+                    && env.seq > self.beacon_seq
+                    && self
+                        .peer
+                        .as_ref()
+                        .is_some_and(|p| p.node == env.node && p.incarnation == env.incarnation)
+                    && {
+                        self.beacon_seq = env.seq;
+                        true
+                    }
+            }
+            Err(_) => false,
+        };
+        if !ok || self.failed {
+            self.stats.beacons_refused += 1;
+            return;
+        }
+        self.stats.beacons += 1;
+        self.last_beacon = Some(now);
+        if self.peer_state == PeerState::SyncLost
+            && !self.sync_lost_reported
+            && self
+                .last_heard
+                .is_some_and(|h| now >= h + self.config.dead_after())
+        {
+            self.sync_lost_reported = true;
+            self.events.push_back(Event::SyncLost);
         }
     }
 
@@ -704,6 +865,11 @@ impl<T: Item> Node<T> {
                     self.fail(e);
                     return;
                 }
+                Conflict::Demote => {
+                    self.probe_until = None;
+                    self.role = Role::Backup;
+                    self.events.push_back(Event::RoleChanged(Role::Backup));
+                }
                 Conflict::Reject(e) => {
                     if !self.reported.contains(&e) {
                         self.reported.push(e.clone());
@@ -720,11 +886,18 @@ impl<T: Item> Node<T> {
         self.reported.clear();
         if self.peer_state != PeerState::Alive {
             self.peer_state = PeerState::Alive;
+            self.sync_lost_reported = false;
             self.established_once = true;
             self.events.push_back(Event::PeerAlive {
                 node: env.node,
                 role: env.role,
             });
+            if self.role == Role::Primary && self.backup_synced && self.unacked.len() > MAX_RESUMED
+            {
+                // Back after a long silence: a snapshot is quicker than the backlog.
+                self.unacked.clear();
+                self.backup_synced = false;
+            }
             if self.role == Role::Primary
                 && !self.is_starting()
                 && env.role == Role::Backup
@@ -738,6 +911,10 @@ impl<T: Item> Node<T> {
         }
         match env.payload {
             Payload::Hello { .. } | Payload::Heartbeat { .. } => {}
+            // The serving primary refused this node's probe before it demoted itself.
+            Payload::Refuse {
+                reason: RefuseReason::TwoPrimaries,
+            } if self.role == Role::Backup && self.config.role == Role::Primary => {}
             Payload::Refuse { reason } => {
                 let e = match reason {
                     RefuseReason::TwoPrimaries => Error::TwoPrimaries,
@@ -831,6 +1008,16 @@ impl<T: Item> Node<T> {
             // Waiting for the snapshot: the snapshot will carry this state.
             self.unacked.insert(index, entry);
         } else {
+            // Unprotected: nothing to wait for. A synced backup that went silent may come
+            // back (a partition): keep the entry to resend then, within a bound.
+            if self.backup_synced {
+                if self.unacked.len() < MAX_RETAINED {
+                    self.unacked.insert(index, entry);
+                } else {
+                    self.unacked.clear();
+                    self.backup_synced = false;
+                }
+            }
             self.events.push_back(Event::Committed(index));
         }
     }
@@ -909,6 +1096,8 @@ impl<T: Item> Node<T> {
             saw_us: false,
         });
         self.peer_state = PeerState::Unknown;
+        self.last_beacon = None;
+        self.beacon_seq = 0;
         // A new primary incarnation restarts the log; a new backup needs a snapshot.
         self.has_snapshot = false;
         self.applied = 0;
@@ -932,7 +1121,11 @@ impl<T: Item> Node<T> {
                 return Some(Conflict::Fatal(Error::TakenOver));
             }
             let their_starting = self.peer.as_ref().is_some_and(|p| p.starting);
-            return Some(if self.is_starting() {
+            return Some(if self.is_starting() && !their_starting {
+                // A primary already serves (e.g. the backup that took over from this node's
+                // previous process): join it as its backup.
+                Conflict::Demote
+            } else if self.is_starting() {
                 Conflict::Fatal(Error::TwoPrimaries)
             } else if their_starting {
                 Conflict::Reject(Error::TwoPrimaries)
@@ -979,9 +1172,8 @@ impl<T: Item> Node<T> {
         self.events.push_back(Event::PeerDead);
         match self.role {
             Role::Primary => {
-                // Unprotected: release everything held.
-                self.unacked.clear();
-                self.backup_synced = false;
+                // Unprotected: release everything held. The log stays for the same backup
+                // incarnation (resent when it answers again, see `push_entry`).
                 if self.next_index > 1 {
                     self.events.push_back(Event::Committed(self.next_index - 1));
                 }
@@ -1064,4 +1256,6 @@ impl<T: Item> Node<T> {
 enum Conflict {
     Fatal(Error),
     Reject(Error),
+    /// This node, still probing as primary, found a serving primary: it becomes its backup.
+    Demote,
 }

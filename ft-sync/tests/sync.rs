@@ -51,8 +51,12 @@ struct Impair {
 struct Net {
     now: Duration,
     nodes: [Option<Node>; 2],
-    /// (deliver at, to, bytes)
-    in_flight: Vec<(Duration, usize, Vec<u8>)>,
+    /// (deliver at, to, bytes, over the clients' path)
+    in_flight: Vec<(Duration, usize, Vec<u8>, bool)>,
+    /// The sync link is cut (both directions); the clients' path stays up.
+    cut: bool,
+    /// Beacons delivered to each node.
+    beacons_delivered: [u64; 2],
     impair: Impair,
     rng: Rng,
     events: [Vec<(Duration, Event)>; 2],
@@ -70,6 +74,8 @@ impl Net {
             now: Duration::ZERO,
             nodes: [None, None],
             in_flight: Vec::new(),
+            cut: false,
+            beacons_delivered: [0, 0],
             impair,
             rng: Rng(SplitMix64::seed_from_u64(seed)),
             events: [Vec::new(), Vec::new()],
@@ -94,8 +100,15 @@ impl Net {
             let Some(n) = self.nodes[i].as_mut() else {
                 continue;
             };
+            while let Some(d) = n.poll_beacon() {
+                // The clients' path: no impairment, only death.
+                if !self.dead[i] {
+                    self.in_flight
+                        .push((self.now + self.impair.delay, 1 - i, d, true));
+                }
+            }
             while let Some(d) = n.poll_transmit() {
-                if self.dead[i] || self.rng.chance(self.impair.drop) {
+                if self.dead[i] || self.cut || self.rng.chance(self.impair.drop) {
                     continue;
                 }
                 let copies = if self.rng.chance(self.impair.duplicate) {
@@ -112,7 +125,7 @@ impl Net {
                     let j = self.impair.jitter.as_micros() as u64;
                     let extra = if j > 0 { self.rng.next() % j } else { 0 };
                     let at = self.now + self.impair.delay + Duration::from_micros(extra);
-                    self.in_flight.push((at, 1 - i, d));
+                    self.in_flight.push((at, 1 - i, d, false));
                 }
             }
             while let Some(e) = n.poll_event() {
@@ -133,13 +146,18 @@ impl Net {
                 .cloned()
                 .collect();
             self.in_flight.retain(|p| p.0 > self.now);
-            for (at, to, d) in due {
+            for (at, to, d, beacon) in due {
                 if self.dead[to] {
                     continue;
                 }
                 if let Some(n) = self.nodes[to].as_mut() {
-                    n.handle_datagram(&d, at);
-                    self.last_delivery[to] = Some(at);
+                    if beacon {
+                        n.handle_beacon(&d, at);
+                        self.beacons_delivered[to] += 1;
+                    } else {
+                        n.handle_datagram(&d, at);
+                        self.last_delivery[to] = Some(at);
+                    }
                 }
                 self.pump();
             }
@@ -313,21 +331,39 @@ fn heartbeat_loss_below_threshold_is_no_failure() {
 }
 
 #[test]
-fn two_primaries_refused() {
+fn second_primary_joins_the_serving_one_as_backup() {
+    // The old primary restarted (same configuration) after its backup took over: it finds a
+    // serving primary and becomes its backup instead of failing.
     let mut net = Net::new(Impair::default(), 5);
     net.start(0, cfg(1, Role::Primary));
     net.run_until(100 * MS);
     net.start(1, cfg(2, Role::Primary));
     net.run_until(200 * MS);
-    assert!(net.has(1, |e| *e == Event::Fatal(Error::TwoPrimaries)));
+    net.serve_snapshots(0, &[Change::Dialog(b"joined".to_vec())]);
+    net.run_until(250 * MS);
+    assert!(!net.has(1, |e| matches!(e, Event::Fatal(_))));
+    assert!(net.has(1, |e| *e == Event::RoleChanged(Role::Backup)));
     assert!(!net.has(1, |e| *e == Event::RoleChanged(Role::Primary)));
-    assert!(net.has(0, |e| *e == Event::PeerRejected(Error::TwoPrimaries)));
+    assert_eq!(net.node(1).role(), Role::Backup);
     assert!(!net.has(0, |e| matches!(e, Event::Fatal(_))));
     assert_eq!(net.node(0).role(), Role::Primary);
+    assert!(net.has(1, |e| matches!(
+        e,
+        Event::Apply(LogEntry::Snapshot { items, .. }) if items == &[Change::Dialog(b"joined".to_vec())]
+    )));
     assert!(net
         .node(1)
-        .replicate(Change::RoomClosed { room: 1 }, 200 * MS)
+        .replicate(Change::RoomClosed { room: 1 }, 250 * MS)
         .is_err());
+    // It protects the primary: a held item commits only with its ack.
+    let now = net.now;
+    let i = net
+        .node(0)
+        .replicate(Change::RoomClosed { room: 2 }, now)
+        .unwrap();
+    assert!(!net.node(0).is_committed(i));
+    net.run_until(net.now + 5 * MS);
+    assert!(net.node(0).is_committed(i));
 }
 
 #[test]
@@ -601,4 +637,237 @@ fn item_that_does_not_serialize_is_refused() {
         Some(ft_sync::Event::RoleChanged(Role::Primary))
     ));
     assert!(p.poll_event().is_none(), "nothing was logged");
+}
+
+fn beacon_cfg(id: u64, role: Role) -> Config {
+    let mut c = cfg(id, role);
+    c.client_path_beacons = true;
+    c
+}
+
+/// Primary (node 0) then backup (node 1), both with client-path beacons, synced.
+fn established_with_beacons(net: &mut Net) {
+    net.start(0, beacon_cfg(1, Role::Primary));
+    net.run_until(5 * MS);
+    net.start(1, beacon_cfg(2, Role::Backup));
+    net.run_until(60 * MS);
+    net.serve_snapshots(0, &[Change::Dialog(b"s0".to_vec())]);
+    net.run_until(80 * MS);
+    assert_eq!(net.node(1).peer_state(), PeerState::Alive);
+}
+
+/// Items the backup applied after its snapshot, in order.
+fn applied_counters(net: &Net) -> Vec<u64> {
+    net.events[1]
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Apply(LogEntry::Item {
+                item: Change::Counter(c),
+                ..
+            }) => Some(*c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn partition_is_no_takeover_and_heals_by_resending() {
+    let mut net = Net::new(
+        Impair {
+            delay: Duration::from_micros(300),
+            ..Default::default()
+        },
+        21,
+    );
+    established_with_beacons(&mut net);
+    net.run_until(300 * MS);
+    let snapshots_before = net.events[0]
+        .iter()
+        .filter(|(_, e)| *e == Event::SnapshotNeeded)
+        .count();
+    // The sync link is cut for 3 s; the primary serves on and replicates 40 changes.
+    net.cut = true;
+    let mut held = vec![];
+    for c in 0..40u64 {
+        net.run_until(net.now + 75 * MS);
+        let now = net.now;
+        held.push(net.node(0).replicate(Change::Counter(c), now).unwrap());
+    }
+    net.run_until(3300 * MS);
+    assert!(
+        net.beacons_delivered[1] > 250,
+        "{:?}",
+        net.beacons_delivered
+    );
+    assert!(
+        !net.has(1, |e| *e == Event::PeerDead
+            || *e == Event::RoleChanged(Role::TakingOver)),
+        "the backup took over a primary whose beacons arrive"
+    );
+    assert_eq!(net.node(1).role(), Role::Backup);
+    assert_eq!(net.node(1).peer_state(), PeerState::SyncLost);
+    assert!(net.has(1, |e| *e == Event::SyncLost));
+    // The primary runs unprotected: nothing waits for the silent backup.
+    assert!(net.has(0, |e| *e == Event::PeerDead));
+    assert!(held.iter().all(|i| net.node(0).is_committed(*i)));
+    assert!(applied_counters(&net).is_empty());
+    // Healed: the backup gets the 40 changes by retransmission, in order, no snapshot.
+    net.cut = false;
+    let healed = net.now;
+    net.run_until(healed + 400 * MS);
+    assert_eq!(applied_counters(&net), (0..40).collect::<Vec<_>>());
+    assert_eq!(net.node(1).peer_state(), PeerState::Alive);
+    assert_eq!(net.node(0).peer_state(), PeerState::Alive);
+    assert_eq!(net.node(0).committed(), *held.last().unwrap());
+    let snapshots_after = net.events[0]
+        .iter()
+        .filter(|(_, e)| *e == Event::SnapshotNeeded)
+        .count();
+    assert_eq!(
+        snapshots_before, snapshots_after,
+        "resent, not resnapshotted"
+    );
+    // Protected again: a new change waits for the backup's ack.
+    let now = net.now;
+    let i = net.node(0).replicate(Change::Counter(99), now).unwrap();
+    assert!(!net.node(0).is_committed(i));
+    net.run_until(net.now + 5 * MS);
+    assert!(net.node(0).is_committed(i));
+}
+
+#[test]
+fn long_partition_heals_with_a_snapshot() {
+    let mut net = Net::new(Impair::default(), 22);
+    established_with_beacons(&mut net);
+    net.cut = true;
+    net.run_until(200 * MS);
+    for c in 0..300u64 {
+        let now = net.now;
+        net.node(0).replicate(Change::Counter(c), now).unwrap();
+    }
+    net.run_until(400 * MS);
+    net.cut = false;
+    net.run_until(450 * MS);
+    let needed = net.events[0]
+        .iter()
+        .filter(|(_, e)| *e == Event::SnapshotNeeded)
+        .count();
+    assert_eq!(needed, 2, "a second snapshot after 300 unsent entries");
+    net.serve_snapshots(0, &[Change::Dialog(b"s1".to_vec())]);
+    net.run_until(500 * MS);
+    assert!(net.has(1, |e| matches!(
+        e,
+        Event::Apply(LogEntry::Snapshot { items, .. }) if items == &[Change::Dialog(b"s1".to_vec())]
+    )));
+    assert_eq!(net.node(1).role(), Role::Backup);
+}
+
+#[test]
+fn death_with_beacons_detected_as_fast_and_during_a_partition() {
+    for during_partition in [false, true] {
+        let mut net = Net::new(
+            Impair {
+                delay: Duration::from_micros(300),
+                ..Default::default()
+            },
+            23,
+        );
+        established_with_beacons(&mut net);
+        if during_partition {
+            net.cut = true;
+            net.run_until(1000 * MS);
+            assert_eq!(net.node(1).peer_state(), PeerState::SyncLost);
+        } else {
+            net.run_until(500 * MS);
+        }
+        let beacons = net.beacons_delivered[1];
+        net.dead[0] = true;
+        let killed = net.now;
+        net.run_until(killed + 200 * MS);
+        assert_eq!(net.beacons_delivered[1], beacons);
+        let dead_at = net.first(1, |e| *e == Event::PeerDead).expect("PeerDead");
+        let after = dead_at - killed;
+        assert!(
+            after <= 31 * MS && after >= 19 * MS,
+            "partition {during_partition}: detected {after:?} after the kill"
+        );
+        assert_eq!(net.node(1).role(), Role::TakingOver);
+        // A kill is not reported as a partition.
+        assert_eq!(net.has(1, |e| *e == Event::SyncLost), during_partition);
+    }
+}
+
+#[test]
+fn replayed_or_forged_beacons_do_not_hold_off_the_takeover() {
+    let mut net = Net::new(Impair::default(), 24);
+    net.start(0, beacon_cfg(1, Role::Primary));
+    net.run_until(5 * MS);
+    net.start(1, beacon_cfg(2, Role::Backup));
+    net.run_until(60 * MS);
+    net.serve_snapshots(0, &[Change::Dialog(b"s0".to_vec())]);
+    net.run_until(100 * MS);
+    // Capture one real beacon, and forge one with another key.
+    let captured = net.node(0).poll_beacon();
+    net.run_until(111 * MS);
+    let captured = captured
+        .or_else(|| net.node(0).poll_beacon())
+        .unwrap_or_default();
+    let mut other: Node = Node::new(beacon_cfg(1, Role::Primary), Duration::ZERO);
+    other.handle_timeout(40 * MS);
+    other.handle_timeout(50 * MS);
+    let forged = other.poll_beacon().expect("a beacon from the forger");
+    let refused_before = net.node(1).stats().beacons_refused;
+    net.dead[0] = true;
+    let killed = net.now;
+    // An attacker on the clients' path replays and forges every millisecond.
+    while net.now < killed + 100 * MS {
+        let now = net.now;
+        net.node(1).handle_beacon(&captured, now);
+        net.node(1).handle_beacon(&forged, now);
+        net.node(1).handle_beacon(b"garbage", now);
+        net.run_until(now + MS);
+    }
+    let dead_at = net.first(1, |e| *e == Event::PeerDead).expect("PeerDead");
+    assert!(dead_at - killed <= 31 * MS, "{:?}", dead_at - killed);
+    assert!(net.node(1).stats().beacons_refused >= refused_before + 250);
+}
+
+#[test]
+fn lossy_sync_link_with_beacons_never_taken_over() {
+    // 20 % random loss on the sync link (both ways) for 10 virtual minutes: the one-path
+    // detector would fire about every second; with the beacons it never may.
+    let mut net = Net::new(
+        Impair {
+            drop: 0.2,
+            delay: Duration::from_micros(200),
+            jitter: Duration::from_micros(300),
+            ..Default::default()
+        },
+        25,
+    );
+    established_with_beacons(&mut net);
+    let mut c = 0u64;
+    while net.now < 600_000 * MS {
+        let until = net.now + 100 * MS;
+        net.run_until(until);
+        net.serve_snapshots(0, &[Change::Dialog(b"again".to_vec())]);
+        let now = net.now;
+        net.node(0).replicate(Change::Counter(c), now).unwrap();
+        c += 1;
+    }
+    net.run_until(net.now + 2000 * MS);
+    assert!(!net.has(1, |e| *e == Event::PeerDead
+        || *e == Event::RoleChanged(Role::TakingOver)));
+    let flaps = net.events[0]
+        .iter()
+        .filter(|(_, e)| *e == Event::PeerDead)
+        .count();
+    // Every change reached the backup (resent after the primary's detector flapped).
+    let applied = applied_counters(&net);
+    let last = applied.last().copied();
+    eprintln!(
+        "{flaps} primary-side flaps, {} changes, last applied {last:?}",
+        c
+    );
+    assert_eq!(last, Some(c - 1));
 }
