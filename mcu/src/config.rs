@@ -269,6 +269,14 @@ pub struct FtConfig {
     pub webrtc_port: Option<u16>,
 }
 
+impl FtConfig {
+    /// The UDP port of the client-path beacons (see `ft_sync`'s "Two paths"): the sync port
+    /// plus one, from the service address to the peer's `mirror_to` address.
+    pub fn beacon_port(&self) -> u16 {
+        self.listen.port().wrapping_add(1)
+    }
+}
+
 /// Default `--sip-rate-limit`: a phone sends a handful of messages per call and a
 /// keep-alive every 15-30 s; a PBX or proxy trunking 100 calls/s from one address sends about
 /// 300 (INVITE, ACK, BYE). One source flooding at this rate costs the server a few percent of

@@ -73,7 +73,8 @@
 
 use crate::config::{FtConfig, FtRole};
 use crate::netguard::NetGuard;
-use crate::sync_link::{SyncEvent, SyncLink};
+use crate::sync_link::{BeaconOut, SyncEvent, SyncLink};
+use std::net::SocketAddr;
 use anyhow::{Context, Result};
 use control::Entry;
 use ft_sync::Role;
@@ -111,17 +112,33 @@ pub async fn start(cfg: &FtConfig) -> Result<HotStandby> {
     );
     config.heartbeat_interval = cfg.heartbeat;
     config.missed_heartbeats = cfg.dead_after;
-    let mut link = SyncLink::start(
-        cfg.listen,
+    config.client_path_beacons = true;
+    let sock = std::net::UdpSocket::bind(cfg.listen)
+        .with_context(|| format!("binding the sync link {}", cfg.listen))?;
+    let beacon_from = SocketAddr::from((cfg.vip, cfg.beacon_port()));
+    let beacons = BeaconOut {
+        sock: bind_freebind_udp(beacon_from)
+            .with_context(|| format!("binding the beacon socket {beacon_from}"))?,
+        to: SocketAddr::from((cfg.mirror_to, cfg.beacon_port())),
+    };
+    let mut link = SyncLink::start_with_beacons(
+        sock,
         cfg.peer,
         ft_sync::Node::new(config, Duration::ZERO),
+        Some(beacons),
     )?;
     let mut pending = VecDeque::new();
+    let mut cfg = cfg.clone();
     if cfg.role == FtRole::Primary {
         tracing::info!(listen = %cfg.listen, peer = %cfg.peer, realtime = link.realtime, "sync link: probing for another primary");
         loop {
             match link.recv().await {
                 Some(SyncEvent::Node(ft_sync::Event::RoleChanged(Role::Primary))) => break,
+                Some(SyncEvent::Node(ft_sync::Event::RoleChanged(Role::Backup))) => {
+                    tracing::warn!(peer = %cfg.peer, "a primary already serves (it took over from this node's previous process): joining it as its backup");
+                    cfg.role = FtRole::Backup;
+                    break;
+                }
                 Some(SyncEvent::Node(ft_sync::Event::Fatal(e))) => {
                     anyhow::bail!("hot standby: {e}")
                 }
@@ -133,9 +150,10 @@ pub async fn start(cfg: &FtConfig) -> Result<HotStandby> {
     // Taking the plumbing runs iptables (tens of ms); the sync thread keeps heartbeating.
     let net = {
         let cfg = cfg.clone();
+        let forwarder = link.beacon_forwarder()?;
         tokio::task::spawn_blocking(move || match cfg.role {
             FtRole::Primary => NetGuard::primary(&cfg),
-            FtRole::Backup => NetGuard::backup(&cfg),
+            FtRole::Backup => NetGuard::backup(&cfg, forwarder),
         })
         .await
         .context("network setup task")??
@@ -146,6 +164,18 @@ pub async fn start(cfg: &FtConfig) -> Result<HotStandby> {
         pending,
         role: cfg.role,
     })
+}
+
+/// A UDP socket on `addr` with IP_FREEBIND (the address need not be on the host yet).
+fn bind_freebind_udp(addr: SocketAddr) -> Result<std::net::UdpSocket> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    sock.set_freebind_v4(true)?;
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
 }
 
 /// The node id names this node on the link: derived from its sync address (distinct per
@@ -197,6 +227,7 @@ pub fn peer_name(p: ft_sync::PeerState) -> &'static str {
         ft_sync::PeerState::Unknown => "unknown",
         ft_sync::PeerState::Alive => "alive",
         ft_sync::PeerState::Dead => "dead",
+        ft_sync::PeerState::SyncLost => "sync_lost",
     }
 }
 

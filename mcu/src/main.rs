@@ -38,6 +38,26 @@ async fn shutdown_signal() {
     }
 }
 
+/// Re-execute this program with the same arguments (same PID, fresh process image); returns
+/// only if that fails. No descriptor survives: any still open is marked close-on-exec.
+fn rejoin() -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        for fd in dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|fd| *fd > 2)
+        {
+            // SAFETY: fcntl on a descriptor number; an invalid one only makes it fail.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+    let err = std::process::Command::new("/proc/self/exe")
+        .args(std::env::args_os().skip(1))
+        .exec();
+    anyhow::anyhow!("re-executing to rejoin as backup: {err}")
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -68,6 +88,16 @@ fn main() -> Result<()> {
             // The server has stopped (within its shutdown deadline); a task or thread still
             // busy must not hold the exit.
             rt.shutdown_timeout(std::time::Duration::from_millis(500));
+            if let Some(r) = result
+                .as_ref()
+                .err()
+                .and_then(|e| e.downcast_ref::<mcu::server::Rejoin>())
+            {
+                // Everything this process held (VIP, rules, sockets) is released: start again
+                // with the same arguments and rejoin the serving node as its backup.
+                tracing::warn!("{r}: restarting this process");
+                return Err(rejoin());
+            }
             result
         }
         Command::Pcap(cmd) => pcap_harness::cli::run(cmd).map_err(|e| anyhow::anyhow!(e)),

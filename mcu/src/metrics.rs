@@ -90,6 +90,12 @@ pub struct Metrics {
     pub ft_replicated: Counter,
     /// Hot standby: sync-link datagrams dropped (malformed, unauthenticated, stale).
     pub ft_dropped: Counter,
+    /// Hot standby: 1 while a synced standby stands behind the serving node.
+    pub ft_protected: Gauge,
+    /// Hot standby: the peer as this node sees it (0 unknown, 1 alive, 2 dead, 3 sync lost).
+    pub ft_peer_state: Gauge,
+    /// Hot standby, primary: replicated entries not yet acknowledged by the backup.
+    pub ft_replication_lag: Gauge,
     /// SIP/TCP connections open.
     pub sip_tcp_connections: Gauge,
     /// SIP/TCP connections closed at once because `--max-sip-connections` were open.
@@ -158,6 +164,9 @@ impl Metrics {
             sip_commit_wait: Histogram::new(exponential_buckets(0.000_05, 2.0, 14)),
             ft_replicated: Counter::default(),
             ft_dropped: Counter::default(),
+            ft_protected: Gauge::default(),
+            ft_peer_state: Gauge::default(),
+            ft_replication_lag: Gauge::default(),
             sip_tcp_connections: Gauge::default(),
             sip_tcp_rejected: Counter::default(),
             sip_tcp_rejected_per_source: Counter::default(),
@@ -305,6 +314,21 @@ impl Metrics {
             "ft_replicated_items",
             "State items replicated to the backup",
             m.ft_replicated.clone(),
+        );
+        r.register(
+            "ft_protected",
+            "1 while a synced standby stands behind the serving node (hot standby)",
+            m.ft_protected.clone(),
+        );
+        r.register(
+            "ft_peer_state",
+            "The hot-standby peer as this node sees it: 0 unknown, 1 alive, 2 dead, 3 sync link lost (partition)",
+            m.ft_peer_state.clone(),
+        );
+        r.register(
+            "ft_replication_lag_entries",
+            "Replicated entries the backup has not acknowledged yet",
+            m.ft_replication_lag.clone(),
         );
         r.register(
             "ft_dropped_datagrams",

@@ -45,8 +45,15 @@ pub struct MirrorReader {
 }
 
 impl MirrorReader {
-    /// Open queue `queue_num` and start reading it (packets for `vip` are remembered).
-    pub fn start(queue_num: u16, vip: Ipv4Addr, webrtc_port: Option<u16>) -> Result<Self> {
+    /// Open queue `queue_num` and start reading it (packets for `vip` are remembered). With
+    /// `beacons` (port, forwarder): UDP datagrams from `vip` to that port are the primary's
+    /// client-path beacons, whose payload goes to the sync link on the forwarder socket.
+    pub fn start(
+        queue_num: u16,
+        vip: Ipv4Addr,
+        webrtc_port: Option<u16>,
+        beacons: Option<(u16, std::net::UdpSocket)>,
+    ) -> Result<Self> {
         let mut queue =
             PacketQueue::open(queue_num).with_context(|| format!("opening NFQUEUE {queue_num}"))?;
         let accept = Arc::new(AtomicBool::new(false));
@@ -76,8 +83,19 @@ impl MirrorReader {
                             continue;
                         }
                     };
-                    p.fetch_add(1, Ordering::Relaxed);
                     if let Ok(flow) = pkt.flow() {
+                        if let Some((_, fwd)) = beacons.as_ref().filter(|(port, _)| {
+                            flow.protocol == Protocol::Udp
+                                && *flow.src.ip() == vip
+                                && flow.dst.port() == *port
+                        }) {
+                            let _ = fwd.send(&pkt.bytes()[flow.payload_offset..]);
+                            if let Err(e) = queue.drop_packet(pkt) {
+                                tracing::warn!("mirror queue verdict: {e}");
+                            }
+                            continue;
+                        }
+                        p.fetch_add(1, Ordering::Relaxed);
                         if flow.protocol == Protocol::Udp
                             && *flow.dst.ip() == vip
                             && Some(flow.dst.port()) == webrtc_port
@@ -93,6 +111,9 @@ impl MirrorReader {
                                 },
                             );
                         }
+                    }
+                    else {
+                        p.fetch_add(1, Ordering::Relaxed);
                     }
                     let verdict = if a.load(Ordering::Relaxed) {
                         queue.accept(pkt)

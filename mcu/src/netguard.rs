@@ -5,17 +5,20 @@ use crate::config::{FtConfig, FtRole};
 use crate::mirror::MirrorReader;
 use anyhow::{Context, Result};
 use netfilter_shim::fence::ProcessBoundVip;
-use netfilter_shim::rules::{InstalledRule, Instance, MirrorRule, QueueRule};
+use netfilter_shim::rules::{BeaconQueueRule, InstalledRule, Instance, MirrorRule, QueueRule};
 use netfilter_shim::takeover;
+use std::sync::{Arc, Mutex};
 
 /// The addresses and netfilter rules a node holds while it runs. Dropping it (clean exit)
 /// removes them; after a crash the next start removes stale rules by their tag.
 pub struct NetGuard {
     cfg: FtConfig,
-    fence: Option<ProcessBoundVip>,
-    mirror_rule: Option<InstalledRule>,
-    queue_rule: Option<InstalledRule>,
+    fence: Arc<Mutex<Option<ProcessBoundVip>>>,
+    mirror_rule: Arc<Mutex<Option<InstalledRule>>>,
+    queue_rules: Vec<InstalledRule>,
     claimed: bool,
+    /// The takeover's threads (claim, then re-protection), joined on drop.
+    threads: Vec<std::thread::JoinHandle<()>>,
     /// Backup: the queue reader.
     pub mirror: Option<MirrorReader>,
 }
@@ -41,30 +44,25 @@ impl NetGuard {
             takeover::set_sysctl(&format!("net/ipv4/conf/{dev}/arp_ignore"), "0")
                 .with_context(|| format!("arp_ignore on {dev}"))?;
         }
-        let tun = format!("usvip{}", cfg.listen.port());
-        let fence = ProcessBoundVip::hold(cfg.vip, &tun)
-            .with_context(|| format!("holding {} on {tun}", cfg.vip))?;
+        let fence = hold_fenced_vip(cfg)?;
         takeover::send_gratuitous_arp(&cfg.dev, cfg.vip).context("gratuitous ARP")?;
-        let mirror_rule = inst
-            .install_mirror(&MirrorRule {
-                vip: cfg.vip,
-                backup: cfg.mirror_to,
-                in_dev: Some(cfg.dev.clone()),
-            })
-            .context("installing the mirror rule")?;
-        tracing::info!(vip = %cfg.vip, tun, mirror_to = %cfg.mirror_to, "primary: VIP held (process-bound), mirroring to the backup");
+        let mirror_rule = install_mirror(&inst, cfg)?;
+        tracing::info!(vip = %cfg.vip, tun = fence.dev(), mirror_to = %cfg.mirror_to, "primary: VIP held (process-bound), mirroring to the backup");
         Ok(NetGuard {
             cfg: cfg.clone(),
-            fence: Some(fence),
-            mirror_rule: Some(mirror_rule),
-            queue_rule: None,
+            fence: Arc::new(Mutex::new(Some(fence))),
+            mirror_rule: Arc::new(Mutex::new(Some(mirror_rule))),
+            queue_rules: Vec::new(),
             claimed: false,
+            threads: Vec::new(),
             mirror: None,
         })
     }
 
-    /// Backup: VIP on `lo` without ARP, NFQUEUE rule (no bypass) and its reader.
-    pub fn backup(cfg: &FtConfig) -> Result<Self> {
+    /// Backup: VIP on `lo` without ARP, NFQUEUE rules (no bypass: the clients' mirrored
+    /// packets, the primary's beacons) and their reader, which hands the beacons to the sync
+    /// link through `beacon_forwarder`.
+    pub fn backup(cfg: &FtConfig, beacon_forwarder: std::net::UdpSocket) -> Result<Self> {
         let inst = instance(cfg)?;
         let stale = inst.cleanup_stale().context("removing stale rules")?;
         if stale > 0 {
@@ -74,51 +72,98 @@ impl NetGuard {
         let queue_rule = inst
             .install_queue(&QueueRule::backup(cfg.vip, cfg.queue_num))
             .context("installing the queue rule")?;
-        let mirror = MirrorReader::start(cfg.queue_num, cfg.vip, cfg.webrtc_port)?;
-        tracing::info!(vip = %cfg.vip, queue = cfg.queue_num, "backup: VIP held silently, mirrored input queued");
+        let beacon_rule = inst
+            .install_beacon_queue(&BeaconQueueRule {
+                vip: cfg.vip,
+                port: cfg.beacon_port(),
+                queue_num: cfg.queue_num,
+            })
+            .context("installing the beacon queue rule")?;
+        let mirror = MirrorReader::start(
+            cfg.queue_num,
+            cfg.vip,
+            cfg.webrtc_port,
+            Some((cfg.beacon_port(), beacon_forwarder)),
+        )?;
+        tracing::info!(vip = %cfg.vip, queue = cfg.queue_num, beacon_port = cfg.beacon_port(), "backup: VIP held silently, mirrored input and the primary's beacons queued");
         Ok(NetGuard {
             cfg: cfg.clone(),
-            fence: None,
-            mirror_rule: None,
-            queue_rule: Some(queue_rule),
+            fence: Arc::new(Mutex::new(None)),
+            mirror_rule: Arc::new(Mutex::new(None)),
+            queue_rules: vec![queue_rule, beacon_rule],
             claimed: false,
+            threads: Vec::new(),
             mirror: Some(mirror),
         })
     }
 
-    /// Takeover, first step: let mirrored packets through and claim the VIP (the ARPs go
-    /// out on a thread; the first one leaves at once).
+    /// Takeover, first step: let mirrored packets through and claim the VIP exactly as a
+    /// primary holds it: on a TUN device only this process holds (the fence, so that if
+    /// this node dies in turn its host stops answering for the VIP at once), answered on
+    /// the service device (arp_ignore=0), announced by gratuitous ARPs, then off `lo`. On a
+    /// thread; the first ARP leaves within a millisecond or so.
     pub fn claim(&mut self) {
         if let Some(m) = &self.mirror {
             m.accept_all();
         }
         self.claimed = true;
-        let (vip, prefix, dev) = (self.cfg.vip, self.cfg.prefix, self.cfg.dev.clone());
-        std::thread::spawn(move || {
-            match takeover::claim(vip, prefix, &dev, &takeover::ClaimOptions::default()) {
-                Ok(r) => tracing::info!(
-                    address_ms = r.address_added.as_secs_f64() * 1e3,
-                    first_garp_ms = r.first_garp.as_secs_f64() * 1e3,
-                    "VIP {vip} claimed on {dev}"
+        let cfg = self.cfg.clone();
+        let fence_slot = self.fence.clone();
+        self.threads.push(std::thread::spawn(move || {
+            let t0 = std::time::Instant::now();
+            let vip = cfg.vip;
+            let claimed = (|| -> Result<f64> {
+                for dev in ["all", cfg.dev.as_str()] {
+                    takeover::set_sysctl(&format!("net/ipv4/conf/{dev}/arp_ignore"), "0")
+                        .with_context(|| format!("arp_ignore on {dev}"))?;
+                }
+                let fence = hold_fenced_vip(&cfg)?;
+                *fence_slot.lock().unwrap() = Some(fence);
+                let address_ms = t0.elapsed().as_secs_f64() * 1e3;
+                let opts = takeover::ClaimOptions::default();
+                for i in 0..opts.garp_count {
+                    if i > 0 {
+                        std::thread::sleep(opts.garp_interval);
+                    }
+                    takeover::send_gratuitous_arp(&cfg.dev, vip).context("gratuitous ARP")?;
+                }
+                takeover::release_standby(vip).context("removing the standby VIP from lo")?;
+                Ok(address_ms)
+            })();
+            match claimed {
+                Ok(address_ms) => tracing::info!(
+                    address_ms,
+                    "VIP {vip} claimed (process-bound) on {}",
+                    cfg.dev
                 ),
-                Err(e) => tracing::error!("claiming VIP {vip} on {dev}: {e}"),
+                Err(e) => tracing::error!("claiming VIP {vip} on {}: {e:#}", cfg.dev),
             }
-        });
+        }));
     }
 
-    /// Takeover, last step: remove the queue rule and stop the reader (on a thread: one
-    /// `iptables -D` takes 10-20 ms).
+    /// Takeover, last step: remove the queue rules, stop the reader, and protect the new
+    /// primary like the original one: mirror every client packet to the peer (the old
+    /// primary, once it rejoins as backup). On a thread: one `iptables` call takes 10-20 ms.
     pub fn finish_takeover(&mut self) {
-        let rule = self.queue_rule.take();
+        let rules = std::mem::take(&mut self.queue_rules);
         let mirror = self.mirror.take();
-        std::thread::spawn(move || {
-            if let Some(r) = rule {
+        let cfg = self.cfg.clone();
+        let slot = self.mirror_rule.clone();
+        self.threads.push(std::thread::spawn(move || {
+            for r in rules {
                 if let Err(e) = r.remove() {
-                    tracing::warn!("removing the queue rule: {e}");
+                    tracing::warn!("removing a queue rule: {e}");
                 }
             }
             drop(mirror);
-        });
+            match instance(&cfg).and_then(|inst| install_mirror(&inst, &cfg)) {
+                Ok(rule) => {
+                    *slot.lock().unwrap() = Some(rule);
+                    tracing::info!(mirror_to = %cfg.mirror_to, "new primary: mirroring client packets to the peer");
+                }
+                Err(e) => tracing::error!("new primary: installing the mirror rule: {e:#}"),
+            }
+        }));
     }
 
     /// Backup: packets read from the mirror queue.
@@ -127,16 +172,35 @@ impl NetGuard {
     }
 }
 
+/// The VIP on this process's TUN device (the fence).
+fn hold_fenced_vip(cfg: &FtConfig) -> Result<ProcessBoundVip> {
+    let tun = format!("usvip{}", cfg.listen.port());
+    ProcessBoundVip::hold(cfg.vip, &tun).with_context(|| format!("holding {} on {tun}", cfg.vip))
+}
+
+/// The primary's TEE rule toward the peer's client-segment address.
+fn install_mirror(inst: &Instance, cfg: &FtConfig) -> Result<InstalledRule> {
+    inst.install_mirror(&MirrorRule {
+        vip: cfg.vip,
+        backup: cfg.mirror_to,
+        in_dev: Some(cfg.dev.clone()),
+    })
+    .context("installing the mirror rule")
+}
+
 impl Drop for NetGuard {
     fn drop(&mut self) {
-        if let Some(r) = self.mirror_rule.take() {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        if let Some(r) = self.mirror_rule.lock().unwrap().take() {
             let _ = r.remove();
         }
-        if let Some(r) = self.queue_rule.take() {
+        for r in self.queue_rules.drain(..) {
             let _ = r.remove();
         }
         self.mirror = None;
-        if let Some(f) = self.fence.take() {
+        if let Some(f) = self.fence.lock().unwrap().take() {
             f.release();
         }
         if self.claimed {

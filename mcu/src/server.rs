@@ -169,6 +169,11 @@ struct Server {
     last_sip: sip_core::Stats,
     last_core: control::Stats,
     takeover_started: Option<(Instant, u64)>,
+    /// The pair is protected (see [`Server::publish_status`]); None before the first look.
+    protected: Option<bool>,
+    /// The fatal error means: this node was taken over (or lost to another primary) and
+    /// rejoins as backup ([`Rejoin`]).
+    rejoin: bool,
     /// The WebRTC task (browser participants), if served.
     webrtc: Option<WebRtcHandle>,
     webrtc_port: u16,
@@ -179,6 +184,22 @@ struct Server {
     /// members' Attach commands are sent.
     resuming: Vec<u64>,
 }
+
+/// The error [`run_with_ft`] returns when this node was taken over while alive (it stalled
+/// past the failure detector, or a partition healed with the other node serving): the other
+/// node owns the clients; this process has stopped without touching them and must start
+/// again to rejoin as the new primary's backup (`mcu serve` re-executes itself; a configured
+/// primary finds the serving one and joins it as backup).
+#[derive(Debug)]
+pub struct Rejoin(pub String);
+
+impl std::fmt::Display for Rejoin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (rejoining as backup)", self.0)
+    }
+}
+
+impl std::error::Error for Rejoin {}
 
 /// Run the server until `shutdown` resolves; then BYE every call and return.
 pub async fn run(
@@ -323,6 +344,8 @@ pub async fn run_with_ft(
         last_sip: Default::default(),
         last_core: Default::default(),
         takeover_started: None,
+        protected: None,
+        rejoin: false,
         webrtc,
         webrtc_port: core_webrtc_port,
         whip_waiting: HashMap::new(),
@@ -411,6 +434,9 @@ pub async fn run_with_ft(
     let _ = http_stop_tx.send(http_deadline);
     let _ = http_task.await;
     if let Some(f) = s.fatal.take() {
+        if s.rejoin {
+            return Err(Rejoin(f).into());
+        }
         anyhow::bail!(f);
     }
     tracing::info!("stopped");
@@ -1131,9 +1157,18 @@ impl Server {
                 tracing::error!("sync link: peer rejected: {e}")
             }
             SyncEvent::Node(Event::Fatal(e)) => {
-                tracing::error!("hot standby: {e}");
+                // Taken over while alive (a stall, a healed split), or the lower-priority
+                // of two serving primaries: the other node owns the clients; this one stops
+                // sending (the sync thread fenced the rooms already) and rejoins as its backup.
+                self.rejoin = matches!(e, ft_sync::Error::TakenOver)
+                    || (matches!(e, ft_sync::Error::TwoPrimaries)
+                        && self.core.role() != Role::Backup);
+                tracing::error!(rejoin = self.rejoin, "hot standby: {e}");
                 self.fatal = Some(format!("hot standby: {e}"));
             }
+            SyncEvent::Node(Event::SyncLost) => tracing::warn!(
+                "sync link: silent, but the primary's beacons arrive over the clients' path: a partition, not a dead primary; no takeover (this backup's state is stale until the link heals)"
+            ),
             SyncEvent::Node(Event::Committed(_)) => {}
         }
     }
@@ -1155,10 +1190,35 @@ impl Server {
         }
     }
 
-    fn publish_status(&self) {
+    fn publish_status(&mut self) {
         let Some(hs) = &self.hs else { return };
         let link = hs.link.status();
+        // Protected: a synced standby stands behind the serving node (seen from either).
+        let protected = link.peer == ft_sync::PeerState::Alive
+            && self.core.synced()
+            && matches!(link.role, ft_sync::Role::Primary | ft_sync::Role::Backup);
+        if self.protected != Some(protected) {
+            let role = hot_standby::role_name(link.role);
+            let peer = hot_standby::peer_name(link.peer);
+            if protected {
+                tracing::info!(role, peer, "hot standby: the pair is protected (a synced standby stands by)");
+            } else if self.protected.is_some() {
+                tracing::warn!(role, peer, "hot standby: the pair is UNPROTECTED (no synced standby)");
+            }
+            self.protected = Some(protected);
+        }
+        let m = &self.shared.metrics;
+        m.ft_protected.set(i64::from(protected));
+        m.ft_peer_state.set(match link.peer {
+            ft_sync::PeerState::Unknown => 0,
+            ft_sync::PeerState::Alive => 1,
+            ft_sync::PeerState::Dead => 2,
+            ft_sync::PeerState::SyncLost => 3,
+        });
         let mut st = self.shared.status.lock().unwrap();
+        st.protected = protected;
+        st.beacons = link.beacons;
+        st.beacons_refused = link.beacons_refused;
         st.role = hot_standby::role_name(link.role).into();
         st.peer = hot_standby::peer_name(link.peer).into();
         st.sync_dropped = link.dropped;
@@ -1184,6 +1244,7 @@ impl Server {
             r.held_messages = held as u64;
             r.lag_ms = since.map_or(0.0, |t| self.now().saturating_sub(t).as_secs_f64() * 1e3);
         }
+        m.ft_replication_lag.set(r.unacked as i64);
     }
 }
 

@@ -119,7 +119,8 @@ pub enum WhipRequest {
 pub struct FtStatus {
     /// `standalone`, `primary`, `backup` or `taking_over`.
     pub role: String,
-    /// `unknown`, `alive` or `dead` (`none` when standalone).
+    /// `unknown`, `alive`, `dead` or `sync_lost` (backup: sync link silent, the primary's
+    /// beacons arriving; `none` when standalone).
     pub peer: String,
     /// Primary: the backup acknowledged the full state. Backup: it holds the primary's state.
     pub synced: bool,
@@ -129,6 +130,14 @@ pub struct FtStatus {
     pub mirrored_packets: u64,
     /// Sync-link datagrams dropped as malformed or unauthenticated.
     pub sync_dropped: u64,
+    /// A synced standby stands behind the serving node: the peer is alive on the sync link
+    /// and holds (backup) or has acknowledged (primary) the full state.
+    pub protected: bool,
+    /// Backup: the primary's client-path beacons accepted (the second failure-detection
+    /// path: with the sync link silent and beacons arriving, `peer` is `sync_lost`).
+    pub beacons: u64,
+    /// Backup: client-path datagrams refused (forged, replayed, not the current primary).
+    pub beacons_refused: u64,
     /// The last takeover this node performed.
     pub last_takeover: Option<TakeoverView>,
 }
@@ -142,6 +151,9 @@ impl Default for FtStatus {
             replication: Replication::default(),
             mirrored_packets: 0,
             sync_dropped: 0,
+            protected: false,
+            beacons: 0,
+            beacons_refused: 0,
             last_takeover: None,
         }
     }

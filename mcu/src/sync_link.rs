@@ -86,6 +86,10 @@ pub struct SyncStatus {
     pub last_seq: u64,
     /// Sync datagrams dropped by the node (malformed, unauthenticated, replayed, ...).
     pub dropped: u64,
+    /// Backup: the primary's client-path beacons accepted, and refused.
+    pub beacons: u64,
+    /// See `beacons`.
+    pub beacons_refused: u64,
 }
 
 /// The sync link: its thread owns the node; see [the module docs](self).
@@ -97,8 +101,19 @@ pub struct SyncLink<T> {
     fenced: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    beacon_in: UdpSocket,
     /// The thread got real-time priority.
     pub realtime: bool,
+}
+
+/// Where a primary sends its client-path beacons ([`ft_sync::Node::poll_beacon`]): a socket
+/// bound to the service address (with IP_FREEBIND, so it binds before the address is held)
+/// and the backup's address on the clients' segment.
+pub struct BeaconOut {
+    /// Bound to VIP:port.
+    pub sock: UdpSocket,
+    /// The peer's client-segment address and beacon port.
+    pub to: SocketAddr,
 }
 
 /// Real-time priority of the sync-link thread (SCHED_FIFO, low among RT priorities).
@@ -146,6 +161,18 @@ impl<T: Item + Send + 'static> SyncLink<T> {
 
     /// [`SyncLink::start`] on a socket bound by the caller (tests bind port 0 first).
     pub fn start_with_socket(sock: UdpSocket, peer: SocketAddr, node: Node<T>) -> Result<Self> {
+        Self::start_with_beacons(sock, peer, node, None)
+    }
+
+    /// [`SyncLink::start_with_socket`] with a client path for beacons: as primary the thread
+    /// sends the node's beacons on `beacons`; as backup it hands the node whatever arrives
+    /// through [`SyncLink::beacon_forwarder`].
+    pub fn start_with_beacons(
+        sock: UdpSocket,
+        peer: SocketAddr,
+        node: Node<T>,
+        beacons: Option<BeaconOut>,
+    ) -> Result<Self> {
         let origin = Instant::now();
         let local = sock.local_addr().context("sync link address")?;
         // Unspecified (0.0.0.0 / ::) receives on loopback too.
@@ -159,6 +186,11 @@ impl<T: Item + Send + 'static> SyncLink<T> {
             _ => local,
         };
         let waker = Waker::new(wake_target)?;
+        // The mirror reader forwards beacons from here (told apart from peers by address).
+        let beacon_in = UdpSocket::bind((wake_target.ip(), 0)).context("binding the beacon forwarder")?;
+        beacon_in
+            .connect(wake_target)
+            .context("connecting the beacon forwarder")?;
         let (commands, command_rx) = mpsc::channel();
         let (event_tx, events) = tokio::sync::mpsc::unbounded_channel();
         let status = Arc::new(Mutex::new(status_of(&node, 0, 0)));
@@ -171,6 +203,8 @@ impl<T: Item + Send + 'static> SyncLink<T> {
             peer,
             origin,
             waker_addr: waker.sock.local_addr()?,
+            beacon_in_addr: beacon_in.local_addr()?,
+            beacon_out: beacons,
             wake_pending: waker.pending.clone(),
             commands: command_rx,
             events: event_tx,
@@ -206,6 +240,7 @@ impl<T: Item + Send + 'static> SyncLink<T> {
             fenced,
             stop,
             thread: Some(thread),
+            beacon_in,
             realtime,
         })
     }
@@ -232,6 +267,15 @@ impl<T> SyncLink<T> {
     /// The link as the thread last saw it.
     pub fn status(&self) -> SyncStatus {
         self.status.lock().unwrap().clone()
+    }
+
+    /// A socket whose datagrams the thread hands to the node as client-path beacons
+    /// ([`ft_sync::Node::handle_beacon`]): the backup's mirror reader sends each beacon's UDP
+    /// payload on it.
+    pub fn beacon_forwarder(&self) -> Result<UdpSocket> {
+        self.beacon_in
+            .try_clone()
+            .context("cloning the beacon forwarder")
     }
 
     /// Set by the thread as soon as the node reports [`ft_sync::Event::Fatal`] while
@@ -261,6 +305,8 @@ fn status_of<T: Item>(node: &Node<T>, committed_seq: u64, last_seq: u64) -> Sync
         committed_seq,
         last_seq,
         dropped: node.stats().dropped(),
+        beacons: node.stats().beacons,
+        beacons_refused: node.stats().beacons_refused,
     }
 }
 
@@ -271,6 +317,8 @@ struct Driver<T> {
     peer: SocketAddr,
     origin: Instant,
     waker_addr: SocketAddr,
+    beacon_in_addr: SocketAddr,
+    beacon_out: Option<BeaconOut>,
     wake_pending: Arc<AtomicBool>,
     commands: mpsc::Receiver<SyncCommand<T>>,
     events: tokio::sync::mpsc::UnboundedSender<SyncEvent<T>>,
@@ -303,6 +351,9 @@ impl<T: Item> Driver<T> {
             let now = self.now();
             match got {
                 Ok((_, src)) if src == self.waker_addr => {}
+                Ok((len, src)) if src == self.beacon_in_addr => {
+                    self.node.handle_beacon(&buf[..len], now)
+                }
                 Ok((len, _)) => self.node.handle_datagram(&buf[..len], now),
                 Err(_) => {} // timeout (or a transient error: the timers run anyway)
             }
@@ -396,6 +447,11 @@ impl<T: Item> Driver<T> {
     fn flush(&mut self) {
         while let Some(d) = self.node.poll_transmit() {
             let _ = self.sock.send_to(&d, self.peer);
+        }
+        while let Some(d) = self.node.poll_beacon() {
+            if let Some(b) = &self.beacon_out {
+                let _ = b.sock.send_to(&d, b.to);
+            }
         }
         while let Some(e) = self.node.poll_event() {
             match e {

@@ -65,6 +65,20 @@ impl QueueRule {
     }
 }
 
+/// The backup's queue for the primary's client-path beacons: UDP datagrams *from* `vip` to
+/// `port` (the primary sends them from the service address over the clients' segment; the
+/// backup holds the VIP itself, so its stack would drop them as martians) go to NFQUEUE
+/// `queue_num`, without bypass like [`QueueRule::backup`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BeaconQueueRule {
+    /// The service address (the beacons' source).
+    pub vip: Ipv4Addr,
+    /// Their destination port.
+    pub port: u16,
+    /// NFQUEUE number the standby reads.
+    pub queue_num: u16,
+}
+
 /// An installed rule. Removed by [`InstalledRule::remove`] or, best effort, on drop, in the
 /// network namespace it was installed in, whichever thread drops it.
 #[derive(Debug)]
@@ -137,6 +151,24 @@ impl Instance {
         ("raw", spec)
     }
 
+    /// The iptables arguments after `-A`/`-D` for the beacon queue rule (table, then
+    /// chain+spec).
+    pub fn beacon_queue_spec(&self, rule: &BeaconQueueRule) -> (&'static str, Vec<String>) {
+        let mut spec = vec![
+            "PREROUTING".to_string(),
+            "-s".into(),
+            format!("{}/32", rule.vip),
+            "-p".into(),
+            "udp".into(),
+            "--dport".into(),
+            rule.port.to_string(),
+        ];
+        spec.extend(self.comment());
+        spec.extend(["-j", "NFQUEUE", "--queue-num"].map(String::from));
+        spec.push(rule.queue_num.to_string());
+        ("raw", spec)
+    }
+
     fn comment(&self) -> [String; 4] {
         [
             "-m".into(),
@@ -155,6 +187,12 @@ impl Instance {
     /// Installs the backup's NFQUEUE rule (idempotent: an identical rule is reused).
     pub fn install_queue(&self, rule: &QueueRule) -> Result<InstalledRule, Error> {
         let (table, spec) = self.queue_spec(rule);
+        self.install(table, spec)
+    }
+
+    /// Installs the backup's beacon queue rule (idempotent).
+    pub fn install_beacon_queue(&self, rule: &BeaconQueueRule) -> Result<InstalledRule, Error> {
+        let (table, spec) = self.beacon_queue_spec(rule);
         self.install(table, spec)
     }
 
@@ -285,6 +323,21 @@ mod tests {
         assert_eq!(
             spec.join(" "),
             "PREROUTING -d 198.18.0.100/32 -m comment --comment understudy-b -j NFQUEUE --queue-num 3"
+        );
+    }
+
+    #[test]
+    fn beacon_queue_rule_matches_the_source() {
+        let i = Instance::new("b").unwrap();
+        let (table, spec) = i.beacon_queue_spec(&BeaconQueueRule {
+            vip: Ipv4Addr::new(198, 18, 0, 100),
+            port: 7001,
+            queue_num: 3,
+        });
+        assert_eq!(table, "raw");
+        assert_eq!(
+            spec.join(" "),
+            "PREROUTING -s 198.18.0.100/32 -p udp --dport 7001 -m comment --comment understudy-b -j NFQUEUE --queue-num 3"
         );
     }
 
