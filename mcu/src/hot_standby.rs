@@ -23,15 +23,16 @@
 //!   listener on the VIP (`--http-listen VIP:PORT`, bound with IP_FREEBIND) exists on both
 //!   nodes; the backup's accepts nothing before the takeover, since the queue drops every
 //!   packet for the VIP, TCP included.
-//! - **Takeover** (the peer is silent for `--ft-dead-after` heartbeats): the queue reader
-//!   switches to ACCEPT (packets still mirrored by the dead primary's host or already
-//!   following the ARP reach the sockets), the VIP is claimed on the service device
-//!   (rtnetlink + gratuitous ARPs, on a thread), the driver re-bases its clock on the
+//! - **Takeover** (the peer is silent on both paths for `--ft-dead-after` heartbeats, see
+//!   below): the queue reader switches to ACCEPT (packets still mirrored by the dead
+//!   primary's host or already following the ARP reach the sockets), the VIP is claimed on a
+//!   process-bound TUN device and announced (gratuitous ARPs, on a thread), the driver re-bases its clock on the
 //!   primary's origin (replicated as wall-clock time) and the control core
 //!   ([`control::Core::handle_takeover`]) continues the SIP dialogs and resumes every room
 //!   from its mixer snapshot on the primary's tick grid, so each output stream continues with
 //!   the same SSRC and the seq/ts the primary would have used at that tick; the queue rule
-//!   is removed last (one `iptables -D` costs 10-20 ms).
+//!   is removed last (one `iptables -D` costs 10-20 ms) and the `TEE` rule toward the peer
+//!   installed.
 //!
 //! # Files
 //!
@@ -62,14 +63,43 @@
 //! the host stops answering ARP for the VIP and no longer treats it as local. Its `TEE` rule
 //! may stay (it only sends copies to the backup) and is removed at the next start.
 //!
+//! # Never two senders: the rule
+//!
+//! **The backup takes over only when the primary is silent on two paths for the dead
+//! interval** (`--ft-dead-after` heartbeats): the sync link, and the clients' path. On the
+//! latter the primary sends an authenticated beacon (an ft-sync heartbeat, HMAC with the
+//! shared key) every heartbeat interval *from the service address* to the peer's
+//! client-segment address (`--ft-mirror-to`, UDP port `--ft-listen` port + 1), the way its
+//! media leave; the backup's NFQUEUE takes it (a raw-table rule matching the VIP as source)
+//! and the mirror reader hands it to the sync thread. A cut or lossy sync link with beacons
+//! arriving is a partition (`peer: sync_lost` in `/api/status`): the primary keeps serving
+//! unprotected, the backup waits, and when the link heals the primary resends what the
+//! backup missed (or a snapshot after a long silence) and the pair is protected again, with
+//! nothing visible to the clients. ft-sync's "Two paths" documents the detector.
+//!
+//! After a takeover, the other node converges by itself:
+//! - A primary that was taken over while alive (it stalled past both detectors, or a split
+//!   healed) hears the new primary, stops its media at once (the rooms' fence flag), drops
+//!   its VIP and rules and re-executes itself ([`crate::server::Rejoin`]); started again
+//!   with `--ft-role primary` it finds a serving primary during its startup probe and joins
+//!   it as backup (so does a crashed primary restarted with its usual configuration).
+//! - The node that took over holds the VIP exactly as a primary does (process-bound TUN
+//!   device, see Fencing) and installs the `TEE` rule toward its peer: the rejoined backup
+//!   gets the mirrored input and the beacons, and a second takeover works like the first.
+//!
+//! Failure modes left: a primary that stalls past both detectors sends the frames of its
+//! stall late when it resumes, until it hears the new primary (one sync-link round trip);
+//! a primary that dies *during* a partition is taken over from the state replicated before
+//! the partition (calls set up meanwhile are lost, ended ones are ended by the media
+//! timeout); a primary that loses its clients' path while its sync link stays up is not
+//! taken over (its clients hear nothing until it is restarted).
+//!
 //! # Limits (known)
 //!
 //! SIP over TCP is not carried across a takeover (the connection state is in the dead
 //! kernel); UDP is. Each replicated entry must fit one sync-link datagram (~64 KiB): the full
 //! state a (re)connecting backup gets is one entry per call and per room, so this bounds a
-//! room's mixer snapshot (a few hundred participants), not the server's size. A cut sync
-//! link looks like a dead primary to the backup (it takes over while the primary still
-//! serves): use a dedicated link, and the primary's fence does not help in that case.
+//! room's mixer snapshot (a few hundred participants), not the server's size.
 
 use crate::config::{FtConfig, FtRole};
 use crate::netguard::NetGuard;

@@ -296,3 +296,146 @@ async fn second_primary_fails_and_is_fenced_at_once() {
     assert!(!first.fenced().load(Ordering::SeqCst));
     assert_eq!(first.status().role, Role::Primary);
 }
+
+/// A sync link through a relay the test can cut, and a clients' path for the primary's
+/// beacons (a thread forwarding them to the backup's beacon forwarder, as the mirror reader
+/// does), both on loopback.
+struct Partitionable {
+    primary: Link,
+    backup: Link,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    beacons_on: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    forwarded: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+fn partitionable() -> Partitionable {
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::Arc;
+    let (ps, pa) = bind();
+    let (bs, ba) = bind();
+    let (ra, raa) = bind(); // the primary's view of the backup
+    let (rb, rba) = bind(); // the backup's view of the primary
+    let cut = Arc::new(AtomicBool::new(false));
+    for (from, to, dst) in [
+        (ra.try_clone().unwrap(), rb.try_clone().unwrap(), ba),
+        (rb, ra, pa),
+    ] {
+        let cut = cut.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = from.recv(&mut buf) {
+                if !cut.load(Ordering::Relaxed) {
+                    let _ = to.send_to(&buf[..n], dst);
+                }
+            }
+        });
+    }
+    let (clients, clients_addr) = bind();
+    let mut pc = config(1, Role::Primary, Duration::from_millis(10));
+    pc.client_path_beacons = true;
+    let mut bc = config(2, Role::Backup, Duration::from_millis(10));
+    bc.client_path_beacons = true;
+    let primary = SyncLink::start_with_beacons(
+        ps,
+        raa,
+        Node::new(pc, Duration::ZERO),
+        Some(mcu::sync_link::BeaconOut {
+            sock: UdpSocket::bind("127.0.0.1:0").unwrap(),
+            to: clients_addr,
+        }),
+    )
+    .unwrap();
+    let backup = SyncLink::start_with_beacons(bs, rba, Node::new(bc, Duration::ZERO), None).unwrap();
+    let fwd = backup.beacon_forwarder().unwrap();
+    let beacons_on = Arc::new(AtomicBool::new(true));
+    let forwarded = Arc::new(AtomicU64::new(0));
+    {
+        let (on, n) = (beacons_on.clone(), forwarded.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok(len) = clients.recv(&mut buf) {
+                if on.load(Ordering::Relaxed) && fwd.send(&buf[..len]).is_ok() {
+                    n.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    Partitionable {
+        primary,
+        backup,
+        cut,
+        beacons_on,
+        forwarded,
+    }
+}
+
+#[tokio::test]
+async fn partition_with_beacons_is_no_takeover_and_heals_by_itself() {
+    let mut p = partitionable();
+    until(&mut p.primary, "SnapshotNeeded", |e| {
+        matches!(e, SyncEvent::Node(Event::SnapshotNeeded))
+    })
+    .await;
+    p.primary.send(SyncCommand::Snapshot {
+        seq: 1,
+        items: vec![Change::Header { version: 1 }],
+    });
+    until(&mut p.primary, "Committed 1", committed(1)).await;
+    // Cut the sync link: the backup reports a partition, never a takeover; the primary
+    // serves unprotected (its replication commits at once).
+    p.cut.store(true, Ordering::SeqCst);
+    until(&mut p.backup, "SyncLost", |e| {
+        assert!(
+            !matches!(
+                e,
+                SyncEvent::Node(Event::PeerDead | Event::RoleChanged(Role::TakingOver))
+            ),
+            "the backup took over a primary whose beacons arrive: {e:?}"
+        );
+        matches!(e, SyncEvent::Node(Event::SyncLost))
+    })
+    .await;
+    until(&mut p.primary, "PeerDead", |e| {
+        matches!(e, SyncEvent::Node(Event::PeerDead))
+    })
+    .await;
+    p.primary.send(SyncCommand::Replicate {
+        seq: 2,
+        item: Change::Call { id: 42 },
+    });
+    until(&mut p.primary, "Committed 2 (unprotected)", committed(2)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Some(e) = p.backup.try_recv() {
+        assert!(
+            !matches!(
+                e,
+                SyncEvent::Node(Event::PeerDead | Event::RoleChanged(_))
+            ),
+            "{e:?} during the partition"
+        );
+    }
+    assert_eq!(p.backup.status().peer, PeerState::SyncLost);
+    assert!(p.backup.status().beacons > 10, "{:?}", p.backup.status());
+    // Healed: the backup gets what it missed, without a new snapshot.
+    p.cut.store(false, Ordering::SeqCst);
+    until(&mut p.backup, "the change made during the partition", |e| {
+        matches!(
+            e,
+            SyncEvent::Node(Event::Apply(LogEntry::Item {
+                item: Change::Call { id: 42 },
+                ..
+            }))
+        )
+    })
+    .await;
+    assert_eq!(p.backup.status().peer, PeerState::Alive);
+    // Now the primary dies: its sync messages and its beacons stop: a takeover.
+    p.beacons_on.store(false, Ordering::SeqCst);
+    let forwarded = p.forwarded.load(Ordering::SeqCst);
+    drop(p.primary);
+    until(&mut p.backup, "TakingOver", |e| {
+        matches!(e, SyncEvent::Node(Event::RoleChanged(Role::TakingOver)))
+    })
+    .await;
+    assert!(forwarded > 20, "{forwarded} beacons forwarded");
+}
