@@ -128,6 +128,12 @@ pub struct HotStandby {
 /// needs. Fails with a clear error on a second primary, a key or protocol-version mismatch,
 /// or missing privileges.
 pub async fn start(cfg: &FtConfig) -> Result<HotStandby> {
+    {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || crate::netguard::cleanup_stale(&cfg))
+            .await
+            .context("netfilter cleanup task")??;
+    }
     let mut incarnation = [0u8; 8];
     getrandom::fill(&mut incarnation).map_err(|e| anyhow::anyhow!("OS random source: {e}"))?;
     let role = match cfg.role {

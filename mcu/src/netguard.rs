@@ -19,6 +19,8 @@ pub struct NetGuard {
     claimed: bool,
     /// The takeover's threads (claim, then re-protection), joined on drop.
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// [`NetGuard::protect`] ran.
+    mirror_requested: bool,
     /// Backup: the queue reader.
     pub mirror: Option<MirrorReader>,
 }
@@ -46,15 +48,15 @@ impl NetGuard {
         }
         let fence = hold_fenced_vip(cfg)?;
         takeover::send_gratuitous_arp(&cfg.dev, cfg.vip).context("gratuitous ARP")?;
-        let mirror_rule = install_mirror(&inst, cfg)?;
-        tracing::info!(vip = %cfg.vip, tun = fence.dev(), mirror_to = %cfg.mirror_to, "primary: VIP held (process-bound), mirroring to the backup");
+        tracing::info!(vip = %cfg.vip, tun = fence.dev(), "primary: VIP held (process-bound)");
         Ok(NetGuard {
             cfg: cfg.clone(),
             fence: Arc::new(Mutex::new(Some(fence))),
-            mirror_rule: Arc::new(Mutex::new(Some(mirror_rule))),
+            mirror_rule: Arc::new(Mutex::new(None)),
             queue_rules: Vec::new(),
             claimed: false,
             threads: Vec::new(),
+            mirror_requested: false,
             mirror: None,
         })
     }
@@ -93,6 +95,7 @@ impl NetGuard {
             queue_rules: vec![queue_rule, beacon_rule],
             claimed: false,
             threads: Vec::new(),
+            mirror_requested: false,
             mirror: Some(mirror),
         })
     }
@@ -141,14 +144,11 @@ impl NetGuard {
         }));
     }
 
-    /// Takeover, last step: remove the queue rules, stop the reader, and protect the new
-    /// primary like the original one: mirror every client packet to the peer (the old
-    /// primary, once it rejoins as backup). On a thread: one `iptables` call takes 10-20 ms.
+    /// Takeover, last step: remove the queue rules and stop the reader. On a thread: one
+    /// `iptables -D` takes 10-20 ms.
     pub fn finish_takeover(&mut self) {
         let rules = std::mem::take(&mut self.queue_rules);
         let mirror = self.mirror.take();
-        let cfg = self.cfg.clone();
-        let slot = self.mirror_rule.clone();
         self.threads.push(std::thread::spawn(move || {
             for r in rules {
                 if let Err(e) = r.remove() {
@@ -156,12 +156,30 @@ impl NetGuard {
                 }
             }
             drop(mirror);
+        }));
+    }
+
+    /// Primary (configured, or after a takeover): a backup answers on the sync link, so
+    /// mirror every client packet to it (the `TEE` rule; once, on a thread).
+    ///
+    /// Not earlier: the peer's host may still hold the `TEE` rule of a primary process that
+    /// was killed there (a kernel outlives its process), which would mirror our copies back
+    /// to us, and ours back to it, forever. Every node removes its stale rules before it
+    /// starts its sync link ([`cleanup_stale`]), so a peer that answers has none left.
+    pub fn protect(&mut self) {
+        if self.mirror_requested {
+            return;
+        }
+        self.mirror_requested = true;
+        let cfg = self.cfg.clone();
+        let slot = self.mirror_rule.clone();
+        self.threads.push(std::thread::spawn(move || {
             match instance(&cfg).and_then(|inst| install_mirror(&inst, &cfg)) {
                 Ok(rule) => {
                     *slot.lock().unwrap() = Some(rule);
-                    tracing::info!(mirror_to = %cfg.mirror_to, "new primary: mirroring client packets to the peer");
+                    tracing::info!(mirror_to = %cfg.mirror_to, "primary: mirroring client packets to the backup");
                 }
-                Err(e) => tracing::error!("new primary: installing the mirror rule: {e:#}"),
+                Err(e) => tracing::error!("primary: installing the mirror rule: {e:#}"),
             }
         }));
     }
@@ -170,6 +188,19 @@ impl NetGuard {
     pub fn mirrored_packets(&self) -> u64 {
         self.mirror.as_ref().map_or(0, MirrorReader::packets)
     }
+}
+
+/// Remove the rules a previous process of this node left (it crashed, or was killed):
+/// before the sync link starts, so that a peer that hears this node never mirrors into a
+/// stale rule (see [`NetGuard::protect`]).
+pub fn cleanup_stale(cfg: &FtConfig) -> Result<()> {
+    let stale = instance(cfg)?
+        .cleanup_stale()
+        .context("removing stale rules")?;
+    if stale > 0 {
+        tracing::info!(stale, "removed netfilter rules left by a previous process");
+    }
+    Ok(())
 }
 
 /// The VIP on this process's TUN device (the fence).

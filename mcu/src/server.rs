@@ -1150,7 +1150,12 @@ impl Server {
                 tracing::info!(?role, "sync link: role")
             }
             SyncEvent::Node(Event::PeerAlive { node, role }) => {
-                tracing::info!(node, ?role, "sync link: peer alive")
+                tracing::info!(node, ?role, "sync link: peer alive");
+                if role == ft_sync::Role::Backup && self.core.role() == Role::Primary {
+                    if let Some(hs) = self.hs.as_mut() {
+                        hs.net.protect();
+                    }
+                }
             }
             SyncEvent::Node(Event::PeerDead) => tracing::warn!("sync link: peer dead"),
             SyncEvent::Node(Event::PeerRejected(e)) => {
