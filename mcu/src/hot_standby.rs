@@ -104,11 +104,11 @@
 use crate::config::{FtConfig, FtRole};
 use crate::netguard::NetGuard;
 use crate::sync_link::{BeaconOut, SyncEvent, SyncLink};
-use std::net::SocketAddr;
 use anyhow::{Context, Result};
 use control::Entry;
 use ft_sync::Role;
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A hot-standby node after its startup handshake (primary: no other primary answered;

@@ -111,8 +111,7 @@ impl MirrorReader {
                                 },
                             );
                         }
-                    }
-                    else {
+                    } else {
                         p.fetch_add(1, Ordering::Relaxed);
                     }
                     let verdict = if a.load(Ordering::Relaxed) {

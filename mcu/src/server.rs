@@ -1206,9 +1206,17 @@ impl Server {
             let role = hot_standby::role_name(link.role);
             let peer = hot_standby::peer_name(link.peer);
             if protected {
-                tracing::info!(role, peer, "hot standby: the pair is protected (a synced standby stands by)");
+                tracing::info!(
+                    role,
+                    peer,
+                    "hot standby: the pair is protected (a synced standby stands by)"
+                );
             } else if self.protected.is_some() {
-                tracing::warn!(role, peer, "hot standby: the pair is UNPROTECTED (no synced standby)");
+                tracing::warn!(
+                    role,
+                    peer,
+                    "hot standby: the pair is UNPROTECTED (no synced standby)"
+                );
             }
             self.protected = Some(protected);
         }

@@ -187,7 +187,8 @@ impl<T: Item + Send + 'static> SyncLink<T> {
         };
         let waker = Waker::new(wake_target)?;
         // The mirror reader forwards beacons from here (told apart from peers by address).
-        let beacon_in = UdpSocket::bind((wake_target.ip(), 0)).context("binding the beacon forwarder")?;
+        let beacon_in =
+            UdpSocket::bind((wake_target.ip(), 0)).context("binding the beacon forwarder")?;
         beacon_in
             .connect(wake_target)
             .context("connecting the beacon forwarder")?;

@@ -275,7 +275,7 @@ async fn dead_backup_releases_what_it_never_acknowledged() {
 }
 
 #[tokio::test]
-async fn second_primary_fails_and_is_fenced_at_once() {
+async fn second_primary_joins_the_serving_one_as_backup() {
     let (s1, a1) = bind();
     let (s2, a2) = bind();
     let mut first = link(s1, a2, 1, Role::Primary, Duration::from_millis(10));
@@ -283,18 +283,47 @@ async fn second_primary_fails_and_is_fenced_at_once() {
         *e == SyncEvent::Node(Event::RoleChanged(Role::Primary))
     })
     .await;
+    // A process started later has a fresh socket: nothing of the first's own probe is
+    // waiting in it.
+    s2.set_nonblocking(true).unwrap();
+    while s2.recv(&mut [0u8; 2048]).is_ok() {}
+    s2.set_nonblocking(false).unwrap();
     let mut second = link(s2, a1, 2, Role::Primary, Duration::from_millis(10));
-    until(&mut second, "Fatal", |e| {
-        *e == SyncEvent::Node(Event::Fatal(ft_sync::Error::TwoPrimaries))
+    let seen = until(&mut second, "RoleChanged(Backup)", |e| {
+        *e == SyncEvent::Node(Event::RoleChanged(Role::Backup))
     })
     .await;
-    assert!(second.fenced().load(Ordering::SeqCst));
-    until(&mut first, "PeerRejected", |e| {
-        *e == SyncEvent::Node(Event::PeerRejected(ft_sync::Error::TwoPrimaries))
+    assert!(
+        !seen.iter().any(|e| matches!(
+            e,
+            SyncEvent::Node(Event::Fatal(_) | Event::RoleChanged(Role::Primary))
+        )),
+        "{seen:?}"
+    );
+    assert!(!second.fenced().load(Ordering::SeqCst));
+    // The serving primary keeps its role and gets a backup to sync.
+    until(&mut first, "SnapshotNeeded", |e| {
+        *e == SyncEvent::Node(Event::SnapshotNeeded)
     })
     .await;
     assert!(!first.fenced().load(Ordering::SeqCst));
     assert_eq!(first.status().role, Role::Primary);
+    assert_eq!(second.status().role, Role::Backup);
+}
+
+#[tokio::test]
+async fn two_primaries_started_together_both_fail_and_are_fenced() {
+    let (s1, a1) = bind();
+    let (s2, a2) = bind();
+    let mut first = link(s1, a2, 1, Role::Primary, Duration::from_millis(10));
+    let mut second = link(s2, a1, 2, Role::Primary, Duration::from_millis(10));
+    for l in [&mut first, &mut second] {
+        until(l, "Fatal", |e| {
+            *e == SyncEvent::Node(Event::Fatal(ft_sync::Error::TwoPrimaries))
+        })
+        .await;
+        assert!(l.fenced().load(Ordering::SeqCst));
+    }
 }
 
 /// A sync link through a relay the test can cut, and a clients' path for the primary's
@@ -345,7 +374,8 @@ fn partitionable() -> Partitionable {
         }),
     )
     .unwrap();
-    let backup = SyncLink::start_with_beacons(bs, rba, Node::new(bc, Duration::ZERO), None).unwrap();
+    let backup =
+        SyncLink::start_with_beacons(bs, rba, Node::new(bc, Duration::ZERO), None).unwrap();
     let fwd = backup.beacon_forwarder().unwrap();
     let beacons_on = Arc::new(AtomicBool::new(true));
     let forwarded = Arc::new(AtomicU64::new(0));
@@ -407,10 +437,7 @@ async fn partition_with_beacons_is_no_takeover_and_heals_by_itself() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     while let Some(e) = p.backup.try_recv() {
         assert!(
-            !matches!(
-                e,
-                SyncEvent::Node(Event::PeerDead | Event::RoleChanged(_))
-            ),
+            !matches!(e, SyncEvent::Node(Event::PeerDead | Event::RoleChanged(_))),
             "{e:?} during the partition"
         );
     }
