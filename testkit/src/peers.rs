@@ -59,15 +59,28 @@ pub fn uac_pcap_scenario(dir: &Path) -> PathBuf {
 /// [`uac_pcap_scenario`] with the recorded A-law capture played twice back to back (about
 /// 14 s of speech over 16 s) before the DTMF and the BYE: speech on both sides of a fault.
 pub fn uac_pcap_scenario_twice(dir: &Path) -> PathBuf {
+    uac_pcap_scenario_times(dir, 2)
+}
+
+/// [`uac_pcap_scenario`] with the recorded A-law capture (7.05 s) played `times` times, each
+/// play followed by sipp's 8 s pause, before the DTMF and the BYE: a call of about
+/// `8 * times + 1` s with speech throughout (e.g. 4: about 33 s, room for two faults).
+/// `times` is at least 1 (1 is sipp's own scenario).
+pub fn uac_pcap_scenario_times(dir: &Path, times: u32) -> PathBuf {
+    assert!(
+        times >= 1,
+        "uac_pcap_scenario_times: times must be at least 1"
+    );
     let p = uac_pcap_scenario(dir);
     let scen = std::fs::read_to_string(&p).expect("read scenario");
     let play = "<pause milliseconds=\"8000\"/>";
     assert!(scen.contains(play), "sipp's uac_pcap scenario changed");
-    let twice = format!(
-        "{play}\n  <nop><action><exec play_pcap_audio=\"{SIPP_PCAP_DIR}/g711a.pcap\"/>\
+    let again = format!(
+        "\n  <nop><action><exec play_pcap_audio=\"{SIPP_PCAP_DIR}/g711a.pcap\"/>\
          </action></nop>\n  {play}"
     );
-    std::fs::write(&p, scen.replacen(play, &twice, 1)).expect("write scenario");
+    let plays = format!("{play}{}", again.repeat(times as usize - 1));
+    std::fs::write(&p, scen.replacen(play, &plays, 1)).expect("write scenario");
     p
 }
 

@@ -415,8 +415,22 @@ impl Drop for Node {
 
 /// `mcu serve` flags of a hot-standby node in the namespace test bed: SIP on the service
 /// address (`VIP:5060`), media on it (RTP 30000-30999), HTTP on the node's own address
-/// (`:8080`), the sync link on `:7000` to `peer`, the VIP on `eth0`; then `extra`.
+/// (`:8080`), the sync link on `:7000` to `peer`, the VIP on `eth0`; then `extra`. The
+/// node's role is its name (`primary`, `backup`).
 pub fn ft_node_args(node: &str, peer: &str, key: &Path, extra: &[String]) -> Vec<String> {
+    ft_node_args_as(node, node, peer, key, extra)
+}
+
+/// [`ft_node_args`] with the role given apart from the node: `role` (`primary`, `backup`)
+/// for the node in namespace `node`, e.g. the old primary's node restarted as the backup of
+/// the node that took over.
+pub fn ft_node_args_as(
+    node: &str,
+    role: &str,
+    peer: &str,
+    key: &Path,
+    extra: &[String],
+) -> Vec<String> {
     use testkit::bed::{addr_of, VIP};
     let own = addr_of(node);
     [
@@ -429,7 +443,7 @@ pub fn ft_node_args(node: &str, peer: &str, key: &Path, extra: &[String]) -> Vec
         "--rtp-ports".into(),
         "30000-30999".into(),
         "--ft-role".into(),
-        node.into(),
+        role.into(),
         "--ft-listen".into(),
         format!("{own}:7000"),
         "--ft-peer".into(),
