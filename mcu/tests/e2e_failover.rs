@@ -231,7 +231,9 @@ fn early_takeover(bed: &Testbed, primary: &Node, backup: &mut Node) -> Option<St
 }
 
 /// The sync link cut in one node's namespace: iptables rules dropping UDP to the sync port
-/// on INPUT (the peer's datagrams) and OUTPUT (this node's), tagged with the comment
+/// on INPUT from the wire (`-i eth0`: the peer's datagrams) and OUTPUT to the wire (`-o eth0`:
+/// this node's); the node's own loopback traffic to its sync socket (its thread's waker) is
+/// not the link. Tagged with the comment
 /// [`SyncLinkCut::TAG`] and removed by that spec in [`SyncLinkCut::heal`], or on drop (a
 /// failing assertion heals the link too).
 struct SyncLinkCut<'a> {
@@ -246,11 +248,14 @@ impl<'a> SyncLinkCut<'a> {
 
     fn rule(op: &str, chain: &str) -> Vec<String> {
         let port = SYNC_PORT.to_string();
+        let dir = if chain == "INPUT" { "-i" } else { "-o" };
         [
             "iptables",
             "-w",
             op,
             chain,
+            dir,
+            "eth0",
             "-p",
             "udp",
             "--dport",
