@@ -175,6 +175,7 @@ fn hundred_thousand_datagrams_no_panic_all_counted() {
         ),
     ];
     let mut fed = [0u64; 2];
+    let mut beacons_fed = 0u64;
     let mut now = Duration::ZERO;
     for n in 0..100_000u64 {
         let d = match rng.below(4) {
@@ -191,6 +192,13 @@ fn hundred_thousand_datagrams_no_panic_all_counted() {
         let i = (n % 2) as usize;
         nodes[i].handle_datagram(&d, now);
         fed[i] += 1;
+        // The clients' path: the same hostile bytes as a beacon to both nodes.
+        if n % 3 == 0 {
+            for node in nodes.iter_mut() {
+                node.handle_beacon(&d, now);
+            }
+            beacons_fed += 1;
+        }
         if n % 10 == 0 {
             now += Duration::from_micros(700);
             for node in nodes.iter_mut() {
@@ -207,5 +215,11 @@ fn hundred_thousand_datagrams_no_panic_all_counted() {
         assert_eq!(s.accepted + s.dropped(), fed[i], "node {i}: {s:?}");
         assert!(s.unauthenticated > 10_000, "{s:?}");
         assert!(s.malformed > 1_000, "{s:?}");
+        assert_eq!(
+            s.beacons + s.beacons_refused,
+            beacons_fed,
+            "node {i}: {s:?}"
+        );
+        assert!(s.beacons_refused > 30_000, "node {i}: {s:?}");
     }
 }
