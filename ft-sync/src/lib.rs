@@ -279,6 +279,11 @@ pub struct Config {
     /// both its sync-link messages and its beacons ([`Node::handle_beacon`]) stopped. Default
     /// off (one path, as before).
     pub client_path_beacons: bool,
+    /// A primary declares its backup dead after this many times the dead interval (default
+    /// 1). Declaring it late only delays the messages held for it (output commit) when it
+    /// really died; declaring it early on a lossy link drops the protection for nothing and
+    /// makes the backup catch up afterwards. A backup's detector is never stretched.
+    pub primary_patience: u32,
 }
 
 impl Config {
@@ -293,6 +298,7 @@ impl Config {
             missed_heartbeats: 3,
             retransmit_after: Duration::from_millis(20),
             client_path_beacons: false,
+            primary_patience: 1,
         }
     }
 
@@ -452,6 +458,10 @@ const RETRANSMIT_BURST: usize = 16;
 
 /// Most out-of-order entries a backup buffers.
 const MAX_BUFFERED: usize = 4096;
+
+/// A partition is reported ([`Event::SyncLost`]) once the sync link has been silent for this
+/// many dead intervals with beacons arriving (shorter silences on a lossy link are not news).
+const SYNC_LOST_REPORT: u32 = 3;
 
 /// Beacons kept for a driver that does not drain them.
 const MAX_QUEUED_BEACONS: usize = 4;
@@ -688,6 +698,9 @@ impl<T: Item> Node<T> {
         let h = self.last_heard?;
         let dead = self.config.dead_after();
         match self.peer_state {
+            PeerState::Alive if self.role == Role::Primary => {
+                Some(h + dead * self.config.primary_patience.max(1))
+            }
             PeerState::Alive => Some(h + dead),
             PeerState::SyncLost => Some(h.max(self.last_beacon.unwrap_or(h)) + dead),
             PeerState::Unknown | PeerState::Dead => None,
@@ -763,7 +776,7 @@ impl<T: Item> Node<T> {
             && !self.sync_lost_reported
             && self
                 .last_heard
-                .is_some_and(|h| now >= h + self.config.dead_after())
+                .is_some_and(|h| now >= h + self.config.dead_after() * SYNC_LOST_REPORT)
         {
             self.sync_lost_reported = true;
             self.events.push_back(Event::SyncLost);

@@ -149,6 +149,8 @@ pub async fn start(cfg: &FtConfig) -> Result<HotStandby> {
     config.heartbeat_interval = cfg.heartbeat;
     config.missed_heartbeats = cfg.dead_after;
     config.client_path_beacons = true;
+    // A lossy link must not drop the protection every few seconds (see the field).
+    config.primary_patience = 3;
     let sock = std::net::UdpSocket::bind(cfg.listen)
         .with_context(|| format!("binding the sync link {}", cfg.listen))?;
     let beacon_from = SocketAddr::from((cfg.vip, cfg.beacon_port()));
