@@ -61,6 +61,60 @@ impl Uac {
         }
     }
 
+    /// A UAC on a socket the caller bound (e.g. inside a test-bed namespace).
+    pub fn with_socket(sock: UdpSocket, server: SocketAddr, room: &str, tag: &str) -> Uac {
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        Uac {
+            sock,
+            server,
+            call_id: format!("{tag}-call@understudy.test"),
+            from_tag: format!("{tag}-ft"),
+            to_tag: None,
+            cseq: 1,
+            room: room.into(),
+        }
+    }
+
+    /// Send `msg` (a request) and retransmit it on RFC 3261's timer A/E schedule (500 ms,
+    /// doubling, capped at 4 s) until a final response for `method` arrives or `timeout`
+    /// passes. Returns every response to it, in arrival order, with its arrival time.
+    pub fn transact(&self, msg: &str, method: &str, timeout: Duration) -> Vec<(Instant, String)> {
+        let start = Instant::now();
+        let mut next = start;
+        let mut interval = Duration::from_millis(500);
+        let mut got = vec![];
+        let mut buf = vec![0u8; 65536];
+        while start.elapsed() < timeout {
+            if Instant::now() >= next {
+                self.send_raw(msg.as_bytes());
+                next = Instant::now() + interval;
+                interval = (interval * 2).min(Duration::from_secs(4));
+            }
+            if let Ok((n, _)) = self.sock.recv_from(&mut buf) {
+                let m = String::from_utf8_lossy(&buf[..n]).to_string();
+                let ours = header(&m, "CSeq").is_some_and(|c| c.ends_with(method))
+                    && header(&m, "Call-ID") == Some(self.call_id.as_str());
+                if let (Some(code), true) = (status(&m), ours) {
+                    got.push((Instant::now(), m));
+                    if code >= 200 {
+                        break;
+                    }
+                }
+            }
+        }
+        got
+    }
+
+    /// Learn the dialog's remote tag from a 2xx.
+    pub fn learn_tag(&mut self, ok: &str) {
+        let to = header(ok, "To").unwrap();
+        self.to_tag = to
+            .split(";tag=")
+            .nth(1)
+            .map(|t| t.split(';').next().unwrap().to_string());
+    }
+
     pub fn local(&self) -> SocketAddr {
         self.sock.local_addr().unwrap()
     }
