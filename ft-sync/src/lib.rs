@@ -111,8 +111,10 @@
 //!
 //! On the sync link alone a dead primary and a cut link look the same, and a backup that
 //! takes over while the primary still serves makes every client receive each stream twice.
-//! With [`Config::client_path_beacons`], the primary also queues an authenticated beacon every
-//! heartbeat interval ([`Node::poll_beacon`]) that its driver sends over the clients' path
+//! With [`Config::client_path_beacons`], the primary also queues a beacon every heartbeat
+//! interval ([`Node::poll_beacon`]: a heartbeat authenticated with a key derived from the
+//! shared one, so that neither path's messages count on the other, and with its own replay
+//! counter) that its driver sends over the clients' path
 //! (from the service address, the way its media leave), and the backup's driver hands what
 //! arrives there to [`Node::handle_beacon`]. The rule: **a backup takes over only when both
 //! paths are silent for the dead interval.** Sync link silent, beacons arriving: the nodes
@@ -482,6 +484,9 @@ const MAX_RESUMED: usize = 256;
 pub struct Node<T> {
     config: Config,
     fingerprint: [u8; 8],
+    /// The beacons' own MAC key (derived from the shared key): a beacon seen on the clients'
+    /// path never authenticates as a sync-link message, nor the other way round.
+    beacon_key: Vec<u8>,
     role: Role,
     /// Primary: end of the startup probe (None once done).
     probe_until: Option<Duration>,
@@ -526,8 +531,11 @@ impl<T: Item> Node<T> {
     /// [the crate docs](crate#roles)); its first Hello is queued immediately.
     pub fn new(config: Config, now: Duration) -> Node<T> {
         let fingerprint = wire::key_fingerprint(&config.key);
+        let mut beacon_key = config.key.clone();
+        beacon_key.extend_from_slice(b"\0understudy client-path beacon");
         let mut n = Node {
             fingerprint,
+            beacon_key,
             role: if config.role == Role::Primary {
                 Role::Primary
             } else {
@@ -715,8 +723,9 @@ impl<T: Item> Node<T> {
                 .is_some_and(|b| now < b + self.config.dead_after())
     }
 
-    /// Primary with client-path beacons: queue this interval's beacon (an authenticated
-    /// heartbeat on its own path; the backup keeps a separate replay counter for it).
+    /// Primary with client-path beacons: queue this interval's beacon (a heartbeat
+    /// authenticated with the beacon key, on its own path; the backup keeps a separate replay
+    /// counter for it).
     fn queue_beacon(&mut self) {
         if !self.config.client_path_beacons
             || self.role != Role::Primary
@@ -728,7 +737,7 @@ impl<T: Item> Node<T> {
         let payload = Payload::Heartbeat {
             log_index: self.next_index - 1,
         };
-        if let Ok(d) = wire::encode(&self.config.key, &self.envelope(payload, self.seq + 1)) {
+        if let Ok(d) = wire::encode(&self.beacon_key, &self.envelope(payload, self.seq + 1)) {
             self.seq += 1;
             if self.beacons.len() >= MAX_QUEUED_BEACONS {
                 self.beacons.pop_front();
@@ -749,7 +758,7 @@ impl<T: Item> Node<T> {
     /// last one, counts; anything else is refused and counted. It never makes an unknown or
     /// dead peer alive: only the sync link does.
     pub fn handle_beacon(&mut self, datagram: &[u8], now: Duration) {
-        let ok = match wire::decode::<T>(&self.config.key, datagram) {
+        let ok = match wire::decode::<T>(&self.beacon_key, datagram) {
             Ok(env) => {
                 self.role == Role::Backup
                     && env.role == Role::Primary

@@ -881,3 +881,52 @@ fn lossy_sync_link_with_beacons_never_taken_over() {
         "{partitions} partitions reported in 10 minutes"
     );
 }
+
+#[test]
+fn beacons_and_sync_messages_do_not_authenticate_on_each_others_path() {
+    // A beacon captured on the clients' segment and replayed to the sync port must not
+    // count as a heartbeat (it would hold off a takeover), nor a sync message as a beacon.
+    let mut primary: Node = Node::new(beacon_cfg(1, Role::Primary), Duration::ZERO);
+    let mut backup: Node = Node::new(beacon_cfg(2, Role::Backup), Duration::ZERO);
+    let mut now = Duration::ZERO;
+    let mut beacons = vec![];
+    let mut syncs = vec![];
+    for _ in 0..30 {
+        while let Some(d) = primary.poll_transmit() {
+            syncs.push(d.clone());
+            backup.handle_datagram(&d, now);
+        }
+        while let Some(d) = backup.poll_transmit() {
+            primary.handle_datagram(&d, now);
+        }
+        while let Some(b) = primary.poll_beacon() {
+            beacons.push(b);
+        }
+        while primary.poll_event().is_some() {}
+        while backup.poll_event().is_some() {}
+        now += 5 * MS;
+        primary.handle_timeout(now);
+        backup.handle_timeout(now);
+    }
+    assert!(beacons.len() > 5 && syncs.len() > 5);
+    let (acc, unauth) = (backup.stats().accepted, backup.stats().unauthenticated);
+    for b in &beacons {
+        backup.handle_datagram(b, now);
+    }
+    assert_eq!(backup.stats().accepted, acc);
+    assert_eq!(
+        backup.stats().unauthenticated,
+        unauth + beacons.len() as u64
+    );
+    let (ok, refused) = (backup.stats().beacons, backup.stats().beacons_refused);
+    for d in &syncs {
+        backup.handle_beacon(d, now);
+    }
+    assert_eq!(backup.stats().beacons, ok);
+    assert_eq!(backup.stats().beacons_refused, refused + syncs.len() as u64);
+    // Positive control: a fresh beacon is accepted.
+    primary.handle_timeout(now + 10 * MS);
+    let b = primary.poll_beacon().expect("a beacon");
+    backup.handle_beacon(&b, now + 10 * MS);
+    assert_eq!(backup.stats().beacons, ok + 1);
+}
