@@ -22,6 +22,52 @@ pub struct Options {
     pub wav_dir: Option<PathBuf>,
     /// Skip audio decoding (faster; `energy_dbfs` stays empty).
     pub no_decode: bool,
+    /// Report each stream's and sink's largest arrival gap across this moment
+    /// (`event_gap`).
+    pub event: Option<Event>,
+}
+
+/// A moment to measure arrival gaps across (see [`EventGap`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Event {
+    /// When it happened, seconds since the Unix epoch (the capture's clock).
+    pub time: f64,
+    /// A gap counts when it starts less than this many seconds after the event (and ends
+    /// after it): the silence that follows a fault, not a stall seconds later.
+    pub within_s: f64,
+}
+
+impl Event {
+    /// Default for [`Event::within_s`]: one second.
+    pub const DEFAULT_WITHIN_S: f64 = 1.0;
+
+    /// An event at `time` (epoch seconds) with the default window.
+    pub fn at(time: f64) -> Self {
+        Event {
+            time,
+            within_s: Self::DEFAULT_WITHIN_S,
+        }
+    }
+
+    /// The largest gap across the event among `(epoch time, capture-relative ms)` arrivals
+    /// in arrival order: the index of the packet that ended it and the gap in ms.
+    fn largest_gap(&self, arrivals: impl Iterator<Item = (f64, f64)>) -> Option<(usize, f64)> {
+        let mut prev: Option<(f64, f64)> = None;
+        let mut best: Option<(usize, f64)> = None;
+        for (i, (t, rel)) in arrivals.enumerate() {
+            if let Some((pt, prel)) = prev {
+                let gap = rel - prel;
+                if t > self.time
+                    && pt < self.time + self.within_s
+                    && best.is_none_or(|(_, g)| gap > g)
+                {
+                    best = Some((i, gap));
+                }
+            }
+            prev = Some((t, rel));
+        }
+        best
+    }
 }
 
 type StreamKey = (SocketAddr, SocketAddr, u32);
@@ -277,6 +323,16 @@ fn analyze_core(
         }
         let mut a = stream::analyze(addr(&src), addr(&dst), ssrc, pkts, &codecs, main_pt, source);
         a.stream.call_id = declared.map(|d| d.1.clone());
+        if let Some(ev) = &opts.event {
+            a.stream.event_gap =
+                ev.largest_gap(pkts.iter().map(|p| (p.time, p.rel_ms)))
+                    .map(|(i, gap_ms)| EventGap {
+                        gap_ms,
+                        from_time: pkts[i - 1].time,
+                        to_time: pkts[i].time,
+                        seq_step: Some(pkts[i].hdr.seq.wrapping_sub(pkts[i - 1].hdr.seq)),
+                    });
+        }
         if let Some(codec) = codecs.get(&main_pt) {
             if !opts.no_decode && audio::decodable(codec) {
                 if let Some(d) = audio::decode(pkts, &a.placed, main_pt, codec) {
@@ -397,6 +453,15 @@ fn analyze_core(
         let mut v = sink_pkts.remove(&dst).unwrap_or_default();
         v.sort_by(|a, b| a.1.total_cmp(&b.1));
         let (max_gap_ms, max_gap_at) = max_gap(v.iter().map(|x| (x.0, x.1)));
+        let event_gap = opts.event.and_then(|ev| {
+            let (i, gap_ms) = ev.largest_gap(v.iter().map(|x| (x.0, x.1)))?;
+            Some(EventGap {
+                gap_ms,
+                from_time: v[i - 1].0,
+                to_time: v[i].0,
+                seq_step: None,
+            })
+        });
         let mut sources: Vec<String> = Vec::new();
         let mut ssrcs = Vec::new();
         let mut changes = Vec::new();
@@ -432,6 +497,7 @@ fn analyze_core(
             max_gap_ms,
             max_gap_at,
             changes,
+            event_gap,
         });
     }
 

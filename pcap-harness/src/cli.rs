@@ -166,6 +166,14 @@ pub struct AnalyzeArgs {
     /// (repeatable).
     #[arg(long = "pt", value_name = "PT=NAME/RATE[/CH]")]
     pub pt: Vec<String>,
+    /// A moment (seconds since the Unix epoch, the capture's clock; e.g. when a server was
+    /// killed): report each stream's and sink's largest arrival gap across it (`event_gap`
+    /// in the JSON, an `event gap` line per stream in the table).
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    pub event: Option<f64>,
+    /// With `--event`: only gaps starting less than this many seconds after it count.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::analyze::Event::DEFAULT_WITHIN_S)]
+    pub event_window: f64,
 }
 
 /// Parse `97=opus/48000/2` into a payload type and codec.
@@ -205,10 +213,30 @@ pub fn run(cmd: PcapCommand) -> Result<(), String> {
                 let (pt, c) = parse_pt_hint(h)?;
                 pt_hints.insert(pt, c);
             }
+            let event = match args.event {
+                None => None,
+                Some(t)
+                    if t.is_finite()
+                        && args.event_window.is_finite()
+                        && args.event_window > 0.0 =>
+                {
+                    Some(crate::analyze::Event {
+                        time: t,
+                        within_s: args.event_window,
+                    })
+                }
+                Some(t) => {
+                    return Err(format!(
+                        "--event {t} --event-window {}: a time and a positive window",
+                        args.event_window
+                    ))
+                }
+            };
             let opts = Options {
                 pt_hints,
                 wav_dir: args.wav.clone(),
                 no_decode: false,
+                event,
             };
             let report = analyze_path_with(&args.file, &opts).map_err(|e| e.to_string())?;
             if args.json {
@@ -270,6 +298,20 @@ pub fn render_table(r: &Report) -> String {
                 s.ts_errors,
                 s.markers,
                 maxdb.map_or("-".to_string(), |d| format!("{d:.1}"))
+            );
+        }
+    }
+    for (i, s) in r.rtp_streams.iter().enumerate() {
+        if let Some(g) = &s.event_gap {
+            let _ = writeln!(
+                o,
+                "event gap #{i} {} -> {}: {:.3} ms from {:.6} to {:.6} (seq +{})",
+                s.src,
+                s.dst,
+                g.gap_ms,
+                g.from_time,
+                g.to_time,
+                g.seq_step.unwrap_or(0)
             );
         }
     }

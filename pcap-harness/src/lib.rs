@@ -9,7 +9,8 @@
 //!
 //! # Use
 //!
-//! CLI: `mcu pcap analyze FILE [--json] [--wav DIR] [--pt 97=opus/48000/2]`. Without the
+//! CLI: `mcu pcap analyze FILE [--json] [--wav DIR] [--pt 97=opus/48000/2]
+//! [--event UNIX_SECONDS [--event-window SECONDS]]`. Without the
 //! server crates, the crate's own binary takes the same subcommands:
 //! `cargo run -p pcap-harness -- analyze FILE --json`.
 //!
@@ -70,12 +71,15 @@
 //!     jitter_mean_ms, jitter_max_all_ms, jitter_last_ms,
 //!     decoded, decode_errors, decoded_rate,
 //!     energy_dbfs: [number],  // per 100 ms of media time from first_time, floor -120
-//!     wav|null }],
+//!     wav|null,
+//!     event_gap|null }],  // with --event T: {gap_ms, from_time, to_time, seq_step}, the
+//!                         // largest arrival gap ending after T and starting < 1 s after it
 //!   rtp_flows: [{ src, dst, ssrcs: [number], ssrc_changes: [{time, from, to}], packets,
 //!     max_gap_ms, max_gap_at }],
 //!   rtp_sinks: [{ dst, packets, first_time, last_time, sources: [src], ssrcs: [number],
 //!     max_gap_ms, max_gap_at,   // across all senders: the client's view of a failover
-//!     changes: [{time, gap_ms, from_src, from_ssrc, to_src, to_ssrc}] }],
+//!     changes: [{time, gap_ms, from_src, from_ssrc, to_src, to_ssrc}],
+//!     event_gap|null }],        // as on rtp_streams, seq_step null
 //!   rtcp_flows: [{ src, dst, packets, first_time, last_time, sender_ssrcs: [number],
 //!     packet_types: [[type, count]], bye_ssrcs: [number],
 //!     last_reports: [{ssrc, fraction_lost, cumulative_lost, highest_seq, jitter}] }],
@@ -129,9 +133,9 @@ pub mod writer;
 
 use std::path::Path;
 
-pub use analyze::Options;
+pub use analyze::{Event, Options};
 pub use error::Error;
-pub use report::{Report, RtcpFlow, RtpFlow, RtpSink, RtpStream, SipDialog, SipMessage};
+pub use report::{EventGap, Report, RtcpFlow, RtpFlow, RtpSink, RtpStream, SipDialog, SipMessage};
 
 /// Analyze a capture file with default options.
 pub fn analyze_path(path: &Path) -> Result<Report, Error> {

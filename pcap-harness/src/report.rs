@@ -183,6 +183,28 @@ pub struct RtpStream {
     pub decoded_rate: u32,
     /// WAV file written for this stream (with `--wav`).
     pub wav: Option<String>,
+    /// Largest arrival gap across [`crate::Options::event`] (`null` without an event, or
+    /// when no packet of the stream qualifies).
+    #[serde(default)]
+    pub event_gap: Option<EventGap>,
+}
+
+/// The largest arrival gap across an event (a fault injected at a known moment, such as the
+/// kill of a server): over consecutive packets `(a, b)` in arrival order with `b` after the
+/// event and `a` less than [`crate::analyze::Event::within_s`] after it, the pair furthest
+/// apart. The gap of a whole call (`max_gap_ms`) also counts unrelated scheduling stalls;
+/// this one is the event's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventGap {
+    /// Arrival gap in ms.
+    pub gap_ms: f64,
+    /// Arrival of the packet before the gap (epoch seconds).
+    pub from_time: f64,
+    /// Arrival of the packet after the gap (epoch seconds).
+    pub to_time: f64,
+    /// Streams: sequence-number step across the gap, modulo 2^16 (1: nothing skipped).
+    /// `null` for sinks, whose packets may come from several senders.
+    pub seq_step: Option<u16>,
 }
 
 /// A forward jump of the sequence number.
@@ -263,6 +285,10 @@ pub struct RtpSink {
     pub max_gap_at: f64,
     /// Changes of (source, SSRC) between consecutive packets.
     pub changes: Vec<SinkChange>,
+    /// Largest arrival gap across [`crate::Options::event`], whatever the sender (`null`
+    /// without an event, or when no packet qualifies).
+    #[serde(default)]
+    pub event_gap: Option<EventGap>,
 }
 
 /// The sender of the packets arriving at a sink changed.

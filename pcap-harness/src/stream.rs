@@ -424,6 +424,7 @@ pub fn analyze(
         energy_dbfs: Vec::new(),
         decoded_rate: 0,
         wav: None,
+        event_gap: None,
     };
     Analysis { stream, placed }
 }

@@ -684,3 +684,100 @@ fn malformed_pcapng_blocks_give_errors_with_offsets() {
         }
     }
 }
+
+fn analyze_with_event(d: &[Datagram], event: Option<pcap_harness::Event>) -> Report {
+    pcap_harness::analyze::analyze_bytes_with(
+        &to_pcap(LINKTYPE_ETHERNET, d),
+        None,
+        &pcap_harness::Options {
+            event,
+            ..Default::default()
+        },
+    )
+    .expect("valid capture")
+}
+
+#[test]
+fn event_gap_is_the_gap_across_the_event_not_an_earlier_loss_or_a_later_stall() {
+    // 20 ms packets for 4 s: one lost at 0.4 s (40 ms gap, before the event), two lost
+    // across the event at 1.0 s (60 ms gap, seq +3), and a 200 ms arrival stall at 3 s
+    // with the sequence intact (the whole call's largest gap).
+    let p: Vec<P> = regular(1, 200)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| ![20, 50, 51].contains(i))
+        .map(|(i, (ms, s, t, m))| (if i >= 150 { ms + 200.0 } else { ms }, s, t, m))
+        .collect();
+    let d = pcma_stream("10.0.0.1:4000", "10.0.0.2:5000", SSRC, &p);
+    let t0 = T0 as f64;
+
+    let r = analyze_with_event(&d, Some(pcap_harness::Event::at(t0 + 1.0)));
+    let s = only_stream(&r);
+    assert!((s.max_gap_ms - 220.0).abs() < 1e-6, "{}", s.max_gap_ms);
+    let g = s.event_gap.as_ref().expect("a gap across the event");
+    assert!((g.gap_ms - 60.0).abs() < 1e-6, "{g:?}");
+    assert!((g.from_time - (t0 + 0.98)).abs() < 1e-6, "{g:?}");
+    assert!((g.to_time - (t0 + 1.04)).abs() < 1e-6, "{g:?}");
+    assert_eq!(g.seq_step, Some(3));
+    let sink = r.sink("10.0.0.2:5000").expect("sink");
+    let sg = sink.event_gap.as_ref().expect("sink gap");
+    assert!(
+        (sg.gap_ms - 60.0).abs() < 1e-6 && sg.seq_step.is_none(),
+        "{sg:?}"
+    );
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["rtp_streams"][0]["event_gap"]["seq_step"], 3);
+
+    // A window reaching the stall makes the stall the event's gap.
+    let wide = pcap_harness::Event {
+        time: t0 + 1.0,
+        within_s: 2.5,
+    };
+    let r = analyze_with_event(&d, Some(wide));
+    let g = only_stream(&r).event_gap.clone().expect("gap");
+    assert!((g.gap_ms - 220.0).abs() < 1e-6, "{g:?}");
+    assert_eq!(g.seq_step, Some(1));
+
+    // No event, or an event after the last packet: no gap to report.
+    assert!(only_stream(&analyze_with_event(&d, None))
+        .event_gap
+        .is_none());
+    let after = analyze_with_event(&d, Some(pcap_harness::Event::at(t0 + 10.0)));
+    assert!(only_stream(&after).event_gap.is_none());
+    assert!(after.rtp_sinks[0].event_gap.is_none());
+}
+
+#[test]
+fn event_gap_of_a_sink_spans_a_change_of_sender() {
+    // The primary's last packet at 180 ms, the backup's first (another SSRC) at 220 ms; the
+    // event (the kill) at 190 ms. Per stream nothing spans it; the client's port saw 40 ms.
+    let mut d = pcma_stream("10.0.0.1:4000", "10.0.0.9:5000", 0x1111, &regular(1, 10));
+    let backup: Vec<P> = regular(11, 10)
+        .into_iter()
+        .map(|(ms, s, t, m)| (ms + 220.0, s, t + 1600, m))
+        .collect();
+    d.extend(pcma_stream(
+        "10.0.0.2:4000",
+        "10.0.0.9:5000",
+        0x2222,
+        &backup,
+    ));
+    let r = analyze_with_event(&d, Some(pcap_harness::Event::at(T0 as f64 + 0.19)));
+    let sink = r.sink("10.0.0.9:5000").expect("sink");
+    let g = sink.event_gap.as_ref().expect("sink gap");
+    assert!((g.gap_ms - 40.0).abs() < 1e-6, "{g:?}");
+    assert!((g.to_time - (T0 as f64 + 0.22)).abs() < 1e-6, "{g:?}");
+    assert!(r
+        .streams_with_ssrc(0x1111)
+        .next()
+        .unwrap()
+        .event_gap
+        .is_none());
+    let g2 = r
+        .streams_with_ssrc(0x2222)
+        .next()
+        .unwrap()
+        .event_gap
+        .clone();
+    assert!((g2.expect("backup stream gap").gap_ms - 20.0).abs() < 1e-6);
+}

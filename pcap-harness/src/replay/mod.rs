@@ -139,6 +139,7 @@ fn plans(cfg: &ReplayConfig) -> Result<(Vec<Plan>, Vec<String>), Error> {
         pt_hints: cfg.pt_hints.clone(),
         wav_dir: None,
         no_decode: true,
+        event: None,
     };
     let mut rng = Rng::new(cfg.seed);
     for file in &cfg.files {
