@@ -22,7 +22,17 @@
 //! - rejoin: after the first takeover the old primary's node is restarted as the backup of
 //!   the node that took over; once it is synced and receives the mirrored client input, the
 //!   node that took over gets `kill -9` too: the second takeover must be as invisible (the
-//!   gap is analysed around each kill) and fenced like the first.
+//!   gap is analysed around each kill) and fenced like the first;
+//! - lossy sync link: 20 % random loss on the sync link, both directions, for
+//!   `FAILOVER_LOSSY_SECS` (iptables `statistic` in the backup's namespace; this kernel has no
+//!   netem): nobody may take over, no client may get a duplicate; once healed and synced
+//!   again the primary gets `kill -9`. Prints `FAILOVER lossy secs=X primary_flaps=N
+//!   backup_sync_lost=M` (the primary's "UNPROTECTED" and the backup's "sync link: silent"
+//!   log lines during the loss);
+//! - CPU hog: busy loops in the primary's namespace, one per core, saturate the machine for
+//!   `FAILOVER_HOG_SECS`: nobody may take over, no client may get a duplicate; 1 s after
+//!   the hog the primary gets `kill -9`. Prints `FAILOVER hog max_gap_ms=X` (the largest
+//!   media gap overlapping the hog, any client).
 //!
 //! Every run prints `FAILOVER gap clientN=X.Xms max=Y.Yms` per client (X: the largest
 //! arrival gap across the kill, Y: over the whole call; `scripts/failover-runs` collects
@@ -40,6 +50,9 @@
 //! - `FAILOVER_EXTRA_ARGS`: more `mcu serve` flags for both nodes, e.g.
 //!   `--ft-heartbeat-ms 10 --ft-dead-after 5`.
 //! - `FAILOVER_PREFIX` (default `us-fo`): namespace prefix of the test bed.
+//! - `FAILOVER_LOSSY_SECS` (default 15), `FAILOVER_HOG_SECS` (default 10): how long the lossy
+//!   sync link and the CPU hog last (the calls are made long enough to outlast them:
+//!   `scripts/soak-lossy-sync` runs 10 minutes of loss).
 //! - `KEEP_SCRATCH=1`: keep the captures and logs (their directory is printed).
 
 mod common;
@@ -102,6 +115,13 @@ enum Mode {
     /// Primary and backup; the primary is killed, restarted as the backup of the node that
     /// took over, and once that pair is synced the node that took over is killed.
     Rejoin,
+    /// Primary and backup; 20 % random loss on the sync link (both directions) for
+    /// [`lossy_secs`] while both live, then healed; once the pair is synced again the primary
+    /// is killed.
+    LossySync,
+    /// Primary and backup; two busy loops in the primary's namespace saturate the machine's
+    /// two cores for [`hog_secs`]; then they stop and the primary is killed.
+    Hog,
 }
 
 impl Mode {
@@ -111,6 +131,10 @@ impl Mode {
     fn plays(self) -> u32 {
         match self {
             Mode::Partition | Mode::Rejoin => 4,
+            // The fault, the resynchronisation (at most [`RESYNC_WITHIN`]) and 5 s after the
+            // kill, rounded up to whole plays.
+            Mode::LossySync => plays_for(lossy_secs()),
+            Mode::Hog => plays_for(hog_secs()),
             _ => 2,
         }
     }
@@ -120,6 +144,43 @@ impl Mode {
     fn speech_secs(self) -> u32 {
         self.plays() * 8 + 4
     }
+}
+
+/// How many plays of sipp's recording (8 s each) cover a call that starts [`KILL_AFTER`]
+/// before a fault of `fault`, a resynchronisation of at most [`RESYNC_WITHIN`] after it, the
+/// kill and 5 s of speech after the kill, with a few seconds to spare.
+fn plays_for(fault: Duration) -> u32 {
+    let call = KILL_AFTER + fault + RESYNC_WITHIN + Duration::from_secs(5 + 3);
+    call.as_secs().div_ceil(8) as u32
+}
+
+/// Seconds from the environment variable `name` (a whole number), or `default`.
+fn env_secs(name: &str, default: u64) -> Duration {
+    Duration::from_secs(
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default),
+    )
+}
+
+/// How long [`Mode::LossySync`] drops a share of the sync link's datagrams
+/// (`FAILOVER_LOSSY_SECS`, default 15; `scripts/soak-lossy-sync` runs it for 10 minutes).
+fn lossy_secs() -> Duration {
+    env_secs("FAILOVER_LOSSY_SECS", 15)
+}
+
+/// The share of the sync link's datagrams [`Mode::LossySync`] drops, each direction.
+const LOSS: f64 = 0.2;
+
+/// How long [`Mode::Hog`] saturates the machine (`FAILOVER_HOG_SECS`, default 10).
+fn hog_secs() -> Duration {
+    env_secs("FAILOVER_HOG_SECS", 10)
+}
+
+/// How many busy loops [`Mode::Hog`] runs: one per core of the machine (at least 2).
+fn hog_loops() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
 }
 
 /// How long [`Mode::Stall`] stops the primary (longer than the default failure detection,
@@ -230,56 +291,57 @@ fn early_takeover(bed: &Testbed, primary: &Node, backup: &mut Node) -> Option<St
     })
 }
 
-/// The sync link cut in one node's namespace: iptables rules dropping UDP to the sync port
-/// on INPUT from the wire (`-i eth0`: the peer's datagrams) and OUTPUT to the wire (`-o eth0`:
-/// this node's); the node's own loopback traffic to its sync socket (its thread's waker) is
-/// not the link. Tagged with the comment
-/// [`SyncLinkCut::TAG`] and removed by that spec in [`SyncLinkCut::heal`], or on drop (a
-/// failing assertion heals the link too).
-struct SyncLinkCut<'a> {
+/// What a [`SyncLinkFault`] does to the sync link's datagrams.
+#[derive(Clone, Copy, Debug)]
+enum LinkDrop {
+    /// Every datagram is dropped: the link is cut.
+    All,
+    /// Each datagram is dropped with this probability (iptables `statistic --mode random`;
+    /// this kernel has no netem).
+    Random(f64),
+}
+
+/// A fault of the sync link in one node's namespace: iptables rules dropping UDP to the sync
+/// port (all of it, or a random share, see [`LinkDrop`]) on INPUT from the wire (`-i eth0`:
+/// the peer's datagrams) and OUTPUT to the wire (`-o eth0`: this node's), so both directions
+/// suffer; the node's own loopback traffic to its sync socket (its thread's waker) is not the
+/// link. Tagged with the comment [`SyncLinkFault::TAG`] and removed by that spec in
+/// [`SyncLinkFault::heal`], or on drop (a failing assertion heals the link too).
+struct SyncLinkFault<'a> {
     bed: &'a Testbed,
     node: String,
+    drop: LinkDrop,
     active: bool,
 }
 
-impl<'a> SyncLinkCut<'a> {
-    const TAG: &'static str = "us-partition";
+impl<'a> SyncLinkFault<'a> {
+    const TAG: &'static str = "us-sync-fault";
     const CHAINS: [&'static str; 2] = ["INPUT", "OUTPUT"];
 
-    fn rule(op: &str, chain: &str) -> Vec<String> {
-        let port = SYNC_PORT.to_string();
+    fn rule(&self, op: &str, chain: &str) -> Vec<String> {
         let dir = if chain == "INPUT" { "-i" } else { "-o" };
-        [
-            "iptables",
-            "-w",
-            op,
-            chain,
-            dir,
-            "eth0",
-            "-p",
-            "udp",
-            "--dport",
-            &port,
-            "-m",
-            "comment",
-            "--comment",
-            Self::TAG,
-            "-j",
-            "DROP",
-        ]
-        .map(String::from)
-        .to_vec()
+        let mut rule: Vec<String> = ["iptables", "-w", op, chain, dir, "eth0", "-p", "udp"]
+            .map(String::from)
+            .to_vec();
+        rule.extend(["--dport".into(), SYNC_PORT.to_string()]);
+        if let LinkDrop::Random(p) = self.drop {
+            rule.extend(["-m", "statistic", "--mode", "random", "--probability"].map(String::from));
+            rule.push(format!("{p}"));
+        }
+        rule.extend(["-m", "comment", "--comment", Self::TAG, "-j", "DROP"].map(String::from));
+        rule
     }
 
-    /// Cut the sync link in `node`'s namespace.
-    fn cut(bed: &'a Testbed, node: &str) -> Self {
-        let mut cut = SyncLinkCut {
+    /// Start dropping the sync link's datagrams as `drop` says in `node`'s namespace.
+    fn start(bed: &'a Testbed, node: &str, drop: LinkDrop) -> Self {
+        let mut fault = SyncLinkFault {
             bed,
             node: node.into(),
+            drop,
             active: true,
         };
         for chain in Self::CHAINS {
-            let rule = Self::rule("-I", chain);
+            let rule = fault.rule("-I", chain);
             let out = bed
                 .command(node, &rule[0])
                 .args(&rule[1..])
@@ -287,11 +349,11 @@ impl<'a> SyncLinkCut<'a> {
                 .output()
                 .expect("run iptables");
             if !out.status.success() {
-                cut.remove();
+                fault.remove();
                 panic!("{node}: {rule:?}: {}", String::from_utf8_lossy(&out.stderr));
             }
         }
-        cut
+        fault
     }
 
     /// Remove the rules (each once; failures are reported, not fatal); true when all went.
@@ -299,7 +361,7 @@ impl<'a> SyncLinkCut<'a> {
         self.active = false;
         let mut all = true;
         for chain in Self::CHAINS {
-            let rule = Self::rule("-D", chain);
+            let rule = self.rule("-D", chain);
             let ok = self
                 .bed
                 .command(&self.node, &rule[0])
@@ -318,15 +380,54 @@ impl<'a> SyncLinkCut<'a> {
 
     /// Heal the link; fails the test when a rule could not be removed.
     fn heal(mut self) {
-        assert!(self.remove(), "could not remove the sync-link cut");
+        assert!(self.remove(), "could not remove the sync-link fault");
     }
 }
 
-impl Drop for SyncLinkCut<'_> {
+impl Drop for SyncLinkFault<'_> {
     fn drop(&mut self) {
         if self.active {
             self.remove();
         }
+    }
+}
+
+/// Busy-loop processes (`sh -c 'while :; do :; done'`) in one node's namespace, one per core
+/// asked for: a CPU hog on that node's host (the test bed's namespaces share the machine's
+/// cores, so the whole machine is saturated). Each is killed by its pid and reaped on drop
+/// (a failing assertion stops the hog too).
+struct CpuHog {
+    hogs: Vec<Guarded>,
+}
+
+impl CpuHog {
+    /// Start `n` busy loops in `node`'s namespace (`ip netns exec` execs `sh`: each child's
+    /// pid is its loop's).
+    fn start(bed: &Testbed, node: &str, n: usize) -> CpuHog {
+        let hogs = (0..n)
+            .map(|_| {
+                Guarded(
+                    bed.command(node, "sh")
+                        .args(["-c", "while :; do :; done"])
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("spawn a busy loop"),
+                )
+            })
+            .collect();
+        CpuHog { hogs }
+    }
+
+    /// The busy loops' pids.
+    fn pids(&self) -> Vec<u32> {
+        self.hogs.iter().map(|h| h.0.id()).collect()
+    }
+
+    /// Kill the busy loops (by pid) and reap them.
+    fn stop(self) {
+        drop(self.hogs);
     }
 }
 
@@ -340,6 +441,9 @@ struct Faults {
     /// analysed around each, times are shown from the first, and the call must go on for
     /// 5 s after the last with the client's BYE after it.
     kills: Vec<f64>,
+    /// [`Mode::Hog`]: when the machine was saturated (from, to): the largest media gap in
+    /// that window is reported apart.
+    hog: Option<(f64, f64)>,
 }
 
 impl Faults {
@@ -348,6 +452,7 @@ impl Faults {
         Faults {
             start: t,
             kills: vec![t],
+            hog: None,
         }
     }
 
@@ -367,6 +472,8 @@ struct ClientResult {
     gaps_ms: Vec<f64>,
     /// Largest arrival gap over the whole call (ms).
     max_gap_ms: f64,
+    /// [`Mode::Hog`]: largest arrival gap that overlaps the hog (ms).
+    hog_gap_ms: Option<f64>,
     line: String,
     problems: Vec<String>,
 }
@@ -409,6 +516,7 @@ fn check_client(
             name: name.into(),
             gaps_ms: faults.kills.iter().map(|_| f64::NAN).collect(),
             max_gap_ms: f64::NAN,
+            hog_gap_ms: None,
             line: format!("{name:<8} no RTP from {VIP}"),
             problems,
         };
@@ -446,6 +554,17 @@ fn check_client(
             )
         })
         .collect();
+    // The largest arrival gap overlapping the hog (it may start before or end after it).
+    let hog_gap_ms = faults.hog.map(|(from, to)| {
+        packets
+            .map(|p| {
+                p.windows(2)
+                    .filter(|w| w[1].time > from && w[0].time < to)
+                    .map(|w| (w[1].time - w[0].time) * 1000.0)
+                    .fold(0.0f64, f64::max)
+            })
+            .unwrap_or(f64::NAN)
+    });
     // Everything the client's media port received, whoever sent it.
     if let Some(sink) = report.sink(&s.dst) {
         if sink.ssrcs.len() != 1 || sink.sources.len() != 1 {
@@ -595,8 +714,9 @@ fn check_client(
             format!("{label} {gap:>5.1} ms (seq +{seq}) ")
         })
         .collect();
+    let hog_text = hog_gap_ms.map_or(String::new(), |g| format!("hog gap {g:>5.1} ms "));
     let line = format!(
-        "{name:<8} {:<20} ssrc {} {:>5} pkts lost {:>3} dup {} reo {} ts_err {} {gaps_text}max gap {:>5.1} ms at {:+.3} s jitter {:>5.2} ms speech {loud_all}/{windows_all} windows after the fault, BYE {}",
+        "{name:<8} {:<20} ssrc {} {:>5} pkts lost {:>3} dup {} reo {} ts_err {} {gaps_text}{hog_text}max gap {:>5.1} ms at {:+.3} s jitter {:>5.2} ms speech {loud_all}/{windows_all} windows after the fault, BYE {}",
         s.dst,
         s.ssrc_hex,
         s.packets,
@@ -613,6 +733,7 @@ fn check_client(
         name: name.into(),
         gaps_ms: takeover_gaps.iter().map(|g| g.0).collect(),
         max_gap_ms: s.max_gap_ms,
+        hog_gap_ms,
         line,
         problems,
     }
@@ -700,40 +821,89 @@ fn fault_host_crash(bed: &Testbed, primary: &mut Node, backup: &mut Node) -> Fau
     Faults::at(t)
 }
 
-/// [`Mode::Partition`]: the sync link cut in the backup's namespace for [`PARTITION`] while
-/// both nodes live, healed, the pair synced again (within [`RESYNC_WITHIN`]), then the
-/// primary killed. A takeover during the partition and a pair that does not resynchronise
-/// are problems, not a stop: the clients' captures then show what the partition cost them.
-fn fault_partition(
+/// A sync-link fault of [`Mode::Partition`] or [`Mode::LossySync`]: what is dropped, for how
+/// long, what the log lines call it, how often the nodes' status is shown meanwhile.
+struct LinkFaultPlan {
+    drop: LinkDrop,
+    length: Duration,
+    label: &'static str,
+    report_every: Duration,
+}
+
+/// The machine's load average over the last minute (the test bed shares its cores with
+/// whatever else runs), as text.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(String::from))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Log lines of `node` (collected so far) that contain `needle`.
+fn count_lines(node: &mut Node, needle: &str) -> usize {
+    node.log.pump();
+    node.log.lines.iter().filter(|l| l.contains(needle)).count()
+}
+
+/// [`Mode::Partition`] and [`Mode::LossySync`]: the sync link cut (or made lossy) in the
+/// backup's namespace for the plan's length while both nodes live, healed, the pair synced
+/// again (within [`RESYNC_WITHIN`]), then the primary killed. A takeover during the fault and
+/// a pair that does not resynchronise are problems, not a stop: the clients' captures then
+/// show what the fault cost them (a lossy link, which may run for minutes, is healed at the
+/// first takeover).
+fn fault_sync_link(
     bed: &Testbed,
     primary: &mut Node,
     backup: &mut Node,
     problems: &mut Vec<String>,
+    plan: &LinkFaultPlan,
 ) -> Faults {
+    let label = plan.label;
+    // The nodes' log lines so far: the flaps are counted from the fault on.
+    let flaps0 = count_lines(primary, "UNPROTECTED");
+    let sync_lost0 = count_lines(backup, "sync link: silent");
     let start = now_unix();
-    let cut = SyncLinkCut::cut(bed, "backup");
+    let fault = SyncLinkFault::start(bed, "backup", plan.drop);
     eprintln!(
-        "FAILOVER sync link cut at {start:.3} for {PARTITION:?} \
-         (UDP port {SYNC_PORT} dropped in the backup's namespace)"
+        "FAILOVER sync link {} at {start:.3} for {:?} (UDP port {SYNC_PORT}, both directions, \
+         in the backup's namespace)",
+        match plan.drop {
+            LinkDrop::All => "cut".to_string(),
+            LinkDrop::Random(p) => format!("losing {:.0} %", p * 100.0),
+        },
+        plan.length
     );
-    let t_cut = Instant::now();
-    while t_cut.elapsed() < PARTITION {
+    let t_fault = Instant::now();
+    let mut early = None;
+    while t_fault.elapsed() < plan.length {
         std::thread::sleep(
-            PARTITION
-                .saturating_sub(t_cut.elapsed())
-                .min(Duration::from_millis(500)),
+            plan.length
+                .saturating_sub(t_fault.elapsed())
+                .min(plan.report_every),
         );
         eprintln!(
-            "FAILOVER partition +{:.1}s primary: {} | backup: {}",
-            t_cut.elapsed().as_secs_f64(),
+            "FAILOVER {label} +{:.1}s load {} primary: {} | backup: {}",
+            t_fault.elapsed().as_secs_f64(),
+            load_average(),
             status_summary(primary),
             status_summary(backup)
         );
+        if matches!(plan.drop, LinkDrop::Random(_)) {
+            early = early_takeover(bed, primary, backup);
+            if early.is_some() {
+                eprintln!(
+                    "FAILOVER {label}: takeover after {:.1} s of the fault, healing the link",
+                    t_fault.elapsed().as_secs_f64()
+                );
+                break;
+            }
+        }
     }
-    cut.heal();
+    let lasted = t_fault.elapsed();
+    fault.heal();
     let healed = Instant::now();
     eprintln!(
-        "FAILOVER sync link healed {:.1} ms after the cut",
+        "FAILOVER sync link healed {:.1} ms after the fault began",
         (now_unix() - start) * 1000.0
     );
     let resynced = poll(RESYNC_WITHIN, || {
@@ -741,11 +911,11 @@ fn fault_partition(
     });
     match resynced {
         Some(d) => eprintln!(
-            "FAILOVER partition resynced_after_ms={:.0}",
+            "FAILOVER {label} resynced_after_ms={:.0}",
             d.as_secs_f64() * 1000.0
         ),
         None => {
-            eprintln!("FAILOVER partition resynced_after_ms=none");
+            eprintln!("FAILOVER {label} resynced_after_ms=none");
             problems.push(format!(
                 "the pair is not primary/alive/synced + backup/alive/synced \
                  {RESYNC_WITHIN:?} after the sync link healed:\n    primary: {}\n    backup: {}",
@@ -755,12 +925,24 @@ fn fault_partition(
         }
     }
     eprintln!(
-        "FAILOVER after the partition\n  primary: {}\n  backup:  {}",
+        "FAILOVER after the {label}\n  primary: {}\n  backup:  {}",
         status_summary(primary),
         status_summary(backup)
     );
-    // Nobody took over during the partition: the same check as before any kill.
-    if let Some(early) = early_takeover(bed, primary, backup) {
+    // How often the pair lost its protection (the primary's log) and the backup found the
+    // link silent while the primary's beacons arrived.
+    let flaps = count_lines(primary, "UNPROTECTED") - flaps0;
+    let sync_lost = count_lines(backup, "sync link: silent") - sync_lost0;
+    if let LinkDrop::Random(_) = plan.drop {
+        eprintln!(
+            "FAILOVER {label} secs={:.0} primary_flaps={flaps} backup_sync_lost={sync_lost}",
+            lasted.as_secs_f64()
+        );
+    } else {
+        eprintln!("FAILOVER {label} primary_flaps={flaps} backup_sync_lost={sync_lost}");
+    }
+    // Nobody took over during the fault: the same check as before any kill.
+    if let Some(early) = early.or_else(|| early_takeover(bed, primary, backup)) {
         problems.push(early);
     }
     let (kill, line) = kill_and_wait_takeover(primary, backup, "primary mcu");
@@ -772,6 +954,67 @@ fn fault_partition(
     Faults {
         start,
         kills: vec![kill],
+        hog: None,
+    }
+}
+
+/// [`Mode::Hog`]: [`hog_loops`] busy loops in the primary's namespace for [`hog_secs`]
+/// while both nodes live; then they stop, and 1 s later the primary is killed. A takeover
+/// during the hog is a problem, not a stop: the clients' captures then show what it cost
+/// them.
+fn fault_hog(
+    bed: &Testbed,
+    primary: &mut Node,
+    backup: &mut Node,
+    problems: &mut Vec<String>,
+) -> Faults {
+    let length = hog_secs();
+    let flaps0 = count_lines(primary, "UNPROTECTED");
+    let start = now_unix();
+    let hog = CpuHog::start(bed, "primary", hog_loops());
+    eprintln!(
+        "FAILOVER hog: {} busy loops (pids {:?}) in the primary's namespace at {start:.3} \
+         for {length:?}",
+        hog_loops(),
+        hog.pids()
+    );
+    let t_hog = Instant::now();
+    while t_hog.elapsed() < length {
+        std::thread::sleep(
+            length
+                .saturating_sub(t_hog.elapsed())
+                .min(Duration::from_secs(1)),
+        );
+        eprintln!(
+            "FAILOVER hog +{:.1}s load {} primary: {} | backup: {}",
+            t_hog.elapsed().as_secs_f64(),
+            load_average(),
+            status_summary(primary),
+            status_summary(backup)
+        );
+    }
+    hog.stop();
+    let end = now_unix();
+    eprintln!(
+        "FAILOVER hog stopped {:.1} ms after it began",
+        (end - start) * 1000.0
+    );
+    let flaps = count_lines(primary, "UNPROTECTED") - flaps0;
+    eprintln!("FAILOVER hog secs={:.0} primary_flaps={flaps}", end - start);
+    if let Some(early) = early_takeover(bed, primary, backup) {
+        problems.push(early);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let (kill, line) = kill_and_wait_takeover(primary, backup, "primary mcu");
+    if line.is_none() {
+        problems.push(
+            "the backup did not log \"takeover complete\" within 5 s of the kill".to_string(),
+        );
+    }
+    Faults {
+        start,
+        kills: vec![kill],
+        hog: Some((start, end)),
     }
 }
 
@@ -859,6 +1102,7 @@ fn fault_rejoin(
     Faults {
         start: kill1,
         kills: vec![kill1, kill2],
+        hog: None,
     }
 }
 
@@ -933,7 +1177,13 @@ fn run(mode: Mode) {
             .collect();
             nodes.push(Node::start(&bed, "primary", http_addr("primary"), &args));
         }
-        Mode::Failover | Mode::Stall | Mode::Partition | Mode::HostCrash | Mode::Rejoin => {
+        Mode::Failover
+        | Mode::Stall
+        | Mode::Partition
+        | Mode::HostCrash
+        | Mode::Rejoin
+        | Mode::LossySync
+        | Mode::Hog => {
             let order = if primary_first {
                 [("primary", "backup"), ("backup", "primary")]
             } else {
@@ -1012,7 +1262,8 @@ fn run(mode: Mode) {
                         "1",
                         "-nostdin",
                         "-timeout",
-                        "60s",
+                        // Past the end of the call (sipp's -timeout is global).
+                        &format!("{}s", mode.plays() * 8 + 30),
                         "-timeout_error",
                         "-trace_err",
                         "-error_file",
@@ -1152,7 +1403,31 @@ fn run(mode: Mode) {
             }
             match mode {
                 Mode::Stall => fault_stall(primary, b),
-                Mode::Partition => fault_partition(&bed, primary, b, &mut problems),
+                Mode::Partition => fault_sync_link(
+                    &bed,
+                    primary,
+                    b,
+                    &mut problems,
+                    &LinkFaultPlan {
+                        drop: LinkDrop::All,
+                        length: PARTITION,
+                        label: "partition",
+                        report_every: Duration::from_millis(500),
+                    },
+                ),
+                Mode::LossySync => fault_sync_link(
+                    &bed,
+                    primary,
+                    b,
+                    &mut problems,
+                    &LinkFaultPlan {
+                        drop: LinkDrop::Random(LOSS),
+                        length: lossy_secs(),
+                        label: "lossy",
+                        report_every: Duration::from_secs(5),
+                    },
+                ),
+                Mode::Hog => fault_hog(&bed, primary, b, &mut problems),
                 Mode::HostCrash => fault_host_crash(&bed, primary, b),
                 Mode::Rejoin => fault_rejoin(&bed, &key, primary, b, &mut problems),
                 Mode::Failover | Mode::Standalone => fault_kill(primary, b),
@@ -1265,7 +1540,9 @@ fn run(mode: Mode) {
     // holds the service address; the node serving at the end holds it on a device other
     // than `lo` (where a standby keeps it silently).
     let fencing = match mode {
-        Mode::Failover | Mode::Partition | Mode::HostCrash => Some(("primary", "backup")),
+        Mode::Failover | Mode::Partition | Mode::HostCrash | Mode::LossySync | Mode::Hog => {
+            Some(("primary", "backup"))
+        }
         Mode::Stall if primary_gone => Some(("primary", "backup")),
         Mode::Rejoin => Some(("backup", "primary")),
         Mode::Stall | Mode::Standalone => None,
@@ -1319,6 +1596,20 @@ fn run(mode: Mode) {
             );
         }
     }
+    if faults.hog.is_some() {
+        let per_client: Vec<String> = results
+            .iter()
+            .filter_map(|r| Some(format!("{}={:.1}", r.name, r.hog_gap_ms?)))
+            .collect();
+        let max = results
+            .iter()
+            .filter_map(|r| r.hog_gap_ms)
+            .fold(f64::NAN, f64::max);
+        eprintln!(
+            "FAILOVER hog max_gap_ms={max:.1} ({})",
+            per_client.join(" ")
+        );
+    }
     problems.extend(
         results
             .iter()
@@ -1349,7 +1640,12 @@ fn run(mode: Mode) {
     }
     if matches!(
         mode,
-        Mode::Failover | Mode::Partition | Mode::HostCrash | Mode::Rejoin
+        Mode::Failover
+            | Mode::Partition
+            | Mode::HostCrash
+            | Mode::Rejoin
+            | Mode::LossySync
+            | Mode::Hog
     ) {
         let t = takeover.as_ref().map(|s| s["last_takeover"].clone());
         match &t {
@@ -1397,4 +1693,14 @@ fn conference_survives_host_crash_of_primary() {
 #[test]
 fn conference_survives_second_takeover_after_rejoin() {
     run(Mode::Rejoin);
+}
+
+#[test]
+fn conference_survives_lossy_sync_link() {
+    run(Mode::LossySync);
+}
+
+#[test]
+fn conference_survives_cpu_hog_on_primary() {
+    run(Mode::Hog);
 }
