@@ -888,6 +888,9 @@ fn fault_sync_link(
             status_summary(primary),
             status_summary(backup)
         );
+        if matches!(plan.drop, LinkDrop::All) && t_fault.elapsed() >= Duration::from_secs(1) {
+            check_unprotected_visible(primary, backup, problems);
+        }
         if matches!(plan.drop, LinkDrop::Random(_)) {
             early = early_takeover(bed, primary, backup);
             if early.is_some() {
@@ -922,6 +925,23 @@ fn fault_sync_link(
                 status_summary(primary),
                 status_summary(backup)
             ));
+        }
+    }
+    if resynced.is_some() {
+        for n in [&*primary, &*backup] {
+            let st = n.get_json("/api/status");
+            let gauge = n
+                .get("/metrics")
+                .map(|(_, m)| metric_opt(&m, "mcu_ft_protected"));
+            if st.as_ref().map(|s| s["protected"].clone()) != Some(serde_json::json!(true))
+                || gauge != Some(1.0)
+            {
+                problems.push(format!(
+                    "{}: not shown protected again after the {label}: status protected {:?}, mcu_ft_protected {gauge:?}",
+                    n.name,
+                    st.map(|s| s["protected"].clone())
+                ));
+            }
         }
     }
     eprintln!(
@@ -1703,4 +1723,44 @@ fn conference_survives_lossy_sync_link() {
 #[test]
 fn conference_survives_cpu_hog_on_primary() {
     run(Mode::Hog);
+}
+
+/// During a cut sync link, both nodes say the pair is unprotected (`/api/status` and
+/// `/metrics`), and the backup names the partition (`peer: sync_lost`, peer-state gauge 3).
+fn check_unprotected_visible(primary: &Node, backup: &Node, problems: &mut Vec<String>) {
+    let view = |n: &Node| {
+        let st = n.get_json("/api/status");
+        let m = n.get("/metrics").map(|(_, m)| m).unwrap_or_default();
+        (
+            st.as_ref()
+                .map(|s| (s["protected"].clone(), s["peer"].clone())),
+            metric_opt(&m, "mcu_ft_protected"),
+            metric_opt(&m, "mcu_ft_peer_state"),
+        )
+    };
+    let (p, b) = (view(primary), view(backup));
+    let ok = p.0.as_ref().is_some_and(|(prot, _)| *prot == false)
+        && p.1 == 0.0
+        && b.0
+            .as_ref()
+            .is_some_and(|(prot, peer)| *prot == false && *peer == "sync_lost")
+        && b.1 == 0.0
+        && b.2 == 3.0;
+    eprintln!("FAILOVER partition visible: primary {p:?} backup {b:?}");
+    if !ok {
+        problems.push(format!(
+            "the partition is not visible as unprotected: primary (status, protected gauge, peer gauge) {p:?}, backup {b:?}"
+        ));
+    }
+}
+
+/// One sample of a `/metrics` text by its whole name, NaN when missing.
+fn metric_opt(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (n, v) = l.split_once(' ')?;
+            (n == name).then(|| v.split_whitespace().next()?.parse().ok())?
+        })
+        .unwrap_or(f64::NAN)
 }
