@@ -119,6 +119,26 @@ pub struct BeaconOut {
 /// Real-time priority of the sync-link thread (SCHED_FIFO, low among RT priorities).
 const SYNC_RT_PRIORITY: i32 = 10;
 
+/// Most datagrams read per wake-up before the timers are looked at.
+const MAX_READS: usize = 64;
+
+/// Sleep until `sock` is readable or `wait` has passed (ppoll: nanosecond timeout on an
+/// hrtimer, no slack for a real-time thread).
+fn wait_readable(sock: &UdpSocket, wait: Duration) {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ts = libc::timespec {
+        tv_sec: wait.as_secs() as libc::time_t,
+        tv_nsec: wait.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: one valid pollfd for the call's duration, a valid timespec, no signal mask.
+    unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+}
+
 /// Longest sleep of the thread (also bounds how late a stop is seen without a wake).
 const MAX_WAIT: Duration = Duration::from_millis(50);
 
@@ -339,6 +359,10 @@ impl<T: Item> Driver<T> {
 
     fn run(&mut self) {
         let mut buf = vec![0u8; 65536];
+        // Non-blocking reads after a high-resolution wait: a socket receive timeout
+        // (SO_RCVTIMEO) sleeps in scheduler ticks (4 ms at HZ=250: a 10 ms heartbeat came
+        // every 15-16 ms, leaving a 30 ms detector no margin); ppoll's timeout is an hrtimer.
+        let _ = self.sock.set_nonblocking(true);
         // What the node queued at creation (its first Hello).
         self.flush();
         while !self.stop.load(Ordering::Acquire) {
@@ -346,18 +370,22 @@ impl<T: Item> Driver<T> {
                 .node
                 .poll_timeout()
                 .map_or(MAX_WAIT, |t| t.saturating_sub(self.now()))
-                .clamp(Duration::from_micros(100), MAX_WAIT);
-            let _ = self.sock.set_read_timeout(Some(wait));
-            let got = self.sock.recv_from(&mut buf);
-            let now = self.now();
-            match got {
-                Ok((_, src)) if src == self.waker_addr => {}
-                Ok((len, src)) if src == self.beacon_in_addr => {
-                    self.node.handle_beacon(&buf[..len], now)
+                .min(MAX_WAIT);
+            wait_readable(&self.sock, wait);
+            // Everything that arrived (bounded, so the timers still run under a flood).
+            for _ in 0..MAX_READS {
+                let got = self.sock.recv_from(&mut buf);
+                let now = self.now();
+                match got {
+                    Ok((_, src)) if src == self.waker_addr => {}
+                    Ok((len, src)) if src == self.beacon_in_addr => {
+                        self.node.handle_beacon(&buf[..len], now)
+                    }
+                    Ok((len, _)) => self.node.handle_datagram(&buf[..len], now),
+                    Err(_) => break, // nothing more (or a transient error: timers run anyway)
                 }
-                Ok((len, _)) => self.node.handle_datagram(&buf[..len], now),
-                Err(_) => {} // timeout (or a transient error: the timers run anyway)
             }
+            let now = self.now();
             self.wake_pending.store(false, Ordering::Release);
             while let Ok(cmd) = self.commands.try_recv() {
                 self.command(cmd, now);

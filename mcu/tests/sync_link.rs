@@ -466,3 +466,37 @@ async fn partition_with_beacons_is_no_takeover_and_heals_by_itself() {
     .await;
     assert!(forwarded > 20, "{forwarded} beacons forwarded");
 }
+
+#[tokio::test]
+async fn heartbeats_leave_on_their_10ms_schedule() {
+    // The thread's timers must not be rounded to the scheduler tick: with a socket receive
+    // timeout (4 ms ticks at HZ=250) a 10 ms heartbeat left every 15-16 ms, and a 30 ms
+    // failure detector had almost no margin.
+    let (s, _) = bind();
+    let (peer, peer_addr) = bind();
+    let _link = link(s, peer_addr, 1, Role::Primary, Duration::from_millis(10));
+    peer.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let mut arrivals = vec![];
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1000) {
+        if peer.recv(&mut buf).is_ok() {
+            arrivals.push(Instant::now());
+        }
+    }
+    let gaps: Vec<f64> = arrivals
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64() * 1e3)
+        .collect();
+    let max = gaps.iter().cloned().fold(0.0, f64::max);
+    eprintln!(
+        "{} datagrams in 1 s, largest gap {max:.1} ms",
+        arrivals.len()
+    );
+    assert!(
+        arrivals.len() >= 90,
+        "{} datagrams in 1 s: {gaps:?}",
+        arrivals.len()
+    );
+}
