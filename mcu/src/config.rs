@@ -76,8 +76,8 @@ pub struct ServeArgs {
     /// Hot standby: the client-facing device the VIP lives on (e.g. eth0).
     #[arg(long)]
     pub service_dev: Option<String>,
-    /// Hot standby (primary): where client packets are mirrored to (the backup's address on
-    /// the service segment) [default: the --ft-peer IP].
+    /// Hot standby: the peer's address on the clients' segment, where this node, when
+    /// primary, mirrors client packets and sends its beacons [default: the --ft-peer IP].
     #[arg(long)]
     pub ft_mirror_to: Option<IpAddr>,
     /// Hot standby: heartbeat period in milliseconds [default: 10].
@@ -86,7 +86,8 @@ pub struct ServeArgs {
     /// Hot standby: the peer is dead after this many missed heartbeats [default: 3].
     #[arg(long)]
     pub ft_dead_after: Option<u32>,
-    /// Hot standby (backup): NFQUEUE number for the mirrored input [default: 0].
+    /// Hot standby (backup): NFQUEUE number N for the mirrored input; N+1 carries the
+    /// primary's client-path beacons [default: 0].
     #[arg(long)]
     pub ft_queue_num: Option<u16>,
     /// Most SIP/TCP connections open at once; more are accepted and closed at once

@@ -45,15 +45,8 @@ pub struct MirrorReader {
 }
 
 impl MirrorReader {
-    /// Open queue `queue_num` and start reading it (packets for `vip` are remembered). With
-    /// `beacons` (port, forwarder): UDP datagrams from `vip` to that port are the primary's
-    /// client-path beacons, whose payload goes to the sync link on the forwarder socket.
-    pub fn start(
-        queue_num: u16,
-        vip: Ipv4Addr,
-        webrtc_port: Option<u16>,
-        beacons: Option<(u16, std::net::UdpSocket)>,
-    ) -> Result<Self> {
+    /// Open queue `queue_num` and start reading it (packets for `vip` are remembered).
+    pub fn start(queue_num: u16, vip: Ipv4Addr, webrtc_port: Option<u16>) -> Result<Self> {
         let mut queue =
             PacketQueue::open(queue_num).with_context(|| format!("opening NFQUEUE {queue_num}"))?;
         let accept = Arc::new(AtomicBool::new(false));
@@ -83,19 +76,8 @@ impl MirrorReader {
                             continue;
                         }
                     };
+                    p.fetch_add(1, Ordering::Relaxed);
                     if let Ok(flow) = pkt.flow() {
-                        if let Some((_, fwd)) = beacons.as_ref().filter(|(port, _)| {
-                            flow.protocol == Protocol::Udp
-                                && *flow.src.ip() == vip
-                                && flow.dst.port() == *port
-                        }) {
-                            let _ = fwd.send(&pkt.bytes()[flow.payload_offset..]);
-                            if let Err(e) = queue.drop_packet(pkt) {
-                                tracing::warn!("mirror queue verdict: {e}");
-                            }
-                            continue;
-                        }
-                        p.fetch_add(1, Ordering::Relaxed);
                         if flow.protocol == Protocol::Udp
                             && *flow.dst.ip() == vip
                             && Some(flow.dst.port()) == webrtc_port
@@ -111,8 +93,6 @@ impl MirrorReader {
                                 },
                             );
                         }
-                    } else {
-                        p.fetch_add(1, Ordering::Relaxed);
                     }
                     let verdict = if a.load(Ordering::Relaxed) {
                         queue.accept(pkt)
@@ -161,6 +141,81 @@ impl MirrorReader {
         s.get(&port)
             .filter(|s| s.at.elapsed() <= max_age)
             .map(|s| s.from)
+    }
+}
+
+/// Real-time priority of the beacon relay (SCHED_FIFO, just below the sync thread's).
+const BEACON_RT_PRIORITY: i32 = 9;
+
+/// The backup's beacon relay: a real-time thread reading the NFQUEUE that holds the
+/// primary's client-path beacons (its own queue, so a burst of mirrored client packets never
+/// delays one) and handing each one's UDP payload to the sync thread on the forwarder socket
+/// ([`crate::sync_link::SyncLink::beacon_forwarder`]). Every queued packet is dropped: a
+/// beacon is for the sync thread, not for this host's stack.
+pub struct BeaconRelay {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BeaconRelay {
+    /// Open queue `queue_num` and relay what arrives from `vip` to UDP port `port`.
+    pub fn start(
+        queue_num: u16,
+        vip: Ipv4Addr,
+        port: u16,
+        forwarder: std::net::UdpSocket,
+    ) -> Result<Self> {
+        let mut queue =
+            PacketQueue::open(queue_num).with_context(|| format!("opening NFQUEUE {queue_num}"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("ft-beacons".into())
+            .spawn(move || {
+                let param = libc::sched_param {
+                    sched_priority: BEACON_RT_PRIORITY,
+                };
+                // SAFETY: sched_setscheduler on the calling thread (pid 0) with a valid
+                // sched_param that lives across the call.
+                if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+                    tracing::warn!("beacon relay: no real-time priority (not root?)");
+                }
+                // Blocking reads (see the mirror reader); parked until the next beacon.
+                while !s.load(Ordering::Relaxed) {
+                    let pkt = match queue.recv() {
+                        Ok(pkt) => pkt,
+                        Err(e) => {
+                            tracing::warn!("beacon queue: {e}");
+                            std::thread::sleep(Duration::from_millis(10));
+                            continue;
+                        }
+                    };
+                    if let Ok(flow) = pkt.flow() {
+                        if flow.protocol == Protocol::Udp
+                            && *flow.src.ip() == vip
+                            && flow.dst.port() == port
+                        {
+                            let _ = forwarder.send(&pkt.bytes()[flow.payload_offset..]);
+                        }
+                    }
+                    if let Err(e) = queue.drop_packet(pkt) {
+                        tracing::warn!("beacon queue verdict: {e}");
+                    }
+                }
+            })
+            .context("spawning the beacon relay")?;
+        Ok(BeaconRelay {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for BeaconRelay {
+    fn drop(&mut self) {
+        // Not joined, like the mirror reader: parked until the next packet or the exit.
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take();
     }
 }
 

@@ -2,7 +2,7 @@
 //! for what each role needs and why).
 
 use crate::config::{FtConfig, FtRole};
-use crate::mirror::MirrorReader;
+use crate::mirror::{BeaconRelay, MirrorReader};
 use anyhow::{Context, Result};
 use netfilter_shim::fence::ProcessBoundVip;
 use netfilter_shim::rules::{BeaconQueueRule, InstalledRule, Instance, MirrorRule, QueueRule};
@@ -23,6 +23,8 @@ pub struct NetGuard {
     mirror_requested: bool,
     /// Backup: the queue reader.
     pub mirror: Option<MirrorReader>,
+    /// Backup: the beacon relay.
+    beacons: Option<BeaconRelay>,
 }
 
 fn instance(cfg: &FtConfig) -> Result<Instance> {
@@ -58,6 +60,7 @@ impl NetGuard {
             threads: Vec::new(),
             mirror_requested: false,
             mirror: None,
+            beacons: None,
         })
     }
 
@@ -74,20 +77,18 @@ impl NetGuard {
         let queue_rule = inst
             .install_queue(&QueueRule::backup(cfg.vip, cfg.queue_num))
             .context("installing the queue rule")?;
+        let beacon_queue = cfg.queue_num.wrapping_add(1);
         let beacon_rule = inst
             .install_beacon_queue(&BeaconQueueRule {
                 vip: cfg.vip,
                 port: cfg.beacon_port(),
-                queue_num: cfg.queue_num,
+                queue_num: beacon_queue,
             })
             .context("installing the beacon queue rule")?;
-        let mirror = MirrorReader::start(
-            cfg.queue_num,
-            cfg.vip,
-            cfg.webrtc_port,
-            Some((cfg.beacon_port(), beacon_forwarder)),
-        )?;
-        tracing::info!(vip = %cfg.vip, queue = cfg.queue_num, beacon_port = cfg.beacon_port(), "backup: VIP held silently, mirrored input and the primary's beacons queued");
+        let mirror = MirrorReader::start(cfg.queue_num, cfg.vip, cfg.webrtc_port)?;
+        let beacons =
+            BeaconRelay::start(beacon_queue, cfg.vip, cfg.beacon_port(), beacon_forwarder)?;
+        tracing::info!(vip = %cfg.vip, queue = cfg.queue_num, beacon_queue, beacon_port = cfg.beacon_port(), "backup: VIP held silently, mirrored input and the primary's beacons queued");
         Ok(NetGuard {
             cfg: cfg.clone(),
             fence: Arc::new(Mutex::new(None)),
@@ -97,6 +98,7 @@ impl NetGuard {
             threads: Vec::new(),
             mirror_requested: false,
             mirror: Some(mirror),
+            beacons: Some(beacons),
         })
     }
 
@@ -149,6 +151,7 @@ impl NetGuard {
     pub fn finish_takeover(&mut self) {
         let rules = std::mem::take(&mut self.queue_rules);
         let mirror = self.mirror.take();
+        let beacons = self.beacons.take();
         self.threads.push(std::thread::spawn(move || {
             for r in rules {
                 if let Err(e) = r.remove() {
@@ -156,6 +159,7 @@ impl NetGuard {
                 }
             }
             drop(mirror);
+            drop(beacons);
         }));
     }
 
