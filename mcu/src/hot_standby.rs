@@ -67,11 +67,14 @@
 //!
 //! **The backup takes over only when the primary is silent on two paths for the dead
 //! interval** (`--ft-dead-after` heartbeats): the sync link, and the clients' path. On the
-//! latter the primary sends an authenticated beacon (an ft-sync heartbeat, HMAC with the
-//! shared key) every heartbeat interval *from the service address* to the peer's
-//! client-segment address (`--ft-mirror-to`, UDP port `--ft-listen` port + 1), the way its
-//! media leave; the backup's NFQUEUE takes it (a raw-table rule matching the VIP as source)
-//! and the mirror reader hands it to the sync thread. A cut or lossy sync link with beacons
+//! latter the primary sends an authenticated beacon (an ft-sync heartbeat, HMAC with a key
+//! derived from the shared one) every heartbeat interval *from the service address* to the
+//! peer's client-segment address (`--ft-mirror-to`, UDP port `--ft-listen` port + 1), the
+//! way its media leave; the backup queues it on its own NFQUEUE (`--ft-queue-num` + 1, a
+//! raw-table rule matching the VIP as source) and a real-time relay thread
+//! ([`crate::mirror::BeaconRelay`]) hands it to the sync thread. Both threads are real-time
+//! and the sync thread's timers are hrtimers (ppoll), so heartbeats and beacons keep their
+//! 10 ms cadence on a loaded host. A cut or lossy sync link with beacons
 //! arriving is a partition (`peer: sync_lost` in `/api/status`): the primary keeps serving
 //! unprotected, the backup waits, and when the link heals the primary resends what the
 //! backup missed (or a snapshot after a long silence) and the pair is protected again, with
