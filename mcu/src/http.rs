@@ -293,9 +293,17 @@ pub async fn serve(
     let (accepted_tx, mut accepted) = tokio::sync::mpsc::channel(1);
     let mut acceptors = tokio::task::JoinSet::new();
     for listener in listeners {
+        // The listener's counter exists (at 0) before any request can read /metrics.
+        let label = ListenLabel {
+            listen: listener
+                .local_addr()
+                .map_or_else(|e| format!("? ({e})"), |a| a.to_string()),
+        };
+        let counted = metrics.http_connections.get_or_create(&label).clone();
         acceptors.spawn(accept_loop(
             listener,
             accepted_tx.clone(),
+            counted,
             metrics.clone(),
             reserve.clone(),
         ));
@@ -345,15 +353,10 @@ pub async fn serve(
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     to_serve: tokio::sync::mpsc::Sender<tokio::net::TcpStream>,
+    accepted: prometheus_client::metrics::counter::Counter,
     metrics: Metrics,
     reserve: std::sync::Arc<FdReserve>,
 ) {
-    let label = ListenLabel {
-        listen: listener
-            .local_addr()
-            .map_or_else(|e| format!("? ({e})"), |a| a.to_string()),
-    };
-    let accepted = metrics.http_connections.get_or_create(&label).clone();
     let mut backoff = AcceptBackoff::default();
     loop {
         let (stream, _) = limits::accept(
