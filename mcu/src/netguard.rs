@@ -16,7 +16,6 @@ pub struct NetGuard {
     fence: Arc<Mutex<Option<ProcessBoundVip>>>,
     mirror_rule: Arc<Mutex<Option<InstalledRule>>>,
     queue_rules: Vec<InstalledRule>,
-    claimed: bool,
     /// The takeover's threads (claim, then re-protection), joined on drop.
     threads: Vec<std::thread::JoinHandle<()>>,
     /// [`NetGuard::protect`] ran.
@@ -34,13 +33,10 @@ fn instance(cfg: &FtConfig) -> Result<Instance> {
 }
 
 impl NetGuard {
-    /// Primary: fence-bound VIP, gratuitous ARP, mirror rule toward the backup.
+    /// Primary: fence-bound VIP and gratuitous ARP (the mirror rule follows once a backup
+    /// answers, [`NetGuard::protect`]). Stale rules are gone already ([`cleanup_stale`], run
+    /// before the sync link starts).
     pub fn primary(cfg: &FtConfig) -> Result<Self> {
-        let inst = instance(cfg)?;
-        let stale = inst.cleanup_stale().context("removing stale rules")?;
-        if stale > 0 {
-            tracing::info!(stale, "removed netfilter rules left by a previous process");
-        }
         takeover::release_standby(cfg.vip).context("removing a standby VIP from lo")?;
         // The fence puts the VIP on a TUN device; eth0 answers ARP for it only with
         // arp_ignore=0 (a node that was a backup before had set 1).
@@ -56,7 +52,6 @@ impl NetGuard {
             fence: Arc::new(Mutex::new(Some(fence))),
             mirror_rule: Arc::new(Mutex::new(None)),
             queue_rules: Vec::new(),
-            claimed: false,
             threads: Vec::new(),
             mirror_requested: false,
             mirror: None,
@@ -66,13 +61,9 @@ impl NetGuard {
 
     /// Backup: VIP on `lo` without ARP, NFQUEUE rules (no bypass: the clients' mirrored
     /// packets, the primary's beacons) and their reader, which hands the beacons to the sync
-    /// link through `beacon_forwarder`.
+    /// link through `beacon_forwarder`. Stale rules are gone already ([`cleanup_stale`]).
     pub fn backup(cfg: &FtConfig, beacon_forwarder: std::net::UdpSocket) -> Result<Self> {
         let inst = instance(cfg)?;
-        let stale = inst.cleanup_stale().context("removing stale rules")?;
-        if stale > 0 {
-            tracing::info!(stale, "removed netfilter rules left by a previous process");
-        }
         takeover::hold_standby(cfg.vip).context("holding the VIP as standby")?;
         let queue_rule = inst
             .install_queue(&QueueRule::backup(cfg.vip, cfg.queue_num))
@@ -94,7 +85,6 @@ impl NetGuard {
             fence: Arc::new(Mutex::new(None)),
             mirror_rule: Arc::new(Mutex::new(None)),
             queue_rules: vec![queue_rule, beacon_rule],
-            claimed: false,
             threads: Vec::new(),
             mirror_requested: false,
             mirror: Some(mirror),
@@ -111,7 +101,6 @@ impl NetGuard {
         if let Some(m) = &self.mirror {
             m.accept_all();
         }
-        self.claimed = true;
         let cfg = self.cfg.clone();
         let fence_slot = self.fence.clone();
         self.threads.push(std::thread::spawn(move || {
@@ -237,9 +226,6 @@ impl Drop for NetGuard {
         self.mirror = None;
         if let Some(f) = self.fence.lock().unwrap().take() {
             f.release();
-        }
-        if self.claimed {
-            let _ = takeover::release(self.cfg.vip, self.cfg.prefix, &self.cfg.dev);
         }
         if self.cfg.role == FtRole::Backup {
             let _ = takeover::release_standby(self.cfg.vip);

@@ -47,17 +47,13 @@ pub fn sdp_media(sdp: &str) -> Option<SocketAddr> {
 
 impl Uac {
     pub fn new(server: SocketAddr, room: &str, tag: &str) -> Uac {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(200)))
+        let uac = Uac::with_socket(UdpSocket::bind("127.0.0.1:0").unwrap(), server, room, tag);
+        uac.sock
+            .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         Uac {
-            sock,
-            server,
             call_id: format!("{tag}-call@127.0.0.1"),
-            from_tag: format!("{tag}-ft"),
-            to_tag: None,
-            cseq: 1,
-            room: room.into(),
+            ..uac
         }
     }
 
