@@ -31,7 +31,8 @@
 //! 2. Levels (RFC 6464 when the client sends it, else dBov of the decoded audio) drive a
 //!    voice-activity detector with attack and hangover, the top-N choice (current members
 //!    keep their seat unless a newcomer is 6 dB louder) and the dominant speaker (must lead
-//!    for 400 ms; a click does not switch it).
+//!    for 400 ms; a click does not switch it). A participant the operator muted
+//!    ([`Mixer::set_muted`]) is measured like the others but never mixed nor dominant.
 //! 3. The top-N frames are summed. A mixed speaker receives the sum minus itself; every other
 //!    participant with the same (codec, ptime) receives one shared encode of the sum (encode
 //!    once, send many; only the RTP header differs).
@@ -40,7 +41,8 @@
 //!
 //! # Cost
 //!
-//! Work is spent only where it is heard. A participant that is not mixed and whose RFC 6464
+//! Work is spent only where it is heard. A participant that is not mixed (nor muted: a muted
+//! participant's level is always decoded, the operator sees it) and whose RFC 6464
 //! level says quiet is not decoded (its silence is a counter, not samples); G.711 without
 //! levels is measured straight from the payload table and decoded only when not quiet;
 //! Opus without levels is decoded only when not mixed if the SILK voice-activity flag its
@@ -355,6 +357,9 @@ struct Participant {
     in_frame_ms: u32,
     frame: Vec<i16>,
     in_mix: bool,
+    /// Muted by the operator ([`Mixer::set_muted`]): still heard from and measured, never
+    /// mixed nor the active speaker.
+    muted: bool,
     own_enc: Option<OutputEncoder>,
     /// This tick's input packet when the frame is exactly its decoded 20 ms of Opus.
     pass: Option<Vec<u8>>,
@@ -378,7 +383,7 @@ impl Participant {
 /// `poll_output` until it returns `None`.
 ///
 /// Method families: configuration (`new`, `add_participant`, `update_participant`,
-/// `remove_participant`), inputs (`handle_rtp`, `handle_rtcp`, `handle_tick`), output
+/// `set_muted`, `remove_participant`), inputs (`handle_rtp`, `handle_rtcp`, `handle_tick`), output
 /// (`poll_output`), getters (`stats`, `active_speaker`, `len`, `output_stream`,
 /// `forwarded_ticks`), hot-standby takeover (`state_version`, `export_state`,
 /// `from_snapshot`, see [`snapshot`]). `Mixer` is `Send` (one task per room).
@@ -453,6 +458,7 @@ impl Mixer {
             in_frame_ms: 20,
             frame: vec![0; TICK_SAMPLES],
             in_mix: false,
+            muted: false,
             own_enc: None,
             own_ring: new_ring(),
             pass: None,
@@ -502,6 +508,39 @@ impl Mixer {
             p.ext_level = None;
         }
         Ok(())
+    }
+
+    /// Mute or unmute a participant (an operator's decision). A muted participant still
+    /// receives the room's mix and its level is still measured ([`ParticipantStats`]), but
+    /// it is never in the mix set nor the active speaker: it leaves the mix at once (the next
+    /// tick's packets no longer carry it) and, if it was the active speaker, the room has
+    /// none until another participant leads (an [`Event::ActiveSpeakerChanged`] to `None`).
+    /// Unmuted, it competes for the mix again from the next tick. Muting twice is a no-op.
+    pub fn set_muted(&mut self, id: ParticipantId, muted: bool) -> Result<(), Error> {
+        let p = self
+            .participants
+            .get_mut(&id)
+            .ok_or(Error::UnknownParticipant(id))?;
+        if p.muted == muted {
+            return Ok(());
+        }
+        p.muted = muted;
+        self.state_version += 1;
+        if muted {
+            p.in_mix = false;
+            p.stats.in_mix = false;
+            self.mix_set.retain(|&m| m != id);
+            if self.dominant.remove(id) {
+                self.outputs
+                    .push_back(Output::Event(Event::ActiveSpeakerChanged { speaker: None }));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether participant `id` is muted (`None`: no such participant).
+    pub fn is_muted(&self, id: ParticipantId) -> Option<bool> {
+        self.participants.get(&id).map(|p| p.muted)
     }
 
     /// Remove a participant; emits an RTCP BYE for its output stream.
@@ -708,10 +747,13 @@ impl Mixer {
                 None => None,
             };
             let is_opus = p.params.codec == Codec::Opus;
-            // Decode only what can be heard or must be measured: mixed participants, RFC
-            // 6464 levels that are not quiet, and Opus without levels (G.711 without levels
-            // is measured from the payload with a table, and decoded only when not quiet).
-            let need = p.in_mix
+            // Decode only what can be heard or must be measured: mixed participants, muted
+            // ones (their level is shown to the operator, whatever their encoder's VAD
+            // says), RFC 6464 levels that are not quiet, and Opus without levels (G.711
+            // without levels is measured from the payload with a table, and decoded only
+            // when not quiet).
+            let measured = p.in_mix || p.muted;
+            let need = measured
                 || (uses_ext && ext_level.is_some_and(|l| l > skip_below))
                 || (!uses_ext && is_opus);
             let mut cheap_level: Option<f32> = None;
@@ -748,7 +790,7 @@ impl Mixer {
                         let loud = g711_level.is_some_and(|l| l > skip_below);
                         let unvoiced = is_opus
                             && (payload.len() <= 2
-                                || (!p.in_mix
+                                || (!measured
                                     && !uses_ext
                                     && InputDecoder::opus_silk_vad(&payload) == Some(false)));
                         if (need && !unvoiced) || loud {
@@ -812,7 +854,8 @@ impl Mixer {
                 (
                     id,
                     p.vad.smoothed(),
-                    p.vad.speaking() && p.params.recv,
+                    // A muted participant never competes for the mix nor for the floor.
+                    p.vad.speaking() && p.params.recv && !p.muted,
                     p.in_mix,
                 )
             })

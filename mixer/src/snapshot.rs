@@ -34,6 +34,8 @@
 //!   new cadence, harmless, but the oracle test would not be exact).
 //! - top-N set, dominant speaker, per participant speaking flag and smoothed level: so the
 //!   mix after takeover contains the same voices from its first tick.
+//! - per participant `muted` (an operator's mute, [`Mixer::set_muted`]): a muted talker stays
+//!   out of the mix after takeover. Snapshots from before the field read as unmuted.
 //!
 //! Not replicated (rebuilt from the mirrored input after takeover, audibly harmless): jitter
 //! buffers, decoder/encoder state (the first Opus frames after takeover are encoded by a
@@ -68,6 +70,9 @@ pub struct ParticipantSnapshot {
     pub speaking: bool,
     /// Voice activity: smoothed level in dBov.
     pub smoothed_dbov: f32,
+    /// Muted by the operator ([`Mixer::set_muted`]); absent in older snapshots (unmuted).
+    #[serde(default)]
+    pub muted: bool,
 }
 
 /// Everything a standby needs to continue a room's output streams (see the module docs).
@@ -117,6 +122,7 @@ impl Mixer {
                     next_rtcp: p.next_rtcp,
                     speaking: p.vad.speaking(),
                     smoothed_dbov: p.vad.smoothed(),
+                    muted: p.muted,
                 })
                 .collect(),
             mix_set: self.mix_set.clone(),
@@ -171,7 +177,8 @@ impl Mixer {
             }
             debug_assert_eq!(p.stream.clock_rate, codec::clock_rate(ps.params.codec));
             p.vad = speaker::Vad::resumed(ps.speaking, ps.smoothed_dbov);
-            p.in_mix = snapshot.mix_set.contains(&ps.id);
+            p.muted = ps.muted;
+            p.in_mix = !ps.muted && snapshot.mix_set.contains(&ps.id);
             p.stats.in_mix = p.in_mix;
             p.stats.ssrc_out = p.stream.ssrc;
         }
@@ -179,9 +186,12 @@ impl Mixer {
             .mix_set
             .iter()
             .copied()
-            .filter(|id| m.participants.contains_key(id))
+            .filter(|id| m.participants.get(id).is_some_and(|p| !p.muted))
             .collect();
-        m.dominant = speaker::Dominant::resumed(snapshot.active_speaker);
+        let active = snapshot
+            .active_speaker
+            .filter(|id| m.participants.get(id).is_some_and(|p| !p.muted));
+        m.dominant = speaker::Dominant::resumed(active);
         m.last_tick = first.checked_sub(1);
         m.last_tick_at = m.last_tick.map(instant_of);
         m.state_version = snapshot.state_version;

@@ -603,3 +603,100 @@ fn rfc6464_levels_drive_speaker_detection() {
     assert!(room.receiver(2).tone_power(F1, 0.5) > 1e5);
     assert_eq!(room.mixer.active_speaker(), Some(1));
 }
+
+/// Power of `freq` in what `id` received between `from` and `to` (sample indices).
+fn window_power(room: &Room, id: u64, from: usize, to: usize, freq: f64) -> f64 {
+    let r = room.receiver(id);
+    goertzel(&r.pcm[from..to.min(r.pcm.len())], freq, r.rate())
+}
+
+fn muted_talker_leaves_every_mix(codec: Codec) {
+    let mut room = Room::new(11);
+    room.join(1, codec, 20, 20, sine(F1, 6000.0));
+    room.join(2, codec, 20, 20, silence());
+    room.join(3, codec, 20, 20, sine(F2, 6000.0));
+    room.run(100, no_delay);
+    let rate = clock(codec) as usize;
+    let at = |room: &Room, id: u64| room.receiver(id).pcm.len();
+    // Before: the listener hears both talkers, talker 1 hears talker 3.
+    let (m2, m1) = (at(&room, 2), at(&room, 1));
+    assert!(window_power(&room, 2, m2 - rate / 2, m2, F1) > 1e5);
+    assert!(window_power(&room, 2, m2 - rate / 2, m2, F2) > 1e5);
+    assert_eq!(room.mixer.active_speaker(), Some(1), "{:?}", room.events);
+
+    room.mixer.set_muted(1, true).unwrap();
+    room.drain();
+    let events_before = room.events.len();
+    room.run(60, no_delay);
+    // 200 ms after the mute and for the 1 s that follows, talker 1 is absent from every
+    // other participant's audio; talker 3 is still heard, and talker 1 still hears it.
+    let after = m2 + rate / 5;
+    for id in [2, 3] {
+        let from = if id == 2 { after } else { m1 + rate / 5 };
+        let p = window_power(&room, id, from, from + rate, F1);
+        assert!(
+            p < 1e3,
+            "participant {id} still hears the muted talker: {p:.0}"
+        );
+    }
+    assert!(window_power(&room, 2, after, after + rate, F2) > 1e5);
+    let m1_after = m1 + rate / 5;
+    assert!(window_power(&room, 1, m1_after, m1_after + rate, F2) > 1e5);
+    // Its level is still measured and shown; it is never mixed nor the active speaker.
+    let s = room.mixer.stats(1).unwrap();
+    assert!(s.speaking && s.level_dbov > -30.0, "{s:?}");
+    assert!(!s.in_mix);
+    assert_eq!(room.mixer.is_muted(1), Some(true));
+    assert_ne!(room.mixer.active_speaker(), Some(1));
+    assert!(
+        !room.events[events_before..]
+            .iter()
+            .any(|e| *e == Event::ActiveSpeakerChanged { speaker: Some(1) }),
+        "{:?}",
+        &room.events[events_before..]
+    );
+
+    // Unmuted: back in the mix.
+    room.mixer.set_muted(1, false).unwrap();
+    let back = at(&room, 2);
+    room.run(50, no_delay);
+    let from = back + rate / 5;
+    assert!(window_power(&room, 2, from, from + rate / 2, F1) > 1e5);
+    assert!(room.mixer.stats(1).unwrap().in_mix);
+    assert_eq!(room.mixer.is_muted(1), Some(false));
+    assert!(room.mixer.set_muted(99, true).is_err());
+}
+
+#[test]
+fn a_muted_talker_leaves_every_mix_and_comes_back_unmuted_pcmu() {
+    muted_talker_leaves_every_mix(Codec::Pcmu);
+}
+
+#[test]
+fn a_muted_talker_leaves_every_mix_and_comes_back_unmuted_opus() {
+    muted_talker_leaves_every_mix(Codec::Opus);
+}
+
+#[test]
+fn the_mute_survives_a_snapshot_and_older_snapshots_read_as_unmuted() {
+    let mut room = Room::new(12);
+    room.join(1, Codec::Pcmu, 20, 20, sine(F1, 6000.0));
+    room.join(2, Codec::Pcmu, 20, 20, silence());
+    room.run(50, no_delay);
+    let v = room.mixer.state_version();
+    room.mixer.set_muted(1, true).unwrap();
+    assert!(room.mixer.state_version() > v, "a mute must be replicated");
+    let json = serde_json::to_string(&room.mixer.export_state()).unwrap();
+    let snap: mixer::MixerSnapshot = serde_json::from_str(&json).unwrap();
+    let resumed = mixer::Mixer::from_snapshot(&snap, room.now).unwrap();
+    assert_eq!(resumed.is_muted(1), Some(true));
+    assert_eq!(resumed.is_muted(2), Some(false));
+    // A snapshot written before the field existed.
+    let old = json
+        .replace(",\"muted\":true", "")
+        .replace(",\"muted\":false", "");
+    assert!(!old.contains("muted"));
+    let snap: mixer::MixerSnapshot = serde_json::from_str(&old).unwrap();
+    let resumed = mixer::Mixer::from_snapshot(&snap, room.now).unwrap();
+    assert_eq!(resumed.is_muted(1), Some(false));
+}
