@@ -100,6 +100,14 @@ pub enum Action {
         /// The answer.
         result: crate::peer::WhipResult,
     },
+    /// Answer an operator's request ([`crate::Core::handle_admin`]; released after the
+    /// backup acknowledged what it changed).
+    AdminReply {
+        /// The driver's request id.
+        request: u64,
+        /// The answer.
+        result: crate::admin::AdminResult,
+    },
     /// The takeover is done: this node serves.
     TakeoverComplete {
         /// Calls taken over.
@@ -199,6 +207,17 @@ pub enum RoomCommand {
         remote_rtp: SocketAddr,
         /// New SDP RTCP address.
         remote_rtcp: SocketAddr,
+    },
+    /// Mute or unmute a participant in the mixer ([`mixer::Mixer::set_muted`]): sent when
+    /// the operator changes it, after the `Join`/`JoinPeer` of a muted participant, and at a
+    /// takeover for every resumed member whose snapshot disagrees with its record.
+    Mute {
+        /// Room id.
+        room: u64,
+        /// Participant id.
+        call: u64,
+        /// The new state.
+        muted: bool,
     },
     /// Remove a participant (its RTCP BYE goes out).
     Leave {

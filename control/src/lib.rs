@@ -2,7 +2,7 @@
 //! and, on a hot-standby pair, replicates what it decided and takes over from a dead primary.
 //!
 //! For: admission and limits (room name, room size, codecs, ports), the call and room
-//! registry, media port numbering, the strict media source rule ([`latch`]), output
+//! registry, the operator's decisions ([`admin`]: mute, kick, room lock and size), media port numbering, the strict media source rule ([`latch`]), output
 //! commit (SIP messages held until the backup acknowledged the state they imply), the
 //! replicated schema ([`schema`]: the live records themselves, typed and versioned), the
 //! standby that applies them, and the takeover that rebuilds calls and rooms from them.
@@ -16,7 +16,8 @@
 //! carries `now`, the time since the server's origin ([`Core::origin_unix_ns`]). After each
 //! input drain [`Core::poll_action`]; arm a timer for [`Core::poll_timeout`]. Inputs:
 //! SIP bytes ([`Core::handle_sip_datagram`], [`Core::handle_sip_stream`]), timers
-//! ([`Core::handle_timeout`]), room reports ([`Core::handle_room_event`]), the sync link
+//! ([`Core::handle_timeout`]), room reports ([`Core::handle_room_event`]), WHIP requests
+//! ([`Core::handle_whip_offer`]), the operator ([`Core::handle_admin`]), the sync link
 //! ([`Core::handle_committed`], [`Core::handle_backup_connected`],
 //! [`Core::handle_replicated`], [`Core::handle_takeover`]) and shutdown.
 //!
@@ -64,6 +65,7 @@
 #![deny(missing_docs)]
 
 pub mod action;
+pub mod admin;
 pub mod latch;
 pub mod limit;
 pub mod peer;
@@ -71,6 +73,7 @@ pub mod ports;
 pub mod schema;
 
 pub use action::{Action, MemberMedia, RoomCommand, RoomEvent, RoomInit};
+pub use admin::{AdminCommand, AdminError, AdminResult, RoomSettings, SettingsChange};
 pub use peer::{PeerInput, PeerRecord, WebRtcConfig, WhipResult};
 pub use schema::{CallRecord, Entry, Item, MediaPhase, RoomRecord, ServerRecord};
 
@@ -759,12 +762,18 @@ impl Core {
                 .iter()
                 .flat_map(|s| s.participants.iter().map(|p| p.id))
                 .collect();
+            let muted_in_snapshot: BTreeSet<u64> = record
+                .snapshot
+                .iter()
+                .flat_map(|s| s.participants.iter().filter(|p| p.muted).map(|p| p.id))
+                .collect();
             self.open_room(record);
             for call in members {
                 if self.peers.contains_key(&call) {
                     if in_snapshot.contains(&call) {
                         self.resume_peer(call, now);
                         attached.insert(call);
+                        self.mute_as_recorded(id, call, muted_in_snapshot.contains(&call));
                     }
                     continue;
                 }
@@ -783,6 +792,7 @@ impl Core {
                             .expect("opened")
                             .members
                             .insert(call);
+                        self.mute_as_recorded(id, call, muted_in_snapshot.contains(&call));
                     }
                 }
             }
@@ -847,6 +857,17 @@ impl Core {
         });
         tracing::warn!(calls, rooms = rooms_started, "takeover: serving as primary");
         self.step(now);
+    }
+
+    /// Takeover: a member attached to its resumed room whose snapshot said `in_snapshot` is
+    /// told its record's mute when the two disagree (the record is the authority: the mute
+    /// may have been replicated before the room shipped a snapshot with it).
+    fn mute_as_recorded(&mut self, room: u64, call: u64, in_snapshot: bool) {
+        let muted = self.is_muted(call);
+        if muted != in_snapshot {
+            self.actions
+                .push_back(Action::Room(RoomCommand::Mute { room, call, muted }));
+        }
     }
 
     // ---- the steps ----------------------------------------------------------------------
@@ -946,6 +967,20 @@ impl Core {
         }
     }
 
+    /// Reject with our own reason phrase (also what the log says).
+    fn reject_reason(&mut self, call: u64, status: u16, phrase: &str, now: Duration) {
+        tracing::info!(call, status, "rejecting call: {phrase}");
+        self.stats.calls_rejected += 1;
+        if let Some(sip) = self.sip_mut() {
+            if sip
+                .reject_with_reason(CallHandle(call), status, phrase, now)
+                .is_err()
+            {
+                let _ = sip.reject(CallHandle(call), status, now);
+            }
+        }
+    }
+
     fn reject(&mut self, call: u64, status: u16, why: &str, now: Duration) {
         tracing::info!(call, status, "rejecting call: {why}");
         self.stats.calls_rejected += 1;
@@ -972,9 +1007,13 @@ impl Core {
                 if !valid_room_name(&room) {
                     return self.reject(call, 404, "room name not allowed", now);
                 }
-                let members = self.rooms.get(&room).map_or(0, |r| r.members.len());
-                if members >= self.cfg.max_participants {
-                    return self.reject(call, 486, "room full", now);
+                if let Some(r) = self.rooms.get(&room) {
+                    if r.record.settings.locked {
+                        return self.reject_reason(call, 403, admin::LOCKED_REASON, now);
+                    }
+                    if r.members.len() >= r.record.settings.limit(self.cfg.max_participants) {
+                        return self.reject(call, 486, "room full", now);
+                    }
                 }
                 let neg = match offer.as_deref().map(sdp::negotiate) {
                     Some(Err(SdpError::NotAcceptable(why))) => {
@@ -1007,6 +1046,8 @@ impl Core {
                     confirmed: false,
                     ssrc_out: None,
                     source: None,
+                    muted: false,
+                    kicked: false,
                 };
                 self.calls.insert(call, rec);
                 self.dirty_calls.insert(call);
@@ -1080,8 +1121,9 @@ impl Core {
                         }
                     }
                 }
-                if self.stopping {
-                    // A UAS may not BYE before the ACK of its 200: the shutdown BYE goes now.
+                if self.stopping || self.calls.get(&call).is_some_and(|c| c.kicked) {
+                    // A UAS may not BYE before the ACK of its 200: the shutdown's (or the
+                    // operator's kick's) BYE goes now.
                     self.hangup(call, now);
                 }
             }
@@ -1207,6 +1249,7 @@ impl Core {
         let id = room.record.id;
         let rec = self.calls.get_mut(&call).expect("known");
         rec.media = MediaPhase::Joining;
+        let muted = rec.muted;
         self.dirty_calls.insert(call);
         self.actions.push_back(Action::Room(RoomCommand::Join {
             room: id,
@@ -1214,6 +1257,14 @@ impl Core {
             params: stream_params(&neg),
             media: member_media(port, &neg),
         }));
+        if muted {
+            // The record is the authority: a muted call joining (again) is muted there too.
+            self.actions.push_back(Action::Room(RoomCommand::Mute {
+                room: id,
+                call,
+                muted: true,
+            }));
+        }
     }
 
     /// The id of room `name`, opening it (replicated) if it does not exist.
@@ -1234,6 +1285,7 @@ impl Core {
                 name: name.clone(),
                 config,
                 snapshot: None,
+                settings: RoomSettings::default(),
             };
             self.room_items.push(Item::Room(record.clone()));
             self.open_room(record);

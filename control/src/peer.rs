@@ -69,6 +69,9 @@ pub struct PeerRecord {
     pub selected: Option<SocketAddr>,
     /// When it joined its room (bounds the SRTCP packets sent to it).
     pub joined_at: Duration,
+    /// Muted by the operator ([`crate::admin`]).
+    #[serde(default)]
+    pub muted: bool,
 }
 
 /// What the WebRTC transport reports about a participant.
@@ -164,9 +167,13 @@ impl Core {
         if !crate::valid_room_name(room) {
             return refuse(self, 404, "room name not allowed");
         }
-        let members = self.rooms.get(room).map_or(0, |r| r.members.len());
-        if members >= self.cfg.max_participants {
-            return refuse(self, 503, "room full");
+        if let Some(r) = self.rooms.get(room) {
+            if r.record.settings.locked {
+                return refuse(self, 403, "room locked");
+            }
+            if r.members.len() >= r.record.settings.limit(self.cfg.max_participants) {
+                return refuse(self, 503, "room full");
+            }
         }
         let offer = match wsdp::parse_offer(offer) {
             Ok(o) => o,
@@ -202,6 +209,7 @@ impl Core {
             keys: None,
             selected: None,
             joined_at: now,
+            muted: false,
         };
         self.peers.insert(id, rec);
         self.dirty_peers.insert(id);
@@ -280,12 +288,20 @@ impl Core {
             .insert(id);
         let rec = self.peers.get_mut(&id).expect("known");
         rec.media = MediaPhase::Joining;
+        let muted = rec.muted;
         self.dirty_peers.insert(id);
         self.actions.push_back(Action::Room(RoomCommand::JoinPeer {
             room,
             call: id,
             params,
         }));
+        if muted {
+            self.actions.push_back(Action::Room(RoomCommand::Mute {
+                room,
+                call: id,
+                muted: true,
+            }));
+        }
     }
 
     /// The room has the participant: answer the WHIP request (held until replicated).

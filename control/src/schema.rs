@@ -30,6 +30,9 @@
 //!   them a backup cannot answer the browser's consent checks (ICE fails after ~5 s) nor
 //!   encrypt a packet it would accept. The credentials are replicated before the WHIP answer
 //!   is released, the keys before the server's final DTLS flight.
+//! - The operator's decisions ([`crate::admin`]): a participant's mute in its call or peer
+//!   record, a room's lock and own limit in its room record. Without them a muted talker is
+//!   heard again after a takeover and a locked room admits the next caller.
 //! - Server-wide values ([`Item::Server`]: the time origin, the generators behind SDP
 //!   session ids and room seeds, where port numbering continues): the backup must reproduce
 //!   what the primary told the clients and draw the next choices from the same sources.
@@ -37,6 +40,7 @@
 //! `tests/takeover.rs` has a negative control for each of these: drop it and a promoted
 //! backup sends something the primary would not have.
 
+use crate::admin::RoomSettings;
 use crate::latch::Source;
 use crate::peer::PeerRecord;
 use mixer::{MixerConfig, MixerSnapshot};
@@ -47,7 +51,7 @@ use sip_core::state::{Rng, StateChange};
 /// Version of this schema. A backup refuses entries of another version (the sync link's
 /// own handshake already refuses another protocol version; this guards the application's
 /// layout, which can change without the link's).
-pub const SCHEMA_VERSION: u16 = 3;
+pub const SCHEMA_VERSION: u16 = 4;
 
 /// One replicated step: applied by the backup as a whole, in order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -160,6 +164,13 @@ pub struct CallRecord {
     /// Where its media come from, as its room learned it ([`crate::latch`]): a backup that
     /// takes over accepts media from there only, not from whatever the mirror saw last.
     pub source: Option<Source>,
+    /// Muted by the operator ([`crate::admin`]): its room is told at every join and at a
+    /// takeover (this record, not the mixer snapshot, is the authority).
+    #[serde(default)]
+    pub muted: bool,
+    /// Kicked by the operator while its 200 waited for the ACK: the BYE goes with the ACK.
+    #[serde(default)]
+    pub kicked: bool,
 }
 
 /// One room.
@@ -174,4 +185,8 @@ pub struct RoomRecord {
     pub config: MixerConfig,
     /// The mixer's latest snapshot (`None` until the room's first participant is in).
     pub snapshot: Option<MixerSnapshot>,
+    /// What the operator set ([`crate::admin`]): locked, its own participant limit. Gone
+    /// with the room when its last participant leaves.
+    #[serde(default)]
+    pub settings: RoomSettings,
 }

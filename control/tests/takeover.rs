@@ -2,13 +2,14 @@
 //! entries the primary replicated (through their wire encoding). The primary is stopped
 //! after every step of scripted call flows (INVITE, 200 retransmitted until ACK, ACK,
 //! re-INVITE, INFO, OPTIONS, CANCEL, offerless INVITE, BYE from either side, an operator's
-//! kick, a 2xx never acknowledged ending by timer H, shutdown, a room learning a client's
-//! media source behind NAT); from then on the promoted
+//! kick, mute and unmute, room lock and limit (a new caller then refused with 403), a 2xx
+//! never acknowledged ending by timer H, shutdown, a room learning a client's media source
+//! behind NAT); from then on the promoted
 //! backup gets the same inputs the primary would have got, and everything it sends (SIP
 //! responses, retransmissions, BYEs with their Call-ID, tags and CSeq numbers) must be
 //! byte-identical to what the primary sends, and its calls (ports, SDP versions, output
-//! SSRCs) the same records. Negative controls drop or alter one replicated field and must
-//! see a difference.
+//! SSRCs) the same records, and its rooms mute the same participants. Negative controls
+//! drop or alter one replicated field and must see a difference.
 //!
 //! Rooms are real `mixer::Mixer`s driven by the test (the room tasks' job), so output SSRCs
 //! and snapshots are the mixer's own; their replies arrive in a separate step, as the room
@@ -18,7 +19,7 @@ mod common;
 
 use common::*;
 use control::latch::Source;
-use control::{Entry, Item, Role, RoomEvent};
+use control::{AdminCommand, Entry, Item, Role, RoomEvent, SettingsChange};
 use sip_core::state::StateChange;
 use sip_core::Transmit;
 use std::collections::BTreeMap;
@@ -43,6 +44,10 @@ enum Step {
     Bye(usize),
     /// The operator hangs up the UA's call.
     Kick(usize),
+    /// The operator mutes (true) or unmutes the UA's call.
+    Mute(usize, bool),
+    /// The operator locks the room and caps it at this many participants.
+    Lock(&'static str, usize),
     /// 200 OK to the server's latest BYE for this UA.
     AnswerBye(usize),
     /// The room tasks reply.
@@ -63,6 +68,7 @@ fn script() -> (Vec<Ua>, Vec<Step>) {
         Ua::new(3, "dave", "standup"),
         Ua::new(4, "erin", "standup"),
         Ua::new(5, "frank", "retro"),
+        Ua::new(6, "grace", "standup"),
     ];
     let steps = vec![
         Invite(0, Some(PCMU)),
@@ -74,6 +80,8 @@ fn script() -> (Vec<Ua>, Vec<Step>) {
         Invite(1, Some(OPUS)),
         Rooms,
         Ack(1, None),
+        Mute(1, true),
+        Rooms,
         Options(2),
         Info(0, '5'),
         ReInvite(0, SENDONLY),
@@ -81,6 +89,8 @@ fn script() -> (Vec<Ua>, Vec<Step>) {
         Invite(3, None), // offerless: we offer in the 200, the answer comes in the ACK
         Ack(3, Some(PCMU)),
         Rooms,
+        Mute(3, true),
+        Mute(1, false),
         Invite(4, Some(PCMU)),
         Cancel(4), // before the room replied
         AckFailure(4),
@@ -93,6 +103,10 @@ fn script() -> (Vec<Ua>, Vec<Step>) {
         Rooms,
         Kick(0),
         AnswerBye(0),
+        Rooms,
+        Lock("standup", 2),
+        Invite(6, Some(PCMU)), // a locked room: 403 Room Locked
+        AckFailure(6),
         Rooms,
         Advance(1_000),
         Shutdown,
@@ -228,6 +242,39 @@ impl Script {
                     n.drain();
                 }
             }
+            Step::Mute(i, muted) => {
+                let uri = format!("sip:{}@{}", self.uas[i].name, self.uas[i].addr.ip());
+                for n in nodes.iter_mut() {
+                    let (call, room) = n
+                        .core
+                        .calls()
+                        .values()
+                        .find(|c| c.from_uri == uri)
+                        .map(|c| (c.call, c.room.clone()))
+                        .expect("muted call exists");
+                    let cmd = AdminCommand::Mute {
+                        room,
+                        id: call,
+                        muted,
+                    };
+                    n.core.handle_admin(1, cmd, n.now);
+                    n.drain();
+                }
+            }
+            Step::Lock(room, max) => {
+                for n in nodes.iter_mut() {
+                    let change = SettingsChange {
+                        locked: Some(true),
+                        max_participants: Some(max),
+                    };
+                    let cmd = AdminCommand::Settings {
+                        room: room.into(),
+                        change,
+                    };
+                    n.core.handle_admin(2, cmd, n.now);
+                    n.drain();
+                }
+            }
             Step::Rooms => nodes.iter_mut().for_each(|n| n.rooms()),
             Step::Latched(i, at) => {
                 let uri = format!("sip:{}@{}", self.uas[i].name, self.uas[i].addr.ip());
@@ -271,6 +318,21 @@ impl Script {
     }
 }
 
+/// Every live call's participant in its room's mixer, and whether it is muted there (a
+/// resumed room's snapshot may hold participants whose call ended: the driver's room task
+/// drops those nobody attached, the harness keeps them).
+fn mixer_mutes(n: &Node) -> BTreeMap<u64, bool> {
+    n.mixers
+        .values()
+        .flat_map(|m| {
+            m.participant_ids()
+                .into_iter()
+                .filter(|id| n.core.call(*id).is_some())
+                .map(|id| (id, m.is_muted(id) == Some(true)))
+        })
+        .collect()
+}
+
 fn show(t: &Transmit) -> String {
     format!("to {}: {}", t.to, String::from_utf8_lossy(&t.data))
 }
@@ -305,6 +367,18 @@ fn run(stop: usize, tamper: Tamper) -> Result<(), String> {
     if let Some(t) = b.sent.first() {
         return Err(format!("backup sent at takeover: {}", show(t)));
     }
+    // The resumed rooms mute whom the primary's rooms mute.
+    let muted = |n: &Node| -> Vec<u64> {
+        let m = mixer_mutes(n);
+        m.into_iter().filter(|(_, v)| *v).map(|(k, _)| k).collect()
+    };
+    if muted(&b) != muted(&p) {
+        return Err(format!(
+            "after the takeover the rooms mute {:?}, the primary's {:?}",
+            muted(&b),
+            muted(&p)
+        ));
+    }
     // Members resume with the source their room had learned, not the mirror's latest.
     for (call, source) in &b.attached {
         let learned = p.core.call(*call).and_then(|c| c.source);
@@ -329,6 +403,13 @@ fn run(stop: usize, tamper: Tamper) -> Result<(), String> {
         }
         if let Some(f) = p.fault.take().or(b.fault.take()) {
             return Err(format!("after step {k} {step:?}: {f}"));
+        }
+        if mixer_mutes(&p) != mixer_mutes(&b) {
+            return Err(format!(
+                "after step {k} {step:?}: the rooms' mutes differ\n  primary: {:?}\n  backup:  {:?}",
+                mixer_mutes(&p),
+                mixer_mutes(&b)
+            ));
         }
         if p.core.calls() != b.core.calls() {
             return Err(format!(
@@ -453,4 +534,35 @@ fn negative_control_sip_globals_dropped() {
         divergences(t) > 0,
         "dropping the SIP generator went unnoticed"
     );
+}
+
+#[test]
+fn negative_control_mute_dropped() {
+    fn t(e: &mut Entry) {
+        for i in &mut e.items {
+            if let Item::Call(c) = i {
+                c.muted = false;
+            }
+        }
+    }
+    assert!(divergences(t) > 0, "a lost mute went unnoticed");
+}
+
+#[test]
+fn negative_control_room_settings_dropped() {
+    fn t(e: &mut Entry) {
+        for i in &mut e.items {
+            if let Item::Room(r) = i {
+                r.settings = Default::default();
+            }
+        }
+    }
+    let (_, steps) = script();
+    let lock = steps
+        .iter()
+        .position(|s| matches!(s, Step::Lock(..)))
+        .unwrap();
+    run(lock + 1, untouched).unwrap();
+    let e = run(lock + 1, t).expect_err("a lost room lock went unnoticed");
+    assert!(e.contains("403 Room Locked"), "{e}");
 }

@@ -124,6 +124,7 @@ fn room_commands_for(actions: &[Action], id: u64) -> Vec<&RoomCommand> {
             | RoomCommand::Attach { call, .. }
             | RoomCommand::AttachPeer { call, .. }
             | RoomCommand::Update { call, .. }
+            | RoomCommand::Mute { call, .. }
             | RoomCommand::Leave { call, .. } => *call == id,
             RoomCommand::Open { .. } | RoomCommand::Close { .. } => false,
         })
@@ -854,4 +855,106 @@ fn a_sip_call_and_a_browser_share_a_room() {
     let log = delete(&mut n, 2, "standup", peer.id);
     assert!(log.contains(&Action::Room(RoomCommand::Close { room: peer.room })));
     assert!(n.mixers.is_empty());
+}
+
+// ---- 7. the operator ------------------------------------------------------------------
+
+fn admin(n: &mut Node, request: u64, cmd: control::AdminCommand) -> Vec<Action> {
+    n.core.handle_admin(request, cmd, n.now);
+    n.drain();
+    out(n)
+}
+
+#[test]
+fn the_operator_mutes_and_kicks_a_browser_and_a_locked_room_refuses_the_next_with_403() {
+    use control::{AdminCommand, AdminResult, SettingsChange};
+    let mut n = node(Role::Standalone);
+    let a = join(&mut n, 1, "standup");
+    let b = join(&mut n, 2, "standup");
+    let log = admin(
+        &mut n,
+        3,
+        AdminCommand::Mute {
+            room: "standup".into(),
+            id: a.id,
+            muted: true,
+        },
+    );
+    assert!(log.contains(&Action::Room(RoomCommand::Mute {
+        room: a.room,
+        call: a.id,
+        muted: true
+    })));
+    assert!(n.core.peers()[&a.id].muted);
+    assert!(n.mixers[&a.room].is_muted(a.id) == Some(true));
+    // Kicked: its session closes as a WHIP DELETE would close it.
+    let log = admin(
+        &mut n,
+        4,
+        AdminCommand::Kick {
+            room: "standup".into(),
+            id: a.id,
+        },
+    );
+    assert!(log.contains(&Action::ClosePeer { id: a.id }));
+    assert!(log.contains(&Action::Room(RoomCommand::Leave {
+        room: a.room,
+        call: a.id
+    })));
+    assert!(log.contains(&Action::AdminReply {
+        request: 4,
+        result: AdminResult::Kicked {
+            room: "standup".into(),
+            id: a.id
+        }
+    }));
+    assert!(!n.core.peers().contains_key(&a.id));
+    let lock = AdminCommand::Settings {
+        room: "standup".into(),
+        change: SettingsChange {
+            locked: Some(true),
+            max_participants: None,
+        },
+    };
+    admin(&mut n, 5, lock);
+    assert_eq!(
+        refusal(&mut n, 6, "standup", OFFER),
+        (403, "room locked".into())
+    );
+    assert!(n.core.peers().contains_key(&b.id), "those in stay");
+    // A room's own limit refuses browsers like a full room.
+    let cap = AdminCommand::Settings {
+        room: "standup".into(),
+        change: SettingsChange {
+            locked: Some(false),
+            max_participants: Some(1),
+        },
+    };
+    admin(&mut n, 7, cap);
+    assert_eq!(
+        refusal(&mut n, 8, "standup", OFFER),
+        (503, "room full".into())
+    );
+}
+
+#[test]
+fn a_browser_kicked_while_joining_gets_a_403_reply() {
+    use control::AdminCommand;
+    let mut n = node(Role::Standalone);
+    let first = post(&mut n, 1, "standup", OFFER);
+    let (id, _) = opened(&first).expect("OpenPeer");
+    let log = admin(
+        &mut n,
+        2,
+        AdminCommand::Kick {
+            room: "standup".into(),
+            id,
+        },
+    );
+    assert_eq!(
+        whip_replies(&log),
+        vec![(1, refused(403, "removed by the operator"))]
+    );
+    n.rooms();
+    assert!(!n.core.peers().contains_key(&id));
 }

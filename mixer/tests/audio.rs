@@ -649,9 +649,7 @@ fn muted_talker_leaves_every_mix(codec: Codec) {
     assert_eq!(room.mixer.is_muted(1), Some(true));
     assert_ne!(room.mixer.active_speaker(), Some(1));
     assert!(
-        !room.events[events_before..]
-            .iter()
-            .any(|e| *e == Event::ActiveSpeakerChanged { speaker: Some(1) }),
+        !room.events[events_before..].contains(&Event::ActiveSpeakerChanged { speaker: Some(1) }),
         "{:?}",
         &room.events[events_before..]
     );

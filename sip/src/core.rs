@@ -410,13 +410,26 @@ impl Inner {
         body: Option<(&str, &str)>,
         now: Duration,
     ) {
+        self.respond_with_reason(key, status, None, extra, body, now)
+    }
+
+    /// [`Inner::respond`] with a reason phrase of our own (`None`: the status's standard one).
+    fn respond_with_reason(
+        &mut self,
+        key: &str,
+        status: u16,
+        reason: Option<&str>,
+        extra: Extra,
+        body: Option<(&str, &str)>,
+        now: Duration,
+    ) {
         let Some(tx) = self.st.server_txs.get(key) else {
             return;
         };
         let is_invite = tx.method == "INVITE";
         let rr = is_invite && (200..300).contains(&status);
         let tag = tx.to_tag.clone();
-        let resp = self.build_response(&tx.ctx, status, None, Some(&tag), extra, body, rr);
+        let resp = self.build_response(&tx.ctx, status, reason, Some(&tag), extra, body, rr);
         let (t, dest) = (tx.transport, tx.dest);
         self.send(t, dest, resp.clone());
         let udp = t == Transport::Udp;
@@ -1080,6 +1093,7 @@ impl Inner {
         &mut self,
         call: CallHandle,
         status: u16,
+        reason: Option<&str>,
         now: Duration,
     ) -> Result<(), Error> {
         if !(300..700).contains(&status) {
@@ -1094,7 +1108,7 @@ impl Inner {
             .clone()
             .ok_or(Error::InvalidState("no INVITE awaiting an answer"))?;
         let initial = d.state == DialogState::Early;
-        self.respond(&key, status, vec![], None, now);
+        self.respond_with_reason(&key, status, reason, vec![], None, now);
         if initial {
             self.remove_dialog(call);
             self.events.push_back(Event::CallEnded {

@@ -305,7 +305,27 @@ impl Core {
     }
     /// Reject a pending INVITE (or re-INVITE) with a final status (e.g. 488, 486, 503).
     pub fn reject(&mut self, call: CallHandle, status: u16, now: Duration) -> Result<(), Error> {
-        self.inner.reject(call, status, now)
+        self.inner.reject(call, status, None, now)
+    }
+    /// [`Core::reject`] with a reason phrase of our own instead of the status's standard one
+    /// (e.g. `403 Room Locked`): 1 to 64 printable ASCII characters (spaces included),
+    /// anything else is refused with [`Error::InvalidState`] and nothing is sent.
+    pub fn reject_with_reason(
+        &mut self,
+        call: CallHandle,
+        status: u16,
+        reason: &str,
+        now: Duration,
+    ) -> Result<(), Error> {
+        let printable = (1..=64).contains(&reason.len())
+            && reason.bytes().all(|b| (0x20..0x7f).contains(&b))
+            && reason.trim() == reason;
+        if !printable {
+            return Err(Error::InvalidState(
+                "a reason phrase is 1..=64 printable ASCII characters",
+            ));
+        }
+        self.inner.reject(call, status, Some(reason), now)
     }
     /// Hang up an established call with BYE.
     pub fn hangup(&mut self, call: CallHandle, now: Duration) -> Result<(), Error> {

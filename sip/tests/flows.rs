@@ -288,6 +288,42 @@ fn reject_retransmits_until_timer_h_then_forgets() {
 }
 
 #[test]
+fn reject_with_a_reason_phrase_of_our_own_and_retransmitted_as_is() {
+    let mut h = Harness::new();
+    h.udp(
+        ALICE,
+        &invite("z9hG4bK-inv1", "call-rej-reason", 1, PCMU_OFFER),
+    );
+    h.out();
+    let call = match h.events().pop() {
+        Some(Event::IncomingCall { call, .. }) => call,
+        e => panic!("{e:?}"),
+    };
+    // A phrase that would break the status line is refused, nothing sent.
+    for bad in [
+        "",
+        "Room\r\nX-Forged: 1",
+        " padded",
+        &"x".repeat(65),
+        "caf\u{e9}",
+    ] {
+        assert!(
+            h.core.reject_with_reason(call, 403, bad, h.now).is_err(),
+            "{bad:?}"
+        );
+    }
+    assert!(h.out().is_empty());
+    h.core
+        .reject_with_reason(call, 403, "Room Locked", h.now)
+        .unwrap();
+    let r = h.out().pop().unwrap();
+    assert_eq!(r.start, "SIP/2.0 403 Room Locked");
+    let again = h.advance_to(ms(600));
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].1.start, "SIP/2.0 403 Room Locked");
+}
+
+#[test]
 fn reject_ack_stops_retransmission_and_is_absorbed() {
     let mut h = Harness::new();
     h.udp(ALICE, &invite("z9hG4bK-inv1", "call-rej2", 1, PCMU_OFFER));

@@ -92,7 +92,8 @@ impl Node {
                     | Action::ResumePeer { .. }
                     | Action::ReleaseFinalFlight { .. }
                     | Action::ClosePeer { .. }
-                    | Action::WhipReply { .. } => {}
+                    | Action::WhipReply { .. }
+                    | Action::AdminReply { .. } => {}
                     Action::Room(cmd) => self.room(cmd),
                     Action::Replicate { seq, entry } => {
                         self.entries.push((wire(&entry), false));
@@ -188,6 +189,12 @@ impl Node {
                     .map(|m| m.update_participant(call, params, now));
                 if !matches!(updated, Some(Ok(()))) {
                     self.fault = Some(format!("update of {call} in room {room}: {updated:?}"));
+                }
+            }
+            RoomCommand::Mute { room, call, muted } => {
+                let done = self.mixers.get_mut(&room).map(|m| m.set_muted(call, muted));
+                if !matches!(done, Some(Ok(()))) {
+                    self.fault = Some(format!("mute of {call} in room {room}: {done:?}"));
                 }
             }
             RoomCommand::Leave { room, call } => {
