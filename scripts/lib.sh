@@ -26,6 +26,26 @@ need_pkgs() {
   $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
+# admin_token DIR — a fresh random admin API token for `mcu serve`: sets ADMIN_TOKEN_FILE
+# (DIR/admin-token, give it to --admin-token-file) and ADMIN_AUTH_HEADER (DIR/admin-auth.header,
+# its `Authorization: Bearer ...` line for `curl -H @FILE`, so that the token never appears on
+# a command line). Any --http-listen address that is not loopback needs the token.
+admin_token() {
+  ADMIN_TOKEN_FILE="$1/admin-token"
+  ADMIN_AUTH_HEADER="$1/admin-auth.header"
+  local token
+  token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  (umask 077
+    printf '%s\n' "$token" >"$ADMIN_TOKEN_FILE"
+    printf 'Authorization: Bearer %s\n' "$token" >"$ADMIN_AUTH_HEADER")
+}
+
+# api_curl ARGS... — curl with the admin token of `admin_token` (for GET /api/... and the
+# operator's controls).
+api_curl() {
+  curl -H @"$ADMIN_AUTH_HEADER" "$@"
+}
+
 build_deps() {
   need_pkgs cmake:cmake cc:gcc c++:g++ make:make pkg-config:pkg-config
 }

@@ -433,24 +433,15 @@
 
   const rows = new Map(); // participant id -> {li, name, kind, detail, meter}
 
+  /** A member of `GET /rooms/{room}/members`: {id, name, kind, speaking, level_dbov, muted}. */
   function describe(p) {
-    const uri = typeof p.sip_uri === "string" ? p.sip_uri : "";
-    const kindField = typeof p.kind === "string" ? p.kind.toLowerCase() : null;
-    const sip = kindField ? kindField === "sip" : /^sips?:/i.test(uri);
-    let name = uri;
-    if (sip) {
-      const m = /^sips?:([^@;>]+)@/i.exec(uri);
-      name = m ? safeDecode(m[1]) : uri;
-    } else if (/^webrtc:/i.test(uri)) {
-      name = `Guest ${uri.slice("webrtc:".length)}`;
-    }
-    const kind = kindField && kindField !== "sip" && kindField !== "webrtc" ? p.kind : sip ? "SIP" : "WebRTC";
+    const raw = typeof p.name === "string" ? p.name : "";
+    const sip = typeof p.kind === "string" && p.kind.toLowerCase() === "sip";
+    let name = sip ? safeDecode(raw) : raw;
+    if (!sip && /^webrtc:/i.test(raw)) name = `Guest ${raw.slice("webrtc:".length)}`;
+    const kind = sip ? "SIP" : "WebRTC";
     const bits = [];
-    if (sip) bits.push(uri);
-    if (p.codec) bits.push(p.codec);
-    if (typeof p.lost === "number" && p.lost > 0) bits.push(`${p.lost} lost`);
-    if (typeof p.jitter_ms === "number" && p.jitter_ms >= 1) bits.push(`jitter ${p.jitter_ms.toFixed(0)} ms`);
-    if (p.in_mix === false) bits.push("not in the mix");
+    if (p.muted === true) bits.push("muted by the moderator");
     return { name: name || `#${p.id}`, kind, detail: bits.join(" · ") };
   }
 
@@ -490,7 +481,7 @@
 
   function renderRoster(roomView) {
     const list = $("people");
-    const participants = roomView && roomView.participants ? Object.values(roomView.participants) : [];
+    const participants = roomView && Array.isArray(roomView.members) ? roomView.members.slice() : [];
     participants.sort((a, b) => a.id - b.id);
     const seen = new Set();
     for (const p of participants) {
@@ -499,7 +490,7 @@
       const r = rowFor(p.id);
       const d = describe(p);
       r.name.textContent = d.name;
-      r.name.title = typeof p.sip_uri === "string" ? p.sip_uri : "";
+      r.name.title = d.name;
       r.kind.textContent = d.kind;
       r.kind.className = `badge badge-${d.kind === "SIP" ? "sip" : "webrtc"}`;
       r.you.hidden = myId !== p.id;
@@ -520,13 +511,16 @@
     $("people-empty").hidden = participants.length > 0;
   }
 
+  // The room's roster (open, no admin token): who is in, SIP or WebRTC, speaking, level.
   async function pollRoster() {
     try {
-      const res = await fetch("/api/rooms", { cache: "no-store" });
-      if (!res.ok) throw new Error(`HTTP ${res.status}`);
-      const body = await res.json();
-      const rooms = Array.isArray(body.rooms) ? body.rooms : [];
-      renderRoster(rooms.find((r) => r && r.name === room) || null);
+      if (validRoom) {
+        const res = await fetch(`/rooms/${encodeURIComponent(room)}/members`, { cache: "no-store" });
+        if (!res.ok) throw new Error(`HTTP ${res.status}`);
+        renderRoster(await res.json());
+      } else {
+        renderRoster(null);
+      }
       $("people-error").hidden = true;
     } catch (e) {
       $("people-error").textContent = `Could not load the participant list (${e.message || e}).`;

@@ -1,6 +1,7 @@
 //! Server configuration: command-line flags, each also settable in a TOML file (`--config`).
 //! Flags given on the command line win over the file; the file wins over defaults.
 
+use crate::auth::AdminToken;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -28,6 +29,11 @@ pub struct ServeArgs {
     /// this host yet [default: 127.0.0.1:8080].
     #[arg(long)]
     pub http_listen: Vec<SocketAddr>,
+    /// File whose whole content (trimmed) is the admin API's bearer token: every request
+    /// under `/api/` then needs `Authorization: Bearer TOKEN`. Without it the API is open,
+    /// and every --http-listen address must be a loopback one [default: none].
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
     /// Maximum participants per room [default: 100].
     #[arg(long)]
     pub max_participants: Option<usize>,
@@ -122,6 +128,7 @@ struct FileConfig {
     media_ip: Option<IpAddr>,
     rtp_ports: Option<String>,
     http_listen: Option<OneOrMany<SocketAddr>>,
+    admin_token_file: Option<PathBuf>,
     max_participants: Option<usize>,
     top_n: Option<usize>,
     media_timeout: Option<u64>,
@@ -179,6 +186,8 @@ pub struct Config {
     /// HTTP listen addresses: never empty, no duplicates; every one serves the same API.
     /// The first is the node's main one (what [`crate::launch::Ready::http`] reports).
     pub http_listen: Vec<SocketAddr>,
+    /// The admin API's bearer token (`None`: the API is open, every HTTP address loopback).
+    pub admin_token: Option<AdminToken>,
     /// Max participants per room.
     pub max_participants: usize,
     /// Top-N mixing.
@@ -363,6 +372,27 @@ impl ServeArgs {
                 bail!("http-listen {a} is given twice");
             }
         }
+        let admin_token = match self
+            .admin_token_file
+            .as_ref()
+            .or(file.admin_token_file.as_ref())
+        {
+            Some(path) => Some(
+                AdminToken::load(path)
+                    .with_context(|| format!("admin-token-file {}", path.display()))?,
+            ),
+            None => None,
+        };
+        if admin_token.is_none() {
+            if let Some(a) = http_listen.iter().find(|a| !a.ip().is_loopback()) {
+                bail!(
+                    "http-listen {a} is not a loopback address and no --admin-token-file is given: \
+                     the admin API (/api/...) would be open to the network; give \
+                     --admin-token-file FILE (admin_token_file in the config file) or listen on \
+                     loopback addresses only"
+                );
+            }
+        }
         let max_participants = self
             .max_participants
             .or(file.max_participants)
@@ -416,6 +446,7 @@ impl ServeArgs {
             rtp_port_min,
             rtp_port_max,
             http_listen,
+            admin_token,
             max_participants,
             top_n,
             media_timeout,
@@ -664,7 +695,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mcu-cfg-http-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("h.toml");
+        let token = dir.join("token");
+        std::fs::write(&token, "t0ken\n").unwrap();
         let with_file = |text: &str, flags: &[&str]| {
+            // Non-loopback addresses need the admin token.
+            let text = format!(
+                "admin_token_file = {:?}\n{text}",
+                token.display().to_string()
+            );
             std::fs::write(&path, text).unwrap();
             ServeArgs {
                 config: Some(path.clone()),
@@ -707,6 +745,72 @@ mod tests {
         ] {
             let err = format!("{:#}", with_file(text, flags).unwrap_err());
             assert!(err.contains(needle), "{text:?} {flags:?}: {err}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn admin_token_and_non_loopback_listeners() {
+        let dir = std::env::temp_dir().join(format!("mcu-cfg-tok-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, "  abc123\n").unwrap();
+        let public: SocketAddr = "192.0.2.1:8080".parse().unwrap();
+        // Loopback only: open without a token.
+        let c = ServeArgs {
+            http_listen: vec!["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()],
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.admin_token, None);
+        // Any other address without a token: refused, the flag named.
+        let err = ServeArgs {
+            http_listen: vec!["127.0.0.1:0".parse().unwrap(), public],
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("--admin-token-file") && err.contains("192.0.2.1:8080"),
+            "{err}"
+        );
+        // With the token (trimmed), from the flag or the file.
+        let c = ServeArgs {
+            http_listen: vec![public],
+            admin_token_file: Some(token.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.admin_token, Some(AdminToken::new("abc123").unwrap()));
+        let toml = dir.join("c.toml");
+        std::fs::write(
+            &toml,
+            format!(
+                "http_listen = \"192.0.2.1:8080\"\nadmin_token_file = {:?}\n",
+                token.display().to_string()
+            ),
+        )
+        .unwrap();
+        let c = ServeArgs {
+            config: Some(toml),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert!(c.admin_token.unwrap().matches("abc123"));
+        // An empty or unreadable file is an error at start, even on loopback.
+        std::fs::write(&token, "\n").unwrap();
+        for f in [token.clone(), dir.join("missing")] {
+            let err = ServeArgs {
+                admin_token_file: Some(f.clone()),
+                ..Default::default()
+            }
+            .resolve()
+            .unwrap_err();
+            assert!(format!("{err:#}").contains("admin-token-file"), "{err:#}");
         }
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -1,32 +1,62 @@
-//! HTTP API: `GET /healthz`, `GET /api/rooms`, `GET /api/events`, `GET /api/status`,
-//! `GET /metrics`, the participant page ([`crate::web`]), WHIP for browsers (`POST /whip/{room}`, `DELETE /whip/{room}/{id}`, RFC
-//! 9725), and the HTTP/1.1 server that serves it ([`serve`]) within limits: a connection
-//! cap, a header read timeout and a shutdown deadline. Only WHIP offers have a body (at most
-//! [`MAX_WHIP_BODY`]).
+//! HTTP API: `GET /healthz`, `GET /metrics`, the participant page ([`crate::web`]) and its
+//! roster (`GET /rooms/{room}/members`), WHIP for browsers (`POST /whip/{room}`,
+//! `DELETE /whip/{room}/{id}`, RFC 9725), the admin API under `/api/` (`GET /api/rooms`,
+//! `GET /api/events`, `GET /api/status`, and the operator's controls: mute, unmute and kick a
+//! participant, lock a room or cap its size), and the HTTP/1.1 server that serves it all
+//! ([`serve`]) within limits: a connection cap, a header read timeout and a shutdown
+//! deadline. WHIP offers carry at most [`MAX_WHIP_BODY`], admin requests [`MAX_ADMIN_BODY`].
+//!
+//! The admin API needs the bearer token when one is configured ([`crate::auth`]: one
+//! middleware over the whole router, keyed on the `/api/` prefix). Its controls are decided
+//! by the control core ([`control::Core::handle_admin`]) and answered once replicated; their
+//! errors are JSON `{"error": "..."}`: 404 for a room or participant it does not have (a
+//! participant of another room included), 400 for malformed JSON, wrong types or unknown
+//! fields, 413 for a body over [`MAX_ADMIN_BODY`], 415 for a body that is not
+//! `application/json`, 503 when the server cannot answer (a backup, shutting down).
 
 use crate::limits::{self, AcceptBackoff, FdReserve};
 use crate::metrics::{ListenLabel, Metrics};
 use crate::state::WhipRequest;
 use crate::state::{RoomView, Shared};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::State;
 use axum::extract::{DefaultBodyLimit, Path, Query};
 use axum::http::header;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
-use control::WhipResult;
-use serde::Serialize;
+use control::{AdminCommand, AdminError, AdminResult, SettingsChange, WhipResult};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
-/// The API router.
+/// The API router. Every path under `/api/` passes [`crate::auth::require_token`] (the last
+/// layer: it covers every route above it and paths no route serves).
 pub fn router(shared: Shared) -> Router {
+    let token = shared.admin_token.clone();
+    let admin_body = || DefaultBodyLimit::max(MAX_ADMIN_BODY);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/rooms", get(rooms))
+        .route("/api/rooms/{room}", put(room_settings).layer(admin_body()))
+        .route(
+            "/api/rooms/{room}/participants/{id}",
+            delete(kick).layer(admin_body()),
+        )
+        .route(
+            "/api/rooms/{room}/participants/{id}/mute",
+            post(mute).layer(admin_body()),
+        )
+        .route(
+            "/api/rooms/{room}/participants/{id}/unmute",
+            post(unmute).layer(admin_body()),
+        )
         .route("/api/events", get(events))
         .route("/api/status", get(status))
+        .route("/rooms/{room}/members", get(members))
         .route("/metrics", get(metrics))
         .route(
             "/whip/{room}",
@@ -43,6 +73,359 @@ pub fn router(shared: Shared) -> Router {
         )
         .merge(crate::web::routes())
         .with_state(shared)
+        .layer(axum::middleware::from_fn_with_state(
+            token,
+            crate::auth::require_token,
+        ))
+}
+
+/// Largest body an admin request may carry, bytes (more: 413).
+pub const MAX_ADMIN_BODY: usize = 4 * 1024;
+
+/// How long an admin request waits for the server's answer.
+const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// An error of the admin API: `{"error": msg}` with `status`.
+pub fn json_error(status: StatusCode, msg: &str) -> Response {
+    let mut r = (status, Json(serde_json::json!({ "error": msg }))).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// The request's JSON body as a `T` (no unknown field): at most [`MAX_ADMIN_BODY`] (413),
+/// `Content-Type: application/json` (415), well-formed with the right types (400).
+fn json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, Response> {
+    let body = body.map_err(|e| json_error(e.status(), &e.body_text()))?;
+    parse_json(headers, &body)
+}
+
+/// The body of a request without parameters: nothing (whatever its Content-Type), or `{}` as
+/// [`json_body`] takes it.
+fn no_params(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<(), Response> {
+    let body = body.map_err(|e| json_error(e.status(), &e.body_text()))?;
+    if body.is_empty() {
+        return Ok(());
+    }
+    parse_json::<NoParams>(headers, &body).map(|_| ())
+}
+
+fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, Response> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(json_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be sent as Content-Type: application/json",
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| json_error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))
+}
+
+/// The body a request without parameters may carry: nothing, or `{}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
+
+/// `PUT /api/rooms/{room}`'s body: both fields optional (absent or null: unchanged).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoomSettingsBody {
+    locked: Option<bool>,
+    max_participants: Option<u64>,
+}
+
+/// `GET /api/rooms`'s room and `PUT /api/rooms/{room}`'s answer: its settings.
+#[derive(Serialize)]
+struct RoomSettingsReply {
+    name: String,
+    locked: bool,
+    max_participants: usize,
+}
+
+/// The room name of an admin path, or 404.
+fn admin_room(room: Result<Path<String>, PathRejection>) -> Result<String, Response> {
+    match room {
+        Ok(Path(name)) if control::valid_room_name(&name) => Ok(name),
+        _ => Err(json_error(
+            StatusCode::NOT_FOUND,
+            &AdminError::UnknownRoom.to_string(),
+        )),
+    }
+}
+
+/// The room and participant of an admin path, or 404.
+fn admin_participant(
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(String, u64), Response> {
+    let Ok(Path((room, id))) = path else {
+        return Err(json_error(StatusCode::NOT_FOUND, "no such participant"));
+    };
+    if !control::valid_room_name(&room) {
+        return Err(json_error(
+            StatusCode::NOT_FOUND,
+            &AdminError::UnknownRoom.to_string(),
+        ));
+    }
+    let id = id.parse::<u64>().map_err(|_| {
+        json_error(
+            StatusCode::NOT_FOUND,
+            &AdminError::UnknownParticipant.to_string(),
+        )
+    })?;
+    Ok((room, id))
+}
+
+/// Send an operator's request to the server task and wait for its answer; a refusal as its
+/// HTTP error.
+async fn admin_call(s: &Shared, cmd: AdminCommand) -> Result<AdminResult, Response> {
+    let Some(tx) = &s.admin else {
+        return Err(json_error(StatusCode::SERVICE_UNAVAILABLE, "not serving"));
+    };
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    if tx.send(crate::state::AdminRequest { cmd, reply }).is_err() {
+        return Err(json_error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
+    }
+    let result = match tokio::time::timeout(ADMIN_TIMEOUT, rx).await {
+        Ok(Ok(r)) => r,
+        _ => {
+            return Err(json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server did not answer in time",
+            ))
+        }
+    };
+    match result {
+        AdminResult::Refused(e) => {
+            let status = match e {
+                AdminError::UnknownRoom | AdminError::UnknownParticipant => StatusCode::NOT_FOUND,
+                AdminError::InvalidMaxParticipants { .. } => StatusCode::BAD_REQUEST,
+                AdminError::NotServing => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            Err(json_error(status, &e.to_string()))
+        }
+        r => Ok(r),
+    }
+}
+
+/// `PUT /api/rooms/{room}`: `{"locked": bool, "max_participants": N}` (both optional) ->
+/// 200 with the room's settings.
+async fn room_settings(
+    State(s): State<Shared>,
+    room: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let room = match admin_room(room) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let body: RoomSettingsBody = match json_body(&headers, body) {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let max_participants = match body.max_participants.map(usize::try_from) {
+        None => None,
+        Some(Ok(m)) => Some(m),
+        // Larger than any server's limit: the core refuses it.
+        Some(Err(_)) => Some(usize::MAX),
+    };
+    let change = SettingsChange {
+        locked: body.locked,
+        max_participants,
+    };
+    match admin_call(&s, AdminCommand::Settings { room, change }).await {
+        Ok(AdminResult::Settings {
+            room,
+            settings,
+            max_participants,
+        }) => Json(RoomSettingsReply {
+            name: room,
+            locked: settings.locked,
+            max_participants,
+        })
+        .into_response(),
+        Ok(other) => unexpected(other),
+        Err(resp) => resp,
+    }
+}
+
+fn unexpected(r: AdminResult) -> Response {
+    tracing::error!(?r, "admin API: unexpected answer");
+    json_error(StatusCode::INTERNAL_SERVER_ERROR, "unexpected answer")
+}
+
+/// `POST .../mute` and `.../unmute`: 200 with the participant as `GET /api/rooms` shows it.
+async fn set_muted(
+    s: Shared,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    muted: bool,
+) -> Response {
+    let (room, id) = match admin_participant(path) {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    if let Err(resp) = no_params(&headers, body) {
+        return resp;
+    }
+    match admin_call(&s, AdminCommand::Mute { room, id, muted }).await {
+        Ok(AdminResult::Muted { room, id, muted }) => {
+            let view = s
+                .rooms
+                .lock()
+                .unwrap()
+                .get(&room)
+                .cloned()
+                .and_then(|r| r.lock().unwrap().participants.get(&id).cloned());
+            match view {
+                Some(mut v) => {
+                    v.muted = muted;
+                    Json(v).into_response()
+                }
+                // Still joining: not in the room's view yet.
+                None => Json(serde_json::json!({ "id": id, "muted": muted })).into_response(),
+            }
+        }
+        Ok(other) => unexpected(other),
+        Err(resp) => resp,
+    }
+}
+
+async fn mute(
+    State(s): State<Shared>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    set_muted(s, path, headers, body, true).await
+}
+
+async fn unmute(
+    State(s): State<Shared>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    set_muted(s, path, headers, body, false).await
+}
+
+/// `DELETE /api/rooms/{room}/participants/{id}`: 204 once its BYE went out (SIP) or its
+/// session is closed (WebRTC).
+async fn kick(
+    State(s): State<Shared>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (room, id) = match admin_participant(path) {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    if let Err(resp) = no_params(&headers, body) {
+        return resp;
+    }
+    match admin_call(&s, AdminCommand::Kick { room, id }).await {
+        Ok(AdminResult::Kicked { .. }) => StatusCode::NO_CONTENT.into_response(),
+        Ok(other) => unexpected(other),
+        Err(resp) => resp,
+    }
+}
+
+/// One participant as the participant page shows it: no address, no SIP URI, no counters.
+#[derive(Serialize)]
+struct Member {
+    /// Participant id (the page marks its own participant with it).
+    id: u64,
+    /// Display name: a WebRTC participant's own, a SIP caller's user part (as in its URI).
+    name: String,
+    /// `sip` or `webrtc`.
+    kind: String,
+    speaking: bool,
+    level_dbov: f32,
+    muted: bool,
+}
+
+#[derive(Serialize)]
+struct MembersReply {
+    room: String,
+    active_speaker: Option<u64>,
+    members: Vec<Member>,
+}
+
+/// A SIP caller's display name: the user part of its URI (never the host: an address), else
+/// "SIP caller".
+fn sip_display_name(uri: &str) -> String {
+    let uri = uri.trim().trim_start_matches('<');
+    let scheme = |s: &str| {
+        uri.get(..s.len())
+            .filter(|p| p.eq_ignore_ascii_case(s))
+            .map(|_| &uri[s.len()..])
+    };
+    let user = if let Some(rest) = scheme("sip:").or_else(|| scheme("sips:")) {
+        rest.split_once('@').map_or("", |(u, _)| u)
+    } else {
+        scheme("tel:").unwrap_or("")
+    };
+    // No password, no parameters.
+    let user = user.split([':', ';', '>']).next().unwrap_or_default();
+    if user.is_empty() {
+        "SIP caller".into()
+    } else {
+        user.chars().take(64).collect()
+    }
+}
+
+/// `GET /rooms/{room}/members` (open: the participant page's roster): who is in the room,
+/// their kind, whether they speak and how loud. A valid room name nobody is in has no
+/// members; an invalid one is 404.
+async fn members(State(s): State<Shared>, room: Result<Path<String>, PathRejection>) -> Response {
+    let room = match room {
+        Ok(Path(name)) if control::valid_room_name(&name) => name,
+        _ => return json_error(StatusCode::NOT_FOUND, "no such room name"),
+    };
+    let view = s.rooms.lock().unwrap().get(&room).cloned();
+    let (active_speaker, members) = match view {
+        Some(v) => {
+            let v = v.lock().unwrap();
+            let members = v
+                .participants
+                .values()
+                .map(|p| Member {
+                    id: p.id,
+                    name: if p.kind == "sip" {
+                        sip_display_name(&p.sip_uri)
+                    } else {
+                        p.sip_uri.clone()
+                    },
+                    kind: p.kind.clone(),
+                    speaking: p.stats.speaking,
+                    level_dbov: p.stats.level_dbov,
+                    muted: p.muted,
+                })
+                .collect();
+            (v.active_speaker, members)
+        }
+        None => (None, Vec::new()),
+    };
+    let mut r = Json(MembersReply {
+        room,
+        active_speaker,
+        members,
+    })
+    .into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 /// Largest WHIP offer accepted, bytes (Chromium's offers are 3-6 KiB).
@@ -370,6 +753,29 @@ async fn accept_loop(
         accepted.inc();
         if to_serve.send(stream).await.is_err() {
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip_display_names_never_show_a_host() {
+        for (uri, name) in [
+            ("sip:alice@198.18.0.5", "alice"),
+            ("<sips:Bob@example.org;transport=tls>", "Bob"),
+            ("SIP:carol;x=1@10.0.0.1:5070", "carol"),
+            ("sip:dave:secret@10.0.0.1", "dave"),
+            ("tel:+15551234;phone-context=x", "+15551234"),
+            ("sip:198.18.0.5", "SIP caller"),
+            ("sip:@198.18.0.5", "SIP caller"),
+            ("http://alice@host", "SIP caller"),
+            ("", "SIP caller"),
+            ("s", "SIP caller"),
+        ] {
+            assert_eq!(sip_display_name(uri), name, "{uri}");
         }
     }
 }

@@ -5,6 +5,7 @@
 //! make: [`server`] feeds the control core and carries out its actions.
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod config;
 pub mod hot_standby;
 pub mod http;

@@ -156,6 +156,13 @@ pub enum RoomCtl {
         /// SRTCP index of its next report.
         srtcp_index: u32,
     },
+    /// Mute or unmute a participant ([`mixer::Mixer::set_muted`]).
+    Mute {
+        /// Participant id.
+        id: ParticipantId,
+        /// The new state.
+        muted: bool,
+    },
     /// Remove a participant (its RTCP BYE goes out).
     Leave {
         /// Participant id.
@@ -539,6 +546,11 @@ impl Room {
                         tracing::warn!(room = %self.ctx.name.escape_debug(), id, "update failed: {e}");
                     }
                     self.report(id, now);
+                }
+            }
+            RoomCtl::Mute { id, muted } => {
+                if let Err(e) = self.mixer.set_muted(id, muted) {
+                    tracing::warn!(room = %self.ctx.name.escape_debug(), id, "mute failed: {e}");
                 }
             }
             RoomCtl::Leave { id } => {

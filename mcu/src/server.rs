@@ -13,7 +13,7 @@ use crate::hot_standby::{self, HotStandby};
 use crate::limits::{self, AcceptBackoff};
 use crate::metrics::Metrics;
 use crate::room::{spawn_room, MediaEndpoint, RoomCtl, RoomCtx, RoomHandle};
-use crate::state::{ParticipantView, RoomView, Shared, TakeoverView, WhipRequest};
+use crate::state::{AdminRequest, ParticipantView, RoomView, Shared, TakeoverView, WhipRequest};
 use crate::sync_link::{SyncCommand, SyncEvent};
 use crate::webrtc::{WebRtcCtl, WebRtcHandle};
 use anyhow::{Context, Result};
@@ -180,6 +180,9 @@ struct Server {
     /// WHIP requests waiting for the core's reply, by request id.
     whip_waiting: HashMap<u64, tokio::sync::oneshot::Sender<WhipResult>>,
     next_whip: u64,
+    /// The operator's requests waiting for the core's reply, by request id.
+    admin_waiting: HashMap<u64, tokio::sync::oneshot::Sender<control::AdminResult>>,
+    next_admin: u64,
     /// Rooms opened from a snapshot during this [`Server::act`]: told `Resumed` once the
     /// members' Attach commands are sent.
     resuming: Vec<u64>,
@@ -283,6 +286,10 @@ pub async fn run_with_ft(
         drop(peer_tx);
     }
     let core_webrtc_port = core_cfg.webrtc.as_ref().map_or(0, |w| w.port);
+    // The admin API: its token, and its requests to this task.
+    let (admin_tx, mut admin_rx) = mpsc::unbounded_channel::<AdminRequest>();
+    shared.admin = Some(admin_tx);
+    shared.admin_token = cfg.admin_token.clone().map(Arc::new);
     let core = Core::new(core_cfg, role, hot_standby::origin_to_unix_ns(origin));
 
     // HTTP.
@@ -350,6 +357,8 @@ pub async fn run_with_ft(
         webrtc_port: core_webrtc_port,
         whip_waiting: HashMap::new(),
         next_whip: 0,
+        admin_waiting: HashMap::new(),
+        next_admin: 0,
         resuming: Vec::new(),
     };
     let pending: VecDeque<_> =
@@ -385,6 +394,7 @@ pub async fn run_with_ft(
                 s.core.handle_peer_input(id, input, now);
             }
             Some(req) = whip_rx.recv() => s.whip(req),
+            Some(req) = admin_rx.recv() => s.admin(req),
             Some(ev) = sync_recv(s.hs.as_mut()) => s.on_sync(ev),
             _ = &mut shutdown, if stopping.is_none() => {
                 tracing::info!(calls = s.core.calls().len(), "shutting down: sending BYE to every participant");
@@ -799,6 +809,23 @@ impl Server {
                         let _ = tx.send(result);
                     }
                 }
+                Action::AdminReply { request, result } => {
+                    if let control::AdminResult::Settings {
+                        room,
+                        settings,
+                        max_participants,
+                    } = &result
+                    {
+                        if let Some(v) = self.shared.rooms.lock().unwrap().get(room) {
+                            let mut v = v.lock().unwrap();
+                            v.locked = settings.locked;
+                            v.max_participants = *max_participants;
+                        }
+                    }
+                    if let Some(tx) = self.admin_waiting.remove(&request) {
+                        let _ = tx.send(result);
+                    }
+                }
                 Action::TakeoverComplete { calls, rooms } => {
                     if let Some((started, at_unix_ms)) = self.takeover_started.take() {
                         let duration = started.elapsed();
@@ -893,8 +920,13 @@ impl Server {
                 if matches!(init, control::RoomInit::Resume(_)) {
                     self.resuming.push(room);
                 }
+                // A room resumed at a takeover has the settings its record carries.
+                let server_max = self.core.max_participants();
+                let settings = self.core.room_settings(&name).cloned().unwrap_or_default();
                 let view = Arc::new(Mutex::new(RoomView {
                     name: name.clone(),
+                    locked: settings.locked,
+                    max_participants: settings.limit(server_max),
                     ..RoomView::default()
                 }));
                 let handle = spawn_room(
@@ -1012,6 +1044,14 @@ impl Server {
                     });
                 }
             }
+            RoomCommand::Mute { room, call, muted } => {
+                if let Some(r) = self.rooms.get(&room) {
+                    if let Some(p) = r.view.lock().unwrap().participants.get_mut(&call) {
+                        p.muted = muted;
+                    }
+                    let _ = r.handle.ctl.send(RoomCtl::Mute { id: call, muted });
+                }
+            }
             RoomCommand::Leave { room, call } => {
                 if let Some(r) = self.rooms.get(&room) {
                     if r.view.lock().unwrap().participants.remove(&call).is_some() {
@@ -1054,6 +1094,15 @@ impl Server {
         }
     }
 
+    /// An operator's request from the HTTP API.
+    fn admin(&mut self, req: AdminRequest) {
+        let now = self.now();
+        self.next_admin += 1;
+        let request = self.next_admin;
+        self.admin_waiting.insert(request, req.reply);
+        self.core.handle_admin(request, req.cmd, now);
+    }
+
     /// The WebRTC port (0: not served).
     fn core_webrtc_port(&self) -> u16 {
         self.webrtc_port
@@ -1073,6 +1122,7 @@ impl Server {
                 codec: "OPUS".into(),
                 local_rtp_port: self.core_webrtc_port(),
                 direction: direction_name(&params),
+                muted: p.muted,
                 stats: mixer::ParticipantStats {
                     ssrc_out: p.ssrc_out.unwrap_or_default(),
                     ..Default::default()
@@ -1092,6 +1142,7 @@ impl Server {
             codec: format!("{:?}", neg.codec).to_uppercase(),
             local_rtp_port: rec.port,
             direction: format!("{:?}", neg.direction).to_lowercase(),
+            muted: rec.muted,
             stats: mixer::ParticipantStats {
                 ssrc_out: rec.ssrc_out.unwrap_or_default(),
                 ..Default::default()

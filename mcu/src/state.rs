@@ -24,6 +24,9 @@ pub struct ParticipantView {
     pub local_rtp_port: u16,
     /// Media direction from the client's SDP.
     pub direction: String,
+    /// Muted by the operator (`POST /api/rooms/{room}/participants/{id}/mute`): out of the
+    /// mix, still measured.
+    pub muted: bool,
     /// Mixer counters (ssrc_in, ssrc_out, level, speaking, packets, loss, jitter).
     #[serde(flatten)]
     pub stats: ParticipantStats,
@@ -36,6 +39,10 @@ pub struct RoomView {
     pub name: String,
     /// Active speaker.
     pub active_speaker: Option<ParticipantId>,
+    /// New participants are refused (`PUT /api/rooms/{room}`).
+    pub locked: bool,
+    /// The room's participant limit (its own, else the server's).
+    pub max_participants: usize,
     /// Participants by id.
     pub participants: BTreeMap<ParticipantId, ParticipantView>,
 }
@@ -88,6 +95,20 @@ pub struct Shared {
     pub fenced: Arc<std::sync::atomic::AtomicBool>,
     /// WHIP requests to the server task (`None`: WebRTC not served).
     pub whip: Option<tokio::sync::mpsc::UnboundedSender<WhipRequest>>,
+    /// The operator's requests to the server task (`None`: no server task, the API answers
+    /// 503).
+    pub admin: Option<tokio::sync::mpsc::UnboundedSender<AdminRequest>>,
+    /// The admin API's bearer token (`None`: open, loopback listeners only).
+    pub admin_token: Option<Arc<crate::auth::AdminToken>>,
+}
+
+/// An operator's request for the server task ([`control::Core::handle_admin`]), answered on
+/// `reply` once the core released its answer.
+pub struct AdminRequest {
+    /// What the operator asks.
+    pub cmd: control::AdminCommand,
+    /// The answer.
+    pub reply: tokio::sync::oneshot::Sender<control::AdminResult>,
 }
 
 /// A WHIP request for the server task, answered on `reply`.

@@ -62,7 +62,7 @@ fn vip_http() -> SocketAddr {
 fn vip_get_json(bed: &Testbed, client: &str, path: &str) -> Option<serde_json::Value> {
     let path = path.to_string();
     testkit::bed::in_netns(&bed.ns(client), move || {
-        match testkit::http::get(vip_http(), &path) {
+        match common::get_as(vip_http(), &path, Some(common::ADMIN_TOKEN)) {
             Ok((200, body)) => serde_json::from_str(&body).ok(),
             _ => None,
         }

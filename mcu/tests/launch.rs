@@ -61,7 +61,8 @@ fn http_listeners(metrics: &str) -> Vec<std::net::SocketAddr> {
 
 #[test]
 fn every_http_address_serves_the_same_api() {
-    let mut a = common::args("32350-32399");
+    // A non-loopback address: the admin API needs its token.
+    let mut a = common::with_admin_token(common::args("32350-32399"));
     // The third address is on no interface of this host (TEST-NET-1): bound all the same
     // (IP_FREEBIND), as a hot-standby backup binds the service address it does not hold.
     a.http_listen = ["127.0.0.1:0", "127.0.0.2:0", "192.0.2.1:0"]
@@ -93,7 +94,10 @@ fn every_http_address_serves_the_same_api() {
     };
     let before = count(&srv, second);
     // The same router behind the second address: the API and the participant page.
-    let status = testkit::http::get_json(second, "/api/status");
+    let (code, status) =
+        common::get_as(second, "/api/status", Some(common::ADMIN_TOKEN)).expect("/api/status");
+    assert_eq!(code, 200, "{status}");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["role"], "standalone", "{status}");
     let (code, page) = testkit::http::get(second, "/room/demo").expect("GET /room/demo");
     assert_eq!(code, 200, "{page}");

@@ -8,6 +8,8 @@
 #   MCU_BIN          the server binary (see copy_mcu)
 #   PY               a python3 for scripts/bench/*.py
 #   NS_P NS_B PRIMARY BACKUP   the pair's namespaces and own addresses
+#   ADMIN_AUTH_HEADER          from lib.sh's `admin_token` (the servers get its
+#                              --admin-token-file: their HTTP listens on non-loopback addresses)
 # and declares the arrays this file appends to (the caller's trap cleans them up):
 #   pids=()      sipp, tcpdump: stop_pids at exit
 #   servers=()   mcu: stop_servers at exit, in start order
@@ -27,8 +29,8 @@ wait_until() {
     sleep 0.1
   done
 }
-http() { # NS ADDR PATH
-  in_ns "$1" curl -sf --max-time 2 "http://$2:8080$3"
+http() { # NS ADDR PATH (the admin API's token sent along)
+  in_ns "$1" curl -sf --max-time 2 -H @"$ADMIN_AUTH_HEADER" "http://$2:8080$3"
 }
 json_get() { # EXPR (python, `j` is the document) < JSON
   python3 -c 'import json,sys; j=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"

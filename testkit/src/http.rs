@@ -1,6 +1,7 @@
 //! Blocking HTTP requests with [`ureq`]: GET (status and body, or the whole [`Response`]),
-//! and [`post`], [`delete`] and [`options`] with header fields of the caller's choosing,
-//! returning the whole [`Response`] whatever its status. Sockets live in the calling thread's
+//! and [`get_with`], [`post`], [`put`], [`delete`] and [`options`] with header fields of the
+//! caller's choosing (e.g. an `Authorization` for the admin API), returning the whole
+//! [`Response`] whatever its status. Sockets live in the calling thread's
 //! network namespace: to reach a server inside a test-bed node, call these from
 //! [`crate::bed::in_netns`].
 
@@ -49,6 +50,34 @@ impl Response {
 /// [`get`] with the response's headers.
 pub fn get_response(addr: SocketAddr, path: &str) -> Result<Response, ureq::Error> {
     read_response(agent().get(&format!("http://{addr}{path}")).call()?)
+}
+
+/// `GET http://ADDR/PATH` with the header fields `headers`: the whole response (see
+/// [`post`]).
+pub fn get_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Response, ureq::Error> {
+    let mut req = agent().get(&format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    read_response(req.call()?)
+}
+
+/// `PUT http://ADDR/PATH` with `body` and the header fields `headers` (see [`post`]).
+pub fn put(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Response, ureq::Error> {
+    let mut req = agent().put(&format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    read_response(req.send(body)?)
 }
 
 /// `POST http://ADDR/PATH` with `body` and the header fields `headers` (name, value) and no

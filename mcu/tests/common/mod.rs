@@ -56,6 +56,47 @@ pub fn scenario(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The admin API's bearer token of every test server given [`admin_token_file`].
+pub const ADMIN_TOKEN: &str = "understudy-test-admin-token-7f3a9c";
+
+/// A file holding [`ADMIN_TOKEN`] (under the target's tmp directory), for
+/// `--admin-token-file`.
+pub fn admin_token_file() -> PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("admin-token");
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(ADMIN_TOKEN) {
+        // Written whole then renamed: a server never reads half a token.
+        let tmp = path.with_extension(std::process::id().to_string());
+        std::fs::write(&tmp, ADMIN_TOKEN).expect("write the admin token file");
+        std::fs::rename(&tmp, &path).expect("install the admin token file");
+    }
+    path
+}
+
+/// The `Authorization` field value the admin API wants with [`ADMIN_TOKEN`].
+pub fn bearer() -> String {
+    format!("Bearer {ADMIN_TOKEN}")
+}
+
+/// `args` with the admin API behind [`ADMIN_TOKEN`] (needed by any non-loopback
+/// `--http-listen`); [`TestServer`] then authenticates its own API requests.
+pub fn with_admin_token(mut args: ServeArgs) -> ServeArgs {
+    args.admin_token_file = Some(admin_token_file());
+    args
+}
+
+/// `GET path` on `addr` with `token` (if any) as the admin API's bearer token: status and
+/// body; `Err` when nothing answers.
+pub fn get_as(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<(u16, String), String> {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("Authorization", a)])
+        .unwrap_or_default();
+    testkit::http::get_with(addr, path, &headers)
+        .map(|r| (r.status, r.body))
+        .map_err(|e| e.to_string())
+}
+
 /// `ServeArgs` for a [`TestServer`] with media ports in `rtp` (give every test its own
 /// range); SIP and HTTP default to port 0 on loopback.
 pub fn args(rtp: &str) -> ServeArgs {
@@ -114,6 +155,8 @@ pub struct TestServer {
     pub http: SocketAddr,
     /// What the server logged.
     pub log: LogLines,
+    /// The admin API's token, when the server has one (sent with every `/api/` request).
+    pub token: Option<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     done: mpsc::Receiver<anyhow::Result<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -129,6 +172,12 @@ impl TestServer {
             args.http_listen.push(any);
         }
         let cfg = args.resolve().expect("test server configuration");
+        let token = args.admin_token_file.as_ref().map(|f| {
+            std::fs::read_to_string(f)
+                .expect("admin token file")
+                .trim()
+                .to_string()
+        });
         let (log_tx, log_rx) = mpsc::channel();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -172,6 +221,7 @@ impl TestServer {
             sip: ready.sip,
             http: ready.http,
             log: LogLines::new(log_rx),
+            token,
             stop: Some(stop_tx),
             done,
             thread: Some(thread),
@@ -198,14 +248,16 @@ impl TestServer {
         last
     }
 
-    /// `GET path`: status and body.
+    /// `GET path`: status and body (with the admin token, if the server has one).
     pub fn get(&self, path: &str) -> (u16, String) {
-        testkit::http::get(self.http, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        get_as(self.http, path, self.token.as_deref()).unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
     /// `GET path` expecting 200 and JSON.
     pub fn get_json(&self, path: &str) -> serde_json::Value {
-        testkit::http::get_json(self.http, path)
+        let (code, body) = self.get(path);
+        assert_eq!(code, 200, "GET {path} on {}: {body}", self.http);
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
     }
 
     /// `GET /metrics` (expecting 200): the OpenMetrics text.
@@ -345,17 +397,28 @@ pub struct Node {
 }
 
 impl Node {
-    /// Start `mcu serve ARGS` in `node`; `http` must be the node's `--http-listen`.
+    /// Start `mcu serve ARGS` in `node`; `http` must be the node's `--http-listen`. The admin
+    /// API is behind [`ADMIN_TOKEN`] (`--admin-token-file` is added unless `args` has it);
+    /// [`Node::get`] sends it.
     pub fn start(
         bed: &testkit::bed::Testbed,
         node: &str,
         http: SocketAddr,
         args: &[String],
     ) -> Node {
+        let token: Vec<String> = if args.iter().any(|a| a == "--admin-token-file") {
+            Vec::new()
+        } else {
+            vec![
+                "--admin-token-file".into(),
+                admin_token_file().display().to_string(),
+            ]
+        };
         let mut child = bed
             .command(node, env!("CARGO_BIN_EXE_mcu"))
             .arg("serve")
             .args(args)
+            .args(&token)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -373,12 +436,14 @@ impl Node {
         }
     }
 
-    /// GET `path` on the node's HTTP listener, from inside its namespace; `None` while
-    /// nothing answers.
+    /// GET `path` on the node's HTTP listener, from inside its namespace, with the admin
+    /// token; `None` while nothing answers.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         let path = path.to_string();
         let addr = self.http;
-        testkit::bed::in_netns(&self.ns, move || testkit::http::get(addr, &path).ok())
+        testkit::bed::in_netns(&self.ns, move || {
+            get_as(addr, &path, Some(ADMIN_TOKEN)).ok()
+        })
     }
 
     /// `GET path` parsed as JSON, when the node answers 200.
