@@ -93,40 +93,80 @@ pub fn json_error(status: StatusCode, msg: &str) -> Response {
     r
 }
 
+/// Why an admin request fails: answered as [`json_error`].
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    msg: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            msg: msg.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        json_error(self.status, &self.msg)
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        let status = match e {
+            AdminError::UnknownRoom | AdminError::UnknownParticipant => StatusCode::NOT_FOUND,
+            AdminError::InvalidMaxParticipants { .. } => StatusCode::BAD_REQUEST,
+            AdminError::NotServing => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    /// A body over the limit (413) or one that broke off.
+    fn from(e: BytesRejection) -> Self {
+        ApiError::new(e.status(), e.body_text())
+    }
+}
+
 /// The request's JSON body as a `T` (no unknown field): at most [`MAX_ADMIN_BODY`] (413),
 /// `Content-Type: application/json` (415), well-formed with the right types (400).
 fn json_body<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<T, Response> {
-    let body = body.map_err(|e| json_error(e.status(), &e.body_text()))?;
-    parse_json(headers, &body)
+) -> Result<T, ApiError> {
+    parse_json(headers, &body?)
 }
 
 /// The body of a request without parameters: nothing (whatever its Content-Type), or `{}` as
 /// [`json_body`] takes it.
-fn no_params(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<(), Response> {
-    let body = body.map_err(|e| json_error(e.status(), &e.body_text()))?;
+fn no_params(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<(), ApiError> {
+    let body = body?;
     if body.is_empty() {
         return Ok(());
     }
     parse_json::<NoParams>(headers, &body).map(|_| ())
 }
 
-fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, Response> {
+fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
     if !json {
-        return Err(json_error(
+        return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "the body must be sent as Content-Type: application/json",
         ));
     }
     serde_json::from_slice(body)
-        .map_err(|e| json_error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
 
 /// The body a request without parameters may carry: nothing, or `{}`.
@@ -142,7 +182,7 @@ struct RoomSettingsBody {
     max_participants: Option<u64>,
 }
 
-/// `GET /api/rooms`'s room and `PUT /api/rooms/{room}`'s answer: its settings.
+/// `PUT /api/rooms/{room}`'s answer: the room's settings.
 #[derive(Serialize)]
 struct RoomSettingsReply {
     name: String,
@@ -151,69 +191,51 @@ struct RoomSettingsReply {
 }
 
 /// The room name of an admin path, or 404.
-fn admin_room(room: Result<Path<String>, PathRejection>) -> Result<String, Response> {
+fn admin_room(room: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     match room {
         Ok(Path(name)) if control::valid_room_name(&name) => Ok(name),
-        _ => Err(json_error(
-            StatusCode::NOT_FOUND,
-            &AdminError::UnknownRoom.to_string(),
-        )),
+        _ => Err(AdminError::UnknownRoom.into()),
     }
 }
 
 /// The room and participant of an admin path, or 404.
 fn admin_participant(
     path: Result<Path<(String, String)>, PathRejection>,
-) -> Result<(String, u64), Response> {
+) -> Result<(String, u64), ApiError> {
     let Ok(Path((room, id))) = path else {
-        return Err(json_error(StatusCode::NOT_FOUND, "no such participant"));
+        return Err(AdminError::UnknownParticipant.into());
     };
     if !control::valid_room_name(&room) {
-        return Err(json_error(
-            StatusCode::NOT_FOUND,
-            &AdminError::UnknownRoom.to_string(),
-        ));
+        return Err(AdminError::UnknownRoom.into());
     }
-    let id = id.parse::<u64>().map_err(|_| {
-        json_error(
-            StatusCode::NOT_FOUND,
-            &AdminError::UnknownParticipant.to_string(),
-        )
-    })?;
+    let id = id
+        .parse::<u64>()
+        .map_err(|_| ApiError::from(AdminError::UnknownParticipant))?;
     Ok((room, id))
 }
 
 /// Send an operator's request to the server task and wait for its answer; a refusal as its
 /// HTTP error.
-async fn admin_call(s: &Shared, cmd: AdminCommand) -> Result<AdminResult, Response> {
+async fn admin_call(s: &Shared, cmd: AdminCommand) -> Result<AdminResult, ApiError> {
+    let unavailable = |msg: &str| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, msg);
     let Some(tx) = &s.admin else {
-        return Err(json_error(StatusCode::SERVICE_UNAVAILABLE, "not serving"));
+        return Err(unavailable("not serving"));
     };
     let (reply, rx) = tokio::sync::oneshot::channel();
     if tx.send(crate::state::AdminRequest { cmd, reply }).is_err() {
-        return Err(json_error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
+        return Err(unavailable("shutting down"));
     }
-    let result = match tokio::time::timeout(ADMIN_TIMEOUT, rx).await {
-        Ok(Ok(r)) => r,
-        _ => {
-            return Err(json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server did not answer in time",
-            ))
-        }
-    };
-    match result {
-        AdminResult::Refused(e) => {
-            let status = match e {
-                AdminError::UnknownRoom | AdminError::UnknownParticipant => StatusCode::NOT_FOUND,
-                AdminError::InvalidMaxParticipants { .. } => StatusCode::BAD_REQUEST,
-                AdminError::NotServing => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            Err(json_error(status, &e.to_string()))
-        }
-        r => Ok(r),
+    match tokio::time::timeout(ADMIN_TIMEOUT, rx).await {
+        Ok(Ok(AdminResult::Refused(e))) => Err(e.into()),
+        Ok(Ok(r)) => Ok(r),
+        _ => Err(unavailable("the server did not answer in time")),
     }
+}
+
+/// The core answered another kind of result than the request's (never expected).
+fn unexpected(r: AdminResult) -> ApiError {
+    tracing::error!(?r, "admin API: unexpected answer");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "unexpected answer")
 }
 
 /// `PUT /api/rooms/{room}`: `{"locked": bool, "max_participants": N}` (both optional) ->
@@ -223,44 +245,29 @@ async fn room_settings(
     room: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let room = match admin_room(room) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    let body: RoomSettingsBody = match json_body(&headers, body) {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
-    let max_participants = match body.max_participants.map(usize::try_from) {
-        None => None,
-        Some(Ok(m)) => Some(m),
-        // Larger than any server's limit: the core refuses it.
-        Some(Err(_)) => Some(usize::MAX),
-    };
+) -> Result<Json<RoomSettingsReply>, ApiError> {
+    let room = admin_room(room)?;
+    let body: RoomSettingsBody = json_body(&headers, body)?;
+    // Larger than any usize: larger than any server's limit, which the core refuses.
+    let max_participants = body
+        .max_participants
+        .map(|m| usize::try_from(m).unwrap_or(usize::MAX));
     let change = SettingsChange {
         locked: body.locked,
         max_participants,
     };
-    match admin_call(&s, AdminCommand::Settings { room, change }).await {
-        Ok(AdminResult::Settings {
+    match admin_call(&s, AdminCommand::Settings { room, change }).await? {
+        AdminResult::Settings {
             room,
             settings,
             max_participants,
-        }) => Json(RoomSettingsReply {
+        } => Ok(Json(RoomSettingsReply {
             name: room,
             locked: settings.locked,
             max_participants,
-        })
-        .into_response(),
-        Ok(other) => unexpected(other),
-        Err(resp) => resp,
+        })),
+        other => Err(unexpected(other)),
     }
-}
-
-fn unexpected(r: AdminResult) -> Response {
-    tracing::error!(?r, "admin API: unexpected answer");
-    json_error(StatusCode::INTERNAL_SERVER_ERROR, "unexpected answer")
 }
 
 /// `POST .../mute` and `.../unmute`: 200 with the participant as `GET /api/rooms` shows it.
@@ -270,35 +277,28 @@ async fn set_muted(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
     muted: bool,
-) -> Response {
-    let (room, id) = match admin_participant(path) {
-        Ok(p) => p,
-        Err(resp) => return resp,
+) -> Result<Response, ApiError> {
+    let (room, id) = admin_participant(path)?;
+    no_params(&headers, body)?;
+    let (room, id, muted) = match admin_call(&s, AdminCommand::Mute { room, id, muted }).await? {
+        AdminResult::Muted { room, id, muted } => (room, id, muted),
+        other => return Err(unexpected(other)),
     };
-    if let Err(resp) = no_params(&headers, body) {
-        return resp;
-    }
-    match admin_call(&s, AdminCommand::Mute { room, id, muted }).await {
-        Ok(AdminResult::Muted { room, id, muted }) => {
-            let view = s
-                .rooms
-                .lock()
-                .unwrap()
-                .get(&room)
-                .cloned()
-                .and_then(|r| r.lock().unwrap().participants.get(&id).cloned());
-            match view {
-                Some(mut v) => {
-                    v.muted = muted;
-                    Json(v).into_response()
-                }
-                // Still joining: not in the room's view yet.
-                None => Json(serde_json::json!({ "id": id, "muted": muted })).into_response(),
-            }
+    let view = s
+        .rooms
+        .lock()
+        .unwrap()
+        .get(&room)
+        .cloned()
+        .and_then(|r| r.lock().unwrap().participants.get(&id).cloned());
+    Ok(match view {
+        Some(mut v) => {
+            v.muted = muted;
+            Json(v).into_response()
         }
-        Ok(other) => unexpected(other),
-        Err(resp) => resp,
-    }
+        // Still joining: not in the room's view yet.
+        None => Json(serde_json::json!({ "id": id, "muted": muted })).into_response(),
+    })
 }
 
 async fn mute(
@@ -306,7 +306,7 @@ async fn mute(
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
+) -> Result<Response, ApiError> {
     set_muted(s, path, headers, body, true).await
 }
 
@@ -315,7 +315,7 @@ async fn unmute(
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
+) -> Result<Response, ApiError> {
     set_muted(s, path, headers, body, false).await
 }
 
@@ -326,18 +326,12 @@ async fn kick(
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let (room, id) = match admin_participant(path) {
-        Ok(p) => p,
-        Err(resp) => return resp,
-    };
-    if let Err(resp) = no_params(&headers, body) {
-        return resp;
-    }
-    match admin_call(&s, AdminCommand::Kick { room, id }).await {
-        Ok(AdminResult::Kicked { .. }) => StatusCode::NO_CONTENT.into_response(),
-        Ok(other) => unexpected(other),
-        Err(resp) => resp,
+) -> Result<StatusCode, ApiError> {
+    let (room, id) = admin_participant(path)?;
+    no_params(&headers, body)?;
+    match admin_call(&s, AdminCommand::Kick { room, id }).await? {
+        AdminResult::Kicked { .. } => Ok(StatusCode::NO_CONTENT),
+        other => Err(unexpected(other)),
     }
 }
 
