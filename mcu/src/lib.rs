@@ -2,7 +2,9 @@
 //! and the drivers (sockets, timers, threads, netfilter) around the sans-IO cores: the
 //! control plane (`control-core`: calls, rooms, replication, takeover), SIP (`sip-core`),
 //! media (`mixer`) and the sync link (`ft-sync`). No decision is made here that a core could
-//! make: [`server`] feeds the control core and carries out its actions.
+//! make: [`server`] feeds the control core and carries out its actions. The HTTP API
+//! ([`http`]) is open except under `/api/`, the operator's admin API, which [`auth`] guards
+//! with a bearer token.
 #![deny(missing_docs)]
 
 pub mod auth;
