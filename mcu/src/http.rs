@@ -27,6 +27,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/rooms", get(rooms))
         .route("/api/events", get(events))
         .route("/api/status", get(status))
+        .route("/api/failover", post(failover))
         .route("/metrics", get(metrics))
         .route(
             "/whip/{room}",
@@ -216,6 +217,31 @@ async fn rooms(State(s): State<Shared>) -> Json<RoomsReply> {
 async fn status(State(s): State<Shared>) -> impl IntoResponse {
     let st = s.status.lock().unwrap().clone();
     Json(st)
+}
+
+/// `POST /api/failover`: planned switchover to the backup (202 with the handover tick), or
+/// 409 with the reason it cannot happen now (no hot standby, not the primary, no synced
+/// backup, one under way).
+async fn failover(State(s): State<Shared>) -> Response {
+    let conflict = |why: String| {
+        (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({ "error": why })),
+        )
+            .into_response()
+    };
+    let Some(tx) = s.switchover.clone() else {
+        return conflict("no hot standby configured".into());
+    };
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    if tx.send(reply).is_err() {
+        return conflict("the server is stopping".into());
+    }
+    match rx.await {
+        Ok(Ok(view)) => (StatusCode::ACCEPTED, Json(view)).into_response(),
+        Ok(Err(why)) => conflict(why),
+        Err(_) => conflict("the server is stopping".into()),
+    }
 }
 
 async fn events(State(s): State<Shared>) -> impl IntoResponse {

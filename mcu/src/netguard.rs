@@ -102,12 +102,20 @@ impl NetGuard {
     /// the service device (arp_ignore=0), announced by gratuitous ARPs, then off `lo`. On a
     /// thread; the first ARP leaves within a millisecond or so.
     pub fn claim(&mut self) {
+        self.claim_at(std::time::Instant::now());
+    }
+
+    /// [`NetGuard::claim`], the address itself at `at` (planned switchover: the old
+    /// primary receives its clients' packets until just before the handover tick; this
+    /// node's rooms receive the mirrored copies from now on).
+    pub fn claim_at(&mut self, at: std::time::Instant) {
         if let Some(m) = &self.mirror {
             m.accept_all();
         }
         let cfg = self.cfg.clone();
         let fence_slot = self.fence.clone();
         self.threads.push(std::thread::spawn(move || {
+            std::thread::sleep(at.saturating_duration_since(std::time::Instant::now()));
             let t0 = std::time::Instant::now();
             let vip = cfg.vip;
             let claimed = (|| -> Result<f64> {

@@ -88,6 +88,45 @@ pub struct Shared {
     pub fenced: Arc<std::sync::atomic::AtomicBool>,
     /// WHIP requests to the server task (`None`: WebRTC not served).
     pub whip: Option<tokio::sync::mpsc::UnboundedSender<WhipRequest>>,
+    /// Planned switchover: the rooms send no tick from this one on.
+    pub fence_tick: FenceTick,
+    /// `POST /api/failover` requests to the server task (`None`: no hot standby).
+    pub switchover: Option<tokio::sync::mpsc::UnboundedSender<SwitchoverRequest>>,
+}
+
+/// The first tick the rooms must not send (planned switchover: the backup sends it);
+/// `u64::MAX` when none.
+#[derive(Clone, Debug)]
+pub struct FenceTick(pub Arc<std::sync::atomic::AtomicU64>);
+
+impl Default for FenceTick {
+    fn default() -> Self {
+        FenceTick(Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)))
+    }
+}
+
+impl FenceTick {
+    /// Tick `k` is fenced.
+    pub fn covers(&self, k: u64) -> bool {
+        k >= self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Fence from tick `k` on (`u64::MAX`: lift the fence).
+    pub fn set(&self, k: u64) {
+        self.0.store(k, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// `POST /api/failover`, answered on the oneshot: the switchover started, or why not.
+pub type SwitchoverRequest = tokio::sync::oneshot::Sender<Result<SwitchoverView, String>>;
+
+/// A planned switchover that started.
+#[derive(Clone, Debug, Serialize)]
+pub struct SwitchoverView {
+    /// The tick from which the backup sends (tick k at the origin + k x 20 ms).
+    pub from_tick: u64,
+    /// When that tick falls (wall clock, ms since the Unix epoch).
+    pub at_unix_ms: u64,
 }
 
 /// A WHIP request for the server task, answered on `reply`.
@@ -185,4 +224,6 @@ pub struct TakeoverView {
     pub calls: u64,
     /// Rooms resumed.
     pub rooms: u64,
+    /// A planned switchover (`POST /api/failover` on the old primary), not a failure.
+    pub planned: bool,
 }

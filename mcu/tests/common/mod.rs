@@ -381,6 +381,18 @@ impl Node {
         testkit::bed::in_netns(&self.ns, move || testkit::http::get(addr, &path).ok())
     }
 
+    /// POST `path` with an empty body, from inside the node's namespace: status and body;
+    /// `None` when nothing answers.
+    pub fn post(&self, path: &str) -> Option<(u16, String)> {
+        let path = path.to_string();
+        let addr = self.http;
+        testkit::bed::in_netns(&self.ns, move || {
+            testkit::http::post(addr, &path, &[], b"")
+                .ok()
+                .map(|r| (r.status, r.body))
+        })
+    }
+
     /// `GET path` parsed as JSON, when the node answers 200.
     pub fn get_json(&self, path: &str) -> Option<serde_json::Value> {
         match self.get(path)? {
