@@ -50,6 +50,9 @@ const HANDOVER_MARGIN: Duration = Duration::from_millis(5);
 /// Planned switchover: the backup claims the service address (gratuitous ARP) this long
 /// before the handover tick, so that the old primary mixes its clients' packets until then.
 const CLAIM_LEAD: Duration = Duration::from_millis(5);
+
+/// Backup: G.711 resamplers built ahead beyond the replicated calls' needs.
+const PREWARM_SPARE: usize = 8;
 /// How long a closing SIP/TCP connection may take to write what was queued for it.
 const TCP_FLUSH_GRACE: Duration = Duration::from_secs(1);
 
@@ -205,6 +208,36 @@ struct Server {
     leave_at: Option<Instant>,
     /// A takeover started by the primary's handover (planned), not by a failure.
     planned_takeover: bool,
+    /// Backup: G.711 resamplers to keep built ahead ([`prewarm`]); 0 once serving.
+    prewarm_wanted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Backup: keep as many fresh G.711 resamplers built (`mixer::prewarm_g711`) as the
+/// replicated calls will need at a takeover (`wanted`, updated by the server task), on a
+/// low-priority thread: building them at the takeover would delay the promoted rooms' first
+/// packets by tens of milliseconds at a few hundred calls. Stops when `wanted` is
+/// `usize::MAX` (the node serves).
+fn prewarm(wanted: Arc<std::sync::atomic::AtomicUsize>) {
+    let spawned = std::thread::Builder::new()
+        .name("prewarm".into())
+        .spawn(move || {
+            // SAFETY: setpriority on the calling thread (who = 0); no pointers.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+            loop {
+                let n = wanted.load(std::sync::atomic::Ordering::Relaxed);
+                if n == usize::MAX {
+                    return;
+                }
+                if let Err(e) = mixer::prewarm_g711(n) {
+                    tracing::warn!("building G.711 resamplers ahead: {e}");
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("prewarm thread: {e}");
+    }
 }
 
 /// The error [`run_with_ft`] returns when this node was taken over while alive (it stalled
@@ -382,7 +415,11 @@ pub async fn run_with_ft(
         switching: None,
         leave_at: None,
         planned_takeover: false,
+        prewarm_wanted: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
     };
+    if role == Role::Backup {
+        prewarm(s.prewarm_wanted.clone());
+    }
     let pending: VecDeque<_> =
         s.hs.as_mut()
             .map(|h| std::mem::take(&mut h.pending))
@@ -1282,6 +1319,8 @@ impl Server {
     /// The primary is dead (or handed over): claim the service address, take its clock,
     /// serve its calls.
     fn takeover(&mut self) {
+        self.prewarm_wanted
+            .store(usize::MAX, std::sync::atomic::Ordering::Relaxed);
         let Some(hs) = self.hs.as_mut() else { return };
         self.planned_takeover = self.core.handover_tick().is_some();
         if self.planned_takeover {
@@ -1357,6 +1396,23 @@ impl Server {
         st.mirrored_packets = hs.net.mirrored_packets();
         let r = &mut st.replication;
         if self.core.role() == Role::Backup {
+            // Every G.711 call needs one resampler each way at the takeover (a few spare for
+            // calls replicated meanwhile).
+            let g711 = self
+                .core
+                .calls()
+                .values()
+                .filter(|c| {
+                    c.neg.as_ref().is_some_and(|n| {
+                        matches!(
+                            control::stream_params(n).codec,
+                            mixer::Codec::Pcmu | mixer::Codec::Pcma
+                        )
+                    })
+                })
+                .count();
+            self.prewarm_wanted
+                .store(g711 + PREWARM_SPARE, std::sync::atomic::Ordering::Relaxed);
             r.committed = link.applied;
             r.next = link.applied + 1;
             r.unacked = 0;

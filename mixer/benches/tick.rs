@@ -393,6 +393,16 @@ fn resume(c: &mut Criterion<CpuTime>) {
         g.bench_function(format!("{name}_from_snapshot"), |b| {
             b.iter(|| Mixer::from_snapshot(black_box(&snap), at).unwrap())
         });
+        if kind == Listeners::Pcmu {
+            // As a hot-standby backup does: the resamplers built ahead (mixer::prewarm_g711).
+            g.bench_function(format!("{name}_from_snapshot_prewarmed"), |b| {
+                b.iter_batched(
+                    || mixer::prewarm_g711(5).unwrap(),
+                    |_| Mixer::from_snapshot(black_box(&snap), at).unwrap(),
+                    criterion::BatchSize::PerIteration,
+                )
+            });
+        }
         g.bench_function(format!("{name}_from_snapshot_and_first_tick"), |b| {
             b.iter(|| {
                 let mut m = Mixer::from_snapshot(black_box(&snap), at).unwrap();

@@ -603,3 +603,28 @@ fn rfc6464_levels_drive_speaker_detection() {
     assert!(room.receiver(2).tone_power(F1, 0.5) > 1e5);
     assert_eq!(room.mixer.active_speaker(), Some(1));
 }
+
+/// Pre-built G.711 resamplers (the pool a hot-standby backup fills before it takes over)
+/// give exactly the output freshly built ones give.
+#[test]
+fn prewarmed_g711_resamplers_change_nothing_a_client_receives() {
+    let run = |prewarm: bool| {
+        if prewarm {
+            mixer::prewarm_g711(8).unwrap();
+            let (up, down) = mixer::pooled_g711();
+            assert!(up >= 4 && down >= 4, "pool filled: {up} {down}");
+        }
+        let mut room = Room::new(11);
+        room.join(1, Codec::Pcmu, 20, 20, sine(F1, 6000.0));
+        room.join(2, Codec::Pcma, 20, 20, sine(F2, 6000.0));
+        room.join(3, Codec::Pcmu, 20, 20, silence());
+        room.run(100, no_delay);
+        (1..=3u64)
+            .map(|id| room.receiver(id).pcm.clone())
+            .collect::<Vec<_>>()
+    };
+    let fresh = run(false);
+    let pooled = run(true);
+    assert!(fresh.iter().all(|p| p.len() > 8000), "audio received");
+    assert_eq!(fresh, pooled);
+}
