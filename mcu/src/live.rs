@@ -228,8 +228,9 @@ pub enum Message {
         /// As `last_takeover` in `/api/status`: `at_unix_ms`, `duration_ms`, `calls`, `rooms`.
         takeover: Value,
     },
-    /// Every [`TICK`] while someone is in a room: per room, its active speaker and per
-    /// participant id its level and link quality.
+    /// Every [`TICK`], the last message of each tick (empty `rooms` when there is none, a
+    /// heartbeat): per room, its active speaker and per participant id its level and link
+    /// quality.
     Levels {
         /// Room name → its levels.
         rooms: BTreeMap<String, RoomLevels>,
@@ -525,9 +526,9 @@ impl Differ {
                 (name.clone(), l)
             })
             .collect();
-        if !levels.is_empty() {
-            out.push(Message::Levels { rooms: levels });
-        }
+        // Every tick, rooms or not: the page's heartbeat (a socket silent for a few ticks is
+        // dead, e.g. its node was killed and the service address moved).
+        out.push(Message::Levels { rooms: levels });
         self.prev = next;
         out
     }
@@ -622,23 +623,26 @@ impl Hub {
 /// The running driver; [`Driver::stop`] ends it and closes the sockets.
 pub struct Driver {
     task: tokio::task::JoinHandle<()>,
-    hub: Hub,
+    shared: Shared,
 }
 
 impl Driver {
-    /// Stop ticking and close every socket.
+    /// Stop ticking and close every socket, after a last tick: what happened since the
+    /// previous one (the leaves of a shutdown) reaches the sockets before their close.
     pub fn stop(self) {
         self.task.abort();
-        self.hub.close();
+        tick(&self.shared);
+        self.shared.live.close();
     }
 }
 
 /// Start the driver: a first tick now (a socket that connects at once gets the state in its
 /// `hello`), then one every [`TICK`].
 pub fn spawn(shared: Shared) -> Driver {
-    let hub = shared.live.clone();
     tick(&shared);
+    let driver_shared = shared.clone();
     let task = tokio::spawn(async move {
+        let shared = driver_shared;
         let mut every = tokio::time::interval(TICK);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         every.tick().await;
@@ -647,7 +651,7 @@ pub fn spawn(shared: Shared) -> Driver {
             tick(&shared);
         }
     });
-    Driver { task, hub }
+    Driver { task, shared }
 }
 
 fn tick(shared: &Shared) {
@@ -778,8 +782,14 @@ mod tests {
                "replication": {"lag_ms": 0.0}, "beacons": 0, "last_takeover": null})
     }
 
+    /// The kinds of the messages of a step but its last, which is always `levels`.
     fn types(m: &[Message]) -> Vec<String> {
-        m.iter()
+        assert!(
+            matches!(m.last(), Some(Message::Levels { .. })),
+            "every step ends with levels: {m:?}"
+        );
+        m[..m.len() - 1]
+            .iter()
             .map(|m| {
                 serde_json::to_value(m).unwrap()["type"]
                     .as_str()
@@ -807,7 +817,7 @@ mod tests {
 
         let a = part(1, "sip:alice@x");
         let out = d.step(snap(vec![room("r", vec![a.clone()])], st.clone()), &[], 20);
-        assert_eq!(types(&out), ["room_open", "join", "levels"]);
+        assert_eq!(types(&out), ["room_open", "join"]);
         let v = serde_json::to_value(&out[1]).unwrap();
         assert_eq!(v["room"], "r");
         assert_eq!(v["participant"]["sip_uri"], "sip:alice@x");
@@ -821,7 +831,7 @@ mod tests {
         a2["speaking"] = json!(true);
         a2["packets_in"] = json!(50);
         let out = d.step(snap(vec![room("r", vec![a2.clone()])], st.clone()), &[], 30);
-        assert_eq!(types(&out), ["levels"]);
+        assert!(types(&out).is_empty());
         let v = serde_json::to_value(&out[0]).unwrap();
         assert_eq!(v["rooms"]["r"]["participants"]["1"]["level_dbov"], -20.0);
         assert_eq!(v["rooms"]["r"]["participants"]["1"]["speaking"], true);
@@ -830,15 +840,19 @@ mod tests {
         // Bob joins, Alice leaves in the same tick.
         let b = part(2, "sip:bob@x");
         let out = d.step(snap(vec![room("r", vec![b.clone()])], st.clone()), &[], 40);
-        assert_eq!(types(&out), ["join", "leave", "levels"]);
+        assert_eq!(types(&out), ["join", "leave"]);
         assert_eq!(
             serde_json::to_value(&out[1]).unwrap(),
             json!({"type": "leave", "room": "r", "id": 1, "name": "sip:alice@x", "at_unix_ms": 40})
         );
 
-        // The room empties and goes: leave, then room_close, no levels.
+        // The room empties and goes: leave, then room_close; levels of no room.
         let out = d.step(snap(vec![], st), &[], 50);
         assert_eq!(types(&out), ["leave", "room_close"]);
+        assert_eq!(
+            serde_json::to_value(&out[2]).unwrap(),
+            json!({"type": "levels", "rooms": {}})
+        );
         assert_eq!(serde_json::to_value(&out[0]).unwrap()["id"], 2);
     }
 
@@ -855,7 +869,7 @@ mod tests {
         r["locked"] = json!(true);
         r["max_participants"] = json!(5);
         let out = d.step(snap(vec![r.clone()], st.clone()), &[], 1);
-        assert_eq!(types(&out), ["room_update", "mute", "levels"]);
+        assert_eq!(types(&out), ["room_update", "mute"]);
         let v = serde_json::to_value(&out[0]).unwrap();
         assert_eq!(v["info"]["locked"], true);
         assert_eq!(v["info"]["max_participants"], 5);
@@ -870,7 +884,7 @@ mod tests {
         u["codec"] = json!("PCMU");
         r["participants"]["1"] = u;
         let out = d.step(snap(vec![r], st), &[], 2);
-        assert_eq!(types(&out), ["participant", "unmute", "levels"]);
+        assert_eq!(types(&out), ["participant", "unmute"]);
         let v = serde_json::to_value(&out[0]).unwrap();
         assert_eq!(v["participant"]["codec"], "PCMU");
     }
@@ -924,7 +938,7 @@ mod tests {
             serde_json::to_value(&out[0]).unwrap()["speaker"],
             Value::Null
         );
-        assert!(d.step(snap(vec![], st), &more, 2).is_empty());
+        assert!(types(&d.step(snap(vec![], st), &more, 2)).is_empty());
     }
 
     #[test]
@@ -947,15 +961,15 @@ mod tests {
 
         // A counter: not before a second has passed since the last status, then once.
         st["beacons"] = json!(100);
-        assert!(d.step(snap(vec![], st.clone()), &[], 500).is_empty());
-        assert!(d.step(snap(vec![], st.clone()), &[], 900).is_empty());
+        assert!(types(&d.step(snap(vec![], st.clone()), &[], 500)).is_empty());
+        assert!(types(&d.step(snap(vec![], st.clone()), &[], 900)).is_empty());
         let out = d.step(snap(vec![], st.clone()), &[], 1000);
         assert_eq!(types(&out), ["status"]);
         assert_eq!(
             serde_json::to_value(&out[0]).unwrap()["status"]["beacons"],
             100
         );
-        assert!(d.step(snap(vec![], st.clone()), &[], 1100).is_empty());
+        assert!(types(&d.step(snap(vec![], st.clone()), &[], 1100)).is_empty());
 
         // The peer dies: at once.
         st["peer"] = json!("dead");
@@ -973,7 +987,7 @@ mod tests {
             serde_json::to_value(&out[0]).unwrap()["takeover"]["duration_ms"],
             61.5
         );
-        assert!(d.step(snap(vec![], st), &[], 1300).is_empty());
+        assert!(types(&d.step(snap(vec![], st), &[], 1300)).is_empty());
     }
 
     #[test]
