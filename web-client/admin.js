@@ -519,7 +519,7 @@
       case "status":
         return applyStatus(m.status);
       case "takeover":
-        toast(`This node took over in ${fmtMs(m.takeover.duration_ms)}: ${m.takeover.calls} calls, ${m.takeover.rooms} rooms.`, "warn");
+        toast(`This node took over in ${fmtMs(m.takeover.duration_ms)}: ${plural(m.takeover.calls, "call", "calls")}, ${plural(m.takeover.rooms, "room", "rooms")}.`, "warn");
         return logMessage(m);
       case "levels":
         return onLevels(m);
@@ -655,7 +655,7 @@
         return logEntry({ key: `room_update|${m.room}|${at}`, at, kind: "room", room: m.room, text: describeRoomUpdate(m.before || {}, m.info || {}) });
       case "takeover": {
         const t = m.takeover || {};
-        return logEntry({ key: `takeover|${t.at_unix_ms}`, at: t.at_unix_ms || at, kind: "takeover", room: null, text: `TAKEOVER: this node took over in ${fmtMs(t.duration_ms)} (${t.calls} calls, ${t.rooms} rooms)` });
+        return logEntry({ key: `takeover|${t.at_unix_ms}`, at: t.at_unix_ms || at, kind: "takeover", room: null, text: `TAKEOVER: this node took over in ${fmtMs(t.duration_ms)} (${plural(t.calls, "call", "calls")}, ${plural(t.rooms, "room", "rooms")})` });
       }
       default:
         return undefined;
@@ -1035,7 +1035,7 @@
     const t = st.last_takeover;
     const tk = $("ft-takeover");
     if (t) {
-      tk.textContent = `${fmtTime(t.at_unix_ms)} (${ago(t.at_unix_ms)}) in ${fmtMs(t.duration_ms)}, ${t.calls} calls, ${t.rooms} rooms`;
+      tk.textContent = `${fmtTime(t.at_unix_ms)} (${ago(t.at_unix_ms)}) · ${fmtMs(t.duration_ms)} · ${plural(t.calls, "call", "calls")}, ${plural(t.rooms, "room", "rooms")}`;
       tk.title = new Date(t.at_unix_ms).toString();
     } else {
       tk.textContent = "none";
@@ -1172,7 +1172,7 @@
 
   function fmtMs(ms) {
     const n = Number(ms) || 0;
-    return n >= 1000 ? `${(n / 1000).toFixed(2)} s` : `${n.toFixed(n < 10 ? 1 : 0)} ms`;
+    return n >= 1000 ? `${(n / 1000).toFixed(2)} s` : `${n.toFixed(n < 100 ? 1 : 0)} ms`;
   }
 
   function ago(ms) {
@@ -1181,6 +1181,10 @@
     if (s < 3600) return `${Math.round(s / 60)} min ago`;
     if (s < 86400) return `${Math.round(s / 3600)} h ago`;
     return `${Math.round(s / 86400)} d ago`;
+  }
+
+  function plural(n, one, many) {
+    return `${n} ${Number(n) === 1 ? one : many}`;
   }
 
   function hex(n) {

@@ -2,7 +2,8 @@
 // Headless Chromium on the admin page (`GET /`), driven one command at a time, for
 // Understudy's end-to-end tests.
 //
-//   node admin.mjs --url URL [--require-token TOKEN] [--no-websocket] [--width 1280] [--height 800]
+//   node admin.mjs --url URL [--require-token TOKEN] [--no-websocket | --mock-websocket]
+//                  [--width 1280] [--height 800]
 //
 // Launches Debian's Chromium (/usr/bin/chromium; env CHROMIUM overrides), opens URL, waits for
 // `window.understudyAdmin` and prints `{"ready": true}`. Then it reads commands from stdin,
@@ -19,6 +20,9 @@
 //                                                  ({method, url, authorization}) and its
 //                                                  WebSocket URLs
 //   {"id": 7, "cmd": "goto", "url": "URL"}
+//   {"id": 9, "cmd": "ws_send", "data": {...}}     (--mock-websocket) a message to the page
+//   {"id": 10, "cmd": "ws_close", "code": 1001}    (--mock-websocket) close the page's socket
+//   {"id": 11, "cmd": "ws_count"}                  (--mock-websocket) sockets the page opened
 //   {"id": 8, "cmd": "quit"}
 //
 // --require-token TOKEN stands in for the server's operator auth (`--admin-token-file`) in the
@@ -26,6 +30,9 @@
 // /api/ws without `access_token=TOKEN` is refused; what passes goes to the real server.
 //
 // --no-websocket refuses every WebSocket to /api/ws (the page must fall back to polling).
+// --mock-websocket answers /api/ws in the driver instead of the server: the test sends the
+// messages (ws_send; a `hello` first), the driver adds an empty `levels` every 100 ms (the
+// heartbeat) once the hello went; the API requests still go to the server.
 //
 // It exits on "quit", on EOF of stdin, on SIGTERM/SIGINT. A failure to start prints
 // `{"error": "..."}` and exits 1. Chromium's and the page's console output goes to stderr;
@@ -48,7 +55,7 @@ function firstLine(e) {
 }
 
 function parseArgs(argv) {
-  const opts = { url: null, requireToken: null, noWebsocket: false, width: 1280, height: 800 };
+  const opts = { url: null, requireToken: null, noWebsocket: false, mockWebsocket: false, width: 1280, height: 800 };
   const keys = { "--url": "url", "--require-token": "requireToken", "--width": "width", "--height": "height" };
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i];
@@ -58,12 +65,12 @@ function parseArgs(argv) {
       value = arg.slice(eq + 1);
       arg = arg.slice(0, eq);
     }
-    if (arg === "--no-websocket") {
-      opts.noWebsocket = true;
+    if (arg === "--no-websocket" || arg === "--mock-websocket") {
+      opts[arg === "--no-websocket" ? "noWebsocket" : "mockWebsocket"] = true;
       continue;
     }
     const key = keys[arg];
-    if (!key) throw new Error(`unknown argument ${arg} (usage: --url URL [--require-token T] [--no-websocket] [--width W] [--height H])`);
+    if (!key) throw new Error(`unknown argument ${arg} (usage: --url URL [--require-token T] [--no-websocket | --mock-websocket] [--width W] [--height H])`);
     if (value === undefined) {
       if (i + 1 >= argv.length) throw new Error(`${arg} needs a value`);
       value = argv[++i];
@@ -110,6 +117,7 @@ async function main() {
   const requests = [];
   const sockets = [];
   const pageErrors = [];
+  const mocks = [];
   let page;
   try {
     const context = await browser.newContext({ viewport: { width: opts.width, height: opts.height } });
@@ -131,7 +139,20 @@ async function main() {
       sockets.push(ws.url());
       if (sockets.length > 200) sockets.shift();
     });
-    if (opts.noWebsocket) {
+    if (opts.mockWebsocket) {
+      await page.routeWebSocket(
+        (u) => u.pathname === "/api/ws",
+        (ws) => {
+          const mock = { ws, heartbeat: null, open: true };
+          mocks.push(mock);
+          ws.onMessage(() => {});
+          ws.onClose(() => {
+            mock.open = false;
+            clearInterval(mock.heartbeat);
+          });
+        },
+      );
+    } else if (opts.noWebsocket) {
       await page.routeWebSocket(
         (u) => u.pathname === "/api/ws",
         (ws) => ws.close({ code: 1011, reason: "refused by the test driver" }),
@@ -214,6 +235,24 @@ async function main() {
       return c.path;
     },
     requests: async () => ({ requests, sockets }),
+    ws_send: async (c) => {
+      const m = mocks[mocks.length - 1];
+      if (!m || !m.open) throw new Error("the page has no mocked socket open");
+      m.ws.send(JSON.stringify(c.data));
+      if (c.data && c.data.type === "hello" && !m.heartbeat) {
+        m.heartbeat = setInterval(() => m.open && m.ws.send(JSON.stringify({ type: "levels", rooms: {} })), 100);
+      }
+      return mocks.length;
+    },
+    ws_close: async (c) => {
+      const m = mocks[mocks.length - 1];
+      if (!m || !m.open) throw new Error("the page has no mocked socket open");
+      m.open = false;
+      clearInterval(m.heartbeat);
+      await m.ws.close({ code: c.code || 1001, reason: c.reason || "" });
+      return mocks.length;
+    },
+    ws_count: async () => ({ opened: mocks.length, open: mocks.filter((m) => m.open).length }),
     goto: (c) => page.goto(c.url, { waitUntil: "load", timeout: 15000 }).then((r) => (r ? r.status() : null)),
   };
 
