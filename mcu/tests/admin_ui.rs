@@ -5,6 +5,8 @@
 //! - [`live_socket_sends_hello_then_the_call_as_it_happens`]: a WebSocket client
 //!   (tokio-tungstenite) gets `hello`, then sipp's `room_open`, `join`, `levels` with its
 //!   speech, its `dtmf` and its `leave`, in that order.
+//! - [`live_sockets_are_capped_and_a_closed_one_frees_its_place`]: at most
+//!   `live::MAX_SOCKETS` (503 and `mcu_ws_rejected` beyond), counted in `mcu_ws_clients`.
 //! - [`admin_page_shows_rooms_levels_and_events_live`]: headless Chromium
 //!   (`web-client/test/admin.mjs`) signs in (the driver stands in for the operator-token
 //!   auth of `--admin-token-file`: 401 without the token), sees the room with its sipp
@@ -208,6 +210,56 @@ fn live_socket_sends_hello_then_the_call_as_it_happens() {
             }
         };
         assert_eq!(code, Some(1001));
+    });
+}
+
+#[test]
+fn live_sockets_are_capped_and_a_closed_one_frees_its_place() {
+    let srv = TestServer::start(args("38270-38279"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url = format!("ws://{}/api/ws", srv.http);
+        let mut open = Vec::new();
+        for i in 0..mcu::live::MAX_SOCKETS {
+            let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+                .await
+                .unwrap_or_else(|e| panic!("socket {i}: {e}"));
+            let hello = read_until(&mut ws, Duration::from_secs(5), |_| true).await;
+            assert_eq!(hello[0]["type"], "hello");
+            open.push(ws);
+        }
+        assert_eq!(srv.metric("mcu_ws_clients"), mcu::live::MAX_SOCKETS as f64);
+        match tokio_tungstenite::connect_async(url.as_str()).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status(), 503, "one socket too many")
+            }
+            other => panic!("one socket too many was not refused: {other:?}"),
+        }
+        assert_eq!(srv.metric("mcu_ws_rejected_total"), 1.0);
+
+        // One leaves: its place is free again.
+        let mut first = open.remove(0);
+        first.close(None).await.unwrap();
+        drop(first);
+        let end = Instant::now() + Duration::from_secs(5);
+        let (mut ws, _) = loop {
+            match tokio_tungstenite::connect_async(url.as_str()).await {
+                Ok(ok) => break ok,
+                Err(e) if Instant::now() < end => {
+                    eprintln!("not yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("the freed place was not given again: {e}"),
+            }
+        };
+        let hello = read_until(&mut ws, Duration::from_secs(5), |_| true).await;
+        assert_eq!(hello[0]["type"], "hello");
+        // Every socket gets the heartbeat.
+        let next = read_until(&mut ws, Duration::from_secs(2), |_| true).await;
+        assert_eq!(next[0]["type"], "levels", "{next:#?}");
     });
 }
 
