@@ -6,12 +6,14 @@
 //! hot-standby status, the new entries of the event log: exactly what the HTTP API reads, no
 //! coupling to the room tasks or the server task), diffs it against the tick before
 //! ([`Differ`], a pure function of its inputs, unit-tested here) and broadcasts the messages,
-//! serialized once, to every socket on a bounded tokio broadcast channel. A socket that falls
-//! more than [`QUEUE`] messages behind, or whose client does not take a message within
-//! [`SEND_TIMEOUT`], is closed (code 1013, "try again later") and counted
+//! serialized once, to every socket on a bounded tokio broadcast channel; every tick ends with
+//! `levels`, rooms or not, which doubles as the clients' heartbeat. A socket that falls more
+//! than [`QUEUE`] messages behind is closed (code 1013, "try again later"), one whose client
+//! does not take a message within [`SEND_TIMEOUT`] is dropped; both are counted
 //! (`mcu_ws_slow_dropped`): nothing ever waits for a slow client. At most [`MAX_SOCKETS`]
 //! sockets at once (more get 503, counted in `mcu_ws_rejected`); a ping every [`PING_EVERY`];
-//! a client silent for [`IDLE_TIMEOUT`] (not even a pong) is closed.
+//! a client silent for [`IDLE_TIMEOUT`] (not even a pong) is closed; shutdown closes every
+//! socket with 1001 after a last tick ([`Driver::stop`]).
 //!
 //! The diff works on the JSON the API serves, not on the Rust types: a field the views gain
 //! (a participant's `muted`, a room's `locked`) is diffed without a change here. Message
