@@ -922,11 +922,6 @@
     row.codec.textContent = p.codec || "–";
     row.addr.textContent = p.remote_media || "–";
     row.addr.title = `remote media address; our port ${p.local_rtp_port ?? "?"}, direction ${p.direction || "?"}`;
-    const states = [];
-    if (p.muted) states.push(["MUTED", "badge badge-muted"]);
-    if (p.direction && p.direction !== "sendrecv") states.push([p.direction === "recvonly" ? "LISTEN" : "ON HOLD", "badge badge-hold"]);
-    if (p.in_mix) states.push(["in mix", "badge badge-mix"]);
-    row.state.replaceChildren(...states.map(([t, c]) => el("span", c, t)));
     row.tr.classList.toggle("muted-row", !!p.muted);
     const mk = `mute|${room}|${p.id}`;
     row.muteBtn.textContent = p.muted ? "Unmute" : "Mute";
@@ -938,7 +933,20 @@
     fillLevel(row, p);
   }
 
+  /** The state badges (muted, on hold, in the mix), redrawn only when they change. */
+  function fillState(row, p) {
+    const states = [];
+    if (p.muted) states.push(["MUTED", "badge badge-muted"]);
+    if (p.direction && p.direction !== "sendrecv") states.push([p.direction === "recvonly" ? "LISTEN" : "ON HOLD", "badge badge-hold"]);
+    if (p.in_mix && !p.muted) states.push(["in mix", "badge badge-mix"]);
+    const key = states.map(([t]) => t).join("|");
+    if (row.stateKey === key) return;
+    row.stateKey = key;
+    row.state.replaceChildren(...states.map(([t, c]) => el("span", c, t)));
+  }
+
   function fillLevel(row, p) {
+    fillState(row, p);
     const lvl = typeof p.level_dbov === "number" ? p.level_dbov : -127;
     const pct = Math.max(0, Math.min(100, ((lvl + 60) / 60) * 100));
     row.fill.style.width = `${pct.toFixed(1)}%`;

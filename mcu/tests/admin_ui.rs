@@ -417,6 +417,12 @@ fn admin_page_shows_rooms_levels_and_events_live() {
         20,
         "a speaking row with its meter up",
     );
+    wait_page(
+        &mut page,
+        "document.querySelector('.room[data-room=\"ops\"] tr.part .badge-mix')",
+        5,
+        "who is in the mix is shown as levels come",
+    );
     let t0 = page.state()["counts"]["levels"].as_u64().unwrap_or(0);
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..20 {
