@@ -1,8 +1,10 @@
 //! HTTP API: `GET /healthz`, `GET /api/rooms`, `GET /api/events`, `GET /api/status`,
-//! `GET /metrics`, the participant page ([`crate::web`]), WHIP for browsers (`POST /whip/{room}`, `DELETE /whip/{room}/{id}`, RFC
-//! 9725), and the HTTP/1.1 server that serves it ([`serve`]) within limits: a connection
-//! cap, a header read timeout and a shutdown deadline. Only WHIP offers have a body (at most
-//! [`MAX_WHIP_BODY`]).
+//! `GET /api/ws` (live updates, [`crate::live`]), `GET /metrics`, the admin page and the
+//! participant page ([`crate::web`]), WHIP for browsers (`POST /whip/{room}`,
+//! `DELETE /whip/{room}/{id}`, RFC 9725), and the HTTP/1.1 server that serves it ([`serve`])
+//! within limits: a connection cap, a header read timeout and a shutdown deadline. Only WHIP
+//! offers have a body (at most [`MAX_WHIP_BODY`]). A connection upgraded to a WebSocket
+//! leaves the HTTP server (and its cap): [`crate::live`] limits and closes those.
 
 use crate::limits::{self, AcceptBackoff, FdReserve};
 use crate::metrics::{ListenLabel, Metrics};
@@ -28,6 +30,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/events", get(events))
         .route("/api/status", get(status))
         .route("/api/failover", post(failover))
+        .route("/api/ws", get(crate::live::ws_handler))
         .route("/metrics", get(metrics))
         .route(
             "/whip/{room}",
@@ -310,7 +313,9 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(lim.header_timeout);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Graceful shutdown of each connection (hyper-util's `GracefulShutdown` does not take
+    // connections with upgrades): a request in flight finishes, an idle one closes.
+    let (graceful, _) = tokio::sync::watch::channel(());
     let mut conns = tokio::task::JoinSet::new();
     // Out of descriptors, one connection at a time is still served (`/healthz`).
     let reserve = std::sync::Arc::new(FdReserve::default());
@@ -345,12 +350,21 @@ pub async fn serve(
             metrics.http_rejected.inc();
             continue; // dropping the stream closes it
         };
-        let conn =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let conn = graceful.watch(conn);
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()))
+            .with_upgrades();
         let (m, reserve) = (metrics.clone(), reserve.clone());
+        let mut stopping = graceful.subscribe();
         conns.spawn(async move {
-            if let Err(e) = conn.await {
+            tokio::pin!(conn);
+            let done = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stopping.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = done {
                 if e.is_timeout() {
                     m.http_header_timeouts.inc();
                 }
@@ -363,7 +377,9 @@ pub async fn serve(
     // Every listener closed (the acceptors own them) before the drain.
     acceptors.shutdown().await;
     drop(accepted);
-    if tokio::time::timeout_at(deadline.into(), graceful.shutdown())
+    let _ = graceful.send(());
+    let drained = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout_at(deadline.into(), drained)
         .await
         .is_err()
     {

@@ -10,6 +10,7 @@ pub mod hot_standby;
 pub mod http;
 pub mod launch;
 pub mod limits;
+pub mod live;
 pub mod metrics;
 pub mod mirror;
 pub mod netguard;

@@ -346,7 +346,8 @@ pub async fn run_with_ft(
     let core_webrtc_port = core_cfg.webrtc.as_ref().map_or(0, |w| w.port);
     let core = Core::new(core_cfg, role, hot_standby::origin_to_unix_ns(origin));
 
-    // HTTP.
+    // HTTP, and the live updates its `/api/ws` sockets get.
+    let live = crate::live::spawn(shared.clone());
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<Instant>();
     let http_task = tokio::spawn(crate::http::serve(
         listeners.http,
@@ -506,6 +507,8 @@ pub async fn run_with_ft(
     let http_deadline = stopping
         .unwrap_or_else(Instant::now)
         .max(Instant::now() + HTTP_DRAIN_MIN);
+    // The live sockets close first (1001, "going away"): the admin pages reconnect.
+    live.stop();
     let _ = http_stop_tx.send(http_deadline);
     let _ = http_task.await;
     if let Some(f) = s.fatal.take() {

@@ -43,6 +43,9 @@ pub struct RoomView {
 /// An event for `GET /api/events` (DTMF, speaker changes, calls).
 #[derive(Clone, Debug, Serialize)]
 pub struct ApiEvent {
+    /// Position in this node's event log: 1 for the first event, one more for each next
+    /// (the live updates, [`crate::live`], send the events after the last one they sent).
+    pub seq: u64,
     /// Room.
     pub room: String,
     /// Wall-clock time, ms since the Unix epoch.
@@ -54,10 +57,13 @@ pub struct ApiEvent {
 /// Append an event to the bounded API event log (the oldest go first).
 pub fn push_event(events: &Mutex<VecDeque<ApiEvent>>, room: &str, event: mixer::Event) {
     let mut q = events.lock().unwrap();
+    // The log only ever loses its oldest entries: the newest carries the highest number.
+    let seq = q.back().map_or(1, |e| e.seq + 1);
     if q.len() >= 1000 {
         q.pop_front();
     }
     q.push_back(ApiEvent {
+        seq,
         room: room.to_string(),
         at_unix_ms: unix_ms(),
         event,
@@ -92,6 +98,8 @@ pub struct Shared {
     pub fence_tick: FenceTick,
     /// `POST /api/failover` requests to the server task (`None`: no hot standby).
     pub switchover: Option<tokio::sync::mpsc::UnboundedSender<SwitchoverRequest>>,
+    /// The live updates' hub (`GET /api/ws`), fed by [`crate::live::spawn`].
+    pub live: crate::live::Hub,
 }
 
 /// The first tick the rooms must not send (planned switchover: the backup sends it);
