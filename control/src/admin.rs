@@ -137,7 +137,8 @@ pub enum AdminError {
         /// The server's limit.
         server_max: usize,
     },
-    /// This node does not serve (a hot-standby backup).
+    /// This node does not serve (a hot-standby backup, or a primary handing over in a
+    /// planned switchover).
     NotServing,
 }
 
@@ -149,7 +150,9 @@ impl std::fmt::Display for AdminError {
             AdminError::InvalidMaxParticipants { server_max } => {
                 write!(f, "max_participants must be 1 to {server_max}")
             }
-            AdminError::NotServing => write!(f, "this node does not serve (backup)"),
+            AdminError::NotServing => {
+                write!(f, "this node does not serve (a backup, or handing over)")
+            }
         }
     }
 }
@@ -168,8 +171,9 @@ impl Core {
             }
         };
         let reply = Action::AdminReply { request, result };
-        if self.role == Role::Backup {
-            // Nothing changed and nothing is committed on a backup: answer at once.
+        if self.role == Role::Backup || self.is_switching() {
+            // Nothing changed, and a backup commits nothing nor does a primary handing over
+            // step: answer at once.
             self.actions.push_back(reply);
             return;
         }
@@ -193,7 +197,9 @@ impl Core {
     }
 
     fn admin(&mut self, cmd: AdminCommand, now: Duration) -> Result<AdminResult, AdminError> {
-        if self.role == Role::Backup {
+        // A primary handing over decides nothing more: its backup serves from the last
+        // replicated step (the operator asks the new primary).
+        if self.role == Role::Backup || self.is_switching() {
             return Err(AdminError::NotServing);
         }
         match cmd {

@@ -202,8 +202,47 @@ pub struct Core {
     stopping: bool,
     /// Backup: a full state arrived.
     holds_state: bool,
+    /// Primary handing over ([`Core::handle_switchover`]): the inputs it must not act on
+    /// now, replayed if the handover is aborted.
+    switching: Option<Vec<Deferred>>,
     stats: Stats,
 }
+
+/// An input held during a planned switchover.
+enum Deferred {
+    SipStream(ConnId, SocketAddr, Vec<u8>),
+    SipStreamClosed(ConnId),
+    Shutdown,
+    Hangup(u64),
+    MediaOpened(u64, u16, bool),
+    Room(RoomEvent),
+    Peer(u64, PeerInput),
+    WhipDelete(u64, String, u64),
+}
+
+/// Why a planned switchover cannot start ([`Core::handle_switchover`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SwitchoverError {
+    /// Only a serving primary hands over.
+    NotPrimary,
+    /// No synced backup stands by.
+    NotSynced,
+    /// A switchover is already under way, or the server is shutting down.
+    Busy,
+}
+
+impl std::fmt::Display for SwitchoverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SwitchoverError::NotPrimary => "this node is not the serving primary",
+            SwitchoverError::NotSynced => "no synced backup stands by",
+            SwitchoverError::Busy => "a switchover or a shutdown is under way",
+        })
+    }
+}
+
+impl std::error::Error for SwitchoverError {}
 
 impl Core {
     /// A new core. `origin_unix_ns`: the wall-clock time of `now == 0` (a backup replaces it
@@ -231,6 +270,7 @@ impl Core {
                 next_port: ports.next,
                 next_room_id: 1,
                 next_peer: 0,
+                handover_tick: None,
             },
             server_dirty: true,
             cfg,
@@ -254,6 +294,7 @@ impl Core {
             actions: VecDeque::new(),
             stopping: false,
             holds_state: false,
+            switching: None,
             stats: Stats::default(),
         }
     }
@@ -323,6 +364,18 @@ impl Core {
         }
     }
 
+    /// The tick from which the rooms serve after a planned switchover (see
+    /// [`ServerRecord::handover_tick`]): on the primary, its rooms send nothing from it on;
+    /// on a backup that takes over, its rooms start there.
+    pub fn handover_tick(&self) -> Option<u64> {
+        self.server.handover_tick
+    }
+
+    /// A planned switchover is under way (primary).
+    pub fn is_switching(&self) -> bool {
+        self.switching.is_some()
+    }
+
     /// No call left (shutdown may finish).
     pub fn is_idle(&self) -> bool {
         self.calls.is_empty()
@@ -345,6 +398,10 @@ impl Core {
 
     /// A SIP datagram (UDP).
     pub fn handle_sip_datagram(&mut self, from: SocketAddr, data: &[u8], now: Duration) {
+        if self.switching.is_some() {
+            // Not answered: the client's retransmission reaches the node that takes over.
+            return;
+        }
         if let Sip::Serving(c) = &mut self.sip {
             c.handle_datagram(from, data, now);
         }
@@ -359,6 +416,9 @@ impl Core {
         data: &[u8],
         now: Duration,
     ) {
+        if self.defer(|| Deferred::SipStream(conn, from, data.to_vec())) {
+            return;
+        }
         if let Sip::Serving(c) = &mut self.sip {
             c.handle_stream_data(conn, from, data, now);
         }
@@ -367,6 +427,9 @@ impl Core {
 
     /// A SIP stream connection closed.
     pub fn handle_sip_stream_closed(&mut self, conn: ConnId, now: Duration) {
+        if self.defer(|| Deferred::SipStreamClosed(conn)) {
+            return;
+        }
         if let Sip::Serving(c) = &mut self.sip {
             c.handle_stream_closed(conn, now);
         }
@@ -375,6 +438,10 @@ impl Core {
 
     /// Timers ([`Core::poll_timeout`]) are due.
     pub fn handle_timeout(&mut self, now: Duration) {
+        if self.switching.is_some() {
+            // Due timers run once the switchover is aborted (or never, on this node).
+            return;
+        }
         if let Sip::Serving(c) = &mut self.sip {
             c.handle_timeout(now);
         }
@@ -384,6 +451,9 @@ impl Core {
     /// Stop serving: BYE every answered call, 503 to every pending INVITE; calls answered
     /// from now on are hung up as soon as their ACK arrives.
     pub fn handle_shutdown(&mut self, now: Duration) {
+        if self.defer(|| Deferred::Shutdown) {
+            return;
+        }
         self.stopping = true;
         let calls: Vec<(u64, bool)> = self.calls.values().map(|c| (c.call, c.confirmed)).collect();
         for (call, confirmed) in calls {
@@ -398,6 +468,9 @@ impl Core {
 
     /// Hang up one call (an operator's kick): BYE when answered, else 480 to its INVITE.
     pub fn handle_hangup(&mut self, call: u64, now: Duration) {
+        if self.defer(|| Deferred::Hangup(call)) {
+            return;
+        }
         if !self.hangup(call, now) {
             if let Some(sip) = self.sip_mut() {
                 let _ = sip.reject(CallHandle(call), 480, now);
@@ -410,6 +483,9 @@ impl Core {
 
     /// The driver bound (or could not bind) the port pair of an [`Action::OpenMedia`].
     pub fn handle_media_opened(&mut self, call: u64, port: u16, ok: bool, now: Duration) {
+        if self.defer(|| Deferred::MediaOpened(call, port, ok)) {
+            return;
+        }
         if self.role == Role::Backup {
             if !ok {
                 tracing::warn!(
@@ -459,6 +535,10 @@ impl Core {
 
     /// A room reports.
     pub fn handle_room_event(&mut self, ev: RoomEvent, now: Duration) {
+        if self.switching.is_some() {
+            self.defer(|| Deferred::Room(ev));
+            return;
+        }
         match ev {
             RoomEvent::Joined {
                 room,
@@ -680,6 +760,77 @@ impl Core {
             Item::PeerEnded { id } => {
                 self.peers.remove(&id);
             }
+        }
+    }
+
+    /// Primary: start a planned switchover (maintenance) to the synced backup. The rooms
+    /// send their ticks before `from_tick` and nothing from it on (the driver fences them);
+    /// the tick is replicated ([`ServerRecord::handover_tick`]) so that the backup's rooms
+    /// start exactly there. From now on this core decides nothing: SIP requests go
+    /// unanswered (their retransmissions reach the node that takes over), timers wait, and
+    /// the other inputs are held. The driver then hands over on the sync link once this
+    /// step is queued (ft-sync's `Node::hand_over`); if the handover is aborted,
+    /// [`Core::handle_switchover_aborted`] resumes everything.
+    pub fn handle_switchover(
+        &mut self,
+        from_tick: u64,
+        now: Duration,
+    ) -> Result<(), SwitchoverError> {
+        if self.role != Role::Primary {
+            return Err(SwitchoverError::NotPrimary);
+        }
+        if self.switching.is_some() || self.stopping {
+            return Err(SwitchoverError::Busy);
+        }
+        if !self.synced() {
+            return Err(SwitchoverError::NotSynced);
+        }
+        tracing::warn!(from_tick, "planned switchover: handing over to the backup");
+        self.server.handover_tick = Some(from_tick);
+        self.server_dirty = true;
+        self.step(now);
+        self.switching = Some(Vec::new());
+        Ok(())
+    }
+
+    /// Primary: the handover did not complete (the backup died or never took over): serve
+    /// on, acting on the inputs held meanwhile.
+    pub fn handle_switchover_aborted(&mut self, now: Duration) {
+        let Some(held) = self.switching.take() else {
+            return;
+        };
+        tracing::warn!(held = held.len(), "planned switchover aborted: serving on");
+        self.server.handover_tick = None;
+        self.server_dirty = true;
+        for d in held {
+            match d {
+                Deferred::SipStream(conn, from, data) => {
+                    self.handle_sip_stream(conn, from, &data, now)
+                }
+                Deferred::SipStreamClosed(conn) => self.handle_sip_stream_closed(conn, now),
+                Deferred::Shutdown => self.handle_shutdown(now),
+                Deferred::Hangup(call) => self.handle_hangup(call, now),
+                Deferred::MediaOpened(call, port, ok) => {
+                    self.handle_media_opened(call, port, ok, now)
+                }
+                Deferred::Room(ev) => self.handle_room_event(ev, now),
+                Deferred::Peer(id, input) => self.handle_peer_input(id, input, now),
+                Deferred::WhipDelete(request, room, id) => {
+                    self.handle_whip_delete(request, &room, id, now)
+                }
+            }
+        }
+        self.handle_timeout(now);
+    }
+
+    /// Hold an input during a switchover; true when held.
+    fn defer(&mut self, input: impl FnOnce() -> Deferred) -> bool {
+        match &mut self.switching {
+            Some(held) => {
+                held.push(input());
+                true
+            }
+            None => false,
         }
     }
 

@@ -17,7 +17,7 @@
 //! out: what the browser is answered and when, and what a promoted backup resumes.
 
 use crate::schema::{Item, MediaPhase};
-use crate::{Action, Core, Role, RoomCommand};
+use crate::{Action, Core, Deferred, Role, RoomCommand};
 use mixer::{Codec, StreamParams};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -158,7 +158,7 @@ impl Core {
                 },
             });
         };
-        if self.role == Role::Backup || self.stopping {
+        if self.role == Role::Backup || self.stopping || self.is_switching() {
             return refuse(self, 503, "not serving");
         }
         if self.cfg.webrtc.is_none() {
@@ -220,6 +220,9 @@ impl Core {
 
     /// `DELETE /whip/{room}/{id}`: the participant leaves.
     pub fn handle_whip_delete(&mut self, request: u64, room: &str, id: u64, now: Duration) {
+        if self.defer(|| Deferred::WhipDelete(request, room.to_string(), id)) {
+            return;
+        }
         let found = self.peers.get(&id).is_some_and(|p| p.room == room);
         let result = if found && self.role != Role::Backup {
             tracing::info!(id, room = %room.escape_debug(), "WHIP delete: leaving");
@@ -239,6 +242,10 @@ impl Core {
     /// The WebRTC transport reports on participant `id`.
     pub fn handle_peer_input(&mut self, id: u64, input: PeerInput, now: Duration) {
         if self.role == Role::Backup {
+            return;
+        }
+        if self.switching.is_some() {
+            self.defer(|| Deferred::Peer(id, input));
             return;
         }
         let Some(rec) = self.peers.get_mut(&id) else {

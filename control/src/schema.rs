@@ -51,7 +51,7 @@ use sip_core::state::{Rng, StateChange};
 /// Version of this schema. A backup refuses entries of another version (the sync link's
 /// own handshake already refuses another protocol version; this guards the application's
 /// layout, which can change without the link's).
-pub const SCHEMA_VERSION: u16 = 4;
+pub const SCHEMA_VERSION: u16 = 5;
 
 /// One replicated step: applied by the backup as a whole, in order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -121,6 +121,10 @@ pub struct ServerRecord {
     pub next_room_id: u64,
     /// Next WebRTC participant number (ids are [`crate::peer::PEER_ID_BASE`] + it).
     pub next_peer: u64,
+    /// Planned switchover ([`crate::Core::handle_switchover`]): the primary's rooms send
+    /// their ticks before this one, the backup's rooms start at it (tick k at origin +
+    /// k x 20 ms), so that no tick is sent twice or skipped.
+    pub handover_tick: Option<u64>,
 }
 
 /// Where a call's media stands.

@@ -504,3 +504,25 @@ fn a_promoted_backup_keeps_the_mute_out_of_the_mix_and_the_lock() {
         Some(AdminResult::Muted { muted: false, .. })
     ));
 }
+
+#[test]
+fn a_primary_handing_over_refuses_the_operator_until_the_switchover_is_aborted() {
+    let mut n = Node::new(Role::Primary);
+    n.core.handle_backup_connected(n.now);
+    n.drain();
+    let mut a = Ua::new(0, "alice", "standup");
+    let ca = join(&mut n, &mut a);
+    n.core.handle_switchover(1_000, n.now).unwrap();
+    n.drain();
+    assert_eq!(
+        admin(&mut n, 1, mute("standup", ca, true)),
+        Some(AdminResult::Refused(AdminError::NotServing))
+    );
+    assert!(!n.core.is_muted(ca), "nothing decided while handing over");
+    n.core.handle_switchover_aborted(n.now);
+    n.drain();
+    assert!(matches!(
+        admin(&mut n, 2, mute("standup", ca, true)),
+        Some(AdminResult::Muted { muted: true, .. })
+    ));
+}

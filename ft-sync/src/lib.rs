@@ -107,6 +107,12 @@
 //! still probing, a backup that never synced), and only reported ([`Event::PeerRejected`])
 //! by one that is, so a misconfigured backup never stops a running primary.
 //!
+//! A planned switchover (maintenance) needs no failure: the primary stops deciding, then
+//! [`Node::hand_over`] tells the backup to take over as soon as it has applied the
+//! primary's last entry; the backup goes [`Role::TakingOver`] as after a failure, and the
+//! old primary, once it hears the backup serving, gets [`Event::Fatal`] with
+//! [`Error::HandedOver`] and restarts as its backup.
+//!
 //! # Two paths
 //!
 //! On the sync link alone a dead primary and a cut link look the same, and a backup that
@@ -212,6 +218,13 @@ pub enum Error {
     /// This primary was declared dead (it stalled past the failure detector) and its
     /// backup took over; it must stop serving.
     TakenOver,
+    /// This primary handed over to its backup ([`Node::hand_over`]) and the backup now
+    /// serves; it must stop serving (and may restart as the backup).
+    HandedOver,
+    /// No synced backup is alive to hand over to ([`Node::hand_over`]).
+    NoStandby,
+    /// A handover is under way: this primary decides nothing more.
+    HandingOver,
     /// An item did not serialize (its `Serialize` impl failed); nothing was replicated.
     Encode(postcard::Error),
     /// An item (or a snapshot) does not fit in one datagram; nothing was replicated.
@@ -244,6 +257,15 @@ impl std::fmt::Display for Error {
                 f,
                 "the backup took over while this primary was unresponsive; stop serving (restart as backup)"
             ),
+            Error::HandedOver => write!(
+                f,
+                "this primary handed over to its backup (planned switchover); stop serving (restart as backup)"
+            ),
+            Error::NoStandby => write!(
+                f,
+                "no synced backup is alive: nothing to hand over to"
+            ),
+            Error::HandingOver => write!(f, "a handover to the backup is under way"),
             Error::Encode(e) => write!(f, "replicated item does not serialize: {e}"),
             Error::TooLarge { len, max } => write!(
                 f,
@@ -390,6 +412,10 @@ pub enum Event<T> {
     Committed(LogIndex),
     /// Backup: apply this entry (delivered in log order, each once).
     Apply(LogEntry<T>),
+    /// Primary: the handover ([`Node::hand_over`]) did not complete (the backup died, or
+    /// was not heard serving within [`HANDOVER_TIMEOUT`] heartbeat intervals): this node
+    /// serves on, as before the handover.
+    HandoverAborted,
 }
 
 /// Counters of the receive path.
@@ -465,6 +491,10 @@ const MAX_BUFFERED: usize = 4096;
 /// many dead intervals with beacons arriving (shorter silences on a lossy link are not news).
 const SYNC_LOST_REPORT: u32 = 3;
 
+/// A handover not completed within this many heartbeat intervals is aborted
+/// ([`Event::HandoverAborted`]). The backup is heard serving within one or two intervals.
+pub const HANDOVER_TIMEOUT: u32 = 25;
+
 /// Beacons kept for a driver that does not drain them.
 const MAX_QUEUED_BEACONS: usize = 4;
 
@@ -478,7 +508,7 @@ const MAX_RESUMED: usize = 256;
 
 /// One node of the pair. Method families: construction ([`Node::new`]), inputs
 /// (`handle_datagram`, `handle_timeout`), outputs (`poll_transmit`, `poll_event`,
-/// `poll_timeout`), primary operations (`replicate`, `replicate_snapshot`, `is_committed`),
+/// `poll_timeout`), primary operations (`replicate`, `replicate_snapshot`, `is_committed`, `hand_over`),
 /// backup operations (`complete_takeover`), getters (`role`, `peer_state`, `stats`,
 /// `committed`, `applied`).
 pub struct Node<T> {
@@ -520,6 +550,8 @@ pub struct Node<T> {
     /// The current backup incarnation has been sent a snapshot.
     backup_synced: bool,
     last_send: Duration,
+    /// Primary handing over: its last log index and when the handover started.
+    handover: Option<(LogIndex, Duration)>,
     // Backup side of the log.
     applied: LogIndex,
     has_snapshot: bool,
@@ -563,6 +595,7 @@ impl<T: Item> Node<T> {
             unacked: BTreeMap::new(),
             backup_synced: false,
             last_send: now,
+            handover: None,
             applied: 0,
             has_snapshot: false,
             buffered: BTreeMap::new(),
@@ -607,6 +640,11 @@ impl<T: Item> Node<T> {
         self.applied
     }
 
+    /// Primary: a handover ([`Node::hand_over`]) is under way.
+    pub fn is_handing_over(&self) -> bool {
+        self.handover.is_some()
+    }
+
     /// Primary: may the message whose state is log entry `index` leave? True once the
     /// backup acknowledged it, or when no synced backup is alive (unprotected).
     pub fn is_committed(&self, index: LogIndex) -> bool {
@@ -642,6 +680,9 @@ impl<T: Item> Node<T> {
         if let Some(d) = self.dead_deadline() {
             t = t.min(d);
         }
+        if let Some((_, started)) = self.handover {
+            t = t.min(started + self.config.heartbeat_interval * HANDOVER_TIMEOUT);
+        }
         if !self.unacked.is_empty() && self.peer_state == PeerState::Alive {
             t = t.min(self.last_send + self.config.retransmit_after);
         }
@@ -674,9 +715,17 @@ impl<T: Item> Node<T> {
                 self.on_peer_dead();
             }
         }
+        if let Some((_, started)) = self.handover {
+            if now >= started + self.config.heartbeat_interval * HANDOVER_TIMEOUT {
+                self.abort_handover();
+            }
+        }
         if now >= self.next_heartbeat {
             self.send_liveness();
             self.queue_beacon();
+            if let Some((index, _)) = self.handover {
+                self.send(Payload::Handover { index });
+            }
             self.next_heartbeat = now + self.config.heartbeat_interval;
         }
         if self.peer_state == PeerState::Alive
@@ -950,6 +999,7 @@ impl<T: Item> Node<T> {
                 }
             }
             Payload::Ack { index } => self.on_ack(index),
+            Payload::Handover { index } => self.on_handover(index),
             Payload::Snapshot { index, items } => {
                 self.on_entry(LogEntry::Snapshot { index, items });
             }
@@ -999,7 +1049,61 @@ impl<T: Item> Node<T> {
         if self.role != Role::Primary || self.is_starting() || self.failed {
             return Err(Error::NotPrimary);
         }
+        if self.handover.is_some() {
+            return Err(Error::HandingOver);
+        }
         Ok(())
+    }
+
+    /// Planned switchover: hand the service to the backup now, without waiting for a
+    /// failure. The application stops deciding anything first (its last state replicated):
+    /// this node refuses to replicate from now on, and the backup takes over
+    /// ([`Event::RoleChanged`] with [`Role::TakingOver`] there, exactly as after a failure)
+    /// once it has applied everything up to the returned index. When the backup is heard
+    /// serving, this node gets [`Event::Fatal`] with [`Error::HandedOver`]: it must stop
+    /// serving, and may restart as the backup (a configured primary that finds a serving
+    /// primary joins it, see [the crate docs](crate#roles)). If the backup dies, or is not
+    /// heard serving within [`HANDOVER_TIMEOUT`] heartbeat intervals, the handover is
+    /// aborted ([`Event::HandoverAborted`]) and this node serves on.
+    ///
+    /// Entries not acknowledged yet are resent as usual; the backup waits for them.
+    ///
+    /// Fails with [`Error::NotPrimary`] unless serving as primary, and with
+    /// [`Error::NoStandby`] unless a synced backup is alive.
+    pub fn hand_over(&mut self, now: Duration) -> Result<LogIndex, Error> {
+        self.check_primary()?;
+        if !self.protecting() || !self.backup_synced {
+            return Err(Error::NoStandby);
+        }
+        let index = self.next_index - 1;
+        self.handover = Some((index, now));
+        self.send(Payload::Handover { index });
+        Ok(index)
+    }
+
+    fn abort_handover(&mut self) {
+        if self.handover.take().is_some() {
+            self.events.push_back(Event::HandoverAborted);
+        }
+    }
+
+    /// Backup: the primary hands over. Taken over once everything up to `index` is applied
+    /// (the primary repeats the message until it hears this node serving).
+    fn on_handover(&mut self, index: LogIndex) {
+        let from_serving_primary = self
+            .peer
+            .as_ref()
+            .is_some_and(|p| p.role == Role::Primary && !p.starting);
+        if self.role != Role::Backup
+            || !from_serving_primary
+            || !self.has_snapshot
+            || self.applied < index
+        {
+            return;
+        }
+        self.took_over_from = self.peer.as_ref().map(|p| (p.node, p.incarnation));
+        self.role = Role::TakingOver;
+        self.events.push_back(Event::RoleChanged(Role::TakingOver));
     }
 
     /// The datagram of `entry` as the next message (not consumed yet), checked to fit.
@@ -1140,7 +1244,11 @@ impl<T: Item> Node<T> {
                 return Some(Conflict::Reject(Error::TwoPrimaries));
             }
             if self.role == Role::Primary && !self.is_starting() && prev_role == Role::Backup {
-                return Some(Conflict::Fatal(Error::TakenOver));
+                return Some(Conflict::Fatal(if self.handover.is_some() {
+                    Error::HandedOver
+                } else {
+                    Error::TakenOver
+                }));
             }
             let their_starting = self.peer.as_ref().is_some_and(|p| p.starting);
             return Some(if self.is_starting() && !their_starting {
@@ -1194,6 +1302,7 @@ impl<T: Item> Node<T> {
         self.events.push_back(Event::PeerDead);
         match self.role {
             Role::Primary => {
+                self.abort_handover();
                 // Unprotected: release everything held. The log stays for the same backup
                 // incarnation (resent when it answers again, see `push_entry`).
                 if self.next_index > 1 {

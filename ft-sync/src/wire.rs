@@ -19,7 +19,8 @@ use sha2::{Digest, Sha256};
 /// application's item schema). Peers must match exactly.
 ///
 /// 2: the replicated items are the application's own type `T` (was: four blob variants).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: [`Payload::Handover`] (planned switchover).
+pub const PROTOCOL_VERSION: u16 = 3;
 /// First bytes of every datagram.
 pub const MAGIC: [u8; 4] = *b"USFT";
 /// Length of the HMAC-SHA256 trailer.
@@ -81,6 +82,13 @@ pub enum Payload<T> {
     /// Cumulative acknowledgement: every index up to this one is applied by the backup.
     Ack {
         /// Highest contiguous applied index.
+        index: LogIndex,
+    },
+    /// Planned switchover: the primary stopped deciding anything at log index `index`; the
+    /// backup takes over as soon as it has applied everything up to it. Repeated every
+    /// heartbeat interval until the backup is heard serving.
+    Handover {
+        /// The primary's last log index.
         index: LogIndex,
     },
 }

@@ -55,6 +55,8 @@ struct Net {
     in_flight: Vec<(Duration, usize, Vec<u8>, bool)>,
     /// The sync link is cut (both directions); the clients' path stays up.
     cut: bool,
+    /// The sync link drops what node i sends (one direction).
+    cut_from: [bool; 2],
     /// Beacons delivered to each node.
     beacons_delivered: [u64; 2],
     impair: Impair,
@@ -75,6 +77,7 @@ impl Net {
             nodes: [None, None],
             in_flight: Vec::new(),
             cut: false,
+            cut_from: [false, false],
             beacons_delivered: [0, 0],
             impair,
             rng: Rng(SplitMix64::seed_from_u64(seed)),
@@ -108,7 +111,8 @@ impl Net {
                 }
             }
             while let Some(d) = n.poll_transmit() {
-                if self.dead[i] || self.cut || self.rng.chance(self.impair.drop) {
+                if self.dead[i] || self.cut || self.cut_from[i] || self.rng.chance(self.impair.drop)
+                {
                     continue;
                 }
                 let copies = if self.rng.chance(self.impair.duplicate) {
@@ -929,4 +933,152 @@ fn beacons_and_sync_messages_do_not_authenticate_on_each_others_path() {
     let b = primary.poll_beacon().expect("a beacon");
     backup.handle_beacon(&b, now + 10 * MS);
     assert_eq!(backup.stats().beacons, ok + 1);
+}
+
+// ---- planned switchover (issue 11: POST /api/failover) ----
+
+/// What the backup applied, as (index, item) pairs, in order.
+fn applied_items(net: &Net, i: usize) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (_, e) in &net.events[i] {
+        match e {
+            Event::Apply(ft_sync::LogEntry::Snapshot { items, .. }) => out = items.clone(),
+            Event::Apply(ft_sync::LogEntry::Item { item, .. }) => out.push(item.clone()),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn handover_promotes_the_backup_at_once_and_the_old_primary_yields() {
+    let mut net = Net::new(Impair::default(), 40);
+    established(&mut net);
+    net.run_until(300 * MS);
+    let now = net.now;
+    let last = net
+        .node(0)
+        .replicate(Change::RoomClosed { room: 9 }, now)
+        .unwrap();
+    // At once: the backup waits for the entry, then takes over.
+    let asked = net.now;
+    assert_eq!(net.node(0).hand_over(asked), Ok(last));
+    net.pump();
+    assert!(net.node(0).is_handing_over());
+    // The primary decides nothing more.
+    assert_eq!(
+        net.node(0)
+            .replicate(Change::RoomClosed { room: 10 }, asked),
+        Err(Error::HandingOver)
+    );
+    net.run_until(asked + 2 * MS);
+    // One link delay (1 ms here), no failure detection.
+    let promoted = net
+        .first(1, |e| *e == Event::RoleChanged(Role::TakingOver))
+        .expect("the backup takes over");
+    assert!(promoted - asked <= 2 * MS, "{:?}", promoted - asked);
+    assert_eq!(
+        applied_items(&net, 1).last(),
+        Some(&Change::RoomClosed { room: 9 }),
+        "everything up to the handover point applied first"
+    );
+    let now = net.now;
+    net.node(1).complete_takeover(now).unwrap();
+    net.pump();
+    net.run_until(now + 30 * MS);
+    assert!(
+        net.has(0, |e| *e == Event::Fatal(Error::HandedOver)),
+        "the old primary stops once it hears the new one: {:?}",
+        net.events[0]
+    );
+    assert!(!net.has(1, |e| matches!(e, Event::Fatal(_))));
+    assert!(!net.has(0, |e| *e == Event::HandoverAborted));
+    assert_eq!(net.node(1).role(), Role::Primary);
+}
+
+#[test]
+fn handover_is_repeated_over_a_lossy_link() {
+    let mut net = Net::new(Impair::default(), 41);
+    // Beacons: the loss never looks like a death (only the handover promotes).
+    established_with_beacons(&mut net);
+    net.run_until(300 * MS);
+    // The last entry and the handover cross a link losing most messages: the entry is
+    // resent, the handover repeated every interval, and the backup takes over only with
+    // the entry applied.
+    net.impair.drop = 0.7;
+    let asked = net.now;
+    net.node(0)
+        .replicate(Change::RoomClosed { room: 1 }, asked)
+        .unwrap();
+    let last = net.node(0).hand_over(asked).unwrap();
+    net.run_until(asked + 200 * MS);
+    assert!(
+        net.has(1, |e| *e == Event::RoleChanged(Role::TakingOver)),
+        "the handover is repeated until it lands"
+    );
+    assert!(net.node(1).applied() >= last);
+    assert_eq!(
+        applied_items(&net, 1).last(),
+        Some(&Change::RoomClosed { room: 1 })
+    );
+}
+
+#[test]
+fn handover_to_a_dead_backup_is_aborted_and_the_primary_serves_on() {
+    let mut net = Net::new(Impair::default(), 42);
+    established(&mut net);
+    net.run_until(300 * MS);
+    let asked = net.now;
+    net.node(0).hand_over(asked).unwrap();
+    // The backup dies before the handover reaches it.
+    net.dead[1] = true;
+    net.run_until(asked + 200 * MS);
+    assert!(net.has(0, |e| *e == Event::HandoverAborted));
+    assert!(!net.node(0).is_handing_over());
+    assert!(!net.has(0, |e| matches!(e, Event::Fatal(_))));
+    assert_eq!(net.node(0).role(), Role::Primary);
+    let now = net.now;
+    assert!(net
+        .node(0)
+        .replicate(Change::RoomClosed { room: 2 }, now)
+        .is_ok());
+}
+
+#[test]
+fn handover_not_taken_in_time_is_aborted() {
+    // One direction of the sync link fails just as the handover starts: the backup's
+    // messages still reach the primary (its peer stays alive), the primary's do not reach the
+    // backup (which holds on: the beacons over the clients' path say the primary serves). The
+    // primary gives up after HANDOVER_TIMEOUT intervals and serves on, still the only sender.
+    let mut net = Net::new(Impair::default(), 43);
+    established_with_beacons(&mut net);
+    net.run_until(300 * MS);
+    let asked = net.now;
+    net.node(0).hand_over(asked).unwrap();
+    net.cut_from[0] = true;
+    net.pump();
+    net.run_until(asked + 200 * MS);
+    assert!(!net.has(0, |e| *e == Event::HandoverAborted), "not yet");
+    assert_eq!(net.node(0).peer_state(), PeerState::Alive);
+    net.run_until(asked + 300 * MS);
+    assert!(net.has(0, |e| *e == Event::HandoverAborted));
+    assert!(!net.node(0).is_handing_over());
+    assert!(!net.has(1, |e| *e == Event::RoleChanged(Role::TakingOver)));
+    assert_eq!(net.node(1).role(), Role::Backup);
+    // The link heals: the pair is as before, and a second handover works.
+    net.cut_from[0] = false;
+    net.run_until(asked + 400 * MS);
+    let again = net.now;
+    net.node(0).hand_over(again).unwrap();
+    net.pump();
+    net.run_until(again + 5 * MS);
+    assert!(net.has(1, |e| *e == Event::RoleChanged(Role::TakingOver)));
+}
+
+#[test]
+fn handover_refused_without_a_synced_backup() {
+    let mut p: Node = lone_primary();
+    assert_eq!(p.hand_over(200 * MS), Err(Error::NoStandby));
+    let mut b: Node = Node::new(cfg(2, Role::Backup), Duration::ZERO);
+    assert_eq!(b.hand_over(MS), Err(Error::NotPrimary));
 }

@@ -1,10 +1,13 @@
-//! HTTP API: `GET /healthz`, `GET /metrics`, the participant page ([`crate::web`]) and its
-//! roster (`GET /rooms/{room}/members`), WHIP for browsers (`POST /whip/{room}`,
-//! `DELETE /whip/{room}/{id}`, RFC 9725), the admin API under `/api/` (`GET /api/rooms`,
-//! `GET /api/events`, `GET /api/status`, and the operator's controls: mute, unmute and kick a
-//! participant, lock a room or cap its size), and the HTTP/1.1 server that serves it all
-//! ([`serve`]) within limits: a connection cap, a header read timeout and a shutdown
+//! HTTP API: `GET /healthz`, `GET /metrics`, the admin page and the participant page
+//! ([`crate::web`]) and the participant page's roster (`GET /rooms/{room}/members`), WHIP for
+//! browsers (`POST /whip/{room}`, `DELETE /whip/{room}/{id}`, RFC 9725), the admin API under
+//! `/api/` (`GET /api/rooms`, `GET /api/events`, `GET /api/status`, `GET /api/ws` (live
+//! updates, [`crate::live`]), `POST /api/failover`, and the operator's controls: mute, unmute
+//! and kick a participant, lock a room or cap its size), and the HTTP/1.1 server that serves
+//! it all ([`serve`]) within limits: a connection cap, a header read timeout and a shutdown
 //! deadline. WHIP offers carry at most [`MAX_WHIP_BODY`], admin requests [`MAX_ADMIN_BODY`].
+//! A connection upgraded to a WebSocket leaves the HTTP server (and its cap): [`crate::live`]
+//! limits and closes those.
 //!
 //! The admin API needs the bearer token when one is configured ([`crate::auth`]: one
 //! middleware over the whole router, keyed on the `/api/` prefix). Its controls are decided
@@ -56,6 +59,8 @@ pub fn router(shared: Shared) -> Router {
         )
         .route("/api/events", get(events))
         .route("/api/status", get(status))
+        .route("/api/failover", post(failover))
+        .route("/api/ws", get(crate::live::ws_handler))
         .route("/rooms/{room}/members", get(members))
         .route("/metrics", get(metrics))
         .route(
@@ -595,6 +600,31 @@ async fn status(State(s): State<Shared>) -> impl IntoResponse {
     Json(st)
 }
 
+/// `POST /api/failover`: planned switchover to the backup (202 with the handover tick), or
+/// 409 with the reason it cannot happen now (no hot standby, not the primary, no synced
+/// backup, one under way).
+async fn failover(State(s): State<Shared>) -> Response {
+    let conflict = |why: String| {
+        (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({ "error": why })),
+        )
+            .into_response()
+    };
+    let Some(tx) = s.switchover.clone() else {
+        return conflict("no hot standby configured".into());
+    };
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    if tx.send(reply).is_err() {
+        return conflict("the server is stopping".into());
+    }
+    match rx.await {
+        Ok(Ok(view)) => (StatusCode::ACCEPTED, Json(view)).into_response(),
+        Ok(Err(why)) => conflict(why),
+        Err(_) => conflict("the server is stopping".into()),
+    }
+}
+
 async fn events(State(s): State<Shared>) -> impl IntoResponse {
     let ev: Vec<_> = s.events.lock().unwrap().iter().cloned().collect();
     Json(ev)
@@ -661,7 +691,9 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(lim.header_timeout);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Graceful shutdown of each connection (hyper-util's `GracefulShutdown` does not take
+    // connections with upgrades): a request in flight finishes, an idle one closes.
+    let (graceful, _) = tokio::sync::watch::channel(());
     let mut conns = tokio::task::JoinSet::new();
     // Out of descriptors, one connection at a time is still served (`/healthz`).
     let reserve = std::sync::Arc::new(FdReserve::default());
@@ -696,12 +728,21 @@ pub async fn serve(
             metrics.http_rejected.inc();
             continue; // dropping the stream closes it
         };
-        let conn =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let conn = graceful.watch(conn);
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()))
+            .with_upgrades();
         let (m, reserve) = (metrics.clone(), reserve.clone());
+        let mut stopping = graceful.subscribe();
         conns.spawn(async move {
-            if let Err(e) = conn.await {
+            tokio::pin!(conn);
+            let done = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stopping.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = done {
                 if e.is_timeout() {
                     m.http_header_timeouts.inc();
                 }
@@ -714,7 +755,9 @@ pub async fn serve(
     // Every listener closed (the acceptors own them) before the drain.
     acceptors.shutdown().await;
     drop(accepted);
-    if tokio::time::timeout_at(deadline.into(), graceful.shutdown())
+    let _ = graceful.send(());
+    let drained = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout_at(deadline.into(), drained)
         .await
         .is_err()
     {

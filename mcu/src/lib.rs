@@ -13,6 +13,7 @@ pub mod hot_standby;
 pub mod http;
 pub mod launch;
 pub mod limits;
+pub mod live;
 pub mod metrics;
 pub mod mirror;
 pub mod netguard;

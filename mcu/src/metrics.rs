@@ -116,6 +116,13 @@ pub struct Metrics {
     /// HTTP connections accepted, by the listener's address (`--http-listen`): which address
     /// clients use, e.g. whether a backup served anything on the service address.
     pub http_connections: Family<ListenLabel, Counter>,
+    /// Live-update WebSockets (`GET /api/ws`) open.
+    pub ws_clients: Gauge,
+    /// Live-update WebSockets refused: `live::MAX_SOCKETS` were open.
+    pub ws_rejected: Counter,
+    /// Live-update WebSockets closed because the client fell too far behind (or its
+    /// socket did not take a message in time).
+    pub ws_slow_dropped: Counter,
     registry: std::sync::Arc<Registry>,
 }
 
@@ -176,6 +183,9 @@ impl Metrics {
             http_header_timeouts: Counter::default(),
             http_accept_errors: Counter::default(),
             http_connections: Family::default(),
+            ws_clients: Gauge::default(),
+            ws_rejected: Counter::default(),
+            ws_slow_dropped: Counter::default(),
             registry: Default::default(),
         };
         r.register(
@@ -379,6 +389,21 @@ impl Metrics {
             "http_connections",
             "HTTP connections accepted, by listen address (those closed at once at the cap included)",
             m.http_connections.clone(),
+        );
+        r.register(
+            "ws_clients",
+            "Live-update WebSockets (/api/ws) open",
+            m.ws_clients.clone(),
+        );
+        r.register(
+            "ws_rejected",
+            "Live-update WebSockets refused: the socket limit was reached",
+            m.ws_rejected.clone(),
+        );
+        r.register(
+            "ws_slow_dropped",
+            "Live-update WebSockets closed because the client fell too far behind",
+            m.ws_slow_dropped.clone(),
         );
         Metrics {
             registry: std::sync::Arc::new(r),

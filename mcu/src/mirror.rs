@@ -12,7 +12,7 @@
 //! enough for the 16-bit sequence number to have wrapped ([`MirrorReader::inbound`]).
 
 use anyhow::{Context, Result};
-use netfilter_shim::queue::{PacketQueue, Protocol};
+use netfilter_shim::queue::{PacketQueue, Protocol, QueuedPacket};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,6 +27,10 @@ pub struct SeenSource {
     /// When last seen.
     pub at: Instant,
 }
+
+/// A standing-by mirror reader wakes at most once per this interval (and reads everything
+/// queued meanwhile): the mirrored packets are dropped, nothing waits for them.
+const MIRROR_BATCH: Duration = Duration::from_millis(20);
 
 /// Most (source, SSRC) streams followed on the WebRTC port; more are ignored.
 const MAX_SHADOW_STREAMS: usize = 16 * 1024;
@@ -64,18 +68,7 @@ impl MirrorReader {
         let thread = std::thread::Builder::new()
             .name("ft-mirror".into())
             .spawn(move || {
-                // Blocking reads (the nfq crate has no pollable socket; a timed wait would
-                // poll every millisecond): a stopped reader stays parked until the next
-                // packet, which only comes while the queue rule exists.
-                while !s.load(Ordering::Relaxed) {
-                    let pkt = match queue.recv() {
-                        Ok(pkt) => pkt,
-                        Err(e) => {
-                            tracing::warn!("mirror queue: {e}");
-                            std::thread::sleep(Duration::from_millis(10));
-                            continue;
-                        }
-                    };
+                let handle = |queue: &mut PacketQueue, pkt: QueuedPacket| {
                     p.fetch_add(1, Ordering::Relaxed);
                     if let Ok(flow) = pkt.flow() {
                         if flow.protocol == Protocol::Udp
@@ -102,6 +95,30 @@ impl MirrorReader {
                     if let Err(e) = verdict {
                         tracing::warn!("mirror queue verdict: {e}");
                     }
+                };
+                // Blocking reads (the nfq crate has no pollable socket; a timed wait would
+                // poll every millisecond): a stopped reader stays parked until the next
+                // packet, which only comes while the queue rule exists.
+                while !s.load(Ordering::Relaxed) {
+                    let pkt = match queue.recv() {
+                        Ok(pkt) => pkt,
+                        Err(e) => {
+                            tracing::warn!("mirror queue: {e}");
+                            std::thread::sleep(Duration::from_millis(10));
+                            continue;
+                        }
+                    };
+                    handle(&mut queue, pkt);
+                    if !a.load(Ordering::Relaxed) {
+                        // Standing by: every packet is dropped anyway, so read them in
+                        // batches, one wake-up per [`MIRROR_BATCH`] instead of one per
+                        // packet (the backup's largest fixed cost; a takeover unparks the
+                        // thread and it lets each packet through as it comes).
+                        while let Ok(Some(pkt)) = queue.try_recv() {
+                            handle(&mut queue, pkt);
+                        }
+                        std::thread::park_timeout(MIRROR_BATCH);
+                    }
                 }
             })
             .context("spawning the mirror reader")?;
@@ -115,9 +132,13 @@ impl MirrorReader {
         })
     }
 
-    /// Let queued packets through to the local stack (takeover) instead of dropping them.
+    /// Let queued packets through to the local stack (takeover) instead of dropping them,
+    /// at once (the reader is woken if it waits between batches).
     pub fn accept_all(&self) {
         self.accept.store(true, Ordering::Relaxed);
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
     }
 
     /// Packets read so far.

@@ -267,6 +267,11 @@ pub struct RoomCtx {
     pub ship_snapshots: bool,
     /// Hot standby: stop sending media at once when set (this node was taken over).
     pub fenced: Arc<AtomicBool>,
+    /// Planned switchover: send no tick from this one on (the backup sends it).
+    pub fence_tick: crate::state::FenceTick,
+    /// A room resumed at a planned switchover starts at this tick, not before (the old
+    /// primary sent the ticks before it).
+    pub start_tick: Option<u64>,
     /// Report participants silent this long (`None`: never).
     pub media_timeout: Option<Duration>,
     /// The WebRTC task (browser participants), if served.
@@ -342,6 +347,8 @@ struct Room {
     pkt_tx: mpsc::Sender<Packet>,
     shipped: Option<u64>,
     event_log: EventLog,
+    /// The last tick run (tick k at origin + k x 20 ms).
+    tick_k: u64,
 }
 
 impl Room {
@@ -610,7 +617,9 @@ impl Room {
     }
 
     fn tick(&mut self, at: Instant) {
-        self.mixer.handle_tick(self.since_origin(at));
+        let since = self.since_origin(at);
+        self.tick_k = (since.as_micros() / mixer::TICK.as_micros()) as u64;
+        self.mixer.handle_tick(since);
         self.drain();
     }
 
@@ -631,7 +640,8 @@ impl Room {
 
     fn drain(&mut self) {
         // A primary taken over while it stalled must not send what the new primary sends.
-        let fenced = self.ctx.fenced.load(Ordering::SeqCst);
+        let fenced =
+            self.ctx.fenced.load(Ordering::SeqCst) || self.ctx.fence_tick.covers(self.tick_k);
         let metrics = &self.ctx.metrics;
         while let Some(out) = self.mixer.poll_output() {
             match out {
@@ -710,7 +720,9 @@ async fn run_room(
             // A promoted backup runs the current tick at once (late by less than a tick,
             // inside the gap the failure already made) rather than waiting for the next
             // boundary; unless the primary already ran it.
-            let k = (next_k as u64 - 1).max(snapshot.last_tick.map_or(0, |t| t + 1));
+            let k = (next_k as u64 - 1)
+                .max(snapshot.last_tick.map_or(0, |t| t + 1))
+                .max(ctx.start_tick.unwrap_or(0));
             first = origin + mixer::TICK * k as u32;
             match Mixer::from_snapshot(&snapshot, first.saturating_duration_since(origin)) {
                 Ok(m) => m,
@@ -729,6 +741,7 @@ async fn run_room(
         members: HashMap::new(),
         pkt_tx,
         event_log: EventLog::default(),
+        tick_k: 0,
     };
     // A resumed room: members are attached by the commands the server sends before
     // `Resumed`; participants of the snapshot nobody attached (their call is gone) are

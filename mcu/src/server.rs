@@ -13,7 +13,10 @@ use crate::hot_standby::{self, HotStandby};
 use crate::limits::{self, AcceptBackoff};
 use crate::metrics::Metrics;
 use crate::room::{spawn_room, MediaEndpoint, RoomCtl, RoomCtx, RoomHandle};
-use crate::state::{AdminRequest, ParticipantView, RoomView, Shared, TakeoverView, WhipRequest};
+use crate::state::{
+    AdminRequest, ParticipantView, RoomView, Shared, SwitchoverRequest, SwitchoverView,
+    TakeoverView, WhipRequest,
+};
 use crate::sync_link::{SyncCommand, SyncEvent};
 use crate::webrtc::{WebRtcCtl, WebRtcHandle};
 use anyhow::{Context, Result};
@@ -35,6 +38,22 @@ pub const MAX_SIP_MESSAGE: usize = 16 * 1024;
 /// The least time HTTP requests in flight get to finish at shutdown, even when the BYE
 /// transactions used up the whole `--shutdown-timeout`.
 const HTTP_DRAIN_MIN: Duration = Duration::from_millis(250);
+
+/// Planned switchover: the handover tick is at least this far ahead of the request (the
+/// backup must have its rooms running by then: a sync round trip, its takeover, the rooms'
+/// start, 10-20 ms at 40 rooms on two cores).
+const HANDOVER_LEAD: Duration = Duration::from_millis(40);
+
+/// Planned switchover: the old primary stops this long after the handover tick's instant
+/// (its last tick before it is sent by then).
+const HANDOVER_MARGIN: Duration = Duration::from_millis(5);
+
+/// Planned switchover: the backup claims the service address (gratuitous ARP) this long
+/// before the handover tick, so that the old primary mixes its clients' packets until then.
+const CLAIM_LEAD: Duration = Duration::from_millis(5);
+
+/// Backup: G.711 resamplers built ahead beyond the replicated calls' needs.
+const PREWARM_SPARE: usize = 8;
 /// How long a closing SIP/TCP connection may take to write what was queued for it.
 const TCP_FLUSH_GRACE: Duration = Duration::from_secs(1);
 
@@ -186,6 +205,43 @@ struct Server {
     /// Rooms opened from a snapshot during this [`Server::act`]: told `Resumed` once the
     /// members' Attach commands are sent.
     resuming: Vec<u64>,
+    /// A planned switchover under way on this primary: its handover tick.
+    switching: Option<u64>,
+    /// Handed over: stop (and rejoin as backup) at this instant, once the rooms sent the
+    /// last tick before the handover tick.
+    leave_at: Option<Instant>,
+    /// A takeover started by the primary's handover (planned), not by a failure.
+    planned_takeover: bool,
+    /// Backup: G.711 resamplers to keep built ahead ([`prewarm`]); 0 once serving.
+    prewarm_wanted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Backup: keep as many fresh G.711 resamplers built (`mixer::prewarm_g711`) as the
+/// replicated calls will need at a takeover (`wanted`, updated by the server task), on a
+/// low-priority thread: building them at the takeover would delay the promoted rooms' first
+/// packets by tens of milliseconds at a few hundred calls. Stops when `wanted` is
+/// `usize::MAX` (the node serves).
+fn prewarm(wanted: Arc<std::sync::atomic::AtomicUsize>) {
+    let spawned = std::thread::Builder::new()
+        .name("prewarm".into())
+        .spawn(move || {
+            // SAFETY: setpriority on the calling thread (who = 0); no pointers.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+            loop {
+                let n = wanted.load(std::sync::atomic::Ordering::Relaxed);
+                if n == usize::MAX {
+                    return;
+                }
+                if let Err(e) = mixer::prewarm_g711(n) {
+                    tracing::warn!("building G.711 resamplers ahead: {e}");
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("prewarm thread: {e}");
+    }
 }
 
 /// The error [`run_with_ft`] returns when this node was taken over while alive (it stalled
@@ -238,6 +294,12 @@ pub async fn run_with_ft(
     };
     if let Some(h) = &hs {
         shared.fenced = h.link.fenced();
+    }
+    let (switch_tx, mut switch_rx) = mpsc::unbounded_channel::<SwitchoverRequest>();
+    if hs.is_some() {
+        shared.switchover = Some(switch_tx);
+    } else {
+        drop(switch_tx);
     }
     let origin = Instant::now();
     let udp = Arc::new(listeners.udp);
@@ -292,7 +354,8 @@ pub async fn run_with_ft(
     shared.admin_token = cfg.admin_token.clone().map(Arc::new);
     let core = Core::new(core_cfg, role, hot_standby::origin_to_unix_ns(origin));
 
-    // HTTP.
+    // HTTP, and the live updates its `/api/ws` sockets get.
+    let live = crate::live::spawn(shared.clone());
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<Instant>();
     let http_task = tokio::spawn(crate::http::serve(
         listeners.http,
@@ -360,7 +423,14 @@ pub async fn run_with_ft(
         admin_waiting: HashMap::new(),
         next_admin: 0,
         resuming: Vec::new(),
+        switching: None,
+        leave_at: None,
+        planned_takeover: false,
+        prewarm_wanted: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
     };
+    if role == Role::Backup {
+        prewarm(s.prewarm_wanted.clone());
+    }
     let pending: VecDeque<_> =
         s.hs.as_mut()
             .map(|h| std::mem::take(&mut h.pending))
@@ -395,6 +465,13 @@ pub async fn run_with_ft(
             }
             Some(req) = whip_rx.recv() => s.whip(req),
             Some(req) = admin_rx.recv() => s.admin(req),
+            Some(reply) = switch_rx.recv() => s.switchover(reply),
+            _ = tokio::time::sleep_until(s.leave_at.unwrap_or_else(Instant::now).into()), if s.leave_at.is_some() => {
+                s.leave_at = None;
+                tracing::warn!("planned switchover: the backup serves from the handover tick on; rejoining as its backup");
+                s.rejoin = true;
+                s.fatal = Some(format!("hot standby: {}", ft_sync::Error::HandedOver));
+            }
             Some(ev) = sync_recv(s.hs.as_mut()) => s.on_sync(ev),
             _ = &mut shutdown, if stopping.is_none() => {
                 tracing::info!(calls = s.core.calls().len(), "shutting down: sending BYE to every participant");
@@ -441,6 +518,8 @@ pub async fn run_with_ft(
     let http_deadline = stopping
         .unwrap_or_else(Instant::now)
         .max(Instant::now() + HTTP_DRAIN_MIN);
+    // The live sockets close first (1001, "going away"): the admin pages reconnect.
+    live.stop();
     let _ = http_stop_tx.send(http_deadline);
     let _ = http_task.await;
     if let Some(f) = s.fatal.take() {
@@ -834,6 +913,7 @@ impl Server {
                             duration_ms: duration.as_secs_f64() * 1e3,
                             calls,
                             rooms,
+                            planned: self.planned_takeover,
                         });
                         tracing::warn!(
                             calls,
@@ -940,6 +1020,8 @@ impl Server {
                         replies: self.room_tx.clone(),
                         ship_snapshots: self.core.role() == Role::Primary,
                         fenced: self.shared.fenced.clone(),
+                        fence_tick: self.shared.fence_tick.clone(),
+                        start_tick: self.core.handover_tick(),
                         media_timeout: self.cfg.media_timeout,
                         webrtc: self.webrtc.clone(),
                     },
@@ -1212,6 +1294,21 @@ impl Server {
             SyncEvent::Node(Event::PeerRejected(e)) => {
                 tracing::error!("sync link: peer rejected: {e}")
             }
+            SyncEvent::Node(Event::HandoverAborted) => {
+                if self.switching.take().is_some() {
+                    tracing::error!("planned switchover aborted (the backup did not take over): serving on");
+                    self.shared.fence_tick.set(u64::MAX);
+                    let now = self.now();
+                    self.core.handle_switchover_aborted(now);
+                }
+            }
+            SyncEvent::Node(Event::Fatal(ft_sync::Error::HandedOver)) => {
+                // The backup serves from the handover tick: keep sending until then.
+                let k = self.switching.unwrap_or(0);
+                let at = self.origin + mixer::TICK * k as u32 + HANDOVER_MARGIN;
+                tracing::warn!(handover_tick = k, "hot standby: the backup took over (planned switchover)");
+                self.leave_at = Some(at.max(Instant::now()));
+            }
             SyncEvent::Node(Event::Fatal(e)) => {
                 // Taken over while alive (a stall, a healed split), or the lower-priority
                 // of two serving primaries: the other node owns the clients; this one stops
@@ -1229,12 +1326,72 @@ impl Server {
         }
     }
 
-    /// The primary is dead: claim the service address, take its clock, serve its calls.
+    /// `POST /api/failover`: hand over to the backup at a tick boundary (see
+    /// [`control::Core::handle_switchover`]): this node's rooms send the ticks before it,
+    /// the backup's rooms start there, every stream continues with its next packet.
+    fn switchover(&mut self, reply: SwitchoverRequest) {
+        let refuse = |reply: SwitchoverRequest, why: &str| {
+            tracing::warn!("planned switchover refused: {why}");
+            let _ = reply.send(Err(why.to_string()));
+        };
+        if self.hs.is_none() {
+            return refuse(reply, "no hot standby configured");
+        }
+        if self.switching.is_some() {
+            return refuse(reply, "a switchover is already under way");
+        }
+        if self.protected != Some(true) {
+            return refuse(
+                reply,
+                "no synced backup stands by (the pair is not protected)",
+            );
+        }
+        // The handover tick: far enough ahead for the backup to have its rooms running
+        // (a sync round trip, the takeover, the rooms' start), near enough to be soon.
+        let now = self.now();
+        let k = (now + HANDOVER_LEAD).as_micros() / mixer::TICK.as_micros() + 1;
+        let k = k as u64;
+        self.shared.fence_tick.set(k);
+        if let Err(e) = self.core.handle_switchover(k, now) {
+            self.shared.fence_tick.set(u64::MAX);
+            return refuse(reply, &e.to_string());
+        }
+        self.switching = Some(k);
+        // The step carrying the handover tick goes first, then the handover.
+        self.act();
+        if let Some(hs) = &self.hs {
+            hs.link.send(SyncCommand::HandOver);
+        }
+        let at = self.origin + mixer::TICK * k as u32;
+        let at_unix_ms = crate::state::unix_ms()
+            + at.saturating_duration_since(Instant::now()).as_millis() as u64;
+        let _ = reply.send(Ok(SwitchoverView {
+            from_tick: k,
+            at_unix_ms,
+        }));
+    }
+
+    /// The primary is dead (or handed over): claim the service address, take its clock,
+    /// serve its calls.
     fn takeover(&mut self) {
+        self.prewarm_wanted
+            .store(usize::MAX, std::sync::atomic::Ordering::Relaxed);
         let Some(hs) = self.hs.as_mut() else { return };
-        tracing::warn!("sync link: primary dead, taking over");
+        self.planned_takeover = self.core.handover_tick().is_some();
+        if self.planned_takeover {
+            tracing::warn!("sync link: the primary hands over (planned switchover), taking over");
+        } else {
+            tracing::warn!("sync link: primary dead, taking over");
+        }
         self.takeover_started = Some((Instant::now(), crate::state::unix_ms()));
-        hs.net.claim();
+        match self.core.handover_tick() {
+            Some(k) if self.planned_takeover => {
+                let origin = hot_standby::unix_ns_to_instant(self.core.origin_unix_ns());
+                let at = origin + mixer::TICK * k as u32;
+                hs.net.claim_at(at.checked_sub(CLAIM_LEAD).unwrap_or(at));
+            }
+            _ => hs.net.claim(),
+        }
         // Every SIP timer and the rooms' tick grid are on the primary's time line.
         self.origin = hot_standby::unix_ns_to_instant(self.core.origin_unix_ns());
         let now = self.now();
@@ -1294,6 +1451,23 @@ impl Server {
         st.mirrored_packets = hs.net.mirrored_packets();
         let r = &mut st.replication;
         if self.core.role() == Role::Backup {
+            // Every G.711 call needs one resampler each way at the takeover (a few spare for
+            // calls replicated meanwhile).
+            let g711 = self
+                .core
+                .calls()
+                .values()
+                .filter(|c| {
+                    c.neg.as_ref().is_some_and(|n| {
+                        matches!(
+                            control::stream_params(n).codec,
+                            mixer::Codec::Pcmu | mixer::Codec::Pcma
+                        )
+                    })
+                })
+                .count();
+            self.prewarm_wanted
+                .store(g711 + PREWARM_SPARE, std::sync::atomic::Ordering::Relaxed);
             r.committed = link.applied;
             r.next = link.applied + 1;
             r.unacked = 0;

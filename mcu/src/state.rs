@@ -50,6 +50,9 @@ pub struct RoomView {
 /// An event for `GET /api/events` (DTMF, speaker changes, calls).
 #[derive(Clone, Debug, Serialize)]
 pub struct ApiEvent {
+    /// Position in this node's event log: 1 for the first event, one more for each next
+    /// (the live updates, [`crate::live`], send the events after the last one they sent).
+    pub seq: u64,
     /// Room.
     pub room: String,
     /// Wall-clock time, ms since the Unix epoch.
@@ -61,10 +64,13 @@ pub struct ApiEvent {
 /// Append an event to the bounded API event log (the oldest go first).
 pub fn push_event(events: &Mutex<VecDeque<ApiEvent>>, room: &str, event: mixer::Event) {
     let mut q = events.lock().unwrap();
+    // The log only ever loses its oldest entries: the newest carries the highest number.
+    let seq = q.back().map_or(1, |e| e.seq + 1);
     if q.len() >= 1000 {
         q.pop_front();
     }
     q.push_back(ApiEvent {
+        seq,
         room: room.to_string(),
         at_unix_ms: unix_ms(),
         event,
@@ -100,6 +106,12 @@ pub struct Shared {
     pub admin: Option<tokio::sync::mpsc::UnboundedSender<AdminRequest>>,
     /// The admin API's bearer token (`None`: open, loopback listeners only).
     pub admin_token: Option<Arc<crate::auth::AdminToken>>,
+    /// Planned switchover: the rooms send no tick from this one on.
+    pub fence_tick: FenceTick,
+    /// `POST /api/failover` requests to the server task (`None`: no hot standby).
+    pub switchover: Option<tokio::sync::mpsc::UnboundedSender<SwitchoverRequest>>,
+    /// The live updates' hub (`GET /api/ws`), fed by [`crate::live::spawn`].
+    pub live: crate::live::Hub,
 }
 
 /// An operator's request for the server task ([`control::Core::handle_admin`]), answered on
@@ -109,6 +121,41 @@ pub struct AdminRequest {
     pub cmd: control::AdminCommand,
     /// The answer.
     pub reply: tokio::sync::oneshot::Sender<control::AdminResult>,
+}
+
+/// The first tick the rooms must not send (planned switchover: the backup sends it);
+/// `u64::MAX` when none.
+#[derive(Clone, Debug)]
+pub struct FenceTick(pub Arc<std::sync::atomic::AtomicU64>);
+
+impl Default for FenceTick {
+    fn default() -> Self {
+        FenceTick(Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)))
+    }
+}
+
+impl FenceTick {
+    /// Tick `k` is fenced.
+    pub fn covers(&self, k: u64) -> bool {
+        k >= self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Fence from tick `k` on (`u64::MAX`: lift the fence).
+    pub fn set(&self, k: u64) {
+        self.0.store(k, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// `POST /api/failover`, answered on the oneshot: the switchover started, or why not.
+pub type SwitchoverRequest = tokio::sync::oneshot::Sender<Result<SwitchoverView, String>>;
+
+/// A planned switchover that started.
+#[derive(Clone, Debug, Serialize)]
+pub struct SwitchoverView {
+    /// The tick from which the backup sends (tick k at the origin + k x 20 ms).
+    pub from_tick: u64,
+    /// When that tick falls (wall clock, ms since the Unix epoch).
+    pub at_unix_ms: u64,
 }
 
 /// A WHIP request for the server task, answered on `reply`.
@@ -206,4 +253,6 @@ pub struct TakeoverView {
     pub calls: u64,
     /// Rooms resumed.
     pub rooms: u64,
+    /// A planned switchover (`POST /api/failover` on the old primary), not a failure.
+    pub planned: bool,
 }

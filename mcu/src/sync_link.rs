@@ -54,6 +54,10 @@ pub enum SyncCommand<T> {
     /// Backup: the service address is claimed; become primary
     /// ([`ft_sync::Node::complete_takeover`]).
     CompleteTakeover,
+    /// Primary: planned switchover, after the command carrying the last state
+    /// ([`ft_sync::Node::hand_over`]). Refused: reported as
+    /// [`ft_sync::Event::HandoverAborted`].
+    HandOver,
 }
 
 /// What the sync thread reports.
@@ -442,6 +446,13 @@ impl<T: Item> Driver<T> {
                     tracing::warn!("sync link: completing the takeover: {e}");
                 }
             }
+            SyncCommand::HandOver => match self.node.hand_over(now) {
+                Ok(index) => tracing::warn!(index, "sync link: handing over to the backup"),
+                Err(e) => {
+                    tracing::error!("sync link: cannot hand over: {e}");
+                    let _ = self.events.send(SyncEvent::Node(Event::HandoverAborted));
+                }
+            },
         }
     }
 
@@ -494,7 +505,11 @@ impl<T: Item> Driver<T> {
                     }
                 }
                 e => {
-                    if matches!(e, Event::Fatal(_)) && self.node.role() == Role::Primary {
+                    // Handed over: the rooms stop at the handover tick, not now (the backup
+                    // starts there).
+                    if matches!(&e, Event::Fatal(err) if *err != ft_sync::Error::HandedOver)
+                        && self.node.role() == Role::Primary
+                    {
                         self.fenced.store(true, Ordering::SeqCst);
                     }
                     let dead = matches!(e, Event::PeerDead);

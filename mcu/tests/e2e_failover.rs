@@ -122,6 +122,11 @@ enum Mode {
     /// Primary and backup; two busy loops in the primary's namespace saturate the machine's
     /// two cores for [`hog_secs`]; then they stop and the primary is killed.
     Hog,
+    /// Primary and backup; a planned switchover (`POST /api/failover` on the primary): the
+    /// backup serves from the handover tick, the old primary rejoins as its backup. Stricter
+    /// than a takeover: no sequence number missing, at most one packet late
+    /// ([`MAX_SWITCHOVER_GAP_MS`]).
+    Switchover,
 }
 
 impl Mode {
@@ -599,6 +604,19 @@ fn check_client(
             s.max_gap_at - kill_time
         ));
     }
+    if mode == Mode::Switchover {
+        // A planned switchover: the backup sends the next packet of the stream, at most one
+        // packet late.
+        let (gap, step) = takeover_gaps[0];
+        if gap > MAX_SWITCHOVER_GAP_MS || step != 1 {
+            problems.push(format!(
+                "switchover: largest gap {gap:.1} ms (at most {MAX_SWITCHOVER_GAP_MS}), sequence step {step} across it (expected 1: no packet missing)"
+            ));
+        }
+        if s.lost != 0 {
+            problems.push(format!("switchover: {} packets lost", s.lost));
+        }
+    }
     if !s.decoded || s.decode_errors != 0 {
         problems.push(format!(
             "audio not decodable ({}, {} errors)",
@@ -761,6 +779,58 @@ fn kill_and_wait_takeover(victim: &mut Node, heir: &mut Node, what: &str) -> (f6
         status_summary(heir)
     );
     (t, line)
+}
+
+/// Largest arrival gap a client may see across a planned switchover: one 20 ms packet late
+/// at most (two packet times), plus the test bed's scheduling jitter.
+const MAX_SWITCHOVER_GAP_MS: f64 = 45.0;
+
+/// [`Mode::Switchover`]: `POST /api/failover` on the primary; the backup must serve, and the
+/// old primary be its synced backup again.
+fn fault_switchover(primary: &mut Node, backup: &mut Node, problems: &mut Vec<String>) -> Faults {
+    let t = now_unix();
+    let reply = primary.post("/api/failover");
+    eprintln!("FAILOVER POST /api/failover at {t:.3}: {reply:?}");
+    match &reply {
+        Some((202, body)) if body.contains("from_tick") => {}
+        other => panic!("POST /api/failover on the primary: {other:?}"),
+    }
+    let line = backup.log.wait("takeover complete", Duration::from_secs(5));
+    eprintln!(
+        "FAILOVER backup logged {line:?} {:.1} ms after the request",
+        (now_unix() - t) * 1000.0
+    );
+    if line.is_none() {
+        problems.push("the backup did not log \"takeover complete\" within 5 s".into());
+    }
+    // The old primary re-executes itself and rejoins as the backup of the node that took
+    // over: the pair is protected again.
+    let started = Instant::now();
+    let synced = poll(Duration::from_secs(20), || {
+        pair_synced(backup, primary).then(|| started.elapsed())
+    });
+    eprintln!(
+        "FAILOVER switchover: old primary rejoined as backup after {:?}\n  new primary: {}\n  old primary: {}",
+        synced,
+        status_summary(backup),
+        status_summary(primary)
+    );
+    if synced.is_none() {
+        problems.push(format!(
+            "the old primary is not the synced backup of the new one within 20 s:\n  new: {}\n  old: {}",
+            status_summary(backup),
+            status_summary(primary)
+        ));
+    }
+    let planned = backup
+        .get_json("/api/status")
+        .map(|s| s["last_takeover"]["planned"].clone());
+    if planned != Some(serde_json::Value::Bool(true)) {
+        problems.push(format!(
+            "the new primary's last_takeover is not marked planned: {planned:?}"
+        ));
+    }
+    Faults::at(t)
 }
 
 /// [`Mode::Failover`]: `kill -9` of the primary.
@@ -1203,7 +1273,8 @@ fn run(mode: Mode) {
         | Mode::HostCrash
         | Mode::Rejoin
         | Mode::LossySync
-        | Mode::Hog => {
+        | Mode::Hog
+        | Mode::Switchover => {
             let order = if primary_first {
                 [("primary", "backup"), ("backup", "primary")]
             } else {
@@ -1456,6 +1527,7 @@ fn run(mode: Mode) {
                 Mode::Hog => fault_hog(&bed, primary, b, &mut problems),
                 Mode::HostCrash => fault_host_crash(&bed, primary, b),
                 Mode::Rejoin => fault_rejoin(&bed, &key, primary, b, &mut problems),
+                Mode::Switchover => fault_switchover(primary, b, &mut problems),
                 Mode::Failover | Mode::Standalone => fault_kill(primary, b),
             }
         }
@@ -1571,8 +1643,30 @@ fn run(mode: Mode) {
         }
         Mode::Stall if primary_gone => Some(("primary", "backup")),
         Mode::Rejoin => Some(("backup", "primary")),
-        Mode::Stall | Mode::Standalone => None,
+        Mode::Stall | Mode::Standalone | Mode::Switchover => None,
     };
+    if mode == Mode::Switchover {
+        // The old primary, now the standby, holds the service address on `lo` only; the
+        // new primary holds it on a device.
+        let (old, new) = (bed.addrs("primary"), bed.addrs("backup"));
+        let vip = format!("{VIP}/");
+        let on_device = |a: &str| a.lines().any(|l| !l.starts_with("lo ") && l.contains(&vip));
+        eprintln!(
+            "FAILOVER addresses after the switchover: primary [{}] backup [{}]",
+            old.replace('\n', "; "),
+            new.replace('\n', "; ")
+        );
+        if on_device(&old) {
+            problems.push(format!(
+                "the old primary still holds {VIP} on a device: {old}"
+            ));
+        }
+        if !on_device(&new) {
+            problems.push(format!(
+                "the new primary does not hold {VIP} on a device: {new}"
+            ));
+        }
+    }
     if let Some((killed, serving)) = fencing {
         let (k, s) = (bed.addrs(killed), bed.addrs(serving));
         eprintln!(
@@ -1672,6 +1766,7 @@ fn run(mode: Mode) {
             | Mode::Rejoin
             | Mode::LossySync
             | Mode::Hog
+            | Mode::Switchover
     ) {
         let t = takeover.as_ref().map(|s| s["last_takeover"].clone());
         match &t {
@@ -1729,6 +1824,11 @@ fn conference_survives_lossy_sync_link() {
 #[test]
 fn conference_survives_cpu_hog_on_primary() {
     run(Mode::Hog);
+}
+
+#[test]
+fn planned_switchover_is_seamless() {
+    run(Mode::Switchover);
 }
 
 /// During a cut sync link, both nodes say the pair is unprotected (`/api/status` and

@@ -43,6 +43,8 @@ const ROOM: &str = "room";
 const KILL_AFTER: Duration = Duration::from_secs(5);
 /// Largest arrival gap the browser may see across the kill.
 const MAX_GAP_MS: f64 = 100.0;
+/// A planned switchover: one 20 ms packet late at most, plus scheduling jitter.
+const MAX_SWITCHOVER_GAP_MS: f64 = 45.0;
 
 fn addr_of(node: &str) -> String {
     testkit::bed::addr_of(node).to_string()
@@ -130,6 +132,16 @@ fn rtp_arrivals(pcap: &std::path::Path, src: &str) -> Vec<(f64, u32, u16)> {
 
 #[test]
 fn browser_does_not_notice_kill_of_primary() {
+    run(false);
+}
+
+/// `POST /api/failover` instead of a kill: stricter, no packet may be missing.
+#[test]
+fn browser_does_not_notice_planned_switchover() {
+    run(true);
+}
+
+fn run(planned: bool) {
     testkit::require::e2e(
         "network namespaces, tcpdump",
         &["sipp", "tcpdump", "espeak-ng", "ffmpeg", "ip"],
@@ -285,11 +297,23 @@ fn browser_does_not_notice_kill_of_primary() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    primary.kill9();
-    eprintln!(
-        "WEBRTC-FAILOVER kill -9 primary at +{:.1} s",
-        t_joined.elapsed().as_secs_f64()
-    );
+    if planned {
+        let reply = primary.post("/api/failover");
+        eprintln!(
+            "WEBRTC-FAILOVER POST /api/failover at +{:.1} s: {reply:?}",
+            t_joined.elapsed().as_secs_f64()
+        );
+        assert!(
+            matches!(&reply, Some((202, _))),
+            "the planned switchover: {reply:?}"
+        );
+    } else {
+        primary.kill9();
+        eprintln!(
+            "WEBRTC-FAILOVER kill -9 primary at +{:.1} s",
+            t_joined.elapsed().as_secs_f64()
+        );
+    }
     let line = backup.log.wait("takeover complete", Duration::from_secs(5));
     assert!(line.is_some(), "the backup took over");
     // Long enough for two of the browser's consent checks (every ~2.5 s) to be answered by
@@ -461,6 +485,29 @@ fn browser_does_not_notice_kill_of_primary() {
         problems.push(format!(
             "gap across the kill {gap_ms:.1} ms > {MAX_GAP_MS} ms"
         ));
+    }
+    if planned {
+        // A planned switchover: every packet arrives, at most one of them late.
+        let steps = arrivals
+            .windows(2)
+            .filter(|w| w[1].2.wrapping_sub(w[0].2) != 1)
+            .count();
+        if steps > 0 || lost > 0.0 || gap_ms > MAX_SWITCHOVER_GAP_MS {
+            problems.push(format!(
+                "switchover: {steps} sequence steps other than +1, {lost} lost, gap {gap_ms:.1} ms (at most {MAX_SWITCHOVER_GAP_MS})"
+            ));
+        }
+        // The old primary rejoins as the backup: the pair is protected again.
+        let rejoined = poll(Duration::from_secs(20), || {
+            let s = primary.get_json("/api/status")?;
+            (s["role"] == "backup" && s["protected"] == true).then_some(())
+        });
+        if rejoined.is_none() {
+            problems.push(format!(
+                "the old primary did not rejoin as a synced backup: {:?}",
+                primary.get("/api/status")
+            ));
+        }
     }
     assert!(
         problems.is_empty(),

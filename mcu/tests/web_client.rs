@@ -1,6 +1,6 @@
-//! The participant page (`web-client/`) as the server serves it: `GET /room/{room}` for a
-//! valid room name only, its script and style sheet with their content types, never cached
-//! stale.
+//! The pages (`web-client/`) as the server serves them: the participant page
+//! `GET /room/{room}` for a valid room name only, the admin page `GET /`, their scripts and
+//! style sheets with their content types, never cached stale, under a strict CSP.
 
 mod common;
 use common::{args, TestServer};
@@ -53,6 +53,47 @@ fn room_page_and_its_assets_are_served() {
 
     let css = get(&srv, "/static/room.css");
     assert_served(&css, "/static/room.css", "text/css; charset=utf-8");
+    assert!(!css.body.is_empty());
+}
+
+#[test]
+fn admin_page_and_its_assets_are_served() {
+    let srv = TestServer::start(args("37940-37949"));
+    let page = get(&srv, "/");
+    assert_served(&page, "/", "text/html; charset=utf-8");
+    assert!(
+        page.body.contains(r#"src="/static/admin.js""#),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains(r#"href="/static/admin.css""#),
+        "{}",
+        page.body
+    );
+    let csp = page.header("content-security-policy").unwrap_or_default();
+    for d in [
+        "default-src 'self'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(d), "CSP without {d}: {csp}");
+    }
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+
+    let js = get(&srv, "/static/admin.js");
+    assert_served(&js, "/static/admin.js", "text/javascript; charset=utf-8");
+    for needle in [
+        "window.understudyAdmin",
+        "/api/ws",
+        "access_token",
+        "Authorization",
+    ] {
+        assert!(js.body.contains(needle), "admin.js has no {needle}");
+    }
+    let css = get(&srv, "/static/admin.css");
+    assert_served(&css, "/static/admin.css", "text/css; charset=utf-8");
     assert!(!css.body.is_empty());
 }
 

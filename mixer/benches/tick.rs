@@ -370,9 +370,58 @@ fn codec_reference(c: &mut Criterion<CpuTime>) {
     g.finish();
 }
 
+/// What a promoted backup does per room at takeover (issue 10, point 6): rebuild the mixer
+/// from the replicated snapshot, then run the first tick. Five-person rooms, every
+/// participant on one codec (G.711 for SIP phones, Opus for browsers), 100 ticks of media
+/// before the snapshot is taken.
+fn resume(c: &mut Criterion<CpuTime>) {
+    let mut g = c.benchmark_group("resume_five_person_room");
+    g.sample_size(30)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    for kind in [Listeners::Pcmu, Listeners::OpusNoExt] {
+        let name = if kind == Listeners::Pcmu {
+            "pcmu"
+        } else {
+            "opus"
+        };
+        // Scenario's speakers are Opus: here every participant uses the same codec.
+        let speakers = usize::from(kind != Listeners::Pcmu);
+        let s = Scenario::new(1, speakers, 5 - speakers, kind, 5);
+        let snap = s.mixers[0].export_state();
+        let at = Duration::from_millis(20 * (s.tick + 1));
+        g.bench_function(format!("{name}_from_snapshot"), |b| {
+            b.iter(|| Mixer::from_snapshot(black_box(&snap), at).unwrap())
+        });
+        if kind == Listeners::Pcmu {
+            // As a hot-standby backup does: the resamplers built ahead (mixer::prewarm_g711).
+            g.bench_function(format!("{name}_from_snapshot_prewarmed"), |b| {
+                b.iter_batched(
+                    || mixer::prewarm_g711(5).unwrap(),
+                    |_| Mixer::from_snapshot(black_box(&snap), at).unwrap(),
+                    criterion::BatchSize::PerIteration,
+                )
+            });
+        }
+        g.bench_function(format!("{name}_from_snapshot_and_first_tick"), |b| {
+            b.iter(|| {
+                let mut m = Mixer::from_snapshot(black_box(&snap), at).unwrap();
+                m.handle_tick(at);
+                let mut n = 0;
+                while let Some(o) = m.poll_output() {
+                    black_box(&o);
+                    n += 1;
+                }
+                n
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().with_measurement(CpuTime);
-    targets = codec_reference, one_room, five_person_rooms
+    targets = codec_reference, one_room, five_person_rooms, resume
 }
 criterion_main!(benches);

@@ -35,8 +35,69 @@ struct Chunked {
     outbuf: Vec<f32>,
 }
 
+/// Fresh G.711 resamplers built ahead of need ([`prewarm_g711`]): (8 -> 48 kHz, 48 -> 8 kHz).
+static G711_POOL: std::sync::Mutex<(Vec<Chunked>, Vec<Chunked>)> =
+    std::sync::Mutex::new((Vec::new(), Vec::new()));
+
+/// Build G.711 resamplers ahead of need until at least `n` of each direction wait in a
+/// process-wide pool, which participants joining later (and rooms resumed from a snapshot)
+/// take from instead of building their own: an FFT resampler's construction (planning,
+/// twiddles, filter, fresh memory) costs far more than a tick, and a hot-standby backup
+/// resuming hundreds of G.711 participants at once would otherwise spend its first tens of
+/// milliseconds on it. A pooled resampler was never used: output is the same either way.
+/// Returns how many of each were built by this call.
+pub fn prewarm_g711(n: usize) -> Result<usize, Error> {
+    let mut built = 0;
+    loop {
+        let (up, down) = {
+            let pool = G711_POOL.lock().unwrap_or_else(|e| e.into_inner());
+            (pool.0.len() < n, pool.1.len() < n)
+        };
+        if !up && !down {
+            return Ok(built);
+        }
+        // Built outside the lock: joins are not held up meanwhile.
+        let a = if up {
+            Some(Chunked::build(8000, 48000)?)
+        } else {
+            None
+        };
+        let b = if down {
+            Some(Chunked::build(48000, 8000)?)
+        } else {
+            None
+        };
+        let mut pool = G711_POOL.lock().unwrap_or_else(|e| e.into_inner());
+        pool.0.extend(a);
+        pool.1.extend(b);
+        built += 1;
+    }
+}
+
+/// G.711 resamplers waiting in the pool of [`prewarm_g711`] (8 -> 48 kHz, 48 -> 8 kHz).
+pub fn pooled_g711() -> (usize, usize) {
+    let pool = G711_POOL.lock().unwrap_or_else(|e| e.into_inner());
+    (pool.0.len(), pool.1.len())
+}
+
 impl Chunked {
+    /// A fresh resampler: from the pool of [`prewarm_g711`] when one waits there.
     fn new(from: usize, to: usize) -> Result<Self, Error> {
+        let pooled = {
+            let mut pool = G711_POOL.lock().unwrap_or_else(|e| e.into_inner());
+            match (from, to) {
+                (8000, 48000) => pool.0.pop(),
+                (48000, 8000) => pool.1.pop(),
+                _ => None,
+            }
+        };
+        match pooled {
+            Some(c) => Ok(c),
+            None => Self::build(from, to),
+        }
+    }
+
+    fn build(from: usize, to: usize) -> Result<Self, Error> {
         let fft = Fft::<f32>::new(from, to, from / 100, 1, FixedSync::Both).map_err(codec_err)?;
         let inbuf = vec![0.0; fft.input_frames_max()];
         let outbuf = vec![0.0; fft.output_frames_max()];

@@ -115,7 +115,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-pub use codec::level_dbov;
+pub use codec::{level_dbov, pooled_g711, prewarm_g711};
 
 /// SILK voice-activity flag the sender's encoder put in an Opus payload, read without
 /// decoding: `Some(true)` voiced, `Some(false)` unvoiced, `None` when the packet carries no

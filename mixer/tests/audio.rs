@@ -698,3 +698,28 @@ fn the_mute_survives_a_snapshot_and_older_snapshots_read_as_unmuted() {
     let resumed = mixer::Mixer::from_snapshot(&snap, room.now).unwrap();
     assert_eq!(resumed.is_muted(1), Some(false));
 }
+
+/// Pre-built G.711 resamplers (the pool a hot-standby backup fills before it takes over)
+/// give exactly the output freshly built ones give.
+#[test]
+fn prewarmed_g711_resamplers_change_nothing_a_client_receives() {
+    let run = |prewarm: bool| {
+        if prewarm {
+            mixer::prewarm_g711(8).unwrap();
+            let (up, down) = mixer::pooled_g711();
+            assert!(up >= 4 && down >= 4, "pool filled: {up} {down}");
+        }
+        let mut room = Room::new(11);
+        room.join(1, Codec::Pcmu, 20, 20, sine(F1, 6000.0));
+        room.join(2, Codec::Pcma, 20, 20, sine(F2, 6000.0));
+        room.join(3, Codec::Pcmu, 20, 20, silence());
+        room.run(100, no_delay);
+        (1..=3u64)
+            .map(|id| room.receiver(id).pcm.clone())
+            .collect::<Vec<_>>()
+    };
+    let fresh = run(false);
+    let pooled = run(true);
+    assert!(fresh.iter().all(|p| p.len() > 8000), "audio received");
+    assert_eq!(fresh, pooled);
+}

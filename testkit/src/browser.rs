@@ -2,11 +2,14 @@
 //! Debian `chromium`, a fake microphone playing a wav) opens the participant page, joins
 //! through WHIP and prints one JSON line of `getStats` every 250 ms; this module starts it
 //! (optionally inside a test-bed node) and collects those lines.
+//!
+//! And Chromium on the operators' admin page ([`AdminPage`], `web-client/test/admin.mjs`),
+//! driven one command at a time: state, clicks, waits on page expressions, screenshots.
 
 use crate::process::LogLines;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -182,6 +185,187 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The admin page's driver script.
+pub fn admin_driver() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../web-client/test/admin.mjs")
+}
+
+/// Where tests keep their screenshots: `target/test-artifacts/NAME/` (created).
+pub fn artifacts_dir(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let dir = target.join("test-artifacts").join(name);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
+}
+
+/// Headless Chromium on the admin page (`web-client/test/admin.mjs`), one command at a time.
+/// Dropping it quits the browser.
+pub struct AdminPage {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<serde_json::Value>,
+    next_id: u64,
+    _stderr: LogLines,
+}
+
+impl AdminPage {
+    /// Open `url` (the admin page, `http://HOST/`) with the driver's `extra` arguments
+    /// (`--require-token T`, `--no-websocket`); returns once `window.understudyAdmin` exists.
+    /// Panics with the driver's reason when the browser or the page cannot start.
+    pub fn start(url: &str, extra: &[&str]) -> AdminPage {
+        let mut child = Command::new("node")
+            .arg(admin_driver())
+            .args(["--url", url])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn node admin.mjs");
+        let stderr = LogLines::spawn_reader("admin-page", child.stderr.take().unwrap());
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                match serde_json::from_str::<serde_json::Value>(&line) {
+                    Ok(v) => {
+                        if tx.send(v).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => eprintln!("[admin-page stdout] {line}"),
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        let page = AdminPage {
+            child,
+            stdin,
+            lines: rx,
+            next_id: 0,
+            _stderr: stderr,
+        };
+        match page.lines.recv_timeout(Duration::from_secs(45)) {
+            Ok(v) if v["ready"] == true => page,
+            Ok(v) => panic!("the admin page driver failed: {v}"),
+            Err(_) => panic!("the admin page driver said nothing within 45 s"),
+        }
+    }
+
+    /// Send one command (`{"cmd": ..., ...}`; the id is added) and wait for its answer: its
+    /// `value`, or the driver's error.
+    pub fn cmd(
+        &mut self,
+        mut c: serde_json::Value,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, String> {
+        self.next_id += 1;
+        let id = self.next_id;
+        c["id"] = id.into();
+        let stdin = self.stdin.as_mut().ok_or("the driver was closed")?;
+        writeln!(stdin, "{c}")
+            .and_then(|_| stdin.flush())
+            .map_err(|e| format!("write to the driver: {e}"))?;
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end
+                .checked_duration_since(Instant::now())
+                .ok_or_else(|| format!("no answer to {c} within {timeout:?}"))?;
+            let v = self
+                .lines
+                .recv_timeout(left)
+                .map_err(|_| format!("no answer to {c} within {timeout:?}"))?;
+            if v["id"].as_u64() != Some(id) {
+                continue; // the answer to an earlier command that timed out
+            }
+            return if v["ok"] == true {
+                Ok(v["value"].clone())
+            } else {
+                Err(v["error"].as_str().unwrap_or("failed").to_string())
+            };
+        }
+    }
+
+    /// `window.understudyAdmin`'s state: `connection`, `via`, `rooms`, `status`, `counts`,
+    /// `log` (newest first), `lastError`, `errors`, and the page's uncaught `pageErrors`.
+    pub fn state(&mut self) -> serde_json::Value {
+        self.cmd(serde_json::json!({"cmd": "state"}), Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("admin page state: {e}"))
+    }
+
+    /// The value of the JS expression `js` in the page.
+    pub fn eval(&mut self, js: &str) -> serde_json::Value {
+        self.cmd(
+            serde_json::json!({"cmd": "eval", "js": js}),
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| panic!("eval {js}: {e}"))
+    }
+
+    /// Wait until the JS expression `js` is truthy in the page; its value.
+    pub fn wait(&mut self, js: &str, timeout: Duration) -> Result<serde_json::Value, String> {
+        let ms = timeout.as_millis() as u64;
+        self.cmd(
+            serde_json::json!({"cmd": "wait", "js": js, "timeout_ms": ms}),
+            timeout + Duration::from_secs(10),
+        )
+    }
+
+    /// Click the first element matching the CSS `selector`.
+    pub fn click(&mut self, selector: &str) {
+        self.cmd(
+            serde_json::json!({"cmd": "click", "selector": selector}),
+            Duration::from_secs(15),
+        )
+        .unwrap_or_else(|e| panic!("click {selector}: {e}"));
+    }
+
+    /// Type `value` into the input matching `selector`.
+    pub fn fill(&mut self, selector: &str, value: &str) {
+        self.cmd(
+            serde_json::json!({"cmd": "fill", "selector": selector, "value": value}),
+            Duration::from_secs(15),
+        )
+        .unwrap_or_else(|e| panic!("fill {selector}: {e}"));
+    }
+
+    /// Save a screenshot of the window (or of the first element matching `selector`).
+    pub fn screenshot(&mut self, path: &Path, selector: Option<&str>) {
+        let mut c = serde_json::json!({"cmd": "screenshot", "path": path});
+        if let Some(s) = selector {
+            c["selector"] = s.into();
+        }
+        self.cmd(c, Duration::from_secs(15))
+            .unwrap_or_else(|e| panic!("screenshot {}: {e}", path.display()));
+        eprintln!("screenshot: {}", path.display());
+    }
+
+    /// The API requests the page made (`{method, url, authorization}`) and its WebSocket URLs:
+    /// `{"requests": [...], "sockets": [...]}`.
+    pub fn requests(&mut self) -> serde_json::Value {
+        self.cmd(
+            serde_json::json!({"cmd": "requests"}),
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| panic!("requests: {e}"))
+    }
+}
+
+impl Drop for AdminPage {
+    fn drop(&mut self) {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = writeln!(stdin, r#"{{"id": 0, "cmd": "quit"}}"#);
+        }
+        if crate::process::wait_timeout(&mut self.child, Duration::from_secs(10)).is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }

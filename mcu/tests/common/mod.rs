@@ -446,6 +446,19 @@ impl Node {
         })
     }
 
+    /// POST `path` with an empty body and the admin token, from inside the node's
+    /// namespace: status and body; `None` when nothing answers.
+    pub fn post(&self, path: &str) -> Option<(u16, String)> {
+        let path = path.to_string();
+        let addr = self.http;
+        testkit::bed::in_netns(&self.ns, move || {
+            let auth = bearer();
+            testkit::http::post(addr, &path, &[("Authorization", auth.as_str())], b"")
+                .ok()
+                .map(|r| (r.status, r.body))
+        })
+    }
+
     /// `GET path` parsed as JSON, when the node answers 200.
     pub fn get_json(&self, path: &str) -> Option<serde_json::Value> {
         match self.get(path)? {
