@@ -116,7 +116,7 @@ const SILENCE_DBFS: f64 = -55.0;
 #[test]
 fn operator_mutes_a_real_talker_kicks_a_listener_and_locks_the_room() {
     testkit::require::e2e("tcpdump on lo", &["sipp", "tcpdump"]);
-    const RTP: (u16, u16) = (38200, 38249);
+    const RTP: (u16, u16) = (39200, 39249);
     const TALKER: (u16, u16) = (25901, 27000);
     const LISTENER: (u16, u16) = (25902, 27010);
     let dir = Scratch::new("e2e-admin-api");
@@ -285,7 +285,7 @@ fn operator_mutes_a_real_talker_kicks_a_listener_and_locks_the_room() {
 
 #[test]
 fn the_admin_api_needs_the_token_and_the_rest_stays_open() {
-    let srv = TestServer::start(with_admin_token(args("38250-38299")));
+    let srv = TestServer::start(with_admin_token(args("39250-39299")));
     let mut ua = Uac::new(srv.sip, "standup", "tok");
     ua.call(&ua.pcmu_offer("127.0.0.1:27030".parse().unwrap()));
     srv.wait_participants(1, Duration::from_secs(5));
@@ -368,7 +368,7 @@ fn the_admin_api_needs_the_token_and_the_rest_stays_open() {
 
 #[test]
 fn bad_requests_get_their_status_and_never_break_the_server() {
-    let srv = TestServer::start(with_admin_token(args("38300-38349")));
+    let srv = TestServer::start(with_admin_token(args("39300-39349")));
     let mut a = Uac::new(srv.sip, "standup", "bada");
     a.call(&a.pcmu_offer("127.0.0.1:27040".parse().unwrap()));
     let mut f = Uac::new(srv.sip, "retro", "badf");
@@ -568,7 +568,7 @@ fn bad_requests_get_their_status_and_never_break_the_server() {
 
 #[test]
 fn the_roster_is_open_and_shows_no_addresses() {
-    let srv = TestServer::start(with_admin_token(args("38350-38399")));
+    let srv = TestServer::start(with_admin_token(args("39350-39399")));
     let mut a = Uac::new(srv.sip, "standup", "rost");
     a.call(&a.pcmu_offer("127.0.0.1:27060".parse().unwrap()));
     let mut f = Uac::new(srv.sip, "retro", "rosf");
@@ -662,7 +662,7 @@ fn a_non_loopback_http_listen_without_token_file_refuses_to_start() {
         "{err}"
     );
     // With the token the same addresses serve (the in-process server, port 0).
-    let mut a = with_admin_token(args("38400-38449"));
+    let mut a = with_admin_token(args("39400-39449"));
     a.http_listen = vec![
         "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
         "192.0.2.1:0".parse().unwrap(),

@@ -9,8 +9,8 @@
 //! - [`live_sockets_are_capped_and_a_closed_one_frees_its_place`]: at most
 //!   `live::MAX_SOCKETS` (503 and `mcu_ws_rejected` beyond), counted in `mcu_ws_clients`.
 //! - [`admin_page_shows_rooms_levels_and_events_live`]: headless Chromium
-//!   (`web-client/test/admin.mjs`) signs in (the driver stands in for the operator-token
-//!   auth of `--admin-token-file`: 401 without the token), sees the room with its sipp
+//!   (`web-client/test/admin.mjs`) signs in (the server's `--admin-token-file`: 401
+//!   without the token), sees the room with its sipp
 //!   participants and their live levels, and their joins and leaves arrive in the event log;
 //!   screenshots of each view in `target/test-artifacts/admin-ui/`.
 //! - [`admin_page_reconnects_to_the_next_node_and_polls_without_a_socket`]: the server on
@@ -20,8 +20,8 @@
 //!   socket (a protected primary, then after a reconnect the node that took over): the
 //!   panel's colours and words, the takeover in the log, no false joins, mute and lock
 //!   messages shown; screenshots of those views.
-//! - [`todo_after_control_routes_merge_mute_kick_lock_through_the_ui`] (ignored until the
-//!   control routes are merged): mute, unmute, kick, lock and max participants through the UI.
+//! - [`mute_kick_lock_and_max_participants_through_the_ui`]: mute, unmute, kick, lock and
+//!   max participants through the UI, as the server and its callers see them.
 
 mod common;
 use common::{args, TestServer};
@@ -303,12 +303,10 @@ fn admin_page_shows_rooms_levels_and_events_live() {
     let shots = artifacts_dir("admin-ui");
     // About 17 s of speech per call: time to look at it.
     let scen = peers::uac_pcap_scenario_times(&dir.0, 2);
-    let srv = TestServer::start(args("38050-38099"));
-    const TOKEN: &str = "operator-token-7f3a";
-    let mut page = AdminPage::start(
-        &format!("http://{}/", srv.http),
-        &["--require-token", TOKEN],
-    );
+    // The server's own operator auth (`--admin-token-file`): 401 without the token.
+    let srv = TestServer::start(common::with_admin_token(args("38050-38099")));
+    const TOKEN: &str = common::ADMIN_TOKEN;
+    let mut page = AdminPage::start(&format!("http://{}/", srv.http), &[]);
 
     // Sign in: the form, a refused token, then the right one.
     wait_page(
@@ -939,11 +937,9 @@ fn standby_panel_and_a_takeover_as_the_page_sees_them() {
     assert_eq!(page.state()["pageErrors"], serde_json::json!([]));
 }
 
-/// TODO(control routes): enable (remove `#[ignore]`) once the control routes and the
-/// operator auth are merged (`POST /api/rooms/{room}/participants/{id}/mute|unmute`,
-/// `DELETE /api/rooms/{room}/participants/{id}`, `PUT /api/rooms/{room}`, `muted`, `locked`,
-/// `max_participants` in `/api/rooms`). Then also start the server with
-/// `--admin-token-file` instead of the driver's `--require-token` stand-in.
+/// The control routes through the page (`POST /api/rooms/{room}/participants/{id}/mute|unmute`,
+/// `DELETE /api/rooms/{room}/participants/{id}`, `PUT /api/rooms/{room}`; `muted`, `locked`,
+/// `max_participants` in `/api/rooms`).
 ///
 /// Steps: two callers in room "ops" (sipp waiting for the server's BYE). Through the UI:
 /// mute the first (its row shows MUTED, `/api/rooms` says `muted`, a `mute` log entry),
@@ -951,8 +947,7 @@ fn standby_panel_and_a_takeover_as_the_page_sees_them() {
 /// set max participants to 5 (`/api/rooms` `max_participants` 5); kick the second with the
 /// confirmation (it gets a BYE, a `leave` in the log, its row goes).
 #[test]
-#[ignore = "TODO(control routes): the mute/unmute/kick/room routes are on another branch"]
-fn todo_after_control_routes_merge_mute_kick_lock_through_the_ui() {
+fn mute_kick_lock_and_max_participants_through_the_ui() {
     testkit::require::tools(&["sipp"]);
     testkit::browser::require();
     let dir = Scratch::new("admin-actions");
@@ -966,9 +961,11 @@ fn todo_after_control_routes_merge_mute_kick_lock_through_the_ui() {
         10,
         "live",
     );
-    let mut a = peers::sipp(&bye, "ops", 38220, 38222, false, srv.sip, &dir.0);
-    let mut b = peers::sipp(&bye, "ops", 38230, 38232, false, srv.sip, &dir.0);
+    // One after the other: the first caller is the first row (ids in arrival order).
     let rows = rows_js("ops");
+    let mut a = peers::sipp(&bye, "ops", 38220, 38222, false, srv.sip, &dir.0);
+    wait_page(&mut page, &format!("{rows}.length === 1"), 20, "one row");
+    let mut b = peers::sipp(&bye, "ops", 38230, 38232, false, srv.sip, &dir.0);
     wait_page(&mut page, &format!("{rows}.length === 2"), 20, "two rows");
     let first = "document.querySelector('.room[data-room=\"ops\"] tr.part')";
 
