@@ -879,7 +879,13 @@ fn standby_panel_and_a_takeover_as_the_page_sees_them() {
     page.screenshot(&shots.join("standby-takeover.png"), Some("#standby"));
     page.screenshot(&shots.join("overview-after-takeover.png"), None);
 
-    // The old primary comes back as the standby: protected again.
+    // The old primary comes back as the standby: protected again. (The page may have logged
+    // a protection already: its first GET /api/status, from the real standalone server, and
+    // the mocked hello race.)
+    let ok_before = page
+        .eval("document.querySelectorAll('#log .log-k-ok').length")
+        .as_u64()
+        .unwrap_or(0);
     ws_send(
         &mut page,
         serde_json::json!({"type": "status",
@@ -893,7 +899,10 @@ fn standby_panel_and_a_takeover_as_the_page_sees_them() {
     );
     wait_page(
         &mut page,
-        "document.querySelectorAll('#log .log-k-ok').length === 1",
+        &format!(
+            "document.querySelectorAll('#log .log-k-ok').length === {}",
+            ok_before + 1
+        ),
         5,
         "protection logged",
     );
