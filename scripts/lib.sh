@@ -53,6 +53,22 @@ build_deps() {
 # need_browser — what web-client/test/browser.mjs needs: Debian's Chromium, Node.js and npm
 # (playwright-core 1.65 wants Node.js 20 or later), and the driver's npm packages, installed
 # with `npm ci` when node_modules is missing or older than package-lock.json.
+# need_schemathesis — schemathesis (PyPI, the version pinned in
+# mcu/tests/openapi-requirements.txt) in target/schemathesis-venv, for mcu/tests/openapi.rs.
+need_schemathesis() {
+  need_pkgs python3:python3 -:python3-venv
+  local root venv req
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  venv="$root/target/schemathesis-venv"
+  req="$root/mcu/tests/openapi-requirements.txt"
+  if [ ! -x "$venv/bin/st" ] || [ "$req" -nt "$venv/bin/st" ]; then
+    echo "installing schemathesis in $venv" >&2
+    python3 -m venv "$venv" || return 1
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$req" || return 1
+    touch "$venv/bin/st"
+  fi
+}
+
 need_browser() {
   need_pkgs chromium:chromium node:nodejs npm:npm
   local major

@@ -43,6 +43,7 @@ pub fn router(shared: Shared) -> Router {
     let admin_body = || DefaultBodyLimit::max(MAX_ADMIN_BODY);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/openapi.yaml", get(openapi))
         .route("/api/rooms", get(rooms))
         .route("/api/rooms/{room}", put(room_settings).layer(admin_body()))
         .route(
@@ -170,8 +171,19 @@ fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T
             "the body must be sent as Content-Type: application/json",
         ));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+    let bad = |e: serde_json::Error| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}"))
+    };
+    // An object, nothing else: serde would also build a struct from an array of its fields
+    // (`[true, 5]`, `[null, null]`), which the API does not document.
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(bad)?;
+    if !value.is_object() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid JSON body: a JSON object is expected",
+        ));
+    }
+    serde_json::from_value(value).map_err(bad)
 }
 
 /// The body a request without parameters may carry: nothing, or `{}`.
@@ -623,6 +635,27 @@ async fn failover(State(s): State<Shared>) -> Response {
         Ok(Err(why)) => conflict(why),
         Err(_) => conflict("the server is stopping".into()),
     }
+}
+
+/// The API's OpenAPI document (`mcu/openapi.yaml`).
+const OPENAPI: &str = include_str!("../openapi.yaml");
+
+/// `GET /openapi.yaml`: the API's description (open: it holds no data), with this server's
+/// room size limit as the largest `max_participants` a room may be given.
+async fn openapi(State(s): State<Shared>) -> Response {
+    let doc = if s.max_participants > 0 {
+        OPENAPI.replace(
+            "maximum: 100 } # --max-participants",
+            &format!("maximum: {} }} # --max-participants", s.max_participants),
+        )
+    } else {
+        OPENAPI.to_string()
+    };
+    (
+        [(header::CONTENT_TYPE, "application/yaml; charset=utf-8")],
+        doc,
+    )
+        .into_response()
 }
 
 async fn events(State(s): State<Shared>) -> impl IntoResponse {

@@ -352,6 +352,7 @@ pub async fn run_with_ft(
     let (admin_tx, mut admin_rx) = mpsc::unbounded_channel::<AdminRequest>();
     shared.admin = Some(admin_tx);
     shared.admin_token = cfg.admin_token.clone().map(Arc::new);
+    shared.max_participants = cfg.max_participants;
     let core = Core::new(core_cfg, role, hot_standby::origin_to_unix_ns(origin));
 
     // HTTP, and the live updates its `/api/ws` sockets get.

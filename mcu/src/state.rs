@@ -106,6 +106,8 @@ pub struct Shared {
     pub admin: Option<tokio::sync::mpsc::UnboundedSender<AdminRequest>>,
     /// The admin API's bearer token (`None`: open, loopback listeners only).
     pub admin_token: Option<Arc<crate::auth::AdminToken>>,
+    /// The server's room size limit (`--max-participants`), for the API document.
+    pub max_participants: usize,
     /// Planned switchover: the rooms send no tick from this one on.
     pub fence_tick: FenceTick,
     /// `POST /api/failover` requests to the server task (`None`: no hot standby).
