@@ -13,7 +13,7 @@
 
 mod common;
 use common::uac::Uac;
-use common::{args, bearer, with_admin_token, TestServer, ADMIN_TOKEN};
+use common::{args, bearer, with_admin_token, TestServer, ADMIN_TOKEN, SILENCE_DBFS, SPEECH_DBFS};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use testkit::http::{self as th, Response};
@@ -78,40 +78,6 @@ fn participant(srv: &TestServer, room: &str, needle: &str) -> Option<serde_json:
         .find(|p| p["sip_uri"].as_str().is_some_and(|u| u.contains(needle)))
         .cloned()
 }
-
-/// RTP packets the capture saw going to UDP port `port`: (capture time in epoch seconds,
-/// level of its decoded A-law payload in dBFS).
-fn received_levels(pcap: &std::path::Path, port: u16) -> Vec<(f64, f64)> {
-    let data = std::fs::read(pcap).expect("read capture");
-    let mut out = Vec::new();
-    pcap_harness::capture::for_each_frame(&data, |f| {
-        let Ok(u) = pcap_harness::net::decode_udp(f.linktype, f.data) else {
-            return;
-        };
-        // RTP (version 2) with PT 8 (PCMA), no CSRC, no extension.
-        let p = u.payload;
-        if u.dst.port() != port || p.len() <= 12 || p[0] != 0x80 || p[1] & 0x7f != 8 {
-            return;
-        }
-        let samples: Vec<i16> = p[12..]
-            .iter()
-            .map(|&b| mixer::g711::alaw_to_linear(b))
-            .collect();
-        let energy: f64 = samples.iter().map(|&s| f64::from(s).powi(2)).sum();
-        let rms = (energy / samples.len() as f64).sqrt();
-        let db = if rms > 0.0 {
-            20.0 * (rms / 32768.0).log10()
-        } else {
-            -120.0
-        };
-        out.push((f.time, db));
-    })
-    .expect("parse capture");
-    out
-}
-
-const SPEECH_DBFS: f64 = -40.0;
-const SILENCE_DBFS: f64 = -55.0;
 
 #[test]
 fn operator_mutes_a_real_talker_kicks_a_listener_and_locks_the_room() {
@@ -235,7 +201,7 @@ fn operator_mutes_a_real_talker_kicks_a_listener_and_locks_the_room() {
     let pcap = cap.stop();
 
     // What the listener received, decoded.
-    let levels = received_levels(&pcap, LISTENER.1);
+    let levels = common::received_alaw_levels(&pcap, LISTENER.1);
     let loud_in = |from: f64, to: f64| {
         levels
             .iter()

@@ -1070,3 +1070,145 @@ fn mute_kick_lock_and_max_participants_through_the_ui() {
     drop(srv);
     let _ = wait_timeout(&mut a, Duration::from_secs(10));
 }
+
+fn now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The operator mutes a real talker by clicking in the page (signed in with `#token=`), and
+/// what another participant receives (captured on the wire, decoded) loses the talker's voice
+/// within 200 ms of the click and gets it back after the unmute click.
+#[test]
+fn mute_through_the_ui_is_heard_on_the_wire() {
+    testkit::require::e2e("tcpdump on lo", &["sipp", "tcpdump"]);
+    testkit::browser::require();
+    const LISTENER: (u16, u16) = (38340, 38342);
+    const TALKER: (u16, u16) = (38350, 38352);
+    let dir = Scratch::new("admin-ui-wire");
+    let shots = artifacts_dir("admin-ui");
+    let talk = peers::uac_pcap_scenario_times(&dir.0, 2);
+    let bye = common::scenario("wait_for_bye.xml");
+    let srv = TestServer::start(common::with_admin_token(args("38300-38339")));
+    let url = format!("http://{}/#token={}", srv.http, common::ADMIN_TOKEN);
+    let mut page = AdminPage::start(&url, &[]);
+    wait_page(
+        &mut page,
+        "understudyAdmin.state.connection === 'live'",
+        10,
+        "signed in by #token and live",
+    );
+    let cap = testkit::capture::Capture::start(
+        &dir.path("listener.pcap"),
+        &format!("udp and dst port {}", LISTENER.1),
+    );
+    let mut listener = testkit::process::Guarded(peers::sipp(
+        &bye, "ops", LISTENER.0, LISTENER.1, false, srv.sip, &dir.0,
+    ));
+    let rows = rows_js("ops");
+    wait_page(
+        &mut page,
+        &format!("{rows}.length === 1"),
+        20,
+        "the listener's row",
+    );
+    let mut talker = testkit::process::Guarded(peers::sipp(
+        &talk, "ops", TALKER.0, TALKER.1, false, srv.sip, &dir.0,
+    ));
+    wait_page(
+        &mut page,
+        &format!("{rows}.length === 2"),
+        20,
+        "the talker's row",
+    );
+    let joined = Instant::now();
+    let rooms = srv.get_json("/api/rooms");
+    let talker_id = rooms["rooms"][0]["participants"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|p| {
+            p["sip_uri"]
+                .as_str()
+                .is_some_and(|u| u.contains(&format!(":{}", TALKER.0)))
+        })
+        .and_then(|p| p["id"].as_u64())
+        .expect("the talker in /api/rooms");
+    let row = format!(".room[data-room=\"ops\"] tr.part[data-id=\"{talker_id}\"]");
+
+    // Two seconds of speech, then the operator clicks Mute on the talker's row.
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(joined.elapsed()));
+    let t_mute = now_s();
+    page.click(&format!("{row} .mute-btn"));
+    wait_page(
+        &mut page,
+        &format!(
+            "document.querySelector('{}').classList.contains('muted-row')",
+            row.replace('\'', "\\'")
+        ),
+        5,
+        "MUTED shown",
+    );
+    page.screenshot(&shots.join("wire-muted.png"), Some(".rooms-pane"));
+    std::thread::sleep(
+        Duration::from_secs(3).saturating_sub(Duration::from_secs_f64(now_s() - t_mute)),
+    );
+    let t_unmute = now_s();
+    page.click(&format!("{row} .mute-btn"));
+    wait_page(
+        &mut page,
+        &format!(
+            "!document.querySelector('{}').classList.contains('muted-row')",
+            row.replace('\'', "\\'")
+        ),
+        5,
+        "unmuted",
+    );
+    std::thread::sleep(Duration::from_millis(1600));
+    drop(talker.0.kill());
+    drop(listener.0.kill());
+    let _ = wait_timeout(&mut talker.0, Duration::from_secs(5));
+    let _ = wait_timeout(&mut listener.0, Duration::from_secs(5));
+    let pcap = cap.stop();
+
+    let levels = common::received_alaw_levels(&pcap, LISTENER.1);
+    let loud_in = |from: f64, to: f64| {
+        levels
+            .iter()
+            .filter(|(t, db)| *t >= from && *t < to && *db > common::SPEECH_DBFS)
+            .count()
+    };
+    let muted: Vec<_> = levels
+        .iter()
+        .filter(|(t, _)| *t >= t_mute + 0.2 && *t < t_unmute)
+        .collect();
+    let max_muted = muted.iter().map(|(_, db)| *db).fold(-120.0, f64::max);
+    eprintln!(
+        "listener: {} loud packets in the 1.5 s before the Mute click, {} packets from 200 ms \
+         after it to the Unmute click (loudest {max_muted:.1} dBFS), {} loud in the 1.3 s after \
+         the Unmute click",
+        loud_in(t_mute - 1.5, t_mute),
+        muted.len(),
+        loud_in(t_unmute + 0.2, t_unmute + 1.5)
+    );
+    assert!(
+        loud_in(t_mute - 1.5, t_mute) >= 10,
+        "the talker was heard before the mute"
+    );
+    assert!(
+        muted.len() >= 100,
+        "the listener kept receiving the mix while the talker was muted: {} packets",
+        muted.len()
+    );
+    assert!(
+        max_muted < common::SILENCE_DBFS,
+        "the muted talker was heard later than 200 ms after the click: loudest {max_muted:.1} dBFS"
+    );
+    assert!(
+        loud_in(t_unmute + 0.2, t_unmute + 1.5) >= 10,
+        "the talker is heard again after the Unmute click"
+    );
+    assert_page_clean(&mut page);
+}

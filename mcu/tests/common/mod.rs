@@ -537,3 +537,39 @@ pub fn ft_node_args_as(
     .chain(extra.iter().cloned())
     .collect()
 }
+
+/// RTP packets the capture saw going to UDP port `port`: (capture time in epoch seconds,
+/// level of its decoded A-law payload in dBFS).
+pub fn received_alaw_levels(pcap: &std::path::Path, port: u16) -> Vec<(f64, f64)> {
+    let data = std::fs::read(pcap).expect("read capture");
+    let mut out = Vec::new();
+    pcap_harness::capture::for_each_frame(&data, |f| {
+        let Ok(u) = pcap_harness::net::decode_udp(f.linktype, f.data) else {
+            return;
+        };
+        // RTP (version 2) with PT 8 (PCMA), no CSRC, no extension.
+        let p = u.payload;
+        if u.dst.port() != port || p.len() <= 12 || p[0] != 0x80 || p[1] & 0x7f != 8 {
+            return;
+        }
+        let samples: Vec<i16> = p[12..]
+            .iter()
+            .map(|&b| mixer::g711::alaw_to_linear(b))
+            .collect();
+        let energy: f64 = samples.iter().map(|&s| f64::from(s).powi(2)).sum();
+        let rms = (energy / samples.len() as f64).sqrt();
+        let db = if rms > 0.0 {
+            20.0 * (rms / 32768.0).log10()
+        } else {
+            -120.0
+        };
+        out.push((f.time, db));
+    })
+    .expect("parse capture");
+    out
+}
+
+/// A decoded A-law packet louder than this carries speech (sipp's recorded voice).
+pub const SPEECH_DBFS: f64 = -40.0;
+/// A decoded A-law packet quieter than this carries no voice.
+pub const SILENCE_DBFS: f64 = -55.0;
