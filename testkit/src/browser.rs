@@ -23,6 +23,37 @@ pub fn driver() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../web-client/test/browser.mjs")
 }
 
+/// Start a driver script (`cmd`: node and its arguments) with piped stdio: the child, its
+/// stdout's JSON lines on a channel (anything else echoed as `[what stdout]`), its stderr.
+fn spawn_driver(
+    mut cmd: Command,
+    what: &'static str,
+) -> (Child, mpsc::Receiver<serde_json::Value>, LogLines) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn the {what} driver: {e}"));
+    let stderr = LogLines::spawn_reader(what, child.stderr.take().unwrap());
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            match serde_json::from_str::<serde_json::Value>(&line) {
+                Ok(v) => {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+                Err(_) => eprintln!("[{what} stdout] {line}"),
+            }
+        }
+    });
+    (child, rx, stderr)
+}
+
 /// Fail unless the browser can run: chromium, node and the driver's npm modules.
 pub fn require() {
     crate::require::tools(&["chromium", "node"]);
@@ -54,33 +85,12 @@ impl Browser {
     /// Start the driver: `cmd` is `node` or a namespace wrapper around it (e.g.
     /// `bed.command(node, "node")`); `url` the participant page with `?autojoin=1`.
     pub fn start(mut cmd: Command, url: &str, wav: &Path, seconds: u32) -> Browser {
-        let mut child = cmd
-            .arg(driver())
+        cmd.arg(driver())
             .args(["--url", url])
             .arg("--wav")
             .arg(wav)
-            .args(["--seconds", &seconds.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn node browser.mjs");
-        let stderr = LogLines::spawn_reader("browser", child.stderr.take().unwrap());
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                match serde_json::from_str::<serde_json::Value>(&line) {
-                    Ok(v) => {
-                        if tx.send(v).is_err() {
-                            break;
-                        }
-                    }
-                    Err(_) => eprintln!("[browser stdout] {line}"),
-                }
-            }
-        });
+            .args(["--seconds", &seconds.to_string()]);
+        let (child, rx, stderr) = spawn_driver(cmd, "browser");
         Browser {
             child,
             lines: rx,
@@ -221,31 +231,9 @@ impl AdminPage {
     /// (`--require-token T`, `--no-websocket`); returns once `window.understudyAdmin` exists.
     /// Panics with the driver's reason when the browser or the page cannot start.
     pub fn start(url: &str, extra: &[&str]) -> AdminPage {
-        let mut child = Command::new("node")
-            .arg(admin_driver())
-            .args(["--url", url])
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn node admin.mjs");
-        let stderr = LogLines::spawn_reader("admin-page", child.stderr.take().unwrap());
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                match serde_json::from_str::<serde_json::Value>(&line) {
-                    Ok(v) => {
-                        if tx.send(v).is_err() {
-                            break;
-                        }
-                    }
-                    Err(_) => eprintln!("[admin-page stdout] {line}"),
-                }
-            }
-        });
+        let mut cmd = Command::new("node");
+        cmd.arg(admin_driver()).args(["--url", url]).args(extra);
+        let (mut child, rx, stderr) = spawn_driver(cmd, "admin-page");
         let stdin = child.stdin.take();
         let page = AdminPage {
             child,
