@@ -805,7 +805,8 @@ impl<T: Item> Node<T> {
     /// Backup: a datagram that arrived over the clients' path (the primary's beacon).
     /// Only an authenticated heartbeat from the current primary incarnation, newer than the
     /// last one, counts; anything else is refused and counted. It never makes an unknown or
-    /// dead peer alive: only the sync link does.
+    /// dead peer alive: only the sync link does. `now` is when it arrived, which may be
+    /// earlier than the time of inputs handled before it (a driver reading them in batches).
     pub fn handle_beacon(&mut self, datagram: &[u8], now: Duration) {
         let ok = match wire::decode::<T>(&self.beacon_key, datagram) {
             Ok(env) => {
@@ -829,7 +830,9 @@ impl<T: Item> Node<T> {
             return;
         }
         self.stats.beacons += 1;
-        self.last_beacon = Some(now);
+        // A driver reading beacons in batches passes each one's arrival time, not the read's:
+        // they may come out of order with the time of other inputs.
+        self.last_beacon = Some(self.last_beacon.map_or(now, |b| b.max(now)));
         if self.peer_state == PeerState::SyncLost
             && !self.sync_lost_reported
             && self
@@ -979,6 +982,19 @@ impl<T: Item> Node<T> {
         }
         if reply_hello {
             self.send_hello();
+        }
+        if matches!(env.payload, Payload::Heartbeat { .. })
+            && self.role == Role::Backup
+            && self.peer_state == PeerState::Alive
+            && now + self.config.heartbeat_interval / 2 >= self.next_heartbeat
+        {
+            // A backup answers the primary's heartbeat with its own when that is due within
+            // half an interval anyway: its heartbeats lock onto the primary's, one wake-up
+            // per interval instead of two. Its own timer is the fallback, a quarter interval
+            // after the primary's next one is expected (a backup's heartbeats only tell the
+            // primary it is protected; its detector waits `primary_patience` intervals).
+            self.send_liveness();
+            self.next_heartbeat = now + self.config.heartbeat_interval * 5 / 4;
         }
         match env.payload {
             Payload::Hello { .. } | Payload::Heartbeat { .. } => {}

@@ -68,6 +68,8 @@ struct Net {
     dead: [bool; 2],
     /// SnapshotNeeded events answered so far.
     served: [usize; 2],
+    /// Instants at which a node's own timer was due (a wake-up no datagram caused).
+    timer_wakes: [u64; 2],
 }
 
 impl Net {
@@ -85,6 +87,7 @@ impl Net {
             last_delivery: [None, None],
             dead: [false, false],
             served: [0, 0],
+            timer_wakes: [0, 0],
         }
     }
 
@@ -171,6 +174,7 @@ impl Net {
                 }
                 if let Some(n) = self.nodes[i].as_mut() {
                     if n.poll_timeout().is_some_and(|t| t <= self.now) {
+                        self.timer_wakes[i] += 1;
                         n.handle_timeout(self.now);
                     }
                 }
@@ -310,6 +314,48 @@ fn failure_detected_within_30ms_and_backup_promoted() {
         .replicate(Change::RoomClosed { room: 1 }, now)
         .unwrap();
     assert!(net.node(1).is_committed(i));
+}
+
+#[test]
+fn backup_heartbeats_lock_onto_the_primarys() {
+    // A backup's cost is mostly its wake-ups: it answers each primary heartbeat with its own
+    // instead of waking for a timer of its own, and still heartbeats alone when the primary
+    // goes quiet.
+    let mut net = Net::new(
+        Impair {
+            delay: Duration::from_micros(300),
+            jitter: Duration::from_micros(400),
+            ..Default::default()
+        },
+        5,
+    );
+    established(&mut net);
+    net.run_until(200 * MS);
+    let (p0, b0) = (net.timer_wakes[0], net.timer_wakes[1]);
+    let heard_by_primary = net.node(0).stats().accepted;
+    net.run_until(1_200 * MS);
+    let (primary, backup) = (net.timer_wakes[0] - p0, net.timer_wakes[1] - b0);
+    assert!(
+        primary >= 95,
+        "the primary's heartbeats: {primary} timer wake-ups in 1 s"
+    );
+    assert!(
+        backup <= 2,
+        "the backup woke {backup} times in 1 s for its own timer"
+    );
+    // ... and the primary still hears ~100 heartbeats a second from it.
+    let heard = net.node(0).stats().accepted - heard_by_primary;
+    assert!(
+        (95..=105).contains(&heard),
+        "primary heard {heard} datagrams in 1 s"
+    );
+    assert!(!net.has(0, |e| *e == Event::PeerDead) && !net.has(1, |e| *e == Event::PeerDead));
+    // The primary dies: the backup's own timer takes over its heartbeats and its detector.
+    net.dead[0] = true;
+    let before = net.timer_wakes[1];
+    net.run_until(1_400 * MS);
+    assert!(net.has(1, |e| *e == Event::PeerDead));
+    assert!(net.timer_wakes[1] - before >= 2);
 }
 
 #[test]

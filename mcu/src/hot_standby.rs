@@ -71,10 +71,10 @@
 //! derived from the shared one) every heartbeat interval *from the service address* to the
 //! peer's client-segment address (`--ft-mirror-to`, UDP port `--ft-listen` port + 1), the
 //! way its media leave; the backup queues it on its own NFQUEUE (`--ft-queue-num` + 1, a
-//! raw-table rule matching the VIP as source) and a real-time relay thread
-//! ([`crate::mirror::BeaconRelay`]) hands it to the sync thread. Both threads are real-time
-//! and the sync thread's timers are hrtimers (ppoll), so heartbeats and beacons keep their
-//! 10 ms cadence on a loaded host. A cut or lossy sync link with beacons
+//! raw-table rule matching the VIP as source), which its sync thread reads each time it
+//! wakes ([`crate::mirror::BeaconQueue`], every beacon with its kernel arrival time). That
+//! thread is real-time and its timers are hrtimers (ppoll), so heartbeats and beacons keep
+//! their 10 ms cadence on a loaded host. A cut or lossy sync link with beacons
 //! arriving is a partition (`peer: sync_lost` in `/api/status`): the primary keeps serving
 //! unprotected, the backup waits, and when the link heals the primary resends what the
 //! backup missed (or a snapshot after a long silence) and the pair is protected again, with
@@ -191,13 +191,16 @@ pub async fn start(cfg: &FtConfig) -> Result<HotStandby> {
     // Taking the plumbing runs iptables (tens of ms); the sync thread keeps heartbeating.
     let net = {
         let cfg = cfg.clone();
-        let forwarder = link.beacon_forwarder()?;
-        tokio::task::spawn_blocking(move || match cfg.role {
-            FtRole::Primary => NetGuard::primary(&cfg),
-            FtRole::Backup => NetGuard::backup(&cfg, forwarder),
+        let (net, beacons) = tokio::task::spawn_blocking(move || match cfg.role {
+            FtRole::Primary => NetGuard::primary(&cfg).map(|net| (net, None)),
+            FtRole::Backup => NetGuard::backup(&cfg).map(|(net, beacons)| (net, Some(beacons))),
         })
         .await
-        .context("network setup task")??
+        .context("network setup task")??;
+        if let Some(beacons) = beacons {
+            link.set_beacon_source(Box::new(beacons));
+        }
+        net
     };
     Ok(HotStandby {
         link,

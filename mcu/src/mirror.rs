@@ -165,78 +165,85 @@ impl MirrorReader {
     }
 }
 
-/// Real-time priority of the beacon relay (SCHED_FIFO, just below the sync thread's).
-const BEACON_RT_PRIORITY: i32 = 9;
-
-/// The backup's beacon relay: a real-time thread reading the NFQUEUE that holds the
-/// primary's client-path beacons (its own queue, so a burst of mirrored client packets never
-/// delays one) and handing each one's UDP payload to the sync thread on the forwarder socket
-/// ([`crate::sync_link::SyncLink::beacon_forwarder`]). Every queued packet is dropped: a
-/// beacon is for the sync thread, not for this host's stack.
-pub struct BeaconRelay {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+/// The backup's beacon queue: the NFQUEUE that holds the primary's client-path beacons (its
+/// own queue, so a burst of mirrored client packets never delays one), read by the sync
+/// thread itself each time it wakes ([`crate::sync_link::BeaconSource`]): no thread and no
+/// wake-up of its own. Every queued packet is dropped: a beacon is for the sync thread, not
+/// for this host's stack.
+///
+/// Its arrival time comes from the kernel's timestamp of the packet, which the kernel takes
+/// only while some socket asked for receive timestamps: the queue holds one such socket.
+pub struct BeaconQueue {
+    queue: PacketQueue,
+    vip: Ipv4Addr,
+    port: u16,
+    _timestamps: std::net::UdpSocket,
 }
 
-impl BeaconRelay {
-    /// Open queue `queue_num` and relay what arrives from `vip` to UDP port `port`.
-    pub fn start(
-        queue_num: u16,
-        vip: Ipv4Addr,
-        port: u16,
-        forwarder: std::net::UdpSocket,
-    ) -> Result<Self> {
-        let mut queue =
+impl BeaconQueue {
+    /// Open queue `queue_num` for the beacons from `vip` to UDP port `port`.
+    pub fn open(queue_num: u16, vip: Ipv4Addr, port: u16) -> Result<Self> {
+        let queue =
             PacketQueue::open(queue_num).with_context(|| format!("opening NFQUEUE {queue_num}"))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("ft-beacons".into())
-            .spawn(move || {
-                let param = libc::sched_param {
-                    sched_priority: BEACON_RT_PRIORITY,
-                };
-                // SAFETY: sched_setscheduler on the calling thread (pid 0) with a valid
-                // sched_param that lives across the call.
-                if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
-                    tracing::warn!("beacon relay: no real-time priority (not root?)");
-                }
-                // Blocking reads (see the mirror reader); parked until the next beacon.
-                while !s.load(Ordering::Relaxed) {
-                    let pkt = match queue.recv() {
-                        Ok(pkt) => pkt,
-                        Err(e) => {
-                            tracing::warn!("beacon queue: {e}");
-                            std::thread::sleep(Duration::from_millis(10));
-                            continue;
-                        }
-                    };
-                    if let Ok(flow) = pkt.flow() {
-                        if flow.protocol == Protocol::Udp
-                            && *flow.src.ip() == vip
-                            && flow.dst.port() == port
-                        {
-                            let _ = forwarder.send(&pkt.bytes()[flow.payload_offset..]);
-                        }
-                    }
-                    if let Err(e) = queue.drop_packet(pkt) {
-                        tracing::warn!("beacon queue verdict: {e}");
-                    }
-                }
-            })
-            .context("spawning the beacon relay")?;
-        Ok(BeaconRelay {
-            stop,
-            thread: Some(thread),
+        let ts = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .context("binding the timestamping socket")?;
+        {
+            use std::os::fd::AsRawFd;
+            let on: libc::c_int = 1;
+            // SAFETY: setsockopt on a socket we own, with a pointer to a c_int that lives
+            // across the call and its size.
+            let r = unsafe {
+                libc::setsockopt(
+                    ts.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_TIMESTAMPNS,
+                    (&on as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if r != 0 {
+                tracing::warn!(
+                    "SO_TIMESTAMPNS: {}: beacons are timed when read",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+        Ok(BeaconQueue {
+            queue,
+            vip,
+            port,
+            _timestamps: ts,
         })
     }
 }
 
-impl Drop for BeaconRelay {
-    fn drop(&mut self) {
-        // Not joined, like the mirror reader: parked until the next packet or the exit.
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take();
+impl crate::sync_link::BeaconSource for BeaconQueue {
+    fn drain(&mut self, f: &mut dyn FnMut(&[u8], Duration)) {
+        loop {
+            let pkt = match self.queue.try_recv() {
+                Ok(Some(pkt)) => pkt,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!("beacon queue: {e}");
+                    return;
+                }
+            };
+            if let Ok(flow) = pkt.flow() {
+                if flow.protocol == Protocol::Udp
+                    && *flow.src.ip() == self.vip
+                    && flow.dst.port() == self.port
+                {
+                    let age = pkt
+                        .timestamp()
+                        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+                        .unwrap_or_default();
+                    f(&pkt.bytes()[flow.payload_offset..], age);
+                }
+            }
+            if let Err(e) = self.queue.drop_packet(pkt) {
+                tracing::warn!("beacon queue verdict: {e}");
+            }
+        }
     }
 }
 

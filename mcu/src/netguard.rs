@@ -2,7 +2,7 @@
 //! for what each role needs and why).
 
 use crate::config::{FtConfig, FtRole};
-use crate::mirror::{BeaconRelay, MirrorReader};
+use crate::mirror::{BeaconQueue, MirrorReader};
 use anyhow::{Context, Result};
 use netfilter_shim::fence::ProcessBoundVip;
 use netfilter_shim::rules::{BeaconQueueRule, InstalledRule, Instance, MirrorRule, QueueRule};
@@ -23,8 +23,6 @@ pub struct NetGuard {
     mirror_requested: bool,
     /// Backup: the queue reader.
     pub mirror: Option<MirrorReader>,
-    /// Backup: the beacon relay.
-    beacons: Option<BeaconRelay>,
 }
 
 fn instance(cfg: &FtConfig) -> Result<Instance> {
@@ -59,14 +57,14 @@ impl NetGuard {
             threads: Vec::new(),
             mirror_requested: false,
             mirror: None,
-            beacons: None,
         })
     }
 
     /// Backup: VIP on `lo` without ARP, NFQUEUE rules (no bypass: the clients' mirrored
-    /// packets, the primary's beacons) and their reader, which hands the beacons to the sync
-    /// link through `beacon_forwarder`. Stale rules are gone already ([`cleanup_stale`]).
-    pub fn backup(cfg: &FtConfig, beacon_forwarder: std::net::UdpSocket) -> Result<Self> {
+    /// packets, the primary's beacons), the mirror's reader and the beacons' queue, for the
+    /// sync thread to read ([`crate::sync_link::SyncLink::set_beacon_source`]). Stale rules
+    /// are gone already ([`cleanup_stale`]).
+    pub fn backup(cfg: &FtConfig) -> Result<(Self, BeaconQueue)> {
         let inst = instance(cfg)?;
         takeover::hold_standby(cfg.vip).context("holding the VIP as standby")?;
         let queue_rule = inst
@@ -81,10 +79,9 @@ impl NetGuard {
             })
             .context("installing the beacon queue rule")?;
         let mirror = MirrorReader::start(cfg.queue_num, cfg.vip, cfg.webrtc_port)?;
-        let beacons =
-            BeaconRelay::start(beacon_queue, cfg.vip, cfg.beacon_port(), beacon_forwarder)?;
+        let beacons = BeaconQueue::open(beacon_queue, cfg.vip, cfg.beacon_port())?;
         tracing::info!(vip = %cfg.vip, queue = cfg.queue_num, beacon_queue, beacon_port = cfg.beacon_port(), "backup: VIP held silently, mirrored input and the primary's beacons queued");
-        Ok(NetGuard {
+        let guard = NetGuard {
             cfg: cfg.clone(),
             fence: Arc::new(Mutex::new(None)),
             mirror_rule: Arc::new(Mutex::new(None)),
@@ -92,8 +89,8 @@ impl NetGuard {
             threads: Vec::new(),
             mirror_requested: false,
             mirror: Some(mirror),
-            beacons: Some(beacons),
-        })
+        };
+        Ok((guard, beacons))
     }
 
     /// Takeover, first step: let mirrored packets through and claim the VIP exactly as a
@@ -158,7 +155,6 @@ impl NetGuard {
     pub fn finish_takeover(&mut self) {
         let rules = std::mem::take(&mut self.queue_rules);
         let mirror = self.mirror.take();
-        let beacons = self.beacons.take();
         self.threads.push(std::thread::spawn(move || {
             // SAFETY: setpriority on the calling thread (who = 0 is the calling thread on
             // Linux); no pointers.
@@ -170,7 +166,6 @@ impl NetGuard {
                 }
             }
             drop(mirror);
-            drop(beacons);
         }));
     }
 

@@ -105,9 +105,20 @@ pub struct SyncLink<T> {
     fenced: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
-    beacon_in: UdpSocket,
+    beacon_sources: mpsc::Sender<Box<dyn BeaconSource>>,
     /// The thread got real-time priority.
     pub realtime: bool,
+}
+
+/// Where a backup's sync thread reads the primary's client-path beacons
+/// ([`SyncLink::set_beacon_source`]). The thread drains it each time it wakes anyway (the
+/// primary's heartbeats and its own timers: every heartbeat interval), so beacons cost no
+/// wake-up and no thread of their own; each one is handed to the node with the time it
+/// arrived, so reading it up to an interval late delays no failure detection.
+pub trait BeaconSource: Send {
+    /// Call `f` with every beacon (its UDP payload) that arrived since the last call, and how
+    /// long ago it arrived (zero when unknown). Never blocks.
+    fn drain(&mut self, f: &mut dyn FnMut(&[u8], Duration));
 }
 
 /// Where a primary sends its client-path beacons ([`ft_sync::Node::poll_beacon`]): a socket
@@ -189,8 +200,8 @@ impl<T: Item + Send + 'static> SyncLink<T> {
     }
 
     /// [`SyncLink::start_with_socket`] with a client path for beacons: as primary the thread
-    /// sends the node's beacons on `beacons`; as backup it hands the node whatever arrives
-    /// through [`SyncLink::beacon_forwarder`].
+    /// sends the node's beacons on `beacons`; as backup it hands the node what the source
+    /// given to [`SyncLink::set_beacon_source`] yields.
     pub fn start_with_beacons(
         sock: UdpSocket,
         peer: SocketAddr,
@@ -210,13 +221,8 @@ impl<T: Item + Send + 'static> SyncLink<T> {
             _ => local,
         };
         let waker = Waker::new(wake_target)?;
-        // The mirror reader forwards beacons from here (told apart from peers by address).
-        let beacon_in =
-            UdpSocket::bind((wake_target.ip(), 0)).context("binding the beacon forwarder")?;
-        beacon_in
-            .connect(wake_target)
-            .context("connecting the beacon forwarder")?;
         let (commands, command_rx) = mpsc::channel();
+        let (beacon_sources, beacon_source_rx) = mpsc::channel();
         let (event_tx, events) = tokio::sync::mpsc::unbounded_channel();
         let status = Arc::new(Mutex::new(status_of(&node, 0, 0)));
         let fenced = Arc::new(AtomicBool::new(false));
@@ -228,7 +234,8 @@ impl<T: Item + Send + 'static> SyncLink<T> {
             peer,
             origin,
             waker_addr: waker.sock.local_addr()?,
-            beacon_in_addr: beacon_in.local_addr()?,
+            beacon_sources: beacon_source_rx,
+            beacon_in: None,
             beacon_out: beacons,
             wake_pending: waker.pending.clone(),
             commands: command_rx,
@@ -265,7 +272,7 @@ impl<T: Item + Send + 'static> SyncLink<T> {
             fenced,
             stop,
             thread: Some(thread),
-            beacon_in,
+            beacon_sources,
             realtime,
         })
     }
@@ -294,13 +301,11 @@ impl<T> SyncLink<T> {
         self.status.lock().unwrap().clone()
     }
 
-    /// A socket whose datagrams the thread hands to the node as client-path beacons
-    /// ([`ft_sync::Node::handle_beacon`]): the backup's mirror reader sends each beacon's UDP
-    /// payload on it.
-    pub fn beacon_forwarder(&self) -> Result<UdpSocket> {
-        self.beacon_in
-            .try_clone()
-            .context("cloning the beacon forwarder")
+    /// Backup: from now on the thread reads the primary's client-path beacons from `source`
+    /// ([`ft_sync::Node::handle_beacon`]), replacing any previous source.
+    pub fn set_beacon_source(&self, source: Box<dyn BeaconSource>) {
+        let _ = self.beacon_sources.send(source);
+        self.waker.wake();
     }
 
     /// Set by the thread as soon as the node reports [`ft_sync::Event::Fatal`] while
@@ -342,7 +347,8 @@ struct Driver<T> {
     peer: SocketAddr,
     origin: Instant,
     waker_addr: SocketAddr,
-    beacon_in_addr: SocketAddr,
+    beacon_sources: mpsc::Receiver<Box<dyn BeaconSource>>,
+    beacon_in: Option<Box<dyn BeaconSource>>,
     beacon_out: Option<BeaconOut>,
     wake_pending: Arc<AtomicBool>,
     commands: mpsc::Receiver<SyncCommand<T>>,
@@ -382,14 +388,19 @@ impl<T: Item> Driver<T> {
                 let now = self.now();
                 match got {
                     Ok((_, src)) if src == self.waker_addr => {}
-                    Ok((len, src)) if src == self.beacon_in_addr => {
-                        self.node.handle_beacon(&buf[..len], now)
-                    }
                     Ok((len, _)) => self.node.handle_datagram(&buf[..len], now),
                     Err(_) => break, // nothing more (or a transient error: timers run anyway)
                 }
             }
             let now = self.now();
+            while let Ok(source) = self.beacon_sources.try_recv() {
+                self.beacon_in = Some(source);
+            }
+            if let Some(source) = self.beacon_in.as_mut() {
+                let node = &mut self.node;
+                source
+                    .drain(&mut |beacon, age| node.handle_beacon(beacon, now.saturating_sub(age)));
+            }
             self.wake_pending.store(false, Ordering::Release);
             while let Ok(cmd) = self.commands.try_recv() {
                 self.command(cmd, now);

@@ -337,6 +337,26 @@ struct Partitionable {
     forwarded: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// The clients' path as the backup's sync thread reads it: the beacons the primary sent,
+/// unless the test cut that path too.
+struct ClientPath {
+    sock: UdpSocket,
+    on: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    n: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl mcu::sync_link::BeaconSource for ClientPath {
+    fn drain(&mut self, f: &mut dyn FnMut(&[u8], Duration)) {
+        let mut buf = [0u8; 65536];
+        while let Ok(len) = self.sock.recv(&mut buf) {
+            if self.on.load(Ordering::Relaxed) {
+                self.n.fetch_add(1, Ordering::Relaxed);
+                f(&buf[..len], Duration::ZERO);
+            }
+        }
+    }
+}
+
 fn partitionable() -> Partitionable {
     use std::sync::atomic::{AtomicBool, AtomicU64};
     use std::sync::Arc;
@@ -376,20 +396,14 @@ fn partitionable() -> Partitionable {
     .unwrap();
     let backup =
         SyncLink::start_with_beacons(bs, rba, Node::new(bc, Duration::ZERO), None).unwrap();
-    let fwd = backup.beacon_forwarder().unwrap();
     let beacons_on = Arc::new(AtomicBool::new(true));
     let forwarded = Arc::new(AtomicU64::new(0));
-    {
-        let (on, n) = (beacons_on.clone(), forwarded.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 65536];
-            while let Ok(len) = clients.recv(&mut buf) {
-                if on.load(Ordering::Relaxed) && fwd.send(&buf[..len]).is_ok() {
-                    n.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
-    }
+    clients.set_nonblocking(true).unwrap();
+    backup.set_beacon_source(Box::new(ClientPath {
+        sock: clients,
+        on: beacons_on.clone(),
+        n: forwarded.clone(),
+    }));
     Partitionable {
         primary,
         backup,
