@@ -178,6 +178,8 @@ pub struct BeaconQueue {
     vip: Ipv4Addr,
     port: u16,
     _timestamps: std::net::UdpSocket,
+    /// Whether the first beacon had a kernel timestamp was logged.
+    told: bool,
 }
 
 impl BeaconQueue {
@@ -213,6 +215,7 @@ impl BeaconQueue {
             vip,
             port,
             _timestamps: ts,
+            told: false,
         })
     }
 }
@@ -233,8 +236,15 @@ impl crate::sync_link::BeaconSource for BeaconQueue {
                     && *flow.src.ip() == self.vip
                     && flow.dst.port() == self.port
                 {
-                    let age = pkt
-                        .timestamp()
+                    let stamp = pkt.timestamp();
+                    if !self.told {
+                        self.told = true;
+                        match stamp {
+                            Some(_) => tracing::info!("beacon queue: packets carry their kernel arrival time"),
+                            None => tracing::warn!("beacon queue: no kernel timestamps; a beacon counts from when it is read (up to a heartbeat interval late)"),
+                        }
+                    }
+                    let age = stamp
                         .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
                         .unwrap_or_default();
                     f(&pkt.bytes()[flow.payload_offset..], age);
