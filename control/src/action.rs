@@ -1,8 +1,11 @@
 //! What the core asks its driver to do, and what the driver reports back from the rooms.
 
+use crate::admin::VideoLayout;
 use crate::latch::Source;
 use crate::schema::Entry;
 use mixer::{MixerConfig, MixerSnapshot, StreamParams};
+use serde::{Deserialize, Serialize};
+use sip_core::sdp::VideoFeedback;
 use std::net::SocketAddr;
 
 /// Something the driver must do, drained with [`crate::Core::poll_action`] in order.
@@ -18,13 +21,19 @@ pub enum Action {
     /// Bind the RTP/RTCP port pair `port`, `port + 1` on the media address for `call`, then
     /// report with [`crate::Core::handle_media_opened`] before draining further actions. A
     /// backup does the same to pre-bind the ports of the primary's calls.
+    ///
+    /// A call has one pair for its audio ([`crate::CallRecord::port`]) and, when it has
+    /// video, a second one for its video ([`crate::CallRecord::video_port`]), each opened by
+    /// its own `OpenMedia` (the video pair possibly later, by a re-INVITE that adds video):
+    /// the driver keeps the sockets by call and port, and hands them over with the
+    /// [`MemberMedia`] whose `port` names them.
     OpenMedia {
         /// Call the sockets belong to.
         call: u64,
         /// RTP port (even; RTCP is the next one).
         port: u16,
     },
-    /// Drop `call`'s sockets if the driver still holds them (not handed to a room).
+    /// Drop every socket of `call` the driver still holds (not handed to a room).
     CloseMedia {
         /// Call.
         call: u64,
@@ -127,7 +136,7 @@ pub enum RoomInit {
     Resume(Box<MixerSnapshot>),
 }
 
-/// A participant's media as its room needs it.
+/// A participant's media (its audio, or its video) as its room needs it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MemberMedia {
     /// Our RTP port (the driver's sockets for the call).
@@ -138,6 +147,30 @@ pub struct MemberMedia {
     pub remote_rtcp: SocketAddr,
     /// RTCP multiplexed on the RTP port (RFC 5761).
     pub rtcp_mux: bool,
+}
+
+/// A participant's video (VP8, RFC 7741) as its room needs it: its own port pair behind its
+/// own media source latch ([`crate::latch`]), what it sends and receives, and the RTCP
+/// feedback it understands. The room task hands it to its video forwarder.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberVideo {
+    /// Our video port pair and where the client asked for video RTP and RTCP.
+    pub media: MemberMedia,
+    /// The negotiated stream.
+    pub params: VideoParams,
+}
+
+/// A participant's negotiated video stream, from the room's side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VideoParams {
+    /// VP8 payload type, both ways (the client's, as answered).
+    pub payload_type: u8,
+    /// We send it video (its SDP says sendrecv or recvonly): it is a receiver.
+    pub send: bool,
+    /// It sends video (its SDP says sendrecv or sendonly): it is a source.
+    pub recv: bool,
+    /// The RTCP feedback it supports (what a forwarder may send it: NACK, PLI, FIR, REMB).
+    pub feedback: VideoFeedback,
 }
 
 /// Commands for a room task (one task per room; ids are stable across a takeover).
@@ -151,6 +184,8 @@ pub enum RoomCommand {
         name: String,
         /// New or resumed mixer.
         init: RoomInit,
+        /// How the room shows video ([`crate::RoomSettings::layout`], else the server's).
+        layout: VideoLayout,
     },
     /// Add a participant to the mixer; the room answers with [`RoomEvent::Joined`] or
     /// [`RoomEvent::JoinFailed`].
@@ -163,6 +198,8 @@ pub enum RoomCommand {
         params: StreamParams,
         /// Its media.
         media: MemberMedia,
+        /// Its video, if it has any: the room adds it to its video forwarder.
+        video: Option<MemberVideo>,
     },
     /// Attach the sockets of a participant the resumed mixer already has (takeover).
     Attach {
@@ -175,6 +212,10 @@ pub enum RoomCommand {
         /// The source its room had learned on the primary (`None`: none reported; the driver
         /// may fall back on where the mirrored input showed its packets come from).
         source: Option<Source>,
+        /// Its video, if it has any.
+        video: Option<MemberVideo>,
+        /// The video source its room had learned on the primary (as `source`).
+        video_source: Option<Source>,
     },
     /// Add a WebRTC participant (its media come and go through the WebRTC transport).
     JoinPeer {
@@ -207,6 +248,17 @@ pub enum RoomCommand {
         remote_rtp: SocketAddr,
         /// New SDP RTCP address.
         remote_rtcp: SocketAddr,
+        /// Its video now (`None`: it has none, or a re-INVITE removed it): a new video, a
+        /// changed one (addresses, direction: hold and resume) or video gone. A video pair
+        /// the room does not hold yet is handed over with it.
+        video: Option<MemberVideo>,
+    },
+    /// The room's video layout changed ([`crate::AdminCommand::Settings`]).
+    Layout {
+        /// Room id.
+        room: u64,
+        /// The layout now.
+        layout: VideoLayout,
     },
     /// Mute or unmute a participant in the mixer ([`mixer::Mixer::set_muted`]): sent when
     /// the operator changes it, after the `Join`/`JoinPeer` of a muted participant, and at a
@@ -258,6 +310,15 @@ pub enum RoomEvent {
     },
     /// A participant's media source was learned or changed ([`crate::latch::Latch::poll_report`]).
     Latched {
+        /// Room id.
+        room: u64,
+        /// Call.
+        call: u64,
+        /// What was learned.
+        source: Source,
+    },
+    /// A participant's video source was learned or changed (its video pair's own latch).
+    VideoLatched {
         /// Room id.
         room: u64,
         /// Call.

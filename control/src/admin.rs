@@ -16,7 +16,9 @@
 //!   participant's session is closed as a WHIP `DELETE` would.
 //! - Room settings ([`RoomSettings`]): a locked room refuses new participants (SIP `403 Room
 //!   Locked`, WHIP 403); a room over its own limit refuses like a full room (SIP 486, WHIP
-//!   503). Participants already in stay in either case.
+//!   503). Participants already in stay in either case. Its video layout ([`VideoLayout`]:
+//!   voice-switched or a grid; the server's default until set) goes to its room task
+//!   ([`RoomCommand::Layout`]) at once.
 //!
 //! A room exists while it has participants (joined or joining): requests about any other room
 //! are refused with [`AdminError::UnknownRoom`]. Its settings live and die with it: when its
@@ -36,6 +38,43 @@ use std::time::Duration;
 /// Reason phrase of the 403 a locked room answers an INVITE with.
 pub const LOCKED_REASON: &str = "Room Locked";
 
+/// How a room shows video to its participants.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoLayout {
+    /// Voice-switched: every participant sees the active speaker (the speaker sees the
+    /// previous one), forwarded, not re-encoded.
+    #[default]
+    Switched,
+    /// Continuous presence: a composed grid of the participants, the speaker highlighted.
+    Grid,
+}
+
+impl VideoLayout {
+    /// Its name in the API and the configuration (`switched`, `grid`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VideoLayout::Switched => "switched",
+            VideoLayout::Grid => "grid",
+        }
+    }
+
+    /// The layout named `name` (as [`VideoLayout::as_str`] writes it), if any.
+    pub fn parse(name: &str) -> Option<VideoLayout> {
+        match name {
+            "switched" => Some(VideoLayout::Switched),
+            "grid" => Some(VideoLayout::Grid),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for VideoLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A room's settings, replicated in its [`crate::RoomRecord`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomSettings {
@@ -44,6 +83,9 @@ pub struct RoomSettings {
     /// The room's own participant limit (`None`: the server's
     /// [`crate::Config::max_participants`]); never above the server's.
     pub max_participants: Option<usize>,
+    /// The room's own video layout (`None`: the server's [`crate::Config::video_layout`]).
+    #[serde(default)]
+    pub layout: Option<VideoLayout>,
 }
 
 impl RoomSettings {
@@ -51,6 +93,11 @@ impl RoomSettings {
     pub fn limit(&self, server_max: usize) -> usize {
         self.max_participants
             .map_or(server_max, |m| m.min(server_max))
+    }
+
+    /// The room's layout on a server whose default is `server_default`.
+    pub fn layout(&self, server_default: VideoLayout) -> VideoLayout {
+        self.layout.unwrap_or(server_default)
     }
 }
 
@@ -61,6 +108,8 @@ pub struct SettingsChange {
     pub locked: Option<bool>,
     /// The room's limit, 1 to the server's [`crate::Config::max_participants`].
     pub max_participants: Option<usize>,
+    /// The room's video layout.
+    pub layout: Option<VideoLayout>,
 }
 
 /// What an operator asks for. Participants are named by their room and their id (the SIP
@@ -119,6 +168,8 @@ pub enum AdminResult {
         settings: RoomSettings,
         /// Its limit as applied ([`RoomSettings::limit`]).
         max_participants: usize,
+        /// Its layout as applied ([`RoomSettings::layout`]).
+        layout: VideoLayout,
     },
     /// Refused; nothing changed.
     Refused(AdminError),
@@ -189,6 +240,11 @@ impl Core {
     /// The server's participant limit per room ([`crate::Config::max_participants`]).
     pub fn max_participants(&self) -> usize {
         self.cfg.max_participants
+    }
+
+    /// The server's video layout of rooms that set none ([`crate::Config::video_layout`]).
+    pub fn video_layout(&self) -> VideoLayout {
+        self.cfg.video_layout
     }
 
     /// Whether participant `id` (a call or a WebRTC participant) is muted.
@@ -263,8 +319,19 @@ impl Core {
                 if let Some(m) = change.max_participants {
                     s.max_participants = Some(m);
                 }
+                if let Some(l) = change.layout {
+                    s.layout = Some(l);
+                }
+                let layout_default = self.cfg.video_layout;
+                let layout = s.layout(layout_default);
                 if s != r.record.settings {
-                    tracing::info!(room = %room.escape_debug(), locked = s.locked, max = ?s.max_participants, "operator: room settings");
+                    tracing::info!(room = %room.escape_debug(), locked = s.locked, max = ?s.max_participants, %layout, "operator: room settings");
+                    if layout != r.record.settings.layout(layout_default) {
+                        self.actions.push_back(Action::Room(RoomCommand::Layout {
+                            room: r.record.id,
+                            layout,
+                        }));
+                    }
                     r.record.settings = s.clone();
                     self.room_items
                         .push(crate::schema::Item::Room(r.record.clone()));
@@ -274,6 +341,7 @@ impl Core {
                     room,
                     settings: s,
                     max_participants,
+                    layout,
                 })
             }
         }

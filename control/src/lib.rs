@@ -1,8 +1,8 @@
 //! Understudy's control plane as a sans-IO core: it turns SIP calls into room participants
 //! and, on a hot-standby pair, replicates what it decided and takes over from a dead primary.
 //!
-//! For: admission and limits (room name, room size, codecs, ports), the call and room
-//! registry, the operator's decisions ([`admin`]: mute, kick, room lock and size), media port numbering, the strict media source rule ([`latch`]), output
+//! For: admission and limits (room name, room size, codecs, ports), a call's video (its
+//! second port pair, what its room is told), the call and room registry, the operator's decisions ([`admin`]: mute, kick, room lock and size), media port numbering, the strict media source rule ([`latch`]), output
 //! commit (SIP messages held until the backup acknowledged the state they imply), the
 //! replicated schema ([`schema`]: the live records themselves, typed and versioned), the
 //! standby that applies them, and the takeover that rebuilds calls and rooms from them.
@@ -72,8 +72,8 @@ pub mod peer;
 pub mod ports;
 pub mod schema;
 
-pub use action::{Action, MemberMedia, RoomCommand, RoomEvent, RoomInit};
-pub use admin::{AdminCommand, AdminError, AdminResult, RoomSettings, SettingsChange};
+pub use action::{Action, MemberMedia, MemberVideo, RoomCommand, RoomEvent, RoomInit, VideoParams};
+pub use admin::{AdminCommand, AdminError, AdminResult, RoomSettings, SettingsChange, VideoLayout};
 pub use peer::{PeerInput, PeerRecord, WebRtcConfig, WhipResult};
 pub use schema::{CallRecord, Entry, Item, MediaPhase, RoomRecord, ServerRecord};
 
@@ -116,6 +116,12 @@ pub struct Config {
     pub seed: u64,
     /// WebRTC participants (WHIP), if served.
     pub webrtc: Option<WebRtcConfig>,
+    /// Video (VP8) for SIP calls: a call whose offer has a usable video line gets a second
+    /// port pair and video in its answer, an offerless INVITE gets video in our offer.
+    /// `false`: every video line is declined with port 0 (an audio-only server).
+    pub video: bool,
+    /// The video layout of rooms whose operator set none ([`RoomSettings::layout`]).
+    pub video_layout: VideoLayout,
 }
 
 impl Config {
@@ -135,6 +141,8 @@ impl Config {
             top_n: 3,
             seed,
             webrtc: None,
+            video: true,
+            video_layout: VideoLayout::Switched,
         }
     }
 }
@@ -151,6 +159,7 @@ pub struct Stats {
 }
 
 /// Output held for the backup's acknowledgement.
+#[allow(clippy::large_enum_variant)] // a few per round trip to the backup, never moved in bulk
 enum Held {
     Sip(Transmit),
     Action(Action),
@@ -193,6 +202,9 @@ pub struct Core {
     ports: ports::Ports,
     /// Ports the OS refused for the call being opened.
     refused: BTreeMap<u64, BTreeSet<u16>>,
+    /// Port pairs asked of the driver ([`Action::OpenMedia`]) and not reported yet, by call
+    /// (primary only: a backup pre-binds, and takes a record's ports as bound).
+    opening: BTreeMap<u64, BTreeSet<u16>>,
     // Output commit.
     last_seq: u64,
     committed: u64,
@@ -287,6 +299,7 @@ impl Core {
             room_items: Vec::new(),
             ports,
             refused: BTreeMap::new(),
+            opening: BTreeMap::new(),
             last_seq: 0,
             committed: 0,
             full_seq: None,
@@ -481,7 +494,11 @@ impl Core {
 
     // ---- inputs: media ------------------------------------------------------------------
 
-    /// The driver bound (or could not bind) the port pair of an [`Action::OpenMedia`].
+    /// The driver bound (or could not bind) the port pair of an [`Action::OpenMedia`]. A
+    /// call goes on (joins its room, or gets our offer, or the answer to a re-INVITE that
+    /// added video) once every pair it asked for is bound. An audio pair the OS refuses is
+    /// replaced by another (none left: 503); a video pair too (none left: the call goes on
+    /// without video, its video line declined).
     pub fn handle_media_opened(&mut self, call: u64, port: u16, ok: bool, now: Duration) {
         if self.defer(|| Deferred::MediaOpened(call, port, ok)) {
             return;
@@ -503,34 +520,119 @@ impl Core {
             self.ports.release(port);
             return;
         };
-        if rec.media != MediaPhase::Opening || rec.port != port {
+        let is_audio = rec.port == port;
+        let pending = self.opening.get_mut(&call);
+        if !pending.is_some_and(|p| p.remove(&port)) {
             return;
         }
         if !ok {
             self.ports.release(port);
             self.refused.entry(call).or_default().insert(port);
-            if !self.open_media(call) {
-                self.reject(call, 503, "no free RTP ports", now);
-                self.forget(call);
+            if is_audio {
+                if !self.open_media(call) {
+                    self.reject(call, 503, "no free RTP ports", now);
+                    self.forget(call);
+                    self.step(now);
+                    return;
+                }
+            } else {
+                let rec = self.calls.get_mut(&call).expect("checked");
+                rec.video_port = None;
+                rec.local.video_port = None;
+                self.dirty_calls.insert(call);
+                self.ensure_video(call);
             }
-            self.step(now);
-            return;
         }
-        self.refused.remove(&call);
-        let rec = self.calls.get_mut(&call).expect("checked");
-        rec.media = MediaPhase::Idle;
-        self.dirty_calls.insert(call);
-        if self.calls[&call].neg.is_some() {
-            self.join(call);
-        } else {
-            // Offerless INVITE: we offer in the 200, the answer comes in the ACK.
-            let rec = self.calls.get_mut(&call).expect("checked");
-            rec.awaiting_answer = true;
-            rec.answer_when_joined = false;
-            let offer = sdp::build_offer(&rec.local);
-            self.accept(call, offer, now);
+        if self.opening.get(&call).is_some_and(|p| p.is_empty()) {
+            self.opening.remove(&call);
+            self.refused.remove(&call);
+            self.media_ready(call, now);
         }
         self.step(now);
+    }
+
+    /// Every port pair of the call is bound: go on with what waited for them.
+    fn media_ready(&mut self, call: u64, now: Duration) {
+        let Some(rec) = self.calls.get_mut(&call) else {
+            return;
+        };
+        match rec.media {
+            MediaPhase::Opening => {
+                rec.media = MediaPhase::Idle;
+                self.dirty_calls.insert(call);
+                if rec.neg.is_some() {
+                    self.join(call);
+                } else {
+                    // Offerless INVITE: we offer in the 200, the answer comes in the ACK.
+                    rec.awaiting_answer = true;
+                    rec.answer_when_joined = false;
+                    let offer = sdp::build_offer(&rec.local);
+                    self.accept(call, offer, now);
+                }
+            }
+            // A re-INVITE of a call out of its room: it joins, then is answered.
+            MediaPhase::Idle if rec.answer_when_joined => self.join(call),
+            // A re-INVITE that added video to a joined call: its video pair is bound.
+            MediaPhase::Joined if rec.answer_when_joined => self.answer_reinvite(call, now),
+            _ => {}
+        }
+    }
+
+    /// Answer the pending re-INVITE of a joined call with its negotiated media, and tell its
+    /// room.
+    fn answer_reinvite(&mut self, call: u64, now: Duration) {
+        let Some(rec) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(neg) = &rec.neg else { return };
+        rec.answer_when_joined = false;
+        self.dirty_calls.insert(call);
+        let answer = sdp::build_answer(&rec.local, neg);
+        self.update_media(call);
+        self.accept(call, answer, now);
+    }
+
+    /// Make the call's video what the server can serve: decline its video line when video
+    /// is off or its address is of another family, else give it a video pair (once per
+    /// call; none left: declined). For an offerless INVITE (no media negotiated yet) a pair
+    /// is taken when video is on, for our offer. Returns true when a pair is being bound
+    /// (the call waits for [`Core::handle_media_opened`]).
+    fn ensure_video(&mut self, call: u64) -> bool {
+        let video_on = self.cfg.video;
+        let v6 = self.cfg.media_ip.is_ipv6();
+        let Some(rec) = self.calls.get_mut(&call) else {
+            return false;
+        };
+        let wants = match rec.neg.as_mut() {
+            Some(n) => {
+                let usable = n
+                    .video
+                    .as_ref()
+                    .is_some_and(|v| video_on && v.remote_rtp.is_ipv6() == v6);
+                if !usable {
+                    n.decline_video();
+                }
+                usable
+            }
+            None => video_on,
+        };
+        if !wants || rec.video_port.is_some() {
+            return false;
+        }
+        let refused = self.refused.get(&call).cloned().unwrap_or_default();
+        let Some(port) = self.ports.allocate(&refused) else {
+            tracing::info!(call, "no free RTP ports for video: video declined");
+            if let Some(n) = rec.neg.as_mut() {
+                n.decline_video();
+            }
+            return false;
+        };
+        rec.video_port = Some(port);
+        rec.local.video_port = Some(port);
+        self.dirty_calls.insert(call);
+        self.opening.entry(call).or_default().insert(port);
+        self.actions.push_back(Action::OpenMedia { call, port });
+        true
     }
 
     /// A room reports.
@@ -606,6 +708,19 @@ impl Core {
                     if rec.source != Some(source) {
                         tracing::debug!(call, ?source, "media source");
                         rec.source = Some(source);
+                        self.dirty_calls.insert(call);
+                    }
+                }
+            }
+            RoomEvent::VideoLatched {
+                room: _,
+                call,
+                source,
+            } => {
+                if let Some(rec) = self.calls.get_mut(&call) {
+                    if rec.video_source != Some(source) {
+                        tracing::debug!(call, ?source, "video source");
+                        rec.video_source = Some(source);
                         self.dirty_calls.insert(call);
                     }
                 }
@@ -730,11 +845,26 @@ impl Core {
                 }
             }
             Item::Call(rec) => {
-                let (call, port) = (rec.call, rec.port);
-                let rebind = self.calls.get(&call).is_none_or(|old| old.port != port);
+                let call = rec.call;
+                let old = self.calls.get(&call).map(|r| (r.port, r.video_port));
+                let (port, video) = (rec.port, rec.video_port);
                 self.calls.insert(call, rec);
-                if rebind {
-                    self.actions.push_back(Action::OpenMedia { call, port });
+                // Pairs already bound stay bound (a video pair added is bound alone); a pair
+                // that moved (the OS refused one on the primary) rebinds the call afresh.
+                let bound: Vec<u16> = match old {
+                    None => Vec::new(),
+                    Some((p, v)) if p == port && (v.is_none() || v == video) => {
+                        [Some(p), v].into_iter().flatten().collect()
+                    }
+                    Some(_) => {
+                        self.actions.push_back(Action::CloseMedia { call });
+                        Vec::new()
+                    }
+                };
+                for p in [Some(port), video].into_iter().flatten() {
+                    if p != 0 && !bound.contains(&p) {
+                        self.actions.push_back(Action::OpenMedia { call, port: p });
+                    }
                 }
             }
             Item::CallEnded { call } => {
@@ -856,6 +986,9 @@ impl Core {
         self.ports.next = self.server.next_port;
         for rec in self.calls.values() {
             self.ports.take(rec.port);
+            if let Some(v) = rec.video_port {
+                self.ports.take(v);
+            }
         }
         // Membership as the call records say (a backup keeps none of its own).
         for rec in self.calls.values() {
@@ -936,6 +1069,8 @@ impl Core {
                             call,
                             media: member_media(rec.port, neg),
                             source: rec.source,
+                            video: member_video(rec),
+                            video_source: rec.video_source,
                         }));
                         attached.insert(call);
                         self.rooms
@@ -960,7 +1095,19 @@ impl Core {
             );
             self.forget_peer(id);
         }
-        // Rooms never shipped, and calls caught half-way in: (re)join.
+        // A re-INVITE that added video to an attached call waited for its video pair, which
+        // this node pre-bound: answer it (the room gets its new media with it).
+        let reinvites: Vec<u64> = self
+            .calls
+            .values()
+            .filter(|c| attached.contains(&c.call) && c.answer_when_joined)
+            .map(|c| c.call)
+            .collect();
+        for call in reinvites {
+            self.answer_reinvite(call, now);
+        }
+        // Rooms never shipped, and calls caught half-way in (a re-INVITE of a call out of
+        // its room included): (re)join.
         let pending: Vec<u64> = self
             .calls
             .values()
@@ -968,6 +1115,7 @@ impl Core {
             .filter(|c| {
                 matches!(c.media, MediaPhase::Joining | MediaPhase::Joined)
                     || (c.media == MediaPhase::Opening && c.neg.is_some())
+                    || (c.media == MediaPhase::Idle && c.answer_when_joined && c.neg.is_some())
             })
             .map(|c| c.call)
             .collect();
@@ -1184,9 +1332,11 @@ impl Core {
                     room,
                     from_uri,
                     port: 0,
+                    video_port: None,
                     local: LocalMedia {
                         ip: self.cfg.media_ip,
                         rtp_port: 0,
+                        video_port: None,
                         session_id,
                         session_version: 1,
                     },
@@ -1197,6 +1347,7 @@ impl Core {
                     confirmed: false,
                     ssrc_out: None,
                     source: None,
+                    video_source: None,
                     muted: false,
                     kicked: false,
                 };
@@ -1205,7 +1356,10 @@ impl Core {
                 if !self.open_media(call) {
                     self.reject(call, 503, "no free RTP ports", now);
                     self.forget(call);
+                    return;
                 }
+                // Its video pair (or its video declined), bound alongside.
+                self.ensure_video(call);
             }
             Event::ReInvite { call, offer } => {
                 let call = call.0;
@@ -1219,23 +1373,28 @@ impl Core {
                     Some(Ok(n)) if n.remote_rtp.is_ipv6() != family => {
                         self.reject(call, 488, "media address family not served", now)
                     }
-                    Some(Ok(n)) => match rec.media {
-                        MediaPhase::Joined => {
-                            let answer = sdp::build_answer(&rec.local, &n);
-                            rec.neg = Some(n);
-                            self.update_media(call);
-                            self.accept(call, answer, now);
+                    // Still joining (the INVITE's own answer is pending), or a re-INVITE's
+                    // video pair still being bound: refuse.
+                    Some(Ok(_))
+                        if matches!(rec.media, MediaPhase::Opening | MediaPhase::Joining)
+                            || rec.answer_when_joined =>
+                    {
+                        self.reject(call, 491, "request pending", now)
+                    }
+                    // Adds, changes or removes video, holds or resumes: answered at once,
+                    // or once a video pair it brings is bound.
+                    Some(Ok(n)) => {
+                        let joined = rec.media == MediaPhase::Joined;
+                        rec.neg = Some(n);
+                        rec.answer_when_joined = true;
+                        if !self.ensure_video(call) {
+                            if joined {
+                                self.answer_reinvite(call, now);
+                            } else {
+                                self.join(call);
+                            }
                         }
-                        MediaPhase::Idle => {
-                            rec.neg = Some(n);
-                            rec.answer_when_joined = true;
-                            self.join(call);
-                        }
-                        // Still joining (the INVITE's own answer is pending): refuse.
-                        MediaPhase::Opening | MediaPhase::Joining => {
-                            self.reject(call, 491, "request pending", now)
-                        }
-                    },
+                    }
                     Some(Err(_)) => self.reject(call, 488, "unacceptable re-INVITE offer", now),
                     None => {
                         rec.awaiting_answer = true;
@@ -1253,12 +1412,24 @@ impl Core {
                 self.dirty_calls.insert(call);
                 if std::mem::take(&mut rec.awaiting_answer) {
                     match answer.as_deref().map(sdp::negotiate) {
-                        Some(Ok(n)) if n.remote_rtp.is_ipv6() == self.cfg.media_ip.is_ipv6() => {
-                            let joined = rec.media == MediaPhase::Joined;
+                        Some(Ok(mut n))
+                            if n.remote_rtp.is_ipv6() == self.cfg.media_ip.is_ipv6() =>
+                        {
+                            let (joined, idle) = (
+                                rec.media == MediaPhase::Joined,
+                                rec.media == MediaPhase::Idle,
+                            );
+                            // Video only where we offered it.
+                            if rec.local.video_port.is_none() {
+                                n.decline_video();
+                            }
                             rec.neg = Some(n);
+                            // Declines it when it cannot be served (never binds: our offer
+                            // had the pair already).
+                            self.ensure_video(call);
                             if joined {
                                 self.update_media(call);
-                            } else if rec.media == MediaPhase::Idle {
+                            } else if idle {
                                 self.join(call);
                             }
                         }
@@ -1336,7 +1507,7 @@ impl Core {
         n.remote_rtp.is_ipv6() == self.cfg.media_ip.is_ipv6()
     }
 
-    /// Pick a port pair for the call and ask the driver to bind it.
+    /// Pick the call's (audio) port pair and ask the driver to bind it.
     fn open_media(&mut self, call: u64) -> bool {
         let refused = self.refused.get(&call).cloned().unwrap_or_default();
         let Some(port) = self.ports.allocate(&refused) else {
@@ -1350,19 +1521,24 @@ impl Core {
         rec.port = port;
         rec.local.rtp_port = port;
         self.dirty_calls.insert(call);
+        self.opening.entry(call).or_default().insert(port);
         self.actions.push_back(Action::OpenMedia { call, port });
         true
     }
 
-    /// The call is over: leave its room, free its port.
+    /// The call is over: leave its room, free its ports.
     fn forget(&mut self, call: u64) {
         let Some(rec) = self.calls.remove(&call) else {
             return;
         };
         self.dirty_calls.insert(call);
         self.refused.remove(&call);
+        self.opening.remove(&call);
         if rec.port != 0 {
             self.ports.release(rec.port);
+        }
+        if let Some(v) = rec.video_port {
+            self.ports.release(v);
         }
         self.actions.push_back(Action::CloseMedia { call });
         if let Some(room) = self.rooms.get_mut(&rec.room) {
@@ -1394,6 +1570,7 @@ impl Core {
         let Some(neg) = rec.neg.clone() else { return };
         let name = rec.room.clone();
         let port = rec.port;
+        let video = member_video(rec);
         self.room_for(&name);
         let room = self.rooms.get_mut(&name).expect("opened above");
         room.members.insert(call);
@@ -1407,6 +1584,7 @@ impl Core {
             call,
             params: stream_params(&neg),
             media: member_media(port, &neg),
+            video,
         }));
         if muted {
             // The record is the authority: a muted call joining (again) is muted there too.
@@ -1454,6 +1632,7 @@ impl Core {
             room: record.id,
             name: record.name.clone(),
             init,
+            layout: record.settings.layout(self.cfg.video_layout),
         }));
         self.room_names.insert(record.id, record.name.clone());
         self.rooms.insert(
@@ -1471,13 +1650,15 @@ impl Core {
         let Some(room) = self.rooms.get(&rec.room) else {
             return;
         };
-        tracing::info!(call, direction = ?neg.direction, "media updated");
+        let video = member_video(rec);
+        tracing::info!(call, direction = ?neg.direction, video = ?video.as_ref().map(|v| v.media.port), "media updated");
         self.actions.push_back(Action::Room(RoomCommand::Update {
             room: room.record.id,
             call,
             params: stream_params(neg),
             remote_rtp: neg.remote_rtp,
             remote_rtcp: neg.remote_rtcp,
+            video,
         }));
     }
 
@@ -1525,6 +1706,43 @@ fn member_media(port: u16, neg: &Negotiated) -> MemberMedia {
     }
 }
 
+/// The call's video as its room needs it: its negotiated video line on its video pair
+/// (`None` without either).
+pub fn member_video(rec: &CallRecord) -> Option<MemberVideo> {
+    let port = rec.video_port?;
+    let v = rec.neg.as_ref()?.video.as_ref()?;
+    Some(MemberVideo {
+        media: MemberMedia {
+            port,
+            remote_rtp: v.remote_rtp,
+            remote_rtcp: v.remote_rtcp,
+            rtcp_mux: v.rtcp_mux,
+        },
+        params: video_params(v),
+    })
+}
+
+/// Map a negotiated video line onto the room's video parameters.
+pub fn video_params(v: &sdp::NegotiatedVideo) -> VideoParams {
+    let (send, recv) = directions(v.direction);
+    VideoParams {
+        payload_type: v.payload_type,
+        send,
+        recv,
+        feedback: v.feedback,
+    }
+}
+
+/// (we send, we receive) for the remote's SDP direction.
+fn directions(d: Direction) -> (bool, bool) {
+    match d {
+        Direction::SendRecv => (true, true),
+        Direction::SendOnly => (false, true),
+        Direction::RecvOnly => (true, false),
+        Direction::Inactive => (false, false),
+    }
+}
+
 /// Map an SDP negotiation onto the mixer's stream parameters.
 pub fn stream_params(neg: &Negotiated) -> StreamParams {
     let codec = match neg.codec {
@@ -1533,12 +1751,7 @@ pub fn stream_params(neg: &Negotiated) -> StreamParams {
         CodecName::Pcma => Codec::Pcma,
     };
     let ptime = neg.ptime_ms.clamp(10, 60) / 10 * 10;
-    let (send, recv) = match neg.direction {
-        Direction::SendRecv => (true, true),
-        Direction::SendOnly => (false, true),
-        Direction::RecvOnly => (true, false),
-        Direction::Inactive => (false, false),
-    };
+    let (send, recv) = directions(neg.direction);
     StreamParams {
         codec,
         payload_type: neg.payload_type,

@@ -17,9 +17,11 @@
 //!   remote target, pending responses and their timers): without them a BYE, OPTIONS or
 //!   re-INVITE after a takeover gets 481 and the client hangs up, and a 200 waiting for its
 //!   ACK is never retransmitted.
-//! - Calls ([`Item::Call`]: room, port, SDP session id and version, negotiated media, where
-//!   the call stands, the media source its room learned): without them the backup does not know which client belongs to which
-//!   room, where to send its media, or what version its next SDP must carry.
+//! - Calls ([`Item::Call`]: room, ports (audio, and video when the call has it), SDP session
+//!   id and version, negotiated media (the video line included), where the call stands, the
+//!   media sources its room learned): without them the backup does not know which client
+//!   belongs to which room, which ports to pre-bind, where to send its media, or what version
+//!   its next SDP must carry.
 //! - Rooms ([`Item::Room`]: the mixer configuration and its latest snapshot, i.e. every
 //!   output stream's SSRC, sequence and timestamp origin, the tick phase, the top-N set and
 //!   the dominant speaker): without them a client sees a new SSRC or a seq/ts jump (most
@@ -51,7 +53,10 @@ use sip_core::state::{Rng, StateChange};
 /// Version of this schema. A backup refuses entries of another version (the sync link's
 /// own handshake already refuses another protocol version; this guards the application's
 /// layout, which can change without the link's).
-pub const SCHEMA_VERSION: u16 = 5;
+///
+/// 6: calls carry a video port pair and a learned video source; the negotiated media its
+/// video line; room settings a video layout.
+pub const SCHEMA_VERSION: u16 = 6;
 
 /// One replicated step: applied by the backup as a whole, in order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -82,7 +87,7 @@ pub enum Item {
     Sip(StateChange),
     /// A call's record, whole (sent when any of its fields changes).
     Call(CallRecord),
-    /// A call is over: the backup forgets it and frees its port.
+    /// A call is over: the backup forgets it and frees its ports.
     CallEnded {
         /// Call id.
         call: u64,
@@ -151,13 +156,19 @@ pub struct CallRecord {
     pub from_uri: String,
     /// Our RTP port (RTCP on the next one).
     pub port: u16,
+    /// Our video RTP port (RTCP on the next one), when the call has (or had, or was offered)
+    /// video: allocated with the first video line accepted (or our offer), kept until the
+    /// call ends, pre-bound by the backup like [`CallRecord::port`].
+    pub video_port: Option<u16>,
     /// What our SDP says (session id and version continue after a takeover).
     pub local: LocalMedia,
     /// Where its media stands.
     pub media: MediaPhase,
     /// Latest negotiated media (remote addresses, codec, payload types).
     pub neg: Option<Negotiated>,
-    /// A pending INVITE or re-INVITE is answered once the room has the participant.
+    /// A pending INVITE or re-INVITE is answered once its media are ready: the room has the
+    /// participant, and a video pair it needed is bound (a re-INVITE adding video to a
+    /// joined call waits for that only).
     pub answer_when_joined: bool,
     /// We offered in our 2xx and wait for the answer in the ACK.
     pub awaiting_answer: bool,
@@ -168,6 +179,8 @@ pub struct CallRecord {
     /// Where its media come from, as its room learned it ([`crate::latch`]): a backup that
     /// takes over accepts media from there only, not from whatever the mirror saw last.
     pub source: Option<Source>,
+    /// Where its video comes from, as its room learned it (the video pair's own latch).
+    pub video_source: Option<Source>,
     /// Muted by the operator ([`crate::admin`]): its room is told at every join and at a
     /// takeover (this record, not the mixer snapshot, is the authority).
     #[serde(default)]

@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use control::{
     Action, AdminCommand, AdminError, AdminResult, Role, RoomCommand, RoomSettings, SettingsChange,
+    VideoLayout,
 };
 use std::time::Duration;
 
@@ -88,6 +89,7 @@ fn settings(room: &str, locked: Option<bool>, max: Option<usize>) -> AdminComman
         change: SettingsChange {
             locked,
             max_participants: max,
+            layout: None,
         },
     }
 }
@@ -264,9 +266,11 @@ fn a_primary_answers_the_operator_once_the_backup_holds_the_change() {
             room: "standup".into(),
             settings: RoomSettings {
                 locked: true,
-                max_participants: None
+                max_participants: None,
+                layout: None,
             },
-            max_participants: 4
+            max_participants: 4,
+            layout: VideoLayout::Switched,
         })
     );
 }
@@ -485,7 +489,8 @@ fn a_promoted_backup_keeps_the_mute_out_of_the_mix_and_the_lock() {
         b.core.room_settings("standup"),
         Some(&RoomSettings {
             locked: true,
-            max_participants: Some(3)
+            max_participants: Some(3),
+            layout: None,
         })
     );
     // A new caller gets what the primary would have said.
@@ -525,4 +530,93 @@ fn a_primary_handing_over_refuses_the_operator_until_the_switchover_is_aborted()
         admin(&mut n, 2, mute("standup", ca, true)),
         Some(AdminResult::Muted { muted: true, .. })
     ));
+}
+
+fn layout(room: &str, layout: VideoLayout) -> AdminCommand {
+    AdminCommand::Settings {
+        room: room.into(),
+        change: SettingsChange {
+            layout: Some(layout),
+            ..Default::default()
+        },
+    }
+}
+
+/// The layouts the room tasks were told, in order (Open, then changes).
+fn layouts_told(n: &Node) -> Vec<VideoLayout> {
+    n.log
+        .iter()
+        .filter_map(|a| match a {
+            Action::Room(RoomCommand::Open { layout, .. })
+            | Action::Room(RoomCommand::Layout { layout, .. }) => Some(*layout),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_video_layout_is_the_servers_until_the_operator_sets_it_and_survives_a_takeover() {
+    let mut p = Node::new(Role::Primary);
+    let mut b = Node::new(Role::Backup);
+    p.core.handle_backup_connected(p.now);
+    p.drain();
+    let mut ua = Ua::new(0, "alice", "standup");
+    let ca = join(&mut p, &mut ua);
+    assert_eq!(
+        layouts_told(&p),
+        [VideoLayout::Switched],
+        "the server's default"
+    );
+    let grid = admin(&mut p, 1, layout("standup", VideoLayout::Grid));
+    assert!(
+        matches!(&grid, Some(AdminResult::Settings { layout: VideoLayout::Grid, settings, .. })
+            if settings.layout == Some(VideoLayout::Grid) && !settings.locked),
+        "{grid:?}"
+    );
+    let room = room_id(&p, ca);
+    assert_eq!(
+        p.layouts[&room],
+        VideoLayout::Grid,
+        "the room task is told at once"
+    );
+    // Setting it again, or other settings, tells the room nothing new.
+    admin(&mut p, 2, layout("standup", VideoLayout::Grid));
+    admin(&mut p, 3, settings("standup", Some(true), None));
+    assert_eq!(layouts_told(&p), [VideoLayout::Switched, VideoLayout::Grid]);
+    // The backup has it: a takeover opens the room with it.
+    feed(&mut b, &mut p, untouched);
+    b.now = p.now;
+    b.core.handle_takeover(b.now);
+    b.drain();
+    assert_eq!(layouts_told(&b), [VideoLayout::Grid]);
+    assert_eq!(
+        b.core.room_settings("standup").and_then(|s| s.layout),
+        Some(VideoLayout::Grid)
+    );
+    // Back to switched on the new primary.
+    let back = admin(&mut b, 4, layout("standup", VideoLayout::Switched));
+    assert!(matches!(
+        back,
+        Some(AdminResult::Settings {
+            layout: VideoLayout::Switched,
+            ..
+        })
+    ));
+    assert_eq!(b.layouts[&room_id(&b, ca)], VideoLayout::Switched);
+}
+
+#[test]
+fn a_server_default_grid_applies_to_rooms_that_set_none() {
+    let mut c = config();
+    c.video_layout = VideoLayout::Grid;
+    let mut n = Node::with_config(c, Role::Standalone);
+    let mut ua = Ua::new(0, "alice", "standup");
+    join(&mut n, &mut ua);
+    assert_eq!(layouts_told(&n), [VideoLayout::Grid]);
+    let r = admin(&mut n, 1, settings("standup", None, None));
+    assert!(
+        matches!(&r, Some(AdminResult::Settings { layout: VideoLayout::Grid, settings, .. })
+            if settings.layout.is_none()),
+        "{r:?}"
+    );
 }

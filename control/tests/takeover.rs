@@ -4,12 +4,16 @@
 //! re-INVITE, INFO, OPTIONS, CANCEL, offerless INVITE, BYE from either side, an operator's
 //! kick, mute and unmute, room lock and limit (a new caller then refused with 403), a 2xx
 //! never acknowledged ending by timer H, shutdown, a room learning a client's media source
-//! behind NAT); from then on the promoted
+//! behind NAT; video: a call with audio and VP8 video (two port pairs), its video source
+//! learned, its video held, removed and added back by re-INVITE, video added to an audio
+//! call, an offerless INVITE answered with video in the ACK); from then on the promoted
 //! backup gets the same inputs the primary would have got, and everything it sends (SIP
 //! responses, retransmissions, BYEs with their Call-ID, tags and CSeq numbers) must be
-//! byte-identical to what the primary sends, and its calls (ports, SDP versions, output
-//! SSRCs) the same records, and its rooms mute the same participants. Negative controls
-//! drop or alter one replicated field and must see a difference.
+//! byte-identical to what the primary sends, and its calls (audio and video ports, SDP
+//! versions, output SSRCs) the same records, every call's pairs pre-bound before the
+//! takeover, and its rooms mute the same participants and hold the same members' video
+//! (video port, addresses, payload type, direction). Negative controls drop or alter one
+//! replicated field and must see a difference.
 //!
 //! Rooms are real `mixer::Mixer`s driven by the test (the room tasks' job), so output SSRCs
 //! and snapshots are the mixer's own; their replies arrive in a separate step, as the room
@@ -54,6 +58,8 @@ enum Step {
     Rooms,
     /// The UA's room learned its media source at this address (behind NAT), for good.
     Latched(usize, &'static str),
+    /// The UA's room learned its video source at this address, for good.
+    VideoLatched(usize, &'static str),
     /// Virtual time passes (timers fire).
     Advance(u64),
     Shutdown,
@@ -69,6 +75,7 @@ fn script() -> (Vec<Ua>, Vec<Step>) {
         Ua::new(4, "erin", "standup"),
         Ua::new(5, "frank", "retro"),
         Ua::new(6, "grace", "standup"),
+        Ua::new(7, "henry", "standup"),
     ];
     let steps = vec![
         Invite(0, Some(PCMU)),
@@ -82,12 +89,26 @@ fn script() -> (Vec<Ua>, Vec<Step>) {
         Ack(1, None),
         Mute(1, true),
         Rooms,
+        Invite(7, Some(PCMU_VP8)), // audio and video: two port pairs
+        Rooms,
+        Ack(7, None),
+        VideoLatched(7, "203.0.113.8:41002"),
+        ReInvite(7, PCMU_VP8_HOLD), // video on hold, audio not
+        Ack(7, None),
+        ReInvite(7, PCMU), // video removed: the pair stays with the call
+        Ack(7, None),
+        ReInvite(7, PCMU_VP8), // video back, on the same pair
+        Ack(7, None),
+        Bye(7),
+        Rooms,
         Options(2),
         Info(0, '5'),
         ReInvite(0, SENDONLY),
         Ack(0, None),
-        Invite(3, None), // offerless: we offer in the 200, the answer comes in the ACK
-        Ack(3, Some(PCMU)),
+        ReInvite(0, PCMU_VP8), // resumed, and video added to a joined call: a new pair
+        Ack(0, None),
+        Invite(3, None), // offerless: we offer (with video) in the 200, the answer in the ACK
+        Ack(3, Some(PCMU_VP8)),
         Rooms,
         Mute(3, true),
         Mute(1, false),
@@ -266,6 +287,7 @@ impl Script {
                     let change = SettingsChange {
                         locked: Some(true),
                         max_participants: Some(max),
+                        layout: None,
                     };
                     let cmd = AdminCommand::Settings {
                         room: room.into(),
@@ -276,7 +298,8 @@ impl Script {
                 }
             }
             Step::Rooms => nodes.iter_mut().for_each(|n| n.rooms()),
-            Step::Latched(i, at) => {
+            Step::Latched(i, at) | Step::VideoLatched(i, at) => {
+                let video = matches!(step, Step::VideoLatched(..));
                 let uri = format!("sip:{}@{}", self.uas[i].name, self.uas[i].addr.ip());
                 let source = Source {
                     rtp: Some(addr(at)),
@@ -297,8 +320,12 @@ impl Script {
                         .find(|(_, m)| m.participant_ids().contains(&call))
                         .map(|(id, _)| *id)
                         .expect("latched call is in a room");
-                    n.core
-                        .handle_room_event(RoomEvent::Latched { room, call, source }, n.now);
+                    let ev = if video {
+                        RoomEvent::VideoLatched { room, call, source }
+                    } else {
+                        RoomEvent::Latched { room, call, source }
+                    };
+                    n.core.handle_room_event(ev, n.now);
                     n.drain();
                 }
             }
@@ -333,6 +360,15 @@ fn mixer_mutes(n: &Node) -> BTreeMap<u64, bool> {
         .collect()
 }
 
+/// Every live call's video as its room holds it.
+fn room_videos(n: &Node) -> BTreeMap<u64, Option<control::MemberVideo>> {
+    n.videos
+        .iter()
+        .filter(|(id, _)| n.core.call(**id).is_some())
+        .map(|(id, v)| (*id, v.clone()))
+        .collect()
+}
+
 fn show(t: &Transmit) -> String {
     format!("to {}: {}", t.to, String::from_utf8_lossy(&t.data))
 }
@@ -361,6 +397,17 @@ fn run(stop: usize, tamper: Tamper) -> Result<(), String> {
     if !b.core.synced() {
         return Err("backup never held the state".into());
     }
+    // Every call's port pairs, audio and video, are pre-bound on the backup.
+    for c in b.core.calls().values() {
+        for port in [Some(c.port), c.video_port].into_iter().flatten() {
+            if !b.bound.get(&c.call).is_some_and(|s| s.contains(&port)) {
+                return Err(format!(
+                    "call {} port {port} not pre-bound on the backup ({:?})",
+                    c.call, b.bound
+                ));
+            }
+        }
+    }
     // The primary is dead: the backup serves from what it was sent.
     b.core.handle_takeover(b.now);
     b.drain();
@@ -388,6 +435,21 @@ fn run(stop: usize, tamper: Tamper) -> Result<(), String> {
             ));
         }
     }
+    for (call, source) in &b.attached_video {
+        let learned = p.core.call(*call).and_then(|c| c.video_source);
+        if *source != learned {
+            return Err(format!(
+                "call {call} attached with video source {source:?}, the primary had learned {learned:?}"
+            ));
+        }
+    }
+    if room_videos(&b) != room_videos(&p) {
+        return Err(format!(
+            "after the takeover the rooms' video members differ\n  primary: {:?}\n  backup:  {:?}",
+            room_videos(&p),
+            room_videos(&b)
+        ));
+    }
     for (k, step) in steps.iter().enumerate().skip(stop) {
         s.apply(step, &mut [&mut p, &mut b]);
         let (ps, bs) = (std::mem::take(&mut p.sent), std::mem::take(&mut b.sent));
@@ -409,6 +471,13 @@ fn run(stop: usize, tamper: Tamper) -> Result<(), String> {
                 "after step {k} {step:?}: the rooms' mutes differ\n  primary: {:?}\n  backup:  {:?}",
                 mixer_mutes(&p),
                 mixer_mutes(&b)
+            ));
+        }
+        if room_videos(&p) != room_videos(&b) {
+            return Err(format!(
+                "after step {k} {step:?}: the rooms' video members differ\n  primary: {:?}\n  backup:  {:?}",
+                room_videos(&p),
+                room_videos(&b)
             ));
         }
         if p.core.calls() != b.core.calls() {
@@ -565,4 +634,115 @@ fn negative_control_room_settings_dropped() {
     run(lock + 1, untouched).unwrap();
     let e = run(lock + 1, t).expect_err("a lost room lock went unnoticed");
     assert!(e.contains("403 Room Locked"), "{e}");
+}
+
+#[test]
+fn the_learned_video_source_survives_the_takeover() {
+    let (_, steps) = script();
+    let k = steps
+        .iter()
+        .position(|s| matches!(s, Step::VideoLatched(..)))
+        .unwrap();
+    run(k + 1, untouched).unwrap();
+    fn t(e: &mut Entry) {
+        for i in &mut e.items {
+            if let Item::Call(c) = i {
+                c.video_source = None;
+            }
+        }
+    }
+    let e = run(k + 1, t).expect_err("a lost video source went unnoticed");
+    assert!(e.contains("203.0.113.8:41002"), "{e}");
+}
+
+#[test]
+fn negative_control_video_port_dropped() {
+    fn t(e: &mut Entry) {
+        for i in &mut e.items {
+            if let Item::Call(c) = i {
+                c.video_port = None;
+            }
+        }
+    }
+    assert!(divergences(t) > 0, "a lost video port went unnoticed");
+}
+
+#[test]
+fn negative_control_negotiated_video_dropped() {
+    fn t(e: &mut Entry) {
+        for i in &mut e.items {
+            if let Item::Call(c) = i {
+                if let Some(n) = c.neg.as_mut() {
+                    n.decline_video();
+                }
+            }
+        }
+    }
+    assert!(divergences(t) > 0, "a lost video line went unnoticed");
+}
+
+/// A re-INVITE adding video to a joined call waits for its video pair; the primary dies
+/// before the driver reported it bound. The promoted backup (which pre-bound the pair from
+/// the replicated record) answers the re-INVITE at once, with the very 200 OK the primary
+/// sends once its pair is bound, and its room gets the call's video.
+#[test]
+fn a_reinvite_adding_video_is_answered_by_the_backup_when_the_primary_dies_before_the_bind() {
+    let mut p = Node::new(Role::Primary);
+    let mut b = Node::new(Role::Backup);
+    p.core.handle_backup_connected(p.now);
+    p.drain();
+    feed(&mut b, &mut p, untouched);
+    let mut a = Ua::new(0, "alice", "standup");
+    a.cseq = 1;
+    let invite = a.request("INVITE", 1, true, Some(PCMU));
+    p.sip(a.addr, &invite);
+    p.rooms();
+    observe(std::slice::from_mut(&mut a), &p.sent);
+    let ack = a.request("ACK", 1, true, None);
+    p.sip(a.addr, &ack);
+    p.sent.clear();
+    let call = p.core.calls().values().next().unwrap().call;
+    assert_eq!(p.core.call(call).unwrap().video_port, None, "audio only");
+    // The re-INVITE adds video; the primary asks for a video pair and waits.
+    p.hold_opens = true;
+    let reinvite = a.request("INVITE", 2, true, Some(PCMU_VP8));
+    p.sip(a.addr, &reinvite);
+    let video_port = p.core.call(call).unwrap().video_port.expect("a video pair");
+    assert_eq!(p.held_opens, [(call, video_port)]);
+    assert!(p.sent.iter().all(|t| !t.data.starts_with(b"SIP/2.0 200")));
+    feed(&mut b, &mut p, untouched);
+    b.now = p.now;
+    assert!(
+        b.bound[&call].contains(&video_port),
+        "the backup pre-binds the video pair"
+    );
+    // The primary, had it lived: the pair bound, the 200 OK with video at that port.
+    let mut q = Node::new(Role::Primary);
+    std::mem::swap(&mut q, &mut p);
+    q.report_opens();
+    let ok = q
+        .sent
+        .iter()
+        .find(|t| t.data.starts_with(b"SIP/2.0 200"))
+        .cloned();
+    let ok = ok.expect("the primary answers once its pair is bound");
+    let body = String::from_utf8_lossy(&ok.data).to_string();
+    assert!(
+        body.contains(&format!("m=video {video_port} RTP/AVP 96\r\n")),
+        "{body}"
+    );
+    // The backup, promoted: the same 200 OK at once, and the room has the video.
+    b.core.handle_takeover(b.now);
+    b.drain();
+    let sent: Vec<&Transmit> = b
+        .sent
+        .iter()
+        .filter(|t| t.data.starts_with(b"SIP/2.0 200"))
+        .collect();
+    assert_eq!(sent, [&ok], "the backup's answer is the primary's");
+    let v = b.videos[&call].clone().expect("the room has the video");
+    assert_eq!(v.media.port, video_port);
+    assert_eq!(v.media.remote_rtp, addr("198.18.0.10:4004"));
+    assert_eq!(v.params.payload_type, 96);
+    assert!(v.params.send && v.params.recv);
 }

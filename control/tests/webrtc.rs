@@ -126,7 +126,9 @@ fn room_commands_for(actions: &[Action], id: u64) -> Vec<&RoomCommand> {
             | RoomCommand::Update { call, .. }
             | RoomCommand::Mute { call, .. }
             | RoomCommand::Leave { call, .. } => *call == id,
-            RoomCommand::Open { .. } | RoomCommand::Close { .. } => false,
+            RoomCommand::Open { .. } | RoomCommand::Layout { .. } | RoomCommand::Close { .. } => {
+                false
+            }
         })
         .collect()
 }
@@ -914,6 +916,7 @@ fn the_operator_mutes_and_kicks_a_browser_and_a_locked_room_refuses_the_next_wit
         change: SettingsChange {
             locked: Some(true),
             max_participants: None,
+            layout: None,
         },
     };
     admin(&mut n, 5, lock);
@@ -928,6 +931,7 @@ fn the_operator_mutes_and_kicks_a_browser_and_a_locked_room_refuses_the_next_wit
         change: SettingsChange {
             locked: Some(false),
             max_participants: Some(1),
+            layout: None,
         },
     };
     admin(&mut n, 7, cap);

@@ -30,6 +30,7 @@ pub fn drive(core: &mut Core, now: Duration, step: u8) {
     let local = sdp::LocalMedia {
         ip: "198.18.0.1".parse().unwrap(),
         rtp_port: 40000,
+        video_port: None,
         session_id: 1,
         session_version: 1,
     };

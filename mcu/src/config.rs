@@ -47,6 +47,14 @@ pub struct ServeArgs {
     /// Seed for every random choice (SSRCs, tags); random at start when absent.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Serve no video: every video m-line is declined with port 0 (an audio-only server, as
+    /// before video existed). In TOML `no_video = true` [default: video (VP8) is served].
+    #[arg(long)]
+    pub no_video: bool,
+    /// Video layout of rooms whose operator set none (`PUT /api/rooms/{room}`):
+    /// `switched` (every participant sees the active speaker) or `grid` [default: switched].
+    #[arg(long, value_parser = ["switched", "grid"])]
+    pub video_layout: Option<String>,
     /// UDP port shared by every WebRTC (browser) participant on the media address; 0
     /// disables WebRTC and WHIP [default: 10000].
     #[arg(long)]
@@ -133,6 +141,8 @@ struct FileConfig {
     top_n: Option<usize>,
     media_timeout: Option<u64>,
     seed: Option<u64>,
+    no_video: Option<bool>,
+    video_layout: Option<String>,
     webrtc_port: Option<u16>,
     dtls_cert: Option<PathBuf>,
     sip_rate_limit: Option<u32>,
@@ -200,6 +210,10 @@ pub struct Config {
     pub dtls_cert: Option<PathBuf>,
     /// Seed, if fixed.
     pub seed: Option<u64>,
+    /// Video (VP8) for SIP calls (`--no-video`: off, video lines declined).
+    pub video: bool,
+    /// Video layout of rooms that set none.
+    pub video_layout: control::VideoLayout,
     /// SIP messages per second per source IP (0: no limit).
     pub sip_rate_limit: u32,
     /// Burst per source IP above the rate.
@@ -419,6 +433,12 @@ impl ServeArgs {
             0 => None,
             s => Some(std::time::Duration::from_secs(s)),
         };
+        let video = !(self.no_video || file.no_video.unwrap_or(false));
+        let video_layout = match self.video_layout.as_ref().or(file.video_layout.as_ref()) {
+            None => control::VideoLayout::default(),
+            Some(name) => control::VideoLayout::parse(name)
+                .with_context(|| format!("video-layout {name:?}: expected switched or grid"))?,
+        };
         let ft = self.resolve_ft(&file, sip_listen, media_ip)?;
         let limits = self.resolve_limits(&file)?;
         let webrtc_port = match self.webrtc_port.or(file.webrtc_port).unwrap_or(10000) {
@@ -451,6 +471,8 @@ impl ServeArgs {
             top_n,
             media_timeout,
             seed: self.seed.or(file.seed),
+            video,
+            video_layout,
             webrtc_port,
             dtls_cert,
             sip_rate_limit,
@@ -862,6 +884,50 @@ mod tests {
         ] {
             assert!(format!("{:#}", a.resolve().unwrap_err()).contains(needle));
         }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn video_flags_and_keys() {
+        let c = ServeArgs::default().resolve().unwrap();
+        assert!(c.video);
+        assert_eq!(c.video_layout, control::VideoLayout::Switched);
+        let c = ServeArgs {
+            no_video: true,
+            video_layout: Some("grid".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert!(!c.video);
+        assert_eq!(c.video_layout, control::VideoLayout::Grid);
+        let dir = std::env::temp_dir().join(format!("mcu-cfg-video-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("v.toml");
+        std::fs::write(&path, "no_video = true\nvideo_layout = \"grid\"\n").unwrap();
+        let from_file = |args: ServeArgs| {
+            ServeArgs {
+                config: Some(path.clone()),
+                ..args
+            }
+            .resolve()
+        };
+        let c = from_file(ServeArgs::default()).unwrap();
+        assert!(!c.video);
+        assert_eq!(c.video_layout, control::VideoLayout::Grid);
+        // The flag wins over the file.
+        let c = from_file(ServeArgs {
+            video_layout: Some("switched".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.video_layout, control::VideoLayout::Switched);
+        std::fs::write(&path, "video_layout = \"mosaic\"\n").unwrap();
+        let err = format!("{:#}", from_file(ServeArgs::default()).unwrap_err());
+        assert!(
+            err.contains("video-layout") && err.contains("mosaic"),
+            "{err}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

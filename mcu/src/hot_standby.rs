@@ -18,7 +18,9 @@
 //!   are replicated with the calls). It applies the
 //!   replicated entries to its control core (the same call and room records the primary
 //!   keeps, the SIP dialogs and transactions, the latest mixer snapshot per room) and binds
-//!   one RTP/RTCP socket pair per call on the same port as the primary's — and nothing else:
+//!   one RTP/RTCP socket pair per call on the same port as the primary's (two for a call with
+//!   video: its video pair too; the queue and mirror rules match the whole VIP, video ports
+//!   included) — and nothing else:
 //!   no decoding, no mixing (see BENCHMARKS.md for its CPU next to the primary's). An HTTP
 //!   listener on the VIP (`--http-listen VIP:PORT`, bound with IP_FREEBIND) exists on both
 //!   nodes; the backup's accepts nothing before the takeover, since the queue drops every

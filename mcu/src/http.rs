@@ -191,12 +191,14 @@ fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T
 #[serde(deny_unknown_fields)]
 struct NoParams {}
 
-/// `PUT /api/rooms/{room}`'s body: both fields optional (absent or null: unchanged).
+/// `PUT /api/rooms/{room}`'s body: every field optional (absent or null: unchanged).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RoomSettingsBody {
     locked: Option<bool>,
     max_participants: Option<u64>,
+    /// `"switched"` or `"grid"` (anything else: 400).
+    layout: Option<control::VideoLayout>,
 }
 
 /// `PUT /api/rooms/{room}`'s answer: the room's settings.
@@ -205,6 +207,7 @@ struct RoomSettingsReply {
     name: String,
     locked: bool,
     max_participants: usize,
+    layout: control::VideoLayout,
 }
 
 /// The room name of an admin path, or 404.
@@ -255,7 +258,8 @@ fn unexpected(r: AdminResult) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "unexpected answer")
 }
 
-/// `PUT /api/rooms/{room}`: `{"locked": bool, "max_participants": N}` (both optional) ->
+/// `PUT /api/rooms/{room}`: `{"locked": bool, "max_participants": N, "layout": "switched"|"grid"}`
+/// (each optional) ->
 /// 200 with the room's settings.
 async fn room_settings(
     State(s): State<Shared>,
@@ -272,16 +276,19 @@ async fn room_settings(
     let change = SettingsChange {
         locked: body.locked,
         max_participants,
+        layout: body.layout,
     };
     match admin_call(&s, AdminCommand::Settings { room, change }).await? {
         AdminResult::Settings {
             room,
             settings,
             max_participants,
+            layout,
         } => Ok(Json(RoomSettingsReply {
             name: room,
             locked: settings.locked,
             max_participants,
+            layout,
         })),
         other => Err(unexpected(other)),
     }

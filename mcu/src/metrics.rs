@@ -15,6 +15,13 @@ pub struct ListenLabel {
     pub listen: String,
 }
 
+/// The label of the video packet counters: `kind="rtp"` or `kind="rtcp"`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VideoKindLabel {
+    /// `rtp` or `rtcp`.
+    pub kind: String,
+}
+
 /// Every metric the server exports; cheap to clone (atomics inside).
 #[derive(Clone)]
 pub struct Metrics {
@@ -116,6 +123,13 @@ pub struct Metrics {
     /// HTTP connections accepted, by the listener's address (`--http-listen`): which address
     /// clients use, e.g. whether a backup served anything on the service address.
     pub http_connections: Family<ListenLabel, Counter>,
+    /// Video datagrams received from participants' video sources (after the media source
+    /// rule), by kind (`rtp`, `rtcp`): the room's video input.
+    pub video_packets_received: Family<VideoKindLabel, Counter>,
+    /// `video_packets_received{kind="rtp"}`, held (no lookup per packet).
+    pub video_rtp_in: Counter,
+    /// `video_packets_received{kind="rtcp"}`, held.
+    pub video_rtcp_in: Counter,
     /// Live-update WebSockets (`GET /api/ws`) open.
     pub ws_clients: Gauge,
     /// Live-update WebSockets refused: `live::MAX_SOCKETS` were open.
@@ -183,6 +197,9 @@ impl Metrics {
             http_header_timeouts: Counter::default(),
             http_accept_errors: Counter::default(),
             http_connections: Family::default(),
+            video_packets_received: Family::default(),
+            video_rtp_in: Counter::default(),
+            video_rtcp_in: Counter::default(),
             ws_clients: Gauge::default(),
             ws_rejected: Counter::default(),
             ws_slow_dropped: Counter::default(),
@@ -390,6 +407,17 @@ impl Metrics {
             "HTTP connections accepted, by listen address (those closed at once at the cap included)",
             m.http_connections.clone(),
         );
+        let kind = |k: &str| VideoKindLabel { kind: k.into() };
+        let video_rtp_in = m.video_packets_received.get_or_create(&kind("rtp")).clone();
+        let video_rtcp_in = m
+            .video_packets_received
+            .get_or_create(&kind("rtcp"))
+            .clone();
+        r.register(
+            "video_packets_received",
+            "Video datagrams received from participants (RTP or RTCP, from their learned video source)",
+            m.video_packets_received.clone(),
+        );
         r.register(
             "ws_clients",
             "Live-update WebSockets (/api/ws) open",
@@ -407,6 +435,8 @@ impl Metrics {
         );
         Metrics {
             registry: std::sync::Arc::new(r),
+            video_rtp_in,
+            video_rtcp_in,
             ..m
         }
     }

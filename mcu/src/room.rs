@@ -14,12 +14,20 @@
 //! `rtcp_foreign_dropped`). What a latch learns goes to the control core
 //! ([`RoomEvent::Latched`], replicated); a participant not on hold from which nothing was heard
 //! for the media timeout is reported once ([`RoomEvent::MediaTimeout`]) and the core hangs up.
+//!
+//! A SIP participant's video has its own port pair and latch ([`video`]): its datagrams are
+//! handed to [`video`]'s hooks, where the video forwarder plugs in (today they are counted
+//! and dropped).
+
+pub mod video;
+
+pub use video::{VideoKind, VideoMember};
 
 use crate::metrics::Metrics;
 use crate::state::{ApiEvent, RoomView};
 use control::latch::{Latch, Source};
 use control::limit::LogThrottle;
-use control::{RoomEvent, RoomInit};
+use control::{RoomEvent, RoomInit, VideoLayout};
 use mixer::{Mixer, Output, ParticipantId, StreamParams};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -113,6 +121,8 @@ pub enum RoomCtl {
         params: StreamParams,
         /// Its sockets.
         media: MediaEndpoint,
+        /// Its video, if any ([`video`]).
+        video: Option<VideoMember>,
     },
     /// Attach the sockets of a participant the resumed mixer already has (takeover), with
     /// the sources the mirrored input showed.
@@ -129,6 +139,13 @@ pub enum RoomCtl {
         held: bool,
         /// Its SDP says it sends RTP (not recvonly or inactive).
         sends: bool,
+        /// Its video, if any.
+        video: Option<VideoMember>,
+        /// The video source its room had learned on the primary (replicated).
+        video_source: Option<Source>,
+        /// Latest RTP source the mirrored input saw for its video port (used only without
+        /// `video_source`).
+        video_mirrored: Option<SocketAddr>,
     },
     /// New negotiated parameters (re-INVITE), keeping the output stream.
     Update {
@@ -140,6 +157,13 @@ pub enum RoomCtl {
         remote_rtp: SocketAddr,
         /// New SDP RTCP address.
         remote_rtcp: SocketAddr,
+        /// Its video now (`None`: none, or removed).
+        video: Option<VideoMember>,
+    },
+    /// The room's video layout changed.
+    Layout {
+        /// The layout now.
+        layout: VideoLayout,
     },
     /// Add a WebRTC participant (media through the WebRTC task); answered like `Join`.
     JoinPeer {
@@ -179,6 +203,8 @@ pub enum RoomCtl {
 struct Packet {
     id: ParticipantId,
     rtcp_port: bool,
+    /// From the participant's video pair ([`video`]).
+    video: bool,
     from: SocketAddr,
     data: Vec<u8>,
     at: Instant,
@@ -204,6 +230,7 @@ impl PacketSink {
             .try_send(Packet {
                 id,
                 rtcp_port: rtcp,
+                video: false,
                 from,
                 data,
                 at,
@@ -230,6 +257,8 @@ struct Member {
     /// The media timeout was reported.
     timed_out: bool,
     readers: [Option<JoinHandle<()>>; 2],
+    /// Its video pair, if it has one (kept when a re-INVITE removes the video).
+    video: Option<video::VideoLink>,
 }
 
 impl Drop for Member {
@@ -276,6 +305,8 @@ pub struct RoomCtx {
     pub media_timeout: Option<Duration>,
     /// The WebRTC task (browser participants), if served.
     pub webrtc: Option<crate::webrtc::WebRtcHandle>,
+    /// The room's video layout at its start ([`RoomCtl::Layout`] changes it).
+    pub layout: VideoLayout,
 }
 
 /// Spawn a room task.
@@ -297,11 +328,20 @@ fn spawn_readers(
             media.rtp.clone(),
             id,
             false,
+            false,
             tx.clone(),
             metrics.clone(),
         )),
-        (!media.rtcp_mux)
-            .then(|| spawn_reader(media.rtcp.clone(), id, true, tx.clone(), metrics.clone())),
+        (!media.rtcp_mux).then(|| {
+            spawn_reader(
+                media.rtcp.clone(),
+                id,
+                true,
+                false,
+                tx.clone(),
+                metrics.clone(),
+            )
+        }),
     ]
 }
 
@@ -309,6 +349,7 @@ fn spawn_reader(
     sock: Arc<UdpSocket>,
     id: ParticipantId,
     rtcp_port: bool,
+    video: bool,
     tx: mpsc::Sender<Packet>,
     metrics: Metrics,
 ) -> JoinHandle<()> {
@@ -323,6 +364,7 @@ fn spawn_reader(
             let pkt = Packet {
                 id,
                 rtcp_port,
+                video,
                 from,
                 data: buf[..n].to_vec(),
                 at: Instant::now(),
@@ -349,6 +391,8 @@ struct Room {
     event_log: EventLog,
     /// The last tick run (tick k at origin + k x 20 ms).
     tick_k: u64,
+    /// How the room shows video.
+    layout: VideoLayout,
 }
 
 impl Room {
@@ -368,7 +412,14 @@ impl Room {
         }
     }
 
-    fn attach(&mut self, id: ParticipantId, media: MediaEndpoint, latch: Latch, held: bool) {
+    fn attach(
+        &mut self,
+        id: ParticipantId,
+        media: MediaEndpoint,
+        latch: Latch,
+        held: bool,
+        video: Option<video::VideoLink>,
+    ) {
         let readers = spawn_readers(&media, id, &self.pkt_tx, &self.ctx.metrics);
         self.members.insert(
             id,
@@ -377,9 +428,30 @@ impl Room {
                 held,
                 timed_out: false,
                 readers,
+                video,
             },
         );
-        self.report(id, self.since_origin(Instant::now()));
+        let now = self.since_origin(Instant::now());
+        self.report(id, now);
+        self.report_video(id, now);
+    }
+
+    /// A joining or attached member's video pair (`None` without video, or when the driver
+    /// could not hand over its sockets).
+    fn new_video(
+        &mut self,
+        id: ParticipantId,
+        v: Option<&VideoMember>,
+        resume: Option<(Option<Source>, Option<SocketAddr>)>,
+        now: Duration,
+    ) -> Option<video::VideoLink> {
+        let v = v?;
+        let Some(sockets) = v.sockets.clone() else {
+            tracing::warn!(room = %self.ctx.name.escape_debug(), id, "video without its sockets: ignored");
+            return None;
+        };
+        self.video_joined(id, &v.params);
+        Some(self.video_link(id, v, sockets, resume, now))
     }
 
     /// A WebRTC participant: its media come through the WebRTC task.
@@ -397,6 +469,7 @@ impl Room {
                 held,
                 timed_out: false,
                 readers: [None, None],
+                video: None,
             },
         );
     }
@@ -420,6 +493,7 @@ impl Room {
         let ids: Vec<ParticipantId> = self.members.keys().copied().collect();
         for id in ids {
             self.report(id, now);
+            self.report_video(id, now);
             let Some(m) = self.members.get_mut(&id) else {
                 continue;
             };
@@ -428,10 +502,14 @@ impl Room {
                 continue;
             }
             if let Some(limit) = self.ctx.media_timeout {
-                let silent = match &m.link {
+                let mut silent = match &m.link {
                     Link::Sip { latch, .. } => latch.silent_for(now),
                     Link::Peer { last_heard } => now.saturating_sub(*last_heard),
                 };
+                // Video heard counts as heard.
+                if let Some(v) = &m.video {
+                    silent = silent.min(v.latch.silent_for(now));
+                }
                 if !m.held && !m.timed_out && silent >= limit {
                     m.timed_out = true;
                     tracing::info!(room = %self.ctx.name.escape_debug(), id, "media timeout");
@@ -474,14 +552,20 @@ impl Room {
     fn command(&mut self, ctl: RoomCtl) -> bool {
         let now = self.since_origin(Instant::now());
         match ctl {
-            RoomCtl::Join { id, params, media } => {
+            RoomCtl::Join {
+                id,
+                params,
+                media,
+                video,
+            } => {
                 let (held, sends) = (!params.send, params.recv);
                 let ev = match self.mixer.add_participant(id, params, now) {
                     Ok(ssrc) => {
                         let mut latch =
                             Latch::new(media.remote_rtp, media.remote_rtcp, media.rtcp_mux, now);
                         latch.set_client_sends(sends);
-                        self.attach(id, media, latch, held);
+                        let video = self.new_video(id, video.as_ref(), None, now);
+                        self.attach(id, media, latch, held, video);
                         Ok(ssrc)
                     }
                     Err(e) => Err(e),
@@ -495,6 +579,9 @@ impl Room {
                 mirrored,
                 held,
                 sends,
+                video,
+                video_source,
+                video_mirrored,
             } => {
                 if self.mixer.output_stream(id).is_none() {
                     tracing::warn!(room = %self.ctx.name.escape_debug(), id, "participant missing from the snapshot: skipped");
@@ -509,7 +596,9 @@ impl Room {
                     now,
                 );
                 latch.set_client_sends(sends);
-                self.attach(id, media, latch, held);
+                let resume = Some((video_source, video_mirrored));
+                let video = self.new_video(id, video.as_ref(), resume, now);
+                self.attach(id, media, latch, held, video);
             }
             RoomCtl::JoinPeer { id, params } => {
                 let held = !params.send;
@@ -542,6 +631,7 @@ impl Room {
                 params,
                 remote_rtp,
                 remote_rtcp,
+                video,
             } => {
                 if let Some(m) = self.members.get_mut(&id) {
                     if let Link::Sip { latch, .. } = &mut m.link {
@@ -549,12 +639,26 @@ impl Room {
                         latch.set_client_sends(params.recv);
                     }
                     m.held = !params.send;
+                    let had_video = m.video.is_some();
+                    if let Some(link) = m.video.as_mut() {
+                        link.update(video.as_ref(), now);
+                    }
                     if let Err(e) = self.mixer.update_participant(id, params, now) {
                         tracing::warn!(room = %self.ctx.name.escape_debug(), id, "update failed: {e}");
                     }
+                    if had_video {
+                        self.video_updated(id, video.as_ref().map(|v| &v.params));
+                    } else if let Some(link) = self.new_video(id, video.as_ref(), None, now) {
+                        // The re-INVITE that added the video handed its pair over.
+                        if let Some(m) = self.members.get_mut(&id) {
+                            m.video = Some(link);
+                        }
+                    }
                     self.report(id, now);
+                    self.report_video(id, now);
                 }
             }
+            RoomCtl::Layout { layout } => self.layout_changed(layout),
             RoomCtl::Mute { id, muted } => {
                 if let Err(e) = self.mixer.set_muted(id, muted) {
                     tracing::warn!(room = %self.ctx.name.escape_debug(), id, "mute failed: {e}");
@@ -563,7 +667,9 @@ impl Room {
             RoomCtl::Leave { id } => {
                 let _ = self.mixer.remove_participant(id, now);
                 self.drain();
-                self.members.remove(&id);
+                if self.members.remove(&id).is_some_and(|m| m.video.is_some()) {
+                    self.video_left(id);
+                }
                 self.event_log.forget(id);
             }
             // Only meaningful while a resumed room waits for its members (see `run_room`).
@@ -578,6 +684,9 @@ impl Room {
     fn packet(&mut self, p: Packet) {
         let now = self.since_origin(p.at);
         let metrics = &self.ctx.metrics;
+        if p.video {
+            return self.video_packet(p, now);
+        }
         let Some(m) = self.members.get_mut(&p.id) else {
             return;
         };
@@ -634,8 +743,12 @@ impl Room {
                 if let Link::Sip { latch, .. } = &m.link {
                     p.remote_media = latch.rtp_addr();
                 }
+                if let (Some(view), Some(link)) = (p.video.as_mut(), m.video.as_ref()) {
+                    view.remote_media = link.latch.rtp_addr();
+                }
             }
         }
+        v.layout = self.layout;
     }
 
     fn drain(&mut self) {
@@ -735,6 +848,7 @@ async fn run_room(
     };
     let resumed = mixer.participant_ids();
     let mut room = Room {
+        layout: ctx.layout,
         shipped: Some(mixer.state_version()),
         ctx,
         mixer,

@@ -12,16 +12,18 @@ use crate::config::{Config, FtRole};
 use crate::hot_standby::{self, HotStandby};
 use crate::limits::{self, AcceptBackoff};
 use crate::metrics::Metrics;
-use crate::room::{spawn_room, MediaEndpoint, RoomCtl, RoomCtx, RoomHandle};
+use crate::room::{spawn_room, MediaEndpoint, RoomCtl, RoomCtx, RoomHandle, VideoMember};
 use crate::state::{
     AdminRequest, ParticipantView, RoomView, Shared, SwitchoverRequest, SwitchoverView,
-    TakeoverView, WhipRequest,
+    TakeoverView, VideoView, WhipRequest,
 };
 use crate::sync_link::{SyncCommand, SyncEvent};
 use crate::webrtc::{WebRtcCtl, WebRtcHandle};
 use anyhow::{Context, Result};
 use control::limit::SourceLimiter;
-use control::{Action, Core, Entry, MemberMedia, Role, RoomCommand, RoomEvent, WhipResult};
+use control::{
+    Action, Core, Entry, MemberMedia, MemberVideo, Role, RoomCommand, RoomEvent, WhipResult,
+};
 use sip_core::{ConnId, Transport};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -177,8 +179,9 @@ struct Server {
     origin: Instant,
     udp: Arc<UdpSocket>,
     tcp: HashMap<ConnId, TcpConn>,
-    /// Media sockets of calls not (yet) in a room, by call.
-    media: HashMap<u64, (std::net::UdpSocket, std::net::UdpSocket)>,
+    /// Media sockets of calls not (yet) in a room, by call and RTP port (a call's audio pair,
+    /// and its video pair when it has one).
+    media: HashMap<(u64, u16), (std::net::UdpSocket, std::net::UdpSocket)>,
     rooms: HashMap<u64, RoomEntry>,
     room_tx: mpsc::UnboundedSender<RoomEvent>,
     shared: Shared,
@@ -315,6 +318,8 @@ pub async fn run_with_ft(
     core_cfg.rtp_port_max = cfg.rtp_port_max;
     core_cfg.max_participants = cfg.max_participants;
     core_cfg.top_n = cfg.top_n;
+    core_cfg.video = cfg.video;
+    core_cfg.video_layout = cfg.video_layout;
     // WebRTC: one UDP port for every browser, one long-lived certificate.
     let (peer_tx, mut peer_rx) = mpsc::unbounded_channel::<(u64, control::PeerInput)>();
     let (whip_tx, mut whip_rx) = mpsc::unbounded_channel::<WhipRequest>();
@@ -786,7 +791,7 @@ impl Server {
                 Action::OpenMedia { call, port } => {
                     let ok = match bind_pair(self.cfg.media_ip, port) {
                         Ok(pair) => {
-                            self.media.insert(call, pair);
+                            self.media.insert((call, port), pair);
                             true
                         }
                         Err(e) => {
@@ -798,7 +803,7 @@ impl Server {
                     self.core.handle_media_opened(call, port, ok, now);
                 }
                 Action::CloseMedia { call } => {
-                    self.media.remove(&call);
+                    self.media.retain(|(c, _), _| *c != call);
                 }
                 Action::Room(cmd) => self.room_command(cmd),
                 Action::Replicate { seq, entry } => {
@@ -894,12 +899,14 @@ impl Server {
                         room,
                         settings,
                         max_participants,
+                        layout,
                     } = &result
                     {
                         if let Some(v) = self.shared.rooms.lock().unwrap().get(room) {
                             let mut v = v.lock().unwrap();
                             v.locked = settings.locked;
                             v.max_participants = *max_participants;
+                            v.layout = *layout;
                         }
                     }
                     if let Some(tx) = self.admin_waiting.remove(&request) {
@@ -979,9 +986,10 @@ impl Server {
         self.last_core = c;
     }
 
-    /// Hand the call's sockets over as a room member's endpoint.
+    /// Hand the call's sockets (the pair `media.port` names) over as a room member's
+    /// endpoint.
     fn endpoint(&mut self, call: u64, media: &MemberMedia) -> Option<MediaEndpoint> {
-        let (rtp, rtcp) = self.media.remove(&call)?;
+        let (rtp, rtcp) = self.media.remove(&(call, media.port))?;
         let (rtp, rtcp) = match (UdpSocket::from_std(rtp), UdpSocket::from_std(rtcp)) {
             (Ok(a), Ok(b)) => (a, b),
             _ => return None,
@@ -995,9 +1003,35 @@ impl Server {
         })
     }
 
+    /// A call's video for its room task, with its video sockets when this driver still holds
+    /// them (a join, an attach, the re-INVITE that added it; not when the room has them).
+    fn video_member(&mut self, call: u64, v: &MemberVideo) -> VideoMember {
+        let sockets = self
+            .media
+            .remove(&(call, v.media.port))
+            .and_then(|(rtp, rtcp)| {
+                Some((
+                    Arc::new(UdpSocket::from_std(rtp).ok()?),
+                    Arc::new(UdpSocket::from_std(rtcp).ok()?),
+                ))
+            });
+        VideoMember {
+            params: v.params,
+            remote_rtp: v.media.remote_rtp,
+            remote_rtcp: v.media.remote_rtcp,
+            rtcp_mux: v.media.rtcp_mux,
+            sockets,
+        }
+    }
+
     fn room_command(&mut self, cmd: RoomCommand) {
         match cmd {
-            RoomCommand::Open { room, name, init } => {
+            RoomCommand::Open {
+                room,
+                name,
+                init,
+                layout,
+            } => {
                 if matches!(init, control::RoomInit::Resume(_)) {
                     self.resuming.push(room);
                 }
@@ -1008,6 +1042,7 @@ impl Server {
                     name: name.clone(),
                     locked: settings.locked,
                     max_participants: settings.limit(server_max),
+                    layout,
                     ..RoomView::default()
                 }));
                 let handle = spawn_room(
@@ -1025,6 +1060,7 @@ impl Server {
                         start_tick: self.core.handover_tick(),
                         media_timeout: self.cfg.media_timeout,
                         webrtc: self.webrtc.clone(),
+                        layout,
                     },
                     init,
                 );
@@ -1037,6 +1073,7 @@ impl Server {
                 call,
                 params,
                 media,
+                video,
             } => {
                 let Some(ep) = self.endpoint(call, &media) else {
                     let reason = "no media sockets for the call".to_string();
@@ -1046,11 +1083,13 @@ impl Server {
                     );
                     return;
                 };
+                let video = video.map(|v| self.video_member(call, &v));
                 if let Some(r) = self.rooms.get(&room) {
                     let _ = r.handle.ctl.send(RoomCtl::Join {
                         id: call,
                         params,
                         media: ep,
+                        video,
                     });
                 }
             }
@@ -1059,15 +1098,22 @@ impl Server {
                 call,
                 media,
                 source,
+                video,
+                video_source,
             } => {
                 // The mirror's latest source only for a call whose learned source never
                 // reached us (it was still learning): it may be anyone's packet.
-                let mirrored = source.is_none().then(|| {
-                    self.hs
-                        .as_ref()
+                let mirrored_at = |s: &Self, port: u16| {
+                    s.hs.as_ref()
                         .and_then(|h| h.net.mirror.as_ref())
-                        .and_then(|m| m.source(media.port, control::latch::PROBATION))
-                });
+                        .and_then(|m| m.source(port, control::latch::PROBATION))
+                };
+                let mirrored = source.is_none().then(|| mirrored_at(self, media.port));
+                let video_mirrored = match (&video, video_source) {
+                    (Some(v), None) => mirrored_at(self, v.media.port),
+                    _ => None,
+                };
+                let video = video.map(|v| self.video_member(call, &v));
                 let params = self
                     .core
                     .call(call)
@@ -1087,6 +1133,9 @@ impl Server {
                         mirrored: mirrored.flatten(),
                         held,
                         sends,
+                        video,
+                        video_source,
+                        video_mirrored,
                     });
                 }
             }
@@ -1114,17 +1163,28 @@ impl Server {
                 params,
                 remote_rtp,
                 remote_rtcp,
+                video,
             } => {
+                let view_video = video.as_ref().map(video_view);
+                let video = video.map(|v| self.video_member(call, &v));
                 if let Some(r) = self.rooms.get(&room) {
                     if let Some(p) = r.view.lock().unwrap().participants.get_mut(&call) {
                         p.direction = direction_name(&params);
+                        p.video = view_video;
                     }
                     let _ = r.handle.ctl.send(RoomCtl::Update {
                         id: call,
                         params,
                         remote_rtp,
                         remote_rtcp,
+                        video,
                     });
+                }
+            }
+            RoomCommand::Layout { room, layout } => {
+                if let Some(r) = self.rooms.get(&room) {
+                    r.view.lock().unwrap().layout = layout;
+                    let _ = r.handle.ctl.send(RoomCtl::Layout { layout });
                 }
             }
             RoomCommand::Mute { room, call, muted } => {
@@ -1206,6 +1266,7 @@ impl Server {
                 local_rtp_port: self.core_webrtc_port(),
                 direction: direction_name(&params),
                 muted: p.muted,
+                video: None,
                 stats: mixer::ParticipantStats {
                     ssrc_out: p.ssrc_out.unwrap_or_default(),
                     ..Default::default()
@@ -1226,6 +1287,7 @@ impl Server {
             local_rtp_port: rec.port,
             direction: format!("{:?}", neg.direction).to_lowercase(),
             muted: rec.muted,
+            video: control::member_video(rec).as_ref().map(video_view),
             stats: mixer::ParticipantStats {
                 ssrc_out: rec.ssrc_out.unwrap_or_default(),
                 ..Default::default()
@@ -1487,8 +1549,23 @@ impl Server {
     }
 }
 
+/// A call's video as the admin API shows it (before its room learned a source).
+fn video_view(v: &MemberVideo) -> VideoView {
+    VideoView {
+        local_rtp_port: v.media.port,
+        payload_type: v.params.payload_type,
+        direction: direction_of(v.params.send, v.params.recv),
+        remote_media: v.media.remote_rtp,
+    }
+}
+
 fn direction_name(p: &mixer::StreamParams) -> String {
-    match (p.send, p.recv) {
+    direction_of(p.send, p.recv)
+}
+
+/// The client's SDP direction, from what we send it and what we receive.
+fn direction_of(send: bool, recv: bool) -> String {
+    match (send, recv) {
         (true, true) => "sendrecv",
         (false, true) => "sendonly",
         (true, false) => "recvonly",

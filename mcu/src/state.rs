@@ -27,9 +27,24 @@ pub struct ParticipantView {
     /// Muted by the operator (`POST /api/rooms/{room}/participants/{id}/mute`): out of the
     /// mix, still measured.
     pub muted: bool,
+    /// Its video (VP8), if it has any (`null`: audio only).
+    pub video: Option<VideoView>,
     /// Mixer counters (ssrc_in, ssrc_out, level, speaking, packets, loss, jitter).
     #[serde(flatten)]
     pub stats: ParticipantStats,
+}
+
+/// A participant's video as the admin API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct VideoView {
+    /// Our video RTP port for it.
+    pub local_rtp_port: u16,
+    /// Its VP8 payload type.
+    pub payload_type: u8,
+    /// Video direction from the client's SDP.
+    pub direction: String,
+    /// Where we send its video (the learned source of its video RTP, else its SDP address).
+    pub remote_media: SocketAddr,
 }
 
 /// One room as the admin API shows it.
@@ -43,6 +58,8 @@ pub struct RoomView {
     pub locked: bool,
     /// The room's participant limit (its own, else the server's).
     pub max_participants: usize,
+    /// How the room shows video (its own, else the server's `--video-layout`).
+    pub layout: control::VideoLayout,
     /// Participants by id.
     pub participants: BTreeMap<ParticipantId, ParticipantView>,
 }

@@ -8,12 +8,14 @@
 //!   refuses the next INVITE with `403 Room Locked`.
 //! - without root: the bearer token (401 without it or with a wrong one, 200 with it, the
 //!   open paths stay open), every malformed request (404, 400, 413, 415, 405), the open
-//!   roster `GET /rooms/{room}/members` (no addresses), and a server that refuses to start
-//!   on a non-loopback HTTP address without a token file.
+//!   roster `GET /rooms/{room}/members` (no addresses), a room's video layout (the server's
+//!   `--video-layout` until set, shown in `GET /api/rooms`, bad values refused), and a
+//!   server that refuses to start on a non-loopback HTTP address without a token file.
 
 mod common;
 use common::uac::Uac;
 use common::{args, bearer, with_admin_token, TestServer, ADMIN_TOKEN, SILENCE_DBFS, SPEECH_DBFS};
+use mcu::config::ServeArgs;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use testkit::http::{self as th, Response};
@@ -513,7 +515,7 @@ fn bad_requests_get_their_status_and_never_break_the_server() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(
         json(&r),
-        serde_json::json!({"name": "standup", "locked": false, "max_participants": 100})
+        serde_json::json!({"name": "standup", "locked": false, "max_participants": 100, "layout": "switched"})
     );
     let r = put_json(
         &srv,
@@ -635,4 +637,64 @@ fn a_non_loopback_http_listen_without_token_file_refuses_to_start() {
     ];
     let srv = TestServer::start(a);
     assert_eq!(srv.get("/api/status").0, 200);
+}
+
+#[test]
+fn a_rooms_video_layout_is_the_servers_until_set_and_bad_values_are_refused() {
+    let srv = TestServer::start(with_admin_token(ServeArgs {
+        video_layout: Some("grid".into()),
+        ..args("39800-39849")
+    }));
+    let mut a = Uac::new(srv.sip, "standup", "lay1");
+    a.call(&a.pcmu_offer("127.0.0.1:27300".parse().unwrap()));
+    let mut b = Uac::new(srv.sip, "retro", "lay2");
+    b.call(&b.pcmu_offer("127.0.0.1:27310".parse().unwrap()));
+    srv.wait_participants(2, Duration::from_secs(5));
+    let layout_of = |room: &str| -> serde_json::Value {
+        srv.get_json("/api/rooms")["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == room)
+            .map(|r| r["layout"].clone())
+            .unwrap_or_default()
+    };
+    // The server's default until the operator sets one.
+    assert_eq!(layout_of("standup"), "grid");
+    let r = put_json(&srv, "/api/rooms/standup", r#"{"layout": "switched"}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        json(&r),
+        serde_json::json!({"name": "standup", "locked": false, "max_participants": 100, "layout": "switched"})
+    );
+    assert_eq!(layout_of("standup"), "switched");
+    assert_eq!(layout_of("retro"), "grid", "another room keeps its own");
+    // Absent or null: unchanged; another field changes alone.
+    let r = put_json(
+        &srv,
+        "/api/rooms/standup",
+        r#"{"layout": null, "locked": true}"#,
+    );
+    assert_eq!(json(&r)["layout"], "switched");
+    assert_eq!(json(&r)["locked"], true);
+    // Anything but "switched" or "grid": 400, nothing changed.
+    for bad in [
+        r#"{"layout": "mosaic"}"#,
+        r#"{"layout": "Grid"}"#,
+        r#"{"layout": 1}"#,
+        r#"{"layout": ["grid"]}"#,
+        r#"{"layout": "grid", "columns": 3}"#,
+    ] {
+        assert_error(&put_json(&srv, "/api/rooms/standup", bad), 400, bad);
+    }
+    assert_eq!(layout_of("standup"), "switched");
+    // A room nobody is in has no layout to set.
+    assert_error(
+        &put_json(&srv, "/api/rooms/nosuch", r#"{"layout": "grid"}"#),
+        404,
+        "unknown room",
+    );
+    let r = put_json(&srv, "/api/rooms/retro", r#"{"layout": "switched"}"#);
+    assert_eq!(json(&r)["layout"], "switched");
+    assert_eq!(layout_of("retro"), "switched");
 }

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// RFC 3264 §6: a video + audio offer gets a 200 whose SDP has two m= lines in the offer's
-/// order, video declined with port 0, and audio flows on the accepted line.
+/// order, video we cannot serve (H.264 only) declined with port 0, and audio flows on the
+/// accepted line. (VP8 video is accepted: `e2e_video.rs`.)
 #[test]
 fn video_and_audio_offer_gets_one_answer_line_each() {
     let srv = TestServer::start(ServeArgs {
@@ -27,7 +28,7 @@ fn video_and_audio_offer_gets_one_answer_line_each() {
     let at = rtp.local_addr().unwrap();
     let offer = format!(
         "v=0\r\no=tester 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-         m=video {v} RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n\
+         m=video {v} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
          m=audio {a} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n",
         v = at.port() + 2,
         a = at.port()

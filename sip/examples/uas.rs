@@ -67,6 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let local = sdp::LocalMedia {
                     ip: addr.ip(),
                     rtp_port: 40000,
+                    video_port: None,
                     session_id: session,
                     session_version: 1,
                 };

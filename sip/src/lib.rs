@@ -51,6 +51,7 @@
 //!                     let local = sdp::LocalMedia {
 //!                         ip: "198.18.0.1".parse()?,
 //!                         rtp_port: 40000,
+//!                         video_port: None,
 //!                         session_id: 1,
 //!                         session_version: 1,
 //!                     };

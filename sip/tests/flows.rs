@@ -565,6 +565,7 @@ fn offerless_invite_gets_offer_and_answer_in_ack() {
     let local = sdp::LocalMedia {
         ip: "198.18.0.1".parse().unwrap(),
         rtp_port: 40000,
+        video_port: None,
         session_id: 9,
         session_version: 1,
     };

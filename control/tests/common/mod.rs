@@ -41,11 +41,27 @@ pub struct Node {
     pub fault: Option<String>,
     /// Members attached at a takeover, with the media source they were attached with.
     pub attached: Vec<(u64, Option<control::latch::Source>)>,
+    /// Members attached at a takeover with a video, with the video source they were
+    /// attached with.
+    pub attached_video: Vec<(u64, Option<control::latch::Source>)>,
+    /// Every room member's video as its room task holds it (Join, Attach, Update; gone
+    /// with Leave).
+    pub videos: BTreeMap<u64, Option<control::MemberVideo>>,
+    /// Port pairs the drivers hold, by call ([`Action::OpenMedia`], [`Action::CloseMedia`]).
+    pub bound: BTreeMap<u64, std::collections::BTreeSet<u16>>,
+    /// Hold the driver's [`Action::OpenMedia`] reports ([`Node::report_opens`]) instead of
+    /// binding at once.
+    pub hold_opens: bool,
+    /// The reports held.
+    pub held_opens: Vec<(u64, u16)>,
     /// Every action drained, in order (what the drivers were asked to do).
     pub log: Vec<Action>,
     /// The sync link acknowledges every entry at once (else the test calls
     /// [`Node::commit`]).
     pub auto_commit: bool,
+    /// Each open room's video layout, as its task was told ([`RoomCommand::Open`],
+    /// [`RoomCommand::Layout`]).
+    pub layouts: BTreeMap<u64, control::VideoLayout>,
 }
 
 pub fn wire(e: &Entry) -> Entry {
@@ -70,8 +86,14 @@ impl Node {
             last_seq: 0,
             fault: None,
             attached: Vec::new(),
+            attached_video: Vec::new(),
+            videos: BTreeMap::new(),
+            bound: BTreeMap::new(),
+            hold_opens: false,
+            held_opens: Vec::new(),
             log: Vec::new(),
             auto_commit: true,
+            layouts: BTreeMap::new(),
         }
     }
 
@@ -83,9 +105,17 @@ impl Node {
                 match a {
                     Action::SendSip { transmit, .. } => self.sent.push(transmit),
                     Action::OpenMedia { call, port } => {
-                        self.core.handle_media_opened(call, port, true, self.now)
+                        self.bound.entry(call).or_default().insert(port);
+                        if self.hold_opens {
+                            self.held_opens.push((call, port));
+                        } else {
+                            self.core.handle_media_opened(call, port, true, self.now)
+                        }
                     }
-                    Action::CloseMedia { .. } | Action::Dtmf { .. } => {}
+                    Action::CloseMedia { call } => {
+                        self.bound.remove(&call);
+                    }
+                    Action::Dtmf { .. } => {}
                     Action::TakeoverComplete { .. } => {}
                     // The WebRTC transport and the HTTP server: the test reads them in `log`.
                     Action::OpenPeer { .. }
@@ -116,6 +146,15 @@ impl Node {
         }
     }
 
+    /// Report the held [`Action::OpenMedia`]s as bound, and bind at once from now on.
+    pub fn report_opens(&mut self) {
+        self.hold_opens = false;
+        for (call, port) in std::mem::take(&mut self.held_opens) {
+            self.core.handle_media_opened(call, port, true, self.now);
+            self.drain();
+        }
+    }
+
     /// The sync link acknowledges every entry up to `seq`.
     pub fn commit(&mut self, seq: u64) {
         self.core.handle_committed(seq, self.now);
@@ -125,7 +164,10 @@ impl Node {
     pub fn room(&mut self, cmd: RoomCommand) {
         let now = self.now;
         match cmd {
-            RoomCommand::Open { room, init, .. } => {
+            RoomCommand::Open {
+                room, init, layout, ..
+            } => {
+                self.layouts.insert(room, layout);
                 let m = match init {
                     RoomInit::New(cfg) => Mixer::new(cfg),
                     RoomInit::Resume(s) => Mixer::from_snapshot(&s, now).expect("resume"),
@@ -134,35 +176,29 @@ impl Node {
                 self.mixers.insert(room, m);
             }
             RoomCommand::Join {
-                room, call, params, ..
+                room,
+                call,
+                params,
+                video,
+                ..
+            } => {
+                self.videos.insert(call, video);
+                self.join(room, call, params);
             }
-            | RoomCommand::JoinPeer { room, call, params } => {
-                let Some(m) = self.mixers.get_mut(&room) else {
-                    self.fault = Some(format!("join of {call} into room {room}, not open"));
-                    return;
-                };
-                let ev = match m.add_participant(call, params, now) {
-                    Ok(ssrc) => {
-                        self.shipped.insert(room, m.state_version());
-                        RoomEvent::Joined {
-                            room,
-                            call,
-                            ssrc,
-                            snapshot: Some(Box::new(m.export_state())),
-                        }
-                    }
-                    Err(e) => RoomEvent::JoinFailed {
-                        room,
-                        call,
-                        reason: e.to_string(),
-                    },
-                };
-                self.replies.push(ev);
-            }
+            RoomCommand::JoinPeer { room, call, params } => self.join(room, call, params),
             RoomCommand::Attach {
-                room, call, source, ..
+                room,
+                call,
+                source,
+                video,
+                video_source,
+                ..
             } => {
                 self.attached.push((call, source));
+                if video.is_some() {
+                    self.attached_video.push((call, video_source));
+                }
+                self.videos.insert(call, video);
                 if self
                     .mixers
                     .get(&room)
@@ -181,8 +217,13 @@ impl Node {
                 }
             }
             RoomCommand::Update {
-                room, call, params, ..
+                room,
+                call,
+                params,
+                video,
+                ..
             } => {
+                self.videos.insert(call, video);
                 let updated = self
                     .mixers
                     .get_mut(&room)
@@ -198,6 +239,7 @@ impl Node {
                 }
             }
             RoomCommand::Leave { room, call } => {
+                self.videos.remove(&call);
                 let Some(m) = self.mixers.get_mut(&room) else {
                     self.fault = Some(format!("leave of {call}: room {room} not open"));
                     return;
@@ -205,11 +247,43 @@ impl Node {
                 let _ = m.remove_participant(call, now);
                 while m.poll_output().is_some() {}
             }
+            RoomCommand::Layout { room, layout } => {
+                if !self.mixers.contains_key(&room) {
+                    self.fault = Some(format!("layout {layout} for room {room}, not open"));
+                }
+                self.layouts.insert(room, layout);
+            }
             RoomCommand::Close { room } => {
+                self.layouts.remove(&room);
                 self.mixers.remove(&room);
                 self.shipped.remove(&room);
             }
         }
+    }
+
+    /// A room task's `Join`/`JoinPeer`: add to the mixer; the reply comes later, as a task's.
+    fn join(&mut self, room: u64, call: u64, params: mixer::StreamParams) {
+        let Some(m) = self.mixers.get_mut(&room) else {
+            self.fault = Some(format!("join of {call} into room {room}, not open"));
+            return;
+        };
+        let ev = match m.add_participant(call, params, self.now) {
+            Ok(ssrc) => {
+                self.shipped.insert(room, m.state_version());
+                RoomEvent::Joined {
+                    room,
+                    call,
+                    ssrc,
+                    snapshot: Some(Box::new(m.export_state())),
+                }
+            }
+            Err(e) => RoomEvent::JoinFailed {
+                room,
+                call,
+                reason: e.to_string(),
+            },
+        };
+        self.replies.push(ev);
     }
 
     /// The room tasks' replies and snapshots of moved state versions.
@@ -269,6 +343,10 @@ pub struct Ua {
 
 pub const PCMU: &str = "v=0\r\no=- 1 1 IN IP4 198.18.0.10\r\ns=-\r\nc=IN IP4 198.18.0.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
 pub const OPUS: &str = "v=0\r\no=- 1 1 IN IP4 198.18.0.11\r\ns=-\r\nc=IN IP4 198.18.0.11\r\nt=0 0\r\nm=audio 4002 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\na=rtcp-mux\r\n";
+/// PCMU and VP8 video (PT 96, RTCP feedback nack, pli, fir), video at port 4004.
+pub const PCMU_VP8: &str = "v=0\r\no=- 1 3 IN IP4 198.18.0.10\r\ns=-\r\nc=IN IP4 198.18.0.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\nm=video 4004 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\na=rtcp-fb:96 ccm fir\r\n";
+/// [`PCMU_VP8`] with the video on hold (sendonly), the audio not.
+pub const PCMU_VP8_HOLD: &str = "v=0\r\no=- 1 4 IN IP4 198.18.0.10\r\ns=-\r\nc=IN IP4 198.18.0.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\nm=video 4004 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\na=sendonly\r\n";
 pub const SENDONLY: &str = "v=0\r\no=- 1 2 IN IP4 198.18.0.10\r\ns=-\r\nc=IN IP4 198.18.0.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=sendonly\r\n";
 
 impl Ua {

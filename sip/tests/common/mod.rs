@@ -214,6 +214,7 @@ pub fn answer_for(offer: &str) -> String {
     let local = sip_core::sdp::LocalMedia {
         ip: "198.18.0.1".parse().unwrap(),
         rtp_port: 40000,
+        video_port: None,
         session_id: 1,
         session_version: 1,
     };
