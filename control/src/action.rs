@@ -186,6 +186,8 @@ pub enum RoomCommand {
         init: RoomInit,
         /// How the room shows video ([`crate::RoomSettings::layout`], else the server's).
         layout: VideoLayout,
+        /// A resumed room's video forwarder, continued from its snapshot (takeover).
+        video: Option<Box<video::SwitcherSnapshot>>,
     },
     /// Add a participant to the mixer; the room answers with [`RoomEvent::Joined`] or
     /// [`RoomEvent::JoinFailed`].
@@ -340,5 +342,13 @@ pub enum RoomEvent {
         room: u64,
         /// Snapshot.
         snapshot: Box<MixerSnapshot>,
+    },
+    /// The video forwarder's state version moved (a switch decided or made, a member with
+    /// video in or out): its latest snapshot.
+    VideoSnapshot {
+        /// Room id.
+        room: u64,
+        /// Snapshot.
+        snapshot: Box<video::SwitcherSnapshot>,
     },
 }

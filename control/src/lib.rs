@@ -741,6 +741,7 @@ impl Core {
                 }
             }
             RoomEvent::Snapshot { room, snapshot } => self.on_snapshot(room, *snapshot),
+            RoomEvent::VideoSnapshot { room, snapshot } => self.on_video_snapshot(room, *snapshot),
         }
         self.step(now);
     }
@@ -1614,6 +1615,7 @@ impl Core {
                 name: name.clone(),
                 config,
                 snapshot: None,
+                video: None,
                 settings: RoomSettings::default(),
             };
             self.room_items.push(Item::Room(record.clone()));
@@ -1633,6 +1635,7 @@ impl Core {
             name: record.name.clone(),
             init,
             layout: record.settings.layout(self.cfg.video_layout),
+            video: record.video.clone().map(Box::new),
         }));
         self.room_names.insert(record.id, record.name.clone());
         self.rooms.insert(
@@ -1677,6 +1680,27 @@ impl Core {
             return; // overtaken by the one a Joined reply carried
         }
         r.record.snapshot = Some(snapshot);
+        if self.role == Role::Primary {
+            self.room_items.push(Item::Room(r.record.clone()));
+        }
+    }
+
+    fn on_video_snapshot(&mut self, room: u64, snapshot: video::SwitcherSnapshot) {
+        let Some(r) = self
+            .room_names
+            .get(&room)
+            .and_then(|name| self.rooms.get_mut(name))
+        else {
+            return; // closed meanwhile
+        };
+        if r.record
+            .video
+            .as_ref()
+            .is_some_and(|s| s.state_version >= snapshot.state_version)
+        {
+            return;
+        }
+        r.record.video = Some(snapshot);
         if self.role == Role::Primary {
             self.room_items.push(Item::Room(r.record.clone()));
         }

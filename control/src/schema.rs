@@ -56,7 +56,7 @@ use sip_core::state::{Rng, StateChange};
 ///
 /// 6: calls carry a video port pair and a learned video source; the negotiated media its
 /// video line; room settings a video layout.
-pub const SCHEMA_VERSION: u16 = 6;
+pub const SCHEMA_VERSION: u16 = 7;
 
 /// One replicated step: applied by the backup as a whole, in order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -202,6 +202,11 @@ pub struct RoomRecord {
     pub config: MixerConfig,
     /// The mixer's latest snapshot (`None` until the room's first participant is in).
     pub snapshot: Option<MixerSnapshot>,
+    /// The video forwarder's latest snapshot (`None` until a participant with video is
+    /// in): every output video stream's SSRC, how source packets map onto it, pending
+    /// switches ([`video::snapshot`]).
+    #[serde(default)]
+    pub video: Option<video::SwitcherSnapshot>,
     /// What the operator set ([`crate::admin`]): locked, its own participant limit. Gone
     /// with the room when its last participant leaves.
     #[serde(default)]

@@ -130,6 +130,13 @@ pub struct Metrics {
     pub video_rtp_in: Counter,
     /// `video_packets_received{kind="rtcp"}`, held.
     pub video_rtcp_in: Counter,
+    /// Video datagrams the rooms' forwarders sent, by kind (`rtp`: to receivers, with
+    /// retransmissions; `rtcp`: keyframe requests, NACK and REMB to sources, reports).
+    pub video_packets_sent: Family<VideoKindLabel, Counter>,
+    /// `video_packets_sent{kind="rtp"}`, held.
+    pub video_rtp_out: Counter,
+    /// `video_packets_sent{kind="rtcp"}`, held.
+    pub video_rtcp_out: Counter,
     /// Live-update WebSockets (`GET /api/ws`) open.
     pub ws_clients: Gauge,
     /// Live-update WebSockets refused: `live::MAX_SOCKETS` were open.
@@ -200,6 +207,9 @@ impl Metrics {
             video_packets_received: Family::default(),
             video_rtp_in: Counter::default(),
             video_rtcp_in: Counter::default(),
+            video_packets_sent: Family::default(),
+            video_rtp_out: Counter::default(),
+            video_rtcp_out: Counter::default(),
             ws_clients: Gauge::default(),
             ws_rejected: Counter::default(),
             ws_slow_dropped: Counter::default(),
@@ -418,6 +428,13 @@ impl Metrics {
             "Video datagrams received from participants (RTP or RTCP, from their learned video source)",
             m.video_packets_received.clone(),
         );
+        let video_rtp_out = m.video_packets_sent.get_or_create(&kind("rtp")).clone();
+        let video_rtcp_out = m.video_packets_sent.get_or_create(&kind("rtcp")).clone();
+        r.register(
+            "video_packets_sent",
+            "Video datagrams the rooms' forwarders sent (RTP to receivers; RTCP: keyframe requests, NACK, REMB, reports)",
+            m.video_packets_sent.clone(),
+        );
         r.register(
             "ws_clients",
             "Live-update WebSockets (/api/ws) open",
@@ -437,6 +454,8 @@ impl Metrics {
             registry: std::sync::Arc::new(r),
             video_rtp_in,
             video_rtcp_in,
+            video_rtp_out,
+            video_rtcp_out,
             ..m
         }
     }

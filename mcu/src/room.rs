@@ -309,11 +309,15 @@ pub struct RoomCtx {
     pub layout: VideoLayout,
 }
 
-/// Spawn a room task.
-pub fn spawn_room(ctx: RoomCtx, init: RoomInit) -> RoomHandle {
+/// Spawn a room task (`video`: a resumed room's video forwarder, continued from its snapshot).
+pub fn spawn_room(
+    ctx: RoomCtx,
+    init: RoomInit,
+    video: Option<Box<::video::SwitcherSnapshot>>,
+) -> RoomHandle {
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
     let (pkt_tx, pkt_rx) = mpsc::channel(ROOM_QUEUE);
-    tokio::spawn(run_room(ctx, init, ctl_rx, pkt_tx, pkt_rx));
+    tokio::spawn(run_room(ctx, init, video, ctl_rx, pkt_tx, pkt_rx));
     RoomHandle { ctl: ctl_tx }
 }
 
@@ -393,6 +397,12 @@ struct Room {
     tick_k: u64,
     /// How the room shows video.
     layout: VideoLayout,
+    /// The voice-switched video forwarder ([`video`]).
+    switcher: ::video::Switcher,
+    /// Its state version last shipped to the control core.
+    video_shipped: Option<u64>,
+    /// The audio speaker last passed to the forwarder.
+    video_speaker: Option<ParticipantId>,
 }
 
 impl Room {
@@ -410,6 +420,7 @@ impl Room {
                 snapshot: Box::new(self.mixer.export_state()),
             });
         }
+        self.ship_video();
     }
 
     fn attach(
@@ -450,7 +461,7 @@ impl Room {
             tracing::warn!(room = %self.ctx.name.escape_debug(), id, "video without its sockets: ignored");
             return None;
         };
-        self.video_joined(id, &v.params);
+        self.video_joined(id, &v.params, now);
         Some(self.video_link(id, v, sockets, resume, now))
     }
 
@@ -668,7 +679,7 @@ impl Room {
                 let _ = self.mixer.remove_participant(id, now);
                 self.drain();
                 if self.members.remove(&id).is_some_and(|m| m.video.is_some()) {
-                    self.video_left(id);
+                    self.video_left(id, now);
                 }
                 self.event_log.forget(id);
             }
@@ -677,6 +688,7 @@ impl Room {
             RoomCtl::Close => return false,
         }
         self.drain();
+        self.drain_video();
         self.ship();
         true
     }
@@ -730,6 +742,7 @@ impl Room {
         self.tick_k = (since.as_micros() / mixer::TICK.as_micros()) as u64;
         self.mixer.handle_tick(since);
         self.drain();
+        self.video_tick(since);
     }
 
     fn publish(&self) {
@@ -818,6 +831,7 @@ impl Room {
 async fn run_room(
     ctx: RoomCtx,
     init: RoomInit,
+    video_snapshot: Option<Box<::video::SwitcherSnapshot>>,
     mut ctl_rx: mpsc::UnboundedReceiver<RoomCtl>,
     pkt_tx: mpsc::Sender<Packet>,
     mut pkt_rx: mpsc::Receiver<Packet>,
@@ -827,6 +841,10 @@ async fn run_room(
     // (a promoted backup uses the primary's origin: the same k falls on the same instant).
     let next_k = origin.elapsed().as_micros() / mixer::TICK.as_micros() + 1;
     let mut first = origin + mixer::TICK * next_k as u32;
+    let mixer_config = match &init {
+        RoomInit::New(config) => config.clone(),
+        RoomInit::Resume(snapshot) => snapshot.config.clone(),
+    };
     let mixer = match init {
         RoomInit::New(config) => Mixer::new(config),
         RoomInit::Resume(snapshot) => {
@@ -847,8 +865,17 @@ async fn run_room(
         }
     };
     let resumed = mixer.participant_ids();
+    let switcher = video::new_switcher(
+        &ctx.name,
+        &mixer_config,
+        video_snapshot.as_deref(),
+        first.saturating_duration_since(origin),
+    );
     let mut room = Room {
         layout: ctx.layout,
+        video_shipped: Some(switcher.state_version()),
+        video_speaker: switcher.speaker().0,
+        switcher,
         shipped: Some(mixer.state_version()),
         ctx,
         mixer,
@@ -887,6 +914,7 @@ async fn run_room(
                 }
             }
             while room.mixer.poll_output().is_some() {}
+            room.video_resumed(now);
             attach_pending = false;
         }
         tokio::select! {

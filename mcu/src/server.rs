@@ -1031,6 +1031,7 @@ impl Server {
                 name,
                 init,
                 layout,
+                video,
             } => {
                 if matches!(init, control::RoomInit::Resume(_)) {
                     self.resuming.push(room);
@@ -1063,6 +1064,7 @@ impl Server {
                         layout,
                     },
                     init,
+                    video,
                 );
                 self.shared.rooms.lock().unwrap().insert(name, view.clone());
                 self.shared.metrics.rooms.inc();

@@ -192,12 +192,10 @@ impl Room {
         }
     }
 
-    // ---- the forwarder's hooks ----------------------------------------------------------
+    // ---- the forwarder ------------------------------------------------------------------
 
-    /// FORWARDER HOOK: one video datagram of member `id` that passed its media source rule,
-    /// at `now` (the room's clock: since the server's origin). Today: counted and dropped.
-    /// With the forwarder: `Rtp` to `switcher.handle_rtp(id, data, now)`, `Rtcp` to
-    /// `switcher.handle_rtcp(id, data, now)`, then its outputs to [`Room::send_video`].
+    /// One video datagram of member `id` that passed its media source rule, at `now` (the
+    /// room's clock: since the server's origin), into the forwarder; its output goes out.
     pub(super) fn video_input(
         &mut self,
         id: ParticipantId,
@@ -205,34 +203,131 @@ impl Room {
         data: &[u8],
         now: Duration,
     ) {
-        let _ = (id, data, now);
         match kind {
-            VideoKind::Rtp => self.ctx.metrics.video_rtp_in.inc(),
-            VideoKind::Rtcp => self.ctx.metrics.video_rtcp_in.inc(),
+            VideoKind::Rtp => {
+                self.ctx.metrics.video_rtp_in.inc();
+                self.switcher.handle_rtp(id, data, now);
+            }
+            VideoKind::Rtcp => {
+                self.ctx.metrics.video_rtcp_in.inc();
+                self.switcher.handle_rtcp(id, data, now);
+            }
         };
+        self.drain_video();
+        self.ship_video();
     }
 
-    /// FORWARDER HOOK: member `id`'s video is in the room (a join, or an attach at a
-    /// takeover): add it to the forwarder as a source (`params.recv`) and/or a receiver
-    /// (`params.send`).
-    pub(super) fn video_joined(&mut self, id: ParticipantId, params: &VideoParams) {
-        tracing::debug!(room = %self.ctx.name.escape_debug(), id, ?params, layout = %self.layout, "video joined");
+    /// Member `id`'s video is in the room (a join, or an attach at a takeover): a source
+    /// (`params.recv`) and/or a receiver (`params.send`) of the forwarder. A member the
+    /// resumed forwarder already has (takeover) keeps its stream.
+    pub(super) fn video_joined(&mut self, id: ParticipantId, params: &VideoParams, now: Duration) {
+        if self.switcher.output_ssrc(id).is_some() {
+            return; // resumed from the snapshot: its output stream continues
+        }
+        match self
+            .switcher
+            .add_participant(id, switcher_params(params), now)
+        {
+            Ok(ssrc) => {
+                tracing::debug!(room = %self.ctx.name.escape_debug(), id, ssrc, layout = %self.layout, "video joined")
+            }
+            Err(e) => {
+                tracing::warn!(room = %self.ctx.name.escape_debug(), id, "video not forwarded: {e}")
+            }
+        }
     }
 
-    /// FORWARDER HOOK: member `id`'s video changed by a re-INVITE (`Some`: hold or resume,
-    /// new addresses, possibly video added; `None`: removed).
+    /// Member `id`'s video changed by a re-INVITE (`Some`: hold or resume, new addresses,
+    /// possibly video added; `None`: removed). Its output stream is kept as it is while it
+    /// has video (re-adding it would restart its sequence numbers); a removed video leaves
+    /// the forwarder.
     pub(super) fn video_updated(&mut self, id: ParticipantId, params: Option<&VideoParams>) {
-        tracing::debug!(room = %self.ctx.name.escape_debug(), id, ?params, "video updated");
+        let now = self.since_origin(std::time::Instant::now());
+        match params {
+            None => {
+                let _ = self.switcher.remove_participant(id, now);
+            }
+            Some(p) if self.switcher.output_ssrc(id).is_none() => self.video_joined(id, p, now),
+            Some(_) => {}
+        }
     }
 
-    /// FORWARDER HOOK: member `id` left the room (its video with it).
-    pub(super) fn video_left(&mut self, id: ParticipantId) {
-        tracing::debug!(room = %self.ctx.name.escape_debug(), id, "video left");
+    /// Member `id` left the room (its video with it).
+    pub(super) fn video_left(&mut self, id: ParticipantId, now: Duration) {
+        let _ = self.switcher.remove_participant(id, now);
+        self.drain_video();
     }
 
-    /// FORWARDER HOOK: the room's layout changed (voice-switched forwarding or a grid).
+    /// A resumed room has its members attached: participants of the forwarder's snapshot
+    /// that nobody attached (their call is gone) leave it.
+    pub(super) fn video_resumed(&mut self, now: Duration) {
+        let gone: Vec<ParticipantId> = self
+            .switcher
+            .export_state()
+            .participants
+            .iter()
+            .map(|p| p.id)
+            .filter(|id| self.members.get(id).is_none_or(|m| m.video.is_none()))
+            .collect();
+        for id in gone {
+            let _ = self.switcher.remove_participant(id, now);
+        }
+        self.drain_video();
+    }
+
+    /// Every tick: the audio mixer's dominant speaker to the forwarder, and its timers.
+    pub(super) fn video_tick(&mut self, now: Duration) {
+        let speaker = self.mixer.active_speaker();
+        if speaker != self.video_speaker {
+            self.video_speaker = speaker;
+            if let Some(id) = speaker {
+                // Not an error when the speaker has no video: the switcher ignores it.
+                let _ = self.switcher.set_speaker(id, now);
+            }
+        }
+        if self.switcher.poll_timeout().is_some_and(|t| t <= now) {
+            self.switcher.handle_timeout(now);
+        }
+        self.drain_video();
+    }
+
+    /// Send what the forwarder produced.
+    pub(super) fn drain_video(&mut self) {
+        while let Some(out) = self.switcher.poll_output() {
+            let (to, rtcp, packet) = match out {
+                ::video::Output::Rtp { to, packet } => (to, false, packet),
+                ::video::Output::Rtcp { to, packet } => (to, true, packet),
+            };
+            if self.send_video(to, rtcp, &packet) {
+                if rtcp {
+                    self.ctx.metrics.video_rtcp_out.inc();
+                } else {
+                    self.ctx.metrics.video_rtp_out.inc();
+                }
+            }
+        }
+    }
+
+    /// Hot-standby primary: ship the forwarder's snapshot when its state version moved (a
+    /// switch decided or made, a member in or out; never per packet).
+    pub(super) fn ship_video(&mut self) {
+        let v = self.switcher.state_version();
+        if self.ctx.ship_snapshots && self.video_shipped != Some(v) {
+            self.video_shipped = Some(v);
+            let _ = self.ctx.replies.send(RoomEvent::VideoSnapshot {
+                room: self.ctx.id,
+                snapshot: Box::new(self.switcher.export_state()),
+            });
+        }
+    }
+
+    /// The room's layout changed (voice-switched forwarding or a grid).
     pub(super) fn layout_changed(&mut self, layout: VideoLayout) {
-        tracing::info!(room = %self.ctx.name.escape_debug(), %layout, "video layout");
+        if layout == VideoLayout::Grid {
+            tracing::warn!(room = %self.ctx.name.escape_debug(), "video layout grid: not built yet, the room keeps voice-switched forwarding");
+        } else {
+            tracing::info!(room = %self.ctx.name.escape_debug(), %layout, "video layout");
+        }
         self.layout = layout;
     }
 
@@ -240,7 +335,6 @@ impl Room {
     /// where its video latch says its video comes from (else its SDP address), from our video
     /// socket (the RTP one with rtcp-mux). False when not sent (no such member or video, no
     /// destination yet, the socket's buffer full, or this node fenced).
-    #[allow(dead_code)] // the forwarder's output path, wired next (issue 12)
     pub(super) fn send_video(&self, to: ParticipantId, rtcp: bool, packet: &[u8]) -> bool {
         if self.ctx.fenced.load(Ordering::SeqCst) || self.ctx.fence_tick.covers(self.tick_k) {
             return false;
@@ -257,3 +351,43 @@ impl Room {
         dest.is_some_and(|d| sock.try_send_to(packet, d).is_ok())
     }
 }
+
+/// The forwarder's view of a member's negotiated video.
+fn switcher_params(p: &VideoParams) -> ::video::VideoParams {
+    ::video::VideoParams {
+        payload_type: p.payload_type,
+        send: p.send,
+        recv: p.recv,
+        source_ssrc: None,
+        fir: p.feedback.fir,
+        nack: p.feedback.nack,
+    }
+}
+
+/// A room's video forwarder: continued from the snapshot a promoted backup holds, else new,
+/// seeded from the room's mixer seed (replicated, so a room whose forwarder had no snapshot
+/// yet draws the same output SSRCs on either node) and on the same NTP origin.
+pub(super) fn new_switcher(
+    room: &str,
+    mixer: &mixer::MixerConfig,
+    snapshot: Option<&::video::SwitcherSnapshot>,
+    now: Duration,
+) -> ::video::Switcher {
+    if let Some(s) = snapshot {
+        match ::video::Switcher::from_snapshot(s, now) {
+            Ok(sw) => return sw,
+            Err(e) => {
+                tracing::error!(room = %room.escape_debug(), "cannot resume the room's video from its snapshot: {e}")
+            }
+        }
+    }
+    ::video::Switcher::new(::video::SwitcherConfig {
+        seed: mixer.seed ^ VIDEO_SEED_SALT,
+        ntp_origin: mixer.ntp_origin,
+        ..Default::default()
+    })
+}
+
+/// Makes the forwarder's seed differ from the mixer's (audio and video SSRCs of one
+/// participant must differ).
+const VIDEO_SEED_SALT: u64 = 0x5649_4445_4f00_0001;
