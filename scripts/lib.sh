@@ -46,8 +46,10 @@ api_curl() {
   curl -H @"$ADMIN_AUTH_HEADER" "$@"
 }
 
+# build_deps — what building the workspace needs: cmake and a C/C++ toolchain (the bundled
+# libopus), pkg-config and libvpx-dev (pcap-harness decodes VP8 with the system libvpx).
 build_deps() {
-  need_pkgs cmake:cmake cc:gcc c++:g++ make:make pkg-config:pkg-config
+  need_pkgs cmake:cmake cc:gcc c++:g++ make:make pkg-config:pkg-config -:libvpx-dev
 }
 
 # need_browser — what web-client/test/browser.mjs needs: Debian's Chromium, Node.js and npm

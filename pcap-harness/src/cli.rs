@@ -14,6 +14,132 @@ pub enum PcapCommand {
     Analyze(AnalyzeArgs),
     /// Replay recorded RTP streams as real SIP participants (load generator).
     Replay(ReplayArgs),
+    /// Decode the VP8 video of a capture: frames decoded / corrupt / undecodable, key
+    /// frames, the longest freeze, resolutions and a colour timeline per flow.
+    AnalyzeVideo(AnalyzeVideoArgs),
+}
+
+/// Arguments of `mcu pcap analyze-video`.
+#[derive(clap::Args, Debug)]
+pub struct AnalyzeVideoArgs {
+    /// Capture file (pcap or pcapng).
+    pub file: std::path::PathBuf,
+    /// Print the full report (every frame included) as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The VP8 payload type (default: from the capture's SDP, else any dynamic payload
+    /// type carrying a VP8 key frame).
+    #[arg(long)]
+    pub pt: Option<u8>,
+    /// A reference colour of the colour timeline, `NAME=R,G,B` (repeatable; default:
+    /// black, white, grey, red, green, blue, yellow, cyan, magenta).
+    #[arg(long = "colour", value_name = "NAME=R,G,B")]
+    pub colours: Vec<String>,
+    /// List every freeze at least this long (ms).
+    #[arg(long, default_value_t = 200.0)]
+    pub freeze_threshold_ms: f64,
+}
+
+fn analyze_video(args: AnalyzeVideoArgs) -> Result<(), String> {
+    if !(args.freeze_threshold_ms.is_finite() && args.freeze_threshold_ms >= 0.0) {
+        return Err(format!(
+            "--freeze-threshold-ms {}: must be a non-negative number",
+            args.freeze_threshold_ms
+        ));
+    }
+    let opts = crate::video::VideoOptions {
+        pt: args.pt,
+        colours: args
+            .colours
+            .iter()
+            .map(|c| crate::video::parse_colour(c))
+            .collect::<Result<_, _>>()?,
+        freeze_threshold_ms: args.freeze_threshold_ms,
+    };
+    let report = crate::video::analyze_video(&args.file, &opts).map_err(|e| e.to_string())?;
+    if args.json {
+        let s = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        println!("{s}");
+    } else {
+        print!("{}", render_video_table(&report));
+    }
+    Ok(())
+}
+
+/// The human-readable summary of `analyze-video` without `--json`.
+pub fn render_video_table(r: &crate::video::VideoReport) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{}: {} VP8 flow(s)",
+        r.file.as_deref().unwrap_or("-"),
+        r.streams.len()
+    );
+    for (i, s) in r.streams.iter().enumerate() {
+        let ssrcs: Vec<String> = s.ssrcs.iter().map(|x| format!("0x{x:08X}")).collect();
+        let _ = writeln!(
+            o,
+            "#{i} {} -> {} pt {} ({}) ssrc {}: {} packets, {} missing, {} dup, {} reordered, \
+             {} regressions, {} seq resets, {} ssrc changes",
+            s.src,
+            s.dst,
+            s.pt,
+            s.pt_source,
+            ssrcs.join(","),
+            s.packets,
+            s.missing,
+            s.duplicates,
+            s.reordered,
+            s.regressions,
+            s.seq_resets.len(),
+            s.ssrc_changes.len()
+        );
+        let res: Vec<String> = s
+            .resolutions
+            .iter()
+            .map(|r| format!("{}x{} ({})", r.width, r.height, r.frames))
+            .collect();
+        let _ =
+            writeln!(
+            o,
+            "   frames {}: decoded {}, corrupt {} (incomplete {}, decoder {}), undecodable {}; \
+             key frames {}; picture-id jumps {}; sizes {}",
+            s.frames,
+            s.decoded,
+            s.corrupt,
+            s.incomplete,
+            s.decode_errors,
+            s.undecodable,
+            s.keyframes,
+            s.picture_id_jumps,
+            if res.is_empty() { "-".into() } else { res.join(", ") }
+        );
+        let _ = writeln!(
+            o,
+            "   longest freeze {:.1} ms from {:.6} to {:.6}; {} freeze(s) listed",
+            s.freeze.ms,
+            s.freeze.from,
+            s.freeze.to,
+            s.freezes.len()
+        );
+        for c in &s.colour_runs {
+            let _ = writeln!(
+                o,
+                "   colour {:<8} {:.3} .. {:.3} s ({} frames, mean Y {:.0} U {:.0} V {:.0})",
+                c.colour,
+                c.from - s.first_time,
+                c.to - s.first_time,
+                c.frames,
+                c.mean_y,
+                c.mean_u,
+                c.mean_v
+            );
+        }
+    }
+    for w in &r.warnings {
+        let _ = writeln!(o, "warning: {w}");
+    }
+    o
 }
 
 /// Arguments of `mcu pcap replay`.
@@ -248,6 +374,7 @@ pub fn run(cmd: PcapCommand) -> Result<(), String> {
             Ok(())
         }
         PcapCommand::Replay(args) => replay(args),
+        PcapCommand::AnalyzeVideo(args) => analyze_video(args),
     }
 }
 

@@ -51,6 +51,9 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// libvpx could not set up a VP8 decoder.
+    #[error("VP8 decoder: {0}")]
+    Vpx(crate::vpx::VpxError),
     /// A command-line or API argument is invalid.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

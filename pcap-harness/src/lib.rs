@@ -3,9 +3,12 @@
 //! decoded audio energy. Its figures are what every failover claim ("same SSRC, no sequence
 //! regression, a 40 ms gap") is measured with, and they are cross-checked against tshark.
 //!
-//! It also replays recorded streams as real SIP participants (the server's load generator).
+//! It also replays recorded streams as real SIP participants (the server's load generator),
+//! and decodes captured VP8 video with libvpx the way a receiver would ([`video`]: frames
+//! decoded / corrupt / undecodable, key frames, the longest freeze, a colour timeline).
 //!
-//! Not for: the server's media path, live capture, SRTP, TCP/TLS SIP, IP reassembly.
+//! Not for: the server's media path, live capture, SRTP, TCP/TLS SIP, IP reassembly, video
+//! codecs other than VP8.
 //!
 //! # Use
 //!
@@ -108,6 +111,20 @@
 //! ([`replay::ParticipantSummary`]); the command fails if any participant was not answered.
 //! Not supported: authentication, Record-Route, CANCEL, RTCP sending, DTMF replay.
 //!
+//! # Video
+//!
+//! `mcu pcap analyze-video FILE [--json] [--pt PT] [--colour NAME=R,G,B]...
+//! [--freeze-threshold-ms MS]` or [`video::analyze_video`]: per VP8 flow (source,
+//! destination, payload type) the packets, SSRCs, duplicates / missing / resets, frames
+//! assembled by RFC 7741 ([`vp8`]) and decoded with libvpx ([`vpx`], the crate's only
+//! `unsafe`), with per-frame capture time, size, mean Y/U/V and fate. `--json` prints
+//! [`video::VideoReport`]. Cross-checked with GStreamer: `gst-launch-1.0 -v filesrc
+//! location=F ! pcapparse caps=application/x-rtp,media=video,clock-rate=90000,
+//! encoding-name=VP8,payload=96 ! rtpvp8depay ! vp8dec ! fakesink silent=false` shows one
+//! "chain" message per decoded picture, as many as the analyzer's `decoded` on a complete
+//! capture (on a lossy one GStreamer also decodes frames whose references are gone, which
+//! the analyzer counts as undecodable).
+//!
 //! # Sequence rules
 //!
 //! Sequence numbers are extended (wrap-safe) against the highest one seen. A forward jump
@@ -129,6 +146,9 @@ pub mod report;
 pub mod rtp;
 pub mod sip;
 pub mod stream;
+pub mod video;
+pub mod vp8;
+pub mod vpx;
 pub mod writer;
 
 use std::path::Path;

@@ -11,6 +11,8 @@
 //! - [`capture`]: tcpdump, armed before it returns.
 //! - [`peers`]: sipp and baresip launchers, speech files for them.
 //! - [`browser`]: headless Chromium joining through the participant page, its getStats lines.
+//! - [`video`]: a GStreamer VP8 sender that answers PLI/FIR, and a recording receiver that
+//!   sends PLI/FIR/NACK (its pcap is for `pcap_harness::video`).
 //! - [`Scratch`] (a per-test directory) and [`poll`] (wait for a condition with a deadline).
 #![deny(missing_docs)]
 
@@ -21,6 +23,7 @@ pub mod http;
 pub mod peers;
 pub mod process;
 pub mod require;
+pub mod video;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -12,6 +12,7 @@ fn package_of(tool: &str) -> &str {
         "ping" => "iputils-ping",
         "sysctl" => "procps",
         "mergecap" => "wireshark-common",
+        "gst-launch-1.0" | "gst-inspect-1.0" => "gstreamer1.0-tools",
         other => other,
     }
 }
