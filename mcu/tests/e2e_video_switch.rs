@@ -1,0 +1,184 @@
+//! Voice-switched video end to end over loopback, asserted on what a receiver decodes.
+//!
+//! Three SIP participants in one room (scripted UACs for the signalling, real UDP):
+//! - "red" and "blue" send video with GStreamer (`videotestsrc` of their colour, `vp8enc`,
+//!   `rtpvp8pay`, `rtpbin`: it answers the server's FIR/PLI with a keyframe) and PCMU audio;
+//! - "viewer" sends silence and receives the room's video on a recording socket.
+//!
+//! Red talks first (a tone), then blue. The viewer's capture is decoded with libvpx
+//! (`pcap_harness::video`): one SSRC for the whole call, no sequence regression, pictures
+//! red and then blue, the switch within 1.5 s of blue starting to talk, and every frame
+//! after the first keyframe decodable (no freeze over 300 ms after the first picture).
+
+mod common;
+use common::uac::{body, pcmu_packet, Uac};
+use common::{args, TestServer};
+use pcap_harness::video::{analyze_video, VideoOptions};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use testkit::video::{free_port_pair, VideoReceiver, VideoSender, VideoSenderConfig};
+use testkit::Scratch;
+
+const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn offer(audio: SocketAddr, video_port: u16, direction: &str) -> String {
+    format!(
+        "v=0\r\no=tester 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n\
+         m=video {video_port} RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack\r\n\
+         a=rtcp-fb:96 nack pli\r\na=rtcp-fb:96 ccm fir\r\na={direction}\r\n",
+        audio.port(),
+    )
+}
+
+/// The answered video port of a 200 OK.
+fn answered_video_port(ok: &str) -> u16 {
+    body(ok)
+        .lines()
+        .find_map(|l| l.strip_prefix("m=video "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no video line in\n{ok}"))
+}
+
+fn answered_audio_port(ok: &str) -> u16 {
+    body(ok)
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no audio line in\n{ok}"))
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// A 20 ms PCMU packet of digital silence.
+fn silence(ssrc: u32, seq: u16, ts: u32) -> Vec<u8> {
+    let mut p = pcmu_packet(ssrc, seq, ts);
+    for b in &mut p[12..] {
+        *b = 0xFF;
+    }
+    p
+}
+
+#[test]
+fn voice_switched_video_follows_the_speaker() {
+    testkit::video::require_gstreamer();
+    let dir = Scratch::new("e2e-video-switch");
+    let srv = TestServer::start(args("39800-39859"));
+    let mut parts = Vec::new();
+    for (tag, dir_attr) in [
+        ("red", "sendrecv"),
+        ("blue", "sendrecv"),
+        ("viewer", "recvonly"),
+    ] {
+        let audio = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let vport = free_port_pair(LO);
+        let mut ua = Uac::new(srv.sip, "vswitch", tag);
+        let ok = ua.call(&offer(audio.local_addr().unwrap(), vport, dir_attr));
+        let server_audio = SocketAddr::new(LO, answered_audio_port(&ok));
+        let server_video = SocketAddr::new(LO, answered_video_port(&ok));
+        parts.push((tag, ua, audio, vport, server_audio, server_video));
+    }
+    srv.wait_participants(3, Duration::from_secs(5));
+    // Who talks: 0 = red, 1 = blue, 2 = nobody.
+    let talker = Arc::new(AtomicU8::new(0));
+    let audio_threads: Vec<_> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, (_, _, sock, _, to, _))| {
+            let sock = sock.try_clone().unwrap();
+            let to = *to;
+            let talker = talker.clone();
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                for k in 0..400u32 {
+                    let at = start + Duration::from_millis(20 * u64::from(k));
+                    if let Some(d) = at.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(d);
+                    }
+                    let who = talker.load(Ordering::Relaxed);
+                    if who == 2 {
+                        return;
+                    }
+                    let (ssrc, seq, ts) = (0x1000 + i as u32, k as u16, 160 * k);
+                    let p = if usize::from(who) == i {
+                        pcmu_packet(ssrc, seq, ts)
+                    } else {
+                        silence(ssrc, seq, ts)
+                    };
+                    let _ = sock.send_to(&p, to);
+                }
+            })
+        })
+        .collect();
+    let viewer = VideoReceiver::bind(SocketAddr::new(LO, parts[2].3), false);
+    let red = VideoSender::start(&VideoSenderConfig::new(parts[0].5, parts[0].3, (255, 0, 0)));
+    let blue = VideoSender::start(&VideoSenderConfig::new(parts[1].5, parts[1].3, (0, 0, 255)));
+    std::thread::sleep(Duration::from_secs(3));
+    let switch_at = unix_now();
+    talker.store(1, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(3));
+    talker.store(2, Ordering::Relaxed);
+    for t in audio_threads {
+        t.join().unwrap();
+    }
+    let metrics = srv.metrics();
+    red.stop();
+    blue.stop();
+    let cap = viewer.finish(&dir.path("viewer.pcap"));
+    let report = analyze_video(&cap, &VideoOptions::default()).unwrap();
+    let to_viewer = format!("127.0.0.1:{}", parts[2].3);
+    let streams = report.streams_to(&to_viewer);
+    assert_eq!(streams.len(), 1, "{:#?}", report.warnings);
+    let s = streams[0];
+    eprintln!(
+        "VIDEO-SWITCH viewer: ssrcs {:x?} packets {} missing {} regressions {} frames {} decoded {} corrupt {} keyframes {} colours {:?} freeze {:.0} ms",
+        s.ssrcs,
+        s.packets,
+        s.missing,
+        s.regressions,
+        s.frames,
+        s.decoded,
+        s.corrupt,
+        s.keyframes,
+        s.colour_sequence(),
+        s.freeze.ms
+    );
+    for l in metrics.lines().filter(|l| l.starts_with("mcu_video")) {
+        eprintln!("VIDEO-SWITCH {l}");
+    }
+    assert_eq!(s.ssrcs.len(), 1, "one SSRC for the whole call");
+    assert_eq!(s.regressions, 0, "no sequence regression");
+    assert_eq!(s.duplicates, 0);
+    assert!(s.decoded >= 100, "decoded only {} frames", s.decoded);
+    assert_eq!(s.corrupt, 0, "every frame decodable");
+    assert_eq!(
+        s.colour_sequence(),
+        vec!["red", "blue"],
+        "the viewer sees red, then blue"
+    );
+    let blue_at = s
+        .first_colour_after("blue", switch_at)
+        .expect("a blue picture after the switch");
+    let latency = blue_at - switch_at;
+    eprintln!("VIDEO-SWITCH switch latency {:.0} ms", latency * 1e3);
+    assert!(
+        latency <= 1.5,
+        "switched {latency:.2} s after blue began to talk"
+    );
+    let first = s.first_decoded_time.expect("a decoded picture");
+    let late_freezes: Vec<_> = s
+        .freezes
+        .iter()
+        .filter(|f| f.from >= first && f.ms > 300.0)
+        .collect();
+    assert!(late_freezes.is_empty(), "freezes: {late_freezes:?}");
+}
