@@ -126,8 +126,17 @@ pub fn run(cmd: &mut std::process::Command) {
 /// read from `/proc/net/udp{,6}`: how a test sees that a peer it started is listening,
 /// without touching the port.
 pub fn udp_port_bound(port: u16) -> bool {
+    udp_port_bound_at("/proc/net", port)
+}
+
+/// Whether a UDP socket is bound to `port` in the network namespace of process `pid`.
+pub fn udp_port_bound_in(pid: u32, port: u16) -> bool {
+    udp_port_bound_at(&format!("/proc/{pid}/net"), port)
+}
+
+fn udp_port_bound_at(dir: &str, port: u16) -> bool {
     let needle = format!(":{port:04X} ");
-    ["/proc/net/udp", "/proc/net/udp6"].iter().any(|f| {
+    [format!("{dir}/udp"), format!("{dir}/udp6")].iter().any(|f| {
         std::fs::read_to_string(f).is_ok_and(|t| {
             t.lines()
                 .skip(1)

@@ -191,8 +191,19 @@ pub struct VideoSender {
 impl VideoSender {
     /// Start the pipeline and return once its receiving socket is bound.
     pub fn start(config: &VideoSenderConfig) -> VideoSender {
+        Self::start_with(config, Command::new("gst-launch-1.0"))
+    }
+
+    /// [`VideoSender::start`] in a test bed node's network namespace.
+    pub fn start_in(bed: &crate::bed::Testbed, node: &str, config: &VideoSenderConfig) -> VideoSender {
+        Self::start_with(config, bed.command(node, "gst-launch-1.0"))
+    }
+
+    /// Start the pipeline with `command` (`gst-launch-1.0`, or a wrapper that execs it,
+    /// such as `ip netns exec NS gst-launch-1.0`).
+    fn start_with(config: &VideoSenderConfig, mut command: Command) -> VideoSender {
         require_gstreamer();
-        let mut child = Command::new("gst-launch-1.0")
+        let mut child = command
             .args(config.gst_args())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -218,7 +229,8 @@ impl VideoSender {
                     s.log.lines
                 );
             }
-            crate::process::udp_port_bound(rtcp_port).then_some(())
+            // The process's own view of its namespace's sockets.
+            crate::process::udp_port_bound_in(s.child.id(), rtcp_port).then_some(())
         });
         assert!(
             bound.is_some(),
