@@ -998,7 +998,7 @@ impl Switcher {
         for (&sid, p) in &self.participants {
             if let Some(src) = p.source.as_ref().filter(|s| s.ssrc.is_some()) {
                 if src.deferred {
-                    at(src.last_request_at.map_or(Duration::ZERO, |t| {
+                    at(src.last_request_at.map_or(self.changed_at, |t| {
                         t.saturating_add(cfg.keyframe_request_interval)
                     }));
                 } else if src.awaiting_keyframe && waiting.contains(&sid) {
