@@ -64,7 +64,7 @@
 //!     // Sleep until the next timer (keyframe retry, REMB, sender report) or datagram.
 //!     match sw.poll_timeout() {
 //!         Some(at) if at < Duration::from_secs(3) => {
-//!             now = at;
+//!             now = now.max(at); // a deadline in the past: run it now
 //!             sw.handle_timeout(now);
 //!         }
 //!         _ => break,
@@ -153,7 +153,7 @@ pub struct SwitcherConfig {
     /// Takeover bound: a node sends one receiver at most `max_packet_burst` +
     /// `max_packet_rate` x elapsed seconds packets (see [`snapshot`]). Default 2000 / s.
     pub max_packet_rate: u32,
-    /// See `max_packet_rate`. Default 1000.
+    /// See `max_packet_rate`. Default 500.
     pub max_packet_burst: u32,
     /// Takeover bound on frames (picture IDs) per second on one output stream. Default 120.
     pub max_frame_rate: u32,
@@ -172,7 +172,7 @@ impl Default for SwitcherConfig {
             cache_packets: 512,
             cache_max_age: Duration::from_secs(1),
             max_packet_rate: 2000,
-            max_packet_burst: 1000,
+            max_packet_burst: 500,
             max_frame_rate: 120,
         }
     }

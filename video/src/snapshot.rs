@@ -98,9 +98,9 @@ pub struct Mapping {
     pub source_ssrc: u32,
     /// When the switch happened.
     pub started_at: Duration,
-    /// Source sequence number of the switch's keyframe packet: for a few seconds, older
-    /// packets of the source are not forwarded (they would repeat sequence numbers of the
-    /// previous source).
+    /// Source sequence number of the switch's keyframe packet: older packets of the source
+    /// are not forwarded (they would repeat sequence numbers of the previous source) while
+    /// they can still arrive: for the first 512 packets of the mapping, at most 5 s.
     pub first_source_seq: u16,
     /// Output sequence number of the switch's packet.
     pub first_seq: u16,

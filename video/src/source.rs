@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// Packets this far behind the highest sequence number are still taken (reordering,
 /// retransmissions); duplicates within it are dropped.
-const WINDOW: u16 = 512;
+pub(crate) const WINDOW: u16 = 512;
 /// A forward jump up to this is loss; a bigger one (or a backward one beyond the window)
 /// is a restart of the sequence, believed when the next packet follows it (RFC 3550 A.1).
 const MAX_DROPOUT: u16 = 3000;

@@ -65,10 +65,14 @@ use rtc_rtcp::source_description::{
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-/// For this long after a switch, source packets older than the switch's are not forwarded.
-/// (Sequence numbers are compared modulo 2^16, which is unambiguous as long as a source
-/// sends fewer than 32768 packets in this time.)
+/// After a switch, source packets older than the switch's are not forwarded, until the
+/// mapping has forwarded [`GUARD_PACKETS`] packets (from then on the source's sequence
+/// window refuses anything that old) or for at most this long (sequence numbers are
+/// compared modulo 2^16, unambiguous as long as a source sends fewer than 32768 packets in
+/// this time; a standby resuming an old mapping has no count to go by).
 const EPOCH_GUARD: Duration = Duration::from_secs(5);
+/// See [`EPOCH_GUARD`]: the source's sequence window.
+const GUARD_PACKETS: u64 = crate::source::WINDOW as u64;
 /// Previous mappings kept per receiver for NACKs.
 const MAX_HISTORY: usize = 4;
 /// Sequence numbers of one NACK datagram looked at.
@@ -385,7 +389,8 @@ impl Switcher {
 
     /// Add a participant; returns the SSRC of its output stream (drawn from the seed, see
     /// [`crate::stream_origins`]). A new receiver gets a target at once (and the target is
-    /// asked for a keyframe).
+    /// asked for a keyframe). An id removed and added again gets the same SSRC and starts
+    /// from the same origins: reuse an id only for a new call leg.
     pub fn add_participant(
         &mut self,
         id: ParticipantId,
@@ -410,6 +415,18 @@ impl Switcher {
         self.participants
             .remove(&id)
             .ok_or(Error::UnknownParticipant(id))?;
+        // Its viewers' mappings die with it (a participant rejoining under the same id is a
+        // new stream): they wait for their next target's keyframe.
+        for r in self
+            .participants
+            .values_mut()
+            .filter_map(|p| p.receiver.as_mut())
+        {
+            if r.epoch.as_ref().is_some_and(|e| e.map.source == id) {
+                r.epoch = None;
+            }
+            r.history.retain(|e| e.map.source != id);
+        }
         if self.speaker == Some(id) {
             self.speaker = self.previous_speaker.take();
         } else if self.previous_speaker == Some(id) {
@@ -653,7 +670,8 @@ impl Switcher {
             if e.map.source != id || e.generation != generation || e.map.source_ssrc != rtp.ssrc {
                 continue;
             }
-            if now.saturating_sub(e.map.started_at) < EPOCH_GUARD
+            if e.forwarded <= GUARD_PACKETS
+                && now.saturating_sub(e.map.started_at) < EPOCH_GUARD
                 && seq_after(e.map.first_source_seq, rtp.seq)
             {
                 continue; // older than the switch: its sequence numbers are taken
@@ -980,7 +998,7 @@ impl Switcher {
         for (&sid, p) in &self.participants {
             if let Some(src) = p.source.as_ref().filter(|s| s.ssrc.is_some()) {
                 if src.deferred {
-                    at(src.last_request_at.map_or(Duration::ZERO, |t| {
+                    at(src.last_request_at.map_or(self.changed_at, |t| {
                         t.saturating_add(cfg.keyframe_request_interval)
                     }));
                 } else if src.awaiting_keyframe && waiting.contains(&sid) {

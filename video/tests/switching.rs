@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use std::time::Duration;
 use video::{Switcher, SwitcherConfig, VideoParams};
 
 fn room() -> Room {
@@ -224,4 +225,90 @@ fn removing_the_speaker_brings_back_the_previous_one() {
 
 fn video_timeout() -> Input {
     Input::Timeout
+}
+
+#[test]
+fn packets_of_the_new_source_older_than_its_keyframe_are_not_forwarded_to_the_switched() {
+    let mut room = room();
+    room.run_until(ms(1000));
+    room.speaker(1);
+    room.run_until(ms(1500));
+    // 2 speaks: 3 waits for 2's keyframe. 2's last frame before the keyframe loses its
+    // middle packet in the network, which arrives late, after the keyframe.
+    room.speaker(2);
+    let mut s2 = room.senders.remove(&2).unwrap();
+    room.next_frame.remove(&2);
+    s2.keyframe_in = None;
+    let inter = s2.frame(room.now);
+    let key = s2.frame_kind(room.now + FRAME, true);
+    room.input(Input::Rtp(2, inter[0].clone()));
+    room.input(Input::Rtp(2, inter[2].clone()));
+    room.now += FRAME;
+    for p in &key {
+        room.input(Input::Rtp(2, p.clone()));
+    }
+    let (to1, to3) = (room.out.rtp_to(1).len(), room.out.rtp_to(3).len());
+    room.input(Input::Rtp(2, inter[1].clone()));
+    assert_eq!(
+        room.out.rtp_to(1).len(),
+        to1 + 1,
+        "1 was shown 2 already: it gets it"
+    );
+    assert_eq!(
+        room.out.rtp_to(3).len(),
+        to3,
+        "3 switched at the keyframe: not for it"
+    );
+    assert_continuous(&room.out.rtp_to(3));
+    assert_eq!(room.sw.stats(3).unwrap().showing, Some(2));
+}
+
+#[test]
+fn a_long_mapping_keeps_forwarding_past_the_sequence_wrap() {
+    let mut sw = Switcher::new(SwitcherConfig::default());
+    sw.add_participant(1, params(Some(0x1111)), ms(0)).unwrap();
+    sw.add_participant(
+        2,
+        VideoParams {
+            recv: false,
+            ..params(None)
+        },
+        ms(0),
+    )
+    .unwrap();
+    let mut now = ms(1);
+    let mut got = 0u32;
+    let mut last: Option<u16> = None;
+    // 70000 packets at 10000 per second: more than 2^15 in the first 5 s of the mapping.
+    for i in 0..70_000u32 {
+        let key = i == 0;
+        let data: &[u8] = if key {
+            &[0x50, 0, 0, 0x9D, 0x01, 0x2A]
+        } else {
+            &[0x51, 0, 0]
+        };
+        let mut payload = vec![0x90, 0x80, 0x80 | (i >> 8 & 0x7F) as u8, i as u8];
+        payload.extend_from_slice(data);
+        let pkt = rtp(
+            PT,
+            true,
+            1000u16.wrapping_add(i as u16),
+            i * 9,
+            0x1111,
+            &payload,
+        );
+        sw.handle_rtp(1, &pkt, now);
+        while let Some(o) = sw.poll_output() {
+            if let video::Output::Rtp { packet, .. } = o {
+                let seq = u16::from_be_bytes([packet[2], packet[3]]);
+                if let Some(l) = last {
+                    assert_eq!(seq, l.wrapping_add(1));
+                }
+                last = Some(seq);
+                got += 1;
+            }
+        }
+        now += Duration::from_micros(100);
+    }
+    assert_eq!(got, 70_000);
 }

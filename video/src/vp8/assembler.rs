@@ -55,7 +55,7 @@ impl Pending {
 }
 
 /// Collects the RTP packets of one VP8 source into frames (reordering within a window of
-/// [`MAX_PENDING`] frames, dropping duplicates and late packets). Frames come out in
+/// 4 frames, dropping duplicates and late packets). Frames come out in
 /// sequence order from [`FrameAssembler::poll_frame`]: a complete frame as soon as its last
 /// packet arrives, an incomplete one (`missing` set) when a later frame completes or the
 /// window is full. Memory is bounded (frame size, packets per frame, window).
