@@ -136,12 +136,14 @@ pub fn udp_port_bound_in(pid: u32, port: u16) -> bool {
 
 fn udp_port_bound_at(dir: &str, port: u16) -> bool {
     let needle = format!(":{port:04X} ");
-    [format!("{dir}/udp"), format!("{dir}/udp6")].iter().any(|f| {
-        std::fs::read_to_string(f).is_ok_and(|t| {
-            t.lines()
-                .skip(1)
-                .filter_map(|l| l.split_whitespace().nth(1))
-                .any(|local| format!("{local} ").ends_with(&needle))
+    [format!("{dir}/udp"), format!("{dir}/udp6")]
+        .iter()
+        .any(|f| {
+            std::fs::read_to_string(f).is_ok_and(|t| {
+                t.lines()
+                    .skip(1)
+                    .filter_map(|l| l.split_whitespace().nth(1))
+                    .any(|local| format!("{local} ").ends_with(&needle))
+            })
         })
-    })
 }

@@ -195,7 +195,11 @@ impl VideoSender {
     }
 
     /// [`VideoSender::start`] in a test bed node's network namespace.
-    pub fn start_in(bed: &crate::bed::Testbed, node: &str, config: &VideoSenderConfig) -> VideoSender {
+    pub fn start_in(
+        bed: &crate::bed::Testbed,
+        node: &str,
+        config: &VideoSenderConfig,
+    ) -> VideoSender {
         Self::start_with(config, bed.command(node, "gst-launch-1.0"))
     }
 

@@ -1,0 +1,219 @@
+//! Video across `kill -9` of the primary (issue 12), in the namespace test bed: a primary and
+//! a backup serve the service address; in one room "red" (client1: a scripted UAC for the
+//! signalling, a 1 kHz tone as its audio so that it is the speaker, GStreamer sending VP8 of
+//! a red picture and answering keyframe requests) and "viewer" (client2: a UAC and a
+//! recording socket for the room's video). The primary is killed 4 s in; the viewer's
+//! capture, decoded with libvpx (`pcap_harness::video`), must show one SSRC for the whole
+//! call, no sequence regression or duplicate, every frame decodable, red pictures after the
+//! kill, and no interval without a new picture longer than the goal (500 ms) across it.
+
+mod common;
+use common::uac::{body, pcmu_packet, Uac};
+use common::Node;
+use pcap_harness::video::{analyze_video, VideoOptions};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use testkit::bed::{addr_of, in_netns, Testbed, VIP};
+use testkit::poll;
+use testkit::video::{VideoReceiver, VideoSender, VideoSenderConfig};
+
+const ROOM: &str = "vfail";
+/// The longest interval without a decodable picture across the kill (issue 12's goal).
+const FREEZE_GOAL_MS: f64 = 500.0;
+
+fn http_addr(node: &str) -> SocketAddr {
+    SocketAddr::new(addr_of(node).into(), 8080)
+}
+
+fn offer(ip: IpAddr, audio_port: u16, video_port: u16, direction: &str) -> String {
+    format!(
+        "v=0\r\no=tester 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+         m=audio {audio_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n\
+         m=video {video_port} RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack\r\n\
+         a=rtcp-fb:96 nack pli\r\na=rtcp-fb:96 ccm fir\r\na={direction}\r\n"
+    )
+}
+
+fn answered_port(ok: &str, media: &str) -> u16 {
+    body(ok)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("m={media} ")))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no {media} line in\n{ok}"))
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[test]
+fn video_survives_kill_of_primary() {
+    testkit::require::e2e("network namespaces", &["ip", "iptables"]);
+    testkit::video::require_gstreamer();
+    let prefix = std::env::var("VIDEO_FAILOVER_PREFIX").unwrap_or_else(|_| "us-vf".into());
+    let dir = testkit::Scratch::new("e2e-video-failover");
+    let key = dir.path("ft.key");
+    std::fs::write(&key, format!("understudy-vf-{}", std::process::id())).unwrap();
+    let bed = Testbed::up(&prefix, 2);
+    let mut nodes = vec![];
+    for (node, peer) in [("backup", "primary"), ("primary", "backup")] {
+        let n = Node::start(
+            &bed,
+            node,
+            http_addr(node),
+            &common::ft_node_args(node, peer, &key, &[]),
+        );
+        assert!(
+            poll(Duration::from_secs(20), || n.get("/api/status")).is_some(),
+            "{node} does not answer"
+        );
+        nodes.push(n);
+    }
+    let (backup, mut primary) = (nodes.remove(0), nodes.remove(0));
+    let synced = |p: &Node, b: &Node| {
+        poll(Duration::from_secs(10), || {
+            let (ps, bs) = (p.get_json("/api/status")?, b.get_json("/api/status")?);
+            (ps["protected"] == true
+                && bs["protected"] == true
+                && ps["replication"]["unacked"] == 0)
+                .then_some(())
+        })
+        .is_some()
+    };
+    assert!(synced(&primary, &backup), "the pair is not protected");
+    let server = SocketAddr::new(VIP.into(), 5060);
+
+    // Red: SIP on :5070, audio :20000, video :20002/20003 (GStreamer).
+    let red_ip = IpAddr::from(addr_of("client1"));
+    let red_audio = bed.udp("client1", &format!("{red_ip}:20000"));
+    let mut red = Uac::with_socket(
+        bed.udp("client1", &format!("{red_ip}:5070")),
+        server,
+        ROOM,
+        "red",
+    );
+    let ok = red.call(&offer(red_ip, 20000, 20002, "sendrecv"));
+    let red_server_audio = SocketAddr::new(VIP.into(), answered_port(&ok, "audio"));
+    let red_server_video = SocketAddr::new(VIP.into(), answered_port(&ok, "video"));
+    // Viewer: SIP :5070, audio :20000 (unused), video :20002/20003 (recording).
+    let viewer_ip = IpAddr::from(addr_of("client2"));
+    let mut viewer_ua = Uac::with_socket(
+        bed.udp("client2", &format!("{viewer_ip}:5070")),
+        server,
+        ROOM,
+        "viewer",
+    );
+    let _viewer_audio = bed.udp("client2", &format!("{viewer_ip}:20000"));
+    let viewer_rtp = SocketAddr::new(viewer_ip, 20002);
+    let viewer = in_netns(&bed.ns("client2"), move || {
+        VideoReceiver::bind(viewer_rtp, false)
+    });
+    viewer_ua.call(&offer(viewer_ip, 20000, 20002, "recvonly"));
+
+    // Red talks all along (a tone): it is the speaker, the viewer sees it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let talker = {
+        let (sock, stop) = (red_audio.try_clone().unwrap(), stop.clone());
+        std::thread::spawn(move || {
+            let mut seq = 0u16;
+            let mut next = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let _ = sock.send_to(
+                    &pcmu_packet(0x00AE_D000, seq, u32::from(seq) * 160),
+                    red_server_audio,
+                );
+                seq = seq.wrapping_add(1);
+                next += Duration::from_millis(20);
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+        })
+    };
+    let mut cfg = VideoSenderConfig::new(red_server_video, 20002, (255, 0, 0));
+    cfg.local_ip = red_ip;
+    let sender = VideoSender::start_in(&bed, "client1", &cfg);
+    assert!(
+        poll(Duration::from_secs(5), || (viewer.received() > 30)
+            .then_some(()))
+        .is_some(),
+        "the viewer gets no video before the kill"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(synced(&primary, &backup), "the backup holds the room");
+
+    let kill_at = unix_now();
+    primary.kill9();
+    let taken = poll(Duration::from_secs(5), || {
+        let st = backup.get_json("/api/status")?;
+        (st["role"] == "primary").then_some(())
+    });
+    assert!(taken.is_some(), "the backup did not take over");
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    talker.join().unwrap();
+    sender.stop();
+    let metrics = backup.get("/metrics").map(|(_, b)| b).unwrap_or_default();
+    let cap = viewer.finish(&dir.path("viewer.pcap"));
+    let report = analyze_video(&cap, &VideoOptions::default()).unwrap();
+    let streams = report.streams_to(&viewer_rtp.to_string());
+    assert_eq!(streams.len(), 1, "{:?}", report.warnings);
+    let s = streams[0];
+    // The longest interval without a new picture that covers the kill.
+    let across = s
+        .freezes
+        .iter()
+        .filter(|f| f.from <= kill_at + 0.5 && f.to >= kill_at)
+        .map(|f| f.ms)
+        .fold(0.0f64, f64::max);
+    // Decoded pictures only (a picture has its mean colour).
+    let pictures: Vec<f64> = s
+        .frame_list
+        .iter()
+        .filter(|f| f.mean_y.is_some())
+        .map(|f| f.time)
+        .collect();
+    let gap_across = pictures
+        .windows(2)
+        .filter(|w| w[0] <= kill_at && w[1] >= kill_at)
+        .map(|w| (w[1] - w[0]) * 1e3)
+        .fold(0.0f64, f64::max);
+    eprintln!(
+        "VIDEO-FAILOVER viewer: ssrcs {:x?} packets {} missing {} regressions {} duplicates {} frames {} decoded {} corrupt {} keyframes {} colours {:?} longest freeze {:.0} ms, across the kill: freeze {:.0} ms, frame gap {:.0} ms",
+        s.ssrcs,
+        s.packets,
+        s.missing,
+        s.regressions,
+        s.duplicates,
+        s.frames,
+        s.decoded,
+        s.corrupt,
+        s.keyframes,
+        s.colour_sequence(),
+        s.freeze.ms,
+        across,
+        gap_across
+    );
+    for l in metrics.lines().filter(|l| l.starts_with("mcu_video")) {
+        eprintln!("VIDEO-FAILOVER backup {l}");
+    }
+    assert_eq!(s.ssrcs.len(), 1, "one SSRC across the takeover");
+    assert_eq!(s.regressions, 0, "no sequence regression");
+    assert_eq!(s.duplicates, 0, "no packet twice");
+    assert_eq!(s.corrupt, 0, "every frame decodable");
+    assert_eq!(s.colour_sequence(), vec!["red"]);
+    let after = pictures.iter().filter(|t| **t > kill_at + 0.5).count();
+    assert!(
+        after >= 40,
+        "only {after} pictures decoded after the takeover"
+    );
+    assert!(
+        gap_across > 0.0 && gap_across <= FREEZE_GOAL_MS,
+        "longest interval without a picture across the kill: {gap_across:.0} ms"
+    );
+    drop(backup);
+}
