@@ -22,10 +22,6 @@ use testkit::poll;
 const ROOM: &str = "sig";
 const TIMEOUT: Duration = Duration::from_secs(8);
 
-fn http_addr(node: &str) -> SocketAddr {
-    SocketAddr::new(addr_of(node).into(), 8080)
-}
-
 fn participants(node: &Node) -> usize {
     node.get_json("/api/rooms")
         .and_then(|r| {
@@ -125,32 +121,7 @@ fn invite_bye_and_reinvite_in_the_detection_window() {
     let key = dir.path("ft.key");
     std::fs::write(&key, format!("understudy-sig-{}", std::process::id())).unwrap();
     let bed = Testbed::up(&prefix, 4);
-    let mut nodes = vec![];
-    for (node, peer) in [("backup", "primary"), ("primary", "backup")] {
-        let n = Node::start(
-            &bed,
-            node,
-            http_addr(node),
-            &common::ft_node_args(node, peer, &key, &[]),
-        );
-        assert!(
-            poll(Duration::from_secs(20), || n.get("/api/status")).is_some(),
-            "{node} does not answer"
-        );
-        nodes.push(n);
-    }
-    let (mut backup, mut primary) = (nodes.remove(0), nodes.remove(0));
-    let synced = |p: &Node, b: &Node| {
-        poll(Duration::from_secs(10), || {
-            let (ps, bs) = (p.get_json("/api/status")?, b.get_json("/api/status")?);
-            (ps["protected"] == true
-                && bs["protected"] == true
-                && ps["replication"]["unacked"] == 0)
-                .then_some(())
-        })
-        .is_some()
-    };
-    assert!(synced(&primary, &backup), "the pair is not protected");
+    let (mut primary, mut backup) = common::start_pair(&bed, &key);
 
     // A talks (a tone), B and C listen; all three in the room.
     let (mut a, a_rtp) = uac(&bed, "client1", "alice");
@@ -181,7 +152,10 @@ fn invite_bye_and_reinvite_in_the_detection_window() {
         .is_some(),
         "three participants on the primary"
     );
-    assert!(synced(&primary, &backup), "the backup holds the room");
+    assert!(
+        common::pair_synced(&primary, &backup),
+        "the backup holds the room"
+    );
     let before = rtp_during(&c_rtp, Duration::from_millis(600));
     let c_ssrc = before.last().expect("C hears the room before the kill").0;
     assert!(

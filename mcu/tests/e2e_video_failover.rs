@@ -9,7 +9,6 @@
 
 mod common;
 use common::uac::{body, pcmu_packet, Uac};
-use common::Node;
 use pcap_harness::video::{analyze_video, VideoOptions};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,10 +21,6 @@ use testkit::video::{VideoReceiver, VideoSender, VideoSenderConfig};
 const ROOM: &str = "vfail";
 /// The longest interval without a decodable picture across the kill (issue 12's goal).
 const FREEZE_GOAL_MS: f64 = 500.0;
-
-fn http_addr(node: &str) -> SocketAddr {
-    SocketAddr::new(addr_of(node).into(), 8080)
-}
 
 fn offer(ip: IpAddr, audio_port: u16, video_port: u16, direction: &str) -> String {
     format!(
@@ -61,32 +56,7 @@ fn video_survives_kill_of_primary() {
     let key = dir.path("ft.key");
     std::fs::write(&key, format!("understudy-vf-{}", std::process::id())).unwrap();
     let bed = Testbed::up(&prefix, 2);
-    let mut nodes = vec![];
-    for (node, peer) in [("backup", "primary"), ("primary", "backup")] {
-        let n = Node::start(
-            &bed,
-            node,
-            http_addr(node),
-            &common::ft_node_args(node, peer, &key, &[]),
-        );
-        assert!(
-            poll(Duration::from_secs(20), || n.get("/api/status")).is_some(),
-            "{node} does not answer"
-        );
-        nodes.push(n);
-    }
-    let (backup, mut primary) = (nodes.remove(0), nodes.remove(0));
-    let synced = |p: &Node, b: &Node| {
-        poll(Duration::from_secs(10), || {
-            let (ps, bs) = (p.get_json("/api/status")?, b.get_json("/api/status")?);
-            (ps["protected"] == true
-                && bs["protected"] == true
-                && ps["replication"]["unacked"] == 0)
-                .then_some(())
-        })
-        .is_some()
-    };
-    assert!(synced(&primary, &backup), "the pair is not protected");
+    let (mut primary, backup) = common::start_pair(&bed, &key);
     let server = SocketAddr::new(VIP.into(), 5060);
 
     // Red: SIP on :5070, audio :20000, video :20002/20003 (GStreamer).
@@ -144,7 +114,10 @@ fn video_survives_kill_of_primary() {
         "the viewer gets no video before the kill"
     );
     std::thread::sleep(Duration::from_secs(3));
-    assert!(synced(&primary, &backup), "the backup holds the room");
+    assert!(
+        common::pair_synced(&primary, &backup),
+        "the backup holds the room"
+    );
 
     let kill_at = unix_now();
     primary.kill9();

@@ -573,3 +573,44 @@ pub fn received_alaw_levels(pcap: &std::path::Path, port: u16) -> Vec<(f64, f64)
 pub const SPEECH_DBFS: f64 = -40.0;
 /// A decoded A-law packet quieter than this carries no voice.
 pub const SILENCE_DBFS: f64 = -55.0;
+
+/// A test bed node's monitoring address (`--http-listen` of [`ft_node_args`]).
+pub fn node_http(node: &str) -> SocketAddr {
+    SocketAddr::new(testkit::bed::addr_of(node).into(), 8080)
+}
+
+/// Start a hot-standby pair in the test bed with [`ft_node_args`] (the backup first), wait
+/// until both answer and the pair is protected: (primary, backup).
+pub fn start_pair(bed: &testkit::bed::Testbed, key: &Path) -> (Node, Node) {
+    let mut nodes = vec![];
+    for (node, peer) in [("backup", "primary"), ("primary", "backup")] {
+        let n = Node::start(
+            bed,
+            node,
+            node_http(node),
+            &ft_node_args(node, peer, key, &[]),
+        );
+        assert!(
+            testkit::poll(Duration::from_secs(20), || n.get("/api/status")).is_some(),
+            "{node} does not answer"
+        );
+        nodes.push(n);
+    }
+    let (backup, primary) = (nodes.remove(0), nodes.remove(0));
+    assert!(pair_synced(&primary, &backup), "the pair is not protected");
+    (primary, backup)
+}
+
+/// Whether the pair is protected on both sides with nothing unacknowledged (polled up to
+/// 10 s).
+pub fn pair_synced(primary: &Node, backup: &Node) -> bool {
+    testkit::poll(Duration::from_secs(10), || {
+        let (ps, bs) = (
+            primary.get_json("/api/status")?,
+            backup.get_json("/api/status")?,
+        );
+        (ps["protected"] == true && bs["protected"] == true && ps["replication"]["unacked"] == 0)
+            .then_some(())
+    })
+    .is_some()
+}
