@@ -758,6 +758,18 @@ impl Room {
                 }
                 if let (Some(view), Some(link)) = (p.video.as_mut(), m.video.as_ref()) {
                     view.remote_media = link.latch.rtp_addr();
+                    if let Some(s) = self.switcher.stats(*id) {
+                        view.showing = s.showing;
+                        view.ssrc_out = Some(s.ssrc_out);
+                        view.ssrc_in = s.ssrc_in;
+                        view.packets_in = s.packets_in;
+                        view.packets_out = s.packets_out;
+                        view.keyframe_requests = s.keyframe_requests_sent;
+                        view.keyframe_requests_suppressed = s.keyframe_requests_suppressed;
+                        view.switches = s.switches;
+                        view.nack_answered = s.nack_answered;
+                        view.nack_missed = s.nack_missed;
+                    }
                 }
             }
         }

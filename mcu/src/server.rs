@@ -1558,6 +1558,16 @@ fn video_view(v: &MemberVideo) -> VideoView {
         payload_type: v.params.payload_type,
         direction: direction_of(v.params.send, v.params.recv),
         remote_media: v.media.remote_rtp,
+        showing: None,
+        ssrc_out: None,
+        ssrc_in: None,
+        packets_in: 0,
+        packets_out: 0,
+        keyframe_requests: 0,
+        keyframe_requests_suppressed: 0,
+        switches: 0,
+        nack_answered: 0,
+        nack_missed: 0,
     }
 }
 

@@ -45,6 +45,26 @@ pub struct VideoView {
     pub direction: String,
     /// Where we send its video (the learned source of its video RTP, else its SDP address).
     pub remote_media: SocketAddr,
+    /// The participant whose video it is shown now (voice-switched forwarding).
+    pub showing: Option<ParticipantId>,
+    /// SSRC of the video stream we send it (one for the whole call).
+    pub ssrc_out: Option<u32>,
+    /// The SSRC its own video comes with, once known.
+    pub ssrc_in: Option<u32>,
+    /// Its video RTP packets received (valid VP8).
+    pub packets_in: u64,
+    /// Video RTP packets sent to it (retransmissions included).
+    pub packets_out: u64,
+    /// Keyframe requests sent to it as a source, and held back by the rate limit.
+    pub keyframe_requests: u64,
+    /// See `keyframe_requests`.
+    pub keyframe_requests_suppressed: u64,
+    /// Times its stream switched to another source.
+    pub switches: u64,
+    /// Packets it NACKed that were retransmitted, and that were not in the cache.
+    pub nack_answered: u64,
+    /// See `nack_answered`.
+    pub nack_missed: u64,
 }
 
 /// One room as the admin API shows it.

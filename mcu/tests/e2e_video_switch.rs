@@ -131,6 +131,21 @@ fn voice_switched_video_follows_the_speaker() {
         t.join().unwrap();
     }
     let metrics = srv.metrics();
+    // The operator's view (GET /api/rooms): each member's video, found by our port for it.
+    let rooms = srv.get_json("/api/rooms");
+    let members: Vec<serde_json::Value> = rooms["rooms"][0]["participants"]
+        .as_object()
+        .map(|m| m.values().cloned().collect())
+        .unwrap_or_default();
+    let member = |i: usize| {
+        members
+            .iter()
+            .find(|p| p["video"]["local_rtp_port"] == u64::from(parts[i].5.port()))
+            .unwrap_or_else(|| panic!("participant {} not in {rooms}", parts[i].0))
+            .clone()
+    };
+    let (blue_member, viewer_member) = (member(1), member(2));
+    eprintln!("VIDEO-SWITCH viewer in the API: {}", viewer_member["video"]);
     red.stop();
     blue.stop();
     let cap = viewer.finish(&dir.path("viewer.pcap"));
@@ -156,6 +171,18 @@ fn voice_switched_video_follows_the_speaker() {
         eprintln!("VIDEO-SWITCH {l}");
     }
     assert_eq!(s.ssrcs.len(), 1, "one SSRC for the whole call");
+    let v = &viewer_member["video"];
+    assert_eq!(
+        v["showing"], blue_member["id"],
+        "the API says the viewer is shown blue"
+    );
+    assert_eq!(
+        v["ssrc_out"],
+        u64::from(s.ssrcs[0]),
+        "the API's SSRC is the one received"
+    );
+    assert!(v["switches"].as_u64() >= Some(2), "red, then blue: {v}");
+    assert!(blue_member["video"]["keyframe_requests"].as_u64() >= Some(1));
     assert_eq!(s.regressions, 0, "no sequence regression");
     assert_eq!(s.duplicates, 0);
     assert!(s.decoded >= 100, "decoded only {} frames", s.decoded);
