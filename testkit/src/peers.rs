@@ -1,6 +1,6 @@
 //! Real SIP peers as child processes: sipp (scenario files, sipp's recorded captures) and
-//! baresip 1.0 (Opus and G.711, speech from a WAV file), and speech for them (espeak-ng,
-//! ffmpeg).
+//! baresip 1.0 (Opus and G.711, speech from a WAV file; VP8 video from its `fakevideo`
+//! source with [`baresip_video_config`]), and speech for them (espeak-ng, ffmpeg).
 
 use crate::process::run;
 use std::net::SocketAddr;
@@ -145,6 +145,43 @@ pub fn baresip_config(dir: &Path, ip: &str, sip_port: u16, rtp: (u16, u16), wav:
         format!("<sip:baresip@{ip}>;regint=0\n"),
     )
     .expect("write baresip accounts");
+    bcfg
+}
+
+/// The video lines [`baresip_video_config`] adds to a baresip 1.0 config: the `vp8` codec,
+/// the `fakevideo` source and its null display (nothing opens a window: it runs headless),
+/// 320x240 at 25 fps, 300 kbit/s.
+///
+/// baresip then offers `m=video PORT RTP/AVP 96` with `a=rtpmap:96 VP8/90000`,
+/// `a=fmtp:96 max-fs=3600`, `a=rtcp-fb:* nack pli` (no `ccm fir`), RTCP on the next port
+/// (`rtcp_mux` is off by default), and sends 15-bit picture IDs. It answers a PLI (and a
+/// generic NACK, and an RFC 2032 FIR, RTCP type 192) with a key frame on the next frame; an
+/// RFC 5104 FIR (`ccm fir`, PSFB FMT 4) is ignored. Without a request libvpx makes a key frame
+/// every 128 frames (5.1 s at 25 fps).
+pub const BARESIP_VIDEO_CONFIG: &str = "module vp8.so\nmodule fakevideo.so\n\
+     video_source fakevideo,nil\nvideo_display fakevideo,nil\nvideo_size 320x240\n\
+     video_fps 25\nvideo_bitrate 300000\n";
+
+/// The picture of baresip's `fakevideo` source: three vertical bars, red, green and blue,
+/// each a third of the width. Its mean colour as VP8 carries it is Y 89, Cb 129, Cr 128,
+/// the mean of the three: sRGB (85, 85, 85), a dark grey.
+pub const FAKEVIDEO_MEAN_RGB: (u8, u8, u8) = (85, 85, 85);
+
+/// [`baresip_config`] with [`BARESIP_VIDEO_CONFIG`]: baresip also offers and sends VP8
+/// video (its `fakevideo` picture, [`FAKEVIDEO_MEAN_RGB`]) and decodes what it receives
+/// into a null display. `rtp` must leave room for both streams' RTP and RTCP (4 ports).
+pub fn baresip_video_config(
+    dir: &Path,
+    ip: &str,
+    sip_port: u16,
+    rtp: (u16, u16),
+    wav: &Path,
+) -> PathBuf {
+    let bcfg = baresip_config(dir, ip, sip_port, rtp, wav);
+    let cfg = bcfg.join("config");
+    let mut text = std::fs::read_to_string(&cfg).expect("read baresip config");
+    text.push_str(BARESIP_VIDEO_CONFIG);
+    std::fs::write(&cfg, text).expect("write baresip config");
     bcfg
 }
 
