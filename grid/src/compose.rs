@@ -96,10 +96,13 @@ pub fn letterbox(src_w: u32, src_h: u32, tile: Rect) -> Rect {
         h = tile.height;
         w = (u64::from(tile.height) * u64::from(src_w) / u64::from(src_h)) as u32;
     }
-    let (w, h) = ((w & !1).max(2).min(tile.width), (h & !1).max(2).min(tile.height));
+    let (w, h) = (
+        (w & !1).max(2).min(tile.width),
+        (h & !1).max(2).min(tile.height),
+    );
     Rect {
-        x: tile.x + ((tile.width - w) / 2 & !1),
-        y: tile.y + ((tile.height - h) / 2 & !1),
+        x: tile.x + (((tile.width - w) / 2) & !1),
+        y: tile.y + (((tile.height - h) / 2) & !1),
         width: w,
         height: h,
     }
@@ -211,10 +214,7 @@ pub fn compose(out: &mut I420, layout: &Layout, tiles: &[Option<&I420>], highlig
 pub fn draw_border(out: &mut I420, r: Rect, b: u32, c: Yuv) {
     let b = b.min(r.width / 2).min(r.height / 2);
     let edges = [
-        Rect {
-            height: b,
-            ..r
-        },
+        Rect { height: b, ..r },
         Rect {
             y: r.y + r.height - b,
             height: b,

@@ -183,7 +183,10 @@ impl std::fmt::Debug for Compositor {
 impl Compositor {
     /// A compositor with no sources; its first frame is a keyframe.
     pub fn new(config: CompositorConfig) -> Result<Compositor, Error> {
-        if config.width < 16 || config.height < 16 || config.width % 2 != 0 || config.height % 2 != 0
+        if config.width < 16
+            || config.height < 16
+            || !config.width.is_multiple_of(2)
+            || !config.height.is_multiple_of(2)
         {
             return Err(Error::Config(format!(
                 "output size {}x{} (even, at least 16x16)",
@@ -263,12 +266,20 @@ impl Compositor {
     /// The source in each tile (row-major, as many as the current layout has).
     pub fn tile_sources(&self) -> Vec<Option<SourceId>> {
         let n = self.layout().tiles();
-        self.tiles.iter().take(n).map(|s| s.as_ref().map(|s| s.id)).collect()
+        self.tiles
+            .iter()
+            .take(n)
+            .map(|s| s.as_ref().map(|s| s.id))
+            .collect()
     }
 
     /// The current layout.
     pub fn layout(&self) -> Layout {
-        let used = self.tiles.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
+        let used = self
+            .tiles
+            .iter()
+            .rposition(Option::is_some)
+            .map_or(0, |i| i + 1);
         // `used` <= MAX_TILES, for which a layout always exists.
         Layout::for_tiles(used, self.config.width, self.config.height).unwrap_or_else(|| {
             Layout::for_tiles(MAX_TILES, self.config.width, self.config.height)
@@ -351,7 +362,8 @@ impl Compositor {
                 .is_none_or(|t| now >= t.saturating_add(interval))
             {
                 src.last_keyframe_request = Some(now);
-                self.out.push_back(Output::KeyframeRequest { source: src.id });
+                self.out
+                    .push_back(Output::KeyframeRequest { source: src.id });
             }
         }
     }
@@ -360,9 +372,9 @@ impl Compositor {
     /// was sent less than [`CompositorConfig::keyframe_min_interval`] ago: then the first
     /// frame after that interval is. Returns when the keyframe is due.
     pub fn request_keyframe(&mut self, now: Duration) -> Duration {
-        let earliest = self
-            .last_keyframe
-            .map_or(now, |t| now.max(t.saturating_add(self.config.keyframe_min_interval)));
+        let earliest = self.last_keyframe.map_or(now, |t| {
+            now.max(t.saturating_add(self.config.keyframe_min_interval))
+        });
         let due = self.keyframe_due.map_or(earliest, |d| d.min(earliest));
         self.keyframe_due = Some(due);
         due
@@ -387,7 +399,10 @@ impl Compositor {
             self.next_tick = now.saturating_add(interval);
         }
         for slot in 0..self.tiles.len() {
-            if self.tiles[slot].as_ref().is_some_and(|s| s.waiting_keyframe) {
+            if self.tiles[slot]
+                .as_ref()
+                .is_some_and(|s| s.waiting_keyframe)
+            {
                 self.ask_keyframe(slot, now);
             }
         }

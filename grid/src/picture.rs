@@ -163,7 +163,11 @@ impl I420 {
             cw as usize * ch as usize,
             cw as usize * ch as usize,
         ];
-        for (plane, (got, want)) in [y.len(), u.len(), v.len()].into_iter().zip(want).enumerate() {
+        for (plane, (got, want)) in [y.len(), u.len(), v.len()]
+            .into_iter()
+            .zip(want)
+            .enumerate()
+        {
             if got != want {
                 return Err(PictureError::PlaneSize { plane, got, want });
             }
@@ -329,8 +333,8 @@ mod tests {
             },
             Yuv::BLUE,
         );
-        assert!(p
-            .mean(Rect {
+        assert!(
+            p.mean(Rect {
                 x: 6,
                 y: 6,
                 width: 2,
@@ -338,7 +342,8 @@ mod tests {
             })
             .unwrap()
             .distance(Yuv::BLUE)
-            < 0.01);
+                < 0.01
+        );
         assert_eq!(
             p.mean(Rect {
                 x: 8,

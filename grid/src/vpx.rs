@@ -381,7 +381,9 @@ impl Vp8Encoder {
     pub fn new(config: EncoderConfig) -> Result<Vp8Encoder, VpxError> {
         check_size(config.width, config.height).map_err(|e| VpxError::Config(e.to_string()))?;
         if config.width > 16383 || config.height > 16383 {
-            return Err(VpxError::Config("VP8 allows at most 16383 pixels a side".into()));
+            return Err(VpxError::Config(
+                "VP8 allows at most 16383 pixels a side".into(),
+            ));
         }
         if config.fps == 0 || config.fps > 1000 {
             return Err(VpxError::Config(format!("frame rate {}", config.fps)));
@@ -412,7 +414,10 @@ impl Vp8Encoder {
         cfg.g_h = config.height;
         cfg.g_threads = config.threads.clamp(1, 16);
         // Time base: 90 kHz, the RTP video clock.
-        cfg.g_timebase = ffi::vpx_rational { num: 1, den: 90_000 };
+        cfg.g_timebase = ffi::vpx_rational {
+            num: 1,
+            den: 90_000,
+        };
         cfg.g_error_resilient = ffi::VPX_ERROR_RESILIENT_DEFAULT;
         cfg.g_pass = ffi::vpx_enc_pass::VPX_RC_ONE_PASS;
         cfg.g_lag_in_frames = 0;
@@ -670,11 +675,7 @@ mod tests {
             e.encode(&I420::new(32, 32).unwrap(), false),
             Err(VpxError::PictureSize { .. })
         ));
-        assert!(Vp8Encoder::new(EncoderConfig {
-            width: 0,
-            ..cfg
-        })
-        .is_err());
+        assert!(Vp8Encoder::new(EncoderConfig { width: 0, ..cfg }).is_err());
         assert!(Vp8Encoder::new(EncoderConfig { fps: 0, ..cfg }).is_err());
     }
 }

@@ -36,7 +36,11 @@ fn three_cameras(grid: &mut Compositor, viewer: &mut Viewer) -> Vec<(SourceId, C
         grid.add_source(*id, Duration::ZERO).unwrap();
     }
     viewer.drain(grid);
-    assert_eq!(viewer.keyframe_requests, vec![1, 2, 3], "new sources are asked");
+    assert_eq!(
+        viewer.keyframe_requests,
+        vec![1, 2, 3],
+        "new sources are asked"
+    );
     viewer.keyframe_requests.clear();
     // Every camera starts with its keyframe.
     send_all(grid, &mut cams, Duration::ZERO, true);
@@ -106,7 +110,13 @@ fn two_by_two_shows_each_source_the_speaker_framed_and_the_empty_tile_black() {
 fn five_sources_make_a_three_by_three_grid() {
     let mut grid = grid();
     let mut viewer = Viewer::new();
-    let colours = [Yuv::RED, Yuv::BLUE, Yuv::GREEN, Yuv::HIGHLIGHT, Yuv::from_rgb(255, 255, 255)];
+    let colours = [
+        Yuv::RED,
+        Yuv::BLUE,
+        Yuv::GREEN,
+        Yuv::HIGHLIGHT,
+        Yuv::from_rgb(255, 255, 255),
+    ];
     let mut cams: Vec<(SourceId, Camera)> = colours
         .iter()
         .enumerate()
@@ -173,7 +183,10 @@ fn a_viewer_request_forces_a_keyframe_rate_limited() {
 
     // A storm right after: served once, no earlier than 500 ms after that keyframe.
     for _ in 0..50 {
-        assert_eq!(grid.request_keyframe(now), kf_at + Duration::from_millis(500));
+        assert_eq!(
+            grid.request_keyframe(now),
+            kf_at + Duration::from_millis(500)
+        );
     }
     let before = viewer.frames.len();
     run(&mut grid, &mut cams, &mut viewer, &mut now, 12);
@@ -217,7 +230,10 @@ fn loss_in_one_source_freezes_its_tile_and_asks_it_for_a_keyframe() {
 
     let img = viewer.last();
     let red_tile = mean(img, centre(t_red));
-    assert!(red_tile.distance(Yuv::RED) < TOLERANCE, "frozen: {red_tile:?}");
+    assert!(
+        red_tile.distance(Yuv::RED) < TOLERANCE,
+        "frozen: {red_tile:?}"
+    );
     let blue_tile = mean(img, centre(t_blue));
     assert!(
         blue_tile.distance(Yuv::from_rgb(255, 255, 0)) < TOLERANCE,
@@ -226,7 +242,11 @@ fn loss_in_one_source_freezes_its_tile_and_asks_it_for_a_keyframe() {
     // Asked once (the next request only after 500 ms), and only source 1.
     assert_eq!(viewer.keyframe_requests, vec![1]);
     run(&mut grid, &mut cams, &mut viewer, &mut now, 4);
-    assert_eq!(viewer.keyframe_requests, vec![1, 1], "repeated while waiting");
+    assert_eq!(
+        viewer.keyframe_requests,
+        vec![1, 1],
+        "repeated while waiting"
+    );
 
     // The keyframe arrives: the tile is live again, with the new colour.
     for p in cams[0].1.frame(now, true) {
@@ -237,7 +257,10 @@ fn loss_in_one_source_freezes_its_tile_and_asks_it_for_a_keyframe() {
     now += TICK;
     run(&mut grid, &mut cams, &mut viewer, &mut now, 2);
     let m = mean(viewer.last(), centre(t_red));
-    assert!(m.distance(Yuv::from_rgb(255, 255, 255)) < TOLERANCE, "{m:?}");
+    assert!(
+        m.distance(Yuv::from_rgb(255, 255, 255)) < TOLERANCE,
+        "{m:?}"
+    );
     assert_eq!(viewer.keyframe_requests.len(), 2, "no more requests");
 }
 
@@ -258,7 +281,11 @@ fn resume_continues_picture_ids_with_a_keyframe_and_asks_every_source() {
     let mut standby = Compositor::resume(CompositorConfig::default(), &snap, now).unwrap();
     viewer.keyframe_requests.clear();
     viewer.drain(&mut standby);
-    assert_eq!(viewer.keyframe_requests, vec![1, 2, 3], "every source asked at once");
+    assert_eq!(
+        viewer.keyframe_requests,
+        vec![1, 2, 3],
+        "every source asked at once"
+    );
     let before = viewer.frames.len();
     standby.handle_tick(now).unwrap();
     viewer.drain(&mut standby);
