@@ -116,8 +116,8 @@
 //! `mcu pcap analyze-video FILE [--json] [--pt PT] [--colour NAME=R,G,B]...
 //! [--freeze-threshold-ms MS]` or [`video::analyze_video`]: per VP8 flow (source,
 //! destination, payload type) the packets, SSRCs, duplicates / missing / resets, frames
-//! assembled by RFC 7741 ([`vp8`]) and decoded with libvpx ([`vpx`], the crate's only
-//! `unsafe`), with per-frame capture time, size, mean Y/U/V and fate. `--json` prints
+//! assembled by RFC 7741 ([`vp8`]) and decoded with libvpx ([`vpx`], the `video-grid`
+//! crate's wrapper), with per-frame capture time, size, mean Y/U/V and fate. `--json` prints
 //! [`video::VideoReport`]. Cross-checked with GStreamer: `gst-launch-1.0 -v filesrc
 //! location=F ! pcapparse caps=application/x-rtp,media=video,clock-rate=90000,
 //! encoding-name=VP8,payload=96 ! rtpvp8depay ! vp8dec ! fakesink silent=false` shows one
