@@ -29,7 +29,8 @@
 //! of retransmitting.
 
 mod common;
-use common::uac::{body, pcmu_packet, Uac};
+use common::uac::{pcmu_packet, Uac};
+use common::video::{answered_port, av_offer, pcmu_silence, unix_now};
 use common::{args, TestServer};
 use pcap_harness::video::{analyze_video, FrameStatus, RefColour, VideoOptions, VideoStream};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -37,7 +38,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use testkit::capture::Capture;
 use testkit::peers;
 use testkit::process::{run, signal, wait_timeout};
@@ -49,42 +50,6 @@ use testkit::Scratch;
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// How many ports baresip may use for RTP and RTCP (audio and video).
 const BARESIP_PORTS: u16 = 20;
-
-fn offer(audio: SocketAddr, video_port: u16, direction: &str) -> String {
-    format!(
-        "v=0\r\no=tester 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-         m=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n\
-         m=video {video_port} RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack\r\n\
-         a=rtcp-fb:96 nack pli\r\na=rtcp-fb:96 ccm fir\r\na={direction}\r\n",
-        audio.port(),
-    )
-}
-
-/// The answered port of `m=KIND` in a 200 OK.
-fn answered_port(ok: &str, kind: &str) -> u16 {
-    body(ok)
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("m={kind} ")))
-        .and_then(|l| l.split(' ').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no {kind} line in\n{ok}"))
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
-/// A 20 ms PCMU packet of digital silence.
-fn silence(ssrc: u32, seq: u16, ts: u32) -> Vec<u8> {
-    let mut p = pcmu_packet(ssrc, seq, ts);
-    for b in &mut p[12..] {
-        *b = 0xFF;
-    }
-    p
-}
 
 /// One UDP datagram of a capture.
 struct Datagram {
@@ -199,7 +164,12 @@ fn baresip_is_a_video_participant() {
         let audio = UdpSocket::bind("127.0.0.1:0").unwrap();
         let vport = free_port_pair(LO);
         let mut ua = Uac::new(srv.sip, "vbaresip", tag);
-        let ok = ua.call(&offer(audio.local_addr().unwrap(), vport, dir_attr));
+        let ok = ua.call(&av_offer(
+            LO,
+            audio.local_addr().unwrap().port(),
+            vport,
+            dir_attr,
+        ));
         let server_audio = SocketAddr::new(LO, answered_port(&ok, "audio"));
         let server_video = SocketAddr::new(LO, answered_port(&ok, "video"));
         parts.push((ua, audio, vport, server_audio, server_video));
@@ -229,7 +199,7 @@ fn baresip_is_a_video_participant() {
                     let pkt = if i == 0 && p == 0 {
                         pcmu_packet(ssrc, seq, ts)
                     } else {
-                        silence(ssrc, seq, ts)
+                        pcmu_silence(ssrc, seq, ts)
                     };
                     let _ = sock.send_to(&pkt, to);
                 }

@@ -8,12 +8,13 @@
 //! kill, and no interval without a new picture longer than the goal (500 ms) across it.
 
 mod common;
-use common::uac::{body, pcmu_packet, Uac};
+use common::uac::{pcmu_packet, Uac};
+use common::video::{answered_port, av_offer, unix_now};
 use pcap_harness::video::{analyze_video, VideoOptions};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use testkit::bed::{addr_of, in_netns, Testbed, VIP};
 use testkit::poll;
 use testkit::video::{VideoReceiver, VideoSender, VideoSenderConfig};
@@ -21,31 +22,6 @@ use testkit::video::{VideoReceiver, VideoSender, VideoSenderConfig};
 const ROOM: &str = "vfail";
 /// The longest interval without a decodable picture across the kill (issue 12's goal).
 const FREEZE_GOAL_MS: f64 = 500.0;
-
-fn offer(ip: IpAddr, audio_port: u16, video_port: u16, direction: &str) -> String {
-    format!(
-        "v=0\r\no=tester 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
-         m=audio {audio_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n\
-         m=video {video_port} RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack\r\n\
-         a=rtcp-fb:96 nack pli\r\na=rtcp-fb:96 ccm fir\r\na={direction}\r\n"
-    )
-}
-
-fn answered_port(ok: &str, media: &str) -> u16 {
-    body(ok)
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("m={media} ")))
-        .and_then(|l| l.split(' ').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no {media} line in\n{ok}"))
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
 
 #[test]
 fn video_survives_kill_of_primary() {
@@ -68,7 +44,7 @@ fn video_survives_kill_of_primary() {
         ROOM,
         "red",
     );
-    let ok = red.call(&offer(red_ip, 20000, 20002, "sendrecv"));
+    let ok = red.call(&av_offer(red_ip, 20000, 20002, "sendrecv"));
     let red_server_audio = SocketAddr::new(VIP.into(), answered_port(&ok, "audio"));
     let red_server_video = SocketAddr::new(VIP.into(), answered_port(&ok, "video"));
     // Viewer: SIP :5070, audio :20000 (unused), video :20002/20003 (recording).
@@ -84,7 +60,7 @@ fn video_survives_kill_of_primary() {
     let viewer = in_netns(&bed.ns("client2"), move || {
         VideoReceiver::bind(viewer_rtp, false)
     });
-    viewer_ua.call(&offer(viewer_ip, 20000, 20002, "recvonly"));
+    viewer_ua.call(&av_offer(viewer_ip, 20000, 20002, "recvonly"));
 
     // Red talks all along (a tone): it is the speaker, the viewer sees it.
     let stop = Arc::new(AtomicBool::new(false));

@@ -11,62 +11,18 @@
 //! after the first keyframe decodable (no freeze over 300 ms after the first picture).
 
 mod common;
-use common::uac::{body, pcmu_packet, Uac};
+use common::uac::{pcmu_packet, Uac};
+use common::video::{answered_port, av_offer, pcmu_silence, unix_now};
 use common::{args, TestServer};
 use pcap_harness::video::{analyze_video, VideoOptions};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use testkit::video::{free_port_pair, VideoReceiver, VideoSender, VideoSenderConfig};
 use testkit::Scratch;
 
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-fn offer(audio: SocketAddr, video_port: u16, direction: &str) -> String {
-    format!(
-        "v=0\r\no=tester 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-         m=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n\
-         m=video {video_port} RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack\r\n\
-         a=rtcp-fb:96 nack pli\r\na=rtcp-fb:96 ccm fir\r\na={direction}\r\n",
-        audio.port(),
-    )
-}
-
-/// The answered video port of a 200 OK.
-fn answered_video_port(ok: &str) -> u16 {
-    body(ok)
-        .lines()
-        .find_map(|l| l.strip_prefix("m=video "))
-        .and_then(|l| l.split(' ').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no video line in\n{ok}"))
-}
-
-fn answered_audio_port(ok: &str) -> u16 {
-    body(ok)
-        .lines()
-        .find_map(|l| l.strip_prefix("m=audio "))
-        .and_then(|l| l.split(' ').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no audio line in\n{ok}"))
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
-/// A 20 ms PCMU packet of digital silence.
-fn silence(ssrc: u32, seq: u16, ts: u32) -> Vec<u8> {
-    let mut p = pcmu_packet(ssrc, seq, ts);
-    for b in &mut p[12..] {
-        *b = 0xFF;
-    }
-    p
-}
 
 #[test]
 fn voice_switched_video_follows_the_speaker() {
@@ -82,9 +38,14 @@ fn voice_switched_video_follows_the_speaker() {
         let audio = UdpSocket::bind("127.0.0.1:0").unwrap();
         let vport = free_port_pair(LO);
         let mut ua = Uac::new(srv.sip, "vswitch", tag);
-        let ok = ua.call(&offer(audio.local_addr().unwrap(), vport, dir_attr));
-        let server_audio = SocketAddr::new(LO, answered_audio_port(&ok));
-        let server_video = SocketAddr::new(LO, answered_video_port(&ok));
+        let ok = ua.call(&av_offer(
+            LO,
+            audio.local_addr().unwrap().port(),
+            vport,
+            dir_attr,
+        ));
+        let server_audio = SocketAddr::new(LO, answered_port(&ok, "audio"));
+        let server_video = SocketAddr::new(LO, answered_port(&ok, "video"));
         parts.push((tag, ua, audio, vport, server_audio, server_video));
     }
     srv.wait_participants(3, Duration::from_secs(5));
@@ -112,7 +73,7 @@ fn voice_switched_video_follows_the_speaker() {
                     let p = if usize::from(who) == i {
                         pcmu_packet(ssrc, seq, ts)
                     } else {
-                        silence(ssrc, seq, ts)
+                        pcmu_silence(ssrc, seq, ts)
                     };
                     let _ = sock.send_to(&p, to);
                 }

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod uac;
+pub mod video;
 
 use mcu::config::ServeArgs;
 use std::net::SocketAddr;
