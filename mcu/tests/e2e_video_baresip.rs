@@ -29,8 +29,8 @@
 //! of retransmitting.
 
 mod common;
-use common::uac::{pcmu_packet, Uac};
-use common::video::{answered_port, av_offer, pcmu_silence, unix_now};
+use common::uac::Uac;
+use common::video::{answered_port, av_offer, spawn_talkers, unix_now, NOBODY, STOP};
 use common::{args, TestServer};
 use pcap_harness::video::{analyze_video, FrameStatus, RefColour, VideoOptions, VideoStream};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -38,7 +38,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use testkit::capture::Capture;
 use testkit::peers;
 use testkit::process::{run, signal, wait_timeout};
@@ -175,37 +175,10 @@ fn baresip_is_a_video_participant() {
         parts.push((ua, audio, vport, server_audio, server_video));
     }
     srv.wait_participants(2, Duration::from_secs(5));
-    // 0: red talks, 1: red is silent, 2: stop.
+    // Red (0) talks, then nobody (NOBODY), then STOP.
     let phase = Arc::new(AtomicU8::new(0));
-    let audio_threads: Vec<_> = parts
-        .iter()
-        .enumerate()
-        .map(|(i, (_, sock, _, to, _))| {
-            let sock = sock.try_clone().unwrap();
-            let to = *to;
-            let phase = phase.clone();
-            std::thread::spawn(move || {
-                let start = Instant::now();
-                for k in 0..2000u32 {
-                    let at = start + Duration::from_millis(20 * u64::from(k));
-                    if let Some(d) = at.checked_duration_since(Instant::now()) {
-                        std::thread::sleep(d);
-                    }
-                    let p = phase.load(Ordering::Relaxed);
-                    if p == 2 {
-                        return;
-                    }
-                    let (ssrc, seq, ts) = (0x1000 + i as u32, k as u16, 160 * k);
-                    let pkt = if i == 0 && p == 0 {
-                        pcmu_packet(ssrc, seq, ts)
-                    } else {
-                        pcmu_silence(ssrc, seq, ts)
-                    };
-                    let _ = sock.send_to(&pkt, to);
-                }
-            })
-        })
-        .collect();
+    let members: Vec<_> = parts.iter().map(|p| (&p.1, p.3)).collect();
+    let audio_threads = spawn_talkers(&members, &phase, 2000);
     let viewer = VideoReceiver::bind(SocketAddr::new(LO, parts[1].2), false);
     let red = VideoSender::start(&VideoSenderConfig::new(parts[0].4, parts[0].2, (255, 0, 0)));
     std::thread::sleep(Duration::from_millis(2500));
@@ -242,7 +215,7 @@ fn baresip_is_a_video_participant() {
     .expect("spawn baresip");
     srv.wait_participants(3, Duration::from_secs(10));
     let silent_at = unix_now();
-    phase.store(1, Ordering::Relaxed);
+    phase.store(NOBODY, Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs(3));
     // The viewer asks for key frames: the server passes each PLI to the source it is shown.
     let mut viewer_plis = Vec::new();
@@ -263,7 +236,7 @@ fn baresip_is_a_video_participant() {
         panic!("baresip did not quit on SIGTERM");
     });
     eprintln!("VIDEO-BARESIP baresip exit {st}");
-    phase.store(2, Ordering::Relaxed);
+    phase.store(STOP, Ordering::Relaxed);
     for t in audio_threads {
         t.join().unwrap();
     }

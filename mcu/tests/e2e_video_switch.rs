@@ -11,14 +11,14 @@
 //! after the first keyframe decodable (no freeze over 300 ms after the first picture).
 
 mod common;
-use common::uac::{pcmu_packet, Uac};
-use common::video::{answered_port, av_offer, pcmu_silence, unix_now};
+use common::uac::Uac;
+use common::video::{answered_port, av_offer, spawn_talkers, unix_now, STOP};
 use common::{args, TestServer};
 use pcap_harness::video::{analyze_video, VideoOptions};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use testkit::video::{free_port_pair, VideoReceiver, VideoSender, VideoSenderConfig};
 use testkit::Scratch;
 
@@ -49,37 +49,10 @@ fn voice_switched_video_follows_the_speaker() {
         parts.push((tag, ua, audio, vport, server_audio, server_video));
     }
     srv.wait_participants(3, Duration::from_secs(5));
-    // Who talks: 0 = red, 1 = blue, 2 = nobody.
+    // Who talks: red (0), then blue (1).
     let talker = Arc::new(AtomicU8::new(0));
-    let audio_threads: Vec<_> = parts
-        .iter()
-        .enumerate()
-        .map(|(i, (_, _, sock, _, to, _))| {
-            let sock = sock.try_clone().unwrap();
-            let to = *to;
-            let talker = talker.clone();
-            std::thread::spawn(move || {
-                let start = Instant::now();
-                for k in 0..400u32 {
-                    let at = start + Duration::from_millis(20 * u64::from(k));
-                    if let Some(d) = at.checked_duration_since(Instant::now()) {
-                        std::thread::sleep(d);
-                    }
-                    let who = talker.load(Ordering::Relaxed);
-                    if who == 2 {
-                        return;
-                    }
-                    let (ssrc, seq, ts) = (0x1000 + i as u32, k as u16, 160 * k);
-                    let p = if usize::from(who) == i {
-                        pcmu_packet(ssrc, seq, ts)
-                    } else {
-                        pcmu_silence(ssrc, seq, ts)
-                    };
-                    let _ = sock.send_to(&p, to);
-                }
-            })
-        })
-        .collect();
+    let members: Vec<_> = parts.iter().map(|p| (&p.2, p.4)).collect();
+    let audio_threads = spawn_talkers(&members, &talker, 400);
     let viewer = VideoReceiver::bind(SocketAddr::new(LO, parts[2].3), false);
     let red = VideoSender::start(&VideoSenderConfig::new(parts[0].5, parts[0].3, (255, 0, 0)));
     let blue = VideoSender::start(&VideoSenderConfig::new(parts[1].5, parts[1].3, (0, 0, 255)));
@@ -87,7 +60,7 @@ fn voice_switched_video_follows_the_speaker() {
     let switch_at = unix_now();
     talker.store(1, Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs(3));
-    talker.store(2, Ordering::Relaxed);
+    talker.store(STOP, Ordering::Relaxed);
     for t in audio_threads {
         t.join().unwrap();
     }

@@ -43,3 +43,48 @@ pub fn pcmu_silence(ssrc: u32, seq: u16, ts: u32) -> Vec<u8> {
     }
     p
 }
+
+/// [`spawn_talkers`]: nobody talks (every member sends silence).
+pub const NOBODY: u8 = u8::MAX - 1;
+/// [`spawn_talkers`]: stop sending.
+pub const STOP: u8 = u8::MAX;
+
+/// One thread per `(socket, server audio address)` sending 20 ms PCMU packets at their pace
+/// (at most `max_packets`): a 1 kHz tone from member `talker` (its index), digital silence
+/// from the others, until `talker` is [`STOP`].
+pub fn spawn_talkers(
+    members: &[(&std::net::UdpSocket, std::net::SocketAddr)],
+    talker: &std::sync::Arc<std::sync::atomic::AtomicU8>,
+    max_packets: u32,
+) -> Vec<std::thread::JoinHandle<()>> {
+    use std::time::{Duration, Instant};
+    members
+        .iter()
+        .enumerate()
+        .map(|(i, (sock, to))| {
+            let sock = sock.try_clone().unwrap();
+            let to = *to;
+            let talker = talker.clone();
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                for k in 0..max_packets {
+                    let at = start + Duration::from_millis(20 * u64::from(k));
+                    if let Some(d) = at.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(d);
+                    }
+                    let who = talker.load(std::sync::atomic::Ordering::Relaxed);
+                    if who == STOP {
+                        return;
+                    }
+                    let (ssrc, seq, ts) = (0x1000 + i as u32, k as u16, 160 * k);
+                    let p = if usize::from(who) == i {
+                        pcmu_packet(ssrc, seq, ts)
+                    } else {
+                        pcmu_silence(ssrc, seq, ts)
+                    };
+                    let _ = sock.send_to(&p, to);
+                }
+            })
+        })
+        .collect()
+}
