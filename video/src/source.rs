@@ -129,6 +129,11 @@ pub(crate) struct Source {
     pub deferred: bool,
     /// A request was sent and no keyframe arrived since.
     pub awaiting_keyframe: bool,
+    /// Requests still to repeat, one per rate-limit interval, while no keyframe arrives
+    /// after a takeover's resume request (that request may be lost, or dropped while the
+    /// new primary's fence lifts, and a receiver that lost a packet at the takeover decodes
+    /// nothing until a keyframe comes).
+    pub resume_retries: u8,
     pub next_remb_at: Duration,
     /// Recently NACKed sequence numbers (not asked again within [`NACK_REPEAT`]).
     recent_nacks: VecDeque<(u16, Duration)>,
@@ -147,6 +152,7 @@ impl Source {
             last_request_at: None,
             deferred: false,
             awaiting_keyframe: false,
+            resume_retries: 0,
             next_remb_at,
             recent_nacks: VecDeque::new(),
         }

@@ -26,7 +26,9 @@
 //! `keyframe_request_interval` per source. A request asked for within the interval is
 //! deferred to its end and dropped if a keyframe arrives first (so a storm of PLIs from
 //! receivers costs the source a handful of requests). A switch still waiting after
-//! `keyframe_retry` asks again. A receiver's own PLI or FIR goes to the source it is shown.
+//! `keyframe_retry` asks again. A promoted standby asks every source at once, and again
+//! every `keyframe_request_interval` (up to 5 times) until its keyframe comes. A receiver's
+//! own PLI or FIR goes to the source it is shown.
 //!
 //! # Retransmissions
 //!
@@ -81,6 +83,9 @@ const MAX_NACK_SEQS: usize = 512;
 const RESEND_BUDGET: u32 = 1024;
 /// Takeover reserves (see the snapshot module): below 2^15 and 2^14.
 const MAX_SEQ_RESERVE: u64 = 30_000;
+/// After a takeover, how many times a source that has not sent its keyframe is asked again
+/// (one per `keyframe_request_interval`): about 1.5 s at the default interval.
+const RESUME_RETRIES: u8 = 5;
 const MAX_PIC_RESERVE: u64 = 16_000;
 
 /// 90 kHz clock ticks in `d` (capped below 2^31 so that a jump still reads as forward).
@@ -625,6 +630,7 @@ impl Switcher {
             p.stats.keyframes_in += 1;
             src.deferred = false;
             src.awaiting_keyframe = false;
+            src.resume_retries = 0;
         }
         let generation = src.generation;
         if packet.len() <= crate::source::MAX_CACHED_PACKET {
@@ -935,7 +941,15 @@ impl Switcher {
                     let retry_due = src.awaiting_keyframe
                         && waiting.contains(&sid)
                         && last.is_some_and(|t| now >= t.saturating_add(cfg.keyframe_retry));
-                    if deferred_due || retry_due {
+                    let resume_due = src.awaiting_keyframe
+                        && src.resume_retries > 0
+                        && last.is_some_and(|t| {
+                            now >= t.saturating_add(cfg.keyframe_request_interval)
+                        });
+                    if resume_due {
+                        src.resume_retries -= 1;
+                    }
+                    if deferred_due || retry_due || resume_due {
                         Self::send_request(p, sid, now, &mut self.outputs);
                     }
                 }
@@ -1001,6 +1015,10 @@ impl Switcher {
                     at(src.last_request_at.map_or(self.changed_at, |t| {
                         t.saturating_add(cfg.keyframe_request_interval)
                     }));
+                } else if src.awaiting_keyframe && src.resume_retries > 0 {
+                    if let Some(t) = src.last_request_at {
+                        at(t.saturating_add(cfg.keyframe_request_interval));
+                    }
                 } else if src.awaiting_keyframe && waiting.contains(&sid) {
                     if let Some(t) = src.last_request_at {
                         at(t.saturating_add(cfg.keyframe_retry));
@@ -1196,9 +1214,12 @@ impl Switcher {
             .filter(|s| sw.participants.contains_key(s));
         sw.state_version = snapshot.state_version;
         sw.changed_at = now;
-        // (b): every source with a known SSRC, at once.
+        // (b): every source with a known SSRC, at once, repeated until its keyframe comes.
         for (&sid, p) in sw.participants.iter_mut() {
             Self::send_request(p, sid, now, &mut sw.outputs);
+            if let Some(src) = p.source.as_mut().filter(|s| s.awaiting_keyframe) {
+                src.resume_retries = RESUME_RETRIES;
+            }
         }
         // Targets may need fixing if the snapshot is inconsistent (e.g. a target gone); the
         // sources were all asked above.

@@ -332,3 +332,75 @@ fn two_hundred_random_crash_points_never_repeat_or_regress_a_sequence_number() {
         "only {primary_switched_after} crash points after a lost switch"
     );
 }
+
+/// The takeover's keyframe request may be lost (or dropped while the new primary's fence
+/// lifts); a receiver that lost a packet at the takeover would decode nothing until the
+/// source's next keyframe. The standby asks again every rate-limit interval until the
+/// keyframe comes, at most 5 more times, FIR numbers counting on.
+#[test]
+fn a_backup_asks_again_until_each_source_sends_its_keyframe() {
+    let mut sw = Switcher::new(SwitcherConfig {
+        seed: 5,
+        ..Default::default()
+    });
+    for (id, ssrc) in [(1, 0x1111u32), (2, 0x2222)] {
+        sw.add_participant(id, params(Some(ssrc)), ms(0)).unwrap();
+    }
+    let mut room = Room::new(sw);
+    for (id, ssrc) in [(1u64, 0x1111u32), (2, 0x2222)] {
+        let mut s = Sender::new(ssrc, id as u8);
+        s.key_delay = 1;
+        room.add_sender(id, s, ms(3 * id));
+    }
+    room.input(Input::Timeout);
+    room.run_until(ms(300));
+    room.speaker(1);
+    room.run_until(ms(1500));
+    let snap = restore(&serde_json::to_string(&room.sw.export_state()).unwrap());
+    let interval = SwitcherConfig::default().keyframe_request_interval;
+
+    let start = room.now;
+    let mut backup = Switcher::from_snapshot(&snap, start).unwrap();
+    // Source 2 answers the third request; source 1 never does.
+    let mut asked: BTreeMap<u64, Vec<(Duration, Option<u8>)>> = BTreeMap::new();
+    let mut answer = Sender::new(0x2222, 2);
+    answer.seq = 40_000;
+    let mut now = start;
+    while now < start + ms(4000) {
+        if backup.poll_timeout().is_some_and(|t| t <= now) {
+            backup.handle_timeout(now);
+        }
+        let d = drain(&mut backup);
+        for src in [1u64, 2] {
+            for r in d.requests_to(src) {
+                asked.entry(src).or_default().push((now, r));
+                if src == 2 && asked[&2].len() == 3 {
+                    for p in answer.frame_kind(now, true) {
+                        backup.handle_rtp(2, &p, now);
+                    }
+                }
+            }
+        }
+        now += ms(1);
+    }
+    let ones = &asked[&1];
+    assert_eq!(ones.len(), 6, "asked at once, then 5 more times: {ones:?}");
+    for w in ones.windows(2) {
+        assert!(
+            w[1].0 - w[0].0 >= interval,
+            "spaced by the rate limit: {ones:?}"
+        );
+        assert_eq!(
+            w[1].1.unwrap(),
+            w[0].1.unwrap().wrapping_add(1),
+            "FIR numbers count on"
+        );
+    }
+    assert!(ones[5].0 - ones[0].0 < ms(2000));
+    assert_eq!(
+        asked[&2].len(),
+        3,
+        "no request after the keyframe: {:?}",
+        asked[&2]
+    );
+}
