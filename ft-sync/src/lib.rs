@@ -308,6 +308,13 @@ pub struct Config {
     /// really died; declaring it early on a lossy link drops the protection for nothing and
     /// makes the backup catch up afterwards. A backup's detector is never stretched.
     pub primary_patience: u32,
+    /// A backup stretches its dead interval by the longest extra silence of the primary it
+    /// saw in the last 10 s (the longest interval between two signs of life, on either
+    /// path, minus one heartbeat interval), up to this much more (default zero: never
+    /// stretched). A host whose network path stalls now and then (a loaded machine deferring
+    /// packet processing) then takes longer to declare its primary dead instead of taking
+    /// over from a live one; a quiet host keeps the configured interval.
+    pub max_stretch: Duration,
 }
 
 impl Config {
@@ -323,6 +330,7 @@ impl Config {
             retransmit_after: Duration::from_millis(20),
             client_path_beacons: false,
             primary_patience: 1,
+            max_stretch: Duration::ZERO,
         }
     }
 
@@ -532,6 +540,8 @@ pub struct Node<T> {
     /// Backup: arrival of the primary's last client-path beacon, and its sequence number.
     last_beacon: Option<Duration>,
     beacon_seq: u64,
+    /// The peer's silences (between two signs of life on either path), recent maxima.
+    silences: Silences,
     /// Backup: [`Event::SyncLost`] reported for the current episode.
     sync_lost_reported: bool,
     /// Primary: beacons waiting for the driver (bounded).
@@ -582,6 +592,7 @@ impl<T: Item> Node<T> {
             last_heard: None,
             last_beacon: None,
             beacon_seq: 0,
+            silences: Silences::default(),
             sync_lost_reported: false,
             beacons: VecDeque::new(),
             next_heartbeat: now,
@@ -758,9 +769,42 @@ impl<T: Item> Node<T> {
             PeerState::Alive if self.role == Role::Primary => {
                 Some(h + dead * self.config.primary_patience.max(1))
             }
-            PeerState::Alive => Some(h + dead),
-            PeerState::SyncLost => Some(h.max(self.last_beacon.unwrap_or(h)) + dead),
+            PeerState::Alive => Some(h + self.backup_dead_after()),
+            PeerState::SyncLost => {
+                Some(h.max(self.last_beacon.unwrap_or(h)) + self.backup_dead_after())
+            }
             PeerState::Unknown | PeerState::Dead => None,
+        }
+    }
+
+    /// A backup's dead interval: the configured one, stretched by the primary's longest
+    /// recent extra silence (see [`Config::max_stretch`]).
+    fn backup_dead_after(&self) -> Duration {
+        self.config.dead_after() + self.stretch()
+    }
+
+    fn stretch(&self) -> Duration {
+        let at = self.last_heard.max(self.last_beacon).unwrap_or_default();
+        self.silences
+            .recent_max(at)
+            .saturating_sub(self.config.heartbeat_interval)
+            .min(self.config.max_stretch)
+    }
+
+    /// The longest interval without a sign of life from the peer (sync link or beacon) in
+    /// about the last 10 s, as of its last sign of life.
+    pub fn recent_max_silence(&self) -> Duration {
+        let at = self.last_heard.max(self.last_beacon).unwrap_or_default();
+        self.silences.recent_max(at)
+    }
+
+    /// How much longer than configured a backup now waits before declaring its primary dead
+    /// (see [`Config::max_stretch`]).
+    pub fn dead_after_stretch(&self) -> Duration {
+        if self.role == Role::Primary {
+            Duration::ZERO
+        } else {
+            self.stretch()
         }
     }
 
@@ -769,7 +813,7 @@ impl<T: Item> Node<T> {
         self.role == Role::Backup
             && self
                 .last_beacon
-                .is_some_and(|b| now < b + self.config.dead_after())
+                .is_some_and(|b| now < b + self.backup_dead_after())
     }
 
     /// Primary with client-path beacons: queue this interval's beacon (a heartbeat
@@ -832,6 +876,8 @@ impl<T: Item> Node<T> {
         self.stats.beacons += 1;
         // A driver reading beacons in batches passes each one's arrival time, not the read's:
         // they may come out of order with the time of other inputs.
+        self.silences
+            .observe(self.last_heard.max(self.last_beacon), now);
         self.last_beacon = Some(self.last_beacon.map_or(now, |b| b.max(now)));
         if self.peer_state == PeerState::SyncLost
             && !self.sync_lost_reported
@@ -955,6 +1001,10 @@ impl<T: Item> Node<T> {
                     return;
                 }
             }
+        }
+        if self.peer_state == PeerState::Alive || self.peer_state == PeerState::SyncLost {
+            self.silences
+                .observe(self.last_heard.max(self.last_beacon), now);
         }
         self.last_heard = Some(now);
         self.reported.clear();
@@ -1405,4 +1455,40 @@ enum Conflict {
     Reject(Error),
     /// This node, still probing as primary, found a serving primary: it becomes its backup.
     Demote,
+}
+
+/// Recent maxima of the peer's silences: one slot per second over the last
+/// [`Silences::SLOTS`] seconds.
+#[derive(Debug, Default)]
+struct Silences {
+    /// (second, longest silence ending in it).
+    slots: [(u64, Duration); Silences::SLOTS],
+}
+
+impl Silences {
+    const SLOTS: usize = 10;
+
+    /// A sign of life at `now`; the previous one was at `last`.
+    fn observe(&mut self, last: Option<Duration>, now: Duration) {
+        let Some(gap) = last.and_then(|l| now.checked_sub(l)) else {
+            return;
+        };
+        let sec = now.as_secs();
+        let slot = &mut self.slots[(sec % Self::SLOTS as u64) as usize];
+        if slot.0 != sec {
+            *slot = (sec, Duration::ZERO);
+        }
+        slot.1 = slot.1.max(gap);
+    }
+
+    /// The longest silence that ended within the last `SLOTS` seconds before `now`.
+    fn recent_max(&self, now: Duration) -> Duration {
+        let sec = now.as_secs();
+        self.slots
+            .iter()
+            .filter(|(s, _)| *s <= sec && sec - *s < Self::SLOTS as u64)
+            .map(|(_, d)| *d)
+            .max()
+            .unwrap_or_default()
+    }
 }

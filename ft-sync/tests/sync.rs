@@ -70,6 +70,11 @@ struct Net {
     served: [usize; 2],
     /// Instants at which a node's own timer was due (a wake-up no datagram caused).
     timer_wakes: [u64; 2],
+    /// Node 0's datagrams on both paths arrive no earlier than this (a stalled network
+    /// path: held, then delivered in a burst).
+    hold_until: Duration,
+    /// Node 1: last arrival of anything from node 0 (either path).
+    last_arrival: Option<Duration>,
 }
 
 impl Net {
@@ -88,6 +93,8 @@ impl Net {
             dead: [false, false],
             served: [0, 0],
             timer_wakes: [0, 0],
+            hold_until: Duration::ZERO,
+            last_arrival: None,
         }
     }
 
@@ -145,6 +152,10 @@ impl Net {
     fn run_until(&mut self, until: Duration) {
         while self.now < until {
             // Deliver what is due (in arrival order).
+            let hold = self.hold_until;
+            for p in self.in_flight.iter_mut().filter(|p| p.1 == 1 && p.0 < hold) {
+                p.0 = hold;
+            }
             self.in_flight.sort_by_key(|p| p.0);
             let due: Vec<_> = self
                 .in_flight
@@ -156,6 +167,9 @@ impl Net {
             for (at, to, d, beacon) in due {
                 if self.dead[to] {
                     continue;
+                }
+                if to == 1 {
+                    self.last_arrival = Some(at);
                 }
                 if let Some(n) = self.nodes[to].as_mut() {
                     if beacon {
@@ -194,6 +208,14 @@ impl Net {
             }
             self.now = next.min(until.max(self.now + Duration::from_micros(1)));
         }
+    }
+
+    /// Stall node 0's paths to node 1 from now until `silence` after the last thing node 1
+    /// received, then run until the burst is delivered.
+    fn stall(&mut self, silence: Duration) {
+        self.hold_until = self.last_arrival.unwrap() + silence;
+        let until = self.hold_until + MS;
+        self.run_until(until);
     }
 
     fn has(&self, i: usize, f: impl Fn(&Event) -> bool) -> bool {
@@ -1127,4 +1149,87 @@ fn handover_refused_without_a_synced_backup() {
     assert_eq!(p.hand_over(200 * MS), Err(Error::NoStandby));
     let mut b: Node = Node::new(cfg(2, Role::Backup), Duration::ZERO);
     assert_eq!(b.hand_over(MS), Err(Error::NotPrimary));
+}
+
+/// A loaded host's network path stalls now and then (packet processing deferred): with
+/// `max_stretch`, a backup that survived a stall waits that much longer before declaring
+/// its primary dead, for 10 s; without it (the default), the same stall is a takeover.
+#[test]
+fn a_backup_that_saw_its_primary_stall_waits_longer_for_10_s() {
+    for stretch in [Duration::ZERO, 40 * MS] {
+        let mut net = Net::new(
+            Impair {
+                delay: Duration::from_micros(300),
+                ..Default::default()
+            },
+            31,
+        );
+        net.start(0, beacon_cfg(1, Role::Primary));
+        net.run_until(5 * MS);
+        let mut c = beacon_cfg(2, Role::Backup);
+        c.max_stretch = stretch;
+        net.start(1, c);
+        net.run_until(60 * MS);
+        net.serve_snapshots(0, &[Change::Dialog(b"s0".to_vec())]);
+        net.run_until(500 * MS);
+        let quiet = net.node(1).recent_max_silence();
+        assert!(quiet <= 11 * MS, "{quiet:?}");
+        assert_eq!(net.node(1).dead_after_stretch(), Duration::ZERO);
+
+        // A 25 ms stall: below the 30 ms dead interval either way.
+        net.stall(25 * MS);
+        assert!(!net.has(1, |e| *e == Event::PeerDead));
+        let seen = net.node(1).recent_max_silence();
+        assert!(seen >= 25 * MS && seen < 26 * MS, "{seen:?}");
+        assert_eq!(
+            net.node(1).dead_after_stretch(),
+            (seen - 10 * MS).min(stretch)
+        );
+        net.run_until(net.now + 1000 * MS);
+
+        // A 38 ms stall: a takeover unless stretched (30 + 15 ms).
+        net.stall(38 * MS);
+        let dead = net.has(1, |e| *e == Event::PeerDead);
+        assert_eq!(dead, stretch.is_zero(), "stretch {stretch:?}");
+        if dead {
+            continue;
+        }
+        assert_eq!(net.node(1).peer_state(), PeerState::Alive);
+
+        // A real death now: detected after 30 ms + the stretch (38 - 10 = 28 ms).
+        net.run_until(net.now + 500 * MS);
+        net.dead[0] = true;
+        let last = net.last_arrival.unwrap();
+        net.run_until(net.now + 200 * MS);
+        let after = net.first(1, |e| *e == Event::PeerDead).unwrap() - last;
+        assert!(
+            after >= 57 * MS && after <= 59 * MS,
+            "detected after {after:?}"
+        );
+
+        // Ten quiet seconds later the stretch is gone: 30 ms again.
+        let mut net2 = Net::new(
+            Impair {
+                delay: Duration::from_micros(300),
+                ..Default::default()
+            },
+            32,
+        );
+        net2.start(0, beacon_cfg(1, Role::Primary));
+        net2.run_until(5 * MS);
+        let mut c = beacon_cfg(2, Role::Backup);
+        c.max_stretch = stretch;
+        net2.start(1, c);
+        net2.run_until(60 * MS);
+        net2.serve_snapshots(0, &[Change::Dialog(b"s0".to_vec())]);
+        net2.run_until(500 * MS);
+        net2.stall(28 * MS);
+        net2.run_until(net2.now + 11_000 * MS);
+        assert_eq!(net2.node(1).dead_after_stretch(), Duration::ZERO);
+        net2.dead[0] = true;
+        let last = net2.last_arrival.unwrap();
+        net2.run_until(net2.now + 200 * MS);
+        let after = net2.first(1, |e| *e == Event::PeerDead).unwrap() - last;
+        assert!(after <= 31 * MS, "detected after {after:?}");
+    }
 }

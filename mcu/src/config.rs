@@ -100,6 +100,12 @@ pub struct ServeArgs {
     /// Hot standby: the peer is dead after this many missed heartbeats [default: 3].
     #[arg(long)]
     pub ft_dead_after: Option<u32>,
+    /// Hot standby (backup): wait up to this many milliseconds longer than
+    /// `--ft-dead-after` heartbeats before declaring the primary dead, by as much as the
+    /// primary's longest extra silence in the last 10 s (a loaded host whose network path
+    /// stalls now and then); 0: never [default: 40].
+    #[arg(long)]
+    pub ft_max_stretch_ms: Option<u64>,
     /// Hot standby (backup): NFQUEUE number N for the mirrored input; N+1 carries the
     /// primary's client-path beacons [default: 0].
     #[arg(long)]
@@ -156,6 +162,7 @@ struct FileConfig {
     ft_mirror_to: Option<IpAddr>,
     ft_heartbeat_ms: Option<u64>,
     ft_dead_after: Option<u32>,
+    ft_max_stretch_ms: Option<u64>,
     ft_queue_num: Option<u16>,
     max_sip_connections: Option<usize>,
     max_sip_connections_per_source: Option<usize>,
@@ -286,6 +293,8 @@ pub struct FtConfig {
     pub heartbeat: std::time::Duration,
     /// Missed heartbeats before the peer is dead.
     pub dead_after: u32,
+    /// Backup: how much longer it may wait after the primary's recent stalls.
+    pub max_stretch: std::time::Duration,
     /// NFQUEUE number on the backup.
     pub queue_num: u16,
     /// The WebRTC port, whose mirrored SRTP the backup's reader follows (sequence numbers
@@ -607,6 +616,13 @@ impl ServeArgs {
         if dead_after < 2 {
             bail!("ft-dead-after {dead_after}: at least 2 missed heartbeats");
         }
+        let max_stretch_ms = self
+            .ft_max_stretch_ms
+            .or(file.ft_max_stretch_ms)
+            .unwrap_or(40);
+        if max_stretch_ms > 1000 {
+            bail!("ft-max-stretch-ms {max_stretch_ms}: expected 0..1000");
+        }
         Ok(Some(FtConfig {
             role,
             listen,
@@ -618,6 +634,7 @@ impl ServeArgs {
             mirror_to,
             heartbeat: std::time::Duration::from_millis(heartbeat_ms),
             dead_after,
+            max_stretch: std::time::Duration::from_millis(max_stretch_ms),
             queue_num: self.ft_queue_num.or(file.ft_queue_num).unwrap_or(0),
             webrtc_port: None,
         }))

@@ -153,6 +153,7 @@ pub async fn start(cfg: &FtConfig) -> Result<HotStandby> {
     );
     config.heartbeat_interval = cfg.heartbeat;
     config.missed_heartbeats = cfg.dead_after;
+    config.max_stretch = cfg.max_stretch;
     config.client_path_beacons = true;
     // A lossy link must not drop the protection every few seconds (see the field).
     config.primary_patience = 3;

@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// The label of a per-listener metric: the address it is bound to (`listen="ADDR:PORT"`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,6 +104,12 @@ pub struct Metrics {
     pub ft_peer_state: Gauge,
     /// Hot standby, primary: replicated entries not yet acknowledged by the backup.
     pub ft_replication_lag: Gauge,
+    /// Hot standby: the peer's longest silence (no sign of life on either path) in about
+    /// the last 10 s.
+    pub ft_peer_silence_max: Gauge<f64, AtomicU64>,
+    /// Hot standby, backup: how much longer than configured it now waits before declaring
+    /// the primary dead.
+    pub ft_dead_after_stretch: Gauge<f64, AtomicU64>,
     /// SIP/TCP connections open.
     pub sip_tcp_connections: Gauge,
     /// SIP/TCP connections closed at once because `--max-sip-connections` were open.
@@ -195,6 +202,8 @@ impl Metrics {
             ft_protected: Gauge::default(),
             ft_peer_state: Gauge::default(),
             ft_replication_lag: Gauge::default(),
+            ft_peer_silence_max: Gauge::default(),
+            ft_dead_after_stretch: Gauge::default(),
             sip_tcp_connections: Gauge::default(),
             sip_tcp_rejected: Counter::default(),
             sip_tcp_rejected_per_source: Counter::default(),
@@ -361,6 +370,16 @@ impl Metrics {
             "ft_peer_state",
             "The hot-standby peer as this node sees it: 0 unknown, 1 alive, 2 dead, 3 sync link lost (partition)",
             m.ft_peer_state.clone(),
+        );
+        r.register(
+            "ft_peer_silence_max_seconds",
+            "The hot-standby peer's longest silence (no heartbeat or beacon) in about the last 10 s",
+            m.ft_peer_silence_max.clone(),
+        );
+        r.register(
+            "ft_dead_after_stretch_seconds",
+            "Backup: how much longer than the configured dead interval it now waits before declaring the primary dead, after the primary's recent stalls (--ft-max-stretch-ms)",
+            m.ft_dead_after_stretch.clone(),
         );
         r.register(
             "ft_replication_lag_entries",

@@ -1355,7 +1355,20 @@ impl Server {
                     }
                 }
             }
-            SyncEvent::Node(Event::PeerDead) => tracing::warn!("sync link: peer dead"),
+            SyncEvent::Node(Event::PeerDead) => {
+                let (silence, stretch) = self.hs.as_ref().map_or((0.0, 0.0), |hs| {
+                    let s = hs.link.status();
+                    (
+                        s.silence_max.as_secs_f64() * 1e3,
+                        s.dead_after_stretch.as_secs_f64() * 1e3,
+                    )
+                });
+                tracing::warn!(
+                    recent_max_silence_ms = silence,
+                    dead_after_stretch_ms = stretch,
+                    "sync link: peer dead"
+                )
+            }
             SyncEvent::Node(Event::PeerRejected(e)) => {
                 tracing::error!("sync link: peer rejected: {e}")
             }
@@ -1505,6 +1518,9 @@ impl Server {
         st.protected = protected;
         st.beacons = link.beacons;
         st.beacons_refused = link.beacons_refused;
+        m.ft_peer_silence_max.set(link.silence_max.as_secs_f64());
+        m.ft_dead_after_stretch
+            .set(link.dead_after_stretch.as_secs_f64());
         st.role = hot_standby::role_name(link.role).into();
         st.peer = hot_standby::peer_name(link.peer).into();
         st.sync_dropped = link.dropped;

@@ -94,6 +94,11 @@ pub struct SyncStatus {
     pub beacons: u64,
     /// See `beacons`.
     pub beacons_refused: u64,
+    /// The peer's longest silence (no sign of life on either path) in about the last 10 s.
+    pub silence_max: Duration,
+    /// Backup: how much longer than configured it now waits before declaring the primary
+    /// dead (`--ft-max-stretch-ms`).
+    pub dead_after_stretch: Duration,
 }
 
 /// The sync link: its thread owns the node; see [the module docs](self).
@@ -337,6 +342,8 @@ fn status_of<T: Item>(node: &Node<T>, committed_seq: u64, last_seq: u64) -> Sync
         dropped: node.stats().dropped(),
         beacons: node.stats().beacons,
         beacons_refused: node.stats().beacons_refused,
+        silence_max: node.recent_max_silence(),
+        dead_after_stretch: node.dead_after_stretch(),
     }
 }
 
