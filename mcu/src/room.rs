@@ -414,6 +414,8 @@ struct Room {
     grid_tx: mpsc::Sender<grid::FromGrid>,
     /// A takeover's grid snapshot, for the first grid thread.
     grid_resume: Option<::video::snapshot::GridSnapshot>,
+    /// A resumed forwarder's first output, sent once the members are attached.
+    video_held: Vec<::video::Output>,
 }
 
 impl Room {
@@ -896,7 +898,16 @@ async fn run_room(
         first.saturating_duration_since(origin),
     );
     let (grid_tx, mut grid_rx) = mpsc::channel(grid::OUTPUT_QUEUE);
+    // A resumed forwarder's first output (a keyframe request to every source) waits for
+    // the members' Attach commands: sent before, the requests to members not attached yet
+    // would be lost, and the rate limit would hold back the next ones.
+    let mut switcher = switcher;
+    let mut video_held = Vec::new();
+    while let Some(o) = switcher.poll_output() {
+        video_held.push(o);
+    }
     let mut room = Room {
+        video_held,
         grid: None,
         grid_generation: 0,
         grid_tx,

@@ -296,6 +296,10 @@ impl Room {
         for id in gone {
             let _ = self.switcher.remove_participant(id, now);
         }
+        // The resumed forwarder's keyframe requests, now that their sources are attached.
+        for out in std::mem::take(&mut self.video_held) {
+            self.send_output(out);
+        }
         self.drain_video();
     }
 
@@ -319,33 +323,38 @@ impl Room {
     /// Send what the forwarder produced.
     pub(super) fn drain_video(&mut self) {
         while let Some(out) = self.switcher.poll_output() {
-            let (to, rtcp, packet) = match out {
-                ::video::Output::Rtp { to, packet } => (to, false, packet),
-                ::video::Output::Rtcp { to, packet } => (to, true, packet),
-            };
-            if to == GRID_ID {
-                // Feedback to the grid: its keyframe requests go to the encoder (REMB and
-                // the like have no use there).
-                let asks = ::video::feedback::parse(&packet).is_ok_and(|fbs| {
-                    fbs.iter().any(|f| {
-                        matches!(
-                            f,
-                            ::video::feedback::Feedback::Pli { .. }
-                                | ::video::feedback::Feedback::Fir { .. }
-                        )
-                    })
-                });
-                if let (true, Some(g)) = (asks, self.grid.as_mut()) {
-                    g.thread.control(ToGrid::Keyframe);
-                }
-                continue;
+            self.send_output(out);
+        }
+    }
+
+    /// Send one output of the forwarder (to a member, or to the grid's encoder).
+    fn send_output(&mut self, out: ::video::Output) {
+        let (to, rtcp, packet) = match out {
+            ::video::Output::Rtp { to, packet } => (to, false, packet),
+            ::video::Output::Rtcp { to, packet } => (to, true, packet),
+        };
+        if to == GRID_ID {
+            // Feedback to the grid: its keyframe requests go to the encoder (REMB and
+            // the like have no use there).
+            let asks = ::video::feedback::parse(&packet).is_ok_and(|fbs| {
+                fbs.iter().any(|f| {
+                    matches!(
+                        f,
+                        ::video::feedback::Feedback::Pli { .. }
+                            | ::video::feedback::Feedback::Fir { .. }
+                    )
+                })
+            });
+            if let (true, Some(g)) = (asks, self.grid.as_mut()) {
+                g.thread.control(ToGrid::Keyframe);
             }
-            if self.send_video(to, rtcp, &packet) {
-                if rtcp {
-                    self.ctx.metrics.video_rtcp_out.inc();
-                } else {
-                    self.ctx.metrics.video_rtp_out.inc();
-                }
+            return;
+        }
+        if self.send_video(to, rtcp, &packet) {
+            if rtcp {
+                self.ctx.metrics.video_rtcp_out.inc();
+            } else {
+                self.ctx.metrics.video_rtp_out.inc();
             }
         }
     }
