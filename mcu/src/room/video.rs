@@ -383,21 +383,23 @@ impl Room {
         self.ship_video();
     }
 
-    /// The layout the receivers are shown: grid while the compositor runs (and is not
-    /// being left), else voice-switched.
+    /// The layout the receivers are shown: voice-switched while a grid is being left (or
+    /// when its compositor could not start), else the room's.
     pub(super) fn layout_in_effect(&self) -> VideoLayout {
         match &self.grid {
-            Some(g) if g.draining_since.is_none() => VideoLayout::Grid,
-            _ => VideoLayout::Switched,
+            Some(g) if g.draining_since.is_some() => VideoLayout::Switched,
+            _ => self.layout,
         }
     }
 
     /// Bring the grid in line with the layout (every tick, and at a layout change): start
-    /// the compositor thread and pin every receiver to it; or unpin them and end the thread
+    /// the compositor thread and pin every receiver to it (in grid layout, once a member
+    /// has video: an audio-only room encodes nothing); or unpin them and end the thread
     /// once none still waits to switch away from it (at most [`GRID_DRAIN`]); tell a
     /// running compositor the room's sources and speaker.
     pub(super) fn grid_sync(&mut self, now: Duration) {
-        let want = self.layout == VideoLayout::Grid;
+        let want =
+            self.layout == VideoLayout::Grid && self.members.values().any(|m| m.video.is_some());
         if want && self.grid.is_none() {
             self.grid_generation += 1;
             let resume = self.grid_resume.take();
