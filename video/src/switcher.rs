@@ -323,9 +323,9 @@ fn validate(params: &VideoParams) -> Result<(), Error> {
 /// The voice-switched video forwarder of one room (see the module docs for its rules).
 ///
 /// Method families: configuration (`new`, `add_participant`, `remove_participant`,
-/// `set_speaker`), inputs (`handle_rtp`, `handle_rtcp`, `handle_timeout`), outputs
-/// (`poll_output`, `poll_timeout`), getters (`stats`, `room_stats`, `speaker`,
-/// `output_ssrc`), hot-standby takeover (`state_version`, `export_state`, `from_snapshot`,
+/// `set_speaker`, `set_pinned`), inputs (`handle_rtp`, `handle_rtcp`, `handle_timeout`,
+/// `request_keyframe_from`), outputs (`poll_output`, `poll_timeout`), getters (`stats`,
+/// `room_stats`, `speaker`, `pinned`, `output_ssrc`), hot-standby takeover (`state_version`, `export_state`, `from_snapshot`,
 /// see [`crate::snapshot`]). After every call, drain `poll_output` until `None`. `Switcher`
 /// is `Send` (one task per room).
 pub struct Switcher {
