@@ -13,7 +13,7 @@
 //!
 //! Voice-switched (the default): the forwarder (crate `video`'s `Switcher`) shows every
 //! receiver the active speaker. Grid: the room runs a compositor thread
-//! ([`super::grid`]) that decodes every source, composes and encodes the grid once for all
+//! (`room/grid.rs`) that decodes every source, composes and encodes the grid once for all
 //! viewers; its RTP enters the forwarder as the virtual source [`GRID_ID`], which every
 //! receiver is pinned to (`Switcher::set_pinned`). The forwarder therefore still gives each
 //! receiver its one SSRC, continuous sequence numbers, timestamps and picture IDs, switches
