@@ -188,6 +188,9 @@ pub enum RoomCommand {
         layout: VideoLayout,
         /// A resumed room's video forwarder, continued from its snapshot (takeover).
         video: Option<Box<video::SwitcherSnapshot>>,
+        /// A resumed room's grid compositor, continued from its snapshot (takeover of a
+        /// room in grid layout).
+        grid: Option<Box<video::snapshot::GridSnapshot>>,
     },
     /// Add a participant to the mixer; the room answers with [`RoomEvent::Joined`] or
     /// [`RoomEvent::JoinFailed`].
@@ -350,5 +353,13 @@ pub enum RoomEvent {
         room: u64,
         /// Snapshot.
         snapshot: Box<video::SwitcherSnapshot>,
+    },
+    /// The grid compositor's tiles or speaker changed: its latest snapshot (`None`: the
+    /// room left grid layout).
+    GridSnapshot {
+        /// Room id.
+        room: u64,
+        /// Snapshot.
+        snapshot: Option<Box<video::snapshot::GridSnapshot>>,
     },
 }

@@ -742,6 +742,9 @@ impl Core {
             }
             RoomEvent::Snapshot { room, snapshot } => self.on_snapshot(room, *snapshot),
             RoomEvent::VideoSnapshot { room, snapshot } => self.on_video_snapshot(room, *snapshot),
+            RoomEvent::GridSnapshot { room, snapshot } => {
+                self.on_grid_snapshot(room, snapshot.map(|s| *s))
+            }
         }
         self.step(now);
     }
@@ -1616,6 +1619,7 @@ impl Core {
                 config,
                 snapshot: None,
                 video: None,
+                grid: None,
                 settings: RoomSettings::default(),
             };
             self.room_items.push(Item::Room(record.clone()));
@@ -1636,6 +1640,7 @@ impl Core {
             init,
             layout: record.settings.layout(self.cfg.video_layout),
             video: record.video.clone().map(Box::new),
+            grid: record.grid.clone().map(Box::new),
         }));
         self.room_names.insert(record.id, record.name.clone());
         self.rooms.insert(
@@ -1701,6 +1706,23 @@ impl Core {
             return;
         }
         r.record.video = Some(snapshot);
+        if self.role == Role::Primary {
+            self.room_items.push(Item::Room(r.record.clone()));
+        }
+    }
+
+    fn on_grid_snapshot(&mut self, room: u64, snapshot: Option<video::snapshot::GridSnapshot>) {
+        let Some(r) = self
+            .room_names
+            .get(&room)
+            .and_then(|name| self.rooms.get_mut(name))
+        else {
+            return; // closed meanwhile
+        };
+        if r.record.grid == snapshot {
+            return;
+        }
+        r.record.grid = snapshot;
         if self.role == Role::Primary {
             self.room_items.push(Item::Room(r.record.clone()));
         }

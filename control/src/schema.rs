@@ -22,7 +22,8 @@
 //!   media sources its room learned): without them the backup does not know which client
 //!   belongs to which room, which ports to pre-bind, where to send its media, or what version
 //!   its next SDP must carry.
-//! - Rooms ([`Item::Room`]: the mixer configuration and its latest snapshot, i.e. every
+//! - Rooms ([`Item::Room`]: the mixer configuration and its latest snapshot (and the video
+//!   forwarder's, and the grid compositor's in grid layout), i.e. every
 //!   output stream's SSRC, sequence and timestamp origin, the tick phase, the top-N set and
 //!   the dominant speaker): without them a client sees a new SSRC or a seq/ts jump (most
 //!   jitter buffers reset, some phones drop the stream), RTCP SR maps NTP to RTP time
@@ -55,8 +56,10 @@ use sip_core::state::{Rng, StateChange};
 /// layout, which can change without the link's).
 ///
 /// 6: calls carry a video port pair and a learned video source; the negotiated media its
-/// video line; room settings a video layout.
-pub const SCHEMA_VERSION: u16 = 7;
+/// video line; room settings a video layout. 7: rooms carry their video forwarder's
+/// snapshot. 8: rooms carry their grid compositor's snapshot, the forwarder's its pinned
+/// source (both read as absent from an older record).
+pub const SCHEMA_VERSION: u16 = 8;
 
 /// One replicated step: applied by the backup as a whole, in order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -207,6 +210,10 @@ pub struct RoomRecord {
     /// switches ([`video::snapshot`]).
     #[serde(default)]
     pub video: Option<video::SwitcherSnapshot>,
+    /// The grid compositor's latest snapshot while the room is in grid layout (tiles,
+    /// framed speaker, next picture ID): a promoted backup's compositor resumes from it.
+    #[serde(default)]
+    pub grid: Option<video::snapshot::GridSnapshot>,
     /// What the operator set ([`crate::admin`]): locked, its own participant limit. Gone
     /// with the room when its last participant leaves.
     #[serde(default)]

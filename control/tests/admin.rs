@@ -606,6 +606,82 @@ fn the_video_layout_is_the_servers_until_the_operator_sets_it_and_survives_a_tak
 }
 
 #[test]
+fn a_grid_rooms_compositor_snapshot_reaches_the_promoted_backups_room() {
+    use control::RoomEvent;
+    use video::snapshot::GridSnapshot;
+    let mut p = Node::new(Role::Primary);
+    let mut b = Node::new(Role::Backup);
+    p.core.handle_backup_connected(p.now);
+    p.drain();
+    let mut ua = Ua::new(0, "alice", "standup");
+    let ca = join(&mut p, &mut ua);
+    admin(&mut p, 1, layout("standup", VideoLayout::Grid));
+    let room = room_id(&p, ca);
+    let snap = |tiles: Vec<Option<u64>>| GridSnapshot {
+        next_picture_id: 77,
+        speaker: Some(ca),
+        tiles,
+    };
+    // The room task reports its compositor's tiles twice, then the last one wins.
+    for tiles in [vec![Some(ca)], vec![Some(ca), None, Some(9)]] {
+        p.core.handle_room_event(
+            RoomEvent::GridSnapshot {
+                room,
+                snapshot: Some(Box::new(snap(tiles))),
+            },
+            p.now,
+        );
+        p.drain();
+    }
+    feed(&mut b, &mut p, untouched);
+    b.now = p.now;
+    b.core.handle_takeover(b.now);
+    b.drain();
+    let opened: Vec<_> = b
+        .log
+        .iter()
+        .filter_map(|a| match a {
+            Action::Room(RoomCommand::Open { grid, layout, .. }) => Some((grid.clone(), *layout)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        opened,
+        [(
+            Some(Box::new(snap(vec![Some(ca), None, Some(9)]))),
+            VideoLayout::Grid
+        )],
+        "the resumed room continues the grid"
+    );
+    // A room that left grid layout says so: a takeover then starts no grid.
+    let mut p2 = Node::new(Role::Primary);
+    let mut b2 = Node::new(Role::Backup);
+    p2.core.handle_backup_connected(p2.now);
+    p2.drain();
+    let mut ua2 = Ua::new(0, "bob", "standup");
+    let cb = join(&mut p2, &mut ua2);
+    let room2 = room_id(&p2, cb);
+    for snapshot in [Some(Box::new(snap(vec![Some(cb)]))), None] {
+        p2.core.handle_room_event(
+            RoomEvent::GridSnapshot {
+                room: room2,
+                snapshot,
+            },
+            p2.now,
+        );
+        p2.drain();
+    }
+    feed(&mut b2, &mut p2, untouched);
+    b2.now = p2.now;
+    b2.core.handle_takeover(b2.now);
+    b2.drain();
+    assert!(b2
+        .log
+        .iter()
+        .any(|a| matches!(a, Action::Room(RoomCommand::Open { grid: None, .. }))));
+}
+
+#[test]
 fn a_server_default_grid_applies_to_rooms_that_set_none() {
     let mut c = config();
     c.video_layout = VideoLayout::Grid;

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+pub use video::snapshot::GridSnapshot;
 use video::vp8::{Frame, FrameAssembler, Packetizer};
 
 use crate::compose::{compose, Layout, MAX_TILES};
@@ -77,18 +77,6 @@ pub enum Output {
         /// The source.
         source: SourceId,
     },
-}
-
-/// What a hot standby needs to continue a grid where the primary stopped
-/// ([`Compositor::snapshot`], [`Compositor::resume`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GridSnapshot {
-    /// Picture ID of the next frame to encode.
-    pub next_picture_id: u16,
-    /// The active speaker.
-    pub speaker: Option<SourceId>,
-    /// The source in each tile, row-major.
-    pub tiles: Vec<Option<SourceId>>,
 }
 
 /// One source's decoding state.

@@ -144,6 +144,16 @@ pub struct Metrics {
     pub video_rtp_out: Counter,
     /// `video_packets_sent{kind="rtcp"}`, held.
     pub video_rtcp_out: Counter,
+    /// Grid frames composed and encoded (one per frame per grid room, whatever the number
+    /// of its viewers).
+    pub video_grid_frames: Counter,
+    /// Time to compose and encode one grid frame (on the grid's own thread).
+    pub video_grid_encode_seconds: Histogram,
+    /// Sources' RTP packets not given to a grid compositor: its input queue was full.
+    pub video_grid_dropped_in: Counter,
+    /// Grid output (RTP of the composed stream, keyframe requests) dropped: the room's
+    /// grid queue was full.
+    pub video_grid_dropped_out: Counter,
     /// Live-update WebSockets (`GET /api/ws`) open.
     pub ws_clients: Gauge,
     /// Live-update WebSockets refused: `live::MAX_SOCKETS` were open.
@@ -219,6 +229,10 @@ impl Metrics {
             video_packets_sent: Family::default(),
             video_rtp_out: Counter::default(),
             video_rtcp_out: Counter::default(),
+            video_grid_frames: Counter::default(),
+            video_grid_encode_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 10)),
+            video_grid_dropped_in: Counter::default(),
+            video_grid_dropped_out: Counter::default(),
             ws_clients: Gauge::default(),
             ws_rejected: Counter::default(),
             ws_slow_dropped: Counter::default(),
@@ -453,6 +467,26 @@ impl Metrics {
             "video_packets_sent",
             "Video datagrams the rooms' forwarders sent (RTP to receivers; RTCP: keyframe requests, NACK, REMB, reports)",
             m.video_packets_sent.clone(),
+        );
+        r.register(
+            "video_grid_frames",
+            "Grid frames composed and encoded (once per frame per grid room, for all its viewers)",
+            m.video_grid_frames.clone(),
+        );
+        r.register(
+            "video_grid_encode_seconds",
+            "Time to compose and encode one grid frame (on the grid's thread)",
+            m.video_grid_encode_seconds.clone(),
+        );
+        r.register(
+            "video_grid_input_dropped",
+            "Sources' RTP packets not given to a grid compositor: its queue was full",
+            m.video_grid_dropped_in.clone(),
+        );
+        r.register(
+            "video_grid_output_dropped",
+            "Grid output (composed RTP, keyframe requests) dropped: the room's grid queue was full",
+            m.video_grid_dropped_out.clone(),
         );
         r.register(
             "ws_clients",

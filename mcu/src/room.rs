@@ -19,6 +19,7 @@
 //! handed to [`video`]'s hooks, where the video forwarder plugs in (today they are counted
 //! and dropped).
 
+mod grid;
 pub mod video;
 
 pub use video::{VideoKind, VideoMember};
@@ -309,15 +310,17 @@ pub struct RoomCtx {
     pub layout: VideoLayout,
 }
 
-/// Spawn a room task (`video`: a resumed room's video forwarder, continued from its snapshot).
+/// Spawn a room task (`video`: a resumed room's video forwarder, continued from its
+/// snapshot; `grid`: its grid compositor's, when the room was in grid layout).
 pub fn spawn_room(
     ctx: RoomCtx,
     init: RoomInit,
     video: Option<Box<::video::SwitcherSnapshot>>,
+    grid: Option<Box<::video::snapshot::GridSnapshot>>,
 ) -> RoomHandle {
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
     let (pkt_tx, pkt_rx) = mpsc::channel(ROOM_QUEUE);
-    tokio::spawn(run_room(ctx, init, video, ctl_rx, pkt_tx, pkt_rx));
+    tokio::spawn(run_room(ctx, init, video, grid, ctl_rx, pkt_tx, pkt_rx));
     RoomHandle { ctl: ctl_tx }
 }
 
@@ -403,6 +406,16 @@ struct Room {
     video_shipped: Option<u64>,
     /// The audio speaker last passed to the forwarder.
     video_speaker: Option<ParticipantId>,
+    /// The grid compositor's thread, while the room is in grid layout (or leaving it).
+    grid: Option<grid::GridState>,
+    /// Generation of the last grid thread started (its messages carry it).
+    grid_generation: u64,
+    /// The grid threads' output queue (read by the room task).
+    grid_tx: mpsc::Sender<grid::FromGrid>,
+    /// A takeover's grid snapshot, for the first grid thread.
+    grid_resume: Option<::video::snapshot::GridSnapshot>,
+    /// A resumed forwarder's first output, sent once the members are attached.
+    video_held: Vec<::video::Output>,
 }
 
 impl Room {
@@ -773,7 +786,7 @@ impl Room {
                 }
             }
         }
-        v.layout = self.layout;
+        v.layout = self.layout_in_effect();
     }
 
     fn drain(&mut self) {
@@ -844,6 +857,7 @@ async fn run_room(
     ctx: RoomCtx,
     init: RoomInit,
     video_snapshot: Option<Box<::video::SwitcherSnapshot>>,
+    grid_snapshot: Option<Box<::video::snapshot::GridSnapshot>>,
     mut ctl_rx: mpsc::UnboundedReceiver<RoomCtl>,
     pkt_tx: mpsc::Sender<Packet>,
     mut pkt_rx: mpsc::Receiver<Packet>,
@@ -883,7 +897,21 @@ async fn run_room(
         video_snapshot.as_deref(),
         first.saturating_duration_since(origin),
     );
+    let (grid_tx, mut grid_rx) = mpsc::channel(grid::OUTPUT_QUEUE);
+    // A resumed forwarder's first output (a keyframe request to every source) waits for
+    // the members' Attach commands: sent before, the requests to members not attached yet
+    // would be lost, and the rate limit would hold back the next ones.
+    let mut switcher = switcher;
+    let mut video_held = Vec::new();
+    while let Some(o) = switcher.poll_output() {
+        video_held.push(o);
+    }
     let mut room = Room {
+        video_held,
+        grid: None,
+        grid_generation: 0,
+        grid_tx,
+        grid_resume: grid_snapshot.map(|g| *g),
         layout: ctx.layout,
         video_shipped: Some(switcher.state_version()),
         video_speaker: switcher.speaker().0,
@@ -953,6 +981,7 @@ async fn run_room(
                     break;
                 }
             }
+            Some(g) = grid_rx.recv() => room.grid_output(g),
             Some(p) = pkt_rx.recv() => room.packet(p),
         }
     }

@@ -1032,6 +1032,7 @@ impl Server {
                 init,
                 layout,
                 video,
+                grid,
             } => {
                 if matches!(init, control::RoomInit::Resume(_)) {
                     self.resuming.push(room);
@@ -1065,6 +1066,7 @@ impl Server {
                     },
                     init,
                     video,
+                    grid,
                 );
                 self.shared.rooms.lock().unwrap().insert(name, view.clone());
                 self.shared.metrics.rooms.inc();

@@ -78,7 +78,8 @@ pub struct RoomView {
     pub locked: bool,
     /// The room's participant limit (its own, else the server's).
     pub max_participants: usize,
-    /// How the room shows video (its own, else the server's `--video-layout`).
+    /// The video layout in effect (its own, else the server's `--video-layout`; published
+    /// by the room task, which says `switched` while it leaves grid layout).
     pub layout: control::VideoLayout,
     /// Participants by id.
     pub participants: BTreeMap<ParticipantId, ParticipantView>,

@@ -55,6 +55,7 @@ fn analyze_video(args: AnalyzeVideoArgs) -> Result<(), String> {
             .map(|c| crate::video::parse_colour(c))
             .collect::<Result<_, _>>()?,
         freeze_threshold_ms: args.freeze_threshold_ms,
+        tiles: None,
     };
     let report = crate::video::analyze_video(&args.file, &opts).map_err(|e| e.to_string())?;
     if args.json {

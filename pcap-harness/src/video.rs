@@ -47,6 +47,7 @@ use crate::stream::{Pkt, MAX_MISORDER};
 use crate::vp8::{self, Damage};
 use crate::vpx::{Picture, Vp8Decoder};
 use crate::Error;
+use video_grid::picture::{MeanYuv, Rect, I420};
 
 /// A forward sequence jump larger than this starts a new segment (RFC 3550 A.1
 /// `MAX_DROPOUT`).
@@ -61,6 +62,10 @@ pub struct VideoOptions {
     pub colours: Vec<RefColour>,
     /// Freezes at least this long (ms) are listed in [`VideoStream::freezes`].
     pub freeze_threshold_ms: f64,
+    /// Also name the colour of each cell of a `(columns, rows)` grid laid over every
+    /// decoded picture ([`VideoFrame::tiles`]: the mean of the cell's middle half, nearest
+    /// reference colour), e.g. `(2, 2)` for a 2x2 continuous-presence layout.
+    pub tiles: Option<(u32, u32)>,
 }
 
 impl Default for VideoOptions {
@@ -69,6 +74,7 @@ impl Default for VideoOptions {
             pt: None,
             colours: Vec::new(),
             freeze_threshold_ms: 200.0,
+            tiles: None,
         }
     }
 }
@@ -191,6 +197,10 @@ pub struct VideoFrame {
     pub colour: Option<String>,
     /// libvpx's error message ([`FrameStatus::DecodeError`]).
     pub error: Option<String>,
+    /// With [`VideoOptions::tiles`]: the nearest reference colour of each grid cell,
+    /// row-major (decoded, shown frames).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tiles: Vec<String>,
 }
 
 /// The longest stretch without a newly decoded picture.
@@ -329,6 +339,19 @@ impl VideoStream {
         self.frame_list
             .iter()
             .find(|f| f.time >= time && f.colour.as_deref() == Some(name))
+            .map(|f| f.time)
+    }
+
+    /// The first decoded picture at or after `time` (epoch s) whose grid cells
+    /// ([`VideoOptions::tiles`]) show every one of `colours` (each in some cell).
+    pub fn first_tiles_after(&self, colours: &[&str], time: f64) -> Option<f64> {
+        self.frame_list
+            .iter()
+            .find(|f| {
+                f.time >= time
+                    && f.status == FrameStatus::Decoded
+                    && colours.iter().all(|c| f.tiles.iter().any(|t| t == c))
+            })
             .map(|f| f.time)
     }
 
@@ -687,6 +710,7 @@ fn analyze_flow(
                 mean_v: None,
                 colour: None,
                 error: None,
+                tiles: Vec::new(),
             };
             if let Some(d) = f.descriptor.filter(|_| f.complete()) {
                 if let Some(p) = prev_complete {
@@ -707,7 +731,20 @@ fn analyze_flow(
                 vf.status = FrameStatus::Undecodable;
                 st.undecodable += 1;
             } else {
-                match decoder.decode(&f.data) {
+                let decoded = match opts.tiles {
+                    Some(grid) => decoder.decode_image(&f.data).map(|d| {
+                        d.map(|d| {
+                            let (pic, tiles) = summarise_tiles(&d.image, d.corrupt, grid);
+                            vf.tiles = tiles
+                                .iter()
+                                .map(|m| nearest_mean(colours, m).0.to_string())
+                                .collect();
+                            pic
+                        })
+                    }),
+                    None => decoder.decode(&f.data),
+                };
+                match decoded {
                     Err(e) => {
                         vf.status = FrameStatus::DecodeError;
                         vf.error = Some(e.to_string());
@@ -791,11 +828,56 @@ fn round2(x: f64) -> f64 {
 
 /// The reference colour nearest a picture's mean, and the distance.
 fn nearest<'a>(colours: &'a [RefColour], p: &Picture) -> (&'a str, f64) {
+    nearest_mean(
+        colours,
+        &MeanYuv {
+            y: p.mean_y,
+            u: p.mean_u,
+            v: p.mean_v,
+        },
+    )
+}
+
+/// The reference colour nearest a mean colour, and the distance.
+fn nearest_mean<'a>(colours: &'a [RefColour], m: &MeanYuv) -> (&'a str, f64) {
     colours
         .iter()
-        .map(|c| (c.name.as_str(), c.distance(p.mean_y, p.mean_u, p.mean_v)))
+        .map(|c| (c.name.as_str(), c.distance(m.y, m.u, m.v)))
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .unwrap_or(("", 0.0))
+}
+
+/// A decoded picture's summary, and the mean colour of the middle half of each cell of a
+/// `(columns, rows)` grid over it, row-major.
+fn summarise_tiles(img: &I420, corrupt: bool, (cols, rows): (u32, u32)) -> (Picture, Vec<MeanYuv>) {
+    let all = img.mean(img.rect()).unwrap_or(MeanYuv {
+        y: 0.0,
+        u: 0.0,
+        v: 0.0,
+    });
+    let pic = Picture {
+        width: img.width(),
+        height: img.height(),
+        mean_y: all.y,
+        mean_u: all.u,
+        mean_v: all.v,
+        corrupt,
+    };
+    let (cols, rows) = (cols.max(1), rows.max(1));
+    let (cw, ch) = (img.width() / cols, img.height() / rows);
+    let mut tiles = Vec::new();
+    for r in 0..rows {
+        for c in 0..cols {
+            let cell = Rect {
+                x: c * cw + cw / 4,
+                y: r * ch + ch / 4,
+                width: (cw / 2).max(1),
+                height: (ch / 2).max(1),
+            };
+            tiles.push(img.mean(cell).unwrap_or(all));
+        }
+    }
+    (pic, tiles)
 }
 
 fn add_to_runs(runs: &mut Vec<ColourRun>, name: &str, time: f64, p: &Picture) {

@@ -473,3 +473,95 @@ fn sequence_regressions_are_counted() {
     assert_eq!((s.missing, s.seq_resets.len()), (0, 0));
     assert_eq!((s.decoded, s.corrupt, s.undecodable), (s.frames, 0, 0));
 }
+
+#[test]
+fn tile_colours_name_each_cell_of_a_grid() {
+    use video_grid::picture::{Rect, Yuv, I420};
+    use video_grid::vpx::{EncoderConfig, Vp8Encoder};
+    // A 2x2 grid picture: red, blue / black, black.
+    let (w, h) = (320, 180);
+    let mut pic = I420::solid(w, h, Yuv::BLACK).unwrap();
+    pic.fill_rect(
+        Rect {
+            x: 0,
+            y: 0,
+            width: w / 2,
+            height: h / 2,
+        },
+        Yuv::RED,
+    );
+    pic.fill_rect(
+        Rect {
+            x: w / 2,
+            y: 0,
+            width: w / 2,
+            height: h / 2,
+        },
+        Yuv::BLUE,
+    );
+    let mut enc = Vp8Encoder::new(EncoderConfig {
+        width: w,
+        height: h,
+        ..Default::default()
+    })
+    .unwrap();
+    let packetizer = video::vp8::Packetizer::new(1200).unwrap();
+    let src: std::net::SocketAddr = "10.0.0.1:5000".parse().unwrap();
+    let dst: std::net::SocketAddr = "10.0.0.2:6000".parse().unwrap();
+    let mut dgrams = Vec::new();
+    let mut seq = 0u16;
+    for n in 0..5u32 {
+        for f in enc.encode(&pic, n == 0).unwrap() {
+            let payloads = packetizer.packetize(&f.data, n as u16, f.keyframe).unwrap();
+            let last = payloads.len() - 1;
+            for (i, p) in payloads.into_iter().enumerate() {
+                let mut rtp = vec![0x80, if i == last { 0x80 | 96 } else { 96 }];
+                rtp.extend_from_slice(&seq.to_be_bytes());
+                rtp.extend_from_slice(&(n * 3000).to_be_bytes());
+                rtp.extend_from_slice(&0x1234u32.to_be_bytes());
+                rtp.extend_from_slice(&p);
+                seq += 1;
+                dgrams.push(Datagram {
+                    time: Duration::from_millis(1_000 + u64::from(n) * 33),
+                    src,
+                    dst,
+                    payload: rtp,
+                });
+            }
+        }
+    }
+    let pcap = to_pcap(LINKTYPE_ETHERNET, &dgrams);
+    let opts = VideoOptions {
+        pt: Some(96),
+        colours: vec![
+            RefColour::rgb("red", 255, 0, 0),
+            RefColour::rgb("blue", 0, 0, 255),
+            RefColour::rgb("black", 0, 0, 0),
+        ],
+        tiles: Some((2, 2)),
+        ..VideoOptions::default()
+    };
+    let r = analyze_video_bytes(&pcap, &opts).unwrap();
+    let s = &r.streams[0];
+    assert_eq!(s.decoded, 5);
+    for f in &s.frame_list {
+        assert_eq!(f.tiles, ["red", "blue", "black", "black"], "{f:?}");
+    }
+    assert!(s.first_tiles_after(&["red", "blue"], 0.0).is_some());
+    assert!(s
+        .first_tiles_after(&["red", "blue", "yellow"], 0.0)
+        .is_none());
+    // Without the option: no cells.
+    let plain = analyze_video_bytes(
+        &pcap,
+        &VideoOptions {
+            tiles: None,
+            ..opts
+        },
+    )
+    .unwrap();
+    assert!(plain.streams[0]
+        .frame_list
+        .iter()
+        .all(|f| f.tiles.is_empty()));
+}

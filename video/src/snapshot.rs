@@ -174,6 +174,23 @@ pub struct SwitcherSnapshot {
     pub speaker: Option<ParticipantId>,
     /// The speaker before (what the speaker sees).
     pub previous_speaker: Option<ParticipantId>,
+    /// The source every receiver is shown ([`Switcher::set_pinned`]); absent in
+    /// snapshots of before it existed.
+    #[serde(default)]
+    pub pinned: Option<ParticipantId>,
     /// Participants in id order.
     pub participants: Vec<ParticipantSnapshot>,
+}
+
+/// What a hot standby needs to continue a room's composed grid (crate `video-grid`'s
+/// `Compositor::snapshot` and `Compositor::resume`; defined here, with the forwarder's
+/// snapshot it travels with, so that the replication schema needs no codec).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GridSnapshot {
+    /// Picture ID of the next frame to encode.
+    pub next_picture_id: u16,
+    /// The active speaker.
+    pub speaker: Option<ParticipantId>,
+    /// The source in each tile, row-major.
+    pub tiles: Vec<Option<ParticipantId>>,
 }

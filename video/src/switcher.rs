@@ -8,6 +8,11 @@
 //! or gets the first source (lowest id). A speaker who is not a video source (audio-only)
 //! changes nothing.
 //!
+//! A pinned source ([`Switcher::set_pinned`]: the room's composed grid, a virtual source of
+//! the driver's) overrides that rule: every receiver but the pinned source itself targets
+//! it, whoever speaks. Unpinned, the receivers return to the speaker rule (one without a
+//! speaker-rule target keeps its target, as always).
+//!
 //! # Switching
 //!
 //! When a receiver's target changes, the new source is asked for a keyframe at once and
@@ -323,9 +328,9 @@ fn validate(params: &VideoParams) -> Result<(), Error> {
 /// The voice-switched video forwarder of one room (see the module docs for its rules).
 ///
 /// Method families: configuration (`new`, `add_participant`, `remove_participant`,
-/// `set_speaker`), inputs (`handle_rtp`, `handle_rtcp`, `handle_timeout`), outputs
-/// (`poll_output`, `poll_timeout`), getters (`stats`, `room_stats`, `speaker`,
-/// `output_ssrc`), hot-standby takeover (`state_version`, `export_state`, `from_snapshot`,
+/// `set_speaker`, `set_pinned`), inputs (`handle_rtp`, `handle_rtcp`, `handle_timeout`,
+/// `request_keyframe_from`), outputs (`poll_output`, `poll_timeout`), getters (`stats`,
+/// `room_stats`, `speaker`, `pinned`, `output_ssrc`), hot-standby takeover (`state_version`, `export_state`, `from_snapshot`,
 /// see [`crate::snapshot`]). After every call, drain `poll_output` until `None`. `Switcher`
 /// is `Send` (one task per room).
 pub struct Switcher {
@@ -334,6 +339,8 @@ pub struct Switcher {
     participants: BTreeMap<ParticipantId, Participant>,
     speaker: Option<ParticipantId>,
     previous_speaker: Option<ParticipantId>,
+    /// The source every receiver is shown, whoever speaks.
+    pinned: Option<ParticipantId>,
     outputs: VecDeque<Output>,
     state_version: u64,
     changed_at: Duration,
@@ -352,6 +359,7 @@ impl Switcher {
             participants: BTreeMap::new(),
             speaker: None,
             previous_speaker: None,
+            pinned: None,
             outputs: VecDeque::new(),
             state_version: 0,
             changed_at: Duration::ZERO,
@@ -437,6 +445,9 @@ impl Switcher {
         } else if self.previous_speaker == Some(id) {
             self.previous_speaker = None;
         }
+        if self.pinned == Some(id) {
+            self.pinned = None;
+        }
         self.bump(now);
         self.retarget_and_ask(now);
         Ok(())
@@ -459,6 +470,59 @@ impl Switcher {
         Ok(())
     }
 
+    /// Show every receiver source `id` whoever speaks (`None`: back to the speaker rule).
+    /// The receivers switch as on a speaker change: at the pinned source's next keyframe,
+    /// asked for at once, their streams continuing. The pinned source itself (if it is also
+    /// a receiver) keeps the speaker rule. Removing the participant unpins it.
+    ///
+    /// For a room's composed grid: the driver adds the grid's output as a source-only
+    /// participant and pins it; its keyframe requests (an [`Output::Rtcp`] to that
+    /// participant) go to the grid's encoder.
+    pub fn set_pinned(&mut self, id: Option<ParticipantId>, now: Duration) -> Result<(), Error> {
+        if let Some(id) = id {
+            let p = self
+                .participants
+                .get(&id)
+                .ok_or(Error::UnknownParticipant(id))?;
+            if p.source.is_none() {
+                return Err(Error::InvalidParams(format!(
+                    "participant {id} is not a source: it cannot be pinned"
+                )));
+            }
+        }
+        if self.pinned == id {
+            return Ok(());
+        }
+        self.pinned = id;
+        self.bump(now);
+        self.retarget_and_ask(now);
+        Ok(())
+    }
+
+    /// The source every receiver is shown ([`Switcher::set_pinned`]), if any.
+    pub fn pinned(&self) -> Option<ParticipantId> {
+        self.pinned
+    }
+
+    /// Ask source `id` for a keyframe on the driver's behalf (e.g. the grid compositor
+    /// lost a packet of it): FIR with the next sequence number or PLI as it negotiated,
+    /// within the same rate limit as the switcher's own requests (a request within
+    /// `keyframe_request_interval` of the last is deferred to its end, and dropped if a
+    /// keyframe arrives first). Drain [`Switcher::poll_output`].
+    pub fn request_keyframe_from(&mut self, id: ParticipantId, now: Duration) -> Result<(), Error> {
+        let p = self
+            .participants
+            .get(&id)
+            .ok_or(Error::UnknownParticipant(id))?;
+        if p.source.is_none() {
+            return Err(Error::InvalidParams(format!(
+                "participant {id} is not a source"
+            )));
+        }
+        self.request_keyframe(id, now);
+        Ok(())
+    }
+
     /// Recompute every receiver's target and pending state, and ask the sources that now
     /// have viewers waiting for a keyframe.
     fn retarget_and_ask(&mut self, now: Duration) {
@@ -476,6 +540,7 @@ impl Switcher {
             .filter_map(|(&id, p)| p.source.as_ref().map(|s| (id, s.generation)))
             .collect();
         let (speaker, previous) = (self.speaker, self.previous_speaker);
+        let pinned = self.pinned.filter(|p| sources.contains_key(p));
         let mut changed = false;
         let mut ask = BTreeSet::new();
         for (&rid, p) in self.participants.iter_mut() {
@@ -488,7 +553,9 @@ impl Switcher {
                 Some(s) if s == rid => previous.filter(is_src),
                 _ => None,
             };
-            let desired = by_speech
+            let desired = pinned
+                .filter(is_src)
+                .or(by_speech)
                 .or(r.target.filter(is_src))
                 .or_else(|| sources.keys().copied().find(|s| *s != rid));
             let shows = |t: ParticipantId| {
@@ -1112,6 +1179,7 @@ impl Switcher {
             changed_at: self.changed_at,
             speaker: self.speaker,
             previous_speaker: self.previous_speaker,
+            pinned: self.pinned,
             participants: self
                 .participants
                 .iter()
@@ -1212,6 +1280,9 @@ impl Switcher {
         sw.previous_speaker = snapshot
             .previous_speaker
             .filter(|s| sw.participants.contains_key(s));
+        sw.pinned = snapshot
+            .pinned
+            .filter(|s| sw.participants.get(s).is_some_and(|p| p.source.is_some()));
         sw.state_version = snapshot.state_version;
         sw.changed_at = now;
         // (b): every source with a known SSRC, at once, repeated until its keyframe comes.

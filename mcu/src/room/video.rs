@@ -9,10 +9,21 @@
 //! learns is reported as [`control::RoomEvent::VideoLatched`] and replicated, and a promoted
 //! backup resumes it).
 //!
-//! # What the room does with video today
+//! # Layouts
 //!
-//! Every accepted video datagram is counted (`mcu_video_packets_received_total{kind="rtp"}`
-//! or `{kind="rtcp"}`) and dropped, in `Room::video_input`. Nothing is sent.
+//! Voice-switched (the default): the forwarder (crate `video`'s `Switcher`) shows every
+//! receiver the active speaker. Grid: the room runs a compositor thread
+//! (`room/grid.rs`) that decodes every source, composes and encodes the grid once for all
+//! viewers; its RTP enters the forwarder as the virtual source [`GRID_ID`], which every
+//! receiver is pinned to (`Switcher::set_pinned`). The forwarder therefore still gives each
+//! receiver its one SSRC, continuous sequence numbers, timestamps and picture IDs, switches
+//! on a keyframe when the layout changes either way, answers NACKs and replicates its state;
+//! its keyframe requests for the grid become `Compositor::request_keyframe`, the
+//! compositor's requests for a source go out through `Switcher::request_keyframe_from`
+//! (its rate limit, its FIR numbering). The grid's snapshot (tiles, speaker) is shipped
+//! with the room's for a takeover: the promoted backup's compositor resumes from it, its
+//! first frame a keyframe (the grid's new SSRC makes the forwarder re-sync its viewers at
+//! that keyframe, past everything the primary sent).
 //!
 //! # Wiring the forwarder (crate `video`'s `Switcher`): every hook is a method below
 //!
@@ -34,6 +45,8 @@
 //! - **Timers / snapshots**: the room ticks every 20 ms (`Room::tick`): poll the switcher's
 //!   timeouts there; ship its snapshot with the mixer's (`Room::ship`) for the hot standby.
 
+pub use super::grid::GRID_ID;
+use super::grid::{FromGrid, FromGridBody, GridState, GridThread, ToGrid};
 use super::{Packet, Room};
 use control::latch::{Latch, Source};
 use control::{RoomEvent, VideoLayout, VideoParams};
@@ -85,6 +98,11 @@ pub(super) struct VideoLink {
 impl VideoLink {
     /// The member's video changed (re-INVITE): new SDP addresses reopen its latch's
     /// probation, a new direction changes what it may send; `None`: video removed.
+    /// It sends video we accept (a source of the forwarder and the grid).
+    pub(super) fn is_source(&self) -> bool {
+        self.params.is_some_and(|p| p.recv)
+    }
+
     pub(super) fn update(&mut self, v: Option<&VideoMember>, now: Duration) {
         match v {
             Some(v) => {
@@ -207,6 +225,11 @@ impl Room {
             VideoKind::Rtp => {
                 self.ctx.metrics.video_rtp_in.inc();
                 self.switcher.handle_rtp(id, data, now);
+                if let Some(g) = self.grid.as_mut() {
+                    if g.sources.contains(&id) {
+                        g.thread.rtp(id, data);
+                    }
+                }
             }
             VideoKind::Rtcp => {
                 self.ctx.metrics.video_rtcp_in.inc();
@@ -267,10 +290,15 @@ impl Room {
             .participants
             .iter()
             .map(|p| p.id)
+            .filter(|&id| id != GRID_ID)
             .filter(|id| self.members.get(id).is_none_or(|m| m.video.is_none()))
             .collect();
         for id in gone {
             let _ = self.switcher.remove_participant(id, now);
+        }
+        // The resumed forwarder's keyframe requests, now that their sources are attached.
+        for out in std::mem::take(&mut self.video_held) {
+            self.send_output(out);
         }
         self.drain_video();
     }
@@ -288,22 +316,45 @@ impl Room {
         if self.switcher.poll_timeout().is_some_and(|t| t <= now) {
             self.switcher.handle_timeout(now);
         }
+        self.grid_sync(now);
         self.drain_video();
     }
 
     /// Send what the forwarder produced.
     pub(super) fn drain_video(&mut self) {
         while let Some(out) = self.switcher.poll_output() {
-            let (to, rtcp, packet) = match out {
-                ::video::Output::Rtp { to, packet } => (to, false, packet),
-                ::video::Output::Rtcp { to, packet } => (to, true, packet),
-            };
-            if self.send_video(to, rtcp, &packet) {
-                if rtcp {
-                    self.ctx.metrics.video_rtcp_out.inc();
-                } else {
-                    self.ctx.metrics.video_rtp_out.inc();
-                }
+            self.send_output(out);
+        }
+    }
+
+    /// Send one output of the forwarder (to a member, or to the grid's encoder).
+    fn send_output(&mut self, out: ::video::Output) {
+        let (to, rtcp, packet) = match out {
+            ::video::Output::Rtp { to, packet } => (to, false, packet),
+            ::video::Output::Rtcp { to, packet } => (to, true, packet),
+        };
+        if to == GRID_ID {
+            // Feedback to the grid: its keyframe requests go to the encoder (REMB and
+            // the like have no use there).
+            let asks = ::video::feedback::parse(&packet).is_ok_and(|fbs| {
+                fbs.iter().any(|f| {
+                    matches!(
+                        f,
+                        ::video::feedback::Feedback::Pli { .. }
+                            | ::video::feedback::Feedback::Fir { .. }
+                    )
+                })
+            });
+            if let (true, Some(g)) = (asks, self.grid.as_mut()) {
+                g.thread.control(ToGrid::Keyframe);
+            }
+            return;
+        }
+        if self.send_video(to, rtcp, &packet) {
+            if rtcp {
+                self.ctx.metrics.video_rtcp_out.inc();
+            } else {
+                self.ctx.metrics.video_rtp_out.inc();
             }
         }
     }
@@ -321,14 +372,151 @@ impl Room {
         }
     }
 
-    /// The room's layout changed (voice-switched forwarding or a grid).
+    /// The room's layout changed (voice-switched forwarding or a grid): the change starts
+    /// at once (see [`Room::grid_sync`]).
     pub(super) fn layout_changed(&mut self, layout: VideoLayout) {
-        if layout == VideoLayout::Grid {
-            tracing::warn!(room = %self.ctx.name.escape_debug(), "video layout grid: not built yet, the room keeps voice-switched forwarding");
-        } else {
-            tracing::info!(room = %self.ctx.name.escape_debug(), %layout, "video layout");
-        }
+        tracing::info!(room = %self.ctx.name.escape_debug(), %layout, "video layout");
         self.layout = layout;
+        let now = self.since_origin(std::time::Instant::now());
+        self.grid_sync(now);
+        self.drain_video();
+        self.ship_video();
+    }
+
+    /// The layout the receivers are shown: voice-switched while a grid is being left (or
+    /// when its compositor could not start), else the room's.
+    pub(super) fn layout_in_effect(&self) -> VideoLayout {
+        match &self.grid {
+            Some(g) if g.draining_since.is_some() => VideoLayout::Switched,
+            _ => self.layout,
+        }
+    }
+
+    /// Bring the grid in line with the layout (every tick, and at a layout change): start
+    /// the compositor thread and pin every receiver to it (in grid layout, once a member
+    /// has video: an audio-only room encodes nothing); or unpin them and end the thread
+    /// once none still waits to switch away from it (at most [`GRID_DRAIN`]); tell a
+    /// running compositor the room's sources and speaker.
+    pub(super) fn grid_sync(&mut self, now: Duration) {
+        let want =
+            self.layout == VideoLayout::Grid && self.members.values().any(|m| m.video.is_some());
+        if want && self.grid.is_none() {
+            self.grid_generation += 1;
+            let resume = self.grid_resume.take();
+            let started = GridThread::start(
+                &self.ctx.name,
+                self.grid_generation,
+                resume.as_ref(),
+                self.ctx.origin,
+                self.grid_tx.clone(),
+                self.ctx.metrics.clone(),
+            );
+            let thread = match started {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(room = %self.ctx.name.escape_debug(), "{e}: the room keeps voice-switched forwarding");
+                    self.layout = VideoLayout::Switched;
+                    return;
+                }
+            };
+            if self.switcher.output_ssrc(GRID_ID).is_none() {
+                if let Err(e) = self.switcher.add_participant(GRID_ID, grid_params(), now) {
+                    tracing::error!(room = %self.ctx.name.escape_debug(), "grid not forwarded: {e}");
+                }
+            }
+            let _ = self.switcher.set_pinned(Some(GRID_ID), now);
+            self.grid = Some(GridState {
+                thread,
+                // A resumed compositor has the snapshot's tiles already.
+                sources: resume
+                    .map(|s| s.tiles.iter().flatten().copied().collect())
+                    .unwrap_or_default(),
+                speaker: None,
+                draining_since: None,
+            });
+        }
+        let Some(g) = self.grid.as_mut() else {
+            return;
+        };
+        match (want, g.draining_since) {
+            (true, Some(_)) => {
+                g.draining_since = None;
+                let _ = self.switcher.set_pinned(Some(GRID_ID), now);
+            }
+            (false, None) => {
+                g.draining_since = Some(now);
+                let _ = self.switcher.set_pinned(None, now);
+            }
+            _ => {}
+        }
+        if let Some(since) = g.draining_since {
+            let switcher = &self.switcher;
+            let waiting = self.members.keys().any(|id| {
+                switcher.stats(*id).is_some_and(|s| {
+                    s.showing == Some(GRID_ID) && s.target.is_some_and(|t| t != GRID_ID)
+                })
+            });
+            if !waiting || now.saturating_sub(since) >= GRID_DRAIN {
+                // Its viewers without another target get the first source (asked for a
+                // keyframe); the thread ends with its channel.
+                let _ = self.switcher.remove_participant(GRID_ID, now);
+                self.grid = None;
+                self.ship_grid(None);
+                return;
+            }
+        }
+        let sources: std::collections::BTreeSet<ParticipantId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.video.as_ref().is_some_and(|v| v.is_source()))
+            .map(|(&id, _)| id)
+            .collect();
+        for &id in g.sources.difference(&sources) {
+            g.thread.control(ToGrid::Remove(id));
+        }
+        for &id in sources.difference(&g.sources) {
+            g.thread.control(ToGrid::Add(id));
+        }
+        g.sources = sources;
+        if g.speaker != Some(self.video_speaker) {
+            g.speaker = Some(self.video_speaker);
+            g.thread.control(ToGrid::Speaker(self.video_speaker));
+        }
+        g.thread.flush();
+    }
+
+    /// Output of a grid thread: the composed stream into the forwarder as [`GRID_ID`]'s
+    /// RTP, a keyframe request for a source through the forwarder's rate limit, a snapshot
+    /// shipped for the hot standby. A stopped thread's last messages are ignored.
+    pub(super) fn grid_output(&mut self, msg: FromGrid) {
+        if self
+            .grid
+            .as_ref()
+            .is_none_or(|g| g.thread.generation() != msg.generation)
+        {
+            return;
+        }
+        let now = self.since_origin(std::time::Instant::now());
+        match msg.body {
+            FromGridBody::Rtp(packet) => self.switcher.handle_rtp(GRID_ID, &packet, now),
+            FromGridBody::KeyframeRequest(source) => {
+                // Not an error when the source left meanwhile.
+                let _ = self.switcher.request_keyframe_from(source, now);
+            }
+            FromGridBody::Snapshot(s) => self.ship_grid(Some(s)),
+        }
+        self.drain_video();
+        self.ship_video();
+    }
+
+    /// Hot-standby primary: ship the grid's snapshot (`None`: the room left grid layout).
+    fn ship_grid(&self, snapshot: Option<::video::snapshot::GridSnapshot>) {
+        if self.ctx.ship_snapshots {
+            let _ = self.ctx.replies.send(RoomEvent::GridSnapshot {
+                room: self.ctx.id,
+                snapshot: snapshot.map(Box::new),
+            });
+        }
     }
 
     /// FORWARDER OUTPUT: send one RTP (`rtcp` false) or RTCP datagram to member `to`'s video,
@@ -349,6 +537,23 @@ impl Room {
             (v.latch.rtp_dest(), &v.rtp)
         };
         dest.is_some_and(|d| sock.try_send_to(packet, d).is_ok())
+    }
+}
+
+/// Longest time a room leaving grid layout keeps the compositor running for receivers
+/// that still wait for their new source's keyframe.
+const GRID_DRAIN: Duration = Duration::from_millis(1500);
+
+/// The grid as a participant of the forwarder: a source only (its RTP is ours: no NACK
+/// upstream), asked for keyframes with FIR.
+fn grid_params() -> ::video::VideoParams {
+    ::video::VideoParams {
+        payload_type: 96,
+        send: false,
+        recv: true,
+        source_ssrc: None,
+        fir: true,
+        nack: false,
     }
 }
 
