@@ -72,6 +72,12 @@ pub struct PeerRecord {
     /// Muted by the operator ([`crate::admin`]).
     #[serde(default)]
     pub muted: bool,
+    /// Its video, if its offer's video line is accepted (bundled VP8, video served).
+    #[serde(default)]
+    pub video: Option<crate::PeerVideo>,
+    /// Our video output SSRC towards it (announced in the answer).
+    #[serde(default)]
+    pub video_ssrc_out: Option<u32>,
 }
 
 /// What the WebRTC transport reports about a participant.
@@ -120,15 +126,45 @@ pub fn peer_stream_params(offer: &Offer) -> StreamParams {
     }
 }
 
-/// (we send, we receive) from the offer's direction.
-fn wsdp_direction(offer: &Offer) -> (bool, bool) {
+/// The video a browser's offer asks for (its accepted VP8 line), if any.
+pub fn peer_video(offer: &Offer) -> Option<crate::PeerVideo> {
+    let v = offer.video.as_ref()?;
+    let (send, recv) = direction_flags(v.direction);
+    Some(crate::PeerVideo {
+        params: crate::VideoParams {
+            payload_type: v.vp8_pt,
+            send,
+            recv,
+            feedback: sip_core::sdp::VideoFeedback {
+                nack: v.feedback.nack,
+                pli: v.feedback.pli,
+                fir: v.feedback.fir,
+                remb: v.feedback.remb,
+            },
+        },
+        source_ssrc: v.ssrc,
+    })
+}
+
+/// SRTCP packets per second a room may send on one video stream to a browser (sender
+/// reports, keyframe requests, NACKs and REMBs to it as a source): bounds the index a
+/// resumed video stream continues from.
+pub const VIDEO_SRTCP_PER_SEC: u32 = 50;
+
+/// (we send, we receive) from an offered direction.
+fn direction_flags(d: wsdp::Direction) -> (bool, bool) {
     use wsdp::Direction::*;
-    match offer.direction {
+    match d {
         SendRecv => (true, true),
         SendOnly => (false, true),
         RecvOnly => (true, false),
         Inactive => (false, false),
     }
+}
+
+/// (we send, we receive) from the offer's direction.
+fn wsdp_direction(offer: &Offer) -> (bool, bool) {
+    direction_flags(offer.direction)
 }
 
 impl Core {
@@ -175,10 +211,13 @@ impl Core {
                 return refuse(self, 503, "room full");
             }
         }
-        let offer = match wsdp::parse_offer(offer) {
+        let mut offer = match wsdp::parse_offer(offer) {
             Ok(o) => o,
             Err(e) => return refuse(self, 400, &e.to_string()),
         };
+        if !self.cfg.video {
+            offer.video = None; // an audio-only server declines every video line
+        }
         let id = PEER_ID_BASE + self.server.next_peer;
         self.server.next_peer += 1;
         let mut draw = || self.server.rng.next_u64();
@@ -210,6 +249,8 @@ impl Core {
             selected: None,
             joined_at: now,
             muted: false,
+            video: None,
+            video_ssrc_out: None,
         };
         self.peers.insert(id, rec);
         self.dirty_peers.insert(id);
@@ -287,6 +328,7 @@ impl Core {
         let rec = &self.peers[&id];
         let name = rec.room.clone();
         let params = peer_stream_params(&rec.offer);
+        let video = peer_video(&rec.offer);
         let room = self.room_for(&name);
         self.rooms
             .get_mut(&name)
@@ -295,12 +337,14 @@ impl Core {
             .insert(id);
         let rec = self.peers.get_mut(&id).expect("known");
         rec.media = MediaPhase::Joining;
+        rec.video = video;
         let muted = rec.muted;
         self.dirty_peers.insert(id);
         self.actions.push_back(Action::Room(RoomCommand::JoinPeer {
             room,
             call: id,
             params,
+            video,
         }));
         if muted {
             self.actions.push_back(Action::Room(RoomCommand::Mute {
@@ -312,7 +356,13 @@ impl Core {
     }
 
     /// The room has the participant: answer the WHIP request (held until replicated).
-    pub(crate) fn peer_joined(&mut self, id: u64, ssrc: u32, now: Duration) -> bool {
+    pub(crate) fn peer_joined(
+        &mut self,
+        id: u64,
+        ssrc: u32,
+        video_ssrc: Option<u32>,
+        now: Duration,
+    ) -> bool {
         let Some(webrtc) = self.cfg.webrtc.clone() else {
             return false;
         };
@@ -325,6 +375,7 @@ impl Core {
         }
         rec.media = MediaPhase::Joined;
         rec.ssrc_out = Some(ssrc);
+        rec.video_ssrc_out = video_ssrc.filter(|_| rec.video.is_some());
         rec.joined_at = now;
         let params = wsdp::AnswerParams {
             session_id: rec.session_id,
@@ -337,6 +388,10 @@ impl Core {
             cname: format!("understudy-{id}"),
             msid_stream: format!("room-{}", rec.room),
             msid_track: format!("mix-{id}"),
+            video: rec.video_ssrc_out.map(|ssrc| wsdp::VideoAnswer {
+                ssrc,
+                msid_track: format!("video-{id}"),
+            }),
         };
         let sdp = wsdp::build_answer(&rec.offer, &params);
         rec.answer = Some(sdp.clone());
@@ -424,6 +479,12 @@ impl Core {
         let elapsed = now.saturating_sub(rec.joined_at);
         let reports = elapsed.as_secs() / mixer::RTCP_INTERVAL.as_secs().max(1);
         let srtcp_index = u32::try_from(reports).unwrap_or(u32::MAX / 2) + 2 + SRTCP_MARGIN;
+        let video_srtcp_index = u32::try_from(elapsed.as_secs() + 1)
+            .unwrap_or(u32::MAX)
+            .saturating_mul(VIDEO_SRTCP_PER_SEC)
+            .saturating_add(SRTCP_MARGIN)
+            .min(1 << 30);
+        let video = rec.video.filter(|_| rec.video_ssrc_out.is_some());
         self.actions.push_back(Action::ResumePeer {
             id,
             local: rec.local_ice.clone(),
@@ -437,6 +498,8 @@ impl Core {
                 room: rid,
                 call: id,
                 srtcp_index,
+                video,
+                video_srtcp_index,
             }));
     }
 }

@@ -1141,21 +1141,34 @@ impl Server {
                     });
                 }
             }
-            RoomCommand::JoinPeer { room, call, params } => {
+            RoomCommand::JoinPeer {
+                room,
+                call,
+                params,
+                video,
+            } => {
                 if let Some(r) = self.rooms.get(&room) {
-                    let _ = r.handle.ctl.send(RoomCtl::JoinPeer { id: call, params });
+                    let _ = r.handle.ctl.send(RoomCtl::JoinPeer {
+                        id: call,
+                        params,
+                        video,
+                    });
                 }
             }
             RoomCommand::AttachPeer {
                 room,
                 call,
                 srtcp_index,
+                video,
+                video_srtcp_index,
             } => {
                 self.add_view(room, call);
                 if let Some(r) = self.rooms.get(&room) {
                     let _ = r.handle.ctl.send(RoomCtl::AttachPeer {
                         id: call,
                         srtcp_index,
+                        video,
+                        video_srtcp_index,
                     });
                 }
             }
