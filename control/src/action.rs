@@ -255,6 +255,9 @@ pub enum RoomCommand {
         video: Option<PeerVideo>,
         /// The SRTCP index the next RTCP packet of its video stream carries.
         video_srtcp_index: u32,
+        /// The SRTP packet index of its video stream the transport last reported
+        /// ([`crate::PeerInput::OutboundProgress`]): its rollover counter.
+        video_ext_seq: Option<u64>,
     },
     /// New negotiated parameters (re-INVITE), same output stream.
     Update {

@@ -78,6 +78,11 @@ pub struct PeerRecord {
     /// Our video output SSRC towards it (announced in the answer).
     #[serde(default)]
     pub video_ssrc_out: Option<u32>,
+    /// Per outgoing SSRC, the SRTP packet index the transport last reported
+    /// ([`PeerInput::OutboundProgress`]; every 2^14 packets): a resumed video stream takes
+    /// its rollover counter from there.
+    #[serde(default)]
+    pub out_progress: std::collections::BTreeMap<u32, u64>,
 }
 
 /// What the WebRTC transport reports about a participant.
@@ -89,6 +94,14 @@ pub enum PeerInput {
     Keyed(KeyingMaterial),
     /// The transport is gone: handshake failure, close_notify, consent expired.
     Gone(String),
+    /// Our outgoing stream `ssrc` reached SRTP packet index `ext_seq` (see
+    /// `webrtc_core::peer::PeerEvent::OutboundProgress`): replicated.
+    OutboundProgress {
+        /// Our SSRC.
+        ssrc: u32,
+        /// Its highest packet index.
+        ext_seq: u64,
+    },
 }
 
 /// How a WHIP request ends.
@@ -251,6 +264,7 @@ impl Core {
             muted: false,
             video: None,
             video_ssrc_out: None,
+            out_progress: Default::default(),
         };
         self.peers.insert(id, rec);
         self.dirty_peers.insert(id);
@@ -305,6 +319,11 @@ impl Core {
                 rec.keys = Some(keys);
                 self.dirty_peers.insert(id);
                 self.commit_actions.push(Action::ReleaseFinalFlight { id });
+            }
+            PeerInput::OutboundProgress { ssrc, ext_seq } => {
+                if rec.out_progress.insert(ssrc, ext_seq) != Some(ext_seq) {
+                    self.dirty_peers.insert(id);
+                }
             }
             PeerInput::Gone(why) => {
                 tracing::info!(id, "WebRTC participant gone: {why}");
@@ -485,6 +504,9 @@ impl Core {
             .saturating_add(SRTCP_MARGIN)
             .min(1 << 30);
         let video = rec.video.filter(|_| rec.video_ssrc_out.is_some());
+        let video_ext_seq = rec
+            .video_ssrc_out
+            .and_then(|s| rec.out_progress.get(&s).copied());
         self.actions.push_back(Action::ResumePeer {
             id,
             local: rec.local_ice.clone(),
@@ -500,6 +522,7 @@ impl Core {
                 srtcp_index,
                 video,
                 video_srtcp_index,
+                video_ext_seq,
             }));
     }
 }

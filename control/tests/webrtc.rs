@@ -1029,8 +1029,12 @@ fn bundled_vp8_joins_the_forwarder_and_the_answer_announces_our_video_ssrc() {
     assert!(section.contains(&format!("a=ssrc:{ssrc} cname:understudy-{id}").as_str()));
     assert!(section.contains(&"a=rtcp-fb:96 nack pli"), "{sdp}");
     assert!(answer_has(&sdp, "a=group:BUNDLE 0 1"), "{sdp}");
-    // Replicated with the participant.
+    // Replicated with the participant, and so is its progress (the rollover counter a
+    // resumed video stream continues with).
     assert_eq!(n.core.peers()[&id].video_ssrc_out, Some(ssrc));
+    let ext_seq = (3 << 16) + 17;
+    input(&mut n, id, PeerInput::OutboundProgress { ssrc, ext_seq });
+    assert_eq!(n.core.peers()[&id].out_progress.get(&ssrc), Some(&ext_seq));
 }
 
 #[test]

@@ -186,6 +186,8 @@ pub enum RoomCtl {
         video: Option<control::PeerVideo>,
         /// SRTCP index of the next RTCP packet of its video stream.
         video_srtcp_index: u32,
+        /// The video stream's SRTP packet index last replicated (its rollover counter).
+        video_ext_seq: Option<u64>,
     },
     /// Mute or unmute a participant ([`mixer::Mixer::set_muted`]).
     Mute {
@@ -668,6 +670,7 @@ impl Room {
                 srtcp_index,
                 video,
                 video_srtcp_index,
+                video_ext_seq,
             } => {
                 let Some(stream) = self.mixer.output_stream(id) else {
                     tracing::warn!(room = %self.ctx.name.escape_debug(), id, "WebRTC participant missing from the snapshot: skipped");
@@ -684,7 +687,8 @@ impl Room {
                         srtcp_index,
                     });
                 }
-                let demux = video.and_then(|v| self.resume_peer_video(id, &v, video_srtcp_index));
+                let demux = video
+                    .and_then(|v| self.resume_peer_video(id, &v, video_srtcp_index, video_ext_seq));
                 self.attach_peer(id, false, demux, now);
             }
             RoomCtl::Update {

@@ -1161,6 +1161,7 @@ impl Server {
                 srtcp_index,
                 video,
                 video_srtcp_index,
+                video_ext_seq,
             } => {
                 self.add_view(room, call);
                 if let Some(r) = self.rooms.get(&room) {
@@ -1169,6 +1170,7 @@ impl Server {
                         srtcp_index,
                         video,
                         video_srtcp_index,
+                        video_ext_seq,
                     });
                 }
             }

@@ -8,10 +8,11 @@
 //! 4 s after both are in, the primary gets `kill -9`.
 //!
 //! Asserted from the browser's `getStats`: the same inbound video SSRC after the takeover,
-//! `framesDecoded` still growing, still 320x240, no ICE/DTLS change; the longest interval
-//! without a new decoded frame across the kill (from the driver's 250 ms samples: an upper
-//! bound), and `freezeCount` / `totalFreezesDuration` / `packetsLost` across it are printed
-//! as `WEBRTC-VIDEO-FAILOVER ...`. From a capture in the browser's namespace (SRTP headers
+//! `framesDecoded` still growing, still 320x240, no ICE/DTLS change, and no freeze longer
+//! than the goal (500 ms) in the 3 s after the kill (Chromium's own `freezeCount` /
+//! `totalFreezesDuration`, per 250 ms sample). Printed as `WEBRTC-VIDEO-FAILOVER ...`: that
+//! freeze, the longest run of samples without a new decoded frame (an upper bound), the
+//! packet gap, and the frames, freezes, losses, PLIs and NACKs across the kill. From a capture in the browser's namespace (SRTP headers
 //! are in the clear): one video SSRC from the service address, no duplicate and no sequence
 //! regression, and the largest arrival gap of video packets across the kill.
 //!
@@ -213,9 +214,28 @@ fn browser_video_survives_kill_of_primary() {
         eprintln!("WEBRTC-VIDEO-FAILOVER backup {l}");
     }
 
-    // The browser's own view: the longest run of 250 ms samples without a new decoded
-    // frame around the kill (an upper bound of the interval without one).
-    let series: Vec<(f64, f64)> = browser.samples[samples_before.saturating_sub(8)..]
+    // The browser's own view of the interval without a new decoded frame across the kill:
+    // Chromium counts a freeze when a frame comes later than max(3 x, + 150 ms) the mean
+    // frame interval (about 183 ms at 30 fps) and adds that interval to
+    // `totalFreezesDuration`; the driver's 250 ms samples tell which freeze began when. The
+    // longest freeze seen in the 3 s after the kill (0: no interval over the threshold).
+    let window = &browser.samples[samples_before.saturating_sub(1)..];
+    let window = &window[..window.len().min(14)];
+    let freeze_ms = window
+        .windows(2)
+        .filter(|w| {
+            num(&w[1]["stats"], &["inboundVideo", "freezeCount"])
+                > num(&w[0]["stats"], &["inboundVideo", "freezeCount"])
+        })
+        .map(|w| {
+            let f =
+                |s: &serde_json::Value| num(&s["stats"], &["inboundVideo", "totalFreezesDuration"]);
+            (f(&w[1]) - f(&w[0])) * 1e3
+        })
+        .fold(0.0f64, f64::max);
+    // And, coarser, the longest run of samples without a new decoded frame (an upper bound
+    // with the samples' own scheduling jitter).
+    let series: Vec<(f64, f64)> = window
         .iter()
         .map(|s| {
             (
@@ -250,7 +270,7 @@ fn browser_video_survives_kill_of_primary() {
         .map(|w| (w[1].0 - w[0].0) * 1000.0)
         .fold(0.0, f64::max);
     eprintln!(
-        "WEBRTC-VIDEO-FAILOVER decoded_stall<={stall_ms:.0}ms packet_gap={gap_ms:.1}ms frames_decoded=+{} freezes=+{} freeze_s=+{:.3} lost=+{} plis=+{} nacks=+{} packets={} driver_ended={ended}",
+        "WEBRTC-VIDEO-FAILOVER freeze={freeze_ms:.0}ms decoded_stall<={stall_ms:.0}ms packet_gap={gap_ms:.1}ms frames_decoded=+{} freezes=+{} freeze_s=+{:.3} lost=+{} plis=+{} nacks=+{} packets={} driver_ended={ended}",
         d("framesDecoded"),
         d("freezeCount"),
         d("totalFreezesDuration"),
@@ -295,9 +315,9 @@ fn browser_video_survives_kill_of_primary() {
             "{dups} duplicate and {regressions} regressing sequence numbers"
         ));
     }
-    if stall_ms > FREEZE_GOAL_MS + 250.0 {
+    if freeze_ms > FREEZE_GOAL_MS {
         problems.push(format!(
-            "no new decoded frame for up to {stall_ms:.0} ms across the kill"
+            "a freeze of {freeze_ms:.0} ms across the kill (goal {FREEZE_GOAL_MS} ms)"
         ));
     }
     let changes = browser.state_changes();

@@ -330,14 +330,17 @@ impl Room {
     }
 
     /// Takeover: a browser's video continues. Its output stream is the resumed forwarder's
-    /// (same SSRC, sequence numbers continuing); its SRTP context continues after the last
-    /// sequence number the snapshot knows (rollover counter 0, see the module docs) with an
-    /// SRTCP index past anything the primary can have used. Returns its demultiplexer.
+    /// (same SSRC, sequence numbers continuing); its SRTP context continues from the packet
+    /// index the transport last reported (`ext_seq`, replicated every 2^14 packets: the
+    /// rollover counter) moved up to the snapshot's last sequence number when that is ahead,
+    /// with an SRTCP index past anything the primary can have used. Returns its
+    /// demultiplexer.
     pub(super) fn resume_peer_video(
         &mut self,
         id: ParticipantId,
         v: &control::PeerVideo,
         srtcp_index: u32,
+        ext_seq: Option<u64>,
     ) -> Option<webrtc_core::demux::Demux> {
         let now = self.since_origin(std::time::Instant::now());
         self.video_joined(id, &v.params, v.source_ssrc, now);
@@ -350,11 +353,19 @@ impl Room {
             .find(|p| p.id == id)
             .and_then(|p| p.receiver.as_ref())
             .map(|r| r.last.seq);
-        if let (Some(w), Some(seq)) = (&self.ctx.webrtc, last_seq) {
+        let last_ext_seq = match (ext_seq, last_seq) {
+            (Some(e), Some(s)) => {
+                let at_snapshot = webrtc_core::srtp::estimate_index(e, s).unwrap_or(e);
+                e.max(at_snapshot)
+            }
+            (Some(e), None) => e,
+            (None, s) => u64::from(s.unwrap_or(0)),
+        };
+        if let Some(w) = &self.ctx.webrtc {
             let _ = w.ctl.send(crate::webrtc::WebRtcCtl::ResumeStream {
                 id,
                 ssrc,
-                last_ext_seq: u64::from(seq),
+                last_ext_seq,
                 srtcp_index,
             });
         }
