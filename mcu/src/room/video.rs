@@ -9,6 +9,14 @@
 //! learns is reported as [`control::RoomEvent::VideoLatched`] and replicated, and a promoted
 //! backup resumes it).
 //!
+//! A WebRTC participant's video is bundled on its one transport instead (no pair, no latch:
+//! the WebRTC task already vetted the address and authenticated the packets): its member
+//! link holds a [`webrtc_core::demux::Demux`] that sends its decrypted VP8 and video RTCP to
+//! [`Room::video_input`] like a SIP member's, and what the forwarder sends it leaves through
+//! the WebRTC task (`Room::send_video`), SRTP-protected on that transport. At a takeover
+//! its output stream continues from the forwarder's snapshot and its SRTP context from the
+//! replicated packet index (`Room::resume_peer_video`).
+//!
 //! # What the room does with video today
 //!
 //! Every accepted video datagram is counted (`mcu_video_packets_received_total{kind="rtp"}`
