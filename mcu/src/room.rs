@@ -827,8 +827,10 @@ impl Room {
                 if let Link::Sip { latch, .. } = &m.link {
                     p.remote_media = latch.rtp_addr();
                 }
-                if let (Some(view), Some(link)) = (p.video.as_mut(), m.video.as_ref()) {
-                    view.remote_media = link.latch.rtp_addr();
+                if let Some(view) = p.video.as_mut().filter(|_| m.has_video()) {
+                    if let Some(link) = m.video.as_ref() {
+                        view.remote_media = link.latch.rtp_addr();
+                    }
                     if let Some(s) = self.switcher.stats(*id) {
                         view.showing = s.showing;
                         view.ssrc_out = Some(s.ssrc_out);

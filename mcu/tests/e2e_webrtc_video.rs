@@ -107,8 +107,27 @@ fn browser_sends_and_receives_voice_switched_video() {
         (Some(320), Some(240)),
         "{first:#}"
     );
+    // The operator's view: the browser's video stream is the one it receives, showing red.
     let rooms = srv.get_json("/api/rooms");
-    eprintln!("WEBRTC-VIDEO rooms: {rooms}");
+    let members: Vec<serde_json::Value> = rooms["rooms"][0]["participants"]
+        .as_object()
+        .map(|m| m.values().cloned().collect())
+        .unwrap_or_default();
+    let web = members
+        .iter()
+        .find(|p| p["kind"] == "webrtc")
+        .unwrap_or_else(|| panic!("no WebRTC participant in {rooms}"));
+    let red_member = members
+        .iter()
+        .find(|p| p["video"]["local_rtp_port"] == u64::from(parts[0].5.port()))
+        .unwrap_or_else(|| panic!("red not in {rooms}"));
+    eprintln!("WEBRTC-VIDEO browser in the API: {}", web["video"]);
+    assert_eq!(
+        web["video"]["ssrc_out"], ssrc,
+        "the API's SSRC is the one received"
+    );
+    assert_eq!(web["video"]["payload_type"], 96);
+    assert_eq!(web["video"]["showing"], red_member["id"], "{rooms}");
 
     // Red keeps talking: the browser keeps decoding, on the same SSRC.
     std::thread::sleep(Duration::from_secs(3));

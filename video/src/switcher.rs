@@ -826,9 +826,18 @@ impl Switcher {
         let mut upstream: BTreeMap<ParticipantId, Vec<u16>> = BTreeMap::new();
         // Sources whose current packets a receiver lacks for good: a keyframe repairs it.
         let mut repair: BTreeSet<ParticipantId> = BTreeSet::new();
+        let current_map = r.epoch.as_ref().map(|e| (e.map.source, e.last_seq));
         for &o in lost {
             let Some((e, current)) = epochs.iter().find(|(e, _)| e.covers(o)) else {
                 missed += 1;
+                // Behind the current mapping but not sent on it by this node: a packet of
+                // the gap before a takeover (the backup's mapping counts only what it
+                // forwarded itself). Nothing can resend it.
+                if let Some((source, last)) = current_map {
+                    if last.wrapping_sub(o) < 0x8000 {
+                        repair.insert(source);
+                    }
+                }
                 continue;
             };
             let src_seq = o.wrapping_sub(e.map.seq_offset);
