@@ -1,10 +1,13 @@
-// Understudy participant page: join a room over WHIP (RFC 9725) with the microphone, hear
-// the room's mix, see who is in the room. No build step, no dependencies.
+// Understudy participant page: join a room over WHIP (RFC 9725) with the microphone and the
+// camera, hear the room's mix, see the active speaker's video, see who is in the room. No
+// build step, no dependencies.
 //
 // The room is the last segment of the page's path (`/room/{room}`). Join: getUserMedia ->
 // RTCPeerConnection (max-bundle, no ICE servers: the server is ICE-lite and its answer carries
-// its host candidate) -> offer -> POST /whip/{room}[?name=] -> answer. Leave: DELETE on the
-// Location the server gave, then close. `?autojoin=1[&name=N]` joins at load.
+// its host candidate; the audio transceiver first, then the video one: sendrecv with the
+// camera, recvonly without one) -> offer -> POST /whip/{room}[?name=] -> answer. Leave: DELETE
+// on the Location the server gave, then close. `?autojoin=1[&name=N]` joins at load;
+// `?video=0` joins with the microphone only and no video line at all.
 //
 // For automation: `window.understudy = { join(name), leave(), pc, events, stats() }`.
 // `events` records every state change as {t: ms since page load, type, value}; `stats()`
@@ -18,6 +21,7 @@
   const room = safeDecode(segments[segments.length - 1] || "");
   const validRoom = /^[A-Za-z0-9._~-]{1,64}$/.test(room);
 
+  const wantVideo = params.get("video") !== "0";
   const GATHER_WAIT_MS = 1000; // ICE-lite server: our candidates are not needed in the offer
   const ROSTER_POLL_MS = 1000;
   const METER_POLL_MS = 250;
@@ -133,7 +137,14 @@
       api.pc = pc;
       watch(pc, s);
       const [track] = s.stream.getAudioTracks();
+      // Audio first: under max-bundle Chromium refuses an answer that declines the first
+      // line of its BUNDLE group, and an audio-only server declines video.
       pc.addTransceiver(track, { direction: "sendrecv", streams: [s.stream] });
+      if (wantVideo) {
+        const [cam] = s.stream.getVideoTracks();
+        if (cam) pc.addTransceiver(cam, { direction: "sendrecv", streams: [s.stream] });
+        else pc.addTransceiver("video", { direction: "recvonly" });
+      }
       const offer = await pc.createOffer();
       await pc.setLocalDescription(offer);
       record("offer", { sdpBytes: offer.sdp.length });
@@ -161,10 +172,22 @@
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
       throw new Error("This browser cannot capture audio here (a secure context — https or localhost — is needed).");
     }
+    if (wantVideo) {
+      try {
+        const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+        const [track] = stream.getAudioTracks();
+        const [cam] = stream.getVideoTracks();
+        record("getUserMedia", { label: track ? track.label : null, video: cam ? cam.label : null });
+        return stream;
+      } catch (e) {
+        // No camera (or refused): join with the microphone, still receiving video.
+        record("warning", `camera unavailable (${(e && e.name) || e}): joining with the microphone only`);
+      }
+    }
     try {
       const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
       const [track] = stream.getAudioTracks();
-      record("getUserMedia", { label: track ? track.label : null });
+      record("getUserMedia", { label: track ? track.label : null, video: null });
       return stream;
     } catch (e) {
       const why = e && e.name === "NotAllowedError" ? "permission was denied" : (e && (e.message || e.name)) || String(e);
@@ -239,8 +262,16 @@
     onState("connectionstatechange", () => pc.connectionState);
     pc.addEventListener("track", (e) => {
       record("track", { kind: e.track.kind, id: e.track.id });
+      if (e.track.kind === "video") {
+        const video = $("remote-video");
+        video.srcObject = new MediaStream([e.track]);
+        video.hidden = false;
+        const p = video.play();
+        if (p && p.catch) p.catch(() => {});
+        return;
+      }
       const audio = $("remote");
-      audio.srcObject = e.streams && e.streams[0] ? e.streams[0] : new MediaStream([e.track]);
+      audio.srcObject = new MediaStream([e.track]);
       audio.muted = false; // Chromium reports audioLevel 0 for a muted sink
       audio.volume = 1;
       play(audio);
@@ -297,6 +328,8 @@
     }
     if (s.stream) s.stream.getTracks().forEach((t) => t.stop());
     $("remote").srcObject = null;
+    $("remote-video").srcObject = null;
+    $("remote-video").hidden = true;
     $("unmute").hidden = true;
     if (session === s) session = null;
     api.resource = null;
@@ -344,7 +377,15 @@
   }
 
   function summaryOf(report) {
-    const out = { transport: null, pair: null, inbound: null, outbound: null, source: null };
+    const out = {
+      transport: null,
+      pair: null,
+      inbound: null,
+      outbound: null,
+      source: null,
+      inboundVideo: null,
+      outboundVideo: null,
+    };
     if (!report) return out;
     const all = [];
     report.forEach((r) => all.push(r));
@@ -398,6 +439,45 @@
         ssrc: outbound.ssrc ?? null,
         packetsSent: outbound.packetsSent ?? 0,
         bytesSent: outbound.bytesSent ?? 0,
+      };
+    }
+    const inVideo = all.find((r) => r.type === "inbound-rtp" && r.kind === "video");
+    if (inVideo) {
+      out.inboundVideo = {
+        ssrc: inVideo.ssrc ?? null,
+        packetsReceived: inVideo.packetsReceived ?? 0,
+        packetsLost: inVideo.packetsLost ?? 0,
+        framesReceived: inVideo.framesReceived ?? 0,
+        framesDecoded: inVideo.framesDecoded ?? 0,
+        keyFramesDecoded: inVideo.keyFramesDecoded ?? 0,
+        framesDropped: inVideo.framesDropped ?? 0,
+        frameWidth: inVideo.frameWidth ?? null,
+        frameHeight: inVideo.frameHeight ?? null,
+        freezeCount: inVideo.freezeCount ?? 0,
+        totalFreezesDuration: inVideo.totalFreezesDuration ?? 0,
+        pauseCount: inVideo.pauseCount ?? 0,
+        totalPausesDuration: inVideo.totalPausesDuration ?? 0,
+        pliCount: inVideo.pliCount ?? 0,
+        firCount: inVideo.firCount ?? 0,
+        nackCount: inVideo.nackCount ?? 0,
+        decoderImplementation: inVideo.decoderImplementation ?? null,
+      };
+    }
+    const outVideo = all.find((r) => r.type === "outbound-rtp" && r.kind === "video");
+    if (outVideo) {
+      out.outboundVideo = {
+        ssrc: outVideo.ssrc ?? null,
+        packetsSent: outVideo.packetsSent ?? 0,
+        framesEncoded: outVideo.framesEncoded ?? 0,
+        keyFramesEncoded: outVideo.keyFramesEncoded ?? 0,
+        frameWidth: outVideo.frameWidth ?? null,
+        frameHeight: outVideo.frameHeight ?? null,
+        pliCount: outVideo.pliCount ?? 0,
+        firCount: outVideo.firCount ?? 0,
+        nackCount: outVideo.nackCount ?? 0,
+        retransmittedPacketsSent: outVideo.retransmittedPacketsSent ?? 0,
+        targetBitrate: outVideo.targetBitrate ?? null,
+        qualityLimitationReason: outVideo.qualityLimitationReason ?? null,
       };
     }
     const source = all.find((r) => r.type === "media-source" && r.kind === "audio");

@@ -173,6 +173,15 @@ pub struct VideoParams {
     pub feedback: VideoFeedback,
 }
 
+/// A WebRTC participant's video, from the room's side: bundled on its one transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerVideo {
+    /// The negotiated stream.
+    pub params: VideoParams,
+    /// The browser's video SSRC, if its offer announced one (else learnt from its packets).
+    pub source_ssrc: Option<u32>,
+}
+
 /// Commands for a room task (one task per room; ids are stable across a takeover).
 #[derive(Clone, Debug, PartialEq)]
 pub enum RoomCommand {
@@ -230,6 +239,10 @@ pub enum RoomCommand {
         call: u64,
         /// Its stream.
         params: StreamParams,
+        /// Its video (bundled on the same transport), if its offer has a usable one and the
+        /// server serves video: the room adds it to its video forwarder and answers with
+        /// the output SSRC ([`RoomEvent::Joined`]'s `video_ssrc`).
+        video: Option<PeerVideo>,
     },
     /// Takeover: route a resumed WebRTC participant of the resumed mixer through the
     /// transport; its outgoing SRTP stream continues from the mixer's sequence numbers.
@@ -240,6 +253,14 @@ pub enum RoomCommand {
         call: u64,
         /// The SRTCP index its next report carries.
         srtcp_index: u32,
+        /// Its video, if it had any: its output stream continues from the forwarder's
+        /// snapshot.
+        video: Option<PeerVideo>,
+        /// The SRTCP index the next RTCP packet of its video stream carries.
+        video_srtcp_index: u32,
+        /// The SRTP packet index of its video stream the transport last reported
+        /// ([`crate::PeerInput::OutboundProgress`]): its rollover counter.
+        video_ext_seq: Option<u64>,
     },
     /// New negotiated parameters (re-INVITE), same output stream.
     Update {
@@ -301,6 +322,9 @@ pub enum RoomEvent {
         call: u64,
         /// Its output SSRC.
         ssrc: u32,
+        /// The SSRC of its video output stream, when it joined with video (the WebRTC answer
+        /// announces it).
+        video_ssrc: Option<u32>,
         /// The room's snapshot including it (replicated before the call is answered).
         snapshot: Option<Box<MixerSnapshot>>,
     },

@@ -42,7 +42,7 @@
 //!         Action::OpenMedia { call, port } => core.handle_media_opened(call, port, true, now),
 //!         // The room task adds the participant and answers.
 //!         Action::Room(RoomCommand::Join { room, call, .. }) => core.handle_room_event(
-//!             RoomEvent::Joined { room, call, ssrc: 42, snapshot: None }, now),
+//!             RoomEvent::Joined { room, call, ssrc: 42, video_ssrc: None, snapshot: None }, now),
 //!         Action::SendSip { transmit, .. } => answered |= transmit.data.starts_with(b"SIP/2.0 200"),
 //!         _ => {}
 //!     }
@@ -72,7 +72,9 @@ pub mod peer;
 pub mod ports;
 pub mod schema;
 
-pub use action::{Action, MemberMedia, MemberVideo, RoomCommand, RoomEvent, RoomInit, VideoParams};
+pub use action::{
+    Action, MemberMedia, MemberVideo, PeerVideo, RoomCommand, RoomEvent, RoomInit, VideoParams,
+};
 pub use admin::{AdminCommand, AdminError, AdminResult, RoomSettings, SettingsChange, VideoLayout};
 pub use peer::{PeerInput, PeerRecord, WebRtcConfig, WhipResult};
 pub use schema::{CallRecord, Entry, Item, MediaPhase, RoomRecord, ServerRecord};
@@ -646,13 +648,14 @@ impl Core {
                 room,
                 call,
                 ssrc,
+                video_ssrc,
                 snapshot,
             } => {
                 if let Some(s) = snapshot {
                     self.on_snapshot(room, *s);
                 }
                 if self.peers.contains_key(&call) {
-                    if !self.peer_joined(call, ssrc, now) {
+                    if !self.peer_joined(call, ssrc, video_ssrc, now) {
                         self.forget_peer(call);
                     }
                     self.step(now);

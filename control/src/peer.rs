@@ -72,6 +72,17 @@ pub struct PeerRecord {
     /// Muted by the operator ([`crate::admin`]).
     #[serde(default)]
     pub muted: bool,
+    /// Its video, if its offer's video line is accepted (bundled VP8, video served).
+    #[serde(default)]
+    pub video: Option<crate::PeerVideo>,
+    /// Our video output SSRC towards it (announced in the answer).
+    #[serde(default)]
+    pub video_ssrc_out: Option<u32>,
+    /// Per outgoing SSRC, the SRTP packet index the transport last reported
+    /// ([`PeerInput::OutboundProgress`]; every 2^14 packets): a resumed video stream takes
+    /// its rollover counter from there.
+    #[serde(default)]
+    pub out_progress: std::collections::BTreeMap<u32, u64>,
 }
 
 /// What the WebRTC transport reports about a participant.
@@ -83,6 +94,14 @@ pub enum PeerInput {
     Keyed(KeyingMaterial),
     /// The transport is gone: handshake failure, close_notify, consent expired.
     Gone(String),
+    /// Our outgoing stream `ssrc` reached SRTP packet index `ext_seq` (see
+    /// `webrtc_core::peer::PeerEvent::OutboundProgress`): replicated.
+    OutboundProgress {
+        /// Our SSRC.
+        ssrc: u32,
+        /// Its highest packet index.
+        ext_seq: u64,
+    },
 }
 
 /// How a WHIP request ends.
@@ -120,15 +139,45 @@ pub fn peer_stream_params(offer: &Offer) -> StreamParams {
     }
 }
 
-/// (we send, we receive) from the offer's direction.
-fn wsdp_direction(offer: &Offer) -> (bool, bool) {
+/// The video a browser's offer asks for (its accepted VP8 line), if any.
+pub fn peer_video(offer: &Offer) -> Option<crate::PeerVideo> {
+    let v = offer.video.as_ref()?;
+    let (send, recv) = direction_flags(v.direction);
+    Some(crate::PeerVideo {
+        params: crate::VideoParams {
+            payload_type: v.vp8_pt,
+            send,
+            recv,
+            feedback: sip_core::sdp::VideoFeedback {
+                nack: v.feedback.nack,
+                pli: v.feedback.pli,
+                fir: v.feedback.fir,
+                remb: v.feedback.remb,
+            },
+        },
+        source_ssrc: v.ssrc,
+    })
+}
+
+/// SRTCP packets per second a room may send on one video stream to a browser (sender
+/// reports, keyframe requests, NACKs and REMBs to it as a source): bounds the index a
+/// resumed video stream continues from.
+pub const VIDEO_SRTCP_PER_SEC: u32 = 50;
+
+/// (we send, we receive) from an offered direction.
+fn direction_flags(d: wsdp::Direction) -> (bool, bool) {
     use wsdp::Direction::*;
-    match offer.direction {
+    match d {
         SendRecv => (true, true),
         SendOnly => (false, true),
         RecvOnly => (true, false),
         Inactive => (false, false),
     }
+}
+
+/// (we send, we receive) from the offer's direction.
+fn wsdp_direction(offer: &Offer) -> (bool, bool) {
+    direction_flags(offer.direction)
 }
 
 impl Core {
@@ -175,10 +224,13 @@ impl Core {
                 return refuse(self, 503, "room full");
             }
         }
-        let offer = match wsdp::parse_offer(offer) {
+        let mut offer = match wsdp::parse_offer(offer) {
             Ok(o) => o,
             Err(e) => return refuse(self, 400, &e.to_string()),
         };
+        if !self.cfg.video {
+            offer.video = None; // an audio-only server declines every video line
+        }
         let id = PEER_ID_BASE + self.server.next_peer;
         self.server.next_peer += 1;
         let mut draw = || self.server.rng.next_u64();
@@ -210,6 +262,9 @@ impl Core {
             selected: None,
             joined_at: now,
             muted: false,
+            video: None,
+            video_ssrc_out: None,
+            out_progress: Default::default(),
         };
         self.peers.insert(id, rec);
         self.dirty_peers.insert(id);
@@ -265,6 +320,11 @@ impl Core {
                 self.dirty_peers.insert(id);
                 self.commit_actions.push(Action::ReleaseFinalFlight { id });
             }
+            PeerInput::OutboundProgress { ssrc, ext_seq } => {
+                if rec.out_progress.insert(ssrc, ext_seq) != Some(ext_seq) {
+                    self.dirty_peers.insert(id);
+                }
+            }
             PeerInput::Gone(why) => {
                 tracing::info!(id, "WebRTC participant gone: {why}");
                 if let Some(request) = self.whip_pending.remove(&id) {
@@ -287,6 +347,7 @@ impl Core {
         let rec = &self.peers[&id];
         let name = rec.room.clone();
         let params = peer_stream_params(&rec.offer);
+        let video = peer_video(&rec.offer);
         let room = self.room_for(&name);
         self.rooms
             .get_mut(&name)
@@ -295,12 +356,14 @@ impl Core {
             .insert(id);
         let rec = self.peers.get_mut(&id).expect("known");
         rec.media = MediaPhase::Joining;
+        rec.video = video;
         let muted = rec.muted;
         self.dirty_peers.insert(id);
         self.actions.push_back(Action::Room(RoomCommand::JoinPeer {
             room,
             call: id,
             params,
+            video,
         }));
         if muted {
             self.actions.push_back(Action::Room(RoomCommand::Mute {
@@ -312,7 +375,13 @@ impl Core {
     }
 
     /// The room has the participant: answer the WHIP request (held until replicated).
-    pub(crate) fn peer_joined(&mut self, id: u64, ssrc: u32, now: Duration) -> bool {
+    pub(crate) fn peer_joined(
+        &mut self,
+        id: u64,
+        ssrc: u32,
+        video_ssrc: Option<u32>,
+        now: Duration,
+    ) -> bool {
         let Some(webrtc) = self.cfg.webrtc.clone() else {
             return false;
         };
@@ -325,6 +394,7 @@ impl Core {
         }
         rec.media = MediaPhase::Joined;
         rec.ssrc_out = Some(ssrc);
+        rec.video_ssrc_out = video_ssrc.filter(|_| rec.video.is_some());
         rec.joined_at = now;
         let params = wsdp::AnswerParams {
             session_id: rec.session_id,
@@ -337,6 +407,10 @@ impl Core {
             cname: format!("understudy-{id}"),
             msid_stream: format!("room-{}", rec.room),
             msid_track: format!("mix-{id}"),
+            video: rec.video_ssrc_out.map(|ssrc| wsdp::VideoAnswer {
+                ssrc,
+                msid_track: format!("video-{id}"),
+            }),
         };
         let sdp = wsdp::build_answer(&rec.offer, &params);
         rec.answer = Some(sdp.clone());
@@ -424,6 +498,15 @@ impl Core {
         let elapsed = now.saturating_sub(rec.joined_at);
         let reports = elapsed.as_secs() / mixer::RTCP_INTERVAL.as_secs().max(1);
         let srtcp_index = u32::try_from(reports).unwrap_or(u32::MAX / 2) + 2 + SRTCP_MARGIN;
+        let video_srtcp_index = u32::try_from(elapsed.as_secs() + 1)
+            .unwrap_or(u32::MAX)
+            .saturating_mul(VIDEO_SRTCP_PER_SEC)
+            .saturating_add(SRTCP_MARGIN)
+            .min(1 << 30);
+        let video = rec.video.filter(|_| rec.video_ssrc_out.is_some());
+        let video_ext_seq = rec
+            .video_ssrc_out
+            .and_then(|s| rec.out_progress.get(&s).copied());
         self.actions.push_back(Action::ResumePeer {
             id,
             local: rec.local_ice.clone(),
@@ -437,6 +520,9 @@ impl Core {
                 room: rid,
                 call: id,
                 srtcp_index,
+                video,
+                video_srtcp_index,
+                video_ext_seq,
             }));
     }
 }

@@ -29,7 +29,8 @@
 //!   jitter buffers reset, some phones drop the stream), RTCP SR maps NTP to RTP time
 //!   inconsistently, and the mix restarts empty with a spurious active-speaker change.
 //! - WebRTC participants ([`Item::Peer`]: the browser's parsed offer, our ICE credentials,
-//!   the nominated pair, the SRTP keys its DTLS handshake exported, its output SSRC): without
+//!   the nominated pair, the SRTP keys its DTLS handshake exported, its output SSRCs (audio,
+//!   and video when bundled), the packet index each outgoing stream last reported): without
 //!   them a backup cannot answer the browser's consent checks (ICE fails after ~5 s) nor
 //!   encrypt a packet it would accept. The credentials are replicated before the WHIP answer
 //!   is released, the keys before the server's final DTLS flight.
@@ -58,8 +59,10 @@ use sip_core::state::{Rng, StateChange};
 /// 6: calls carry a video port pair and a learned video source; the negotiated media its
 /// video line; room settings a video layout. 7: rooms carry their video forwarder's
 /// snapshot. 8: rooms carry their grid compositor's snapshot, the forwarder's its pinned
-/// source (both read as absent from an older record).
-pub const SCHEMA_VERSION: u16 = 8;
+/// source (both read as absent from an older record). 9: a WebRTC participant's record
+/// carries its bundled video (the offer's video line, its output SSRC) and its outgoing
+/// streams' last reported SRTP packet indices.
+pub const SCHEMA_VERSION: u16 = 9;
 
 /// One replicated step: applied by the backup as a whole, in order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -459,6 +459,19 @@ fn check_resumed(t: &Takeover, late: bool) {
         })
         .expect("A attached");
     assert!(opened_at < attached_at);
+    // Its video continues too, its SRTCP index past the primary's (one packet per 20 ms
+    // since it joined, plus the margin).
+    match &log[attached_at] {
+        Action::Room(RoomCommand::AttachPeer {
+            video: Some(v),
+            video_srtcp_index,
+            ..
+        }) => {
+            assert_eq!(v.params.payload_type, 96);
+            assert!(*video_srtcp_index >= control::peer::VIDEO_SRTCP_PER_SEC + SRTCP_MARGIN);
+        }
+        other => panic!("AttachPeer without its video: {other:?}"),
+    }
     // The browser keeps receiving the stream of its answer.
     let stream = t.backup.mixers[&a.room]
         .output_stream(a.id)
@@ -961,4 +974,92 @@ fn a_browser_kicked_while_joining_gets_a_403_reply() {
     );
     n.rooms();
     assert!(!n.core.peers().contains_key(&id));
+}
+
+// ---- video -----------------------------------------------------------------------------
+
+/// The `m=video` line of an answer and the attributes up to the next m= line.
+fn video_section(sdp: &str) -> Vec<&str> {
+    sdp.split("\r\n")
+        .skip_while(|l| !l.starts_with("m=video"))
+        .take_while(|l| !l.is_empty())
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || !l.starts_with("m="))
+        .map(|(_, l)| l)
+        .collect()
+}
+
+#[test]
+fn bundled_vp8_joins_the_forwarder_and_the_answer_announces_our_video_ssrc() {
+    let mut n = node(Role::Standalone);
+    let first = post(&mut n, 3, "cams", OFFER);
+    let video = first
+        .iter()
+        .find_map(|a| match a {
+            Action::Room(RoomCommand::JoinPeer { video, .. }) => Some(*video),
+            _ => None,
+        })
+        .expect("JoinPeer");
+    let v = video.expect("the Chromium offer's VP8 line is accepted");
+    assert_eq!(v.params.payload_type, 96);
+    assert!(v.params.send && v.params.recv);
+    assert!(v.params.feedback.nack && v.params.feedback.pli && v.params.feedback.fir);
+    assert!(v.params.feedback.remb);
+    assert_eq!(
+        v.source_ssrc,
+        Some(1180565524),
+        "the primary SSRC of its FID group"
+    );
+
+    let (id, _) = opened(&first).expect("OpenPeer");
+    pending_ssrc(&n, id).expect("the room adds it");
+    n.rooms();
+    let sdp = match whip_replies(&out(&mut n)).as_slice() {
+        [(3, WhipResult::Created { sdp, .. })] => sdp.clone(),
+        other => panic!("expected 201 Created: {other:?}"),
+    };
+    // The harness's rooms answer with video SSRC 0x7000_0000 | (id & 0xffff).
+    let ssrc = 0x7000_0000 | (id as u32 & 0xffff);
+    let section = video_section(&sdp);
+    assert_eq!(
+        section.first().copied(),
+        Some(format!("m=video {WEBRTC_PORT} UDP/TLS/RTP/SAVPF 96").as_str()),
+        "{sdp}"
+    );
+    assert!(section.contains(&format!("a=ssrc:{ssrc} cname:understudy-{id}").as_str()));
+    assert!(section.contains(&"a=rtcp-fb:96 nack pli"), "{sdp}");
+    assert!(answer_has(&sdp, "a=group:BUNDLE 0 1"), "{sdp}");
+    // Replicated with the participant, and so is its progress (the rollover counter a
+    // resumed video stream continues with).
+    assert_eq!(n.core.peers()[&id].video_ssrc_out, Some(ssrc));
+    let ext_seq = (3 << 16) + 17;
+    input(&mut n, id, PeerInput::OutboundProgress { ssrc, ext_seq });
+    assert_eq!(n.core.peers()[&id].out_progress.get(&ssrc), Some(&ext_seq));
+}
+
+#[test]
+fn an_audio_only_server_declines_the_browsers_video() {
+    let mut cfg = webrtc_config();
+    cfg.video = false;
+    let mut n = Node::with_config(cfg, Role::Standalone);
+    let first = post(&mut n, 4, "voice", OFFER);
+    assert!(first
+        .iter()
+        .any(|a| matches!(a, Action::Room(RoomCommand::JoinPeer { video: None, .. }))));
+    let (id, _) = opened(&first).expect("OpenPeer");
+    pending_ssrc(&n, id).expect("the room adds it");
+    n.rooms();
+    let sdp = match whip_replies(&out(&mut n)).as_slice() {
+        [(4, WhipResult::Created { sdp, .. })] => sdp.clone(),
+        other => panic!("expected 201 Created: {other:?}"),
+    };
+    assert_eq!(
+        video_section(&sdp),
+        [
+            "m=video 0 UDP/TLS/RTP/SAVPF 96",
+            "c=IN IP4 0.0.0.0",
+            "a=mid:1"
+        ]
+    );
+    assert!(answer_has(&sdp, "a=group:BUNDLE 0"), "{sdp}");
 }

@@ -3,7 +3,8 @@
 //! it on every POSTed offer: no panic; an accepted offer accepts exactly one audio line; our
 //! answer to it (IPv4 and IPv6 candidate) parses with the `sdp` crate with one m= line per
 //! offered line, and read back as an offer (with our `setup:passive` turned into `active`) it
-//! gives the same audio line, codec, extension id and BUNDLE decision, mirrored direction.
+//! gives the same audio line, codec, extension id and BUNDLE decision, mirrored direction,
+//! and the same accepted video line (payload type, feedback; our SSRC when we send).
 use libfuzzer_sys::fuzz_target;
 use std::io::Cursor;
 use webrtc_core::sdp::{build_answer, parse_offer, AnswerParams, OfferError};
@@ -29,6 +30,10 @@ fuzz_target!(|data: &[u8]| {
             cname: "understudy".into(),
             msid_stream: "room".into(),
             msid_track: "mix".into(),
+            video: Some(webrtc_core::sdp::VideoAnswer {
+                ssrc: 2,
+                msid_track: "video".into(),
+            }),
         };
         let answer = build_answer(&offer, &p);
         let sd = sdp::description::session::SessionDescription::unmarshal(&mut Cursor::new(
@@ -47,12 +52,22 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(back.direction, offer.direction.mirror());
         assert_eq!(back.bundled, offer.bundled);
         assert_eq!(back.media.len(), offer.media.len());
-        for (b, o) in back.media.iter().zip(&offer.media) {
+        let video = |o: &webrtc_core::sdp::Offer| {
+            o.video
+                .as_ref()
+                .map(|v| (v.index, v.mid.clone(), v.vp8_pt, v.feedback))
+        };
+        assert_eq!(video(&back), video(&offer));
+        if let (Some(b), Some(o)) = (&back.video, &offer.video) {
+            assert_eq!(b.direction, o.direction.mirror());
+            assert_eq!(b.ssrc, o.direction.mirror().sends().then_some(2));
+        }
+        for (i, (b, o)) in back.media.iter().zip(&offer.media).enumerate() {
             assert_eq!(
                 (&b.media, &b.proto, &b.mid, b.accepted),
                 (&o.media, &o.proto, &o.mid, o.accepted)
             );
-            if !o.accepted {
+            if !o.accepted && offer.video.as_ref().is_none_or(|v| v.index != i) {
                 assert_eq!(b.format, o.format);
             }
         }

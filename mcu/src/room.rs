@@ -172,6 +172,8 @@ pub enum RoomCtl {
         id: ParticipantId,
         /// Its stream.
         params: StreamParams,
+        /// Its video, bundled on the same transport, if any.
+        video: Option<control::PeerVideo>,
     },
     /// Takeover: route a WebRTC participant of the resumed mixer through the WebRTC task,
     /// its outgoing SRTP stream continuing from the mixer's sequence numbers.
@@ -180,6 +182,13 @@ pub enum RoomCtl {
         id: ParticipantId,
         /// SRTCP index of its next report.
         srtcp_index: u32,
+        /// Its video, if it had any (its output stream continues from the forwarder's
+        /// snapshot).
+        video: Option<control::PeerVideo>,
+        /// SRTCP index of the next RTCP packet of its video stream.
+        video_srtcp_index: u32,
+        /// The video stream's SRTP packet index last replicated (its rollover counter).
+        video_ext_seq: Option<u64>,
     },
     /// Mute or unmute a participant ([`mixer::Mixer::set_muted`]).
     Mute {
@@ -247,8 +256,12 @@ impl PacketSink {
 enum Link {
     /// Its own RTP/RTCP sockets, behind its media source latch.
     Sip { media: MediaEndpoint, latch: Latch },
-    /// Through the WebRTC task; `last_heard` for the media timeout.
-    Peer { last_heard: Duration },
+    /// Through the WebRTC task; `last_heard` for the media timeout; `demux` tells its
+    /// bundled video from its audio when it has video.
+    Peer {
+        last_heard: Duration,
+        demux: Option<webrtc_core::demux::Demux>,
+    },
 }
 
 struct Member {
@@ -260,6 +273,13 @@ struct Member {
     readers: [Option<JoinHandle<()>>; 2],
     /// Its video pair, if it has one (kept when a re-INVITE removes the video).
     video: Option<video::VideoLink>,
+}
+
+impl Member {
+    /// It has video: its own pair (SIP) or bundled on its transport (WebRTC).
+    fn has_video(&self) -> bool {
+        self.video.is_some() || matches!(self.link, Link::Peer { demux: Some(_), .. })
+    }
 }
 
 impl Drop for Member {
@@ -474,12 +494,18 @@ impl Room {
             tracing::warn!(room = %self.ctx.name.escape_debug(), id, "video without its sockets: ignored");
             return None;
         };
-        self.video_joined(id, &v.params, now);
+        self.video_joined(id, &v.params, None, now);
         Some(self.video_link(id, v, sockets, resume, now))
     }
 
-    /// A WebRTC participant: its media come through the WebRTC task.
-    fn attach_peer(&mut self, id: ParticipantId, held: bool, now: Duration) {
+    /// A WebRTC participant: its media come through the WebRTC task (`demux`: it has video).
+    fn attach_peer(
+        &mut self,
+        id: ParticipantId,
+        held: bool,
+        demux: Option<webrtc_core::demux::Demux>,
+        now: Duration,
+    ) {
         if let Some(w) = &self.ctx.webrtc {
             let _ = w.ctl.send(crate::webrtc::WebRtcCtl::Route {
                 id,
@@ -489,7 +515,10 @@ impl Room {
         self.members.insert(
             id,
             Member {
-                link: Link::Peer { last_heard: now },
+                link: Link::Peer {
+                    last_heard: now,
+                    demux,
+                },
                 held,
                 timed_out: false,
                 readers: [None, None],
@@ -528,7 +557,7 @@ impl Room {
             if let Some(limit) = self.ctx.media_timeout {
                 let mut silent = match &m.link {
                     Link::Sip { latch, .. } => latch.silent_for(now),
-                    Link::Peer { last_heard } => now.saturating_sub(*last_heard),
+                    Link::Peer { last_heard, .. } => now.saturating_sub(*last_heard),
                 };
                 // Video heard counts as heard.
                 if let Some(v) = &m.video {
@@ -548,7 +577,12 @@ impl Room {
 
     /// Answer a join: the participant's output SSRC with the room's snapshot including it
     /// (replicated before the participant is answered), or why the mixer refused it.
-    fn join_reply(&mut self, id: ParticipantId, added: Result<u32, mixer::Error>) {
+    fn join_reply(
+        &mut self,
+        id: ParticipantId,
+        added: Result<u32, mixer::Error>,
+        video_ssrc: Option<u32>,
+    ) {
         let room = self.ctx.id;
         let ev = match added {
             Ok(ssrc) => {
@@ -560,6 +594,7 @@ impl Room {
                     room,
                     call: id,
                     ssrc,
+                    video_ssrc,
                     snapshot,
                 }
             }
@@ -594,7 +629,7 @@ impl Room {
                     }
                     Err(e) => Err(e),
                 };
-                self.join_reply(id, ev);
+                self.join_reply(id, ev, None);
             }
             RoomCtl::Attach {
                 id,
@@ -624,15 +659,32 @@ impl Room {
                 let video = self.new_video(id, video.as_ref(), resume, now);
                 self.attach(id, media, latch, held, video);
             }
-            RoomCtl::JoinPeer { id, params } => {
+            RoomCtl::JoinPeer { id, params, video } => {
                 let held = !params.send;
                 let added = self.mixer.add_participant(id, params, now);
+                let mut video_ssrc = None;
                 if added.is_ok() {
-                    self.attach_peer(id, held, now);
+                    let demux = video.and_then(|v| {
+                        self.video_joined(id, &v.params, v.source_ssrc, now);
+                        let ssrc = self.switcher.output_ssrc(id)?;
+                        video_ssrc = Some(ssrc);
+                        Some(webrtc_core::demux::Demux::new(
+                            v.params.payload_type,
+                            v.source_ssrc,
+                            ssrc,
+                        ))
+                    });
+                    self.attach_peer(id, held, demux, now);
                 }
-                self.join_reply(id, added);
+                self.join_reply(id, added, video_ssrc);
             }
-            RoomCtl::AttachPeer { id, srtcp_index } => {
+            RoomCtl::AttachPeer {
+                id,
+                srtcp_index,
+                video,
+                video_srtcp_index,
+                video_ext_seq,
+            } => {
                 let Some(stream) = self.mixer.output_stream(id) else {
                     tracing::warn!(room = %self.ctx.name.escape_debug(), id, "WebRTC participant missing from the snapshot: skipped");
                     return true;
@@ -648,7 +700,9 @@ impl Room {
                         srtcp_index,
                     });
                 }
-                self.attach_peer(id, false, now);
+                let demux = video
+                    .and_then(|v| self.resume_peer_video(id, &v, video_srtcp_index, video_ext_seq));
+                self.attach_peer(id, false, demux, now);
             }
             RoomCtl::Update {
                 id,
@@ -691,7 +745,7 @@ impl Room {
             RoomCtl::Leave { id } => {
                 let _ = self.mixer.remove_participant(id, now);
                 self.drain();
-                if self.members.remove(&id).is_some_and(|m| m.video.is_some()) {
+                if self.members.remove(&id).is_some_and(|m| m.has_video()) {
                     self.video_left(id, now);
                 }
                 self.event_log.forget(id);
@@ -720,8 +774,25 @@ impl Room {
             return;
         }
         if p.vetted {
-            if let Link::Peer { last_heard } = &mut m.link {
+            if let Link::Peer { last_heard, demux } = &mut m.link {
                 *last_heard = now;
+                // Its bundled video goes to the forwarder (the transport vetted it).
+                if let Some(d) = demux {
+                    let rtcp = p.rtcp_port || control::latch::is_rtcp(&p.data);
+                    let media = if rtcp {
+                        d.rtcp(&p.data)
+                    } else {
+                        d.rtp(&p.data)
+                    };
+                    if media == webrtc_core::demux::Media::Video {
+                        let kind = if rtcp {
+                            VideoKind::Rtcp
+                        } else {
+                            VideoKind::Rtp
+                        };
+                        return self.video_input(p.id, kind, &p.data, now);
+                    }
+                }
             }
         }
         let latch = match &mut m.link {
@@ -769,8 +840,10 @@ impl Room {
                 if let Link::Sip { latch, .. } = &m.link {
                     p.remote_media = latch.rtp_addr();
                 }
-                if let (Some(view), Some(link)) = (p.video.as_mut(), m.video.as_ref()) {
-                    view.remote_media = link.latch.rtp_addr();
+                if let Some(view) = p.video.as_mut().filter(|_| m.has_video()) {
+                    if let Some(link) = m.video.as_ref() {
+                        view.remote_media = link.latch.rtp_addr();
+                    }
                     if let Some(s) = self.switcher.stats(*id) {
                         view.showing = s.showing;
                         view.ssrc_out = Some(s.ssrc_out);

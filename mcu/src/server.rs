@@ -1143,21 +1143,36 @@ impl Server {
                     });
                 }
             }
-            RoomCommand::JoinPeer { room, call, params } => {
+            RoomCommand::JoinPeer {
+                room,
+                call,
+                params,
+                video,
+            } => {
                 if let Some(r) = self.rooms.get(&room) {
-                    let _ = r.handle.ctl.send(RoomCtl::JoinPeer { id: call, params });
+                    let _ = r.handle.ctl.send(RoomCtl::JoinPeer {
+                        id: call,
+                        params,
+                        video,
+                    });
                 }
             }
             RoomCommand::AttachPeer {
                 room,
                 call,
                 srtcp_index,
+                video,
+                video_srtcp_index,
+                video_ext_seq,
             } => {
                 self.add_view(room, call);
                 if let Some(r) = self.rooms.get(&room) {
                     let _ = r.handle.ctl.send(RoomCtl::AttachPeer {
                         id: call,
                         srtcp_index,
+                        video,
+                        video_srtcp_index,
+                        video_ext_seq,
                     });
                 }
             }
@@ -1270,7 +1285,20 @@ impl Server {
                 local_rtp_port: self.core_webrtc_port(),
                 direction: direction_name(&params),
                 muted: p.muted,
-                video: None,
+                // Bundled on its transport: our WebRTC port, the nominated pair.
+                video: p
+                    .video
+                    .filter(|_| p.video_ssrc_out.is_some())
+                    .map(|v| VideoView {
+                        local_rtp_port: self.core_webrtc_port(),
+                        payload_type: v.params.payload_type,
+                        direction: direction_of(v.params.send, v.params.recv),
+                        remote_media: p
+                            .selected
+                            .unwrap_or_else(|| SocketAddr::new(self.cfg.media_ip, 0)),
+                        ssrc_out: p.video_ssrc_out,
+                        ..video_view_empty()
+                    }),
                 stats: mixer::ParticipantStats {
                     ssrc_out: p.ssrc_out.unwrap_or_default(),
                     ..Default::default()
@@ -1576,6 +1604,17 @@ fn video_view(v: &MemberVideo) -> VideoView {
         payload_type: v.params.payload_type,
         direction: direction_of(v.params.send, v.params.recv),
         remote_media: v.media.remote_rtp,
+        ..video_view_empty()
+    }
+}
+
+/// A video view before the room's first figures.
+fn video_view_empty() -> VideoView {
+    VideoView {
+        local_rtp_port: 0,
+        payload_type: 0,
+        direction: String::new(),
+        remote_media: SocketAddr::from(([0, 0, 0, 0], 0)),
         showing: None,
         ssrc_out: None,
         ssrc_in: None,

@@ -281,6 +281,9 @@ impl Task {
                         PeerEvent::Closed => PeerInput::Gone("DTLS close_notify".into()),
                         PeerEvent::Failed(why) => PeerInput::Gone(format!("DTLS failed: {why}")),
                         PeerEvent::ConsentExpired => PeerInput::Gone("ICE consent expired".into()),
+                        PeerEvent::OutboundProgress { ssrc, ext_seq } => {
+                            PeerInput::OutboundProgress { ssrc, ext_seq }
+                        }
                         other => {
                             tracing::debug!(peer, ?other, "WebRTC event");
                             continue;

@@ -44,7 +44,11 @@
 //! Memory is bounded per source, not per receiver. A receiver gets at most 1024
 //! retransmissions per second. A NACKed packet of the current mapping that never reached us
 //! is asked from the source (when it negotiated `nack`), each sequence number at most once
-//! per 100 ms.
+//! per 100 ms. When such a packet cannot be had (the source did not negotiate `nack`, or the
+//! receiver NACKs it again within those 100 ms: the source does not retransmit, or the
+//! packet was lost in a takeover's gap), the source is asked for a keyframe (within the
+//! rate limit above): the receiver's picture is repaired without waiting for its own PLI,
+//! which Chromium sends only after seconds of undecodable frames.
 //!
 //! # Bandwidth
 //!
@@ -893,9 +897,20 @@ impl Switcher {
         let mut answers = Vec::new();
         let mut missed = 0u64;
         let mut upstream: BTreeMap<ParticipantId, Vec<u16>> = BTreeMap::new();
+        // Sources whose current packets a receiver lacks for good: a keyframe repairs it.
+        let mut repair: BTreeSet<ParticipantId> = BTreeSet::new();
+        let current_map = r.epoch.as_ref().map(|e| (e.map.source, e.last_seq));
         for &o in lost {
             let Some((e, current)) = epochs.iter().find(|(e, _)| e.covers(o)) else {
                 missed += 1;
+                // Behind the current mapping but not sent on it by this node: a packet of
+                // the gap before a takeover (the backup's mapping counts only what it
+                // forwarded itself). Nothing can resend it.
+                if let Some((source, last)) = current_map {
+                    if last.wrapping_sub(o) < 0x8000 {
+                        repair.insert(source);
+                    }
+                }
                 continue;
             };
             let src_seq = o.wrapping_sub(e.map.seq_offset);
@@ -940,6 +955,8 @@ impl Switcher {
                         && src.at_or_behind_highest(src_seq);
                     if lost_upstream {
                         upstream.entry(e.map.source).or_default().push(src_seq);
+                    } else if *current {
+                        repair.insert(e.map.source);
                     }
                 }
             }
@@ -971,7 +988,13 @@ impl Switcher {
                 continue;
             };
             seqs.retain(|&s| !src.received(s));
+            let asked = seqs.len();
             src.filter_nacks(&mut seqs, now);
+            if seqs.len() < asked {
+                // NACKed again while the source was asked already: it does not repair
+                // (no retransmissions, or the packets were sent before a takeover).
+                repair.insert(sid);
+            }
             let Some(media) = src.ssrc else {
                 continue;
             };
@@ -982,6 +1005,9 @@ impl Switcher {
                     packet: feedback::nack(our, media, &seqs),
                 });
             }
+        }
+        for sid in repair {
+            self.request_keyframe(sid, now);
         }
     }
 

@@ -404,3 +404,63 @@ fn a_backup_asks_again_until_each_source_sends_its_keyframe() {
         asked[&2]
     );
 }
+
+/// A receiver that lost packets in a takeover's gap NACKs them; the backup never sent them
+/// (its mapping starts at its own first packet) and cannot resend them, so it asks the
+/// source for a keyframe, once the rate limit after its resume request allows.
+#[test]
+fn a_nack_for_a_packet_of_the_takeover_gap_asks_the_source_for_a_keyframe() {
+    let mut sw = Switcher::new(SwitcherConfig {
+        seed: 78,
+        ..Default::default()
+    });
+    let mut room = Room::new(Switcher::new(SwitcherConfig::default()));
+    for (id, ssrc) in [(1, 0x1111u32), (2, 0x2222)] {
+        sw.add_participant(id, params(Some(ssrc)), ms(0)).unwrap();
+    }
+    room.sw = sw;
+    let shipped = shipping(&mut room);
+    for (id, ssrc) in [(1u64, 0x1111u32), (2, 0x2222)] {
+        let mut s = Sender::new(ssrc, id as u8);
+        s.key_delay = 1;
+        room.add_sender(id, s, ms(3 * id));
+    }
+    room.input(Input::Timeout);
+    room.run_until(ms(400));
+    room.speaker(1);
+    room.run_until(ms(2000));
+    let k = room.log.len();
+    let (_, json) = shipped.borrow().last().cloned().unwrap();
+    let now = room.now;
+    let mut backup = Switcher::from_snapshot(&restore(&json), now).unwrap();
+    drain(&mut backup);
+    // The backup forwards for 100 ms: receiver 2 is shown source 1.
+    room.run_until(now + ms(100));
+    let mut got = Drained::default();
+    let mut t = now;
+    for (at, input) in &room.log[k..] {
+        apply(&mut backup, input, *at);
+        got.extend(drain(&mut backup));
+        t = *at;
+    }
+    assert_eq!(backup.stats(2).unwrap().showing, Some(1));
+    let first = got.rtp_to(2)[0].seq;
+    // Receiver 2 NACKs the packet before the backup's first: lost in the gap.
+    let nack = video::feedback::nack(0x2222, backup.output_ssrc(2).unwrap(), &[first - 1]);
+    backup.handle_rtcp(2, &nack, t);
+    let mut after = drain(&mut backup);
+    assert!(after.rtp_to(2).is_empty(), "nothing to resend");
+    let mut at = t;
+    while at < now + ms(400) {
+        at += ms(10);
+        backup.handle_timeout(at);
+        after.extend(drain(&mut backup));
+    }
+    assert_eq!(
+        after.requests_to(1).len(),
+        1,
+        "one keyframe request to the source: {:?}",
+        after.rtcp
+    );
+    assert_eq!(backup.stats(2).unwrap().nack_missed, 1);
+}

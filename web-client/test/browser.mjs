@@ -2,9 +2,12 @@
 // Headless Chromium as a WebRTC participant, for Understudy's end-to-end tests.
 //
 //   node browser.mjs --url URL --wav FILE --seconds N [--name NAME] [--screenshot PNG]
+//                    [--video 1]
 //
 // Launches Debian's Chromium (/usr/bin/chromium; env CHROMIUM overrides) with a fake
-// microphone that plays FILE (looped by Chromium), opens URL (normally
+// microphone that plays FILE (looped by Chromium) and a fake camera (Chromium's 640x480
+// test pattern; used only with `--video 1`: otherwise the page is opened with `video=0` and
+// joins with audio alone), opens URL (normally
 // `http://HOST/room/R?autojoin=1&name=N`: the page joins over WHIP by itself) and prints, every
 // 250 ms, ONE JSON line on stdout:
 //
@@ -36,8 +39,15 @@ function log(msg) {
 }
 
 function parseArgs(argv) {
-  const opts = { url: null, wav: null, seconds: null, name: null, screenshot: null };
-  const keys = { "--url": "url", "--wav": "wav", "--seconds": "seconds", "--name": "name", "--screenshot": "screenshot" };
+  const opts = { url: null, wav: null, seconds: null, name: null, screenshot: null, video: null };
+  const keys = {
+    "--url": "url",
+    "--wav": "wav",
+    "--seconds": "seconds",
+    "--name": "name",
+    "--screenshot": "screenshot",
+    "--video": "video",
+  };
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i];
     let value;
@@ -62,6 +72,11 @@ function parseArgs(argv) {
   opts.seconds = seconds;
   if (!fs.existsSync(opts.wav)) throw new Error(`--wav ${opts.wav}: no such file`);
   opts.wav = fs.realpathSync(opts.wav);
+  {
+    const u = new URL(opts.url);
+    if (opts.video !== "1" && !u.searchParams.has("video")) u.searchParams.set("video", "0");
+    opts.url = u.href;
+  }
   if (opts.name !== null) {
     // --name sets ?name= on the page's URL (and autojoin=1 unless the URL says otherwise).
     const u = new URL(opts.url);

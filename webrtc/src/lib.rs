@@ -7,8 +7,9 @@
 //! from; an ICE-lite responder for the browser's checks (`ice`); telling STUN, DTLS, RTP and
 //! RTCP apart on one port (`mux`); the server side of the DTLS-SRTP handshake ([`dtls`], on
 //! rtc-dtls), which holds its final flight until the exported keys are replicated; the WHIP
-//! (RFC 9725) offer/answer SDP of an ICE-lite, DTLS-passive, Opus-only audio MCU ([`sdp`]);
-//! one participant's transport ([`peer`]) and every participant on one port ([`transport`]).
+//! (RFC 9725) offer/answer SDP of an ICE-lite, DTLS-passive MCU with Opus audio and VP8
+//! video ([`sdp`]); telling a browser's bundled audio and video apart after SRTP
+//! ([`demux`]); one participant's transport ([`peer`]) and every participant on one port ([`transport`]).
 //! Not for: sockets, clocks or randomness (the driver in `mcu` owns those), the WHIP HTTP
 //! exchange, codecs or mixing (`mixer`), or replication itself (`ft-sync` carries what this crate
 //! serializes).
@@ -52,6 +53,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod demux;
 pub mod dtls;
 pub mod ice;
 pub mod mux;

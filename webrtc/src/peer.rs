@@ -46,7 +46,22 @@ pub enum PeerEvent {
     Failed(String),
     /// No valid consent check for [`CONSENT_TIMEOUT`]: the browser is gone.
     ConsentExpired,
+    /// Our outgoing stream `ssrc` reached SRTP packet index `ext_seq` (`ROC * 2^16 + SEQ`):
+    /// reported at its first packet and then each time the index crosses a multiple of
+    /// [`PROGRESS_STEP`], so that a backup that replicated the latest report knows the
+    /// stream's rollover counter (its next packets are within 2^15 of it) even when the room
+    /// cannot derive it (a video stream, whose forwarder keeps 16-bit sequence numbers).
+    OutboundProgress {
+        /// Our SSRC.
+        ssrc: u32,
+        /// Its highest packet index so far.
+        ext_seq: u64,
+    },
 }
+
+/// Packets between two [`PeerEvent::OutboundProgress`] reports of one stream (2^14: a
+/// replicated report is never more than half the 2^15 estimation window behind).
+pub const PROGRESS_STEP: u64 = 1 << 14;
 
 /// Why a packet was refused (the driver counts these).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -217,7 +232,16 @@ impl Peer {
     /// nothing to send).
     pub fn protect_rtp(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Option<SocketAddr> {
         let to = self.selected.filter(|_| !self.expired && self.released)?;
-        self.tx.as_mut()?.protect_rtp(plain, out).ok()?;
+        let tx = self.tx.as_mut()?;
+        let ssrc = u32::from_be_bytes(plain.get(8..12)?.try_into().ok()?);
+        let before = tx.state().rtp.get(&ssrc).copied();
+        tx.protect_rtp(plain, out).ok()?;
+        if let Some(&now) = tx.state().rtp.get(&ssrc) {
+            if before.is_none_or(|b| b / PROGRESS_STEP != now / PROGRESS_STEP) {
+                self.events
+                    .push_back(PeerEvent::OutboundProgress { ssrc, ext_seq: now });
+            }
+        }
         Some(to)
     }
 

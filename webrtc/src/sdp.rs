@@ -1,5 +1,5 @@
 //! WebRTC SDP for WHIP (RFC 9725): read a browser's offer, write the answer of an ICE-lite,
-//! DTLS-passive, Opus-only audio MCU.
+//! DTLS-passive MCU with Opus audio and (when the driver serves it) voice-switched VP8 video.
 //!
 //! [`parse_offer`] keeps from the offer what the transport and the mixer need ([`Offer`]: ICE
 //! credentials, DTLS fingerprint and role, the Opus payload type, the audio-level extension id,
@@ -21,6 +21,18 @@
 //!   session or media level, the media level wins. We are always DTLS passive, so an offer
 //!   that is itself `setup:passive` (or `holdconn`) is refused; a missing `a=setup` means
 //!   `active` (RFC 4145 §4).
+//! - Video ([`VideoOffer`]): the FIRST enabled video m= line that offers `VP8/90000` on
+//!   `UDP/TLS/RTP/SAVPF` with `a=rtcp-mux`, whose mid is in the same BUNDLE group as the audio
+//!   line and whose ICE credentials and fingerprint (if given at media level) are the audio
+//!   line's, is accepted when the answer has [`AnswerParams::video`]: it rides the audio's
+//!   one ICE/DTLS transport (BUNDLE, RFC 8843), so an unbundled video line (which would need
+//!   a transport of its own) is declined. The answer lists the VP8 payload type only: RTX,
+//!   RED, ULPFEC, the other codecs and every header extension (transport-cc, abs-send-time,
+//!   simulcast's rid/mid) are left out, so the browser sends plain VP8 on one SSRC and
+//!   repairs with NACK retransmissions on that SSRC (the forwarder's cache answers NACKs
+//!   from receivers). Its RTCP feedback is the offered subset of `nack`, `nack pli`,
+//!   `ccm fir` and `goog-remb` (never `transport-cc`). An offer with `a=simulcast` / `a=rid`
+//!   gets no simulcast in the answer: the browser then sends one layer.
 //! - Any direction is accepted: a `recvonly` browser is a listening participant and gets a
 //!   `sendonly` answer, a `sendonly` one a `recvonly` answer (it talks, it does not hear the
 //!   room), `inactive` is answered `inactive`.
@@ -144,6 +156,38 @@ impl Direction {
     }
 }
 
+/// RTCP feedback a browser said it supports for its VP8 (`a=rtcp-fb:PT ...` or `a=rtcp-fb:*
+/// ...`): what the answer repeats and what a forwarder may send it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VideoFeedback {
+    /// Generic NACK (RFC 4585 `nack`).
+    pub nack: bool,
+    /// Picture loss indication (`nack pli`).
+    pub pli: bool,
+    /// Full intra request (RFC 5104 `ccm fir`).
+    pub fir: bool,
+    /// Receiver estimated maximum bitrate (`goog-remb`).
+    pub remb: bool,
+}
+
+/// The accepted video m= line of an offer (see the module docs for when one is).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VideoOffer {
+    /// Index of the line among the offer's m= lines.
+    pub index: usize,
+    /// Its `a=mid` (a bundled line always has one).
+    pub mid: String,
+    /// The offer's payload type for `VP8/90000` (used both ways).
+    pub vp8_pt: u8,
+    /// The feedback it supports.
+    pub feedback: VideoFeedback,
+    /// The browser's video SSRC (the first of an `a=ssrc-group:FID`, else the first
+    /// `a=ssrc`), if given.
+    pub ssrc: Option<u32>,
+    /// The offered direction of the line (the answer mirrors it).
+    pub direction: Direction,
+}
+
 /// One offered m= line, with what its answer line needs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaLine {
@@ -195,6 +239,12 @@ pub struct Offer {
     pub bundled: bool,
     /// Every offered m= line, in order; the answer has one line for each.
     pub media: Vec<MediaLine>,
+    /// The video line the answer accepts when the driver serves video, if any.
+    #[serde(default)]
+    pub video: Option<VideoOffer>,
+    /// The offer's BUNDLE group that holds the audio mid, in the offer's order.
+    #[serde(default)]
+    pub bundle_group: Vec<String>,
 }
 
 /// Why an offer is refused. Every variant has a human reason ([`std::fmt::Display`]) fit
@@ -461,6 +511,94 @@ fn audio_level_id(m: &MediaDescription, sd: &SessionDescription) -> Result<Optio
     Ok(None)
 }
 
+/// The `a=rtcp-fb` lines for payload type `pt` (or `*`).
+fn video_feedback(attrs: &[Attribute], pt: u8) -> VideoFeedback {
+    let mut fb = VideoFeedback::default();
+    for v in attr(attrs, "rtcp-fb") {
+        let mut it = v.split_whitespace();
+        let for_pt = it
+            .next()
+            .is_some_and(|p| p == "*" || p.parse::<u8>().ok() == Some(pt));
+        if !for_pt {
+            continue;
+        }
+        let kind = it.next().unwrap_or("").to_ascii_lowercase();
+        let param = it.next().map(str::to_ascii_lowercase);
+        match (kind.as_str(), param.as_deref()) {
+            ("nack", None) => fb.nack = true,
+            ("nack", Some("pli")) => fb.pli = true,
+            ("ccm", Some("fir")) => fb.fir = true,
+            ("goog-remb", _) => fb.remb = true,
+            _ => {}
+        }
+    }
+    fb
+}
+
+/// The primary SSRC of a video line: the first of its `a=ssrc-group:FID`, else its first
+/// `a=ssrc`.
+fn video_ssrc(m: &MediaDescription) -> Result<Option<u32>, OfferError> {
+    for g in attr(&m.attributes, "ssrc-group") {
+        let mut it = g.split_whitespace();
+        if it.next().is_some_and(|s| s.eq_ignore_ascii_case("FID")) {
+            if let Some(first) = it.next() {
+                return first
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| malformed("a=ssrc-group id is not a 32-bit number"));
+            }
+        }
+    }
+    Ok(ssrc_cname(m)?.0)
+}
+
+/// The video line to accept, if any (see the module docs): the first enabled video line
+/// with VP8 that can share the audio line's transport.
+fn accepted_video(
+    sd: &SessionDescription,
+    media: &[MediaLine],
+    group: &[String],
+    audio: &MediaDescription,
+) -> Result<Option<VideoOffer>, OfferError> {
+    for (index, m) in sd.media_descriptions.iter().enumerate() {
+        let enabled = m.media_name.port.value != 0 || has(&m.attributes, "bundle-only");
+        if m.media_name.media != "video" || !enabled {
+            continue;
+        }
+        let Some(vp8_pt) = find_codec(m, "VP8", 90000, None) else {
+            continue;
+        };
+        let Some(mid) = media.get(index).and_then(|l| l.mid.clone()) else {
+            continue;
+        };
+        let same = |key: &str| {
+            attr(&m.attributes, key)
+                .next()
+                .is_none_or(|v| Some(v) == media_or_session(audio, sd, key))
+        };
+        if m.media_name.protos.join("/") != DTLS_SRTP_PROTO
+            || !has(&m.attributes, "rtcp-mux")
+            || !group.contains(&mid)
+            || !same("ice-ufrag")
+            || !same("ice-pwd")
+            || !same("fingerprint")
+        {
+            continue;
+        }
+        return Ok(Some(VideoOffer {
+            index,
+            mid,
+            vp8_pt,
+            feedback: video_feedback(&m.attributes, vp8_pt),
+            ssrc: video_ssrc(m)?,
+            direction: direction_of(&m.attributes)
+                .or_else(|| direction_of(&sd.attributes))
+                .unwrap_or(Direction::SendRecv),
+        }));
+    }
+    Ok(None)
+}
+
 /// Parse a browser's WHIP offer and decide what to accept (see the module docs for the
 /// policy). Never panics, whatever the input.
 pub fn parse_offer(sdp: &str) -> Result<Offer, OfferError> {
@@ -511,12 +649,18 @@ pub fn parse_offer(sdp: &str) -> Result<Offer, OfferError> {
         (pt.parse::<u8>().ok()? == opus_pt).then(|| params.trim().to_string())
     });
     let audio_mid = media.get(audio_index).and_then(|l| l.mid.clone());
-    let bundled = audio_mid.as_deref().is_some_and(|mid| {
-        attr(&sd.attributes, "group").any(|g| {
-            let mut it = g.split_whitespace();
-            it.next() == Some("BUNDLE") && it.any(|t| t == mid)
+    let bundle_group: Vec<String> = audio_mid
+        .as_deref()
+        .and_then(|mid| {
+            attr(&sd.attributes, "group").find_map(|g| {
+                let tokens: Vec<&str> = g.split_whitespace().collect();
+                (tokens.first() == Some(&"BUNDLE") && tokens[1..].contains(&mid))
+                    .then(|| tokens[1..].iter().map(|t| t.to_string()).collect())
+            })
         })
-    });
+        .unwrap_or_default();
+    let bundled = !bundle_group.is_empty();
+    let video = accepted_video(&sd, &media, &bundle_group, m)?;
     if let Some(line) = media.get_mut(audio_index) {
         line.accepted = true;
     }
@@ -538,6 +682,8 @@ pub fn parse_offer(sdp: &str) -> Result<Offer, OfferError> {
         rtcp_mux: true,
         bundled,
         media,
+        video,
+        bundle_group,
     })
 }
 
@@ -564,6 +710,19 @@ pub struct AnswerParams {
     /// `a=msid` stream id.
     pub msid_stream: String,
     /// `a=msid` track id.
+    pub msid_track: String,
+    /// Our video stream to this participant; `None`: video is not served, every video line
+    /// is declined.
+    #[serde(default)]
+    pub video: Option<VideoAnswer>,
+}
+
+/// What the answer's video line says about the stream we send.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VideoAnswer {
+    /// The SSRC of the voice-switched stream we send the participant.
+    pub ssrc: u32,
+    /// `a=msid` track id (the stream id is [`AnswerParams::msid_stream`]).
     pub msid_track: String,
 }
 
@@ -621,6 +780,24 @@ fn audio_answer(offer: &Offer, line: &MediaLine, p: &AnswerParams) -> MediaDescr
     if let Some(id) = offer.audio_level_ext_id {
         attrs.push(a("extmap", format!("{id} {AUDIO_LEVEL_URI}")));
     }
+    transport_attrs(&mut attrs, p, direction, p.ssrc, &p.msid_track);
+    MediaDescription {
+        media_name: media_name(line, p.candidate.port(), formats),
+        connection_information: Some(connection(ip)),
+        attributes: attrs,
+        ..Default::default()
+    }
+}
+
+/// ICE, DTLS, our stream (when we send) and the candidate: the same on every bundled line.
+fn transport_attrs(
+    attrs: &mut Vec<Attribute>,
+    p: &AnswerParams,
+    direction: Direction,
+    ssrc: u32,
+    track: &str,
+) {
+    let ip = p.candidate.ip();
     attrs.push(a("ice-ufrag", p.ice_ufrag.clone()));
     attrs.push(a("ice-pwd", p.ice_pwd.clone()));
     attrs.push(a(
@@ -629,9 +806,9 @@ fn audio_answer(offer: &Offer, line: &MediaLine, p: &AnswerParams) -> MediaDescr
     ));
     attrs.push(a("setup", "passive"));
     if direction.sends() {
-        let msid = format!("{} {}", p.msid_stream, p.msid_track);
-        attrs.push(a("ssrc", format!("{} cname:{}", p.ssrc, p.cname)));
-        attrs.push(a("ssrc", format!("{} msid:{msid}", p.ssrc)));
+        let msid = format!("{} {track}", p.msid_stream);
+        attrs.push(a("ssrc", format!("{ssrc} cname:{}", p.cname)));
+        attrs.push(a("ssrc", format!("{ssrc} msid:{msid}")));
         attrs.push(a("msid", msid));
     }
     attrs.push(a(
@@ -639,9 +816,36 @@ fn audio_answer(offer: &Offer, line: &MediaLine, p: &AnswerParams) -> MediaDescr
         format!("1 1 udp 2130706431 {ip} {} typ host", p.candidate.port()),
     ));
     attrs.push(flag("end-of-candidates"));
+}
+
+/// The accepted video line: VP8 only (no RTX, RED, FEC, header extensions), the offered
+/// subset of nack / nack pli / ccm fir / goog-remb.
+fn video_answer(
+    video: &VideoOffer,
+    ours: &VideoAnswer,
+    line: &MediaLine,
+    p: &AnswerParams,
+) -> MediaDescription {
+    let pt = video.vp8_pt;
+    let direction = video.direction.mirror();
+    let mut attrs = vec![a("mid", video.mid.clone()), flag(direction.attribute())];
+    attrs.push(flag("rtcp-mux"));
+    attrs.push(a("rtpmap", format!("{pt} VP8/90000")));
+    let fb = video.feedback;
+    for (on, what) in [
+        (fb.remb, "goog-remb"),
+        (fb.fir, "ccm fir"),
+        (fb.nack, "nack"),
+        (fb.pli, "nack pli"),
+    ] {
+        if on {
+            attrs.push(a("rtcp-fb", format!("{pt} {what}")));
+        }
+    }
+    transport_attrs(&mut attrs, p, direction, ours.ssrc, &ours.msid_track);
     MediaDescription {
-        media_name: media_name(line, p.candidate.port(), formats),
-        connection_information: Some(connection(ip)),
+        media_name: media_name(line, p.candidate.port(), vec![pt.to_string()]),
+        connection_information: Some(connection(p.candidate.ip())),
         attributes: attrs,
         ..Default::default()
     }
@@ -658,14 +862,25 @@ fn declined_answer(line: &MediaLine) -> MediaDescription {
 }
 
 /// Our answer to `offer` (RFC 8829 §5.3, RFC 9725): ICE-lite, DTLS passive, one host
-/// candidate, Opus (and telephone-event/48000 if offered) on the accepted audio line, every
-/// other offered line declined in place; the BUNDLE group is the audio mid alone, if the
-/// offer bundled it.
+/// candidate, Opus (and telephone-event/48000 if offered) on the accepted audio line, VP8 on
+/// the accepted video line when `p.video` is given, every other offered line declined in
+/// place; the BUNDLE group holds the accepted mids in the offer's order, if the offer
+/// bundled the audio.
 pub fn build_answer(offer: &Offer, p: &AnswerParams) -> String {
     let ip = p.candidate.ip();
     let mut attributes = vec![flag("ice-lite")];
+    let video = offer.video.as_ref().zip(p.video.as_ref());
     if let (true, Some(mid)) = (offer.bundled, &offer.audio_mid) {
-        attributes.push(a("group", format!("BUNDLE {mid}")));
+        let mut mids: Vec<&str> = offer
+            .bundle_group
+            .iter()
+            .map(String::as_str)
+            .filter(|m| *m == mid || video.is_some_and(|(v, _)| v.mid == *m))
+            .collect();
+        if mids.is_empty() {
+            mids.push(mid); // an offer replicated before the group was kept
+        }
+        attributes.push(a("group", format!("BUNDLE {}", mids.join(" "))));
     }
     let sd = SessionDescription {
         version: 0,
@@ -689,12 +904,11 @@ pub fn build_answer(offer: &Offer, p: &AnswerParams) -> String {
         media_descriptions: offer
             .media
             .iter()
-            .map(|line| {
-                if line.accepted {
-                    audio_answer(offer, line, p)
-                } else {
-                    declined_answer(line)
-                }
+            .enumerate()
+            .map(|(i, line)| match video {
+                _ if line.accepted => audio_answer(offer, line, p),
+                Some((v, ours)) if v.index == i => video_answer(v, ours, line, p),
+                _ => declined_answer(line),
             })
             .collect(),
         ..Default::default()

@@ -271,10 +271,12 @@ impl Transport {
 
     /// Protects room output for `id`: `Some((to, datagram))` to send, `None` when the
     /// participant has no keys or pair yet (or is gone).
+    /// A stream's [`PeerEvent::OutboundProgress`] comes out of [`Transport::poll_output`].
     pub fn protect_rtp(&mut self, id: PeerId, plain: &[u8]) -> Option<(SocketAddr, Vec<u8>)> {
         let mut out = Vec::with_capacity(plain.len() + 16);
-        let to = self.peers.get_mut(&id)?.protect_rtp(plain, &mut out)?;
-        Some((to, out))
+        let to = self.peers.get_mut(&id)?.protect_rtp(plain, &mut out);
+        self.collect(id);
+        Some((to?, out))
     }
 
     /// See [`Transport::protect_rtp`].

@@ -14,7 +14,7 @@ use std::io::Cursor;
 use sdp::description::session::SessionDescription;
 use webrtc_core::sdp::{
     build_answer, parse_offer, AnswerParams, Direction, Fingerprint, IceParams, MediaLine,
-    OfferError, Setup, MAX_OFFER_LEN,
+    OfferError, Setup, VideoAnswer, VideoFeedback, VideoOffer, MAX_OFFER_LEN,
 };
 
 const CHROMIUM: &str = include_str!("data/chromium_offer.sdp");
@@ -37,6 +37,7 @@ fn params(candidate: &str) -> AnswerParams {
         cname: "understudy".into(),
         msid_stream: "room".into(),
         msid_track: "mix".into(),
+        video: None,
     }
 }
 
@@ -620,4 +621,193 @@ fn hostile_variations_never_panic() {
 fn error_reason_is_readable() {
     let e = parse_offer("garbage").unwrap_err();
     assert!(e.to_string().starts_with("malformed SDP offer: "), "{e}");
+}
+
+fn with_video(candidate: &str) -> AnswerParams {
+    AnswerParams {
+        video: Some(VideoAnswer {
+            ssrc: 0x0bad_cafe,
+            msid_track: "video".into(),
+        }),
+        ..params(candidate)
+    }
+}
+
+#[test]
+fn chromium_video_is_read() {
+    let o = parse_offer(CHROMIUM).unwrap();
+    assert_eq!(o.bundle_group, ["0", "1", "2"]);
+    assert_eq!(
+        o.video,
+        Some(VideoOffer {
+            index: 1,
+            mid: "1".into(),
+            vp8_pt: 96,
+            feedback: VideoFeedback {
+                nack: true,
+                pli: true,
+                fir: true,
+                remb: true
+            },
+            // The first SSRC of its FID group (the second is RTX).
+            ssrc: Some(1180565524),
+            direction: Direction::SendRecv,
+        })
+    );
+}
+
+#[test]
+fn chromium_answer_accepts_vp8_bundled_with_audio() {
+    let o = parse_offer(CHROMIUM).unwrap();
+    let answer = build_answer(&o, &with_video("198.18.0.1:40000"));
+    let sd = reparse(&answer);
+    assert_eq!(attrs(&sd.attributes), ["ice-lite", "group:BUNDLE 0 1"]);
+    assert_eq!(
+        m_lines(&sd),
+        [
+            m("audio", 40000, "UDP/TLS/RTP/SAVPF", "111 110"),
+            m("video", 40000, "UDP/TLS/RTP/SAVPF", "96"),
+            m("application", 0, "UDP/DTLS/SCTP", "webrtc-datachannel"),
+        ]
+    );
+    // The audio line is unchanged by the video.
+    assert_eq!(
+        attrs(&sd.media_descriptions[0].attributes),
+        audio_attrs("0", "sendrecv", 111, Some(110), Some(1))
+    );
+    assert_eq!(
+        attrs(&sd.media_descriptions[1].attributes),
+        [
+            "mid:1",
+            "sendrecv",
+            "rtcp-mux",
+            "rtpmap:96 VP8/90000",
+            "rtcp-fb:96 goog-remb",
+            "rtcp-fb:96 ccm fir",
+            "rtcp-fb:96 nack",
+            "rtcp-fb:96 nack pli",
+            "ice-ufrag:uSrv",
+            "ice-pwd:0123456789abcdefghijklmn",
+            &format!("fingerprint:sha-256 {OUR_FP}"),
+            "setup:passive",
+            "ssrc:195939070 cname:understudy",
+            "ssrc:195939070 msid:room video",
+            "msid:room video",
+            "candidate:1 1 udp 2130706431 198.18.0.1 40000 typ host",
+            "end-of-candidates",
+        ]
+    );
+    // No RTX, transport-cc, header extension or simulcast anywhere in the answer.
+    for absent in [
+        "rtx",
+        "transport-cc",
+        "simulcast",
+        "ssrc-group",
+        "H264",
+        "red/",
+    ] {
+        assert!(!answer.contains(absent), "{absent} in\n{answer}");
+    }
+    assert!(!sd.media_descriptions[1]
+        .attributes
+        .iter()
+        .any(|a| a.key == "extmap"));
+    // Read back as an offer (setup turned around): the same video line.
+    let back = parse_offer(&answer.replace("a=setup:passive", "a=setup:active")).unwrap();
+    let v = back.video.unwrap();
+    assert_eq!((v.index, v.vp8_pt, v.ssrc), (1, 96, Some(0x0bad_cafe)));
+}
+
+#[test]
+fn video_first_offer_bundles_in_offer_order() {
+    let o = parse_offer(CHROMIUM_VIDEO_FIRST).unwrap();
+    let v = o.video.clone().unwrap();
+    assert_eq!((v.index, v.mid.as_str(), v.vp8_pt), (0, "0", 96));
+    let sd = reparse(&build_answer(&o, &with_video("198.18.0.1:40000")));
+    assert_eq!(attrs(&sd.attributes), ["ice-lite", "group:BUNDLE 0 1"]);
+    assert_eq!(sd.media_descriptions[0].media_name.port.value, 40000);
+}
+
+#[test]
+fn video_directions_are_mirrored() {
+    for (offered, answered, ssrc) in [
+        ("recvonly", "sendonly", true),
+        ("sendonly", "recvonly", false),
+        ("inactive", "inactive", false),
+    ] {
+        // The second a=sendrecv is the video line's.
+        let offer = CHROMIUM
+            .replacen("a=sendrecv", "a=AUDIO", 1)
+            .replacen("a=sendrecv", &format!("a={offered}"), 1)
+            .replacen("a=AUDIO", "a=sendrecv", 1);
+        let o = parse_offer(&offer).unwrap();
+        let sd = reparse(&build_answer(&o, &with_video("198.18.0.1:40000")));
+        let got = attrs(&sd.media_descriptions[1].attributes);
+        assert_eq!(got[1], answered);
+        assert_eq!(got.iter().any(|a| a.starts_with("ssrc:")), ssrc, "{got:?}");
+    }
+}
+
+#[test]
+fn video_declined_when_not_served_or_not_shareable() {
+    let declined = |offer: &str| {
+        let o = parse_offer(offer).unwrap();
+        let sd = reparse(&build_answer(&o, &with_video("198.18.0.1:40000")));
+        let v = &sd.media_descriptions[1];
+        assert_eq!(attrs(&sd.attributes), ["ice-lite", "group:BUNDLE 0"]);
+        (
+            o.video.is_none(),
+            v.media_name.port.value,
+            attrs(&v.attributes),
+        )
+    };
+    let no = (true, 0, vec!["mid:1".to_string()]);
+    // Video not in the audio's BUNDLE group: it would need a transport of its own.
+    let chromium_with = |from: &str, to: &str| {
+        let out = CHROMIUM.replace(from, to);
+        assert_ne!(out, CHROMIUM, "{from}");
+        out
+    };
+    assert_eq!(
+        declined(&chromium_with("a=group:BUNDLE 0 1 2", "a=group:BUNDLE 0 2")),
+        no
+    );
+    // No VP8 offered.
+    assert_eq!(
+        declined(&chromium_with(
+            "a=rtpmap:96 VP8/90000",
+            "a=rtpmap:96 VP7/90000"
+        )),
+        no
+    );
+    // Disabled line, no rtcp-mux.
+    let no_mux = CHROMIUM.replacen("a=rtcp-mux\r\n", "", 2).replacen(
+        "a=rtpmap:111",
+        "a=rtcp-mux\r\na=rtpmap:111",
+        1,
+    );
+    assert_eq!(declined(&no_mux), no);
+    // Other ICE credentials on the video line.
+    let ufrag = CHROMIUM
+        .lines()
+        .find(|l| l.starts_with("a=ice-ufrag:"))
+        .unwrap();
+    let other =
+        CHROMIUM
+            .replacen(ufrag, "a=ice-ufrag:XXXX", 2)
+            .replacen("a=ice-ufrag:XXXX", ufrag, 1);
+    assert_eq!(declined(&other), no);
+    // Video served but the driver has none for it: the audio-only answer, as before.
+    let o = parse_offer(CHROMIUM).unwrap();
+    assert!(o.video.is_some());
+    assert_eq!(
+        build_answer(&o, &params("198.18.0.1:40000")),
+        build_answer(
+            &webrtc_core::sdp::Offer {
+                video: None,
+                ..o.clone()
+            },
+            &params("198.18.0.1:40000")
+        )
+    );
 }

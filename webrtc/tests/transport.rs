@@ -327,7 +327,15 @@ fn transmits(outs: &[Output]) -> Vec<(SocketAddr, Vec<u8>)> {
         .collect()
 }
 
+/// Participant events other than the outgoing streams' progress reports.
 fn events(outs: &[Output]) -> Vec<(PeerId, PeerEvent)> {
+    all_events(outs)
+        .into_iter()
+        .filter(|(_, e)| !matches!(e, PeerEvent::OutboundProgress { .. }))
+        .collect()
+}
+
+fn all_events(outs: &[Output]) -> Vec<(PeerId, PeerEvent)> {
     outs.iter()
         .filter_map(|o| match o {
             Output::Event { peer, event } => Some((*peer, event.clone())),
@@ -736,7 +744,8 @@ fn takeover_after_a_wrap(profile: RtcProfile) {
             replicated_srtcp = primary.t.peer(id).unwrap().srtcp_index(ROOM_SSRC);
         }
     }
-    // The browser's media to the primary.
+    // The browser's media to the primary (the progress reports of our stream drained).
+    primary.drain();
     let browser_ssrc = 0xb00b_0042;
     for s in 1000..1010 {
         assert_eq!(
@@ -928,4 +937,71 @@ fn consent_expires_once_after_thirty_silent_seconds() {
     assert_eq!(server.t.protect_rtp(1, &rtp(ROOM_SSRC, 2)), None);
     assert_eq!(server.t.protect_rtcp(1, &rtcp_sr(ROOM_SSRC, 2)), None);
     assert!(events(&server.run_until(deadline + Duration::from_secs(600))).is_empty());
+}
+
+/// A stream whose room keeps only 16-bit sequence numbers (video): the transport reports its
+/// progress (first packet, then every `PROGRESS_STEP` packets); a backup resumed from the
+/// last report continues it after the wrap with the primary's bytes.
+#[test]
+fn video_stream_resumes_from_its_last_progress_report() {
+    use webrtc_core::peer::PROGRESS_STEP;
+    let (cert, mut primary, mut browser, cfg) = setup(&[RtcProfile::Srtp_Aes128_Cm_Hmac_Sha1_80]);
+    let id = 7;
+    let keys = join(&mut primary, &mut browser, id, cfg.clone());
+    let mut rx = browser.receiver();
+    let video_ssrc = 0x71de_0007;
+    let mut reports = vec![];
+    let end = 65536 + 10_000u64;
+    for ext in 0..end {
+        let plain = rtp(video_ssrc, ext as u16);
+        let (_, wire) = primary.t.protect_rtp(id, &plain).unwrap();
+        if ext % 997 == 0 || ext + 1 == end {
+            assert_eq!(unprotect_rtp(&mut rx, &wire).unwrap(), plain);
+        }
+        for (peer, e) in all_events(&primary.drain()) {
+            assert_eq!(peer, id);
+            match e {
+                PeerEvent::OutboundProgress { ssrc, ext_seq } => {
+                    assert_eq!(ssrc, video_ssrc);
+                    reports.push(ext_seq);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        reports,
+        [
+            0,
+            PROGRESS_STEP,
+            2 * PROGRESS_STEP,
+            3 * PROGRESS_STEP,
+            4 * PROGRESS_STEP
+        ]
+    );
+    // The backup holds the last report (ROC 1, 10000 packets behind the primary).
+    let replica = Replica {
+        cfg,
+        keys,
+        selected: browser.addr,
+        last_ext_seq: *reports.last().unwrap(),
+        srtcp_index: 0,
+    };
+    primary.now += Duration::from_millis(20);
+    let mut backup = take_over(&cert, primary.now, id, &replica, None);
+    backup
+        .t
+        .resume_stream(id, video_ssrc, replica.last_ext_seq, SRTCP_MARGIN);
+    for ext in end..end + 20 {
+        let plain = rtp(video_ssrc, ext as u16);
+        let (_, wire) = backup.t.protect_rtp(id, &plain).expect("resumed");
+        let (_, primary_wire) = primary.t.protect_rtp(id, &plain).unwrap();
+        assert_eq!(wire, primary_wire, "the backup's bytes are the primary's");
+        assert_eq!(unprotect_rtp(&mut rx, &wire).unwrap(), plain);
+    }
+    // Without the report (ROC 0 assumed) the browser cannot authenticate the stream.
+    let mut blind = take_over(&cert, primary.now, id, &replica, None);
+    let plain = rtp(video_ssrc, (end + 20) as u16);
+    let (_, wire) = blind.t.protect_rtp(id, &plain).unwrap();
+    assert!(unprotect_rtp(&mut rx, &wire).is_err());
 }

@@ -183,9 +183,18 @@ impl Node {
                 ..
             } => {
                 self.videos.insert(call, video);
-                self.join(room, call, params);
+                self.join(room, call, params, None);
             }
-            RoomCommand::JoinPeer { room, call, params } => self.join(room, call, params),
+            RoomCommand::JoinPeer {
+                room,
+                call,
+                params,
+                video,
+            } => {
+                // The room's forwarder draws the video SSRC; any fixed function will do here.
+                let video_ssrc = video.map(|_| 0x7000_0000 | (call as u32 & 0xffff));
+                self.join(room, call, params, video_ssrc)
+            }
             RoomCommand::Attach {
                 room,
                 call,
@@ -262,7 +271,7 @@ impl Node {
     }
 
     /// A room task's `Join`/`JoinPeer`: add to the mixer; the reply comes later, as a task's.
-    fn join(&mut self, room: u64, call: u64, params: mixer::StreamParams) {
+    fn join(&mut self, room: u64, call: u64, params: mixer::StreamParams, video_ssrc: Option<u32>) {
         let Some(m) = self.mixers.get_mut(&room) else {
             self.fault = Some(format!("join of {call} into room {room}, not open"));
             return;
@@ -274,6 +283,7 @@ impl Node {
                     room,
                     call,
                     ssrc,
+                    video_ssrc,
                     snapshot: Some(Box::new(m.export_state())),
                 }
             }

@@ -9,6 +9,14 @@
 //! learns is reported as [`control::RoomEvent::VideoLatched`] and replicated, and a promoted
 //! backup resumes it).
 //!
+//! A WebRTC participant's video is bundled on its one transport instead (no pair, no latch:
+//! the WebRTC task already vetted the address and authenticated the packets): its member
+//! link holds a [`webrtc_core::demux::Demux`] that sends its decrypted VP8 and video RTCP to
+//! [`Room::video_input`] like a SIP member's, and what the forwarder sends it leaves through
+//! the WebRTC task (`Room::send_video`), SRTP-protected on that transport. At a takeover
+//! its output stream continues from the forwarder's snapshot and its SRTP context from the
+//! replicated packet index (`Room::resume_peer_video`).
+//!
 //! # Layouts
 //!
 //! Voice-switched (the default): the forwarder (crate `video`'s `Switcher`) shows every
@@ -243,13 +251,19 @@ impl Room {
     /// Member `id`'s video is in the room (a join, or an attach at a takeover): a source
     /// (`params.recv`) and/or a receiver (`params.send`) of the forwarder. A member the
     /// resumed forwarder already has (takeover) keeps its stream.
-    pub(super) fn video_joined(&mut self, id: ParticipantId, params: &VideoParams, now: Duration) {
+    pub(super) fn video_joined(
+        &mut self,
+        id: ParticipantId,
+        params: &VideoParams,
+        source_ssrc: Option<u32>,
+        now: Duration,
+    ) {
         if self.switcher.output_ssrc(id).is_some() {
             return; // resumed from the snapshot: its output stream continues
         }
         match self
             .switcher
-            .add_participant(id, switcher_params(params), now)
+            .add_participant(id, switcher_params(params, source_ssrc), now)
         {
             Ok(ssrc) => {
                 tracing::debug!(room = %self.ctx.name.escape_debug(), id, ssrc, layout = %self.layout, "video joined")
@@ -270,7 +284,9 @@ impl Room {
             None => {
                 let _ = self.switcher.remove_participant(id, now);
             }
-            Some(p) if self.switcher.output_ssrc(id).is_none() => self.video_joined(id, p, now),
+            Some(p) if self.switcher.output_ssrc(id).is_none() => {
+                self.video_joined(id, p, None, now)
+            }
             Some(_) => {}
         }
     }
@@ -291,7 +307,7 @@ impl Room {
             .iter()
             .map(|p| p.id)
             .filter(|&id| id != GRID_ID)
-            .filter(|id| self.members.get(id).is_none_or(|m| m.video.is_none()))
+            .filter(|id| self.members.get(id).is_none_or(|m| !m.has_video()))
             .collect();
         for id in gone {
             let _ = self.switcher.remove_participant(id, now);
@@ -370,6 +386,53 @@ impl Room {
                 snapshot: Box::new(self.switcher.export_state()),
             });
         }
+    }
+
+    /// Takeover: a browser's video continues. Its output stream is the resumed forwarder's
+    /// (same SSRC, sequence numbers continuing); its SRTP context continues from the packet
+    /// index the transport last reported (`ext_seq`, replicated every 2^14 packets: the
+    /// rollover counter) moved up to the snapshot's last sequence number when that is ahead,
+    /// with an SRTCP index past anything the primary can have used. Returns its
+    /// demultiplexer.
+    pub(super) fn resume_peer_video(
+        &mut self,
+        id: ParticipantId,
+        v: &control::PeerVideo,
+        srtcp_index: u32,
+        ext_seq: Option<u64>,
+    ) -> Option<webrtc_core::demux::Demux> {
+        let now = self.since_origin(std::time::Instant::now());
+        self.video_joined(id, &v.params, v.source_ssrc, now);
+        let ssrc = self.switcher.output_ssrc(id)?;
+        let last_seq = self
+            .switcher
+            .export_state()
+            .participants
+            .iter()
+            .find(|p| p.id == id)
+            .and_then(|p| p.receiver.as_ref())
+            .map(|r| r.last.seq);
+        let last_ext_seq = match (ext_seq, last_seq) {
+            (Some(e), Some(s)) => {
+                let at_snapshot = webrtc_core::srtp::estimate_index(e, s).unwrap_or(e);
+                e.max(at_snapshot)
+            }
+            (Some(e), None) => e,
+            (None, s) => u64::from(s.unwrap_or(0)),
+        };
+        if let Some(w) = &self.ctx.webrtc {
+            let _ = w.ctl.send(crate::webrtc::WebRtcCtl::ResumeStream {
+                id,
+                ssrc,
+                last_ext_seq,
+                srtcp_index,
+            });
+        }
+        Some(webrtc_core::demux::Demux::new(
+            v.params.payload_type,
+            v.source_ssrc,
+            ssrc,
+        ))
     }
 
     /// The room's layout changed (voice-switched forwarding or a grid): the change starts
@@ -527,7 +590,18 @@ impl Room {
         if self.ctx.fenced.load(Ordering::SeqCst) || self.ctx.fence_tick.covers(self.tick_k) {
             return false;
         }
-        let Some(v) = self.members.get(&to).and_then(|m| m.video.as_ref()) else {
+        let Some(m) = self.members.get(&to) else {
+            return false;
+        };
+        if let super::Link::Peer { demux: Some(_), .. } = &m.link {
+            // A browser: SRTP-protected on its bundled transport by the WebRTC task.
+            return self
+                .ctx
+                .webrtc
+                .as_ref()
+                .is_some_and(|w| w.send_media(to, rtcp, packet.to_vec()));
+        }
+        let Some(v) = m.video.as_ref() else {
             return false;
         };
         let (dest, sock) = if rtcp {
@@ -558,12 +632,12 @@ fn grid_params() -> ::video::VideoParams {
 }
 
 /// The forwarder's view of a member's negotiated video.
-fn switcher_params(p: &VideoParams) -> ::video::VideoParams {
+fn switcher_params(p: &VideoParams, source_ssrc: Option<u32>) -> ::video::VideoParams {
     ::video::VideoParams {
         payload_type: p.payload_type,
         send: p.send,
         recv: p.recv,
-        source_ssrc: None,
+        source_ssrc,
         fir: p.feedback.fir,
         nack: p.feedback.nack,
     }
