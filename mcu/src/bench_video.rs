@@ -21,7 +21,8 @@
 //! - every datagram from the server counted: RTP packets, SSRCs and loss (from sequence
 //!   numbers) per kind, keyframes received, RTCP, keyframe requests and NACKs.
 //!
-//! Finally BYE. Without `--video` the same clients are audio-only (the offer has no video
+//! Finally BYE (earlier on SIGTERM or SIGINT: every client stops its media and hangs up, so
+//! that a script can end the load when its measurement is over). Without `--video` the same clients are audio-only (the offer has no video
 //! line): the benchmark's baseline. All clients run on one thread (a current-thread tokio
 //! runtime) so that the generator stays cheap next to the server it measures.
 
@@ -83,7 +84,7 @@ pub struct VideoClientsArgs {
     /// Clients per room.
     #[arg(long)]
     per_room: usize,
-    /// Seconds each client sends media, from its ACK.
+    /// Seconds each client sends media, from its ACK (at most: SIGTERM ends it earlier).
     #[arg(long)]
     secs: f64,
     /// Talkers per room (the first clients of each room); the others are listeners.
@@ -148,6 +149,8 @@ struct Report {
     rtcp_in: u64,
     /// Sender reports among `rtcp_in`.
     sr_in: u64,
+    /// Seconds of media (ACK to BYE).
+    media_secs: f64,
     /// BYE answered 200.
     bye_ok: bool,
     /// The server ended the call (BYE from it).
@@ -347,6 +350,8 @@ struct Common {
     settled: AtomicUsize,
     joined: AtomicUsize,
     total: usize,
+    /// Becomes true on SIGTERM or SIGINT: the media phase ends.
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Client media ports, handed out in pairs.
@@ -404,6 +409,7 @@ pub fn run(a: &VideoClientsArgs) -> Result<()> {
             .map(Recording::describe)
             .unwrap_or_else(|| "none (audio only)".into())
     );
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let common = Arc::new(Common {
         sip: a.sip,
         bind: a.bind,
@@ -416,11 +422,25 @@ pub fn run(a: &VideoClientsArgs) -> Result<()> {
         settled: AtomicUsize::new(0),
         joined: AtomicUsize::new(0),
         total,
+        stop,
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let reports = rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (mut term, mut int) = (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        );
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            eprintln!("video-clients: stopping (signal): every client hangs up");
+            let _ = stop_tx.send(true);
+        });
         let start = tokio::time::Instant::now();
         let mut tasks = Vec::with_capacity(total);
         for i in 0..total {
@@ -441,13 +461,13 @@ pub fn run(a: &VideoClientsArgs) -> Result<()> {
                 ..Report::default()
             }));
         }
-        reports
-    });
-    print_reports(&reports, a.per_client, common.video.is_some(), a.secs);
+        anyhow::Ok(reports)
+    })?;
+    print_reports(&reports, a.per_client, common.video.is_some());
     Ok(())
 }
 
-fn print_reports(reports: &[Report], per_client: bool, video: bool, secs: f64) {
+fn print_reports(reports: &[Report], per_client: bool, video: bool) {
     let mut sum = Report::default();
     let (mut joined, mut bye_ok, mut by_server, mut failed) = (0, 0, 0, 0);
     let mut join_ms = Vec::new();
@@ -517,6 +537,7 @@ fn print_reports(reports: &[Report], per_client: bool, video: bool, secs: f64) {
         sum.rtcp_out += r.rtcp_out;
         sum.rtcp_in += r.rtcp_in;
         sum.sr_in += r.sr_in;
+        sum.media_secs += r.media_secs;
     }
     join_ms.sort_by(f64::total_cmp);
     let pct = |p: f64| {
@@ -547,7 +568,7 @@ fn print_reports(reports: &[Report], per_client: bool, video: bool, secs: f64) {
         sum.video_in,
         sum.video_lost,
         sum.video_keyframes_in,
-        sum.video_bytes_in as f64 * 8.0 / secs / 1000.0 / joined.max(1) as f64,
+        sum.video_bytes_in as f64 * 8.0 / sum.media_secs.max(0.001) / 1000.0,
         sum.rtcp_in,
         sum.sr_in,
         sum.nacks_in
@@ -1135,6 +1156,7 @@ async fn media(index: usize, talker: bool, c: &Common, call: &Call, r: &mut Repo
     let vrx_rtcp = call.video.as_ref().map(|v| &v.1);
     let epoch = Instant::now();
     let end = tokio::time::Instant::now() + c.secs;
+    let mut stop = c.stop.clone();
     let mut send = tokio::time::interval(PTIME);
     let mut rtcp = tokio::time::interval_at(
         tokio::time::Instant::now() + c.rtcp_interval,
@@ -1154,6 +1176,7 @@ async fn media(index: usize, talker: bool, c: &Common, call: &Call, r: &mut Repo
     loop {
         let got = tokio::select! {
             _ = tokio::time::sleep_until(end) => break,
+            _ = stop.changed() => break,
             _ = send.tick() => {
                 let payload = &frames[frame];
                 frame = (frame + 1) % frames.len();
@@ -1264,6 +1287,7 @@ async fn media(index: usize, talker: bool, c: &Common, call: &Call, r: &mut Repo
             r,
         );
     }
+    r.media_secs = epoch.elapsed().as_secs_f64();
     r.audio_ssrcs = audio.inbound.len();
     r.audio_lost = audio.inbound.values().map(|s| s.seq.lost()).sum();
     r.video_ssrcs = video.inbound.len();
