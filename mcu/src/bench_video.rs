@@ -134,6 +134,10 @@ struct Report {
     video_out: u64,
     frames_out: u64,
     keyframes_out: u64,
+    /// Times the camera fell more than [`MAX_LAG`] behind (the generator was starved) and
+    /// skipped to now, and the media time skipped.
+    camera_stalls: u64,
+    camera_skipped: f64,
     /// PLIs and new FIRs for our SSRC (each answered with a keyframe).
     key_requests_in: u64,
     nacks_in: u64,
@@ -538,6 +542,8 @@ fn print_reports(reports: &[Report], per_client: bool, video: bool) {
         sum.rtcp_in += r.rtcp_in;
         sum.sr_in += r.sr_in;
         sum.media_secs += r.media_secs;
+        sum.camera_stalls += r.camera_stalls;
+        sum.camera_skipped += r.camera_skipped;
     }
     join_ms.sort_by(f64::total_cmp);
     let pct = |p: f64| {
@@ -574,6 +580,12 @@ fn print_reports(reports: &[Report], per_client: bool, video: bool) {
         sum.nacks_in
     );
     if video {
+        println!(
+            "video-clients: camera stalls (the generator starved over {} ms, frames skipped): {} ({:.1} s of video in all)",
+            MAX_LAG.as_millis(),
+            sum.camera_stalls,
+            sum.camera_skipped
+        );
         for (talker, role) in [(false, "listeners"), (true, "talkers")] {
             let n = |k| ssrcs.get(&(talker, k)).copied().unwrap_or(0);
             let min = video_in_min[usize::from(!talker)];
@@ -1208,6 +1220,8 @@ async fn media(index: usize, talker: bool, c: &Common, call: &Call, r: &mut Repo
                     video_at += next;
                     let now = tokio::time::Instant::now();
                     if now.duration_since(video_at) > MAX_LAG {
+                        r.camera_stalls += 1;
+                        r.camera_skipped += now.duration_since(video_at).as_secs_f64();
                         video_at = now;
                     }
                 }
