@@ -1,4 +1,5 @@
-//! `mcu bench`: load generators for the benchmark scripts (not used by the server).
+//! `mcu bench`: load generators for the benchmark scripts (not used by the server):
+//! `udp-flood` (here), `webrtc-clients` (`bench_webrtc`), `video-clients` (`bench_video`).
 //!
 //! `mcu bench udp-flood --to ADDR:PORT[,ADDR:PORT...] --pps N --secs S [--bind ADDR]` sends
 //! RTP-shaped UDP packets (12-byte RTP header, PCMA, 160 bytes of A-law silence: what a
@@ -27,6 +28,9 @@ pub enum BenchCommand {
     /// Synthetic WebRTC participants (WHIP, ICE, DTLS-SRTP, Opus at 50 packets/s) in rooms,
     /// with per-client and total packet counts.
     WebrtcClients(crate::bench_webrtc::WebRtcClientsArgs),
+    /// Synthetic SIP participants with Opus audio and VP8 video (a recorded camera replayed,
+    /// keyframes on request, RTCP reports) in rooms, with per-client and total counts.
+    VideoClients(crate::bench_video::VideoClientsArgs),
 }
 
 /// Arguments of `mcu bench udp-flood`.
@@ -60,6 +64,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::UdpFlood(a) => udp_flood(&a),
         BenchCommand::WebrtcClients(a) => crate::bench_webrtc::run(&a),
+        BenchCommand::VideoClients(a) => crate::bench_video::run(&a),
     }
 }
 

@@ -581,14 +581,14 @@ async fn dtls_handshake(
 }
 
 /// Highest extended sequence number and count of one incoming SSRC, for loss.
-struct SeqTrack {
+pub(crate) struct SeqTrack {
     first: u64,
     highest: u64,
     received: u64,
 }
 
 impl SeqTrack {
-    fn new(seq: u16) -> Self {
+    pub(crate) fn new(seq: u16) -> Self {
         // Start in the middle of the extended space so that a reordered earlier packet does
         // not go below zero.
         let ext = (1u64 << 32) + u64::from(seq);
@@ -599,7 +599,7 @@ impl SeqTrack {
         }
     }
 
-    fn add(&mut self, seq: u16) {
+    pub(crate) fn add(&mut self, seq: u16) {
         let delta = i64::from(seq.wrapping_sub(self.highest as u16) as i16);
         let ext = self.highest.saturating_add_signed(delta);
         self.highest = self.highest.max(ext);
@@ -607,8 +607,24 @@ impl SeqTrack {
         self.received += 1;
     }
 
-    fn lost(&self) -> u64 {
+    pub(crate) fn lost(&self) -> u64 {
         (self.highest - self.first + 1).saturating_sub(self.received)
+    }
+
+    /// Packets expected so far: the span of sequence numbers seen.
+    pub(crate) fn expected(&self) -> u64 {
+        self.highest - self.first + 1
+    }
+
+    /// Packets received so far (duplicates included).
+    pub(crate) fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// The highest sequence number, extended by its wrap count (RFC 3550 section 6.4.1).
+    pub(crate) fn extended_highest(&self) -> u32 {
+        // The track starts at 1 << 32 (wrap count 0): the low 32 bits are RFC 3550's value.
+        (self.highest - (1u64 << 32)) as u32
     }
 }
 
@@ -909,7 +925,7 @@ async fn http(
         .map_err(|_| anyhow!("HTTP {path}: timed out"))?
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     // The OS RNG does not fail on Linux; a zero id would still work.
     let _ = getrandom::fill(&mut b);
@@ -930,7 +946,7 @@ fn random_ice_chars(n: usize) -> String {
 
 /// libopus, 48 kHz mono, VoIP, `bitrate` bits/s, 20 ms frames: the packets of `pcm` (the
 /// last partial frame dropped).
-fn encode(pcm: &[i16], bitrate: i32) -> Result<Vec<Vec<u8>>> {
+pub(crate) fn encode(pcm: &[i16], bitrate: i32) -> Result<Vec<Vec<u8>>> {
     let mut enc = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip)?;
     enc.set_bitrate(opus::Bitrate::Bits(bitrate))?;
     let mut out = Vec::with_capacity(pcm.len() / FRAME);
@@ -956,7 +972,7 @@ impl Rng {
 
 /// Pink-ish noise (white noise through a one-pole low-pass, RMS `rms` of full scale; 0.003
 /// is about -50 dBFS: a quiet room, what the SIP benchmark's listeners send).
-fn quiet_noise(secs: f64, rms: f64) -> Vec<i16> {
+pub(crate) fn quiet_noise(secs: f64, rms: f64) -> Vec<i16> {
     let n = (secs * 48_000.0) as usize;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut lp = 0.0;
@@ -976,7 +992,7 @@ fn quiet_noise(secs: f64, rms: f64) -> Vec<i16> {
 /// A speech-like signal: "syllables" of 120-300 ms (a glottal-like harmonic series with a
 /// moving pitch of 100-220 Hz, an attack/decay envelope) separated by short gaps and, every
 /// 2-3 s, a pause; peaks around -12 dBFS.
-fn synthetic_speech(secs: f64) -> Vec<i16> {
+pub(crate) fn synthetic_speech(secs: f64) -> Vec<i16> {
     let n = (secs * 48_000.0) as usize;
     let mut out = vec![0i16; n];
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);

@@ -4,6 +4,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_video;
 mod bench_webrtc;
 
 #[derive(Parser)]

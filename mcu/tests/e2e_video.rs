@@ -9,6 +9,8 @@
 //!   counted, video from anyone else dropped by the media source rule, a re-INVITE removing
 //!   the video (no more counted) and one bringing it back on the same port, the participant's
 //!   video in `GET /api/rooms`;
+//! - `mcu bench video-clients` (the load generator of `scripts/bench-video`), two clients
+//!   for 3 s: both join, each receives one forwarded video stream, both BYEs answered;
 //! - offers the server cannot serve video for: a video line without VP8 is declined with
 //!   port 0 and the audio accepted; a video-only offer is refused with 488; with
 //!   `--no-video` every video line is declined as before.
@@ -351,4 +353,39 @@ fn video_without_vp8_is_declined_video_alone_refused_and_no_video_declines_all()
         .clone();
     assert!(p["video"].is_null(), "{p:#}");
     ua.bye();
+}
+
+/// The video load generator runs: two clients of `mcu bench video-clients` (one talker, one
+/// listener, the recorded red camera) in one room for 3 s join, each receives video from
+/// exactly one SSRC (the listener the talker's, the talker the listener's), and hang up.
+#[test]
+fn bench_video_clients_join_receive_one_stream_each_and_hang_up() {
+    let srv = TestServer::start(args("38400-38419"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcu"))
+        .args(["bench", "video-clients", "--sip", &srv.sip.to_string()])
+        .args(["--rooms", "1", "--per-room", "2", "--secs", "3", "--video"])
+        .arg(testkit::video::recorded_vp8("red"))
+        .output()
+        .expect("run mcu bench video-clients");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
+    assert!(
+        stdout.contains("2/2 joined") && stdout.contains("0 with errors, 2 BYEs answered"),
+        "{stdout}"
+    );
+    for role in ["listeners", "talkers"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(&format!("video SSRCs received, {role}:")))
+            .unwrap_or_else(|| panic!("no {role} line in {stdout}"));
+        assert!(line.contains("one 1, none 0, several 0"), "{line}");
+        let fewest: u64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(fewest >= 10, "{role}: {line}");
+    }
+    assert!(srv.metric("mcu_video_packets_sent_total{kind=\"rtp\"}") >= 20.0);
 }
