@@ -56,6 +56,8 @@ pub struct Metrics {
     pub media_dropped: Counter,
     /// Media packets dropped because a room's queue was full.
     pub media_overflow: Counter,
+    /// SIP video datagrams dropped on a full room video queue.
+    pub video_overflow: Counter,
     /// A participant's RTP switched to another SSRC (accepted by the mixer).
     pub media_ssrc_changes: Counter,
     /// Mixer events (SSRC changes, DTMF, speaker changes) left out of the log by its rate
@@ -190,6 +192,7 @@ impl Metrics {
             rtcp_out: Counter::default(),
             media_dropped: Counter::default(),
             media_overflow: Counter::default(),
+            video_overflow: Counter::default(),
             media_ssrc_changes: Counter::default(),
             media_events_unlogged: Counter::default(),
             sip_rate_limited: Counter::default(),
@@ -296,6 +299,11 @@ impl Metrics {
             "media_overflow",
             "Media packets dropped on a full room queue",
             m.media_overflow.clone(),
+        );
+        r.register(
+            "video_queue_overflow",
+            "SIP video datagrams dropped on a full room video queue (read after audio, commands and ticks)",
+            m.video_overflow.clone(),
         );
         r.register(
             "media_ssrc_changes",

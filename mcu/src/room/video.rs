@@ -158,8 +158,8 @@ impl Room {
         let m = &self.ctx.metrics;
         // Both sockets are read whatever the mux: a re-INVITE may change it.
         let readers = [
-            super::spawn_reader(rtp.clone(), id, false, true, self.pkt_tx.clone(), m.clone()),
-            super::spawn_reader(rtcp.clone(), id, true, true, self.pkt_tx.clone(), m.clone()),
+            super::spawn_reader(rtp.clone(), id, false, true, self.vid_tx.clone(), m.clone()),
+            super::spawn_reader(rtcp.clone(), id, true, true, self.vid_tx.clone(), m.clone()),
         ];
         VideoLink {
             rtp,
