@@ -121,6 +121,10 @@ pub(crate) struct Source {
     /// Largest extended picture ID seen (unwrapping anchor).
     pic_ext: Option<u64>,
     cache: Vec<Option<Cached>>,
+    /// Cached packets in arrival order (slot, arrival): the ones older than the cache's
+    /// maximum age are freed as new ones come, so a source's cache holds what a NACK may
+    /// still get (about a second of its packets), not `cache_packets` whatever their age.
+    cache_order: VecDeque<(usize, Duration)>,
     pub fir: FirSequence,
     /// When the last keyframe request was sent.
     pub last_request_at: Option<Duration>,
@@ -148,6 +152,7 @@ impl Source {
             window: SeqWindow::default(),
             pic_ext: None,
             cache: vec![None; cache_packets.clamp(1, 1 << 16)],
+            cache_order: VecDeque::new(),
             fir: FirSequence::default(),
             last_request_at: None,
             deferred: false,
@@ -169,6 +174,7 @@ impl Source {
         for c in &mut self.cache {
             *c = None;
         }
+        self.cache_order.clear();
     }
 
     /// The same SSRC restarted its sequence (the window already moved): new generation.
@@ -195,10 +201,22 @@ impl Source {
         ext
     }
 
-    pub fn cache_put(&mut self, c: Cached) {
+    /// Keep `c` for retransmission, and free what is older than `max_age` (it would not be
+    /// resent any more).
+    pub fn cache_put(&mut self, c: Cached, max_age: Duration) {
+        while let Some(&(slot, at)) = self.cache_order.front() {
+            if c.at.saturating_sub(at) <= max_age && self.cache_order.len() < self.cache.len() {
+                break;
+            }
+            self.cache_order.pop_front();
+            if self.cache[slot].as_ref().is_some_and(|old| old.at == at) {
+                self.cache[slot] = None;
+            }
+        }
         if c.packet.len() <= MAX_CACHED_PACKET {
             let n = self.cache.len();
             let i = usize::from(c.seq) % n;
+            self.cache_order.push_back((i, c.at));
             self.cache[i] = Some(c);
         }
     }

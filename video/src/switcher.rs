@@ -641,6 +641,7 @@ impl Switcher {
     /// keyframe or when the next one follows it; the source's viewers then re-sync at its
     /// next keyframe (the same for a confirmed sequence number jump).
     pub fn handle_rtp(&mut self, id: ParticipantId, packet: &[u8], now: Duration) {
+        let cache_max_age = self.config.cache_max_age;
         let Some(p) = self.participants.get_mut(&id) else {
             self.dropped_unknown += 1;
             return;
@@ -705,14 +706,17 @@ impl Switcher {
         }
         let generation = src.generation;
         if packet.len() <= crate::source::MAX_CACHED_PACKET {
-            src.cache_put(Cached {
-                seq: rtp.seq,
-                ssrc: rtp.ssrc,
-                generation,
-                at: now,
-                pic_ext,
-                packet: Bytes::copy_from_slice(packet),
-            });
+            src.cache_put(
+                Cached {
+                    seq: rtp.seq,
+                    ssrc: rtp.ssrc,
+                    generation,
+                    at: now,
+                    pic_ext,
+                    packet: Bytes::copy_from_slice(packet),
+                },
+                cache_max_age,
+            );
         }
         if restarted {
             // Viewers of the old stream now wait for this source's keyframe (asked below,
