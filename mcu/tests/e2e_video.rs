@@ -17,6 +17,7 @@
 
 mod common;
 use common::uac::{body, status, Uac};
+use common::video::reinvite;
 use common::{args, scenario, TestServer};
 use mcu::config::ServeArgs;
 use std::net::{SocketAddr, UdpSocket};
@@ -125,17 +126,6 @@ fn wait_metric(srv: &TestServer, name: &str, want: f64, timeout: Duration) -> f6
 }
 
 /// INVITE (or re-INVITE) with `sdp` on an established dialog: the 200's body, ACKed.
-fn reinvite(ua: &mut Uac, sdp: &str) -> String {
-    ua.cseq += 1;
-    let inv = ua.request("INVITE", ua.cseq, &format!("re{}", ua.cseq), "", sdp);
-    let got = ua.transact(&inv, "INVITE", Duration::from_secs(5));
-    let ok = got.last().map(|(_, m)| m.clone()).expect("an answer");
-    assert_eq!(status(&ok), Some(200), "{ok}");
-    let ack = ua.request("ACK", ua.cseq, &format!("ack{}", ua.cseq), "", "");
-    ua.send_raw(ack.as_bytes());
-    body(&ok).to_string()
-}
-
 #[test]
 fn sipp_with_audio_and_vp8_video_is_answered_with_both_and_its_video_arrives() {
     testkit::require::e2e("tcpdump on lo", &["sipp", "tcpdump"]);

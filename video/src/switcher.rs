@@ -219,6 +219,20 @@ impl Receiver {
         l.at = now;
     }
 
+    /// Stop forwarding (the participant put its video on hold): its mapping goes to the
+    /// history (NACKs for what it got are still answered); forwarding resumes with a new
+    /// mapping at the next keyframe, continuing its sequence numbers.
+    fn pause(&mut self) {
+        if let Some(old) = self.epoch.take() {
+            if self.history.len() == MAX_HISTORY {
+                self.history.pop_front();
+            }
+            self.history.push_back(old);
+        }
+        self.target = None;
+        self.pending_since = None;
+    }
+
     /// Start a new mapping at the keyframe packet `inc` of `source`.
     fn switch(&mut self, source: ParticipantId, inc: &Incoming, now: Duration) {
         let l = self.last;
@@ -426,6 +440,58 @@ impl Switcher {
         Ok(ssrc)
     }
 
+    /// A participant's video changed (a re-INVITE: hold or resume, another payload type,
+    /// other feedback). Its output stream stays the same one: a receiver on hold
+    /// (`send` false) is sent nothing and, when resumed, gets the next keyframe of what it
+    /// should see with its sequence numbers continuing where they stopped; a source that
+    /// stops sending (`recv` false) is shown to nobody until it sends again. Nothing
+    /// changes for its viewers' streams either.
+    pub fn update_participant(
+        &mut self,
+        id: ParticipantId,
+        params: VideoParams,
+        now: Duration,
+    ) -> Result<(), Error> {
+        validate(&params)?;
+        let (cache, remb, sr) = (
+            self.config.cache_packets,
+            self.config.remb_interval,
+            self.config.sr_interval,
+        );
+        let origins = stream_origins(self.config.seed, id);
+        let p = self
+            .participants
+            .get_mut(&id)
+            .ok_or(Error::UnknownParticipant(id))?;
+        if p.params == params {
+            return Ok(());
+        }
+        if params.recv && p.source.is_none() {
+            p.source = Some(Source::new(
+                params.source_ssrc,
+                cache,
+                now.saturating_add(remb),
+            ));
+        }
+        if params.send && p.receiver.is_none() {
+            p.receiver = Some(Receiver::new(origins, now, sr));
+        }
+        if !params.send {
+            if let Some(r) = p.receiver.as_mut() {
+                r.pause();
+                p.stats.showing = None;
+                p.stats.target = None;
+            }
+        }
+        p.params = VideoParams {
+            source_ssrc: params.source_ssrc.or(p.params.source_ssrc),
+            ..params
+        };
+        self.bump(now);
+        self.retarget_and_ask(now);
+        Ok(())
+    }
+
     /// Remove a participant. If it was the speaker, the previous speaker becomes the
     /// speaker again; its viewers switch (at the next keyframe of their new target).
     pub fn remove_participant(&mut self, id: ParticipantId, now: Duration) -> Result<(), Error> {
@@ -464,7 +530,7 @@ impl Switcher {
             .participants
             .get(&id)
             .ok_or(Error::UnknownParticipant(id))?;
-        if p.source.is_none() || self.speaker == Some(id) {
+        if p.source.is_none() || !p.params.recv || self.speaker == Some(id) {
             return Ok(());
         }
         self.previous_speaker = self.speaker;
@@ -541,6 +607,7 @@ impl Switcher {
         let sources: BTreeMap<ParticipantId, u32> = self
             .participants
             .iter()
+            .filter(|(_, p)| p.params.recv)
             .filter_map(|(&id, p)| p.source.as_ref().map(|s| (id, s.generation)))
             .collect();
         let (speaker, previous) = (self.speaker, self.previous_speaker);
@@ -551,6 +618,9 @@ impl Switcher {
             let Some(r) = p.receiver.as_mut() else {
                 continue;
             };
+            if !p.params.send {
+                continue; // on hold: nothing to show it
+            }
             let is_src = |s: &ParticipantId| *s != rid && sources.contains_key(s);
             let by_speech = match speaker {
                 Some(s) if is_src(&s) => Some(s),

@@ -287,7 +287,17 @@ impl Room {
             Some(p) if self.switcher.output_ssrc(id).is_none() => {
                 self.video_joined(id, p, None, now)
             }
-            Some(_) => {}
+            // Hold, resume, another payload type: the same output stream continues.
+            Some(p) => {
+                if let Err(e) = self
+                    .switcher
+                    .update_participant(id, switcher_params(p, None), now)
+                {
+                    tracing::warn!(room = %self.ctx.name.escape_debug(), id, "video update: {e}");
+                }
+                self.drain_video();
+                self.ship_video();
+            }
         }
     }
 

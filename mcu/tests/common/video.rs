@@ -2,8 +2,9 @@
 
 #![allow(dead_code)]
 
-use super::uac::{body, pcmu_packet};
+use super::uac::{body, pcmu_packet, status, Uac};
 use std::net::IpAddr;
+use std::time::Duration;
 use std::time::SystemTime;
 
 /// An offer of PCMU audio on `audio_port` and VP8 video (PT 96, NACK, PLI, FIR) on
@@ -87,4 +88,16 @@ pub fn spawn_talkers(
             })
         })
         .collect()
+}
+
+/// A re-INVITE with `sdp` in the dialog of `ua`, answered 200 and ACKed; the answer's SDP.
+pub fn reinvite(ua: &mut Uac, sdp: &str) -> String {
+    ua.cseq += 1;
+    let inv = ua.request("INVITE", ua.cseq, &format!("re{}", ua.cseq), "", sdp);
+    let got = ua.transact(&inv, "INVITE", Duration::from_secs(5));
+    let ok = got.last().map(|(_, m)| m.clone()).expect("an answer");
+    assert_eq!(status(&ok), Some(200), "{ok}");
+    let ack = ua.request("ACK", ua.cseq, &format!("ack{}", ua.cseq), "", "");
+    ua.send_raw(ack.as_bytes());
+    body(&ok).to_string()
 }
