@@ -27,6 +27,17 @@ fn room() -> Room {
     room
 }
 
+/// Source tags of the last 20 frames' packets receiver `to` got.
+fn recent_tags(room: &Room, to: u64) -> Vec<u8> {
+    room.out
+        .rtp_to(to)
+        .iter()
+        .rev()
+        .take(20)
+        .filter_map(|s| s.tag)
+        .collect()
+}
+
 fn with(send: bool, recv: bool, ssrc: u32) -> VideoParams {
     VideoParams {
         send,
@@ -102,26 +113,12 @@ fn a_source_that_stops_sending_is_shown_to_nobody_until_it_sends_again() {
         .unwrap();
     room.input(Input::Timeout);
     room.run_until(ms(2000));
-    let tail: Vec<_> = room
-        .out
-        .rtp_to(3)
-        .iter()
-        .rev()
-        .take(20)
-        .filter_map(|s| s.tag)
-        .collect();
+    let tail = recent_tags(&room, 3);
     assert!(!tail.is_empty() && tail.iter().all(|&t| t == 1), "{tail:?}");
     // Speaking without video changes nothing.
     room.speaker(2);
     room.run_until(ms(2500));
-    let tail: Vec<_> = room
-        .out
-        .rtp_to(3)
-        .iter()
-        .rev()
-        .take(20)
-        .filter_map(|s| s.tag)
-        .collect();
+    let tail = recent_tags(&room, 3);
     assert!(tail.iter().all(|&t| t == 1), "{tail:?}");
 
     // Sending again and speaking: shown again, on the same continuous stream.
@@ -132,14 +129,7 @@ fn a_source_that_stops_sending_is_shown_to_nobody_until_it_sends_again() {
     room.speaker(3);
     room.speaker(2);
     room.run_until(ms(3500));
-    let tail: Vec<_> = room
-        .out
-        .rtp_to(3)
-        .iter()
-        .rev()
-        .take(20)
-        .filter_map(|s| s.tag)
-        .collect();
+    let tail = recent_tags(&room, 3);
     assert!(!tail.is_empty() && tail.iter().all(|&t| t == 2), "{tail:?}");
     assert_continuous(&room.out.rtp_to(3));
     assert_eq!(
