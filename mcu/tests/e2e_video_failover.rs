@@ -8,16 +8,16 @@
 //! kill, and no interval without a new picture longer than the goal (500 ms) across it.
 
 mod common;
-use common::uac::{pcmu_packet, Uac};
-use common::video::{answered_port, av_offer, unix_now};
+use common::uac::Uac;
+use common::video::{answered_port, av_offer, bed_viewer, spawn_tone, unix_now};
 use pcap_harness::video::{analyze_video, VideoOptions};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use testkit::bed::{addr_of, in_netns, Testbed, VIP};
+use std::time::Duration;
+use testkit::bed::{addr_of, Testbed, VIP};
 use testkit::poll;
-use testkit::video::{VideoReceiver, VideoSender, VideoSenderConfig};
+use testkit::video::{VideoSender, VideoSenderConfig};
 
 const ROOM: &str = "vfail";
 /// The longest interval without a decodable picture across the kill (issue 12's goal).
@@ -47,39 +47,15 @@ fn video_survives_kill_of_primary() {
     let ok = red.call(&av_offer(red_ip, 20000, 20002, "sendrecv"));
     let red_server_audio = SocketAddr::new(VIP.into(), answered_port(&ok, "audio"));
     let red_server_video = SocketAddr::new(VIP.into(), answered_port(&ok, "video"));
-    // Viewer: SIP :5070, audio :20000 (unused), video :20002/20003 (recording).
-    let viewer_ip = IpAddr::from(addr_of("client2"));
-    let mut viewer_ua = Uac::with_socket(
-        bed.udp("client2", &format!("{viewer_ip}:5070")),
-        server,
-        ROOM,
-        "viewer",
-    );
-    let _viewer_audio = bed.udp("client2", &format!("{viewer_ip}:20000"));
-    let viewer_rtp = SocketAddr::new(viewer_ip, 20002);
-    let viewer = in_netns(&bed.ns("client2"), move || {
-        VideoReceiver::bind(viewer_rtp, false)
-    });
-    viewer_ua.call(&av_offer(viewer_ip, 20000, 20002, "recvonly"));
+    let (_viewer_ua, _viewer_audio, viewer, viewer_rtp) = bed_viewer(&bed, server, ROOM);
 
     // Red talks all along (a tone): it is the speaker, the viewer sees it.
     let stop = Arc::new(AtomicBool::new(false));
-    let talker = {
-        let (sock, stop) = (red_audio.try_clone().unwrap(), stop.clone());
-        std::thread::spawn(move || {
-            let mut seq = 0u16;
-            let mut next = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                let _ = sock.send_to(
-                    &pcmu_packet(0x00AE_D000, seq, u32::from(seq) * 160),
-                    red_server_audio,
-                );
-                seq = seq.wrapping_add(1);
-                next += Duration::from_millis(20);
-                std::thread::sleep(next.saturating_duration_since(Instant::now()));
-            }
-        })
-    };
+    let talker = spawn_tone(
+        red_audio.try_clone().unwrap(),
+        red_server_audio,
+        stop.clone(),
+    );
     let mut cfg = VideoSenderConfig::new(red_server_video, 20002, (255, 0, 0));
     cfg.local_ip = red_ip;
     let sender = VideoSender::start_in(&bed, "client1", &cfg);

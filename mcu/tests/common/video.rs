@@ -101,3 +101,51 @@ pub fn reinvite(ua: &mut Uac, sdp: &str) -> String {
     ua.send_raw(ack.as_bytes());
     body(&ok).to_string()
 }
+
+/// The namespace test bed's recording viewer: SIP from `client2`:5070, audio :20000
+/// (unused), video :20002/20003 recorded; joined to `room` at `server` (`recvonly` video).
+/// Returns its UA (keep it: the call lives with it), the recorder and its video address.
+pub fn bed_viewer(
+    bed: &testkit::bed::Testbed,
+    server: std::net::SocketAddr,
+    room: &str,
+) -> (
+    Uac,
+    std::net::UdpSocket,
+    testkit::video::VideoReceiver,
+    std::net::SocketAddr,
+) {
+    let ip = IpAddr::from(testkit::bed::addr_of("client2"));
+    let mut ua = Uac::with_socket(
+        bed.udp("client2", &format!("{ip}:5070")),
+        server,
+        room,
+        "viewer",
+    );
+    let audio = bed.udp("client2", &format!("{ip}:20000"));
+    let rtp = std::net::SocketAddr::new(ip, 20002);
+    let viewer = testkit::bed::in_netns(&bed.ns("client2"), move || {
+        testkit::video::VideoReceiver::bind(rtp, false)
+    });
+    ua.call(&av_offer(ip, 20000, 20002, "recvonly"));
+    (ua, audio, viewer, rtp)
+}
+
+/// A talker: a 20 ms PCMU packet (a tone's worth of signal for the speaker detector) from
+/// `sock` to `to` every 20 ms until `stop`.
+pub fn spawn_tone(
+    sock: std::net::UdpSocket,
+    to: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut seq = 0u16;
+        let mut next = std::time::Instant::now();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = sock.send_to(&pcmu_packet(0x00AE_D000, seq, u32::from(seq) * 160), to);
+            seq = seq.wrapping_add(1);
+            next += Duration::from_millis(20);
+            std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
+        }
+    })
+}
