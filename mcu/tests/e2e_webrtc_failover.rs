@@ -82,16 +82,9 @@ fn vip_connections(node: &Node) -> f64 {
 }
 
 fn ft_args(node: &str, peer: &str, key: &std::path::Path, cert: &std::path::Path) -> Vec<String> {
-    let extra = [
-        // The service address too: the backup binds it without holding it (IP_FREEBIND)
-        // and is reached there only after its takeover.
-        "--http-listen".to_string(),
-        format!("{VIP}:{HTTP_PORT}"),
-        "--webrtc-port".into(),
-        WEBRTC_PORT.to_string(),
-        "--dtls-cert".into(),
-        cert.display().to_string(),
-    ];
+    // The service address too: the backup binds it without holding it (IP_FREEBIND)
+    // and is reached there only after its takeover.
+    let extra = common::webrtc_node_extra(HTTP_PORT, WEBRTC_PORT, cert);
     common::ft_node_args(node, peer, key, &extra)
 }
 

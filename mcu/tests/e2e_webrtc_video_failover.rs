@@ -22,7 +22,6 @@
 mod common;
 use common::uac::{pcmu_packet, Uac};
 use common::video::{answered_port, av_offer, unix_now};
-use common::Node;
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +30,6 @@ use std::time::{Duration, Instant};
 use testkit::bed::{addr_of, Testbed, VIP};
 use testkit::browser::{stat as num, Browser};
 use testkit::capture::Capture;
-use testkit::poll;
 use testkit::process::run as sh;
 use testkit::video::{VideoSender, VideoSenderConfig};
 
@@ -41,22 +39,6 @@ const ROOM: &str = "wvfail";
 const VP8_PT: u8 = 96;
 /// The longest interval without a decodable picture across the kill (issue 12's goal).
 const FREEZE_GOAL_MS: f64 = 500.0;
-
-fn http_addr(node: &str) -> SocketAddr {
-    format!("{}:{HTTP_PORT}", addr_of(node)).parse().unwrap()
-}
-
-fn ft_args(node: &str, peer: &str, key: &std::path::Path, cert: &std::path::Path) -> Vec<String> {
-    let extra = [
-        "--http-listen".to_string(),
-        format!("{VIP}:{HTTP_PORT}"),
-        "--webrtc-port".into(),
-        WEBRTC_PORT.to_string(),
-        "--dtls-cert".into(),
-        cert.display().to_string(),
-    ];
-    common::ft_node_args(node, peer, key, &extra)
-}
 
 /// VP8 RTP packets from `src` in a capture: (arrival time, SSRC, sequence number).
 fn vp8_arrivals(pcap: &std::path::Path, src: &str) -> Vec<(f64, u32, u16)> {
@@ -103,22 +85,12 @@ fn browser_video_survives_kill_of_primary() {
     let cert = dir.path("dtls.pem");
 
     let bed = Testbed::up(&prefix, 2);
-    let mut nodes: Vec<Node> = vec![];
-    for (node, peer) in [("backup", "primary"), ("primary", "backup")] {
-        let n = Node::start(
-            &bed,
-            node,
-            http_addr(node),
-            &ft_args(node, peer, &key, &cert),
-        );
-        let up = poll(Duration::from_secs(20), || n.get("/api/status"));
-        assert!(up.is_some(), "{node} does not answer GET /api/status");
-        nodes.push(n);
-    }
-    nodes.sort_by_key(|n| n.name != "primary");
-    let (primary, rest) = nodes.split_first_mut().unwrap();
-    let backup = &mut rest[0];
-    assert!(common::pair_synced(primary, backup), "the pair is ready");
+    let (mut primary, mut backup) = common::start_pair_with(
+        &bed,
+        &key,
+        &common::webrtc_node_extra(HTTP_PORT, WEBRTC_PORT, &cert),
+    );
+    let (primary, backup) = (&mut primary, &mut backup);
     let server = SocketAddr::new(VIP.into(), 5060);
 
     // Red: SIP on :5070, audio :20000, video :20002/20003 (GStreamer), talking all along.

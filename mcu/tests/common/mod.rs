@@ -583,13 +583,18 @@ pub fn node_http(node: &str) -> SocketAddr {
 /// Start a hot-standby pair in the test bed with [`ft_node_args`] (the backup first), wait
 /// until both answer and the pair is protected: (primary, backup).
 pub fn start_pair(bed: &testkit::bed::Testbed, key: &Path) -> (Node, Node) {
+    start_pair_with(bed, key, &[])
+}
+
+/// [`start_pair`] with `extra` arguments for both nodes.
+pub fn start_pair_with(bed: &testkit::bed::Testbed, key: &Path, extra: &[String]) -> (Node, Node) {
     let mut nodes = vec![];
     for (node, peer) in [("backup", "primary"), ("primary", "backup")] {
         let n = Node::start(
             bed,
             node,
             node_http(node),
-            &ft_node_args(node, peer, key, &[]),
+            &ft_node_args(node, peer, key, extra),
         );
         assert!(
             testkit::poll(Duration::from_secs(20), || n.get("/api/status")).is_some(),
@@ -614,4 +619,18 @@ pub fn pair_synced(primary: &Node, backup: &Node) -> bool {
             .then_some(())
     })
     .is_some()
+}
+
+/// The extra arguments of a hot-standby node serving browsers: HTTP also on the service
+/// address (the backup binds it without holding it), the WebRTC port, one DTLS certificate
+/// for both nodes (the first node to start creates the file).
+pub fn webrtc_node_extra(http_port: u16, webrtc_port: u16, cert: &Path) -> Vec<String> {
+    vec![
+        "--http-listen".to_string(),
+        format!("{}:{http_port}", testkit::bed::VIP),
+        "--webrtc-port".into(),
+        webrtc_port.to_string(),
+        "--dtls-cert".into(),
+        cert.display().to_string(),
+    ]
 }
