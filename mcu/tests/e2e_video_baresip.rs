@@ -307,9 +307,10 @@ fn baresip_is_a_video_participant() {
         plis.len() > viewer_plis.len(),
         "the server asks baresip for key frames at the switch and for each viewer PLI: {plis:?}"
     );
-    // Each PLI is followed by a key frame; on a loaded machine baresip was once seen to let
-    // one PLI go and answer the next (800 ms later), so: the switch's PLI within 200 ms,
-    // most of the others too, and none left without a key frame within 1 s.
+    // Each PLI is followed by a key frame; baresip now and then lets one PLI go and answers
+    // the next (seen twice, once on the switch's own PLI, answered after the forwarder's
+    // retry), so: the switch's key frame within 700 ms (its PLI or the retry 500 ms later),
+    // most of the others within 200 ms, and none left without a key frame within 1 s.
     let delays: Vec<f64> = plis
         .iter()
         .map(|&p| {
@@ -321,7 +322,7 @@ fn baresip_is_a_video_participant() {
         })
         .collect();
     assert!(
-        delays[0] <= 0.2,
+        delays[0] <= 0.7,
         "the switch's key frame came {:.0} ms after its PLI",
         delays[0] * 1e3
     );

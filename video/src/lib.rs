@@ -138,7 +138,8 @@ pub struct SwitcherConfig {
     /// Minimum interval between two keyframe requests to one source. Default 300 ms.
     pub keyframe_request_interval: Duration,
     /// A switch still waiting for the new source's keyframe this long after the request asks
-    /// again. Default 1 s.
+    /// again. Default 500 ms (baresip, for one, now and then lets a PLI go and answers the
+    /// next one).
     pub keyframe_retry: Duration,
     /// Interval between two REMB messages to one source. Default 1 s.
     pub remb_interval: Duration,
@@ -165,7 +166,7 @@ impl Default for SwitcherConfig {
             seed: 0,
             ntp_origin: 0,
             keyframe_request_interval: Duration::from_millis(300),
-            keyframe_retry: Duration::from_secs(1),
+            keyframe_retry: Duration::from_millis(500),
             remb_interval: Duration::from_secs(1),
             remb_max_age: Duration::from_secs(5),
             sr_interval: Duration::from_secs(1),

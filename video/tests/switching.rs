@@ -141,20 +141,20 @@ fn the_version_moves_per_switch_not_per_packet() {
 }
 
 #[test]
-fn a_switch_waiting_for_a_keyframe_asks_again_after_a_second() {
+fn a_switch_waiting_for_a_keyframe_asks_again_after_half_a_second() {
     let mut room = room();
     room.run_until(ms(1000));
     let before3 = room.out.rtp_to(3).len();
     room.speaker(2);
     // 2's encoder misses the first request.
     room.senders.get_mut(&2).unwrap().keyframe_in = None;
-    room.run_until(ms(1900));
+    room.run_until(ms(1450));
     assert!(
         tags(&room, 3, before3).iter().all(|&t| t == 1),
         "still showing 1"
     );
     assert_eq!(room.out.requests_to(2), vec![Some(0), Some(1)]);
-    room.run_until(ms(2200));
+    room.run_until(ms(1700));
     assert_eq!(
         room.out.requests_to(2),
         vec![Some(0), Some(1), Some(2)],
