@@ -303,8 +303,9 @@ pub struct Config {
     /// both its sync-link messages and its beacons ([`Node::handle_beacon`]) stopped. Default
     /// off (one path, as before).
     pub client_path_beacons: bool,
-    /// A primary declares its backup dead after this many times the dead interval (default
-    /// 1). Declaring it late only delays the messages held for it (output commit) when it
+    /// A primary declares its backup dead after this many times the backup's dead interval
+    /// (`missed_heartbeats` of its heartbeats, see [`Config::backup_heartbeats_every`];
+    /// default 1). Declaring it late only delays the messages held for it (output commit) when it
     /// really died; declaring it early on a lossy link drops the protection for nothing and
     /// makes the backup catch up afterwards. A backup's detector is never stretched.
     pub primary_patience: u32,
@@ -315,6 +316,14 @@ pub struct Config {
     /// packet processing) then takes longer to declare its primary dead instead of taking
     /// over from a live one; a quiet host keeps the configured interval.
     pub max_stretch: Duration,
+    /// A synced backup heartbeats every this many heartbeat intervals (default 1). Its
+    /// heartbeats only tell the primary that it is protected (a primary waits
+    /// `missed_heartbeats` of them times [`Config::primary_patience`] before it declares its
+    /// backup dead), so a backup that sends fewer costs less without slowing any failure
+    /// detection of the primary. Hellos (startup, rejoin) keep the heartbeat interval. Both
+    /// nodes must agree on it: a primary expecting faster heartbeats than its backup sends
+    /// would declare it dead.
+    pub backup_heartbeats_every: u32,
 }
 
 impl Config {
@@ -331,6 +340,7 @@ impl Config {
             client_path_beacons: false,
             primary_patience: 1,
             max_stretch: Duration::ZERO,
+            backup_heartbeats_every: 1,
         }
     }
 
@@ -737,7 +747,7 @@ impl<T: Item> Node<T> {
             if let Some((index, _)) = self.handover {
                 self.send(Payload::Handover { index });
             }
-            self.next_heartbeat = now + self.config.heartbeat_interval;
+            self.next_heartbeat = now + self.own_heartbeat_interval();
         }
         if self.peer_state == PeerState::Alive
             && self.backup_synced
@@ -766,9 +776,11 @@ impl<T: Item> Node<T> {
         let h = self.last_heard?;
         let dead = self.config.dead_after();
         match self.peer_state {
-            PeerState::Alive if self.role == Role::Primary => {
-                Some(h + dead * self.config.primary_patience.max(1))
-            }
+            PeerState::Alive if self.role == Role::Primary => Some(
+                h + dead
+                    * self.config.primary_patience.max(1)
+                    * self.config.backup_heartbeats_every.max(1),
+            ),
             PeerState::Alive => Some(h + self.backup_dead_after()),
             PeerState::SyncLost => {
                 Some(h.max(self.last_beacon.unwrap_or(h)) + self.backup_dead_after())
@@ -1044,7 +1056,8 @@ impl<T: Item> Node<T> {
             // after the primary's next one is expected (a backup's heartbeats only tell the
             // primary it is protected; its detector waits `primary_patience` intervals).
             self.send_liveness();
-            self.next_heartbeat = now + self.config.heartbeat_interval * 5 / 4;
+            self.next_heartbeat =
+                now + self.own_heartbeat_interval() + self.config.heartbeat_interval / 4;
         }
         match env.payload {
             Payload::Hello { .. } | Payload::Heartbeat { .. } => {}
@@ -1387,6 +1400,20 @@ impl<T: Item> Node<T> {
                 }
             }
             Role::TakingOver => {}
+        }
+    }
+
+    /// How often this node heartbeats: a synced backup whose primary saw it every
+    /// [`Config::backup_heartbeats_every`] intervals, any other node every interval (its
+    /// Hellos too).
+    fn own_heartbeat_interval(&self) -> Duration {
+        let steady = self.role == Role::Backup
+            && self.peer_state == PeerState::Alive
+            && self.peer.as_ref().is_some_and(|p| p.saw_us);
+        if steady {
+            self.config.heartbeat_interval * self.config.backup_heartbeats_every.max(1)
+        } else {
+            self.config.heartbeat_interval
         }
     }
 

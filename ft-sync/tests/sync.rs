@@ -381,6 +381,103 @@ fn backup_heartbeats_lock_onto_the_primarys() {
 }
 
 #[test]
+fn a_backup_heartbeating_every_fourth_interval_keeps_its_primary_protected() {
+    // A backup's heartbeats only tell the primary it is protected: sending a quarter of them
+    // halves the backup's fixed cost, and the primary's detector waits as many more.
+    let slow = |id, role| {
+        let mut c = beacon_cfg(id, role);
+        c.backup_heartbeats_every = 4;
+        c
+    };
+    let mut net = Net::new(
+        Impair {
+            drop: 0.2,
+            delay: Duration::from_micros(300),
+            jitter: Duration::from_micros(400),
+            ..Default::default()
+        },
+        11,
+    );
+    net.start(0, slow(1, Role::Primary));
+    net.run_until(5 * MS);
+    net.start(1, slow(2, Role::Backup));
+    net.run_until(60 * MS);
+    net.serve_snapshots(0, &[Change::Dialog(b"s0".to_vec())]);
+    net.run_until(200 * MS);
+    assert_eq!(net.node(1).peer_state(), PeerState::Alive);
+    let heard_by_primary = net.node(0).stats().accepted;
+    let backup_wakes = net.timer_wakes[1];
+    net.run_until(1_200 * MS);
+    // 25 a second, a fifth of them lost; the backup wakes for its own timer only when the
+    // primary's heartbeat it would have answered was lost (about 5 of 25 a second).
+    let heard = net.node(0).stats().accepted - heard_by_primary;
+    assert!((12..=30).contains(&heard), "primary heard {heard} in 1 s");
+    let wakes = net.timer_wakes[1] - backup_wakes;
+    assert!(
+        wakes <= 10,
+        "the backup woke {wakes} times for its own timer"
+    );
+    // Replication is acknowledged as it arrives, not with the slower heartbeats.
+    let now = net.now;
+    let i = net.node(0).replicate(Change::Counter(1), now).unwrap();
+    net.run_until(now + 25 * MS);
+    assert!(
+        net.node(0).is_committed(i),
+        "entry not acknowledged in 25 ms"
+    );
+    // 10 s of a 20 % lossy sync link: neither node declares the other dead.
+    net.run_until(11_200 * MS);
+    assert!(
+        !net.has(0, |e| *e == Event::PeerDead) && !net.has(1, |e| *e == Event::PeerDead),
+        "a false failure on a 20 % lossy link"
+    );
+    // The backup dies: the primary declares it dead after 3 x 3 of its heartbeats.
+    net.dead[1] = true;
+    let last = net.last_delivery[0].unwrap();
+    net.run_until(12_000 * MS);
+    let dead_at = net
+        .first(0, |e| *e == Event::PeerDead)
+        .expect("backup declared dead");
+    let after = dead_at - last;
+    assert!(
+        (300 * MS..=360 * MS).contains(&after),
+        "backup declared dead {after:?} after its last message"
+    );
+}
+
+#[test]
+fn a_slow_heartbeating_backup_detects_its_primary_as_fast() {
+    let mut net = Net::new(
+        Impair {
+            delay: Duration::from_micros(300),
+            ..Default::default()
+        },
+        12,
+    );
+    let slow = |id, role| {
+        let mut c = cfg(id, role);
+        c.backup_heartbeats_every = 4;
+        c.primary_patience = 3;
+        c
+    };
+    net.start(0, slow(1, Role::Primary));
+    net.run_until(5 * MS);
+    net.start(1, slow(2, Role::Backup));
+    net.run_until(60 * MS);
+    net.serve_snapshots(0, &[Change::Dialog(b"s0".to_vec())]);
+    net.run_until(500 * MS);
+    net.dead[0] = true;
+    let last = net.last_delivery[1].unwrap();
+    net.run_until(700 * MS);
+    let dead_at = net.first(1, |e| *e == Event::PeerDead).expect("PeerDead");
+    let after = dead_at - last;
+    assert!(
+        (20 * MS..=30 * MS).contains(&after),
+        "primary declared dead {after:?} after its last heartbeat"
+    );
+}
+
+#[test]
 fn heartbeat_loss_below_threshold_is_no_failure() {
     // 20 % loss: two heartbeats in a row lost is common, three in 30 ms rarely... but the
     // detector must not flap under 5 % loss over 10 s.

@@ -157,6 +157,12 @@ pub async fn start(cfg: &FtConfig) -> Result<HotStandby> {
     config.client_path_beacons = true;
     // A lossy link must not drop the protection every few seconds (see the field).
     config.primary_patience = 3;
+    // A synced backup heartbeats about every 40 ms, not every interval: its heartbeats only
+    // tell the primary it is protected, and sending them was most of a standing-by backup's
+    // CPU (BENCHMARKS.md, issue 10 point 9). The primary then declares its backup dead after
+    // 3 x 3 of them (about 360 ms), which only delays the release of what it holds for a
+    // backup that really died; the backup's detector of its primary is unchanged.
+    config.backup_heartbeats_every = backup_heartbeats_every(cfg.heartbeat);
     let sock = std::net::UdpSocket::bind(cfg.listen)
         .with_context(|| format!("binding the sync link {}", cfg.listen))?;
     let beacon_from = SocketAddr::from((cfg.vip, cfg.beacon_port()));
@@ -227,6 +233,13 @@ fn bind_freebind_udp(addr: SocketAddr) -> Result<std::net::UdpSocket> {
 
 /// The node id names this node on the link: derived from its sync address (distinct per
 /// node), so that two nodes configured with one role are told apart and refused as such.
+/// A synced backup's heartbeat period, in heartbeat intervals: about 40 ms, at least one
+/// interval.
+fn backup_heartbeats_every(heartbeat: Duration) -> u32 {
+    const BACKUP_HEARTBEAT: Duration = Duration::from_millis(40);
+    (BACKUP_HEARTBEAT.as_micros() / heartbeat.as_micros().max(1)).clamp(1, 100) as u32
+}
+
 fn node_id(cfg: &FtConfig) -> ft_sync::NodeId {
     cfg.listen
         .to_string()
@@ -293,5 +306,16 @@ mod tests {
             origin - back
         };
         assert!(diff < Duration::from_millis(5), "{diff:?}");
+    }
+
+    #[test]
+    fn a_backup_heartbeats_about_every_40_ms_whatever_the_interval() {
+        let every = |ms| backup_heartbeats_every(Duration::from_millis(ms));
+        assert_eq!(every(10), 4);
+        assert_eq!(every(5), 8);
+        assert_eq!(every(1), 40);
+        // Heartbeats of 40 ms or more: the backup sends as often as the primary.
+        assert_eq!(every(40), 1);
+        assert_eq!(every(100), 1);
     }
 }
