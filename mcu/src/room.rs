@@ -228,9 +228,15 @@ struct Packet {
     vetted: bool,
 }
 
-/// A room's media input, for the WebRTC task to deliver decrypted packets.
+/// A room's media input, for the WebRTC task to deliver decrypted packets: a browser's
+/// video RTP (its payload type) to the room's video queue, so that video an overloaded room
+/// cannot keep up with is what it drops, not the audio; everything else to the audio queue.
 #[derive(Clone)]
-pub struct PacketSink(mpsc::Sender<Packet>);
+pub struct PacketSink {
+    audio: mpsc::Sender<Packet>,
+    /// The video queue and the participant's video payload type.
+    video: Option<(mpsc::Sender<Packet>, u8)>,
+}
 
 impl PacketSink {
     /// Deliver a decrypted packet of participant `id`; false when the room's queue is full.
@@ -242,7 +248,15 @@ impl PacketSink {
         rtcp: bool,
         at: Instant,
     ) -> bool {
-        self.0
+        let queue = match &self.video {
+            Some((q, pt))
+                if !rtcp && data.len() >= 2 && data[1] & 0x7f == *pt && data[0] >> 6 == 2 =>
+            {
+                q
+            }
+            _ => &self.audio,
+        };
+        queue
             .try_send(Packet {
                 id,
                 rtcp_port: rtcp,
@@ -267,6 +281,8 @@ enum Link {
     Peer {
         last_heard: Duration,
         demux: Option<webrtc_core::demux::Demux>,
+        /// Its bundled video sends (a source of the room's video).
+        video_source: bool,
     },
 }
 
@@ -285,6 +301,19 @@ impl Member {
     /// It has video: its own pair (SIP) or bundled on its transport (WebRTC).
     fn has_video(&self) -> bool {
         self.video.is_some() || matches!(self.link, Link::Peer { demux: Some(_), .. })
+    }
+
+    /// Its video is a source of the room's video (it sends).
+    fn is_video_source(&self) -> bool {
+        self.video.as_ref().is_some_and(|v| v.is_source())
+            || matches!(
+                self.link,
+                Link::Peer {
+                    demux: Some(_),
+                    video_source: true,
+                    ..
+                }
+            )
     }
 }
 
@@ -523,12 +552,16 @@ impl Room {
         id: ParticipantId,
         held: bool,
         demux: Option<webrtc_core::demux::Demux>,
+        video_source: bool,
         now: Duration,
     ) {
         if let Some(w) = &self.ctx.webrtc {
             let _ = w.ctl.send(crate::webrtc::WebRtcCtl::Route {
                 id,
-                sink: PacketSink(self.pkt_tx.clone()),
+                sink: PacketSink {
+                    audio: self.pkt_tx.clone(),
+                    video: demux.as_ref().map(|d| (self.vid_tx.clone(), d.video_pt())),
+                },
             });
         }
         self.members.insert(
@@ -537,6 +570,7 @@ impl Room {
                 link: Link::Peer {
                     last_heard: now,
                     demux,
+                    video_source,
                 },
                 held,
                 timed_out: false,
@@ -683,6 +717,7 @@ impl Room {
                 let added = self.mixer.add_participant(id, params, now);
                 let mut video_ssrc = None;
                 if added.is_ok() {
+                    let video_source = video.as_ref().is_some_and(|v| v.params.recv);
                     let demux = video.and_then(|v| {
                         self.video_joined(id, &v.params, v.source_ssrc, now);
                         let ssrc = self.switcher.output_ssrc(id)?;
@@ -693,7 +728,7 @@ impl Room {
                             ssrc,
                         ))
                     });
-                    self.attach_peer(id, held, demux, now);
+                    self.attach_peer(id, held, demux, video_source, now);
                 }
                 self.join_reply(id, added, video_ssrc);
             }
@@ -719,9 +754,10 @@ impl Room {
                         srtcp_index,
                     });
                 }
+                let video_source = video.as_ref().is_some_and(|v| v.params.recv);
                 let demux = video
                     .and_then(|v| self.resume_peer_video(id, &v, video_srtcp_index, video_ext_seq));
-                self.attach_peer(id, false, demux, now);
+                self.attach_peer(id, false, demux, video_source, now);
             }
             RoomCtl::Update {
                 id,
@@ -793,7 +829,10 @@ impl Room {
             return;
         }
         if p.vetted {
-            if let Link::Peer { last_heard, demux } = &mut m.link {
+            if let Link::Peer {
+                last_heard, demux, ..
+            } = &mut m.link
+            {
                 *last_heard = now;
                 // Its bundled video goes to the forwarder (the transport vetted it).
                 if let Some(d) = demux {

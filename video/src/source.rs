@@ -17,6 +17,14 @@ const MAX_DROPOUT: u16 = 3000;
 pub(crate) const MAX_CACHED_PACKET: usize = 1500;
 /// A sequence number asked from the source again within this interval is not asked again.
 const NACK_REPEAT: Duration = Duration::from_millis(100);
+/// A packet asked from the source and still missing this long after the first ask is not
+/// coming (the source does not retransmit, or sent it before a takeover): its receivers need
+/// a keyframe instead.
+pub(crate) const NACK_GIVE_UP: Duration = Duration::from_millis(250);
+/// How long a sequence number asked from the source is remembered.
+const NACK_MEMORY: Duration = Duration::from_secs(1);
+/// Most sequence numbers remembered as asked.
+const NACK_MEMORY_LEN: usize = 1024;
 
 /// Outcome of the sequence check of one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,8 +147,9 @@ pub(crate) struct Source {
     /// nothing until a keyframe comes).
     pub resume_retries: u8,
     pub next_remb_at: Duration,
-    /// Recently NACKed sequence numbers (not asked again within [`NACK_REPEAT`]).
-    recent_nacks: VecDeque<(u16, Duration)>,
+    /// Sequence numbers asked from the source: (seq, first asked, last asked), for
+    /// [`NACK_MEMORY`].
+    recent_nacks: VecDeque<(u16, Duration, Duration)>,
 }
 
 impl Source {
@@ -258,23 +267,38 @@ impl Source {
             .is_some_and(|h| h.wrapping_sub(seq) < 0x8000)
     }
 
-    /// Keep the sequence numbers of `lost` not asked from the source recently, and remember
-    /// them as asked.
-    pub fn filter_nacks(&mut self, lost: &mut Vec<u16>, now: Duration) {
+    /// Keep the sequence numbers of `lost` not asked from the source within [`NACK_REPEAT`]
+    /// (by any receiver: several viewers NACK the same loss), and remember them as asked.
+    /// True when one of them was first asked [`NACK_GIVE_UP`] ago or more and is still
+    /// missing: the source is not repairing it.
+    pub fn filter_nacks(&mut self, lost: &mut Vec<u16>, now: Duration) -> bool {
         while self
             .recent_nacks
             .front()
-            .is_some_and(|&(_, at)| now.saturating_sub(at) >= NACK_REPEAT)
+            .is_some_and(|&(_, first, _)| now.saturating_sub(first) >= NACK_MEMORY)
         {
             self.recent_nacks.pop_front();
         }
-        lost.retain(|s| !self.recent_nacks.iter().any(|&(r, _)| r == *s));
-        for &s in lost.iter() {
-            if self.recent_nacks.len() == 1024 {
-                self.recent_nacks.pop_front();
+        let mut overdue = false;
+        let asked = &mut self.recent_nacks;
+        lost.retain(|&s| match asked.iter_mut().find(|e| e.0 == s) {
+            Some(e) => {
+                overdue |= now.saturating_sub(e.1) >= NACK_GIVE_UP;
+                let again = now.saturating_sub(e.2) >= NACK_REPEAT;
+                if again {
+                    e.2 = now;
+                }
+                again
             }
-            self.recent_nacks.push_back((s, now));
-        }
+            None => {
+                if asked.len() == NACK_MEMORY_LEN {
+                    asked.pop_front();
+                }
+                asked.push_back((s, now, now));
+                true
+            }
+        });
+        overdue
     }
 }
 

@@ -1062,11 +1062,9 @@ impl Switcher {
                 continue;
             };
             seqs.retain(|&s| !src.received(s));
-            let asked = seqs.len();
-            src.filter_nacks(&mut seqs, now);
-            if seqs.len() < asked {
-                // NACKed again while the source was asked already: it does not repair
-                // (no retransmissions, or the packets were sent before a takeover).
+            if src.filter_nacks(&mut seqs, now) {
+                // Still NACKed long after the source was asked: it does not repair (no
+                // retransmissions, or the packets were sent before a takeover).
                 repair.insert(sid);
             }
             let Some(media) = src.ssrc else {

@@ -96,20 +96,34 @@ fn nack_for_a_packet_lost_before_us_is_asked_from_the_source() {
             lost: vec![lost_src_seq],
         }]
     );
-    // Asked again at once: not repeated to the source, which does not seem to repair; it
-    // is asked for a keyframe instead (once: the rate limit holds the next ones).
-    for round in 0..2 {
-        let rtcp_before = room.out.rtcp.len();
-        room.input(Input::Rtcp(3, nack_from(&room, 3, &[hole])));
-        let to_source: Vec<_> = room.out.rtcp[rtcp_before..]
+    // The other viewer NACKs the same loss (its own sequence number for it), and the first
+    // one NACKs again at once (the retransmission is on its way): the source is not asked
+    // again, and nobody asks it for a keyframe.
+    let seen4 = room.out.rtp_to(4);
+    let (a4, b4) = (seen4[seen4.len() - 2], seen4[seen4.len() - 1]);
+    assert_eq!(b4.seq, a4.seq.wrapping_add(2), "a hole at the other viewer");
+    let hole4 = a4.seq.wrapping_add(1);
+    let to_source_after = |room: &Room, from: usize| -> Vec<Feedback> {
+        room.out.rtcp[from..]
             .iter()
             .filter(|(to, _, _)| *to == 1)
             .flat_map(|(_, fb, _)| fb.clone())
-            .collect();
-        assert!(
-            !to_source.iter().any(|f| matches!(f, Feedback::Nack { .. })),
-            "{to_source:?}"
-        );
+            .collect()
+    };
+    for (viewer, h) in [(4, hole4), (3, hole), (4, hole4)] {
+        let rtcp_before = room.out.rtcp.len();
+        room.input(Input::Rtcp(viewer, nack_from(&room, viewer, &[h])));
+        let to_source = to_source_after(&room, rtcp_before);
+        assert!(to_source.is_empty(), "viewer {viewer}: {to_source:?}");
+    }
+    // Still missing 250 ms after the source was asked: it does not repair (no
+    // retransmissions, or the packet was sent before a takeover); it is asked for a keyframe
+    // (once: the rate limit holds the next ones).
+    room.run_until(room.now + ms(260));
+    for round in 0..2 {
+        let rtcp_before = room.out.rtcp.len();
+        room.input(Input::Rtcp(3, nack_from(&room, 3, &[hole])));
+        let to_source = to_source_after(&room, rtcp_before);
         let requests = to_source
             .iter()
             .filter(|f| matches!(f, Feedback::Fir { .. } | Feedback::Pli { .. }))

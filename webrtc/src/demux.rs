@@ -56,6 +56,11 @@ impl Demux {
         }
     }
 
+    /// The browser's VP8 payload type.
+    pub fn video_pt(&self) -> u8 {
+        self.video_pt
+    }
+
     /// The browser's video SSRCs known so far, oldest first.
     pub fn video_ssrcs(&self) -> &[u32] {
         &self.video_in

@@ -77,6 +77,8 @@ pub(super) struct GridThread {
     /// Control messages the full channel did not take yet, in order.
     backlog: VecDeque<ToGrid>,
     metrics: Metrics,
+    /// The thread ended (its channel is gone) while the room still runs it.
+    dead: bool,
 }
 
 impl GridThread {
@@ -129,6 +131,7 @@ impl GridThread {
             tx,
             backlog: VecDeque::new(),
             metrics,
+            dead: false,
         })
     }
 
@@ -139,9 +142,18 @@ impl GridThread {
 
     /// A source's RTP packet: dropped and counted when the thread is behind.
     pub(super) fn rtp(&mut self, id: ParticipantId, data: &[u8]) {
-        if self.tx.try_send(ToGrid::Rtp(id, data.to_vec())).is_err() {
-            self.metrics.video_grid_dropped_in.inc();
+        match self.tx.try_send(ToGrid::Rtp(id, data.to_vec())) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.metrics.video_grid_dropped_in.inc();
+            }
+            Err(TrySendError::Disconnected(_)) => self.dead = true,
         }
+    }
+
+    /// The thread ended on its own (it panicked): nothing it was sent is composed any more.
+    pub(super) fn is_dead(&self) -> bool {
+        self.dead
     }
 
     /// A control message: sent in order after the backlog, kept when the channel is full.
@@ -161,6 +173,7 @@ impl GridThread {
                 }
                 Err(TrySendError::Disconnected(_)) => {
                     self.backlog.clear();
+                    self.dead = true;
                     return;
                 }
             }

@@ -471,8 +471,7 @@ impl Room {
     /// once none still waits to switch away from it (at most [`GRID_DRAIN`]); tell a
     /// running compositor the room's sources and speaker.
     pub(super) fn grid_sync(&mut self, now: Duration) {
-        let want =
-            self.layout == VideoLayout::Grid && self.members.values().any(|m| m.video.is_some());
+        let want = self.layout == VideoLayout::Grid && self.members.values().any(|m| m.has_video());
         if want && self.grid.is_none() {
             self.grid_generation += 1;
             let resume = self.grid_resume.take();
@@ -508,7 +507,24 @@ impl Room {
                 draining_since: None,
             });
         }
+        if self.grid.as_ref().is_some_and(|g| g.thread.is_dead()) {
+            // Its thread died (a panic): voice-switched forwarding rather than a frozen grid
+            // (and no restart loop); the operator sees the layout in the API.
+            tracing::error!(room = %self.ctx.name.escape_debug(), "the grid compositor stopped: the room falls back to voice-switched forwarding");
+            self.layout = VideoLayout::Switched;
+            let _ = self.switcher.set_pinned(None, now);
+            let _ = self.switcher.remove_participant(GRID_ID, now);
+            self.grid = None;
+            self.ship_grid(None);
+            return;
+        }
         let Some(g) = self.grid.as_mut() else {
+            if self.layout != VideoLayout::Grid && self.switcher.output_ssrc(GRID_ID).is_some() {
+                // A takeover while the primary drained its grid: the snapshot still has the
+                // grid as a source, which nothing feeds any more.
+                let _ = self.switcher.set_pinned(None, now);
+                let _ = self.switcher.remove_participant(GRID_ID, now);
+            }
             return;
         };
         match (want, g.draining_since) {
@@ -538,12 +554,24 @@ impl Room {
                 return;
             }
         }
-        let sources: std::collections::BTreeSet<ParticipantId> = self
+        let senders: std::collections::BTreeSet<ParticipantId> = self
             .members
             .iter()
-            .filter(|(_, m)| m.video.as_ref().is_some_and(|v| v.is_source()))
+            .filter(|(_, m)| m.is_video_source())
             .map(|(&id, _)| id)
             .collect();
+        // At most MAX_TILES in the grid: those already in keep their tiles, a tile that
+        // frees goes to the longest-waiting sender (lowest id) beyond them.
+        let mut sources: std::collections::BTreeSet<ParticipantId> =
+            g.sources.intersection(&senders).copied().collect();
+        let free = video_grid::compose::MAX_TILES.saturating_sub(sources.len());
+        sources.extend(
+            senders
+                .difference(&g.sources)
+                .copied()
+                .take(free)
+                .collect::<Vec<_>>(),
+        );
         for &id in g.sources.difference(&sources) {
             g.thread.control(ToGrid::Remove(id));
         }
