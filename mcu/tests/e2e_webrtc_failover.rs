@@ -20,7 +20,8 @@
 //! largest arrival gap across the kill, printed as `WEBRTC-FAILOVER gap=X.Xms` (collected
 //! over many runs by `scripts/failover-runs webrtc`).
 //!
-//! Environment: `WEBRTC_FAILOVER_PREFIX` (default `us-wf`): namespace prefix;
+//! Environment: `WEBRTC_FAILOVER_PREFIX` (default `us-wf`; the switchover case appends `p`):
+//! namespace prefix;
 //! `KEEP_SCRATCH=1` keeps captures and logs.
 
 mod common;
@@ -141,6 +142,12 @@ fn run(planned: bool) {
     );
     testkit::browser::require();
     let prefix = std::env::var("WEBRTC_FAILOVER_PREFIX").unwrap_or_else(|_| "us-wf".into());
+    // Each case its own test bed (the two may run at once).
+    let prefix = if planned {
+        format!("{prefix}p")
+    } else {
+        prefix
+    };
     let dir = testkit::Scratch::new("e2e-webrtc-failover");
     sh(Command::new("espeak-ng")
         .arg("-w")

@@ -35,12 +35,29 @@ const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const RTP_RANGE: (u16, u16) = (36400, 36459);
 const WEBRTC_PORT: u16 = 36460;
 
-#[test]
-fn browser_sends_and_receives_voice_switched_video() {
+/// A SIP member: its UA, audio socket, video port, and the server's audio and video ports.
+type Member = (&'static str, Uac, UdpSocket, u16, SocketAddr, SocketAddr);
+
+/// What [`start`] sets up.
+struct Setup {
+    dir: Scratch,
+    /// The browser's speech.
+    wav: std::path::PathBuf,
+    srv: TestServer,
+    /// Red, then the viewer.
+    parts: Vec<Member>,
+    /// The viewer's recording socket, listening before its offer (a grid's first keyframe
+    /// may come at once).
+    viewer: VideoReceiver,
+}
+
+/// The browser's speech, a server (`layout`: `--video-layout`), and "red" (sendrecv) and
+/// "viewer" (recvonly) joined to room `room` by SIP.
+fn start(name: &str, room: &str, rtp: (u16, u16), webrtc_port: u16, layout: Option<&str>) -> Setup {
     testkit::video::require_gstreamer();
     testkit::require::tools(&["espeak-ng", "ffmpeg"]);
     testkit::browser::require();
-    let dir = Scratch::new("e2e-webrtc-video");
+    let dir = Scratch::new(name);
     let raw = peers::espeak(
         &dir.0,
         "raw.wav",
@@ -52,14 +69,19 @@ fn browser_sends_and_receives_voice_switched_video() {
 
     let srv = TestServer::start(ServeArgs {
         seed: Some(12),
-        webrtc_port: Some(WEBRTC_PORT),
-        ..args(&format!("{}-{}", RTP_RANGE.0, RTP_RANGE.1))
+        webrtc_port: Some(webrtc_port),
+        video_layout: layout.map(str::to_string),
+        ..args(&format!("{}-{}", rtp.0, rtp.1))
     });
     let mut parts = Vec::new();
+    let mut viewer = None;
     for (tag, dir_attr) in [("red", "sendrecv"), ("viewer", "recvonly")] {
         let audio = UdpSocket::bind("127.0.0.1:0").unwrap();
         let vport = free_port_pair(LO);
-        let mut ua = Uac::new(srv.sip, "webvideo", tag);
+        if tag == "viewer" {
+            viewer = Some(VideoReceiver::bind(SocketAddr::new(LO, vport), false));
+        }
+        let mut ua = Uac::new(srv.sip, room, tag);
         let ok = ua.call(&av_offer(
             LO,
             audio.local_addr().unwrap().port(),
@@ -71,11 +93,28 @@ fn browser_sends_and_receives_voice_switched_video() {
         parts.push((tag, ua, audio, vport, server_audio, server_video));
     }
     srv.wait_participants(2, Duration::from_secs(5));
+    Setup {
+        dir,
+        wav,
+        srv,
+        parts,
+        viewer: viewer.expect("the viewer listens"),
+    }
+}
+
+#[test]
+fn browser_sends_and_receives_voice_switched_video() {
+    let Setup {
+        dir,
+        wav,
+        srv,
+        parts,
+        viewer,
+    } = start("e2e-webrtc-video", "webvideo", RTP_RANGE, WEBRTC_PORT, None);
     // Red talks (a tone) from the start; the viewer sends silence.
     let talker = Arc::new(AtomicU8::new(0));
     let members: Vec<_> = parts.iter().map(|p| (&p.2, p.4)).collect();
     let audio_threads = spawn_talkers(&members, &talker, 3000);
-    let viewer = VideoReceiver::bind(SocketAddr::new(LO, parts[1].3), false);
     let red = VideoSender::start(&VideoSenderConfig::new(parts[0].5, parts[0].3, (255, 0, 0)));
 
     let url = format!(
@@ -242,5 +281,120 @@ fn browser_sends_and_receives_voice_switched_video() {
         "WEBRTC-VIDEO viewer sees the browser {:.0} ms after red fell silent ({} pictures)",
         first_browser * 1e3,
         browser_frames.len()
+    );
+}
+
+/// A browser in a grid (continuous-presence) room: it receives the composed picture (the
+/// grid's size, one SSRC, decoding), and its camera is composed into the grid that a SIP
+/// viewer decodes beside red's tile.
+#[test]
+fn browser_in_a_grid_room_sees_the_grid_and_is_in_it() {
+    let Setup {
+        dir,
+        wav,
+        srv,
+        parts,
+        viewer,
+    } = start(
+        "e2e-webrtc-video-grid",
+        "webgrid",
+        (36470, 36529),
+        36530,
+        Some("grid"),
+    );
+    let talker = Arc::new(AtomicU8::new(0));
+    let members: Vec<_> = parts.iter().map(|p| (&p.2, p.4)).collect();
+    let audio_threads = spawn_talkers(&members, &talker, 3000);
+    let red = VideoSender::start(&VideoSenderConfig::new(parts[0].5, parts[0].3, (255, 0, 0)));
+    let url = format!(
+        "http://{}/room/webgrid?autojoin=1&name=chromium&video=1",
+        srv.http
+    );
+    let mut browser = Browser::start(Command::new("node"), &url, &wav, 40);
+    let first = browser
+        .wait_for(Duration::from_secs(30), |s| {
+            num(s, &["inboundVideo", "framesDecoded"]) > 30.0
+                && num(s, &["outboundVideo", "framesEncoded"]) > 30.0
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the browser never decoded and sent video: events {:#?}, last stats {:#?}, errors {:?}",
+                browser.events,
+                browser.last(),
+                browser.errors
+            )
+        });
+    let joined_at = unix_now();
+    eprintln!(
+        "WEBRTC-VIDEO-GRID browser decoding: {}",
+        first["inboundVideo"]
+    );
+    // The grid's picture, not red's 320x240.
+    let size = (
+        first["inboundVideo"]["frameWidth"].as_u64(),
+        first["inboundVideo"]["frameHeight"].as_u64(),
+    );
+    assert_eq!(size, (Some(640), Some(360)), "the grid's size: {first:#}");
+    std::thread::sleep(Duration::from_secs(4));
+    let end = browser.fresh(Duration::from_secs(5)).expect("stats");
+    eprintln!("WEBRTC-VIDEO-GRID browser at the end: {end}");
+    talker.store(STOP, Ordering::Relaxed);
+    for t in audio_threads {
+        t.join().unwrap();
+    }
+    let rooms = srv.get_json("/api/rooms");
+    red.stop();
+    assert_eq!(
+        end["inboundVideo"]["ssrc"], first["inboundVideo"]["ssrc"],
+        "one inbound video SSRC"
+    );
+    let grew = num(&end, &["inboundVideo", "framesDecoded"])
+        - num(&first, &["inboundVideo", "framesDecoded"]);
+    assert!(
+        grew >= 60.0,
+        "decoded only {grew} grid frames in 4 s: {end:#}"
+    );
+    assert!(
+        browser.finish(Duration::from_secs(15)),
+        "driver ended cleanly: {:?}",
+        browser.errors
+    );
+
+    // The viewer's grid shows red's tile and the browser's camera in another.
+    let cap = viewer.finish(&dir.path("viewer.pcap"));
+    let opts = VideoOptions {
+        tiles: Some((2, 2)),
+        ..VideoOptions::default()
+    };
+    let report = analyze_video(&cap, &opts).unwrap();
+    let streams = report.streams_to(&format!("127.0.0.1:{}", parts[1].3));
+    assert_eq!(streams.len(), 1, "{:#?}", report.warnings);
+    let s = streams[0];
+    eprintln!(
+        "WEBRTC-VIDEO-GRID viewer: ssrcs {:x?} packets {} missing {} regressions {} frames {} decoded {} corrupt {} keyframes {} resolutions {:?}",
+        s.ssrcs, s.packets, s.missing, s.regressions, s.frames, s.decoded, s.corrupt, s.keyframes, s.resolutions
+    );
+    assert_eq!(s.ssrcs.len(), 1, "one SSRC for the whole call");
+    assert_eq!(s.regressions, 0, "no sequence regression");
+    assert_eq!(s.corrupt, 0, "every frame decodable");
+    let with_browser = |f: &&pcap_harness::video::VideoFrame| {
+        f.tiles.iter().any(|t| t == "red") && f.tiles.iter().any(|t| t != "red" && t != "black")
+    };
+    let both: Vec<_> = s
+        .frame_list
+        .iter()
+        .filter(|f| f.time >= joined_at)
+        .filter(with_browser)
+        .collect();
+    let last_tiles = s.frame_list.last().map(|f| f.tiles.clone());
+    assert!(
+        both.len() >= 30,
+        "only {} grid pictures show red and the browser's camera (last tiles {last_tiles:?}); rooms {rooms}",
+        both.len()
+    );
+    eprintln!(
+        "WEBRTC-VIDEO-GRID viewer: {} pictures with red and the browser, e.g. {:?}",
+        both.len(),
+        both[0].tiles
     );
 }
