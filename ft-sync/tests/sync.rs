@@ -249,9 +249,14 @@ fn cfg(id: u64, role: Role) -> Config {
 }
 
 fn established(net: &mut Net) {
-    net.start(0, cfg(1, Role::Primary));
+    established_with(net, cfg);
+}
+
+/// Primary (node 0) then backup (node 1), configured by `config`, synced.
+fn established_with(net: &mut Net, config: impl Fn(u64, Role) -> Config) {
+    net.start(0, config(1, Role::Primary));
     net.run_until(5 * MS);
-    net.start(1, cfg(2, Role::Backup));
+    net.start(1, config(2, Role::Backup));
     net.run_until(60 * MS);
     net.serve_snapshots(0, &[Change::Dialog(b"s0".to_vec())]);
     net.run_until(80 * MS);
@@ -398,11 +403,7 @@ fn a_backup_heartbeating_every_fourth_interval_keeps_its_primary_protected() {
         },
         11,
     );
-    net.start(0, slow(1, Role::Primary));
-    net.run_until(5 * MS);
-    net.start(1, slow(2, Role::Backup));
-    net.run_until(60 * MS);
-    net.serve_snapshots(0, &[Change::Dialog(b"s0".to_vec())]);
+    established_with(&mut net, slow);
     net.run_until(200 * MS);
     assert_eq!(net.node(1).peer_state(), PeerState::Alive);
     let heard_by_primary = net.node(0).stats().accepted;
@@ -460,11 +461,7 @@ fn a_slow_heartbeating_backup_detects_its_primary_as_fast() {
         c.primary_patience = 3;
         c
     };
-    net.start(0, slow(1, Role::Primary));
-    net.run_until(5 * MS);
-    net.start(1, slow(2, Role::Backup));
-    net.run_until(60 * MS);
-    net.serve_snapshots(0, &[Change::Dialog(b"s0".to_vec())]);
+    established_with(&mut net, slow);
     net.run_until(500 * MS);
     net.dead[0] = true;
     let last = net.last_delivery[1].unwrap();
@@ -817,12 +814,7 @@ fn beacon_cfg(id: u64, role: Role) -> Config {
 
 /// Primary (node 0) then backup (node 1), both with client-path beacons, synced.
 fn established_with_beacons(net: &mut Net) {
-    net.start(0, beacon_cfg(1, Role::Primary));
-    net.run_until(5 * MS);
-    net.start(1, beacon_cfg(2, Role::Backup));
-    net.run_until(60 * MS);
-    net.serve_snapshots(0, &[Change::Dialog(b"s0".to_vec())]);
-    net.run_until(80 * MS);
+    established_with(net, beacon_cfg);
     assert_eq!(net.node(1).peer_state(), PeerState::Alive);
 }
 

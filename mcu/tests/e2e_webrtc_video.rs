@@ -41,18 +41,25 @@ type Member = (&'static str, Uac, UdpSocket, u16, SocketAddr, SocketAddr);
 /// What [`start`] sets up.
 struct Setup {
     dir: Scratch,
-    /// The browser's speech.
-    wav: std::path::PathBuf,
     srv: TestServer,
     /// Red, then the viewer.
     parts: Vec<Member>,
     /// The viewer's recording socket, listening before its offer (a grid's first keyframe
     /// may come at once).
     viewer: VideoReceiver,
+    /// Who talks (red, 0, from the start), and the members' audio threads.
+    talker: Arc<AtomicU8>,
+    audio_threads: Vec<std::thread::JoinHandle<()>>,
+    /// Red's camera.
+    red: VideoSender,
+    browser: Browser,
+    /// The browser's stats once it decodes and sends video.
+    first: serde_json::Value,
 }
 
-/// The browser's speech, a server (`layout`: `--video-layout`), and "red" (sendrecv) and
-/// "viewer" (recvonly) joined to room `room` by SIP.
+/// The browser's speech, a server (`layout`: `--video-layout`), "red" (sendrecv, talking,
+/// its camera on) and "viewer" (recvonly) joined to room `room` by SIP, then the browser,
+/// once it decodes and sends video.
 fn start(name: &str, room: &str, rtp: (u16, u16), webrtc_port: u16, layout: Option<&str>) -> Setup {
     testkit::video::require_gstreamer();
     testkit::require::tools(&["espeak-ng", "ffmpeg"]);
@@ -93,12 +100,39 @@ fn start(name: &str, room: &str, rtp: (u16, u16), webrtc_port: u16, layout: Opti
         parts.push((tag, ua, audio, vport, server_audio, server_video));
     }
     srv.wait_participants(2, Duration::from_secs(5));
+    // Red talks (a tone) from the start; the viewer sends silence.
+    let talker = Arc::new(AtomicU8::new(0));
+    let members: Vec<_> = parts.iter().map(|p| (&p.2, p.4)).collect();
+    let audio_threads = spawn_talkers(&members, &talker, 3000);
+    let red = VideoSender::start(&VideoSenderConfig::new(parts[0].5, parts[0].3, (255, 0, 0)));
+    let url = format!(
+        "http://{}/room/{room}?autojoin=1&name=chromium&video=1",
+        srv.http
+    );
+    let mut browser = Browser::start(Command::new("node"), &url, &wav, 60);
+    let first = browser
+        .wait_for(Duration::from_secs(30), |s| {
+            num(s, &["inboundVideo", "framesDecoded"]) > 30.0
+                && num(s, &["outboundVideo", "framesEncoded"]) > 30.0
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the browser never decoded and sent video: events {:#?}, last stats {:#?}, errors {:?}",
+                browser.events,
+                browser.last(),
+                browser.errors
+            )
+        });
     Setup {
         dir,
-        wav,
         srv,
         parts,
         viewer: viewer.expect("the viewer listens"),
+        talker,
+        audio_threads,
+        red,
+        browser,
+        first,
     }
 }
 
@@ -106,34 +140,15 @@ fn start(name: &str, room: &str, rtp: (u16, u16), webrtc_port: u16, layout: Opti
 fn browser_sends_and_receives_voice_switched_video() {
     let Setup {
         dir,
-        wav,
         srv,
         parts,
         viewer,
+        talker,
+        audio_threads,
+        red,
+        mut browser,
+        first,
     } = start("e2e-webrtc-video", "webvideo", RTP_RANGE, WEBRTC_PORT, None);
-    // Red talks (a tone) from the start; the viewer sends silence.
-    let talker = Arc::new(AtomicU8::new(0));
-    let members: Vec<_> = parts.iter().map(|p| (&p.2, p.4)).collect();
-    let audio_threads = spawn_talkers(&members, &talker, 3000);
-    let red = VideoSender::start(&VideoSenderConfig::new(parts[0].5, parts[0].3, (255, 0, 0)));
-
-    let url = format!(
-        "http://{}/room/webvideo?autojoin=1&name=chromium&video=1",
-        srv.http
-    );
-    let mut browser = Browser::start(Command::new("node"), &url, &wav, 60);
-    let first = browser
-        .wait_for(Duration::from_secs(30), |s| {
-            num(s, &["inboundVideo", "framesDecoded"]) > 30.0
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "the browser never decoded video: events {:#?}, last stats {:#?}, errors {:?}",
-                browser.events,
-                browser.last(),
-                browser.errors
-            )
-        });
     eprintln!("WEBRTC-VIDEO browser decoding: {}", first["inboundVideo"]);
     let ssrc = first["inboundVideo"]["ssrc"].clone();
     assert!(ssrc.as_u64().is_some(), "{first:#}");
@@ -291,10 +306,14 @@ fn browser_sends_and_receives_voice_switched_video() {
 fn browser_in_a_grid_room_sees_the_grid_and_is_in_it() {
     let Setup {
         dir,
-        wav,
         srv,
         parts,
         viewer,
+        talker,
+        audio_threads,
+        red,
+        mut browser,
+        first,
     } = start(
         "e2e-webrtc-video-grid",
         "webgrid",
@@ -302,28 +321,6 @@ fn browser_in_a_grid_room_sees_the_grid_and_is_in_it() {
         36530,
         Some("grid"),
     );
-    let talker = Arc::new(AtomicU8::new(0));
-    let members: Vec<_> = parts.iter().map(|p| (&p.2, p.4)).collect();
-    let audio_threads = spawn_talkers(&members, &talker, 3000);
-    let red = VideoSender::start(&VideoSenderConfig::new(parts[0].5, parts[0].3, (255, 0, 0)));
-    let url = format!(
-        "http://{}/room/webgrid?autojoin=1&name=chromium&video=1",
-        srv.http
-    );
-    let mut browser = Browser::start(Command::new("node"), &url, &wav, 40);
-    let first = browser
-        .wait_for(Duration::from_secs(30), |s| {
-            num(s, &["inboundVideo", "framesDecoded"]) > 30.0
-                && num(s, &["outboundVideo", "framesEncoded"]) > 30.0
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "the browser never decoded and sent video: events {:#?}, last stats {:#?}, errors {:?}",
-                browser.events,
-                browser.last(),
-                browser.errors
-            )
-        });
     let joined_at = unix_now();
     eprintln!(
         "WEBRTC-VIDEO-GRID browser decoding: {}",
