@@ -93,13 +93,8 @@ impl GridThread {
         out: mpsc::Sender<FromGrid>,
         metrics: Metrics,
     ) -> Result<GridThread, String> {
-        let config = CompositorConfig::default();
-        let now = origin.elapsed();
-        let grid = match resume {
-            Some(s) => Compositor::resume(config, s, now),
-            None => Compositor::new(config),
-        }
-        .map_err(|e| format!("grid compositor: {e}"))?;
+        let resume = resume.cloned();
+        let resumed = resume.is_some();
         let (tx, rx) = std_mpsc::sync_channel(INPUT_QUEUE);
         let mut ssrc_bytes = [0u8; 6];
         if getrandom::fill(&mut ssrc_bytes).is_err() {
@@ -110,10 +105,26 @@ impl GridThread {
         let seq = u16::from_le_bytes([ssrc_bytes[4], ssrc_bytes[5]]);
         let m = metrics.clone();
         let name = room.to_string();
-        tracing::info!(room = %room.escape_debug(), ssrc, resumed = resume.is_some(), "grid compositor started");
+        tracing::info!(room = %room.escape_debug(), ssrc, resumed, "grid compositor started");
         std::thread::Builder::new()
             .name("grid".into())
             .spawn(move || {
+                // The encoder is set up here, not on the room's task (a few ms of libvpx
+                // setup would delay the room's audio tick). A failure ends the thread: the
+                // room sees its channel gone and falls back to voice-switched forwarding.
+                let config = CompositorConfig::default();
+                let now = origin.elapsed();
+                let grid = match &resume {
+                    Some(s) => Compositor::resume(config, s, now),
+                    None => Compositor::new(config),
+                };
+                let grid = match grid {
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::error!(room = %name.escape_debug(), "grid compositor: {e}");
+                        return;
+                    }
+                };
                 let driver = Driver {
                     generation,
                     origin,
