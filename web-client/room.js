@@ -265,7 +265,13 @@
       if (e.track.kind === "video") {
         const video = $("remote-video");
         video.srcObject = new MediaStream([e.track]);
-        video.hidden = false;
+        // A placeholder until a picture comes (alone in the room, nobody sends video), and
+        // again while the stream is silent (the track mutes).
+        showVideo(false);
+        video.onloadeddata = () => showVideo(true);
+        video.onresize = () => showVideo(video.videoWidth > 0 && !e.track.muted);
+        e.track.onmute = () => showVideo(false);
+        e.track.onunmute = () => showVideo(video.videoWidth > 0);
         const p = video.play();
         if (p && p.catch) p.catch(() => {});
         return;
@@ -277,6 +283,17 @@
       play(audio);
     });
     showPcStates(pc);
+  }
+
+  // The received video or its placeholder; each change is an event ("video", shown).
+  let videoShown = null;
+  function showVideo(on) {
+    $("remote-video").hidden = !on;
+    $("video-waiting").hidden = on;
+    if (videoShown !== on) {
+      videoShown = on;
+      record("video", { shown: on });
+    }
   }
 
   function play(audio) {
@@ -330,6 +347,8 @@
     $("remote").srcObject = null;
     $("remote-video").srcObject = null;
     $("remote-video").hidden = true;
+    $("video-waiting").hidden = true;
+    videoShown = null;
     $("unmute").hidden = true;
     if (session === s) session = null;
     api.resource = null;

@@ -150,6 +150,19 @@ fn browser_sends_and_receives_voice_switched_video() {
         first,
     } = start("e2e-webrtc-video", "webvideo", RTP_RANGE, WEBRTC_PORT, None);
     eprintln!("WEBRTC-VIDEO browser decoding: {}", first["inboundVideo"]);
+    // The page showed its placeholder until the first picture, then the video.
+    let shown: Vec<bool> = browser
+        .events
+        .iter()
+        .filter(|e| e["type"] == "video")
+        .filter_map(|e| e["value"]["shown"].as_bool())
+        .collect();
+    assert_eq!(
+        shown.first(),
+        Some(&false),
+        "a placeholder first: {shown:?}"
+    );
+    assert!(shown.contains(&true), "the video shown: {shown:?}");
     let ssrc = first["inboundVideo"]["ssrc"].clone();
     assert!(ssrc.as_u64().is_some(), "{first:#}");
     // Red's picture, at red's size.
