@@ -231,8 +231,6 @@ fn bind_freebind_udp(addr: SocketAddr) -> Result<std::net::UdpSocket> {
     Ok(sock.into())
 }
 
-/// The node id names this node on the link: derived from its sync address (distinct per
-/// node), so that two nodes configured with one role are told apart and refused as such.
 /// A synced backup's heartbeat period, in heartbeat intervals: about 40 ms, at least one
 /// interval.
 fn backup_heartbeats_every(heartbeat: Duration) -> u32 {
@@ -240,6 +238,8 @@ fn backup_heartbeats_every(heartbeat: Duration) -> u32 {
     (BACKUP_HEARTBEAT.as_micros() / heartbeat.as_micros().max(1)).clamp(1, 100) as u32
 }
 
+/// The node id names this node on the link: derived from its sync address (distinct per
+/// node), so that two nodes configured with one role are told apart and refused as such.
 fn node_id(cfg: &FtConfig) -> ft_sync::NodeId {
     cfg.listen
         .to_string()

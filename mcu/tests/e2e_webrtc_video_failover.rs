@@ -97,8 +97,8 @@ fn run(planned: bool) {
     );
     testkit::video::require_gstreamer();
     testkit::browser::require();
-    // Each case its own test bed (the two may run at once).
     let prefix = std::env::var("WEBRTC_VIDEO_FAILOVER_PREFIX").unwrap_or_else(|_| "us-wv".into());
+    // Each case its own test bed (the two may run at once).
     let prefix = if planned {
         format!("{prefix}p")
     } else {

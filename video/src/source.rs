@@ -20,7 +20,7 @@ const NACK_REPEAT: Duration = Duration::from_millis(100);
 /// A packet asked from the source and still missing this long after the first ask is not
 /// coming (the source does not retransmit, or sent it before a takeover): its receivers need
 /// a keyframe instead.
-pub(crate) const NACK_GIVE_UP: Duration = Duration::from_millis(250);
+const NACK_GIVE_UP: Duration = Duration::from_millis(250);
 /// How long a sequence number asked from the source is remembered.
 const NACK_MEMORY: Duration = Duration::from_secs(1);
 /// Most sequence numbers remembered as asked.

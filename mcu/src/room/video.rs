@@ -512,8 +512,7 @@ impl Room {
             // (and no restart loop); the operator sees the layout in the API.
             tracing::error!(room = %self.ctx.name.escape_debug(), "the grid compositor stopped: the room falls back to voice-switched forwarding");
             self.layout = VideoLayout::Switched;
-            let _ = self.switcher.set_pinned(None, now);
-            let _ = self.switcher.remove_participant(GRID_ID, now);
+            self.remove_grid_source(now);
             self.grid = None;
             self.ship_grid(None);
             return;
@@ -522,8 +521,7 @@ impl Room {
             if self.layout != VideoLayout::Grid && self.switcher.output_ssrc(GRID_ID).is_some() {
                 // A takeover while the primary drained its grid: the snapshot still has the
                 // grid as a source, which nothing feeds any more.
-                let _ = self.switcher.set_pinned(None, now);
-                let _ = self.switcher.remove_participant(GRID_ID, now);
+                self.remove_grid_source(now);
             }
             return;
         };
@@ -565,13 +563,7 @@ impl Room {
         let mut sources: std::collections::BTreeSet<ParticipantId> =
             g.sources.intersection(&senders).copied().collect();
         let free = video_grid::compose::MAX_TILES.saturating_sub(sources.len());
-        sources.extend(
-            senders
-                .difference(&g.sources)
-                .copied()
-                .take(free)
-                .collect::<Vec<_>>(),
-        );
+        sources.extend(senders.difference(&g.sources).copied().take(free));
         for &id in g.sources.difference(&sources) {
             g.thread.control(ToGrid::Remove(id));
         }
@@ -584,6 +576,13 @@ impl Room {
             g.thread.control(ToGrid::Speaker(self.video_speaker));
         }
         g.thread.flush();
+    }
+
+    /// The grid is no source of the forwarder any more: nobody pinned to it, its viewers
+    /// switched to their speaker-rule source (asked for a keyframe).
+    fn remove_grid_source(&mut self, now: Duration) {
+        let _ = self.switcher.set_pinned(None, now);
+        let _ = self.switcher.remove_participant(GRID_ID, now);
     }
 
     /// Output of a grid thread: the composed stream into the forwarder as [`GRID_ID`]'s
