@@ -129,6 +129,20 @@
 //! (up to a bound) and resends them when the same backup answers again, or sends a snapshot
 //! after a long silence, so the pair converges by itself.
 //!
+//! # The heartbeat path
+//!
+//! A standing-by backup does almost nothing but wait for its primary's heartbeats, and on
+//! a small machine waking up for each one is most of its cost. With
+//! [`Config::heartbeat_channel`] a serving primary queues its heartbeats on
+//! [`Node::poll_heartbeat`] for a path (a port) of their own (and so does the backup: its
+//! primary reads them at its own heartbeat timer); the backup's driver does not
+//! wait on it, but reads it whenever it wakes anyway — for its own timers (among them the
+//! failure detector's deadline), for a replicated entry, for a beacon batch — and hands
+//! each datagram over with its arrival time ([`Node::handle_datagram_received`]). The
+//! detector's deadline is the earliest instant the primary may be dead; the heartbeats read
+//! then move it as they would have on arrival, so a death is detected as fast while the
+//! backup wakes about every two intervals instead of every one.
+//!
 //! Failure modes that remain: a primary whose clients' path is cut too (its beacons stop)
 //! while it still reaches its clients another way is taken over (two senders until the
 //! link heals and it yields); a primary that stalls past both detectors and resumes sends
@@ -324,6 +338,17 @@ pub struct Config {
     /// nodes must agree on it: a primary expecting faster heartbeats than its backup sends
     /// would declare it dead.
     pub backup_heartbeats_every: u32,
+    /// Heartbeats (not Hellos, entries, acknowledgements or anything else) are queued on
+    /// [`Node::poll_heartbeat`] instead of [`Node::poll_transmit`] (default off), for a
+    /// driver that sends them on a path of their own: a socket the peer does not wait on,
+    /// read whenever it wakes anyway (its own timers, the failure detector's deadline, any
+    /// other datagram) and handed over with each datagram's arrival time
+    /// ([`Node::handle_datagram_received`]). A standing-by backup is then not woken by every
+    /// heartbeat of its primary, and its failure detection is as fast: the detector's
+    /// deadline wakes it, and the heartbeats it then reads move the deadline as they would
+    /// have on arrival. Likewise a primary reads its backup's at its own heartbeat timer
+    /// instead of waking for each. Both nodes' drivers must agree on the path.
+    pub heartbeat_channel: bool,
 }
 
 impl Config {
@@ -341,6 +366,7 @@ impl Config {
             primary_patience: 1,
             max_stretch: Duration::ZERO,
             backup_heartbeats_every: 1,
+            heartbeat_channel: false,
         }
     }
 
@@ -556,6 +582,8 @@ pub struct Node<T> {
     sync_lost_reported: bool,
     /// Primary: beacons waiting for the driver (bounded).
     beacons: VecDeque<Vec<u8>>,
+    /// With [`Config::heartbeat_channel`]: heartbeats waiting for the driver.
+    heartbeats: VecDeque<Vec<u8>>,
     next_heartbeat: Duration,
     seq: u64,
     transmit: VecDeque<Vec<u8>>,
@@ -605,6 +633,7 @@ impl<T: Item> Node<T> {
             silences: Silences::default(),
             sync_lost_reported: false,
             beacons: VecDeque::new(),
+            heartbeats: VecDeque::new(),
             next_heartbeat: now,
             seq: 0,
             transmit: VecDeque::new(),
@@ -682,6 +711,12 @@ impl<T: Item> Node<T> {
     /// Next datagram to send to the peer.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         self.transmit.pop_front()
+    }
+
+    /// With [`Config::heartbeat_channel`]: next heartbeat to send to the peer on the
+    /// heartbeat path (empty otherwise: every datagram is on [`Node::poll_transmit`]).
+    pub fn poll_heartbeat(&mut self) -> Option<Vec<u8>> {
+        self.heartbeats.pop_front()
     }
 
     /// Next event.
@@ -904,6 +939,15 @@ impl<T: Item> Node<T> {
 
     /// A datagram arrived from the sync link. Anything invalid is dropped and counted.
     pub fn handle_datagram(&mut self, datagram: &[u8], now: Duration) {
+        self.handle_datagram_received(datagram, now, now);
+    }
+
+    /// [`Node::handle_datagram`] for a datagram read at `now` that arrived at `received`
+    /// (earlier: a driver reading the heartbeat path in batches, see
+    /// [`Config::heartbeat_channel`]). The failure detector counts it from `received`; an
+    /// answer it calls for goes out now.
+    pub fn handle_datagram_received(&mut self, datagram: &[u8], received: Duration, now: Duration) {
+        let received = received.min(now);
         let env = match wire::decode::<T>(&self.config.key, datagram) {
             Ok(e) => e,
             Err(DecodeError::Malformed) => {
@@ -1016,9 +1060,10 @@ impl<T: Item> Node<T> {
         }
         if self.peer_state == PeerState::Alive || self.peer_state == PeerState::SyncLost {
             self.silences
-                .observe(self.last_heard.max(self.last_beacon), now);
+                .observe(self.last_heard.max(self.last_beacon), received);
         }
-        self.last_heard = Some(now);
+        // Read in batches, a datagram may have arrived before one handled earlier.
+        self.last_heard = Some(self.last_heard.map_or(received, |h| h.max(received)));
         self.reported.clear();
         if self.peer_state != PeerState::Alive {
             self.peer_state = PeerState::Alive;
@@ -1045,10 +1090,18 @@ impl<T: Item> Node<T> {
         if reply_hello {
             self.send_hello();
         }
+        // With the heartbeat path the backup reads its primary's heartbeats only when it wakes
+        // anyway, so it answers when its own is due within half of its own period: its
+        // heartbeats ride on those wake-ups instead of a timer of their own.
+        let answer_within = if self.config.heartbeat_channel {
+            self.own_heartbeat_interval() / 2
+        } else {
+            self.config.heartbeat_interval / 2
+        };
         if matches!(env.payload, Payload::Heartbeat { .. })
             && self.role == Role::Backup
             && self.peer_state == PeerState::Alive
-            && now + self.config.heartbeat_interval / 2 >= self.next_heartbeat
+            && now + answer_within >= self.next_heartbeat
         {
             // A backup answers the primary's heartbeat with its own when that is due within
             // half an interval anyway: its heartbeats lock onto the primary's, one wake-up
@@ -1429,7 +1482,27 @@ impl<T: Item> Node<T> {
             } else {
                 self.applied
             };
-            self.send(Payload::Heartbeat { log_index });
+            if self.config.heartbeat_channel {
+                self.send_heartbeat(log_index);
+            } else {
+                self.send(Payload::Heartbeat { log_index });
+            }
+        }
+    }
+
+    /// A heartbeat on the heartbeat path ([`Config::heartbeat_channel`]).
+    fn send_heartbeat(&mut self, log_index: LogIndex) {
+        if self.failed {
+            return;
+        }
+        let env = self.envelope(Payload::Heartbeat { log_index }, self.seq + 1);
+        if let Ok(d) = wire::encode(&self.config.key, &env) {
+            self.seq += 1;
+            self.stats.sent += 1;
+            if self.heartbeats.len() >= MAX_QUEUED_BEACONS {
+                self.heartbeats.pop_front();
+            }
+            self.heartbeats.push_back(d);
         }
     }
 

@@ -20,7 +20,9 @@ use sha2::{Digest, Sha256};
 ///
 /// 2: the replicated items are the application's own type `T` (was: four blob variants).
 /// 3: [`Payload::Handover`] (planned switchover).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// 4: a serving primary's heartbeats may travel on a path of their own
+/// ([`crate::Config::heartbeat_channel`]), which a node of an earlier version does not read.
+pub const PROTOCOL_VERSION: u16 = 4;
 /// First bytes of every datagram.
 pub const MAGIC: [u8; 4] = *b"USFT";
 /// Length of the HMAC-SHA256 trailer.

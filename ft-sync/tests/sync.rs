@@ -47,12 +47,31 @@ struct Impair {
     duplicate: f64,
 }
 
+/// The path a datagram travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    /// The sync link.
+    Sync,
+    /// The clients' path (beacons).
+    Beacon,
+    /// The heartbeat path ([`Config::heartbeat_channel`]): its own socket at the receiver,
+    /// read only when the receiver wakes for something else (a sync datagram, a timer), each
+    /// datagram with its arrival time.
+    Heartbeat,
+}
+
 /// Two nodes, a link, a clock. Node 0 and node 1 may start at different times.
 struct Net {
     now: Duration,
     nodes: [Option<Node>; 2],
-    /// (deliver at, to, bytes, over the clients' path)
-    in_flight: Vec<(Duration, usize, Vec<u8>, bool)>,
+    /// (deliver at, to, bytes, path)
+    in_flight: Vec<(Duration, usize, Vec<u8>, Path)>,
+    /// Each node's heartbeat socket: (arrival, bytes) not read yet.
+    heartbeat_socket: [Vec<(Duration, Vec<u8>)>; 2],
+    /// Heartbeats that arrived on each node's heartbeat socket.
+    heartbeats_arrived: [u64; 2],
+    /// Each node's wake-ups: sync-link datagrams delivered and own timers due.
+    wakes: [u64; 2],
     /// The sync link is cut (both directions); the clients' path stays up.
     cut: bool,
     /// The sync link drops what node i sends (one direction).
@@ -83,6 +102,9 @@ impl Net {
             now: Duration::ZERO,
             nodes: [None, None],
             in_flight: Vec::new(),
+            heartbeat_socket: [Vec::new(), Vec::new()],
+            heartbeats_arrived: [0, 0],
+            wakes: [0, 0],
             cut: false,
             cut_from: [false, false],
             beacons_delivered: [0, 0],
@@ -117,10 +139,15 @@ impl Net {
                 // The clients' path: no impairment, only death.
                 if !self.dead[i] {
                     self.in_flight
-                        .push((self.now + self.impair.delay, 1 - i, d, true));
+                        .push((self.now + self.impair.delay, 1 - i, d, Path::Beacon));
                 }
             }
-            while let Some(d) = n.poll_transmit() {
+            // Both take the sync link's impairments (it is the same wire).
+            let mut out: Vec<_> = std::iter::from_fn(|| n.poll_heartbeat())
+                .map(|d| (d, Path::Heartbeat))
+                .collect();
+            out.extend(std::iter::from_fn(|| n.poll_transmit()).map(|d| (d, Path::Sync)));
+            for (d, path) in out {
                 if self.dead[i] || self.cut || self.cut_from[i] || self.rng.chance(self.impair.drop)
                 {
                     continue;
@@ -139,7 +166,7 @@ impl Net {
                     let j = self.impair.jitter.as_micros() as u64;
                     let extra = if j > 0 { self.rng.next() % j } else { 0 };
                     let at = self.now + self.impair.delay + Duration::from_micros(extra);
-                    self.in_flight.push((at, 1 - i, d, false));
+                    self.in_flight.push((at, 1 - i, d, path));
                 }
             }
             while let Some(e) = n.poll_event() {
@@ -164,18 +191,28 @@ impl Net {
                 .cloned()
                 .collect();
             self.in_flight.retain(|p| p.0 > self.now);
-            for (at, to, d, beacon) in due {
+            for (at, to, d, path) in due {
                 if self.dead[to] {
                     continue;
                 }
                 if to == 1 {
                     self.last_arrival = Some(at);
                 }
+                if path == Path::Heartbeat {
+                    self.heartbeat_socket[to].push((at, d));
+                    self.heartbeats_arrived[to] += 1;
+                    self.last_delivery[to] = Some(at);
+                    continue;
+                }
                 if let Some(n) = self.nodes[to].as_mut() {
-                    if beacon {
+                    if path == Path::Beacon {
                         n.handle_beacon(&d, at);
                         self.beacons_delivered[to] += 1;
                     } else {
+                        self.wakes[to] += 1;
+                        for (arrived, h) in self.heartbeat_socket[to].drain(..) {
+                            n.handle_datagram_received(&h, arrived, at);
+                        }
                         n.handle_datagram(&d, at);
                         self.last_delivery[to] = Some(at);
                     }
@@ -189,7 +226,14 @@ impl Net {
                 if let Some(n) = self.nodes[i].as_mut() {
                     if n.poll_timeout().is_some_and(|t| t <= self.now) {
                         self.timer_wakes[i] += 1;
-                        n.handle_timeout(self.now);
+                        self.wakes[i] += 1;
+                        // What waited on the heartbeat socket first, as a driver reads it.
+                        for (arrived, h) in self.heartbeat_socket[i].drain(..) {
+                            n.handle_datagram_received(&h, arrived, self.now);
+                        }
+                        if n.poll_timeout().is_some_and(|t| t <= self.now) {
+                            n.handle_timeout(self.now);
+                        }
                     }
                 }
             }
@@ -957,6 +1001,109 @@ fn death_with_beacons_detected_as_fast_and_during_a_partition() {
         // A kill is not reported as a partition.
         assert_eq!(net.has(1, |e| *e == Event::SyncLost), during_partition);
     }
+}
+
+/// mcu's configuration: beacons, a backup heartbeating every 4th interval, the primary's
+/// heartbeats on their own path.
+fn heartbeat_path_cfg(id: u64, role: Role) -> Config {
+    let mut c = beacon_cfg(id, role);
+    c.backup_heartbeats_every = 4;
+    c.heartbeat_channel = true;
+    c
+}
+
+#[test]
+fn a_backup_reading_heartbeats_when_it_wakes_detects_as_fast_and_wakes_less() {
+    // Issue 10 point 9: a backup woken by each of its primary's heartbeats wakes 100 times a
+    // second; reading them from their own path when its detector's deadline (or anything
+    // else) wakes it, it wakes about 40 times, and detects a death as fast.
+    let mut net = Net::new(
+        Impair {
+            delay: Duration::from_micros(300),
+            jitter: Duration::from_micros(400),
+            ..Default::default()
+        },
+        31,
+    );
+    established_with(&mut net, heartbeat_path_cfg);
+    net.run_until(200 * MS);
+    assert_eq!(net.node(1).peer_state(), PeerState::Alive);
+    let (wakes, heartbeats) = (net.wakes[1], net.heartbeats_arrived[1]);
+    let heard_by_primary = net.node(0).stats().accepted;
+    net.run_until(1_200 * MS);
+    let heartbeats = net.heartbeats_arrived[1] - heartbeats;
+    let wakes = net.wakes[1] - wakes;
+    assert!(
+        (95..=105).contains(&heartbeats),
+        "{heartbeats} heartbeats arrived in 1 s"
+    );
+    assert!(
+        (30..=55).contains(&wakes),
+        "the backup woke {wakes} times in 1 s"
+    );
+    // Its own heartbeats ride on those wake-ups: between every 20 and 40 ms.
+    let heard = net.node(0).stats().accepted - heard_by_primary;
+    eprintln!(
+        "in 1 s: {heartbeats} heartbeats arrived, the backup woke {wakes} times, sent {heard}"
+    );
+    assert!((25..=50).contains(&heard), "primary heard {heard} in 1 s");
+    // Replication wakes it at once.
+    let now = net.now;
+    let i = net.node(0).replicate(Change::Counter(1), now).unwrap();
+    net.run_until(now + 2 * MS);
+    assert!(
+        net.node(0).is_committed(i),
+        "entry not acknowledged in 2 ms"
+    );
+    net.run_until(11_200 * MS);
+    assert!(
+        !net.has(0, |e| *e == Event::PeerDead) && !net.has(1, |e| *e == Event::PeerDead),
+        "a false failure"
+    );
+    assert_eq!(
+        net.node(1).stats().replayed,
+        0,
+        "heartbeats read late are no replays"
+    );
+    // kill -9: detected as fast as by a backup woken by every heartbeat.
+    net.dead[0] = true;
+    let killed = net.now;
+    net.run_until(killed + 200 * MS);
+    let dead_at = net.first(1, |e| *e == Event::PeerDead).expect("PeerDead");
+    let after = dead_at - killed;
+    assert!(
+        (19 * MS..=31 * MS).contains(&after),
+        "detected {after:?} after the kill"
+    );
+    assert_eq!(net.node(1).role(), Role::TakingOver);
+}
+
+#[test]
+fn a_lossy_link_with_the_heartbeat_path_is_never_taken_over() {
+    // 20 % loss on the sync link (the heartbeat path is the same wire) for 10 s, beacons
+    // arriving: no false failure on either side, and what is replicated arrives.
+    let mut net = Net::new(
+        Impair {
+            drop: 0.2,
+            delay: Duration::from_micros(300),
+            jitter: Duration::from_micros(400),
+            ..Default::default()
+        },
+        32,
+    );
+    established_with(&mut net, heartbeat_path_cfg);
+    for k in 0..100u64 {
+        let now = net.now;
+        net.node(0).replicate(Change::Counter(k), now).unwrap();
+        net.run_until(now + 100 * MS);
+    }
+    net.run_until(net.now + 200 * MS);
+    assert!(
+        !net.has(0, |e| *e == Event::PeerDead) && !net.has(1, |e| *e == Event::PeerDead),
+        "a false failure on a 20 % lossy link"
+    );
+    assert_eq!(net.node(1).role(), Role::Backup);
+    assert_eq!(applied_counters(&net), (0..100).collect::<Vec<_>>());
 }
 
 #[test]

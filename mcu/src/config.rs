@@ -308,6 +308,17 @@ impl FtConfig {
     pub fn beacon_port(&self) -> u16 {
         self.listen.port().wrapping_add(1)
     }
+
+    /// Where the peer's heartbeats arrive (see `ft_sync`'s "The heartbeat path"): our sync
+    /// address, port plus two.
+    pub fn heartbeat_listen(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.listen.ip(), self.listen.port().wrapping_add(2))
+    }
+
+    /// Where our heartbeats go: the peer's sync address, port plus two.
+    pub fn peer_heartbeat(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.peer.ip(), self.peer.port().wrapping_add(2))
+    }
 }
 
 /// Default `--sip-rate-limit`: a phone sends a handful of messages per call and a

@@ -550,6 +550,8 @@ pub fn events_after(log: &VecDeque<ApiEvent>, seq: u64) -> Vec<ApiEvent> {
 pub struct Hub {
     inner: Arc<Mutex<HubState>>,
     sockets: Arc<Semaphore>,
+    /// Told when a socket subscribes (the driver's idle sleep ends).
+    woken: Arc<tokio::sync::Notify>,
 }
 
 struct HubState {
@@ -568,6 +570,7 @@ impl Default for Hub {
                 recent: VecDeque::new(),
             })),
             sockets: Arc::new(Semaphore::new(MAX_SOCKETS)),
+            woken: Arc::new(tokio::sync::Notify::new()),
         }
     }
 }
@@ -597,6 +600,12 @@ impl Hub {
         }
     }
 
+    /// Returns once a socket subscribed ([`Hub::subscribe`]) since the last call returned (at
+    /// once if one did meanwhile).
+    pub async fn subscribed(&self) {
+        self.woken.notified().await
+    }
+
     /// Sockets subscribed now.
     pub fn subscribers(&self) -> usize {
         let st = self.inner.lock().unwrap();
@@ -613,6 +622,7 @@ impl Hub {
     pub fn subscribe(&self, now_unix_ms: u64) -> Option<(broadcast::Receiver<Utf8Bytes>, String)> {
         let st = self.inner.lock().unwrap();
         let rx = st.tx.as_ref()?.subscribe();
+        self.woken.notify_one();
         let snap = st.differ.snapshot();
         let hello = Message::Hello {
             rooms: snap.rooms.values().cloned().collect(),
@@ -656,17 +666,22 @@ pub fn spawn(shared: Shared) -> Driver {
         let mut every = tokio::time::interval(TICK);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         every.tick().await;
-        let mut last = tokio::time::Instant::now();
         loop {
-            every.tick().await;
-            // Nobody watching: the state is still followed (a socket's hello shows it, and
-            // the messages after it are diffs from it), once per IDLE_TICK instead of every
-            // TICK: reading and diffing every room view ten times a second cost ~12 % of the
-            // server's CPU at 50 calls (perf, scripts/bench-ft 50).
-            if shared.live.subscribers() == 0 && last.elapsed() < IDLE_TICK {
-                continue;
+            if shared.live.subscribers() == 0 {
+                // Nobody watching: the state is still followed (a socket's hello shows it,
+                // and the messages after it are diffs from it), once per IDLE_TICK instead
+                // of every TICK, and the task sleeps in between: reading and diffing every
+                // room view ten times a second cost ~12 % of the server's CPU at 50 calls
+                // (perf, scripts/bench-ft 50), and waking ten times a second for nothing
+                // was a tenth of a standing-by backup's wake-ups. A socket that subscribes
+                // wakes it at once.
+                tokio::select! {
+                    _ = tokio::time::sleep(IDLE_TICK) => {}
+                    _ = shared.live.subscribed() => {}
+                }
+            } else {
+                every.tick().await;
             }
-            last = tokio::time::Instant::now();
             tick(&shared);
         }
     });

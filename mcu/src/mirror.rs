@@ -30,7 +30,25 @@ pub struct SeenSource {
 
 /// A standing-by mirror reader wakes at most once per this interval (and reads everything
 /// queued meanwhile): the mirrored packets are dropped, nothing waits for them.
-const MIRROR_BATCH: Duration = Duration::from_millis(20);
+const MIRROR_BATCH: Duration = Duration::from_millis(100);
+
+/// At a takeover, the mirrored packets still queued that arrived at most this long ago go
+/// through to the sockets (the input of the end of the detection window, which the rooms
+/// mix late rather than never); older ones are dropped, as the standing-by reader would
+/// have dropped them.
+const TAKEOVER_BACKLOG: Duration = Duration::from_millis(20);
+
+/// Room in the mirror queue's socket between two reads: [`MIRROR_BATCH`] of a few thousand
+/// calls' packets.
+const MIRROR_SOCKET_BUFFER: usize = 16 << 20;
+
+/// Most mirrored packets read with one system call.
+const MIRROR_READ_BATCH: usize = 64;
+
+/// Bytes of each mirrored packet copied to the reader: the headers it looks at (IP, UDP, an
+/// RTP header) with room to spare; a longer packet (a large SIP message, say) is not looked at
+/// but still dropped or, after a takeover, accepted whole.
+const MIRROR_COPY_RANGE: u16 = 2048;
 
 /// Most (source, SSRC) streams followed on the WebRTC port; more are ignored.
 const MAX_SHADOW_STREAMS: usize = 16 * 1024;
@@ -53,6 +71,16 @@ impl MirrorReader {
     pub fn start(queue_num: u16, vip: Ipv4Addr, webrtc_port: Option<u16>) -> Result<Self> {
         let mut queue =
             PacketQueue::open(queue_num).with_context(|| format!("opening NFQUEUE {queue_num}"))?;
+        // A standing-by reader takes everything queued every [`MIRROR_BATCH`]: one system
+        // call per [`MIRROR_READ_BATCH`] packets, not one per packet.
+        queue
+            .set_read_batch(MIRROR_READ_BATCH, MIRROR_COPY_RANGE)
+            .context("batched reads of the mirror queue")?;
+        if let Err(e) = queue.set_receive_buffer(MIRROR_SOCKET_BUFFER) {
+            tracing::warn!("mirror queue: socket buffer: {e}: packets may be lost between reads");
+        }
+        // Each packet's arrival time, for the takeover's backlog.
+        let timestamps = timestamping_socket();
         let accept = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let packets = Arc::new(AtomicU64::new(0));
@@ -68,7 +96,8 @@ impl MirrorReader {
         let thread = std::thread::Builder::new()
             .name("ft-mirror".into())
             .spawn(move || {
-                let handle = |queue: &mut PacketQueue, pkt: QueuedPacket| {
+                let _timestamps = timestamps;
+                let observe = |pkt: &QueuedPacket| {
                     p.fetch_add(1, Ordering::Relaxed);
                     if let Ok(flow) = pkt.flow() {
                         if flow.protocol == Protocol::Udp
@@ -87,19 +116,16 @@ impl MirrorReader {
                             );
                         }
                     }
-                    let verdict = if a.load(Ordering::Relaxed) {
-                        queue.accept(pkt)
-                    } else {
-                        queue.drop_packet(pkt)
-                    };
-                    if let Err(e) = verdict {
+                };
+                let warn = |r: Result<(), netfilter_shim::Error>| {
+                    if let Err(e) = r {
                         tracing::warn!("mirror queue verdict: {e}");
                     }
                 };
                 // Blocking reads (the nfq crate has no pollable socket; a timed wait would
                 // poll every millisecond): a stopped reader stays parked until the next
                 // packet, which only comes while the queue rule exists.
-                while !s.load(Ordering::Relaxed) {
+                'packets: while !s.load(Ordering::Relaxed) {
                     let pkt = match queue.recv() {
                         Ok(pkt) => pkt,
                         Err(e) => {
@@ -108,17 +134,41 @@ impl MirrorReader {
                             continue;
                         }
                     };
-                    handle(&mut queue, pkt);
-                    if !a.load(Ordering::Relaxed) {
-                        // Standing by: every packet is dropped anyway, so read them in
-                        // batches, one wake-up per [`MIRROR_BATCH`] instead of one per
-                        // packet (the backup's largest fixed cost; a takeover unparks the
-                        // thread and it lets each packet through as it comes).
-                        while let Ok(Some(pkt)) = queue.try_recv() {
-                            handle(&mut queue, pkt);
-                        }
-                        std::thread::park_timeout(MIRROR_BATCH);
+                    observe(&pkt);
+                    if a.load(Ordering::Relaxed) {
+                        // Serving: through to the sockets, unless it waited in the queue
+                        // since before the end of the detection window.
+                        let stale = pkt
+                            .timestamp()
+                            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+                            .is_some_and(|age| age > TAKEOVER_BACKLOG);
+                        warn(if stale {
+                            queue.drop_packet(pkt)
+                        } else {
+                            queue.accept(pkt)
+                        });
+                        continue;
                     }
+                    // Standing by: every packet is dropped anyway, so read them in batches,
+                    // one wake-up per [`MIRROR_BATCH`] instead of one per packet, and drop
+                    // each batch with one verdict (the backup's largest cost; a takeover
+                    // unparks the thread, and it lets through what is queued, as young as
+                    // [`TAKEOVER_BACKLOG`], then each packet as it comes).
+                    let mut last = pkt.id();
+                    while let Ok(Some(pkt)) = queue.try_recv() {
+                        observe(&pkt);
+                        if a.load(Ordering::Relaxed) {
+                            // The takeover began during the batch: what was read before it
+                            // is dropped, this packet goes through (it was queued last: the
+                            // newest), and so does what follows, as the serving reader says.
+                            warn(queue.drop_through(last));
+                            warn(queue.accept(pkt));
+                            continue 'packets;
+                        }
+                        last = pkt.id();
+                    }
+                    warn(queue.drop_through(last));
+                    std::thread::park_timeout(MIRROR_BATCH);
                 }
             })
             .context("spawning the mirror reader")?;
@@ -177,7 +227,7 @@ pub struct BeaconQueue {
     queue: PacketQueue,
     vip: Ipv4Addr,
     port: u16,
-    _timestamps: std::net::UdpSocket,
+    _timestamps: Option<std::net::UdpSocket>,
     /// Whether the first beacon had a kernel timestamp was logged.
     told: bool,
 }
@@ -185,36 +235,17 @@ pub struct BeaconQueue {
 impl BeaconQueue {
     /// Open queue `queue_num` for the beacons from `vip` to UDP port `port`.
     pub fn open(queue_num: u16, vip: Ipv4Addr, port: u16) -> Result<Self> {
-        let queue =
+        let mut queue =
             PacketQueue::open(queue_num).with_context(|| format!("opening NFQUEUE {queue_num}"))?;
-        let ts = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-            .context("binding the timestamping socket")?;
-        {
-            use std::os::fd::AsRawFd;
-            let on: libc::c_int = 1;
-            // SAFETY: setsockopt on a socket we own, with a pointer to a c_int that lives
-            // across the call and its size.
-            let r = unsafe {
-                libc::setsockopt(
-                    ts.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_TIMESTAMPNS,
-                    (&on as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if r != 0 {
-                tracing::warn!(
-                    "SO_TIMESTAMPNS: {}: beacons are timed when read",
-                    std::io::Error::last_os_error()
-                );
-            }
-        }
+        // The beacons that arrived since the last wake-up (two or three), with one read.
+        queue
+            .set_read_batch(16, 512)
+            .context("batched reads of the beacon queue")?;
         Ok(BeaconQueue {
             queue,
             vip,
             port,
-            _timestamps: ts,
+            _timestamps: timestamping_socket(),
             told: false,
         })
     }
@@ -222,15 +253,18 @@ impl BeaconQueue {
 
 impl crate::sync_link::BeaconSource for BeaconQueue {
     fn drain(&mut self, f: &mut dyn FnMut(&[u8], Duration)) {
+        // Every packet read is dropped, with one verdict once the queue is empty.
+        let mut last = None;
         loop {
             let pkt = match self.queue.try_recv() {
                 Ok(Some(pkt)) => pkt,
-                Ok(None) => return,
+                Ok(None) => break,
                 Err(e) => {
                     tracing::warn!("beacon queue: {e}");
-                    return;
+                    break;
                 }
             };
+            last = Some(pkt.id());
             if let Ok(flow) = pkt.flow() {
                 if flow.protocol == Protocol::Udp
                     && *flow.src.ip() == self.vip
@@ -250,9 +284,32 @@ impl crate::sync_link::BeaconSource for BeaconQueue {
                     f(&pkt.bytes()[flow.payload_offset..], age);
                 }
             }
-            if let Err(e) = self.queue.drop_packet(pkt) {
+        }
+        if let Some(last) = last {
+            if let Err(e) = self.queue.drop_through(last) {
                 tracing::warn!("beacon queue verdict: {e}");
             }
+        }
+    }
+}
+
+/// A socket that asks for receive timestamps (`SO_TIMESTAMPNS`): while one exists, the kernel
+/// stamps every packet it receives, and a queued packet carries its arrival time (nothing is
+/// ever read from the socket itself). `None` (logged) when that cannot be had: packets are
+/// then timed when read.
+fn timestamping_socket() -> Option<std::net::UdpSocket> {
+    let stamped = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(anyhow::Error::from)
+        .and_then(|s| {
+            nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::ReceiveTimestampns, &true)
+                .map(|()| s)
+                .map_err(anyhow::Error::from)
+        });
+    match stamped {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("SO_TIMESTAMPNS: {e}: queued packets are timed when read");
+            None
         }
     }
 }

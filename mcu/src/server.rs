@@ -215,16 +215,35 @@ struct Server {
     leave_at: Option<Instant>,
     /// A takeover started by the primary's handover (planned), not by a failure.
     planned_takeover: bool,
-    /// Backup: G.711 resamplers to keep built ahead ([`prewarm`]); 0 once serving.
-    prewarm_wanted: Arc<std::sync::atomic::AtomicUsize>,
+    /// Backup: G.711 resamplers to keep built ahead ([`prewarm`]).
+    prewarm: Prewarm,
+}
+
+/// Backup: how many G.711 resamplers the [`prewarm`] thread keeps built, and the thread.
+#[derive(Default)]
+struct Prewarm {
+    wanted: Arc<std::sync::atomic::AtomicUsize>,
+    thread: Option<std::thread::Thread>,
+}
+
+impl Prewarm {
+    /// Keep `n` built (`usize::MAX`: the node serves, the thread ends). The thread is woken
+    /// only when the figure changes: a standing-by backup costs nothing when idle.
+    fn want(&self, n: usize) {
+        if self.wanted.swap(n, std::sync::atomic::Ordering::Relaxed) != n {
+            if let Some(t) = &self.thread {
+                t.unpark();
+            }
+        }
+    }
 }
 
 /// Backup: keep as many fresh G.711 resamplers built (`mixer::prewarm_g711`) as the
 /// replicated calls will need at a takeover (`wanted`, updated by the server task), on a
 /// low-priority thread: building them at the takeover would delay the promoted rooms' first
 /// packets by tens of milliseconds at a few hundred calls. Stops when `wanted` is
-/// `usize::MAX` (the node serves).
-fn prewarm(wanted: Arc<std::sync::atomic::AtomicUsize>) {
+/// `usize::MAX` (the node serves). It sleeps until [`Prewarm::want`] changes the figure.
+fn prewarm(wanted: Arc<std::sync::atomic::AtomicUsize>) -> Option<std::thread::Thread> {
     let spawned = std::thread::Builder::new()
         .name("prewarm".into())
         .spawn(move || {
@@ -239,11 +258,15 @@ fn prewarm(wanted: Arc<std::sync::atomic::AtomicUsize>) {
                     tracing::warn!("building G.711 resamplers ahead: {e}");
                     return;
                 }
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::park();
             }
         });
-    if let Err(e) = spawned {
-        tracing::warn!("prewarm thread: {e}");
+    match spawned {
+        Ok(t) => Some(t.thread().clone()),
+        Err(e) => {
+            tracing::warn!("prewarm thread: {e}");
+            None
+        }
     }
 }
 
@@ -432,10 +455,10 @@ pub async fn run_with_ft(
         switching: None,
         leave_at: None,
         planned_takeover: false,
-        prewarm_wanted: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        prewarm: Prewarm::default(),
     };
     if role == Role::Backup {
-        prewarm(s.prewarm_wanted.clone());
+        s.prewarm.thread = prewarm(s.prewarm.wanted.clone());
     }
     let pending: VecDeque<_> =
         s.hs.as_mut()
@@ -1482,8 +1505,7 @@ impl Server {
     /// The primary is dead (or handed over): claim the service address, take its clock,
     /// serve its calls.
     fn takeover(&mut self) {
-        self.prewarm_wanted
-            .store(usize::MAX, std::sync::atomic::Ordering::Relaxed);
+        self.prewarm.want(usize::MAX);
         let Some(hs) = self.hs.as_mut() else { return };
         self.planned_takeover = self.core.handover_tick().is_some();
         if self.planned_takeover {
@@ -1577,8 +1599,7 @@ impl Server {
                     })
                 })
                 .count();
-            self.prewarm_wanted
-                .store(g711 + PREWARM_SPARE, std::sync::atomic::Ordering::Relaxed);
+            self.prewarm.want(g711 + PREWARM_SPARE);
             r.committed = link.applied;
             r.next = link.applied + 1;
             r.unacked = 0;

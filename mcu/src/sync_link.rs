@@ -116,8 +116,9 @@ pub struct SyncLink<T> {
 }
 
 /// Where a backup's sync thread reads the primary's client-path beacons
-/// ([`SyncLink::set_beacon_source`]). The thread drains it each time it wakes anyway (the
-/// primary's heartbeats and its own timers: every heartbeat interval), so beacons cost no
+/// ([`SyncLink::set_beacon_source`]). The thread drains it each time it wakes anyway (its
+/// own timers and the failure detector's deadline: about every two heartbeat intervals on a
+/// standing-by backup, see [`HeartbeatPath`]), so beacons cost no
 /// wake-up and no thread of their own; each one is handed to the node with the time it
 /// arrived, so reading it up to an interval late delays no failure detection.
 pub trait BeaconSource: Send {
@@ -133,6 +134,19 @@ pub struct BeaconOut {
     /// Bound to VIP:port.
     pub sock: UdpSocket,
     /// The peer's client-segment address and beacon port.
+    pub to: SocketAddr,
+}
+
+/// Heartbeats on a path of their own ([`ft_sync::Config::heartbeat_channel`]): a socket next
+/// to the sync socket that the thread does not wait on. It reads it whenever it wakes anyway
+/// (its own timers, among them a backup's failure detector's deadline; a replicated entry or
+/// an acknowledgement), each datagram with its kernel arrival time (`SO_TIMESTAMPNS`): a
+/// standing-by backup is not woken by every heartbeat of its primary and detects its death
+/// as fast, and a primary reads its backup's heartbeats at its own heartbeat timer.
+pub struct HeartbeatPath {
+    /// Where the peer's heartbeats arrive (the sync port + 2 in mcu).
+    pub sock: UdpSocket,
+    /// Where this node's heartbeats go: the peer's heartbeat socket.
     pub to: SocketAddr,
 }
 
@@ -157,6 +171,41 @@ fn wait_readable(sock: &UdpSocket, wait: Duration) {
     };
     // SAFETY: one valid pollfd for the call's duration, a valid timespec, no signal mask.
     unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+}
+
+/// Ask the kernel to stamp every datagram `sock` receives with its arrival time.
+fn receive_timestamps(sock: &UdpSocket) {
+    if let Err(e) =
+        nix::sys::socket::setsockopt(sock, nix::sys::socket::sockopt::ReceiveTimestampns, &true)
+    {
+        tracing::warn!("sync link: SO_TIMESTAMPNS on the heartbeat socket: {e}: heartbeats count from when they are read");
+    }
+}
+
+/// The next datagram waiting on `sock` (non-blocking) into `buf`: its length and how long
+/// ago it arrived (zero when the kernel did not say).
+/// `cmsg` is the control-message buffer (`nix::cmsg_space!(TimeSpec)`), kept by the caller.
+fn recv_stamped(sock: &UdpSocket, buf: &mut [u8], cmsg: &mut [u8]) -> Option<(usize, Duration)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(cmsg),
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .ok()?;
+    let mut age = Duration::ZERO;
+    for c in msg.cmsgs().into_iter().flatten() {
+        if let ControlMessageOwned::ScmTimestampns(ts) = c {
+            let at = std::time::UNIX_EPOCH + Duration::from(ts);
+            age = std::time::SystemTime::now()
+                .duration_since(at)
+                .unwrap_or_default();
+        }
+    }
+    Some((msg.bytes, age))
 }
 
 /// Longest sleep of the thread (also bounds how late a stop is seen without a wake).
@@ -201,17 +250,21 @@ impl<T: Item + Send + 'static> SyncLink<T> {
 
     /// [`SyncLink::start`] on a socket bound by the caller (tests bind port 0 first).
     pub fn start_with_socket(sock: UdpSocket, peer: SocketAddr, node: Node<T>) -> Result<Self> {
-        Self::start_with_beacons(sock, peer, node, None)
+        Self::start_with_paths(sock, peer, node, None, None)
     }
 
-    /// [`SyncLink::start_with_socket`] with a client path for beacons: as primary the thread
-    /// sends the node's beacons on `beacons`; as backup it hands the node what the source
-    /// given to [`SyncLink::set_beacon_source`] yields.
-    pub fn start_with_beacons(
+    /// [`SyncLink::start_with_socket`] with a client path for beacons and a heartbeat path.
+    /// Beacons: as primary the thread sends the node's beacons on `beacons`; as backup it
+    /// hands the node what the source given to [`SyncLink::set_beacon_source`] yields.
+    /// Heartbeats: the node's [`ft_sync::Node::poll_heartbeat`] go to the peer's heartbeat
+    /// socket, and this node's is read as [`HeartbeatPath`] says (without one, they go to the
+    /// peer's sync socket).
+    pub fn start_with_paths(
         sock: UdpSocket,
         peer: SocketAddr,
         node: Node<T>,
         beacons: Option<BeaconOut>,
+        heartbeats: Option<HeartbeatPath>,
     ) -> Result<Self> {
         let origin = Instant::now();
         let local = sock.local_addr().context("sync link address")?;
@@ -242,6 +295,7 @@ impl<T: Item + Send + 'static> SyncLink<T> {
             beacon_sources: beacon_source_rx,
             beacon_in: None,
             beacon_out: beacons,
+            heartbeats,
             wake_pending: waker.pending.clone(),
             commands: command_rx,
             events: event_tx,
@@ -357,6 +411,7 @@ struct Driver<T> {
     beacon_sources: mpsc::Receiver<Box<dyn BeaconSource>>,
     beacon_in: Option<Box<dyn BeaconSource>>,
     beacon_out: Option<BeaconOut>,
+    heartbeats: Option<HeartbeatPath>,
     wake_pending: Arc<AtomicBool>,
     commands: mpsc::Receiver<SyncCommand<T>>,
     events: tokio::sync::mpsc::UnboundedSender<SyncEvent<T>>,
@@ -376,10 +431,14 @@ impl<T: Item> Driver<T> {
 
     fn run(&mut self) {
         let mut buf = vec![0u8; 65536];
+        let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
         // Non-blocking reads after a high-resolution wait: a socket receive timeout
         // (SO_RCVTIMEO) sleeps in scheduler ticks (4 ms at HZ=250: a 10 ms heartbeat came
         // every 15-16 ms, leaving a 30 ms detector no margin); ppoll's timeout is an hrtimer.
         let _ = self.sock.set_nonblocking(true);
+        if let Some(h) = &self.heartbeats {
+            receive_timestamps(&h.sock);
+        }
         // What the node queued at creation (its first Hello).
         self.flush();
         while !self.stop.load(Ordering::Acquire) {
@@ -388,7 +447,20 @@ impl<T: Item> Driver<T> {
                 .poll_timeout()
                 .map_or(MAX_WAIT, |t| t.saturating_sub(self.now()))
                 .min(MAX_WAIT);
+            // Not on the heartbeat socket: it is read when something else wakes the thread
+            // (see [`HeartbeatPath`]).
             wait_readable(&self.sock, wait);
+            // The heartbeat path first: they mostly arrived before what wakes us.
+            if let Some(h) = &self.heartbeats {
+                for _ in 0..MAX_READS {
+                    let Some((len, age)) = recv_stamped(&h.sock, &mut buf, &mut cmsg) else {
+                        break;
+                    };
+                    let now = self.now();
+                    self.node
+                        .handle_datagram_received(&buf[..len], now.saturating_sub(age), now);
+                }
+            }
             // Everything that arrived (bounded, so the timers still run under a flood).
             for _ in 0..MAX_READS {
                 let got = self.sock.recv_from(&mut buf);
@@ -505,6 +577,10 @@ impl<T: Item> Driver<T> {
     fn flush(&mut self) {
         while let Some(d) = self.node.poll_transmit() {
             let _ = self.sock.send_to(&d, self.peer);
+        }
+        while let Some(d) = self.node.poll_heartbeat() {
+            let to = self.heartbeats.as_ref().map_or(self.peer, |h| h.to);
+            let _ = self.sock.send_to(&d, to);
         }
         while let Some(d) = self.node.poll_beacon() {
             if let Some(b) = &self.beacon_out {

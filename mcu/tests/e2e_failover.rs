@@ -83,6 +83,8 @@ const SPEECH_DBFS: f64 = -40.0;
 /// The sync link's port on both nodes (`common::ft_node_args`: `--ft-listen` and
 /// `--ft-peer` on `:7000`).
 const SYNC_PORT: u16 = 7000;
+/// The port of the primary's heartbeats (the sync port + 2): the same link, the same fault.
+const HEARTBEAT_PORT: u16 = SYNC_PORT + 2;
 
 fn now_unix() -> f64 {
     SystemTime::now()
@@ -307,7 +309,7 @@ enum LinkDrop {
 }
 
 /// A fault of the sync link in one node's namespace: iptables rules dropping UDP to the sync
-/// port (all of it, or a random share, see [`LinkDrop`]) on INPUT from the wire (`-i eth0`:
+/// and heartbeat ports (all of it, or a random share, see [`LinkDrop`]) on INPUT from the wire (`-i eth0`:
 /// the peer's datagrams) and OUTPUT to the wire (`-o eth0`: this node's), so both directions
 /// suffer; the node's own loopback traffic to its sync socket (its thread's waker) is not the
 /// link. Tagged with the comment [`SyncLinkFault::TAG`] and removed by that spec in
@@ -328,7 +330,8 @@ impl<'a> SyncLinkFault<'a> {
         let mut rule: Vec<String> = ["iptables", "-w", op, chain, dir, "eth0", "-p", "udp"]
             .map(String::from)
             .to_vec();
-        rule.extend(["--dport".into(), SYNC_PORT.to_string()]);
+        rule.extend(["-m", "multiport", "--dports"].map(String::from));
+        rule.push(format!("{SYNC_PORT},{HEARTBEAT_PORT}"));
         if let LinkDrop::Random(p) = self.drop {
             rule.extend(["-m", "statistic", "--mode", "random", "--probability"].map(String::from));
             rule.push(format!("{p}"));
@@ -935,7 +938,7 @@ fn fault_sync_link(
     let start = now_unix();
     let fault = SyncLinkFault::start(bed, "backup", plan.drop);
     eprintln!(
-        "FAILOVER sync link {} at {start:.3} for {:?} (UDP port {SYNC_PORT}, both directions, \
+        "FAILOVER sync link {} at {start:.3} for {:?} (UDP ports {SYNC_PORT} and {HEARTBEAT_PORT}, both directions, \
          in the backup's namespace)",
         match plan.drop {
             LinkDrop::All => "cut".to_string(),

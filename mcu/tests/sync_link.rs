@@ -384,7 +384,7 @@ fn partitionable() -> Partitionable {
     pc.client_path_beacons = true;
     let mut bc = config(2, Role::Backup, Duration::from_millis(10));
     bc.client_path_beacons = true;
-    let primary = SyncLink::start_with_beacons(
+    let primary = SyncLink::start_with_paths(
         ps,
         raa,
         Node::new(pc, Duration::ZERO),
@@ -392,10 +392,11 @@ fn partitionable() -> Partitionable {
             sock: UdpSocket::bind("127.0.0.1:0").unwrap(),
             to: clients_addr,
         }),
+        None,
     )
     .unwrap();
     let backup =
-        SyncLink::start_with_beacons(bs, rba, Node::new(bc, Duration::ZERO), None).unwrap();
+        SyncLink::start_with_paths(bs, rba, Node::new(bc, Duration::ZERO), None, None).unwrap();
     let beacons_on = Arc::new(AtomicBool::new(true));
     let forwarded = Arc::new(AtomicU64::new(0));
     clients.set_nonblocking(true).unwrap();
@@ -513,4 +514,108 @@ async fn heartbeats_leave_on_their_10ms_schedule() {
         "{} datagrams in 1 s: {gaps:?}",
         arrivals.len()
     );
+}
+
+/// Forwards every datagram arriving on `from` to `dst` from `from` itself, counting them,
+/// unless `cut` is set (then they are dropped).
+fn relay(
+    from: UdpSocket,
+    dst: SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    n: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while let Ok(len) = from.recv(&mut buf) {
+            if !cut.load(Ordering::Relaxed) {
+                n.fetch_add(1, Ordering::Relaxed);
+                let _ = from.send_to(&buf[..len], dst);
+            }
+        }
+    });
+}
+
+#[tokio::test]
+async fn the_primarys_heartbeats_on_their_own_path_keep_the_backup_protected() {
+    // mcu's configuration (issue 10 point 9): the primary's heartbeats go to the backup's
+    // heartbeat socket, through a relay this test can cut, and the backup reads them only
+    // when it wakes anyway. They are what keeps it from taking over: with entries still
+    // flowing on the sync socket, cutting the heartbeat path alone is a death once the
+    // entries stop.
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::Arc;
+    let (ps, pa) = bind();
+    let (bs, ba) = bind();
+    let (phb, phb_addr) = bind();
+    let (bhb, bhb_addr) = bind();
+    let (relay_sock, relay_addr) = bind();
+    let cut = Arc::new(AtomicBool::new(false));
+    let relayed = Arc::new(AtomicU64::new(0));
+    relay(relay_sock, bhb_addr, cut.clone(), relayed.clone());
+    let cfg = |id, role| {
+        let mut c = config(id, role, Duration::from_millis(10));
+        c.backup_heartbeats_every = 4;
+        c.primary_patience = 3;
+        c.heartbeat_channel = true;
+        c
+    };
+    let path = |sock, to| Some(mcu::sync_link::HeartbeatPath { sock, to });
+    let mut primary = SyncLink::start_with_paths(
+        ps,
+        ba,
+        Node::new(cfg(1, Role::Primary), Duration::ZERO),
+        None,
+        path(phb, relay_addr),
+    )
+    .unwrap();
+    let mut backup = SyncLink::start_with_paths(
+        bs,
+        pa,
+        Node::new(cfg(2, Role::Backup), Duration::ZERO),
+        None,
+        path(bhb, phb_addr),
+    )
+    .unwrap();
+    until(&mut primary, "SnapshotNeeded", |e| {
+        matches!(e, SyncEvent::Node(Event::SnapshotNeeded))
+    })
+    .await;
+    primary.send(SyncCommand::Snapshot {
+        seq: 1,
+        items: vec![Change::Header { version: 1 }],
+    });
+    until(&mut primary, "Committed 1", committed(1)).await;
+    // A second of nothing but heartbeats: all through the relay, no failure either side.
+    let before = relayed.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let heartbeats = relayed.load(Ordering::SeqCst) - before;
+    assert!(
+        (80..=110).contains(&heartbeats),
+        "{heartbeats} heartbeats in 1 s on the heartbeat path"
+    );
+    for link in [&mut primary, &mut backup] {
+        while let Some(e) = link.try_recv() {
+            assert!(
+                !matches!(e, SyncEvent::Node(Event::PeerDead | Event::RoleChanged(_))),
+                "{e:?} while the primary heartbeats"
+            );
+        }
+    }
+    assert_eq!(backup.status().peer, PeerState::Alive);
+    assert_eq!(backup.status().dropped, 0, "{:?}", backup.status());
+    // Replication still wakes the backup at once.
+    let sent = Instant::now();
+    primary.send(SyncCommand::Replicate {
+        seq: 2,
+        item: Change::Call { id: 7 },
+    });
+    until(&mut primary, "Committed 2", committed(2)).await;
+    eprintln!("committed after {:?}", sent.elapsed());
+    // Only the heartbeat path is cut: with nothing else from the primary, that is a death.
+    cut.store(true, Ordering::SeqCst);
+    until(&mut backup, "TakingOver", |e| {
+        matches!(e, SyncEvent::Node(Event::RoleChanged(Role::TakingOver)))
+    })
+    .await;
+    drop(primary);
 }

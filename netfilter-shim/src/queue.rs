@@ -97,6 +97,12 @@ impl QueuedPacket {
         }
     }
 
+    /// The kernel's id of the packet in its queue (ids grow in queueing order), for
+    /// [`PacketQueue::drop_through`].
+    pub fn id(&self) -> u32 {
+        self.msg.get_packet_id()
+    }
+
     /// When the kernel queued it, if it said.
     pub fn timestamp(&self) -> Option<std::time::SystemTime> {
         self.msg.get_timestamp()
@@ -112,6 +118,26 @@ impl PacketQueue {
         // when it is full the kernel drops (no fail-open: the backup must not answer).
         inner.set_queue_max_len(num, 8192).map_err(Error::Queue)?;
         Ok(PacketQueue { inner, num })
+    }
+
+    /// Read up to `max` packets with one system call (`recvmmsg`) whenever the previous read
+    /// is used up, each copied up to `copy_range` bytes: a reader that takes everything
+    /// queued (the standing-by backup) pays one system call per batch instead of one per
+    /// packet. A packet longer than `copy_range` is truncated in what the reader sees (its
+    /// [`QueuedPacket::flow`] fails); its verdict still applies to the whole packet.
+    pub fn set_read_batch(&mut self, max: usize, copy_range: u16) -> Result<(), Error> {
+        self.inner
+            .set_copy_range(self.num, copy_range)
+            .map_err(Error::Queue)?;
+        self.inner.set_recv_batch(max);
+        Ok(())
+    }
+
+    /// Room for `bytes` of queued packets in the socket between reads (the kernel's default
+    /// holds a few hundred small packets; what does not fit is dropped). Beyond
+    /// `net.core.rmem_max` only with CAP_NET_ADMIN.
+    pub fn set_receive_buffer(&mut self, bytes: usize) -> Result<(), Error> {
+        self.inner.set_recv_buffer_size(bytes).map_err(Error::Queue)
     }
 
     /// The queue number.
@@ -161,6 +187,24 @@ impl PacketQueue {
     /// Verdict ACCEPT: the packet continues through the kernel.
     pub fn accept(&mut self, packet: QueuedPacket) -> Result<(), Error> {
         self.verdict(packet, nfq::Verdict::Accept)
+    }
+
+    /// Verdict DROP for every packet queued up to and including the one with id `id`
+    /// ([`QueuedPacket::id`]) with one netlink message: a reader that drops everything it
+    /// reads gives the verdict once per batch instead of once per packet. The
+    /// [`QueuedPacket`]s read for those packets need no verdict of their own (drop them).
+    /// Packets queued after `id` stay queued.
+    pub fn drop_through(&mut self, id: u32) -> Result<(), Error> {
+        self.inner
+            .verdict_batch(self.num, id, nfq::Verdict::Drop)
+            .map_err(Error::Queue)
+    }
+
+    /// [`PacketQueue::drop_through`] with verdict ACCEPT.
+    pub fn accept_through(&mut self, id: u32) -> Result<(), Error> {
+        self.inner
+            .verdict_batch(self.num, id, nfq::Verdict::Accept)
+            .map_err(Error::Queue)
     }
 
     fn verdict(&mut self, mut packet: QueuedPacket, v: nfq::Verdict) -> Result<(), Error> {

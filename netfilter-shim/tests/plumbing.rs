@@ -182,6 +182,72 @@ fn backup_nfqueue_reader_sees_packets_and_drop_keeps_its_kernel_silent() {
     tb.run_in("backup", move || rule.remove().unwrap());
 }
 
+/// One batch verdict covers every packet read up to the id it names, and only those: held
+/// until then (nothing reaches the backup's socket), delivered in order by ACCEPT, a later
+/// packet left queued for its own verdict; DROP through that one leaves the kernel silent.
+#[test]
+fn batch_verdicts_cover_the_packets_read_up_to_an_id() {
+    prerequisites();
+    let tb = Testbed::up("us-nfqb", 1);
+    pair(&tb);
+    let rule = tb.run_in("backup", || {
+        Instance::new("backup")
+            .unwrap()
+            .install_queue(&QueueRule::backup(VIP, 11))
+            .unwrap()
+    });
+    let mut queue = tb.run_in("backup", || PacketQueue::open(11).unwrap());
+    let _primary = tb.udp("primary", "0.0.0.0:5004");
+    let backup_sock = tb.udp("backup", "0.0.0.0:5004");
+    warm_arp(&tb);
+    let unreach_before = tb.icmp_out_dest_unreachs("backup");
+    let client = client_to(&tb, PORT);
+    // Reads the next packet for PORT (the warm-up ping's copies are dropped one by one).
+    let next = |queue: &mut PacketQueue| loop {
+        let p = queue
+            .recv_timeout(Duration::from_secs(2))
+            .unwrap()
+            .expect("a queued packet");
+        if p.flow().is_ok_and(|f| f.dst.port() == PORT) {
+            return p;
+        }
+        queue.drop_packet(p).unwrap();
+    };
+    let mut ids = Vec::new();
+    for i in 0..20u8 {
+        client.send(&[b'B', i]).unwrap();
+        let p = next(&mut queue);
+        assert_eq!(p.payload(), [b'B', i]);
+        ids.push(p.id());
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids grow: {ids:?}");
+    client.send(b"L").unwrap();
+    let late = next(&mut queue);
+    assert_eq!(late.payload(), b"L");
+    assert!(
+        collect(&backup_sock, 1, Duration::from_millis(200)).is_empty(),
+        "packets read without a verdict are held"
+    );
+    queue.accept_through(ids[19]).unwrap();
+    let expect: Vec<Vec<u8>> = (0..20u8).map(|i| vec![b'B', i]).collect();
+    assert_eq!(
+        collect(&backup_sock, 21, Duration::from_millis(500)),
+        expect,
+        "one ACCEPT through the 20th delivers the 20, in order, and not the later one"
+    );
+    queue.drop_through(late.id()).unwrap();
+    assert!(
+        collect(&backup_sock, 1, Duration::from_millis(300)).is_empty(),
+        "DROP through the later one discards it"
+    );
+    assert_eq!(tb.icmp_out_dest_unreachs("backup"), unreach_before);
+    assert!(
+        queue.try_recv().unwrap().is_none(),
+        "nothing else was queued"
+    );
+    tb.run_in("backup", move || rule.remove().unwrap());
+}
+
 /// Six rounds (alternating the takeover order) of: primary serves (client resolved to it, copies queued and dropped on the
 /// backup), the primary's link dies, the backup removes its queue rule and claims the VIP.
 /// Measures the time from the start of the takeover to the first client packet received on
@@ -528,17 +594,31 @@ fn addresses_over_netlink_are_idempotent_and_standby_does_not_arp() {
 /// the issue's budget (backup CPU <= 10% of the primary's). Prints the figure.
 #[test]
 fn nfqueue_reader_cost_per_packet() {
+    reader_cost("us-cost", 9, false);
+}
+
+/// [`nfqueue_reader_cost_per_packet`] reading up to 64 packets per system call and giving
+/// one DROP verdict per batch (the standing-by mirror reader's way). Prints the figure.
+#[test]
+fn nfqueue_reader_cost_per_packet_with_batch_verdicts() {
+    reader_cost("us-costb", 10, true);
+}
+
+fn reader_cost(prefix: &str, queue_num: u16, batch: bool) {
     prerequisites();
     const N: usize = 5000;
-    let tb = Testbed::up("us-cost", 1);
+    let tb = Testbed::up(prefix, 1);
     pair(&tb);
-    let rule = tb.run_in("backup", || {
+    let rule = tb.run_in("backup", move || {
         Instance::new("backup")
             .unwrap()
-            .install_queue(&QueueRule::backup(VIP, 9))
+            .install_queue(&QueueRule::backup(VIP, queue_num))
             .unwrap()
     });
-    let mut queue = tb.run_in("backup", || PacketQueue::open(9).unwrap());
+    let mut queue = tb.run_in("backup", move || PacketQueue::open(queue_num).unwrap());
+    if batch {
+        queue.set_read_batch(64, 2048).unwrap();
+    }
     let _primary = tb.udp("primary", "0.0.0.0:5004"); // else the primary answers ICMP
     warm_arp(&tb);
     while let Some(p) = queue.try_recv().unwrap() {
@@ -552,9 +632,24 @@ fn nfqueue_reader_cost_per_packet() {
             let flow = p.flow().unwrap();
             bytes += p.bytes().len();
             assert_eq!(flow.dst.port(), PORT);
-            queue.drop_packet(p).unwrap();
+            if batch {
+                let mut last = p.id();
+                // Then everything already queued, and one verdict for all of it.
+                while let Some(p) = queue.try_recv().unwrap() {
+                    bytes += p.bytes().len();
+                    assert_eq!(p.flow().unwrap().dst.port(), PORT);
+                    last = p.id();
+                    seen += 1;
+                }
+                queue.drop_through(last).unwrap();
+                // Pace like the standing-by mirror reader (every 20 ms there): a batch of
+                // about 50 packets per read here.
+                std::thread::sleep(Duration::from_millis(5));
+            } else {
+                queue.drop_packet(p).unwrap();
+            }
             seen += 1;
-            if seen == N {
+            if seen >= N {
                 break;
             }
         }
@@ -575,8 +670,9 @@ fn nfqueue_reader_cost_per_packet() {
     let (seen, bytes, cpu) = reader.join().unwrap();
     let per_packet = cpu / seen.max(1) as u32;
     println!(
-        "NFQUEUE reader: {seen}/{N} packets ({bytes} bytes) sent in {send_time:?}, reader CPU {cpu:?} = {per_packet:?}/packet \
+        "NFQUEUE reader ({}): {seen}/{N} packets ({bytes} bytes) sent in {send_time:?}, reader CPU {cpu:?} = {per_packet:?}/packet \
          (= {:.1}% of one core for 100 participants at 50 packets/s)",
+        if batch { "batched reads and verdicts" } else { "a read and a verdict per packet" },
         per_packet.as_secs_f64() * 5000.0 * 100.0
     );
     assert!(

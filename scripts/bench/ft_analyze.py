@@ -257,7 +257,8 @@ def main():
     ap.add_argument("work")
     ap.add_argument("--window", nargs=2, type=float, required=True)
     ap.add_argument("--probe-window", nargs=2, type=float, required=True)
-    ap.add_argument("--hz", type=int, required=True)
+    ap.add_argument("--hz", type=int, required=True,
+                    help="units of the CPU samples per second (1e9: ns)")
     ap.add_argument("--idle-window", nargs=2, type=float, required=True)
     ap.add_argument("--cpu0", nargs=6, type=int, required=True)
     ap.add_argument("--cpu1", nargs=6, type=int, required=True)
@@ -383,9 +384,9 @@ def main():
     print("| metric | FT on (primary + backup, VIP) | FT off (standalone) |")
     print("|---|---|---|")
     print(f"| CPU idle, no call ({a.idle_window[1] - a.idle_window[0]:.0f} s), % of one core | "
-          f"primary {cpu0[0]:.1f} %, backup {cpu0[1]:.1f} % | {cpu0[2]:.1f} % |")
-    print(f"| CPU, steady conference ({win:.0f} s), % of one core | primary {cpu1[0]:.1f} %, "
-          f"backup {cpu1[1]:.1f} % (backup/primary {ratio}) | {cpu1[2]:.1f} % |")
+          f"primary {cpu0[0]:.2f} %, backup {cpu0[1]:.2f} % | {cpu0[2]:.2f} % |")
+    print(f"| CPU, steady conference ({win:.0f} s), % of one core | primary {cpu1[0]:.2f} %, "
+          f"backup {cpu1[1]:.2f} % (backup/primary {ratio}) | {cpu1[2]:.2f} % |")
     print(f"| CPU with {a.probe_rate} calls/s of churn on top ({p1 - p0:.0f} s) | primary "
           f"{cpu2[0]:.1f} %, backup {cpu2[1]:.1f} % (backup/primary {ratio2}) | {cpu2[2]:.1f} % |")
     print(f"| SIP setup INVITE -> 200 at the client, p50 / p99, probe calls | "

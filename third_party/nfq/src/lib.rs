@@ -74,6 +74,17 @@ pub enum Verdict {
     Stop,
 }
 
+/// The kernel's code for a verdict (NF_DROP, NF_ACCEPT, NF_QUEUE with its number, ...).
+fn verdict_code(verdict: Verdict) -> u32 {
+    match verdict {
+        Verdict::Drop => 0,
+        Verdict::Accept => 1,
+        Verdict::Queue(num) => (num as u32) << 16 | 3,
+        Verdict::Repeat => 4,
+        Verdict::Stop => 5,
+    }
+}
+
 // Messages are expected to be 32-bit aligned, so we take a [u32] as buffer instead [u8].
 unsafe fn nfq_hdr_put(nlmsg: &mut Nlmsg, typ: u16, queue_num: u16, ack: bool) {
     let nlh = nlmsg.as_hdr();
@@ -547,14 +558,14 @@ unsafe fn parse_attr(attr: *const nlattr, message: &mut Message) {
     }
 }
 
-unsafe fn parse_msg(nlh: *const nlmsghdr, queue: &mut Queue) {
+unsafe fn parse_msg(nlh: *const nlmsghdr, queue: &mut Queue, buffer: Arc<Vec<u32>>) {
     const NFGEN_HDRLEN: usize = nfq_align(std::mem::size_of::<nfgenmsg>());
     let nfgenmsg = (nlh as usize + NLMSG_HDRLEN) as *const nfgenmsg;
     let attr_start = (nfgenmsg as usize + NFGEN_HDRLEN) as *const u32;
     let attr_len = (*nlh).nlmsg_len as usize - NLMSG_HDRLEN - NFGEN_HDRLEN;
 
     let mut message = Message {
-        buffer: Arc::clone(&queue.buffer),
+        buffer,
         id: be16_to_cpu((*nfgenmsg).res_id),
         hdr: std::ptr::null(),
         nfmark: 0,
@@ -605,6 +616,11 @@ pub struct Queue {
     queue: VecDeque<Message>,
     /// Message buffer reused across verdict calls
     verdict_buffer: Option<Box<[u32; (8192 + 0x10000) / 4]>>,
+    /// Most datagrams read by one `recvmmsg` when the internal queue is empty (1: `recv`).
+    /// (Added for Understudy, see PATCHED.md.)
+    recv_batch: usize,
+    /// One buffer per datagram of a batch, reused once their messages are dropped.
+    batch_buffers: Vec<Arc<Vec<u32>>>,
 }
 
 impl Queue {
@@ -624,6 +640,8 @@ impl Queue {
             buffer: Arc::new(Vec::with_capacity(metadata_size)),
             queue: VecDeque::new(),
             verdict_buffer: Some(Box::new(unsafe { std::mem::zeroed() })),
+            recv_batch: 1,
+            batch_buffers: Vec::new(),
         };
 
         let mut addr: sockaddr_nl = unsafe { std::mem::zeroed() };
@@ -876,12 +894,23 @@ impl Queue {
         }
 
         // As we pass in MSG_TRUNC, if we receive a larger size it means the message is trucated
-        let mut size = size as usize;
+        let size = size as usize;
         if size > buf_size * 4 {
             return Err(std::io::Error::from_raw_os_error(ENOSPC));
         }
+        let start = buf.as_ptr();
+        unsafe { self.walk_nlmsgs(start, size, &mut callback) }
+    }
 
-        let mut nlh = buf.as_ptr() as *const nlmsghdr;
+    // The netlink messages of one datagram (`size` bytes at `start`), each netfilter one
+    // handed to `callback`. Ok(true): an ACK (or DONE) ended it.
+    unsafe fn walk_nlmsgs(
+        &mut self,
+        start: *const u32,
+        mut size: usize,
+        callback: &mut impl FnMut(&mut Self, *const nlmsghdr),
+    ) -> Result<bool> {
+        let mut nlh = start as *const nlmsghdr;
         loop {
             if size < NLMSG_HDRLEN {
                 break;
@@ -922,6 +951,100 @@ impl Queue {
         Ok(false)
     }
 
+    /// Set the socket's receive buffer to `bytes` (`SO_RCVBUFFORCE`, which may exceed the
+    /// system's limit but needs CAP_NET_ADMIN; `SO_RCVBUF`, capped by `net.core.rmem_max`,
+    /// without it). Packets that do not fit are dropped by the kernel (or accepted with fail
+    /// open): a reader that reads in batches needs room for one. (Added for Understudy, see
+    /// PATCHED.md.)
+    pub fn set_recv_buffer_size(&mut self, bytes: usize) -> std::io::Result<()> {
+        let val = bytes.min(c_int::MAX as usize / 2) as c_int;
+        let set = |opt| unsafe {
+            setsockopt(
+                self.fd,
+                libc::SOL_SOCKET,
+                opt,
+                &val as *const c_int as _,
+                std::mem::size_of_val(&val) as _,
+            )
+        };
+        if set(libc::SO_RCVBUFFORCE) == 0 || set(libc::SO_RCVBUF) == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+
+    /// Read up to this many datagrams (packets) with one `recvmmsg` system call whenever
+    /// [`recv`](#method.recv) finds nothing left from the previous read (default 1: one `recv`
+    /// per packet). A blocking read waits for the first datagram only. Each datagram of a
+    /// batch has its own buffer of the copy range's size (see
+    /// [`set_copy_range`](#method.set_copy_range): set a small one first). (Added for
+    /// Understudy, see PATCHED.md.)
+    pub fn set_recv_batch(&mut self, max: usize) {
+        self.recv_batch = max.clamp(1, 1024);
+    }
+
+    // Read up to `self.recv_batch` datagrams with one recvmmsg, queueing their packets.
+    fn recv_nlmsg_batch(&mut self) -> Result<()> {
+        let max = self.recv_batch;
+        let bufsize = self.bufsize;
+        self.batch_buffers.truncate(max);
+        while self.batch_buffers.len() < max {
+            self.batch_buffers.push(Arc::new(vec![0u32; bufsize]));
+        }
+        let mut iovs = Vec::with_capacity(max);
+        for b in &mut self.batch_buffers {
+            if Arc::get_mut(b).is_none_or(|v| v.len() != bufsize) {
+                // Still held by a message (or the copy range changed): a fresh one.
+                *b = Arc::new(vec![0u32; bufsize]);
+            }
+            let v = Arc::get_mut(b).unwrap();
+            iovs.push(libc::iovec {
+                iov_base: v.as_mut_ptr() as _,
+                iov_len: v.len() * 4,
+            });
+        }
+        let mut msgs: Vec<libc::mmsghdr> = iovs
+            .iter_mut()
+            .map(|iov| {
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_iov = iov;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        let n = unsafe {
+            libc::recvmmsg(
+                self.fd,
+                msgs.as_mut_ptr(),
+                max as c_uint,
+                self.recv_flag | libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut result = Ok(());
+        for (i, m) in msgs.iter().take(n as usize).enumerate() {
+            if m.msg_hdr.msg_flags & MSG_TRUNC != 0 {
+                result = Err(std::io::Error::from_raw_os_error(ENOSPC));
+                continue;
+            }
+            let buffer = Arc::clone(&self.batch_buffers[i]);
+            let start = buffer.as_ptr();
+            let walked = unsafe {
+                self.walk_nlmsgs(start, m.msg_len as usize, &mut |this, nlh| {
+                    parse_msg(nlh, this, Arc::clone(&buffer))
+                })
+            };
+            if let Err(e) = walked {
+                result = Err(e);
+            }
+        }
+        result
+    }
+
     // Receive the next error message. Returns Ok only if errno is 0 (which is a response to a
     // message with F_ACK set).
     fn recv_error(&mut self) -> Result<()> {
@@ -932,14 +1055,38 @@ impl Queue {
     /// Receive a packet from the queue.
     pub fn recv(&mut self) -> Result<Message> {
         // We have processed all messages in previous recv batch, do next iteration
+        while self.queue.is_empty() && self.recv_batch > 1 {
+            self.recv_nlmsg_batch()?;
+        }
         while self.queue.is_empty() {
             self.recv_nlmsg(|this, nlh| {
-                unsafe { parse_msg(nlh, this) };
+                let buffer = Arc::clone(&this.buffer);
+                unsafe { parse_msg(nlh, this, buffer) };
             })?;
         }
 
         let msg = self.queue.pop_front().unwrap();
         Ok(msg)
+    }
+
+    /// Give every packet of queue `queue_num` with an id up to and including `packet_id`
+    /// (see [`Message::get_packet_id`]) the same verdict, with one netlink message
+    /// (`NFQNL_MSG_VERDICT_BATCH`). Packets read from the queue and not yet given a verdict
+    /// are covered; the [`Message`]s read for them need no verdict of their own. Modified
+    /// payloads and marks of those messages are not applied. (Added for Understudy, see
+    /// PATCHED.md.)
+    pub fn verdict_batch(&mut self, queue_num: u16, packet_id: u32, verdict: Verdict) -> Result<()> {
+        unsafe {
+            let mut buf = [0u32; 8192 / 4];
+            let mut nlmsg = Nlmsg::new(&mut buf);
+            nfq_hdr_put(&mut nlmsg, NFQNL_MSG_VERDICT_BATCH as u16, queue_num, false);
+            let vh = nfqnl_msg_verdict_hdr {
+                verdict: be32_to_cpu(verdict_code(verdict)),
+                id: be32_to_cpu(packet_id),
+            };
+            nlmsg.put_slice(NFQA_VERDICT_HDR as u16, std::slice::from_ref(&vh));
+            self.send_nlmsg(nlmsg)
+        }
     }
 
     /// Verdict a message.
@@ -949,13 +1096,7 @@ impl Queue {
             let mut nlmsg = Nlmsg::new(&mut buffer[..]);
             nfq_hdr_put(&mut nlmsg, NFQNL_MSG_VERDICT as u16, msg.id, false);
             let vh = nfqnl_msg_verdict_hdr {
-                verdict: be32_to_cpu(match msg.verdict {
-                    Verdict::Drop => 0,
-                    Verdict::Accept => 1,
-                    Verdict::Queue(num) => (num as u32) << 16 | 3,
-                    Verdict::Repeat => 4,
-                    Verdict::Stop => 5,
-                }),
+                verdict: be32_to_cpu(verdict_code(msg.verdict)),
                 id: (*msg.hdr).packet_id,
             };
             nlmsg.put_slice(NFQA_VERDICT_HDR as u16, std::slice::from_ref(&vh));
