@@ -463,19 +463,13 @@ fn a_backup_heartbeating_every_fourth_interval_keeps_its_primary_protected() {
         "the backup woke {wakes} times for its own timer"
     );
     // Replication is acknowledged as it arrives, not with the slower heartbeats.
-    let now = net.now;
-    let i = net.node(0).replicate(Change::Counter(1), now).unwrap();
-    net.run_until(now + 25 * MS);
     assert!(
-        net.node(0).is_committed(i),
+        committed_within(&mut net, 25 * MS),
         "entry not acknowledged in 25 ms"
     );
     // 10 s of a 20 % lossy sync link: neither node declares the other dead.
     net.run_until(11_200 * MS);
-    assert!(
-        !net.has(0, |e| *e == Event::PeerDead) && !net.has(1, |e| *e == Event::PeerDead),
-        "a false failure on a 20 % lossy link"
-    );
+    assert!(no_failure(&net), "a false failure on a 20 % lossy link");
     // The backup dies: the primary declares it dead after 3 x 3 of its heartbeats.
     net.dead[1] = true;
     let last = net.last_delivery[0].unwrap();
@@ -1003,6 +997,19 @@ fn death_with_beacons_detected_as_fast_and_during_a_partition() {
     }
 }
 
+/// Node 0 replicates an item now: is it committed within `within`?
+fn committed_within(net: &mut Net, within: Duration) -> bool {
+    let now = net.now;
+    let i = net.node(0).replicate(Change::Counter(1), now).unwrap();
+    net.run_until(now + within);
+    net.node(0).is_committed(i)
+}
+
+/// Neither node declared the other dead.
+fn no_failure(net: &Net) -> bool {
+    !net.has(0, |e| *e == Event::PeerDead) && !net.has(1, |e| *e == Event::PeerDead)
+}
+
 /// mcu's configuration: beacons, a backup heartbeating every 4th interval, the primary's
 /// heartbeats on their own path.
 fn heartbeat_path_cfg(id: u64, role: Role) -> Config {
@@ -1048,18 +1055,12 @@ fn a_backup_reading_heartbeats_when_it_wakes_detects_as_fast_and_wakes_less() {
     );
     assert!((25..=50).contains(&heard), "primary heard {heard} in 1 s");
     // Replication wakes it at once.
-    let now = net.now;
-    let i = net.node(0).replicate(Change::Counter(1), now).unwrap();
-    net.run_until(now + 2 * MS);
     assert!(
-        net.node(0).is_committed(i),
+        committed_within(&mut net, 2 * MS),
         "entry not acknowledged in 2 ms"
     );
     net.run_until(11_200 * MS);
-    assert!(
-        !net.has(0, |e| *e == Event::PeerDead) && !net.has(1, |e| *e == Event::PeerDead),
-        "a false failure"
-    );
+    assert!(no_failure(&net), "a false failure");
     assert_eq!(
         net.node(1).stats().replayed,
         0,
@@ -1098,10 +1099,7 @@ fn a_lossy_link_with_the_heartbeat_path_is_never_taken_over() {
         net.run_until(now + 100 * MS);
     }
     net.run_until(net.now + 200 * MS);
-    assert!(
-        !net.has(0, |e| *e == Event::PeerDead) && !net.has(1, |e| *e == Event::PeerDead),
-        "a false failure on a 20 % lossy link"
-    );
+    assert!(no_failure(&net), "a false failure on a 20 % lossy link");
     assert_eq!(net.node(1).role(), Role::Backup);
     assert_eq!(applied_counters(&net), (0..100).collect::<Vec<_>>());
 }

@@ -296,6 +296,8 @@ impl<T: Item + Send + 'static> SyncLink<T> {
             beacon_in: None,
             beacon_out: beacons,
             heartbeats,
+            arrived: Vec::new(),
+            arrived_bytes: Vec::new(),
             wake_pending: waker.pending.clone(),
             commands: command_rx,
             events: event_tx,
@@ -401,6 +403,24 @@ fn status_of<T: Item>(node: &Node<T>, committed_seq: u64, last_seq: u64) -> Sync
     }
 }
 
+/// One read's worth of heartbeats and beacons (arrival, a beacon?, its bytes in `bytes`),
+/// handed to `node` in arrival order at `now` (and `arrived` emptied).
+fn in_arrival_order<T: Item>(
+    node: &mut Node<T>,
+    arrived: &mut Vec<(Duration, bool, std::ops::Range<usize>)>,
+    bytes: &[u8],
+    now: Duration,
+) {
+    arrived.sort_by_key(|(at, _, _)| *at);
+    for (at, beacon, range) in arrived.drain(..) {
+        if beacon {
+            node.handle_beacon(&bytes[range], at);
+        } else {
+            node.handle_datagram_received(&bytes[range], at, now);
+        }
+    }
+}
+
 /// The thread's state: the node and everything around it.
 struct Driver<T> {
     node: Node<T>,
@@ -412,6 +432,10 @@ struct Driver<T> {
     beacon_in: Option<Box<dyn BeaconSource>>,
     beacon_out: Option<BeaconOut>,
     heartbeats: Option<HeartbeatPath>,
+    /// What [`Driver::read_batched`] read: (arrival, a beacon?, its bytes in
+    /// `arrived_bytes`), kept between wake-ups for their capacity.
+    arrived: Vec<(Duration, bool, std::ops::Range<usize>)>,
+    arrived_bytes: Vec<u8>,
     wake_pending: Arc<AtomicBool>,
     commands: mpsc::Receiver<SyncCommand<T>>,
     events: tokio::sync::mpsc::UnboundedSender<SyncEvent<T>>,
@@ -450,17 +474,12 @@ impl<T: Item> Driver<T> {
             // Not on the heartbeat socket: it is read when something else wakes the thread
             // (see [`HeartbeatPath`]).
             wait_readable(&self.sock, wait);
-            // The heartbeat path first: they mostly arrived before what wakes us.
-            if let Some(h) = &self.heartbeats {
-                for _ in 0..MAX_READS {
-                    let Some((len, age)) = recv_stamped(&h.sock, &mut buf, &mut cmsg) else {
-                        break;
-                    };
-                    let now = self.now();
-                    self.node
-                        .handle_datagram_received(&buf[..len], now.saturating_sub(age), now);
-                }
-            }
+            // What waited on the paths read in batches (heartbeats, beacons), in the order it
+            // arrived, before what woke us: the failure detector measures the peer's
+            // silences from that order (a heartbeat handled before the beacon that came
+            // ahead of it would make a lost heartbeat's gap look like a silence on both
+            // paths, and the backup would wait longer at the next death).
+            self.read_batched(&mut buf, &mut cmsg);
             // Everything that arrived (bounded, so the timers still run under a flood).
             for _ in 0..MAX_READS {
                 let got = self.sock.recv_from(&mut buf);
@@ -472,14 +491,6 @@ impl<T: Item> Driver<T> {
                 }
             }
             let now = self.now();
-            while let Ok(source) = self.beacon_sources.try_recv() {
-                self.beacon_in = Some(source);
-            }
-            if let Some(source) = self.beacon_in.as_mut() {
-                let node = &mut self.node;
-                source
-                    .drain(&mut |beacon, age| node.handle_beacon(beacon, now.saturating_sub(age)));
-            }
             self.wake_pending.store(false, Ordering::Release);
             while let Ok(cmd) = self.commands.try_recv() {
                 self.command(cmd, now);
@@ -489,6 +500,46 @@ impl<T: Item> Driver<T> {
             }
             self.flush();
         }
+    }
+
+    /// Read the heartbeat socket and the beacon source, and hand what they held to the node
+    /// in arrival order (see the call in [`Driver::run`]).
+    fn read_batched(&mut self, buf: &mut [u8], cmsg: &mut [u8]) {
+        while let Ok(source) = self.beacon_sources.try_recv() {
+            self.beacon_in = Some(source);
+        }
+        let (mut arrived, mut bytes) = (
+            std::mem::take(&mut self.arrived),
+            std::mem::take(&mut self.arrived_bytes),
+        );
+        arrived.clear();
+        bytes.clear();
+        let now = self.now();
+        if let Some(h) = &self.heartbeats {
+            for _ in 0..MAX_READS {
+                let Some((len, age)) = recv_stamped(&h.sock, buf, cmsg) else {
+                    break;
+                };
+                arrived.push((
+                    now.saturating_sub(age),
+                    false,
+                    bytes.len()..bytes.len() + len,
+                ));
+                bytes.extend_from_slice(&buf[..len]);
+            }
+        }
+        if let Some(source) = self.beacon_in.as_mut() {
+            source.drain(&mut |beacon, age| {
+                arrived.push((
+                    now.saturating_sub(age),
+                    true,
+                    bytes.len()..bytes.len() + beacon.len(),
+                ));
+                bytes.extend_from_slice(beacon);
+            });
+        }
+        in_arrival_order(&mut self.node, &mut arrived, &bytes, now);
+        (self.arrived, self.arrived_bytes) = (arrived, bytes);
     }
 
     fn command(&mut self, cmd: SyncCommand<T>, now: Duration) {
@@ -619,5 +670,94 @@ impl<T: Item> Driver<T> {
         }
         let st = status_of(&self.node, self.committed_seq, self.last_seq);
         *self.status.lock().unwrap() = st;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ft_sync::{Config, PeerState};
+
+    fn node(id: u64, role: Role) -> Node<u64> {
+        let mut c = Config::new(id, role, b"arrival order test key".to_vec(), id);
+        c.client_path_beacons = true;
+        c.heartbeat_channel = true;
+        c.backup_heartbeats_every = 4;
+        c.primary_patience = 3;
+        Node::new(c, Duration::ZERO)
+    }
+
+    /// Everything `from` queued for the sync link (heartbeats too when `heartbeats`), handed
+    /// to `to` at `now`.
+    fn exchange(from: &mut Node<u64>, to: &mut Node<u64>, now: Duration, heartbeats: bool) {
+        while let Some(d) = from.poll_transmit() {
+            to.handle_datagram(&d, now);
+        }
+        while let Some(d) = heartbeats.then(|| from.poll_heartbeat()).flatten() {
+            to.handle_datagram(&d, now);
+        }
+    }
+
+    #[test]
+    fn a_batch_read_late_is_handled_in_arrival_order() {
+        // Five of every six of the primary's heartbeats lost, every beacon arriving, the
+        // backup reading both every 40 ms: the primary was never silent on both paths for
+        // more than an interval. Handled heartbeats first, each heartbeat after a lost run
+        // looked like a silence as long as the run (the backup then waits that much longer
+        // before declaring a real death).
+        let ms = Duration::from_millis;
+        let (mut p, mut b) = (node(1, Role::Primary), node(2, Role::Backup));
+        let mut t = Duration::ZERO;
+        // Handshake over the sync link, in lockstep.
+        while t < ms(100) {
+            p.handle_timeout(t);
+            b.handle_timeout(t);
+            exchange(&mut p, &mut b, t, true);
+            exchange(&mut b, &mut p, t, true);
+            while p.poll_beacon().is_some() {}
+            t += ms(1);
+        }
+        assert_eq!(b.peer_state(), PeerState::Alive);
+        // What waits on the heartbeat socket and in the beacon queue: (arrival, datagram).
+        let (mut on_socket, mut in_queue) = (Vec::new(), Vec::new());
+        let (mut arrived, mut bytes) = (Vec::new(), Vec::new());
+        let mut heartbeats = 0u32;
+        while t < ms(3_000) {
+            p.handle_timeout(t);
+            while let Some(h) = p.poll_heartbeat() {
+                if heartbeats.is_multiple_of(6) {
+                    on_socket.push((t, h));
+                }
+                heartbeats += 1;
+            }
+            while let Some(beacon) = p.poll_beacon() {
+                in_queue.push((t + Duration::from_micros(50), beacon));
+            }
+            exchange(&mut p, &mut b, t, false);
+            if t.as_millis() % 40 == 39 {
+                // Read as the thread reads them: the socket, then the queue.
+                let socket = on_socket.drain(..).map(|(at, d)| (at, false, d));
+                let queue = in_queue.drain(..).map(|(at, d)| (at, true, d));
+                for (at, beacon, d) in socket.chain(queue) {
+                    arrived.push((at, beacon, bytes.len()..bytes.len() + d.len()));
+                    bytes.extend_from_slice(&d);
+                }
+                in_arrival_order(&mut b, &mut arrived, &bytes, t);
+                bytes.clear();
+                if b.poll_timeout().is_some_and(|d| d <= t) {
+                    b.handle_timeout(t);
+                }
+                exchange(&mut b, &mut p, t, true);
+            }
+            t += ms(1);
+        }
+        assert!(heartbeats > 280, "{heartbeats} heartbeats");
+        assert!(b.stats().beacons > 280, "{:?}", b.stats());
+        assert!(
+            b.recent_max_silence() <= ms(11),
+            "the backup saw the primary silent for {:?}",
+            b.recent_max_silence()
+        );
+        assert_ne!(b.peer_state(), PeerState::Dead);
     }
 }
