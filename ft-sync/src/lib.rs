@@ -1089,6 +1089,23 @@ impl<T: Item> Node<T> {
         }
         if reply_hello {
             self.send_hello();
+        } else if self.role == Role::Backup
+            && env.role == Role::Primary
+            && matches!(
+                env.payload,
+                Payload::Hello {
+                    starting: false,
+                    ..
+                }
+            )
+            && self.peer_state == PeerState::Alive
+        {
+            // A serving primary sends Hellos only while it does not hear this backup (it
+            // declared it dead, or the link just healed in one direction): answer at once,
+            // so that it is protected again within a round trip, not at the backup's next
+            // heartbeat (every `backup_heartbeats_every` intervals).
+            self.send_liveness();
+            self.next_heartbeat = now + self.own_heartbeat_interval();
         }
         // With the heartbeat path the backup reads its primary's heartbeats only when it wakes
         // anyway, so it answers when its own is due within half of its own period: its

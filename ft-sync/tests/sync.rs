@@ -1080,6 +1080,53 @@ fn a_backup_reading_heartbeats_when_it_wakes_detects_as_fast_and_wakes_less() {
 }
 
 #[test]
+fn a_link_healing_one_way_first_protects_the_pair_within_a_round_trip() {
+    // A partition long enough for the primary to declare its backup dead, healed in the
+    // primary-to-backup direction 20 ms before the other (two firewall rules removed one
+    // after the other): the backup hears the primary first and, heartbeating only every 40
+    // ms once it does, would leave the pair unprotected that long after the full healing.
+    // It answers the primary's Hello instead.
+    let mut net = Net::new(
+        Impair {
+            delay: Duration::from_micros(300),
+            ..Default::default()
+        },
+        33,
+    );
+    established_with(&mut net, heartbeat_path_cfg);
+    net.run_until(300 * MS);
+    net.cut = true;
+    net.run_until(1_300 * MS);
+    assert!(
+        net.has(0, |e| *e == Event::PeerDead),
+        "the primary declared its backup dead"
+    );
+    assert_eq!(net.node(1).peer_state(), PeerState::SyncLost);
+    let alive_before = net.events[0]
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::PeerAlive { .. }))
+        .count();
+    net.cut = false;
+    net.cut_from[1] = true;
+    net.run_until(1_320 * MS);
+    net.cut_from[1] = false;
+    let healed = net.now;
+    net.run_until(1_500 * MS);
+    let alive_again = net.events[0]
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::PeerAlive { .. }))
+        .nth(alive_before)
+        .map(|(t, _)| *t)
+        .expect("the primary hears its backup again");
+    assert!(
+        alive_again - healed <= 12 * MS,
+        "the primary heard its backup {:?} after the healing",
+        alive_again - healed
+    );
+    assert_eq!(net.node(1).role(), Role::Backup);
+}
+
+#[test]
 fn a_lossy_link_with_the_heartbeat_path_is_never_taken_over() {
     // 20 % loss on the sync link (the heartbeat path is the same wire) for 10 s, beacons
     // arriving: no false failure on either side, and what is replicated arrives.
