@@ -288,6 +288,17 @@ impl Net {
     }
 }
 
+/// A clean link: 300 µs one way, nothing lost; `seed` for the rest of the net's randomness.
+fn quiet_net(seed: u64) -> Net {
+    Net::new(
+        Impair {
+            delay: Duration::from_micros(300),
+            ..Default::default()
+        },
+        seed,
+    )
+}
+
 fn cfg(id: u64, role: Role) -> Config {
     Config::new(id, role, KEY.to_vec(), id * 1000 + 1)
 }
@@ -349,13 +360,7 @@ fn handshake_backup_first() {
 
 #[test]
 fn failure_detected_within_30ms_and_backup_promoted() {
-    let mut net = Net::new(
-        Impair {
-            delay: Duration::from_micros(300),
-            ..Default::default()
-        },
-        3,
-    );
+    let mut net = quiet_net(3);
     established(&mut net);
     net.run_until(500 * MS);
     assert!(!net.has(1, |e| *e == Event::PeerDead), "no false positive");
@@ -486,13 +491,7 @@ fn a_backup_heartbeating_every_fourth_interval_keeps_its_primary_protected() {
 
 #[test]
 fn a_slow_heartbeating_backup_detects_its_primary_as_fast() {
-    let mut net = Net::new(
-        Impair {
-            delay: Duration::from_micros(300),
-            ..Default::default()
-        },
-        12,
-    );
+    let mut net = quiet_net(12);
     let slow = |id, role| {
         let mut c = cfg(id, role);
         c.backup_heartbeats_every = 4;
@@ -872,13 +871,7 @@ fn applied_counters(net: &Net) -> Vec<u64> {
 
 #[test]
 fn partition_is_no_takeover_and_heals_by_resending() {
-    let mut net = Net::new(
-        Impair {
-            delay: Duration::from_micros(300),
-            ..Default::default()
-        },
-        21,
-    );
+    let mut net = quiet_net(21);
     established_with_beacons(&mut net);
     net.run_until(300 * MS);
     let snapshots_before = net.events[0]
@@ -965,13 +958,7 @@ fn long_partition_heals_with_a_snapshot() {
 #[test]
 fn death_with_beacons_detected_as_fast_and_during_a_partition() {
     for during_partition in [false, true] {
-        let mut net = Net::new(
-            Impair {
-                delay: Duration::from_micros(300),
-                ..Default::default()
-            },
-            23,
-        );
+        let mut net = quiet_net(23);
         established_with_beacons(&mut net);
         if during_partition {
             net.cut = true;
@@ -1086,13 +1073,7 @@ fn a_link_healing_one_way_first_protects_the_pair_within_a_round_trip() {
     // after the other): the backup hears the primary first and, heartbeating only every 40
     // ms once it does, would leave the pair unprotected that long after the full healing.
     // It answers the primary's Hello instead.
-    let mut net = Net::new(
-        Impair {
-            delay: Duration::from_micros(300),
-            ..Default::default()
-        },
-        33,
-    );
+    let mut net = quiet_net(33);
     established_with(&mut net, heartbeat_path_cfg);
     net.run_until(300 * MS);
     net.cut = true;
@@ -1438,13 +1419,7 @@ fn handover_refused_without_a_synced_backup() {
 #[test]
 fn a_backup_that_saw_its_primary_stall_waits_longer_for_10_s() {
     for stretch in [Duration::ZERO, 40 * MS] {
-        let mut net = Net::new(
-            Impair {
-                delay: Duration::from_micros(300),
-                ..Default::default()
-            },
-            31,
-        );
+        let mut net = quiet_net(31);
         net.start(0, beacon_cfg(1, Role::Primary));
         net.run_until(5 * MS);
         let mut c = beacon_cfg(2, Role::Backup);
@@ -1489,13 +1464,7 @@ fn a_backup_that_saw_its_primary_stall_waits_longer_for_10_s() {
         );
 
         // Ten quiet seconds later the stretch is gone: 30 ms again.
-        let mut net2 = Net::new(
-            Impair {
-                delay: Duration::from_micros(300),
-                ..Default::default()
-            },
-            32,
-        );
+        let mut net2 = quiet_net(32);
         net2.start(0, beacon_cfg(1, Role::Primary));
         net2.run_until(5 * MS);
         let mut c = beacon_cfg(2, Role::Backup);

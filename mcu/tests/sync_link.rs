@@ -544,11 +544,8 @@ async fn the_primarys_heartbeats_on_their_own_path_keep_the_backup_protected() {
     // entries stop.
     use std::sync::atomic::{AtomicBool, AtomicU64};
     use std::sync::Arc;
-    let (ps, pa) = bind();
-    let (bs, ba) = bind();
-    let (phb, phb_addr) = bind();
-    let (bhb, bhb_addr) = bind();
-    let (relay_sock, relay_addr) = bind();
+    let [(ps, pa), (bs, ba), (phb, phb_addr), (bhb, bhb_addr), (relay_sock, relay_addr)] =
+        std::array::from_fn(|_| bind());
     let cut = Arc::new(AtomicBool::new(false));
     let relayed = Arc::new(AtomicU64::new(0));
     relay(relay_sock, bhb_addr, cut.clone(), relayed.clone());
@@ -681,11 +678,8 @@ async fn batched_heartbeats_and_beacons_are_taken_in_arrival_order() {
     // 1 of 4); `mcu::sync_link`'s unit test `a_batch_read_late_is_handled_in_arrival_order`
     // catches it every time, in virtual time.
     use std::sync::{Arc, Mutex};
-    let (ps, pa) = bind();
-    let (bs, ba) = bind();
-    let (phb, phb_addr) = bind();
-    let (bhb, bhb_addr) = bind();
-    let (relay_sock, relay_addr) = bind();
+    let [(ps, pa), (bs, ba), (phb, phb_addr), (bhb, bhb_addr), (relay_sock, relay_addr)] =
+        std::array::from_fn(|_| bind());
     // The lossy heartbeat relay: forwards the first of every 6.
     std::thread::spawn(move || {
         let mut buf = [0u8; 65536];
