@@ -1499,27 +1499,8 @@ impl<T: Item> Node<T> {
             } else {
                 self.applied
             };
-            if self.config.heartbeat_channel {
-                self.send_heartbeat(log_index);
-            } else {
-                self.send(Payload::Heartbeat { log_index });
-            }
-        }
-    }
-
-    /// A heartbeat on the heartbeat path ([`Config::heartbeat_channel`]).
-    fn send_heartbeat(&mut self, log_index: LogIndex) {
-        if self.failed {
-            return;
-        }
-        let env = self.envelope(Payload::Heartbeat { log_index }, self.seq + 1);
-        if let Ok(d) = wire::encode(&self.config.key, &env) {
-            self.seq += 1;
-            self.stats.sent += 1;
-            if self.heartbeats.len() >= MAX_QUEUED_BEACONS {
-                self.heartbeats.pop_front();
-            }
-            self.heartbeats.push_back(d);
+            let heartbeat_path = self.config.heartbeat_channel;
+            self.send_on(Payload::Heartbeat { log_index }, heartbeat_path);
         }
     }
 
@@ -1543,12 +1524,26 @@ impl<T: Item> Node<T> {
     }
 
     fn send(&mut self, payload: Payload<T>) {
+        self.send_on(payload, false);
+    }
+
+    /// [`Node::send`], on the heartbeat path when `heartbeat_path` ([`Node::poll_heartbeat`],
+    /// bounded; see [`Config::heartbeat_channel`]).
+    fn send_on(&mut self, payload: Payload<T>, heartbeat_path: bool) {
         if self.failed {
             return;
         }
         // Items were encoded once when replicated ([`Node::encode_entry`]); the encoding
         // is deterministic, so a retransmission encodes too, and everything else is ours.
         match wire::encode(&self.config.key, &self.envelope(payload, self.seq + 1)) {
+            Ok(d) if heartbeat_path => {
+                self.seq += 1;
+                self.stats.sent += 1;
+                if self.heartbeats.len() >= MAX_QUEUED_BEACONS {
+                    self.heartbeats.pop_front();
+                }
+                self.heartbeats.push_back(d);
+            }
             Ok(d) => {
                 self.seq += 1;
                 self.push_transmit(d);

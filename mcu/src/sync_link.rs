@@ -515,28 +515,24 @@ impl<T: Item> Driver<T> {
         arrived.clear();
         bytes.clear();
         let now = self.now();
+        let mut stash = |data: &[u8], age: Duration, beacon: bool| {
+            arrived.push((
+                now.saturating_sub(age),
+                beacon,
+                bytes.len()..bytes.len() + data.len(),
+            ));
+            bytes.extend_from_slice(data);
+        };
         if let Some(h) = &self.heartbeats {
             for _ in 0..MAX_READS {
                 let Some((len, age)) = recv_stamped(&h.sock, buf, cmsg) else {
                     break;
                 };
-                arrived.push((
-                    now.saturating_sub(age),
-                    false,
-                    bytes.len()..bytes.len() + len,
-                ));
-                bytes.extend_from_slice(&buf[..len]);
+                stash(&buf[..len], age, false);
             }
         }
         if let Some(source) = self.beacon_in.as_mut() {
-            source.drain(&mut |beacon, age| {
-                arrived.push((
-                    now.saturating_sub(age),
-                    true,
-                    bytes.len()..bytes.len() + beacon.len(),
-                ));
-                bytes.extend_from_slice(beacon);
-            });
+            source.drain(&mut |beacon, age| stash(beacon, age, true));
         }
         in_arrival_order(&mut self.node, &mut arrived, &bytes, now);
         (self.arrived, self.arrived_bytes) = (arrived, bytes);
